@@ -1,0 +1,3 @@
+from kiln._cli import main
+
+main()

@@ -1,0 +1,248 @@
+"""Read a repository into a frozen ``Workspace``; validate as we go.
+
+Nothing here imports user code or touches the network: components and
+pipelines are read with ``ast``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
+
+from kiln._errors import ConfigError
+from kiln._model import (
+    DEFAULT_BASE_IMAGE,
+    Component,
+    Helper,
+    Image,
+    Pipeline,
+    StackConfig,
+    Workspace,
+)
+from kiln._toml import get_int, get_str, get_str_list, load_toml
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
+
+
+def find_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` whose pyproject.toml has [tool.kiln]."""
+    for candidate in (start, *start.parents):
+        pyproject = candidate / "pyproject.toml"
+        if pyproject.is_file() and "tool" in (doc := load_toml(pyproject, what="workspace")):
+            if "kiln" in doc["tool"]:
+                return candidate
+    raise ConfigError(
+        f"no pyproject.toml with a [tool.kiln] table at or above {start}; "
+        "run kiln inside a kiln monorepo or pass --repo PATH"
+    )
+
+
+def _check_version(value: str, path: Path) -> str:
+    try:
+        Version(value)
+    except InvalidVersion:
+        raise ConfigError(
+            f"{path}: version {value!r} is not a valid PEP 440 version; use e.g. '1.2.3'"
+        ) from None
+    return value
+
+
+def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
+    pyproject = path / "pyproject.toml"
+    doc = load_toml(pyproject, what="helper")
+    project = doc.get("project")
+    if not isinstance(project, dict):
+        raise ConfigError(f"{pyproject}: no [project] table; add name, version and dependencies")
+    name = get_str(project, "name", pyproject, "project")
+    expected = f"{org}-{path.name}"
+    if canonicalize_name(name) != canonicalize_name(expected):
+        raise ConfigError(
+            f"{pyproject}: [project] name is {name!r}, expected {expected!r}: published "
+            f"helpers carry the organisation prefix from [tool.kiln] org ({org!r}); "
+            f'set name = "{expected}"'
+        )
+    if "version" in project.get("dynamic", []):
+        raise ConfigError(f"{pyproject}: a dynamic version is not supported; set version = '...'")
+    version = _check_version(get_str(project, "version", pyproject, "project"), pyproject)
+    backend = doc.get("build-system", {}).get("requires", [])
+    if not any(re.fullmatch(r"hatchling==[\w.]+", r.replace(" ", "")) for r in backend):
+        raise ConfigError(
+            f"{pyproject}: [build-system] requires {backend!r} must pin hatchling exactly "
+            '(e.g. "hatchling==1.33.0"): an unpinned backend breaks byte-reproducible wheels'
+        )
+    reqs: list[Requirement] = []
+    for raw in get_str_list(project, "dependencies", pyproject, "project"):
+        try:
+            reqs.append(Requirement(raw))
+        except InvalidRequirement as exc:
+            raise ConfigError(f"{pyproject}: dependency {raw!r} is invalid: {exc}") from None
+    helper = Helper(
+        name=path.name,
+        path=path,
+        distribution=name,
+        version=version,
+        dependencies=tuple(str(r) for r in reqs),
+        siblings=(),
+    )
+    return helper, reqs
+
+
+def _read_helpers(root: Path, org: str) -> tuple[Helper, ...]:
+    folders = sorted(p for p in (root / "helpers").glob("*") if p.is_dir())
+    read = [_read_helper(p, org) for p in folders if not p.name.startswith((".", "_"))]
+    by_dist = {canonicalize_name(h.distribution): h for h, _ in read}
+    helpers = []
+    for helper, reqs in read:
+        siblings = []
+        for req in reqs:
+            sibling = by_dist.get(canonicalize_name(req.name))
+            if sibling is None:
+                continue
+            pinned = [s for s in req.specifier if s.operator == "=="]
+            if len(req.specifier) != 1 or not pinned or pinned[0].version != sibling.version:
+                raise ConfigError(
+                    f"{helper.path / 'pyproject.toml'}: dependency {str(req)!r} on sibling "
+                    f"helper {sibling.name} must be an exact pin on its current version: "
+                    f'"{sibling.distribution}=={sibling.version}"'
+                )
+            siblings.append(sibling.name)
+        helpers.append(
+            Helper(**{**helper.__dict__, "siblings": tuple(siblings)})  # frozen: rebuild
+        )
+    return tuple(helpers)
+
+
+def _read_image(path: Path, helper_names: set[str]) -> Image:
+    config = path / "image.toml"
+    doc = load_toml(config, what="image")
+    table: dict[str, Any] = doc.get("image", doc)
+    if not (path / "Dockerfile").is_file():
+        raise ConfigError(f"{path / 'Dockerfile'}: missing; every image needs a Dockerfile")
+    helpers = get_str_list(table, "helpers", config, "image")
+    unknown = sorted(set(helpers) - helper_names)
+    if unknown:
+        known = ", ".join(sorted(helper_names)) or "none"
+        raise ConfigError(
+            f"{config}: helpers lists {', '.join(unknown)}, which is not a folder under "
+            f"helpers/ (known helpers: {known}); fix the name or add the helper"
+        )
+    requirements = get_str_list(table, "requirements", config, "image")
+    for raw in requirements:
+        try:
+            Requirement(raw)
+        except InvalidRequirement as exc:
+            raise ConfigError(f"{config}: requirement {raw!r} is invalid: {exc}") from None
+    python = str(table.get("python", "3.11"))
+    if not re.fullmatch(r"3\.\d+", python):
+        raise ConfigError(f"{config}: python = {python!r}; use a minor version such as '3.11'")
+    return Image(
+        name=path.name,
+        path=path,
+        version=_check_version(get_str(table, "version", config, "image"), config),
+        base=str(table.get("base", DEFAULT_BASE_IMAGE)),
+        python=python,
+        helpers=helpers,
+        requirements=requirements,
+    )
+
+
+def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]:
+    components: list[Component] = []
+    for path in sorted((root / "pipelines" / "components").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        except SyntaxError as exc:
+            raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+        if any(
+            isinstance(n, ast.ImportFrom) and n.module == "__future__"
+            and any(a.name == "annotations" for a in n.names)
+            for n in tree.body
+        ):
+            raise ConfigError(
+                f"{path}: `from __future__ import annotations` turns type hints into strings, "
+                "which KFP cannot read as component inputs/outputs; remove that import"
+            )
+        image = None
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == "IMAGE" for t in node.targets)
+                and isinstance(node.value, ast.Constant)
+            ):
+                image = node.value.value
+        if not isinstance(image, str) or image not in image_names:
+            raise ConfigError(
+                f"{path}: IMAGE = {image!r} must name an image folder under images/ "
+                f"({', '.join(sorted(image_names)) or 'none'}); add e.g. IMAGE = \"base\""
+            )
+        funcs = [
+            n.name
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
+        ]
+        if not funcs:
+            raise ConfigError(f"{path}: defines no public function to turn into a component")
+        components.extend(Component(name=f, path=path, image=image) for f in funcs)
+    seen: dict[str, Path] = {}
+    for comp in components:
+        if comp.name in seen:
+            raise ConfigError(
+                f"component {comp.name!r} is defined in both {seen[comp.name]} and "
+                f"{comp.path}; rename one"
+            )
+        seen[comp.name] = comp.path
+    return tuple(components)
+
+
+def _read_pipelines(root: Path) -> tuple[Pipeline, ...]:
+    pipelines = []
+    for path in sorted((root / "pipelines").glob("*.py")):
+        if path.name.startswith("_"):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        if not any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body):
+            raise ConfigError(
+                f"{path}: a pipeline module must define `build(load)` returning the "
+                "@dsl.pipeline function; `load(name)` gives a pinned component"
+            )
+        pipelines.append(Pipeline(name=path.stem, path=path))
+    return tuple(pipelines)
+
+
+def discover(root: Path) -> Workspace:
+    """Read the monorepo at ``root``."""
+    pyproject = root / "pyproject.toml"
+    doc = load_toml(pyproject, what="kiln workspace")
+    kiln = doc.get("tool", {}).get("kiln")
+    if not isinstance(kiln, dict):
+        raise ConfigError(f"{pyproject}: no [tool.kiln] table; add one with org = \"...\"")
+    org = get_str(kiln, "org", pyproject, "tool.kiln")
+    if not _NAME.match(org):
+        raise ConfigError(f"{pyproject}: [tool.kiln] org {org!r} must be lowercase letters/digits")
+    stack_table = kiln.get("stack", {})
+    section = "tool.kiln.stack"
+    stack = StackConfig(
+        index_port=get_int(stack_table, "index-port", 8765, pyproject, section),
+        registry_port=get_int(stack_table, "registry-port", 5765, pyproject, section),
+    )
+    helpers = _read_helpers(root, org)
+    image_dirs = sorted(p for p in (root / "images").glob("*") if p.is_dir())
+    images = tuple(_read_image(p, {h.name for h in helpers}) for p in image_dirs)
+    return Workspace(
+        root=root,
+        org=org,
+        upstream_index=str(kiln.get("upstream-index", "https://pypi.org/simple")),
+        stack=stack,
+        helpers=helpers,
+        images=images,
+        components=_read_components(root, {i.name for i in images}),
+        pipelines=_read_pipelines(root),
+    )

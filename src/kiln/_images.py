@@ -1,0 +1,124 @@
+"""Image inputs: build context, labels and the input fingerprint.
+
+Docker's legacy builder (what the SDK drives) does not give bit-reproducible
+digests, so an image's identity is its *input fingerprint*: a hash of the
+Dockerfile and other context files, image.toml, the base image, and the exact
+wheels. It is recorded as a label; the registry is asked for it before pushing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kiln._files import sha256_file
+from kiln._model import Image
+from kiln._wheelhouse import Wheelhouse
+
+LABEL_PREFIX = "org.kiln"
+FINGERPRINT_LABEL = f"{LABEL_PREFIX}.fingerprint"
+
+
+class ImageBuilder(Protocol):
+    """Builds and pushes images. Docker Engine today; a daemonless builder is planned."""
+
+    def image_id(self, ref: str) -> str | None: ...
+
+    def build(
+        self, context: Path, tag: str, *, buildargs: dict[str, str], labels: dict[str, str]
+    ) -> str: ...
+
+    def push(self, repository: str, tag: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class ImageInputs:
+    image: Image
+    repository: str  # "<registry>/<org>/<name>"
+    tag: str
+    base: str
+    base_id: str | None
+    wheelhouse: Wheelhouse
+    fingerprint: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    @property
+    def path_in_registry(self) -> str:
+        """``<org>/<name>``: the repository without the registry host."""
+        return self.repository.split("/", 1)[1]
+
+
+def _context_files(image: Image) -> list[Path]:
+    return sorted(p for p in image.path.rglob("*") if p.is_file())
+
+
+def fingerprint(image: Image, base: str, base_id: str | None, wheelhouse: Wheelhouse) -> str:
+    doc = {
+        "files": {str(p.relative_to(image.path)): sha256_file(p) for p in _context_files(image)},
+        "base": base,
+        "base_id": base_id,
+        "third_party": sorted((w.filename, w.sha256) for w in wheelhouse.third_party),
+        "helpers": sorted((w.filename, w.sha256) for w in wheelhouse.helpers),
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def image_inputs(
+    image: Image,
+    *,
+    registry: str,
+    org: str,
+    base: str,
+    base_id: str | None,
+    wheelhouse: Wheelhouse,
+) -> ImageInputs:
+    return ImageInputs(
+        image=image,
+        repository=f"{registry}/{org}/{image.name}",
+        tag=image.version,
+        base=base,
+        base_id=base_id,
+        wheelhouse=wheelhouse,
+        fingerprint=fingerprint(image, base, base_id, wheelhouse),
+    )
+
+
+def labels(inputs: ImageInputs, *, source: str | None, revision: str | None) -> dict[str, str]:
+    """OCI + kiln labels. ``source`` must already be free of credentials."""
+    wh = inputs.wheelhouse
+    result = {
+        "org.opencontainers.image.title": inputs.image.name,
+        "org.opencontainers.image.version": inputs.image.version,
+        "org.opencontainers.image.base.name": inputs.base,
+        FINGERPRINT_LABEL: inputs.fingerprint,
+        f"{LABEL_PREFIX}.helpers": ",".join(f"{w.distribution}=={w.version}" for w in wh.helpers),
+        f"{LABEL_PREFIX}.third-party": ",".join(f"{w.name}=={w.version}" for w in wh.third_party),
+    }
+    if source:
+        result["org.opencontainers.image.source"] = source
+    if revision:
+        result["org.opencontainers.image.revision"] = revision
+    return result
+
+
+def write_context(inputs: ImageInputs, directory: Path) -> Path:
+    """Lay out the build context: the image folder plus ``wheelhouse/``."""
+    shutil.rmtree(directory, ignore_errors=True)
+    shutil.copytree(inputs.image.path, directory)
+    third = directory / "wheelhouse" / "third-party"
+    helpers = directory / "wheelhouse" / "helpers"
+    third.mkdir(parents=True)
+    helpers.mkdir(parents=True)
+    for w in inputs.wheelhouse.third_party:
+        shutil.copy2(w.path, third / w.filename)
+    for h in inputs.wheelhouse.helpers:
+        shutil.copy2(h.path, helpers / h.filename)
+    (third / "requirements.txt").write_text(inputs.wheelhouse.requirements_txt())
+    return directory

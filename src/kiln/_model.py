@@ -1,0 +1,101 @@
+"""The repository as plain, frozen data (what discovery reads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+
+
+@dataclass(frozen=True)
+class Helper:
+    """One helper distribution under ``helpers/<name>/``."""
+
+    name: str  # folder name, e.g. "imgproc"
+    path: Path
+    distribution: str  # published name, e.g. "acme-imgproc"
+    version: str
+    dependencies: tuple[str, ...]  # requirement strings from [project].dependencies
+    siblings: tuple[str, ...]  # names of other helpers it depends on (pinned ==)
+
+    @property
+    def wheel_stem(self) -> str:
+        """The wheel filename prefix: normalized name and version."""
+        return f"{self.distribution.replace('-', '_')}-{self.version}"
+
+
+@dataclass(frozen=True)
+class Image:
+    """One image under ``images/<name>/``: a Dockerfile and ``image.toml``."""
+
+    name: str
+    path: Path
+    version: str
+    base: str  # base image reference, the Dockerfile's BASE_IMAGE build arg
+    python: str  # "3.11": the interpreter in the base image
+    helpers: tuple[str, ...]
+    requirements: tuple[str, ...]  # extra third-party requirements
+
+    @property
+    def dockerfile(self) -> Path:
+        return self.path / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One lightweight component: a function in ``pipelines/components/<file>.py``."""
+
+    name: str  # the function name
+    path: Path
+    image: str  # name of the image in images/ it runs on
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A pipeline module ``pipelines/<name>.py`` defining ``build(load)``."""
+
+    name: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    host: str = "127.0.0.1"
+    index_port: int = 8765
+    registry_port: int = 5765
+
+    @property
+    def index_url(self) -> str:
+        return f"http://{self.host}:{self.index_port}"
+
+    @property
+    def registry(self) -> str:
+        return f"{self.host}:{self.registry_port}"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+    org: str
+    upstream_index: str
+    stack: StackConfig
+    helpers: tuple[Helper, ...]
+    images: tuple[Image, ...]
+    components: tuple[Component, ...]
+    pipelines: tuple[Pipeline, ...]
+
+    def helper(self, name: str) -> Helper:
+        return next(h for h in self.helpers if h.name == name)
+
+    def image(self, name: str) -> Image:
+        return next(i for i in self.images if i.name == name)
+
+    @property
+    def state_dir(self) -> Path:
+        """Git-ignored working state: stack data, caches, run outputs."""
+        return self.root / ".kiln"
+
+    @property
+    def dist_dir(self) -> Path:
+        return self.root / "dist"

@@ -1,0 +1,170 @@
+"""The release plan: what to publish, build, skip or refuse, and why. Pure data.
+
+The planner compares what was prepared locally (wheels, image inputs) with what
+the index and the registry already hold. It never talks to a server itself:
+the caller passes in what the servers said, so the plan is testable as data.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+class Action(str, enum.Enum):
+    PUBLISH = "publish"  # upload a file to the index
+    BUILD = "build"  # build and push an image
+    SKIP = "skip"  # already there with identical content
+    REFUSE = "refuse"  # already there with different content: a published version never changes
+
+
+@dataclass(frozen=True)
+class FileCandidate:
+    kind: str  # "helper" (built here) or "mirror" (third-party wheel from upstream)
+    project: str
+    version: str
+    path: Path
+    sha256: str
+    source: Path | None = None  # the helper folder, for messages
+
+
+@dataclass(frozen=True)
+class FileStep:
+    kind: str
+    project: str
+    version: str
+    filename: str
+    sha256: str
+    action: Action
+    reason: str
+
+
+@dataclass(frozen=True)
+class ImageCandidate:
+    name: str
+    version: str
+    repository: str  # path in the registry, e.g. "acme/base"
+    fingerprint: str
+    config: Path  # images/<name>/image.toml, for messages
+
+
+@dataclass(frozen=True)
+class PublishedImage:
+    digest: str
+    fingerprint: str | None
+
+
+@dataclass(frozen=True)
+class ImageStep:
+    name: str
+    version: str
+    repository: str
+    fingerprint: str
+    action: Action
+    reason: str
+    digest: str | None  # known when skipped; set after the push otherwise
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    files: tuple[FileStep, ...]
+    images: tuple[ImageStep, ...]
+    components: tuple[str, ...]
+    pipelines: tuple[str, ...]
+
+    @property
+    def refusals(self) -> tuple[str, ...]:
+        steps: list[FileStep | ImageStep] = [*self.files, *self.images]
+        return tuple(s.reason for s in steps if s.action is Action.REFUSE)
+
+    @property
+    def up_to_date(self) -> bool:
+        steps: list[FileStep | ImageStep] = [*self.files, *self.images]
+        return all(s.action is Action.SKIP for s in steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        def row(step: FileStep | ImageStep) -> dict[str, Any]:
+            return {**asdict(step), "action": step.action.value}
+
+        return {
+            "files": [row(s) for s in self.files],
+            "images": [row(s) for s in self.images],
+            "components": list(self.components),
+            "pipelines": list(self.pipelines),
+            "refusals": list(self.refusals),
+        }
+
+
+def plan_file(candidate: FileCandidate, published: Mapping[str, str]) -> FileStep:
+    """``published``: filename -> sha256 of the files the index holds for this project."""
+    name = candidate.path.name
+    there = published.get(name)
+    if there is None:
+        action, reason = Action.PUBLISH, f"{name} is not on the index yet"
+    elif there == candidate.sha256:
+        action, reason = Action.SKIP, f"{name} is on the index with identical bytes"
+    elif candidate.kind == "helper":
+        where = candidate.source or Path(candidate.project)
+        action, reason = Action.REFUSE, (
+            f"{where}: {candidate.project} {candidate.version} is already published with "
+            f"different bytes (index sha256 {there[:12]}..., built {candidate.sha256[:12]}...); "
+            f"a published version never changes: bump version in {where / 'pyproject.toml'}"
+        )
+    else:
+        action, reason = Action.REFUSE, (
+            f"{name} on the index differs from the upstream file (index sha256 {there[:12]}..., "
+            f"upstream {candidate.sha256[:12]}...); the mirror was altered: investigate before "
+            "releasing"
+        )
+    return FileStep(
+        kind=candidate.kind,
+        project=candidate.project,
+        version=candidate.version,
+        filename=name,
+        sha256=candidate.sha256,
+        action=action,
+        reason=reason,
+    )
+
+
+def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
+    ref = f"{candidate.repository}:{candidate.version}"
+    digest = None
+    if published is None:
+        action, reason = Action.BUILD, f"{ref} is not in the registry yet"
+    elif published.fingerprint == candidate.fingerprint:
+        action, reason = Action.SKIP, f"{ref} is in the registry, built from identical inputs"
+        digest = published.digest
+    else:
+        action, reason = Action.REFUSE, (
+            f"{candidate.config.parent}: {ref} is already pushed ({published.digest}) from "
+            "different inputs (Dockerfile, helpers, wheels or base image changed); a pushed "
+            f"version never changes: bump version in {candidate.config}"
+        )
+    return ImageStep(
+        name=candidate.name,
+        version=candidate.version,
+        repository=candidate.repository,
+        fingerprint=candidate.fingerprint,
+        action=action,
+        reason=reason,
+        digest=digest,
+    )
+
+
+def plan_release(
+    files: Sequence[tuple[FileCandidate, Mapping[str, str]]],
+    images: Sequence[tuple[ImageCandidate, PublishedImage | None]],
+    components: Sequence[str],
+    pipelines: Sequence[str],
+) -> ReleasePlan:
+    """Each candidate comes with what its server already holds."""
+    return ReleasePlan(
+        files=tuple(plan_file(c, published) for c, published in files),
+        images=tuple(plan_image(c, published) for c, published in images),
+        components=tuple(components),
+        pipelines=tuple(pipelines),
+    )

@@ -1,0 +1,79 @@
+"""The one way kiln shells out.
+
+``call`` echoes the command, resolves the executable, and raises
+``CommandFailed`` with the return code and the tail of the output.
+A ``Runner`` is handed to the code that needs it, so tests can pass a fake.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from kiln._errors import CommandFailed
+
+_TAIL_LINES = 25
+
+
+class Runner(Protocol):
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str: ...
+
+
+def _tail(text: str, lines: int = _TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def call(
+    args: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    echo: bool = True,
+) -> str:
+    """Run ``args``; return its combined output; raise ``CommandFailed`` on failure.
+
+    ``env`` entries are added to (not replacing) the current environment. Their
+    values are never echoed, so credentials passed that way stay out of logs.
+    """
+    exe = shutil.which(args[0])
+    if exe is None:
+        raise CommandFailed(f"`{args[0]}` was not found on PATH: install it or fix PATH")
+    if echo:
+        print(f"    $ {shlex.join(args)}", file=sys.stderr, flush=True)
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run(
+        [exe, *args[1:]],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CommandFailed(
+            f"`{shlex.join(args)}` failed with exit code {proc.returncode}:\n{_tail(proc.stdout)}",
+            returncode=proc.returncode,
+            output=proc.stdout,
+        )
+    return proc.stdout
+
+
+def hermetic_pip_env() -> dict[str, str]:
+    """Environment for pip calls that must ignore every machine-wide pip config.
+
+    Used together with ``--isolated`` and an explicit index.
+    """
+    return {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}

@@ -1,0 +1,49 @@
+"""Reading TOML files with errors that name the file and the fix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from kiln._errors import ConfigError
+
+
+def load_toml(path: Path, *, what: str) -> dict[str, Any]:
+    """Parse ``path``; a missing or malformed file is a ``ConfigError``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; every {what} needs this file") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+
+
+def get_str(table: dict[str, Any], key: str, path: Path, section: str) -> str:
+    value = table.get(key)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"{path}: [{section}] {key} must be a non-empty string, got {value!r}; set it"
+        )
+    return value
+
+
+def get_str_list(table: dict[str, Any], key: str, path: Path, section: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{path}: [{section}] {key} must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def get_int(table: dict[str, Any], key: str, default: int, path: Path, section: str) -> int:
+    value = table.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{path}: [{section}] {key} must be an integer, got {value!r}")
+    return value
