@@ -121,14 +121,62 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _release_parts(args: argparse.Namespace) -> tuple[Workspace, Any, Any, Any]:
+def _release_parts(
+    args: argparse.Namespace, *, images: bool = True
+) -> tuple[Workspace, Any, Any, Any]:
     from kiln._release import make_plan, prepare  # noqa: PLC0415
 
     ws = _workspace(args)
-    services = _services(args, ws)
-    prepared = prepare(ws, services, base_override=_base_override(args), say=_say)
+    services = _services(args, ws, docker=images)
+    prepared = prepare(ws, services, base_override=_base_override(args), images=images, say=_say)
     plan = make_plan(ws, prepared, services)
     return ws, services, prepared, plan
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from kiln._release import check_refusals, publish  # noqa: PLC0415
+
+    _ws, services, prepared, plan = _release_parts(args, images=False)
+    check_refusals(plan)
+    uploaded = publish(plan, prepared, services, _say)
+    rows = [
+        {"filename": s.filename, "sha256": s.sha256, "action": s.action.value} for s in plan.files
+    ]
+    _emit(args, rows, f"uploaded {len(uploaded)} of {len(rows)} wheel(s) to {services.index.url}")
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from kiln._release import bake, check_refusals, publish  # noqa: PLC0415
+
+    ws, services, prepared, plan = _release_parts(args)
+    check_refusals(plan)
+    publish(plan, prepared, services, _say)
+    digests, pushed = bake(ws, plan, prepared, services, _say)
+    refs = {i.image.name: f"{i.repository}@{digests[i.image.name]}" for i in prepared.images}
+    _emit(args, refs, "\n".join(refs.values()) + f"\npushed {len(pushed)} image(s)")
+    return 0
+
+
+def cmd_components(args: argparse.Namespace) -> int:
+    from kiln._release import generate  # noqa: PLC0415
+
+    ws = _workspace(args)
+    services = _services(args, ws, docker=False)
+    refs = {}
+    for image in ws.images:
+        repo = f"{ws.org}/{image.name}"
+        digest = services.registry.digest(repo, image.version)
+        if digest is None:
+            raise ConfigError(
+                f"{image.path / 'image.toml'}: {services.registry.host}/{repo}:{image.version} is "
+                "not in the registry; run `kiln bake` (or `kiln release`) first"
+            )
+        refs[image.name] = f"{services.registry.host}/{repo}@{digest}"
+    components, pipelines = generate(ws, refs, say=_say)
+    rows = {"components": components, "pipelines": pipelines}
+    _emit(args, rows, "\n".join(r["path"] for r in components + pipelines))
+    return 0
 
 
 def _plan_text(plan: Any) -> str:
@@ -154,7 +202,13 @@ def cmd_release(args: argparse.Namespace) -> int:
         summary = "everything is up to date: nothing uploaded, nothing pushed"
     else:
         summary = f"uploaded {len(outcome.uploaded)} file(s), pushed {len(outcome.pushed)} image(s)"
-    _emit(args, outcome.manifest, f"{summary}\nmanifest: {outcome.manifest_path}")
+    result = {
+        "uploaded": outcome.uploaded,
+        "pushed": outcome.pushed,
+        "manifest_path": str(outcome.manifest_path),
+        "manifest": outcome.manifest,
+    }
+    _emit(args, result, f"{summary}\nmanifest: {outcome.manifest_path}")
     return 0
 
 
@@ -224,6 +278,27 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser(
+        "publish",
+        parents=[common, targets],
+        help="build helper wheels and upload the ones the index does not have",
+    )
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "bake",
+        parents=[common, targets],
+        help="publish, then build images offline from their wheelhouse and push them",
+    )
+    p.set_defaults(func=cmd_bake)
+
+    p = sub.add_parser(
+        "components",
+        parents=[common, targets],
+        help="generate component YAMLs pinned to the pushed images' digests",
+    )
+    p.set_defaults(func=cmd_components)
+
+    p = sub.add_parser(
         "release",
         parents=[common, targets],
         help="build, publish, bake, push and generate pinned components",
@@ -237,9 +312,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", parents=[common], help="run a pipeline with kfp.local.DockerRunner")
     p.add_argument("pipeline", help="name of pipelines/<name>.py")
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument(
-        "--network", default="none", choices=["none", "host"], help="container network"
-    )
+    p.add_argument("--network", default="none", choices=["none", "host"], help="container network")
     p.set_defaults(func=cmd_run)
     return parser
 

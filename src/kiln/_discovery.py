@@ -34,9 +34,8 @@ def find_root(start: Path) -> Path:
     """The nearest directory at or above ``start`` whose pyproject.toml has [tool.kiln]."""
     for candidate in (start, *start.parents):
         pyproject = candidate / "pyproject.toml"
-        if pyproject.is_file() and "tool" in (doc := load_toml(pyproject, what="workspace")):
-            if "kiln" in doc["tool"]:
-                return candidate
+        if pyproject.is_file() and "kiln" in load_toml(pyproject, what="workspace").get("tool", {}):
+            return candidate
     raise ConfigError(
         f"no pyproject.toml with a [tool.kiln] table at or above {start}; "
         "run kiln inside a kiln monorepo or pass --repo PATH"
@@ -162,7 +161,8 @@ def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]
         except SyntaxError as exc:
             raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
         if any(
-            isinstance(n, ast.ImportFrom) and n.module == "__future__"
+            isinstance(n, ast.ImportFrom)
+            and n.module == "__future__"
             and any(a.name == "annotations" for a in n.names)
             for n in tree.body
         ):
@@ -181,7 +181,7 @@ def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]
         if not isinstance(image, str) or image not in image_names:
             raise ConfigError(
                 f"{path}: IMAGE = {image!r} must name an image folder under images/ "
-                f"({', '.join(sorted(image_names)) or 'none'}); add e.g. IMAGE = \"base\""
+                f'({", ".join(sorted(image_names)) or "none"}); add e.g. IMAGE = "base"'
             )
         funcs = [
             n.name
@@ -223,7 +223,7 @@ def discover(root: Path) -> Workspace:
     doc = load_toml(pyproject, what="kiln workspace")
     kiln = doc.get("tool", {}).get("kiln")
     if not isinstance(kiln, dict):
-        raise ConfigError(f"{pyproject}: no [tool.kiln] table; add one with org = \"...\"")
+        raise ConfigError(f'{pyproject}: no [tool.kiln] table; add one with org = "..."')
     org = get_str(kiln, "org", pyproject, "tool.kiln")
     if not _NAME.match(org):
         raise ConfigError(f"{pyproject}: [tool.kiln] org {org!r} must be lowercase letters/digits")

@@ -42,7 +42,7 @@ class IndexClient:
         *,
         upload_url: str | None = None,
         username: str = "kiln",
-        password: str = "",  # noqa: S107 - the local stack has no auth; real ones pass a token
+        password: str = "",
         runner: Runner = call,
     ) -> None:
         self.url = url.rstrip("/")

@@ -108,16 +108,24 @@ def plan_file(candidate: FileCandidate, published: Mapping[str, str]) -> FileSte
         action, reason = Action.SKIP, f"{name} is on the index with identical bytes"
     elif candidate.kind == "helper":
         where = candidate.source or Path(candidate.project)
-        action, reason = Action.REFUSE, (
-            f"{where}: {candidate.project} {candidate.version} is already published with "
-            f"different bytes (index sha256 {there[:12]}..., built {candidate.sha256[:12]}...); "
-            f"a published version never changes: bump version in {where / 'pyproject.toml'}"
+        action, reason = (
+            Action.REFUSE,
+            (
+                f"{where}: {candidate.project} {candidate.version} is already published with "
+                f"different bytes (index sha256 {there[:12]}..., "
+                f"built {candidate.sha256[:12]}...); "
+                f"a published version never changes: bump version in {where / 'pyproject.toml'}"
+            ),
         )
     else:
-        action, reason = Action.REFUSE, (
-            f"{name} on the index differs from the upstream file (index sha256 {there[:12]}..., "
-            f"upstream {candidate.sha256[:12]}...); the mirror was altered: investigate before "
-            "releasing"
+        action, reason = (
+            Action.REFUSE,
+            (
+                f"{name} on the index differs from the upstream file "
+                f"(index sha256 {there[:12]}..., "
+                f"upstream {candidate.sha256[:12]}...); the mirror was altered: investigate before "
+                "releasing"
+            ),
         )
     return FileStep(
         kind=candidate.kind,
@@ -139,10 +147,13 @@ def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> I
         action, reason = Action.SKIP, f"{ref} is in the registry, built from identical inputs"
         digest = published.digest
     else:
-        action, reason = Action.REFUSE, (
-            f"{candidate.config.parent}: {ref} is already pushed ({published.digest}) from "
-            "different inputs (Dockerfile, helpers, wheels or base image changed); a pushed "
-            f"version never changes: bump version in {candidate.config}"
+        action, reason = (
+            Action.REFUSE,
+            (
+                f"{candidate.config.parent}: {ref} is already pushed ({published.digest}) from "
+                "different inputs (Dockerfile, helpers, wheels or base image changed); a pushed "
+                f"version never changes: bump version in {candidate.config}"
+            ),
         )
     return ImageStep(
         name=candidate.name,

@@ -39,7 +39,9 @@ class RegistryClient:
         self._base = f"{scheme}://{host}/v2"
         self._session = requests.Session()
 
-    def _get(self, url: str, *, method: str = "GET", accept: str | None = None) -> requests.Response:
+    def _get(
+        self, url: str, *, method: str = "GET", accept: str | None = None
+    ) -> requests.Response:
         headers = {"Accept": accept} if accept else {}
         try:
             return self._session.request(method, url, headers=headers, timeout=_TIMEOUT)

@@ -8,7 +8,7 @@ interrupted release skips what is already published and finishes the rest.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -33,7 +33,6 @@ from kiln._plan import (
     Action,
     FileCandidate,
     ImageCandidate,
-    ImageStep,
     PublishedImage,
     ReleasePlan,
     plan_release,
@@ -87,6 +86,7 @@ def prepare(
     services: Services,
     *,
     base_override: str | None = None,
+    images: bool = True,
     say: Say = print,
 ) -> Prepared:
     """Build wheels and resolve wheelhouses: local work only, nothing is published."""
@@ -94,15 +94,18 @@ def prepare(
     wheels = build_wheels(workspace.helpers, workspace.dist_dir / "wheels")
     for w in wheels:
         say(f"    {w.filename}  sha256:{w.sha256[:12]}")
-    images = []
-    for image in workspace.images:
+    inputs: list[ImageInputs] = []
+    for image in workspace.images if images else ():
         say(f"==> wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})")
         wheelhouse = resolve_wheelhouse(
             workspace, image, wheels, kfp_version=kfp_version(), runner=services.runner
         )
-        say(f"    {len(wheelhouse.third_party)} third-party wheel(s), {len(wheelhouse.helpers)} helper wheel(s)")
+        say(
+            f"    {len(wheelhouse.third_party)} third-party wheel(s), "
+            f"{len(wheelhouse.helpers)} helper wheel(s)"
+        )
         base = base_override or image.base
-        images.append(
+        inputs.append(
             image_inputs(
                 image,
                 registry=services.registry.host,
@@ -112,12 +115,12 @@ def prepare(
                 wheelhouse=wheelhouse,
             )
         )
-    return Prepared(wheels=wheels, images=tuple(images))
+    return Prepared(wheels=wheels, images=tuple(inputs))
 
 
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:
     """Ask the index and the registry what they hold, and plan against it."""
-    helper_paths = {h.name: h.path for h in workspace.helpers}
+    helper_paths = {h.name: h.path.relative_to(workspace.root) for h in workspace.helpers}
     candidates = [
         FileCandidate("helper", w.distribution, w.version, w.path, w.sha256, helper_paths[w.helper])
         for w in prepared.wheels
@@ -137,7 +140,11 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
             fp = services.registry.labels(repo, inputs.tag).get(FINGERPRINT_LABEL)
             there = PublishedImage(digest=digest, fingerprint=fp)
         candidate = ImageCandidate(
-            inputs.image.name, inputs.tag, repo, inputs.fingerprint, inputs.image.path / "image.toml"
+            inputs.image.name,
+            inputs.tag,
+            repo,
+            inputs.fingerprint,
+            inputs.image.path.relative_to(workspace.root) / "image.toml",
         )
         images.append((candidate, there))
     return plan_release(
@@ -148,7 +155,7 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
     )
 
 
-def _publish(plan: ReleasePlan, prepared: Prepared, services: Services, say: Say) -> list[str]:
+def publish(plan: ReleasePlan, prepared: Prepared, services: Services, say: Say) -> list[str]:
     paths = {w.filename: w.path for w in prepared.wheels}
     paths.update({c.path.name: c.path for c in prepared.mirror_candidates()})
     todo = [s for s in plan.files if s.action is Action.PUBLISH]
@@ -167,7 +174,7 @@ def _publish(plan: ReleasePlan, prepared: Prepared, services: Services, say: Say
     return [s.filename for s in todo]
 
 
-def _bake(
+def bake(
     workspace: Workspace,
     plan: ReleasePlan,
     prepared: Prepared,
@@ -224,6 +231,30 @@ def _image_rows(plan: ReleasePlan, prepared: Prepared, digests: dict[str, str]) 
     return rows
 
 
+def check_refusals(plan: ReleasePlan) -> None:
+    if plan.refusals:
+        raise PublishedConflict(
+            "nothing was published, because:\n" + "\n".join(f"  - {r}" for r in plan.refusals)
+        )
+
+
+def generate(
+    workspace: Workspace, image_refs: dict[str, str], *, say: Say = print
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Write pinned component YAMLs and compiled pipelines under dist/."""
+    out = workspace.dist_dir
+    say(f"==> components: {len(workspace.components)} pinned by digest")
+    component_rows = []
+    for comp in workspace.components:
+        path = generate_component(comp, image_refs[comp.image], out / "components")
+        component_rows.append(_file_row(comp.name, path, workspace.root, image=comp.image))
+    pipeline_rows = []
+    for pipe in workspace.pipelines:
+        path = compile_pipeline(pipe, out / "components", out / "pipelines")
+        pipeline_rows.append(_file_row(pipe.name, path, workspace.root))
+    return component_rows, pipeline_rows
+
+
 def execute(
     workspace: Workspace,
     prepared: Prepared,
@@ -233,24 +264,13 @@ def execute(
     release_version: str | None = None,
     say: Say = print,
 ) -> Outcome:
-    if plan.refusals:
-        raise PublishedConflict(
-            "nothing was published, because:\n" + "\n".join(f"  - {r}" for r in plan.refusals)
-        )
-    uploaded = _publish(plan, prepared, services, say)
-    digests, pushed = _bake(workspace, plan, prepared, services, say)
+    check_refusals(plan)
+    uploaded = publish(plan, prepared, services, say)
+    digests, pushed = bake(workspace, plan, prepared, services, say)
     images = {row["name"]: row for row in _image_rows(plan, prepared, digests)}
-
-    out = workspace.dist_dir
-    component_rows = []
-    say(f"==> components: {len(workspace.components)} pinned by digest")
-    for comp in workspace.components:
-        path = generate_component(comp, images[comp.image]["ref"], out / "components")
-        component_rows.append(_file_row(comp.name, path, workspace.root, image=comp.image))
-    pipeline_rows = []
-    for pipe in workspace.pipelines:
-        path = compile_pipeline(pipe, out / "components", out / "pipelines")
-        pipeline_rows.append(_file_row(pipe.name, path, workspace.root))
+    component_rows, pipeline_rows = generate(
+        workspace, {name: row["ref"] for name, row in images.items()}, say=say
+    )
     published = {s.filename: s.action for s in plan.files}
     manifest = {
         "kiln": __version__,
@@ -274,7 +294,7 @@ def execute(
         "components": component_rows,
         "pipelines": pipeline_rows,
     }
-    manifest_path = out / "manifest.json"
+    manifest_path = workspace.dist_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     say(f"==> manifest: {manifest_path}")
     return Outcome(plan, manifest, manifest_path, uploaded, pushed)
@@ -282,7 +302,3 @@ def execute(
 
 def _file_row(name: str, path: Path, root: Path, **extra: str) -> dict[str, str]:
     return {"name": name, **extra, "path": str(path.relative_to(root)), "sha256": sha256_file(path)}
-
-
-def image_steps_needing_docker(plan: ReleasePlan) -> Sequence[ImageStep]:
-    return [s for s in plan.images if s.action is Action.BUILD]

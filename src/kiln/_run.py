@@ -5,6 +5,8 @@ Baked images contain everything, so containers run with no network at all.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,9 @@ def run_pipeline(
     )
     func = pipeline_function(pipeline, component_dir)
     try:
-        task = func(**arguments)
+        # kfp.local logs to stdout; kiln keeps stdout for its result (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            task = func(**arguments)
     except Exception as exc:
         raise RunFailed(
             f"pipeline {pipeline.name} ({pipeline.path}) failed under kfp.local: {exc}; "

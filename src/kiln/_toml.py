@@ -21,9 +21,10 @@ def load_toml(path: Path, *, what: str) -> dict[str, Any]:
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; every {what} needs this file") from None
     try:
-        return tomllib.loads(text)
+        doc: dict[str, Any] = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    return doc
 
 
 def get_str(table: dict[str, Any], key: str, path: Path, section: str) -> str:

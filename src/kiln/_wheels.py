@@ -49,7 +49,9 @@ def _hook_runner(
 
 
 def _build_one(helper: Helper, outdir: Path) -> Path:
-    builder = build.ProjectBuilder(helper.path, python_executable=sys.executable, runner=_hook_runner)
+    builder = build.ProjectBuilder(
+        helper.path, python_executable=sys.executable, runner=_hook_runner
+    )
     backend_ready = not any(build.check_dependency(r) for r in builder.build_system_requires)
     if backend_ready and not builder.check_dependencies("wheel"):
         return Path(builder.build("wheel", outdir))

@@ -1,0 +1,95 @@
+"""End-to-end fixtures: a copy of this monorepo, its own local stack on free ports,
+the real Docker Engine. In CI (CI=true) a missing engine or base image fails the
+run instead of skipping it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[2]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run the end-to-end tests, not skip them)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:
+        _unavailable(f"Docker Engine not reachable: {exc}")
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        _unavailable(f"base image {BASE_IMAGE} is not present; set KILN_BASE_IMAGE")
+    return client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Repo:
+    root: Path
+    index_url: str
+    registry: str
+
+    def kiln(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
+            env={**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, **(env or {})},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=900,
+        )
+
+    def kiln_json(self, *args: str) -> Any:
+        proc = self.kiln(*args, "--json")
+        assert proc.returncode == 0, f"kiln {' '.join(args)} failed:\n{proc.stderr}"
+        return json.loads(proc.stdout)
+
+
+_IGNORE = shutil.ignore_patterns(
+    ".kiln", "dist", ".nox", ".git", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis"
+)
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[Repo]:
+    """A copy of this monorepo's helpers, images and pipelines with its own stack."""
+    root = tmp_path_factory.mktemp("monorepo")
+    for name in ("helpers", "images", "pipelines"):
+        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+    index_port, registry_port = free_port(), free_port()
+    text = (PROJECT / "pyproject.toml").read_text()
+    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
+    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
+    (root / "pyproject.toml").write_text(text)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+    yield repo
+    repo.kiln("stack", "down")

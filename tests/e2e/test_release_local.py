@@ -1,0 +1,227 @@
+"""The walking skeleton end to end, on real servers: pypiserver, the CNCF registry,
+Docker Engine and kfp.local.DockerRunner."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from tests.e2e.conftest import Repo
+
+pytestmark = pytest.mark.e2e
+
+DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/base@sha256:[0-9a-f]{64}$")
+# What the component computes, run on the host against the published wheel.
+STRETCH_STD = """
+import numpy as np
+from imgproc import stretch_contrast
+rng = np.random.default_rng(7)
+image = rng.normal(128, 6, size=(64, 64)).clip(0, 255).astype(np.uint8)
+print(float(stretch_contrast(image, 2.0, 98.0).std()))
+"""
+
+
+@pytest.fixture(scope="module")
+def released(repo: Repo) -> dict[str, Any]:
+    result: dict[str, Any] = repo.kiln_json("release", "--local")
+    return result
+
+
+def index_state(repo: Repo) -> dict[str, Any]:
+    page = requests.get(f"{repo.index_url}/simple/", timeout=10).text
+    projects = sorted(re.findall(r'href="([^"]+)/?"', page))
+    files = {p: requests.get(f"{repo.index_url}/simple/{p}", timeout=10).text for p in projects}
+    return {"projects": projects, "files": files}
+
+
+def registry_state(repo: Repo) -> dict[str, Any]:
+    accept = "application/vnd.docker.distribution.manifest.v2+json"
+    catalog = requests.get(f"http://{repo.registry}/v2/_catalog", timeout=10).json()
+    state = {}
+    for name in catalog["repositories"] or []:
+        tags = requests.get(f"http://{repo.registry}/v2/{name}/tags/list", timeout=10).json()
+        for tag in tags["tags"] or []:
+            head = requests.head(
+                f"http://{repo.registry}/v2/{name}/manifests/{tag}",
+                headers={"Accept": accept},
+                timeout=10,
+            )
+            state[f"{name}:{tag}"] = head.headers["Docker-Content-Digest"]
+    return state
+
+
+def test_manifest_names_wheel_image_and_component(repo: Repo, released: dict[str, Any]) -> None:
+    manifest = released["manifest"]
+    assert released["uploaded"], "the first release uploads the helper and the mirror"
+    assert len(released["pushed"]) == 1
+
+    (wheel,) = manifest["wheels"]
+    assert wheel["filename"] == "acme_imgproc-0.1.0-py3-none-any.whl"
+    local = repo.root / "dist" / "wheels" / wheel["filename"]
+    assert wheel["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
+    page = requests.get(f"{repo.index_url}/simple/acme-imgproc/", timeout=10).text
+    assert f"{wheel['filename']}#sha256={wheel['sha256']}" in page
+
+    (image,) = manifest["images"]
+    assert DIGEST_REF.match(image["ref"]), image["ref"]
+    assert registry_state(repo) == {"acme/base:0.1.0": image["digest"]}
+
+    (component,) = manifest["components"]
+    yaml = (repo.root / component["path"]).read_text()
+    images = re.findall(r"(?m)^\s+image: (\S+)$", yaml)
+    assert images == [image["ref"]]
+    assert "pip install" not in yaml
+    assert component["sha256"] == hashlib.sha256(yaml.encode()).hexdigest()
+    assert Path(repo.root / manifest["pipelines"][0]["path"]).is_file()
+    assert json.loads((repo.root / "dist" / "manifest.json").read_text()) == manifest
+
+
+def _host_expected(tmp_path: Path, repo: Repo) -> float:
+    """Install the helper from the private index only (fallback off) and compute."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
+         "--index-url", f"{repo.index_url}/simple/", "acme-imgproc==0.1.0"],
+        env={"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"},
+        check=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [python, "-c", STRETCH_STD], capture_output=True, text=True, check=True
+    ).stdout
+    return float(out)
+
+
+@pytest.fixture(scope="module")
+def expected(tmp_path_factory: pytest.TempPathFactory, repo: Repo, released: dict[str, Any]) -> float:
+    return _host_expected(tmp_path_factory.mktemp("client"), repo)
+
+
+def test_helper_installs_from_private_index_alone(expected: float) -> None:
+    assert 40.0 < expected < 80.0  # a 6-sigma-wide image stretched over 0..255
+
+
+def test_image_by_digest_contains_helper_and_kfp(
+    docker_client: docker.DockerClient, released: dict[str, Any]
+) -> None:
+    ref = released["manifest"]["images"][0]["ref"]
+    repository, digest = ref.split("@")
+    docker_client.images.pull(repository, tag=digest)
+    out = docker_client.containers.run(
+        ref,
+        ["python3", "-c", "import imgproc, kfp, numpy; print(kfp.__version__, imgproc.__name__)"],
+        network_mode="none",
+        remove=True,
+    )
+    assert out.decode().split() == ["2.17.3", "imgproc"]
+    labels = docker_client.images.get(ref).labels
+    assert labels["org.kiln.helpers"] == "acme-imgproc==0.1.0"
+    assert labels["org.kiln.fingerprint"] == released["manifest"]["images"][0]["fingerprint"]
+
+
+def test_component_yaml_runs_in_docker_runner(
+    repo: Repo, released: dict[str, Any], expected: float, tmp_path: Path
+) -> None:
+    from kfp import components, local
+
+    path = repo.root / released["manifest"]["components"][0]["path"]
+    component = components.load_component_from_file(str(path))
+    local.init(
+        runner=local.DockerRunner(network_mode="none"), pipeline_root=str(tmp_path / "root")
+    )
+    task = component(seed=7, low_percentile=2.0, high_percentile=98.0)
+    assert task.output == pytest.approx(expected, rel=1e-9)
+
+
+def test_kiln_run_runs_the_pipeline(repo: Repo, released: dict[str, Any], expected: float) -> None:
+    outputs = repo.kiln_json("run", "contrast_demo")
+    assert outputs["Output"] == pytest.approx(expected, rel=1e-9)
+
+
+def test_second_release_uploads_and_pushes_nothing(repo: Repo, released: dict[str, Any]) -> None:
+    before = (index_state(repo), registry_state(repo))
+    proc = repo.kiln("release", "--local", "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert (again["uploaded"], again["pushed"]) == ([], [])
+    assert "everything is up to date" not in proc.stdout  # stdout is JSON only
+    assert again["manifest"]["images"][0]["ref"] == released["manifest"]["images"][0]["ref"]
+    assert (index_state(repo), registry_state(repo)) == before
+    text = repo.kiln("release", "--local")
+    assert "everything is up to date: nothing uploaded, nothing pushed" in text.stdout
+
+
+def test_dry_run_prints_the_plan(repo: Repo, released: dict[str, Any]) -> None:
+    plan = repo.kiln_json("release", "--local", "--dry-run")
+    assert [f["action"] for f in plan["files"] if f["kind"] == "helper"] == ["skip"]
+    assert [i["action"] for i in plan["images"]] == ["skip"]
+    assert plan["refusals"] == []
+
+
+# ---------------------------------------------------------------- bad input
+def _edit(path: Path, old: str, new: str) -> str:
+    original = path.read_text()
+    assert old in original
+    path.write_text(original.replace(old, new))
+    return original
+
+
+def test_unknown_helper_in_image_changes_nothing(repo: Repo, released: dict[str, Any]) -> None:
+    before = (index_state(repo), registry_state(repo))
+    config = repo.root / "images" / "base" / "image.toml"
+    original = _edit(config, 'helpers = ["imgproc"]', 'helpers = ["imgproc", "imgprock"]')
+    try:
+        proc = repo.kiln("release", "--local")
+    finally:
+        config.write_text(original)
+    assert proc.returncode == 3
+    assert "images/base/image.toml" in proc.stderr
+    assert "imgprock" in proc.stderr
+    assert (index_state(repo), registry_state(repo)) == before
+
+
+def test_malformed_helper_pyproject_changes_nothing(repo: Repo, released: dict[str, Any]) -> None:
+    before = (index_state(repo), registry_state(repo))
+    pyproject = repo.root / "helpers" / "imgproc" / "pyproject.toml"
+    original = _edit(pyproject, "[project]", "[project")
+    try:
+        proc = repo.kiln("release", "--local")
+    finally:
+        pyproject.write_text(original)
+    assert proc.returncode == 3
+    assert "helpers/imgproc/pyproject.toml: not valid TOML" in proc.stderr
+    assert (index_state(repo), registry_state(repo)) == before
+
+
+def test_no_docker_engine_is_a_clear_error(repo: Repo, released: dict[str, Any]) -> None:
+    before = (index_state(repo), registry_state(repo))
+    proc = repo.kiln("release", "--local", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert proc.returncode == 5
+    assert "Docker Engine is not reachable at unix:///nonexistent/docker.sock" in proc.stderr
+    assert (index_state(repo), registry_state(repo)) == before
+
+
+def test_changed_helper_without_bump_is_refused(repo: Repo, released: dict[str, Any]) -> None:
+    before = (index_state(repo), registry_state(repo))
+    source = repo.root / "helpers" / "imgproc" / "src" / "imgproc" / "_contrast.py"
+    original = source.read_text()
+    source.write_text(original + "\n# a change\n")
+    try:
+        proc = repo.kiln("release", "--local")
+    finally:
+        source.write_text(original)
+    assert proc.returncode == 4
+    assert "acme-imgproc 0.1.0 is already published with different bytes" in proc.stderr
+    assert "bump version in helpers/imgproc/pyproject.toml" in proc.stderr
+    assert (index_state(repo), registry_state(repo)) == before

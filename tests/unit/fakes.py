@@ -1,0 +1,96 @@
+"""In-memory stand-ins for the index, the registry, the image builder and pip."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from kiln._files import sha256_file
+from kiln._images import FINGERPRINT_LABEL
+
+
+@dataclass
+class FakeIndex:
+    url: str = "http://index.invalid"
+    published: dict[str, dict[str, str]] = field(default_factory=dict)
+    uploads: list[str] = field(default_factory=list)
+
+    def files(self, project: str) -> Mapping[str, str]:
+        return dict(self.published.get(str(canonicalize_name(project)), {}))
+
+    def upload(self, paths: Sequence[Path]) -> None:
+        for path in paths:
+            name = parse_wheel_filename(path.name)[0]
+            self.published.setdefault(str(name), {})[path.name] = sha256_file(path)
+            self.uploads.append(path.name)
+
+
+@dataclass
+class FakeRegistry:
+    host: str = "registry.invalid:5000"
+    tags: dict[tuple[str, str], tuple[str, dict[str, str]]] = field(default_factory=dict)
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        entry = self.tags.get((repository, tag))
+        return entry[0] if entry else None
+
+    def labels(self, repository: str, tag: str) -> dict[str, str]:
+        return dict(self.tags[(repository, tag)][1])
+
+
+@dataclass
+class FakeBuilder:
+    registry: FakeRegistry
+    local: dict[str, dict[str, str]] = field(default_factory=dict)
+    builds: list[str] = field(default_factory=list)
+    pushes: list[str] = field(default_factory=list)
+    contexts: list[Path] = field(default_factory=list)
+
+    def image_id(self, ref: str) -> str | None:
+        return "sha256:base" if ref.startswith("python:") else None
+
+    def build(
+        self, context: Path, tag: str, *, buildargs: dict[str, str], labels: dict[str, str]
+    ) -> str:
+        assert (context / "Dockerfile").is_file()
+        self.contexts.append(context)
+        self.builds.append(tag)
+        self.local[tag] = labels
+        return "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
+
+    def push(self, repository: str, tag: str) -> str:
+        labels = self.local[f"{repository}:{tag}"]
+        digest = "sha256:" + hashlib.sha256(labels[FINGERPRINT_LABEL].encode()).hexdigest()
+        path = repository.split("/", 1)[1]
+        self.registry.tags[(path, tag)] = (digest, labels)
+        self.pushes.append(f"{repository}:{tag}")
+        return digest
+
+
+@dataclass
+class FakePip:
+    """Answers `pip wheel ... --wheel-dir DIR reqs...` with one dummy wheel per requirement."""
+
+    calls: list[list[str]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        self.calls.append(list(args))
+        assert "--isolated" in args
+        assert env is not None
+        assert env["PIP_CONFIG_FILE"] == "/dev/null"
+        out = Path(args[args.index("--wheel-dir") + 1])
+        for req in args[args.index("--wheel-dir") + 2 :]:
+            name = req.split("==")[0].split(">=")[0].replace("-", "_")
+            version = req.split("==")[1] if "==" in req else "1.0"
+            (out / f"{name}-{version}-py3-none-any.whl").write_bytes(req.encode())
+        return ""

@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from kiln._discovery import discover, find_root
+from kiln._errors import ConfigError
+from kiln._model import Component, Helper, Image, Pipeline
+from tests import factory
+
+
+def test_sample_repo_is_read_into_frozen_data(tmp_path: Path) -> None:
+    ws = discover(factory.sample(tmp_path))
+
+    assert ws.org == "acme"
+    assert ws.upstream_index == "https://upstream.invalid/simple"
+    assert ws.stack.index_url == "http://127.0.0.1:8765"
+    assert ws.stack.registry == "127.0.0.1:5765"
+    assert ws.helpers == (
+        Helper(
+            name="imgproc",
+            path=tmp_path / "helpers" / "imgproc",
+            distribution="acme-imgproc",
+            version="0.1.0",
+            dependencies=("numpy>=1.26",),
+            siblings=(),
+        ),
+    )
+    assert ws.images == (
+        Image(
+            name="base",
+            path=tmp_path / "images" / "base",
+            version="0.1.0",
+            base="python:3.11-slim",
+            python="3.11",
+            helpers=("imgproc",),
+            requirements=(),
+        ),
+    )
+    components = tmp_path / "pipelines" / "components" / "maths.py"
+    assert ws.components == (Component(name="double", path=components, image="base"),)
+    assert ws.pipelines == (Pipeline(name="demo", path=tmp_path / "pipelines" / "demo.py"),)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ws.helpers[0].version = "9"  # type: ignore[misc]
+
+
+def test_find_root_walks_up(tmp_path: Path) -> None:
+    root = factory.sample(tmp_path)
+    assert find_root(root / "helpers" / "imgproc" / "src") == root
+
+
+def test_find_root_outside_a_monorepo(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"no pyproject.toml with a \[tool.kiln\] table"):
+        find_root(tmp_path)
+
+
+def test_sibling_dependency_is_recorded(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "dataquality", version="0.3.0")
+    factory.helper(tmp_path, "viz", deps=("acme-dataquality==0.3.0", "numpy"))
+    ws = discover(tmp_path)
+    assert ws.helper("viz").siblings == ("dataquality",)
+    assert ws.helper("dataquality").siblings == ()
+
+
+@pytest.mark.parametrize("spec", ["acme-dataquality>=0.3", "acme-dataquality==0.2.0", "acme-dataquality"])
+def test_sibling_dependency_must_be_exact_and_current(tmp_path: Path, spec: str) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "dataquality", version="0.3.0")
+    factory.helper(tmp_path, "viz", deps=(spec,))
+    with pytest.raises(ConfigError, match=r'"acme-dataquality==0.3.0"') as err:
+        discover(tmp_path)
+    assert "helpers/viz/pyproject.toml" in str(err.value)
+
+
+# ------------------------------------------------------------------ bad input
+def test_missing_helper_pyproject(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    (tmp_path / "helpers" / "imgproc").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"helpers/imgproc/pyproject.toml: missing"):
+        discover(tmp_path)
+
+
+def test_malformed_helper_pyproject(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc")
+    factory.write(tmp_path / "helpers" / "imgproc" / "pyproject.toml", "[project\nname=")
+    with pytest.raises(ConfigError, match=r"imgproc/pyproject.toml: not valid TOML .*fix the syntax"):
+        discover(tmp_path)
+
+
+def test_unprefixed_distribution_name(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc", org="other")
+    with pytest.raises(ConfigError, match=r"expected 'acme-imgproc'.*set name = \"acme-imgproc\""):
+        discover(tmp_path)
+
+
+def test_unpinned_hatchling(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    path = factory.helper(tmp_path, "imgproc")
+    text = (path / "pyproject.toml").read_text().replace(factory.HATCHLING, "hatchling>=1.20")
+    (path / "pyproject.toml").write_text(text)
+    with pytest.raises(ConfigError, match=r"must pin hatchling exactly"):
+        discover(tmp_path)
+
+
+def test_bad_version(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc", version="one")
+    with pytest.raises(ConfigError, match=r"version 'one' is not a valid PEP 440 version"):
+        discover(tmp_path)
+
+
+def test_image_naming_an_unknown_helper(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc")
+    factory.image(tmp_path, "base", helpers=("imgproc", "tabluar"))
+    with pytest.raises(ConfigError) as err:
+        discover(tmp_path)
+    message = str(err.value)
+    assert "images/base/image.toml" in message
+    assert "tabluar" in message
+    assert "known helpers: imgproc" in message
+
+
+def test_missing_image_toml(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.write(tmp_path / "images" / "base" / "Dockerfile", "FROM scratch\n")
+    with pytest.raises(ConfigError, match=r"images/base/image.toml: missing"):
+        discover(tmp_path)
+
+
+def test_malformed_image_toml(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc")
+    path = factory.image(tmp_path, "base", helpers=("imgproc",))
+    (path / "image.toml").write_text("[image]\nversion = \n")
+    with pytest.raises(ConfigError, match=r"image.toml: not valid TOML"):
+        discover(tmp_path)
+
+
+def test_image_without_dockerfile(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc")
+    path = factory.image(tmp_path, "base", helpers=("imgproc",))
+    (path / "Dockerfile").unlink()
+    with pytest.raises(ConfigError, match=r"images/base/Dockerfile: missing"):
+        discover(tmp_path)
+
+
+def test_component_with_unknown_image(tmp_path: Path) -> None:
+    factory.sample(tmp_path)
+    factory.component(tmp_path, "other.py", image_name="gpu", func="triple")
+    with pytest.raises(ConfigError, match=r"other.py: IMAGE = 'gpu' must name an image folder"):
+        discover(tmp_path)
+
+
+def test_component_with_future_annotations(tmp_path: Path) -> None:
+    factory.sample(tmp_path)
+    path = tmp_path / "pipelines" / "components" / "maths.py"
+    path.write_text("from __future__ import annotations\n" + path.read_text())
+    with pytest.raises(ConfigError, match=r"maths.py: `from __future__ import annotations`"):
+        discover(tmp_path)
+
+
+def test_duplicate_component_names(tmp_path: Path) -> None:
+    factory.sample(tmp_path)
+    factory.component(tmp_path, "again.py", image_name="base")
+    with pytest.raises(ConfigError, match=r"component 'double' is defined in both"):
+        discover(tmp_path)
+
+
+def test_pipeline_without_build(tmp_path: Path) -> None:
+    factory.sample(tmp_path)
+    factory.write(tmp_path / "pipelines" / "broken.py", "X = 1\n")
+    with pytest.raises(ConfigError, match=r"broken.py: a pipeline module must define `build\(load\)`"):
+        discover(tmp_path)
+
+
+def test_workspace_without_org(tmp_path: Path) -> None:
+    factory.write(tmp_path / "pyproject.toml", "[tool.kiln]\nupstream-index = 'x'\n")
+    with pytest.raises(ConfigError, match=r"\[tool.kiln\] org must be a non-empty string"):
+        discover(tmp_path)

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from kiln._plan import (
+    Action,
+    FileCandidate,
+    ImageCandidate,
+    PublishedImage,
+    plan_file,
+    plan_image,
+    plan_release,
+)
+
+WHEEL = Path("dist/wheels/acme_imgproc-0.1.0-py3-none-any.whl")
+HELPER = FileCandidate(
+    "helper", "acme-imgproc", "0.1.0", WHEEL, "a" * 64, source=Path("helpers/imgproc")
+)
+IMAGE = ImageCandidate("base", "0.1.0", "acme/base", "sha256:f1", Path("images/base/image.toml"))
+
+
+def test_unpublished_file_is_published() -> None:
+    step = plan_file(HELPER, {})
+    assert step.action is Action.PUBLISH
+    assert step.filename == WHEEL.name
+
+
+def test_identical_file_is_skipped() -> None:
+    assert plan_file(HELPER, {WHEEL.name: "a" * 64}).action is Action.SKIP
+
+
+def test_other_files_of_the_project_do_not_matter() -> None:
+    older = {"acme_imgproc-0.0.9-py3-none-any.whl": "b" * 64}
+    assert plan_file(HELPER, older).action is Action.PUBLISH
+
+
+def test_changed_helper_is_refused_with_the_fix() -> None:
+    step = plan_file(HELPER, {WHEEL.name: "b" * 64})
+    assert step.action is Action.REFUSE
+    assert "acme-imgproc 0.1.0 is already published with different bytes" in step.reason
+    assert "bump version in helpers/imgproc/pyproject.toml" in step.reason
+
+
+def test_altered_mirror_is_refused() -> None:
+    mirror = FileCandidate("mirror", "numpy", "2.0", Path("numpy-2.0-x.whl"), "c" * 64)
+    step = plan_file(mirror, {"numpy-2.0-x.whl": "d" * 64})
+    assert step.action is Action.REFUSE
+    assert "differs from the upstream file" in step.reason
+
+
+def test_image_states() -> None:
+    assert plan_image(IMAGE, None).action is Action.BUILD
+    same = plan_image(IMAGE, PublishedImage("sha256:d1", "sha256:f1"))
+    assert (same.action, same.digest) == (Action.SKIP, "sha256:d1")
+    changed = plan_image(IMAGE, PublishedImage("sha256:d1", "sha256:other"))
+    assert changed.action is Action.REFUSE
+    assert "bump version in images/base/image.toml" in changed.reason
+    unlabelled = plan_image(IMAGE, PublishedImage("sha256:d1", None))
+    assert unlabelled.action is Action.REFUSE
+
+
+def test_plan_as_data() -> None:
+    plan = plan_release(
+        [(HELPER, {WHEEL.name: "a" * 64})],
+        [(IMAGE, PublishedImage("sha256:d1", "sha256:f1"))],
+        ["double"],
+        ["demo"],
+    )
+    assert plan.up_to_date
+    assert plan.refusals == ()
+    data = plan.to_dict()
+    assert data["files"][0]["action"] == "skip"
+    assert data["images"][0] == {
+        "name": "base",
+        "version": "0.1.0",
+        "repository": "acme/base",
+        "fingerprint": "sha256:f1",
+        "action": "skip",
+        "reason": "acme/base:0.1.0 is in the registry, built from identical inputs",
+        "digest": "sha256:d1",
+    }
+    assert data["components"] == ["double"]
+
+
+def test_plan_collects_every_refusal() -> None:
+    plan = plan_release(
+        [(HELPER, {WHEEL.name: "b" * 64})],
+        [(IMAGE, PublishedImage("sha256:d1", "sha256:zz"))],
+        [],
+        [],
+    )
+    assert not plan.up_to_date
+    assert len(plan.refusals) == 2
