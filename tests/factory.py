@@ -16,7 +16,9 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def workspace(root: Path, *, org: str = "acme", index_port: int = 8765, registry_port: int = 5765) -> Path:
+def workspace(
+    root: Path, *, org: str = "acme", index_port: int = 8765, registry_port: int = 5765
+) -> Path:
     write(
         root / "pyproject.toml",
         f"""

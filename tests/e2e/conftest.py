@@ -57,7 +57,9 @@ class Repo:
     index_url: str
     registry: str
 
-    def kiln(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    def kiln(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
             env={**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, **(env or {})},
@@ -79,7 +81,9 @@ _IGNORE = shutil.ignore_patterns(
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient) -> Iterator[Repo]:
+def repo(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[Repo]:
     """A copy of this monorepo's helpers, images and pipelines with its own stack."""
     root = tmp_path_factory.mktemp("monorepo")
     for name in ("helpers", "images", "pipelines"):

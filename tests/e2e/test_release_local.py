@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import venv
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 import requests
+from kfp import components, local
 
 from tests.e2e.conftest import Repo
 
@@ -104,7 +104,9 @@ def _host_expected(tmp_path: Path, repo: Repo) -> float:
 
 
 @pytest.fixture(scope="module")
-def expected(tmp_path_factory: pytest.TempPathFactory, repo: Repo, released: dict[str, Any]) -> float:
+def expected(
+    tmp_path_factory: pytest.TempPathFactory, repo: Repo, released: dict[str, Any]
+) -> float:
     return _host_expected(tmp_path_factory.mktemp("client"), repo)
 
 
@@ -133,13 +135,9 @@ def test_image_by_digest_contains_helper_and_kfp(
 def test_component_yaml_runs_in_docker_runner(
     repo: Repo, released: dict[str, Any], expected: float, tmp_path: Path
 ) -> None:
-    from kfp import components, local
-
     path = repo.root / released["manifest"]["components"][0]["path"]
     component = components.load_component_from_file(str(path))
-    local.init(
-        runner=local.DockerRunner(network_mode="none"), pipeline_root=str(tmp_path / "root")
-    )
+    local.init(runner=local.DockerRunner(network_mode="none"), pipeline_root=str(tmp_path / "root"))
     task = component(seed=7, low_percentile=2.0, high_percentile=98.0)
     assert task.output == pytest.approx(expected, rel=1e-9)
 

@@ -65,7 +65,9 @@ def test_sibling_dependency_is_recorded(tmp_path: Path) -> None:
     assert ws.helper("dataquality").siblings == ()
 
 
-@pytest.mark.parametrize("spec", ["acme-dataquality>=0.3", "acme-dataquality==0.2.0", "acme-dataquality"])
+@pytest.mark.parametrize(
+    "spec", ["acme-dataquality>=0.3", "acme-dataquality==0.2.0", "acme-dataquality"]
+)
 def test_sibling_dependency_must_be_exact_and_current(tmp_path: Path, spec: str) -> None:
     factory.workspace(tmp_path)
     factory.helper(tmp_path, "dataquality", version="0.3.0")
@@ -87,7 +89,9 @@ def test_malformed_helper_pyproject(tmp_path: Path) -> None:
     factory.workspace(tmp_path)
     factory.helper(tmp_path, "imgproc")
     factory.write(tmp_path / "helpers" / "imgproc" / "pyproject.toml", "[project\nname=")
-    with pytest.raises(ConfigError, match=r"imgproc/pyproject.toml: not valid TOML .*fix the syntax"):
+    with pytest.raises(
+        ConfigError, match=r"imgproc/pyproject.toml: not valid TOML .*fix the syntax"
+    ):
         discover(tmp_path)
 
 
@@ -176,7 +180,9 @@ def test_duplicate_component_names(tmp_path: Path) -> None:
 def test_pipeline_without_build(tmp_path: Path) -> None:
     factory.sample(tmp_path)
     factory.write(tmp_path / "pipelines" / "broken.py", "X = 1\n")
-    with pytest.raises(ConfigError, match=r"broken.py: a pipeline module must define `build\(load\)`"):
+    with pytest.raises(
+        ConfigError, match=r"broken.py: a pipeline module must define `build\(load\)`"
+    ):
         discover(tmp_path)
 
 

@@ -92,7 +92,11 @@ def test_build_context_is_offline_and_hash_pinned(setup: Setup) -> None:
 
 def test_second_release_changes_nothing(setup: Setup) -> None:
     first = setup.release()
-    uploads, pushes, pip_calls = len(setup.index.uploads), len(setup.builder.pushes), len(setup.pip.calls)
+    uploads, pushes, pip_calls = (
+        len(setup.index.uploads),
+        len(setup.builder.pushes),
+        len(setup.pip.calls),
+    )
 
     second = setup.release()
 
@@ -124,7 +128,9 @@ def test_changed_helper_without_bump_is_refused_and_nothing_changes(setup: Setup
     assert setup.registry.tags == before_registry
 
 
-def test_interrupted_release_completes_on_rerun(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_release_completes_on_rerun(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_push = setup.builder.push
 
     def broken_push(repository: str, tag: str) -> str:
@@ -140,5 +146,7 @@ def test_interrupted_release_completes_on_rerun(setup: Setup, monkeypatch: pytes
     outcome = setup.release()
 
     assert setup.index.uploads == uploaded_once  # nothing uploaded twice
-    assert outcome.pushed == [f"registry.invalid:5000/acme/base:0.1.0@{outcome.manifest['images'][0]['digest']}"]
+    assert outcome.pushed == [
+        f"registry.invalid:5000/acme/base:0.1.0@{outcome.manifest['images'][0]['digest']}"
+    ]
     assert {s.action for s in outcome.plan.files} == {Action.SKIP}

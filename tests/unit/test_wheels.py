@@ -52,6 +52,8 @@ def test_broken_helper_build_names_the_helper(tmp_path: Path) -> None:
     root = factory.sample(tmp_path / "repo")
     ws = discover(root)
     pyproject = root / "helpers" / "imgproc" / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text().replace('packages = ["src/imgproc"]', "packages = 3"))
+    pyproject.write_text(
+        pyproject.read_text().replace('packages = ["src/imgproc"]', "packages = 3")
+    )
     with pytest.raises(CommandFailed, match=r"building the wheel of .*helpers/imgproc failed"):
         build_wheel(ws.helpers[0], tmp_path / "out")
