@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import docker.constants
 import docker.errors
+import requests
 
 from kiln._errors import CommandFailed, ServiceUnavailable
 
@@ -21,15 +23,24 @@ from kiln._errors import CommandFailed, ServiceUnavailable
 def docker_client() -> docker.DockerClient:
     """A client for the engine at DOCKER_HOST (or the default socket), or a clear error."""
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as exc:
+    fix = "start it (e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a running engine"
+    if where.startswith("unix://") and not Path(where.removeprefix("unix://")).exists():
+        # Answer before docker-py: its unix transport leaks the socket of a failed connect.
         raise ServiceUnavailable(
-            f"Docker Engine is not reachable at {where} ({exc.__class__.__name__}); start it "
-            "(e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a running engine"
+            f"Docker Engine is not reachable at {where} (no such socket); {fix}"
+        )
+    # Ping with a fixed API version first: docker-py's auto-negotiation runs in its
+    # constructor, where a failure leaves no client to close.
+    probe = docker.DockerClient.from_env(version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+    try:
+        probe.ping()
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise ServiceUnavailable(
+            f"Docker Engine is not reachable at {where} ({exc.__class__.__name__}); {fix}"
         ) from None
-    return client
+    finally:
+        probe.close()
+    return docker.from_env()
 
 
 class DockerBuilder:

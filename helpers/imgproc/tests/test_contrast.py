@@ -5,7 +5,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
 from imgproc import adjust_gamma, dtype_range, stretch_contrast
 
 
@@ -35,8 +34,10 @@ def test_stretch_rgb_is_per_channel() -> None:
         axis=-1,
     ).astype(np.uint8)
     out = stretch_contrast(image, 0, 100)
-    assert out[..., 0].min() == 0 and out[..., 0].max() == 255
-    assert out[..., 1].min() == 0 and out[..., 1].max() == 255
+    assert out[..., 0].min() == 0
+    assert out[..., 0].max() == 255
+    assert out[..., 1].min() == 0
+    assert out[..., 1].max() == 255
     assert np.all(out[..., 2] == 7)  # constant channel unchanged
 
 
@@ -74,7 +75,8 @@ def test_gamma_brightens_and_darkens() -> None:
     image = np.array([[0, 64, 128, 255]], dtype=np.uint8)
     bright = adjust_gamma(image, 0.5)
     dark = adjust_gamma(image, 2.0)
-    assert bright[0, 0] == 0 and bright[0, 3] == 255
+    assert bright[0, 0] == 0
+    assert bright[0, 3] == 255
     assert bright[0, 1] > 64 > dark[0, 1]
     assert adjust_gamma(image, 1.0).tolist() == image.tolist()
 
@@ -92,12 +94,15 @@ int_images = hnp.arrays(
 
 
 @given(int_images, st.floats(0, 49), st.floats(51, 100))
-def test_stretch_preserves_shape_dtype_and_range(image: np.ndarray, low: float, high: float) -> None:
+def test_stretch_preserves_shape_dtype_and_range(
+    image: np.ndarray, low: float, high: float
+) -> None:
     out = stretch_contrast(image, low, high)
     lo, hi = dtype_range(image.dtype)
     assert out.shape == image.shape
     assert out.dtype == image.dtype
-    assert out.min() >= lo and out.max() <= hi
+    assert out.min() >= lo
+    assert out.max() <= hi
 
 
 @given(int_images, st.floats(0.1, 10))

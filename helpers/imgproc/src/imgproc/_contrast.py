@@ -17,7 +17,7 @@ def dtype_range(dtype: np.dtype[np.generic] | type) -> tuple[float, float]:
     if np.issubdtype(dt, np.bool_):
         raise TypeError("boolean images have no contrast to adjust; convert to uint8 first")
     if np.issubdtype(dt, np.integer):
-        info = np.iinfo(dt)
+        info = np.iinfo(dt)  # type: ignore[type-var]  # dt is known to be an integer dtype here
         return float(info.min), float(info.max)
     if np.issubdtype(dt, np.floating):
         return _FLOAT_RANGE

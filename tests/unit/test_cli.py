@@ -1,0 +1,85 @@
+"""The CLI: exit codes per error class, messages on stderr, --help that teaches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kiln._cli import main
+from tests import factory
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    out, err = capsys.readouterr()
+    code = exc.value.code
+    assert isinstance(code, int)
+    return code, out, err
+
+
+def test_help_teaches_the_stages_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "--help")
+    assert code == 0
+    for text in ("release --local --dry-run", "KILN_BASE_IMAGE", "4 conflict with a published"):
+        assert text in out
+
+
+def test_build_prints_wheels_as_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = factory.sample(tmp_path)
+    code, out, _ = run(capsys, "build", "--repo", str(root), "--json")
+    assert code == 0
+    (row,) = json.loads(out)
+    assert row["filename"] == "acme_imgproc-0.1.0-py3-none-any.whl"
+    assert Path(row["path"]).is_file()
+
+
+def test_bad_input_exits_3_naming_file_and_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path)
+    (root / "images" / "base" / "image.toml").write_text("[image]\nversion = 1.0.0\n")
+    code, out, err = run(capsys, "build", "--repo", str(root))
+    assert code == 3
+    assert out == ""
+    assert err.startswith("kiln: bad input: ")
+    assert "images/base/image.toml: not valid TOML" in err
+    assert "fix the syntax" in err
+
+
+def test_outside_a_monorepo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "build")
+    assert code == 3
+    assert "pass --repo PATH" in err
+
+
+def test_release_needs_a_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = factory.sample(tmp_path)
+    code, _, err = run(capsys, "release", "--repo", str(root))
+    assert code == 3
+    assert "give --local, or both --index URL and --registry HOST[:PORT]" in err
+
+
+def test_run_unknown_pipeline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = factory.sample(tmp_path)
+    code, _, err = run(capsys, "run", "nope", "--repo", str(root))
+    assert code == 3
+    assert "no pipeline 'nope' under pipelines/ (known: demo)" in err
+
+
+def test_run_before_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = factory.sample(tmp_path)
+    code, _, err = run(capsys, "run", "demo", "--repo", str(root))
+    assert code == 3
+    assert "no generated components; run `kiln release --local`" in err
+
+
+def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "stack", "sideways")
+    assert code == 2
+    assert "invalid choice" in err

@@ -1,0 +1,96 @@
+"""The shell-out runner, credential stripping, and service errors that need no network."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiln._docker import docker_client
+from kiln._errors import CommandFailed, ServiceUnavailable
+from kiln._git import strip_credentials
+from kiln._model import StackConfig
+from kiln._runner import call
+from kiln._stack import LocalStack
+
+
+def test_call_echoes_and_returns_output(capsys: pytest.CaptureFixture[str]) -> None:
+    out = call([sys.executable, "-c", "print('hello')"])
+    assert out == "hello\n"
+    assert "$ " in capsys.readouterr().err
+
+
+def test_call_never_echoes_env_values(capsys: pytest.CaptureFixture[str]) -> None:
+    out = call(
+        [sys.executable, "-c", "import os; print(len(os.environ['TOKEN']))"],
+        env={"TOKEN": "s3cr3t-value"},
+    )
+    assert out == "12\n"
+    assert "s3cr3t-value" not in capsys.readouterr().err
+
+
+def test_call_failure_carries_code_and_tail() -> None:
+    script = "import sys; print('\\n'.join(f'line {i}' for i in range(100))); sys.exit(3)"
+    with pytest.raises(CommandFailed) as err:
+        call([sys.executable, "-c", script], echo=False)
+    assert err.value.returncode == 3
+    message = str(err.value)
+    assert "failed with exit code 3" in message
+    assert "line 99" in message
+    assert "line 10\n" not in message  # only the tail
+
+
+def test_call_missing_executable() -> None:
+    with pytest.raises(CommandFailed, match=r"`no-such-tool-kiln` was not found on PATH"):
+        call(["no-such-tool-kiln"])
+
+
+@pytest.mark.parametrize(
+    ("url", "clean"),
+    [
+        ("https://user:ghp_token@github.com/acme/ml.git", "https://github.com/acme/ml.git"),
+        ("https://x-access-token:abc@github.com/a/b", "https://github.com/a/b"),
+        ("https://github.com/a/b", "https://github.com/a/b"),
+        ("git@github.com:a/b.git", "git@github.com:a/b.git"),
+    ],
+)
+def test_strip_credentials(url: str, clean: str) -> None:
+    assert strip_credentials(url) == clean
+
+
+def test_unreachable_docker_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+    with pytest.raises(ServiceUnavailable) as err:
+        docker_client()
+    gc.collect()  # a leaked socket would surface here as an error (filterwarnings = error)
+    assert f"Docker Engine is not reachable at unix://{tmp_path}/docker.sock" in str(err.value)
+    assert "DOCKER_HOST" in str(err.value)
+
+
+def test_stack_status_of_a_never_started_stack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No network in unit tests: every probe fails as "not answering".
+    monkeypatch.setattr("kiln._stack._answers", lambda url: False)
+    stack = LocalStack(StackConfig(index_port=1, registry_port=2), tmp_path)
+    statuses = stack.status()
+    assert [(s.name, s.running, s.pid) for s in statuses] == [
+        ("index", False, None),
+        ("registry", False, None),
+    ]
+    assert statuses[0].detail == "not started by kiln"
+
+
+def test_stack_refuses_a_port_taken_by_something_else(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiln._stack._answers", lambda url: False)
+    monkeypatch.setattr("kiln._stack._port_open", lambda host, port: True)
+    stack = LocalStack(StackConfig(index_port=8765, registry_port=5765), tmp_path)
+    with pytest.raises(ServiceUnavailable) as err:
+        stack.up()
+    assert "port 127.0.0.1:8765 is taken by something that is not a index" in str(err.value)
+    assert "[tool.kiln.stack] index-port" in str(err.value)
+    assert not (tmp_path / "state.json").exists()
