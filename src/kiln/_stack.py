@@ -54,13 +54,18 @@ def _answers(url: str) -> bool:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs. A zombie (exited, not yet reaped by its parent) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no procfs: trust kill(0)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -166,8 +171,15 @@ class LocalStack:
         state = self._load()
         starters = {"index": self._start_index, "registry": self._start_registry}
         for name, (url, port) in self._probes().items():
-            if _answers(url):
+            if _answers(url) and self._owns(state.get(name, {})):
                 continue
+            if _answers(url):
+                raise ServiceUnavailable(
+                    f"{url} already answers, but this checkout did not start it (state in "
+                    f"{self._state_file}): another checkout's stack or another server; stop it "
+                    f"(`kiln stack down` where it was started) or set [tool.kiln.stack] "
+                    f"{name}-port in pyproject.toml"
+                )
             if _port_open(self.config.host, port):
                 raise ServiceUnavailable(
                     f"port {self.config.host}:{port} is taken by something that is not a {name}; "
@@ -191,7 +203,7 @@ class LocalStack:
     # ------------------------------------------------------------------ stop
     def down(self) -> None:
         state = self._load()
-        for name, entry in state.items():
+        for name, entry in list(state.items()):
             pid = entry.get("pid")
             if isinstance(pid, int) and _pid_alive(pid):
                 os.killpg(pid, signal.SIGTERM)
@@ -207,6 +219,14 @@ class LocalStack:
                 )
             del state[name]
         self._save(state)
+
+    @staticmethod
+    def _owns(entry: dict[str, object]) -> bool:
+        """Whether a state entry is a process or container this stack started and still runs."""
+        pid = entry.get("pid")
+        if isinstance(pid, int):
+            return _pid_alive(pid)
+        return bool(entry.get("container"))
 
     def status(self) -> list[ServiceStatus]:
         state = self._load()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import json
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -94,3 +97,30 @@ def test_stack_refuses_a_port_taken_by_something_else(
     assert "port 127.0.0.1:8765 is taken by something that is not a index" in str(err.value)
     assert "[tool.kiln.stack] index-port" in str(err.value)
     assert not (tmp_path / "state.json").exists()
+
+
+def test_stack_down_stops_every_process_it_started(tmp_path: Path) -> None:
+    stack = LocalStack(StackConfig(index_port=1, registry_port=2), tmp_path)
+    procs = [
+        subprocess.Popen(["sleep", "60"], start_new_session=True),
+        subprocess.Popen(["sleep", "60"], start_new_session=True),
+    ]
+    state = {"index": {"pid": procs[0].pid}, "registry": {"pid": procs[1].pid}}
+    (tmp_path / "state.json").write_text(json.dumps(state))
+
+    stack.down()
+
+    assert [p.wait(timeout=10) for p in procs] == [-signal.SIGTERM, -signal.SIGTERM]
+    assert json.loads((tmp_path / "state.json").read_text()) == {}
+
+
+def test_stack_up_refuses_a_server_it_did_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiln._stack._answers", lambda url: True)
+    stack = LocalStack(StackConfig(index_port=8765, registry_port=5765), tmp_path)
+    with pytest.raises(ServiceUnavailable) as err:
+        stack.up()
+    assert "http://127.0.0.1:8765/simple/ already answers, but this checkout did not start it" in (
+        str(err.value)
+    )
