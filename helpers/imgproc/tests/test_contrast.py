@@ -54,6 +54,16 @@ def test_float_image_range_is_unit_interval() -> None:
     assert out.max() == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.uint64])
+def test_64_bit_integers_reach_their_max(dtype: type) -> None:
+    info = np.iinfo(dtype)
+    image = np.array([[info.min, info.max // 2, info.max]], dtype=dtype)
+    out = stretch_contrast(image, 0, 100)
+    assert out.dtype == dtype
+    assert out[0, 0] == info.min
+    assert out[0, 2] == info.max
+
+
 @pytest.mark.parametrize(("low", "high"), [(50, 50), (-1, 90), (10, 101), (90, 10)])
 def test_bad_percentiles_are_rejected(low: float, high: float) -> None:
     with pytest.raises(ValueError, match="percentiles"):

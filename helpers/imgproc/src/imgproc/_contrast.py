@@ -39,6 +39,13 @@ def _to_dtype(values: NDArray[np.float64], dtype: np.dtype[np.generic]) -> NDArr
     clipped = np.clip(values, lo, hi)
     if np.issubdtype(dtype, np.integer):
         clipped = np.rint(clipped)
+        if hi > np.iinfo(dtype).max:  # type: ignore[type-var]  # an integer dtype here
+            # 64-bit integers: float(max) rounds up to 2**63 or 2**64, which does not
+            # cast back. Cast the top separately.
+            top = clipped >= hi
+            result = np.where(top, lo, clipped).astype(dtype)
+            result[top] = np.iinfo(dtype).max  # type: ignore[type-var]
+            return result
     return clipped.astype(dtype)
 
 
