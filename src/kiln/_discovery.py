@@ -128,7 +128,8 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
     if unknown:
         known = ", ".join(sorted(helper_names)) or "none"
         raise ConfigError(
-            f"{config}: helpers lists {', '.join(unknown)}, which is not a folder under "
+            f"{config}: helpers lists {', '.join(unknown)}, "
+            f"{'which is not a folder' if len(unknown) == 1 else 'which are not folders'} under "
             f"helpers/ (known helpers: {known}); fix the name or add the helper"
         )
     requirements = get_str_list(table, "requirements", config, "image")

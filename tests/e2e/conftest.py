@@ -80,11 +80,13 @@ _IGNORE = shutil.ignore_patterns(
 )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def repo(
     tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
 ) -> Iterator[Repo]:
-    """A copy of this monorepo's helpers, images and pipelines with its own stack."""
+    """A copy of this monorepo's helpers, images and pipelines with its own stack.
+
+    Tests that edit files in it restore them before they return."""
     root = tmp_path_factory.mktemp("monorepo")
     for name in ("helpers", "images", "pipelines"):
         shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
@@ -97,3 +99,10 @@ def repo(
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
+
+
+@pytest.fixture(scope="session")
+def released(repo: Repo) -> dict[str, Any]:
+    """One full local release, shared by every end-to-end test (it is the slow part)."""
+    result: dict[str, Any] = repo.kiln_json("release", "--local")
+    return result

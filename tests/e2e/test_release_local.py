@@ -20,7 +20,9 @@ from tests.e2e.conftest import Repo
 
 pytestmark = pytest.mark.e2e
 
-DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/base@sha256:[0-9a-f]{64}$")
+DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/(base|analytics)@sha256:[0-9a-f]{64}$")
+HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.0"}
+IMAGES = {"analytics": "0.1.0", "base": "0.2.0"}
 # What the component computes, run on the host against the published wheel.
 STRETCH_STD = """
 import numpy as np
@@ -29,12 +31,6 @@ rng = np.random.default_rng(7)
 image = rng.normal(128, 6, size=(64, 64)).clip(0, 255).astype(np.uint8)
 print(float(stretch_contrast(image, 2.0, 98.0).std()))
 """
-
-
-@pytest.fixture(scope="module")
-def released(repo: Repo) -> dict[str, Any]:
-    result: dict[str, Any] = repo.kiln_json("release", "--local")
-    return result
 
 
 def index_state(repo: Repo) -> dict[str, Any]:
@@ -60,29 +56,42 @@ def registry_state(repo: Repo) -> dict[str, Any]:
     return state
 
 
-def test_manifest_names_wheel_image_and_component(repo: Repo, released: dict[str, Any]) -> None:
+def by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    return {item[key]: item for item in items}
+
+
+def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[str, Any]) -> None:
     manifest = released["manifest"]
-    assert released["uploaded"], "the first release uploads the helper and the mirror"
-    assert len(released["pushed"]) == 1
+    assert released["uploaded"], "the first release uploads the helpers and the mirror"
+    assert len(released["pushed"]) == len(IMAGES)
 
-    (wheel,) = manifest["wheels"]
-    assert wheel["filename"] == "acme_imgproc-0.1.0-py3-none-any.whl"
-    local = repo.root / "dist" / "wheels" / wheel["filename"]
-    assert wheel["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
-    page = requests.get(f"{repo.index_url}/simple/acme-imgproc/", timeout=10).text
-    assert f"{wheel['filename']}#sha256={wheel['sha256']}" in page
+    wheels = by(manifest["wheels"], "filename")
+    assert sorted(wheels) == [f"acme_{h}-{v}-py3-none-any.whl" for h, v in HELPERS.items()]
+    for filename, wheel in wheels.items():
+        built = repo.root / "dist" / "wheels" / filename
+        assert wheel["sha256"] == hashlib.sha256(built.read_bytes()).hexdigest()
+        project = filename.split("-")[0].replace("_", "-")
+        page = requests.get(f"{repo.index_url}/simple/{project}/", timeout=10).text
+        assert f"{filename}#sha256={wheel['sha256']}" in page
 
-    (image,) = manifest["images"]
-    assert DIGEST_REF.match(image["ref"]), image["ref"]
-    assert registry_state(repo) == {"acme/base:0.1.0": image["digest"]}
+    images = by(manifest["images"], "name")
+    assert {name: image["version"] for name, image in images.items()} == IMAGES
+    for image in images.values():
+        assert DIGEST_REF.match(image["ref"]), image["ref"]
+    assert registry_state(repo) == {
+        f"acme/{name}:{image['version']}": image["digest"] for name, image in images.items()
+    }
 
-    (component,) = manifest["components"]
-    yaml = (repo.root / component["path"]).read_text()
-    images = re.findall(r"(?m)^\s+image: (\S+)$", yaml)
-    assert images == [image["ref"]]
-    assert "pip install" not in yaml
-    assert component["sha256"] == hashlib.sha256(yaml.encode()).hexdigest()
-    assert Path(repo.root / manifest["pipelines"][0]["path"]).is_file()
+    components = by(manifest["components"], "name")
+    assert {"stretch_contrast_demo", "check_quality", "compare_images"} <= set(components)
+    for component in components.values():
+        yaml = (repo.root / component["path"]).read_text()
+        pinned = set(re.findall(r"(?m)^\s+image: (\S+)$", yaml))
+        assert pinned == {images[component["image"]]["ref"]}, component["name"]
+        assert "pip install" not in yaml
+        assert component["sha256"] == hashlib.sha256(yaml.encode()).hexdigest()
+    for pipeline in manifest["pipelines"]:
+        assert Path(repo.root / pipeline["path"]).is_file()
     assert json.loads((repo.root / "dist" / "manifest.json").read_text()) == manifest
 
 
@@ -93,7 +102,7 @@ def _host_expected(tmp_path: Path, repo: Repo) -> float:
     python = str(env_dir / "bin" / "python")
     subprocess.run(
         [python, "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
-         "--index-url", f"{repo.index_url}/simple/", "acme-imgproc==0.1.0"],
+         "--index-url", f"{repo.index_url}/simple/", "acme-imgproc==0.2.0"],
         env={"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"},
         check=True,
     )  # fmt: skip
@@ -117,7 +126,8 @@ def test_helper_installs_from_private_index_alone(expected: float) -> None:
 def test_image_by_digest_contains_helper_and_kfp(
     docker_client: docker.DockerClient, released: dict[str, Any]
 ) -> None:
-    ref = released["manifest"]["images"][0]["ref"]
+    image = by(released["manifest"]["images"], "name")["base"]
+    ref = image["ref"]
     repository, digest = ref.split("@")
     docker_client.images.pull(repository, tag=digest)
     out = docker_client.containers.run(
@@ -128,14 +138,16 @@ def test_image_by_digest_contains_helper_and_kfp(
     )
     assert out.decode().split() == ["2.17.3", "imgproc"]
     labels = docker_client.images.get(ref).labels
-    assert labels["org.kiln.helpers"] == "acme-imgproc==0.1.0"
-    assert labels["org.kiln.fingerprint"] == released["manifest"]["images"][0]["fingerprint"]
+    assert labels["org.kiln.helpers"] == "acme-imgproc==0.2.0"
+    assert labels["org.kiln.fingerprint"] == image["fingerprint"]
 
 
 def test_component_yaml_runs_in_docker_runner(
     repo: Repo, released: dict[str, Any], expected: float, tmp_path: Path
 ) -> None:
-    path = repo.root / released["manifest"]["components"][0]["path"]
+    path = (
+        repo.root / by(released["manifest"]["components"], "name")["stretch_contrast_demo"]["path"]
+    )
     component = components.load_component_from_file(str(path))
     local.init(runner=local.DockerRunner(network_mode="none"), pipeline_root=str(tmp_path / "root"))
     task = component(seed=7, low_percentile=2.0, high_percentile=98.0)
@@ -154,7 +166,9 @@ def test_second_release_uploads_and_pushes_nothing(repo: Repo, released: dict[st
     again = json.loads(proc.stdout)
     assert (again["uploaded"], again["pushed"]) == ([], [])
     assert "everything is up to date" not in proc.stdout  # stdout is JSON only
-    assert again["manifest"]["images"][0]["ref"] == released["manifest"]["images"][0]["ref"]
+    refs = [i["ref"] for i in released["manifest"]["images"]]
+    assert [i["ref"] for i in again["manifest"]["images"]] == refs
+    assert {i["status"] for i in again["manifest"]["images"]} == {"unchanged"}
     assert (index_state(repo), registry_state(repo)) == before
     text = repo.kiln("release", "--local")
     assert "everything is up to date: nothing uploaded, nothing pushed" in text.stdout
@@ -162,8 +176,8 @@ def test_second_release_uploads_and_pushes_nothing(repo: Repo, released: dict[st
 
 def test_dry_run_prints_the_plan(repo: Repo, released: dict[str, Any]) -> None:
     plan = repo.kiln_json("release", "--local", "--dry-run")
-    assert [f["action"] for f in plan["files"] if f["kind"] == "helper"] == ["skip"]
-    assert [i["action"] for i in plan["images"]] == ["skip"]
+    assert {f["action"] for f in plan["files"]} == {"skip"}
+    assert [i["action"] for i in plan["images"]] == ["skip"] * len(IMAGES)
     assert plan["refusals"] == []
 
 
@@ -220,6 +234,6 @@ def test_changed_helper_without_bump_is_refused(repo: Repo, released: dict[str, 
     finally:
         source.write_text(original)
     assert proc.returncode == 4
-    assert "acme-imgproc 0.1.0 is already published with different bytes" in proc.stderr
+    assert "acme-imgproc 0.2.0 is already published with different bytes" in proc.stderr
     assert "bump version in helpers/imgproc/pyproject.toml" in proc.stderr
     assert (index_state(repo), registry_state(repo)) == before
