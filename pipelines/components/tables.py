@@ -88,7 +88,7 @@ def render_quality_report(
 
     import pandas as pd
     from dataquality import Report
-    from viz import distribution_png, missing_map_png, report_html, report_markdown
+    from viz import distribution_png, html_page, missing_map_png, report_html, report_markdown
 
     frame_before, frame_after = pd.read_csv(before.path), pd.read_csv(after.path)
     first = Report.from_json(Path(report_before.path).read_text(encoding="utf-8"))
@@ -103,10 +103,10 @@ def render_quality_report(
         ),
     }
     sections = [
-        report_html(first, title="Before imputation", images=plots),
-        report_html(second, title="After imputation"),
+        report_html(first, title="Before imputation", images=plots, standalone=False),
+        report_html(second, title="After imputation", standalone=False),
     ]
-    Path(page.path).write_text("\n".join(sections), encoding="utf-8")
+    Path(page.path).write_text(html_page(sections, title="Table quality"), encoding="utf-8")
     Path(summary.path).write_text(
         report_markdown(first, title="Before imputation")
         + "\n"

@@ -102,6 +102,7 @@ def test_table_quality_pipeline(repo: Repo, released: dict[str, Any], tmp_path: 
     assert "are null" in before
     assert "**PASSED:" in after
     page = Path(outputs["page"]["path"]).read_text()
+    assert page.count("<!DOCTYPE html>") == 1
     assert page.count("<img ") == 2
     assert page.count('class="fail"') > 0
     width, height = _png_size(outputs["missing_map"]["path"])

@@ -7,7 +7,14 @@ import pytest
 from dataquality import CheckResult, Report
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from viz import data_uri, distribution_png, images_html, report_html, report_markdown
+from viz import (
+    data_uri,
+    distribution_png,
+    html_page,
+    images_html,
+    report_html,
+    report_markdown,
+)
 
 
 def make_report(*results: CheckResult) -> Report:
@@ -98,3 +105,16 @@ def test_renderers_reject_what_is_not_a_report() -> None:
         report_markdown({"passed": True})  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"dataquality\.Report"):
         report_html("{}")  # type: ignore[arg-type]
+
+
+def test_reports_combine_into_one_document() -> None:
+    before = report_html(make_report(OK, BAD), title="Before", standalone=False)
+    after = report_html(make_report(OK), title="After", standalone=False)
+    assert "<!DOCTYPE" not in before
+    page = html_page([before, after], title="Table quality")
+    assert page.count("<!DOCTYPE html>") == 1
+    assert page.count("<section>") == 2
+    assert page.index("<h2>Before</h2>") < page.index("<h2>After</h2>")
+    parser = _Collector()
+    parser.feed(page)
+    assert parser.tags.count("table") == 4  # checks + null ratios, twice

@@ -11,13 +11,14 @@ built and rendered on its own Agg canvas, which is safe in headless pods.
 
 from viz._plots import before_after_png, distribution_png, missing_map_png
 from viz._png import data_uri, figure_png
-from viz._report import images_html, report_html, report_markdown
+from viz._report import html_page, images_html, report_html, report_markdown
 
 __all__ = [
     "before_after_png",
     "data_uri",
     "distribution_png",
     "figure_png",
+    "html_page",
     "images_html",
     "missing_map_png",
     "report_html",

@@ -7,7 +7,7 @@ view; both renderers here return a complete string to write to ``artifact.path``
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from dataquality import Report
 
@@ -82,12 +82,17 @@ def _figures(images: Mapping[str, bytes]) -> list[str]:
     ]
 
 
-def _page(title: str, body: list[str]) -> str:
+def html_page(sections: Sequence[str], *, title: str) -> str:
+    """One self-contained HTML document holding ``sections`` (fragments from this module)."""
     head = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
     )
-    return "\n".join([head, f"<h2>{html.escape(title)}</h2>", *body, "</body></html>", ""])
+    return "\n".join([head, f"<h1>{html.escape(title)}</h1>", *sections, "</body></html>", ""])
+
+
+def _section(title: str, body: list[str]) -> str:
+    return "\n".join(["<section>", f"<h2>{html.escape(title)}</h2>", *body, "</section>"])
 
 
 def report_html(
@@ -95,8 +100,13 @@ def report_html(
     *,
     title: str = "Data quality report",
     images: Mapping[str, bytes] | None = None,
+    standalone: bool = True,
 ) -> str:
-    """A self-contained HTML page for the report; ``images`` (caption -> PNG) are inlined."""
+    """A self-contained HTML page for the report; ``images`` (caption -> PNG) are inlined.
+
+    With ``standalone=False`` it is a ``<section>`` to combine with others in
+    :func:`html_page` (e.g. the same table before and after a cleaning step).
+    """
     report = _check_report(report)
     css = "pass" if report.passed else "fail"
     body = [f'<p class="{css}">{html.escape(_verdict(report))}</p>']
@@ -124,11 +134,12 @@ def report_html(
             f"{rows}</table>"
         )
     body += _figures(images or {})
-    return _page(title, body)
+    section = _section(title, body)
+    return html_page([section], title=title) if standalone else section
 
 
 def images_html(images: Mapping[str, bytes], *, title: str = "Images") -> str:
     """A self-contained HTML page showing PNGs (caption -> bytes), e.g. before/after plots."""
     if not images:
         raise ValueError("images is empty: pass at least one caption -> PNG bytes")
-    return _page(title, _figures(images))
+    return html_page([_section(title, _figures(images))], title=title)
