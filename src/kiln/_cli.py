@@ -104,7 +104,8 @@ def cmd_stack(args: argparse.Namespace) -> int:
         stack.down()
     statuses = stack.status()
     text = "\n".join(
-        f"{s.name:9} {'running' if s.running else 'stopped':8} {s.url}  ({s.detail})"
+        f"{s.name:9} {'running' if s.running else 'stopped':8} {s.url}"
+        + (f"  ({s.detail})" if s.detail else "")
         for s in statuses
     )
     _emit(args, [asdict(s) for s in statuses], text)

@@ -235,7 +235,12 @@ class LocalStack:
             entry = state.get(name, {})
             pid = entry.get("pid")
             running = _answers(url)
-            detail = str(entry.get("kind", "not started by kiln"))
+            if entry:
+                detail = str(entry.get("kind", ""))
+            elif running:  # something else answers on this port
+                detail = "not started by this checkout's kiln"
+            else:
+                detail = ""
             result.append(
                 ServiceStatus(
                     name=name,

@@ -83,7 +83,15 @@ def test_stack_status_of_a_never_started_stack(
         ("index", False, None),
         ("registry", False, None),
     ]
-    assert statuses[0].detail == "not started by kiln"
+    assert [s.detail for s in statuses] == ["", ""]
+
+
+def test_stack_status_names_a_server_it_did_not_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("kiln._stack._answers", lambda url: True)
+    stack = LocalStack(StackConfig(index_port=1, registry_port=2), tmp_path)
+    assert {s.detail for s in stack.status()} == {"not started by this checkout's kiln"}
 
 
 def test_stack_refuses_a_port_taken_by_something_else(
