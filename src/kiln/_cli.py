@@ -87,7 +87,12 @@ def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -
     index, reg = IndexClient(index_url), RegistryClient(registry)
     index.ping()
     reg.ping()
-    return Services(index=index, registry=reg, builder=builder)
+    return Services(
+        index=index,
+        registry=reg,
+        builder=builder,
+        pip_wheel_in=builder.pip_wheel_in if builder else None,
+    )
 
 
 def _base_override(args: argparse.Namespace) -> str | None:

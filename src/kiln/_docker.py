@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,9 @@ import docker.constants
 import docker.errors
 import requests
 
-from kiln._errors import CommandFailed, ServiceUnavailable
+from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._wheelhouse import pip_wheel_args
+from kiln._wheels import SOURCE_DATE_EPOCH
 
 
 def docker_client() -> docker.DockerClient:
@@ -88,6 +90,10 @@ class DockerBuilder:
             raise CommandFailed(f"docker build of {tag} reported success but left no image")
         return image_id
 
+    def pip_wheel_in(self, image: str) -> ContainerPipWheel:
+        """A wheelhouse resolver that runs pip inside ``image`` (the image's own Python)."""
+        return ContainerPipWheel(self._client, image, log=self._log)
+
     def push(self, repository: str, tag: str) -> str:
         chunks = self._client.api.push(repository, tag=tag, stream=True, decode=True)
         for chunk in self._stream(chunks, f"docker push of {repository}:{tag}"):
@@ -95,3 +101,80 @@ class DockerBuilder:
             if digest:
                 return str(digest)
         raise CommandFailed(f"docker push of {repository}:{tag} returned no digest")
+
+
+# Where the host says which CA certificates to trust (a TLS-inspecting proxy's CA
+# is in there); the container's own store would not know it.
+_CA_BUNDLE_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
+def host_ca_bundle() -> Path | None:
+    for var in _CA_BUNDLE_VARS:
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value).resolve()
+    return None
+
+
+class ContainerPipWheel:
+    """``pip wheel`` inside a container of ``image``, writing into a host folder.
+
+    The container uses the host's network (dockerd may have no bridge) to reach
+    the upstream index with the host's proxy settings and CA bundle
+    (``PIP_CERT`` / ``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``), runs as the
+    calling user so the wheels are the user's, and ignores any pip configuration
+    baked into the image.
+    """
+
+    def __init__(
+        self, client: docker.DockerClient, image: str, *, log: Callable[[str], None]
+    ) -> None:
+        self._client = client
+        self._image = image
+        self._log = log
+
+    def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
+        command = [
+            "python3", "-m", "pip",
+            *pip_wheel_args(requirements, index_url=index_url, wheel_dir="/wheelhouse"),
+        ]  # fmt: skip
+        volumes = {str(wheel_dir.resolve()): {"bind": "/wheelhouse", "mode": "rw"}}
+        environment = {
+            "PIP_CONFIG_FILE": "/dev/null",
+            "PIP_NO_CACHE_DIR": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "HOME": "/tmp",  # noqa: S108 - inside the throwaway container
+            "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
+            **{var: os.environ[var] for var in _PROXY_VARS if os.environ.get(var)},
+        }
+        ca_bundle = host_ca_bundle()
+        if ca_bundle is not None:
+            volumes[str(ca_bundle)] = {"bind": "/kiln-ca.pem", "mode": "ro"}
+            command[3:3] = ["--cert", "/kiln-ca.pem"]
+        self._log(f"pip wheel inside {self._image} (its Python differs from kiln's)")
+        try:
+            container = self._client.containers.run(
+                self._image,
+                command,
+                detach=True,
+                network_mode="host",
+                user=f"{os.getuid()}:{os.getgid()}",
+                working_dir="/tmp",  # noqa: S108 - inside the throwaway container
+                environment=environment,
+                volumes=volumes,
+            )
+        except docker.errors.ImageNotFound:
+            raise ConfigError(
+                f"base image {self._image} is not present on the Docker Engine and could not be "
+                "pulled; pull it, or set KILN_BASE_IMAGE / --base-image to a local image"
+            ) from None
+        try:
+            status = int(container.wait().get("StatusCode", 1))
+            if status != 0:
+                tail = container.logs().decode(errors="replace").strip().splitlines()[-20:]
+                raise CommandFailed(
+                    f"pip wheel inside {self._image} failed (exit {status}):\n" + "\n".join(tail)
+                )
+        finally:
+            container.remove(force=True)

@@ -39,7 +39,7 @@ from kiln._plan import (
 )
 from kiln._registry import Registry
 from kiln._runner import Runner, call
-from kiln._wheelhouse import resolve_wheelhouse
+from kiln._wheelhouse import PipWheel, resolve_wheelhouse
 from kiln._wheels import BuiltWheel, build_wheels
 
 Say = Callable[[str], None]
@@ -53,6 +53,8 @@ class Services:
     registry: Registry
     builder: ImageBuilder
     runner: Runner = call
+    # Resolves a wheelhouse inside a base image, when kiln's Python is not the image's.
+    pip_wheel_in: Callable[[str], PipWheel] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,14 +99,20 @@ def prepare(
     inputs: list[ImageInputs] = []
     for image in workspace.images if images else ():
         say(f"==> wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})")
+        base = base_override or image.base
         wheelhouse = resolve_wheelhouse(
-            workspace, image, wheels, kfp_version=kfp_version(), runner=services.runner
+            workspace,
+            image,
+            wheels,
+            kfp_version=kfp_version(),
+            base=base,
+            runner=services.runner,
+            in_image=services.pip_wheel_in,
         )
         say(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
             f"{len(wheelhouse.helpers)} helper wheel(s)"
         )
-        base = base_override or image.base
         inputs.append(
             image_inputs(
                 image,

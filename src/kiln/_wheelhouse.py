@@ -1,22 +1,26 @@
-"""Resolve an image's wheelhouse on the host: every wheel the image installs.
+"""Resolve an image's wheelhouse: every wheel the image installs.
 
-Third-party wheels are resolved by pip from the upstream index, isolated from
-any machine-wide pip configuration, for the image's Python (which must be the
-running interpreter's: some of kfp's dependencies are sdist-only, so a
-cross-target, binary-only download cannot resolve them). The result is cached
-by its inputs. Helper wheels are never given to pip: they come from kiln's own
-builds, so no index can substitute them.
+Third-party wheels are resolved by ``pip wheel`` from the upstream index,
+isolated from any machine-wide pip configuration, for the image's Python. Some
+of kfp's dependencies are sdist-only, so a cross-target, binary-only download
+cannot resolve them: pip must run on the image's Python. When the running
+interpreter is that Python, pip runs here (fast); otherwise it runs in a
+container of the image's base (``KILN_WHEELHOUSE_RESOLVER`` = auto | host |
+image forces one). The result is cached by its inputs. Helper wheels are never
+given to pip: they come from kiln's own builds, so no index can substitute them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -82,14 +86,70 @@ def third_party_requirements(
     return tuple(sorted(reqs))
 
 
-def check_python(image: Image) -> None:
-    running = f"{sys.version_info.major}.{sys.version_info.minor}"
-    if running != image.python:
+RESOLVER_ENV = "KILN_WHEELHOUSE_RESOLVER"
+RESOLVERS = ("auto", "host", "image")
+
+
+def pip_wheel_args(requirements: Sequence[str], *, index_url: str, wheel_dir: str) -> list[str]:
+    """``pip`` arguments that resolve ``requirements`` into ``wheel_dir``, hermetically."""
+    return [
+        "wheel", "--isolated", "--no-input", "--quiet",
+        "--index-url", index_url, "--wheel-dir", wheel_dir, *requirements,
+    ]  # fmt: skip
+
+
+class PipWheel(Protocol):
+    """Runs ``pip wheel`` on some Python, writing the wheels into ``wheel_dir``."""
+
+    def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None: ...
+
+
+class HostPipWheel:
+    """``pip wheel`` on the running interpreter."""
+
+    def __init__(self, runner: Runner = call) -> None:
+        self._runner = runner
+
+    def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
+        args = pip_wheel_args(requirements, index_url=index_url, wheel_dir=str(wheel_dir))
+        self._runner(
+            [sys.executable, "-m", "pip", *args],
+            env={**hermetic_pip_env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
+        )
+
+
+def running_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def choose_pip_wheel(
+    image: Image,
+    base: str,
+    *,
+    runner: Runner = call,
+    in_image: Callable[[str], PipWheel] | None = None,
+) -> PipWheel:
+    """pip on the host when it runs the image's Python, else pip inside ``base``."""
+    mode = os.environ.get(RESOLVER_ENV, "auto") or "auto"
+    if mode not in RESOLVERS:
+        raise ConfigError(f"{RESOLVER_ENV}={mode!r}: use one of {', '.join(RESOLVERS)}")
+    running = running_python()
+    if mode == "host" or (mode == "auto" and running == image.python):
+        if running != image.python:
+            raise ConfigError(
+                f"{image.path / 'image.toml'}: python = {image.python!r}, but kiln runs on "
+                f"Python {running} and {RESOLVER_ENV}=host; unset it to resolve the wheelhouse "
+                f"inside the base image, or run kiln with Python {image.python}"
+            )
+        return HostPipWheel(runner)
+    if in_image is None:
         raise ConfigError(
             f"{image.path / 'image.toml'}: python = {image.python!r}, but kiln runs on Python "
-            f"{running}; the wheelhouse is resolved with the running interpreter, so run kiln "
-            f"with Python {image.python} or set python (and a matching base) to {running!r}"
+            f"{running}; resolving the wheelhouse inside the base image needs Docker Engine. "
+            f"Run kiln with Python {image.python}, or set python (and a matching base) to "
+            f"{running!r}"
         )
+    return in_image(base)
 
 
 def _read_dir(directory: Path) -> tuple[WheelFile, ...]:
@@ -105,11 +165,12 @@ def resolve_third_party(
     *,
     upstream_index: str,
     cache_dir: Path,
-    runner: Runner = call,
+    python: str,
+    pip_wheel: PipWheel,
 ) -> tuple[WheelFile, ...]:
     """Wheels for ``requirements`` and their dependencies, from ``cache_dir`` when possible."""
     key = hashlib.sha256(
-        json.dumps([sorted(requirements), upstream_index, sys.version_info[:2]]).encode()
+        json.dumps([sorted(requirements), upstream_index, python]).encode()
     ).hexdigest()[:16]
     target = cache_dir / key
     if (target / "complete").is_file():
@@ -117,13 +178,7 @@ def resolve_third_party(
     partial = cache_dir / f"{key}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
-    runner(
-        [
-            sys.executable, "-m", "pip", "wheel", "--isolated", "--no-input", "--quiet",
-            "--index-url", upstream_index, "--wheel-dir", str(partial), *requirements,
-        ],
-        env={**hermetic_pip_env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
-    )  # fmt: skip
+    pip_wheel(requirements, index_url=upstream_index, wheel_dir=partial)
     (partial / "complete").write_text(json.dumps(sorted(requirements)) + "\n")
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -136,15 +191,18 @@ def resolve_wheelhouse(
     built: Sequence[BuiltWheel],
     *,
     kfp_version: str,
+    base: str,
     runner: Runner = call,
+    in_image: Callable[[str], PipWheel] | None = None,
 ) -> Wheelhouse:
-    check_python(image)
     requirements = third_party_requirements(workspace, image, kfp_version)
+    cache_dir = workspace.state_dir / "wheelhouse"
     third_party = resolve_third_party(
         requirements,
         upstream_index=workspace.upstream_index,
-        cache_dir=workspace.state_dir / "wheelhouse",
-        runner=runner,
+        cache_dir=cache_dir,
+        python=image.python,
+        pip_wheel=choose_pip_wheel(image, base, runner=runner, in_image=in_image),
     )
     wanted = set(helper_closure(workspace, image.helpers))
     return Wheelhouse(
