@@ -23,6 +23,9 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
+# What this monorepo releases: helper and image versions, as in their config files.
+HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.0"}
+IMAGES = {"analytics": "0.1.0", "base": "0.2.0"}
 
 
 def _unavailable(reason: str) -> None:

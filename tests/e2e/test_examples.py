@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import PROJECT, Repo
-from tests.e2e.test_release_local import HELPERS
+from tests.e2e.conftest import HELPERS, PROJECT, Repo
 
 pytestmark = pytest.mark.e2e
 

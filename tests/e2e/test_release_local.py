@@ -16,13 +16,11 @@ import pytest
 import requests
 from kfp import components, local
 
-from tests.e2e.conftest import Repo
+from tests.e2e.conftest import HELPERS, IMAGES, Repo
 
 pytestmark = pytest.mark.e2e
 
 DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/(base|analytics)@sha256:[0-9a-f]{64}$")
-HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.0"}
-IMAGES = {"analytics": "0.1.0", "base": "0.2.0"}
 # What the component computes, run on the host against the published wheel.
 STRETCH_STD = """
 import numpy as np
