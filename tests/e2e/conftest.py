@@ -4,6 +4,7 @@ run instead of skipping it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -102,6 +103,15 @@ def repo(
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
+    # The images this run built and pulled are tagged for its throwaway registry: untag
+    # them (tags and digest references), so repeated runs do not pile up images.
+    for image in docker_client.images.list():
+        references = [*image.tags, *image.attrs.get("RepoDigests", [])]
+        for reference in references:
+            if reference.startswith(f"{repo.registry}/"):
+                # Untagging can drop the digest reference with it.
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    docker_client.images.remove(reference)
 
 
 @pytest.fixture(scope="session")
