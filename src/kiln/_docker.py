@@ -18,8 +18,7 @@ import docker.errors
 import requests
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._wheelhouse import pip_wheel_args
-from kiln._wheels import SOURCE_DATE_EPOCH
+from kiln._wheelhouse import pip_wheel_args, pip_wheel_env
 
 
 def docker_client() -> docker.DockerClient:
@@ -135,23 +134,22 @@ class ContainerPipWheel:
         self._log = log
 
     def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
-        command = [
-            "python3", "-m", "pip",
-            *pip_wheel_args(requirements, index_url=index_url, wheel_dir="/wheelhouse"),
-        ]  # fmt: skip
         volumes = {str(wheel_dir.resolve()): {"bind": "/wheelhouse", "mode": "rw"}}
-        environment = {
-            "PIP_CONFIG_FILE": "/dev/null",
-            "PIP_NO_CACHE_DIR": "1",
-            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-            "HOME": "/tmp",  # noqa: S108 - inside the throwaway container
-            "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH,
-            **{var: os.environ[var] for var in _PROXY_VARS if os.environ.get(var)},
-        }
+        cert: list[str] = []
         ca_bundle = host_ca_bundle()
         if ca_bundle is not None:
             volumes[str(ca_bundle)] = {"bind": "/kiln-ca.pem", "mode": "ro"}
-            command[3:3] = ["--cert", "/kiln-ca.pem"]
+            cert = ["--cert", "/kiln-ca.pem"]  # --isolated ignores PIP_CERT; say it outright
+        command = [
+            "python3", "-m", "pip", *cert,
+            *pip_wheel_args(requirements, index_url=index_url, wheel_dir="/wheelhouse"),
+        ]  # fmt: skip
+        environment = {
+            **pip_wheel_env(),
+            "PIP_NO_CACHE_DIR": "1",
+            "HOME": "/tmp",  # noqa: S108 - inside the throwaway container
+            **{var: os.environ[var] for var in _PROXY_VARS if os.environ.get(var)},
+        }
         self._log(f"pip wheel inside {self._image} (its Python differs from kiln's)")
         try:
             container = self._client.containers.run(

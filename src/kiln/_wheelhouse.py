@@ -98,6 +98,11 @@ def pip_wheel_args(requirements: Sequence[str], *, index_url: str, wheel_dir: st
     ]  # fmt: skip
 
 
+def pip_wheel_env() -> dict[str, str]:
+    """Environment of every ``pip wheel`` kiln runs, on the host or in a container."""
+    return {**hermetic_pip_env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+
+
 class PipWheel(Protocol):
     """Runs ``pip wheel`` on some Python, writing the wheels into ``wheel_dir``."""
 
@@ -112,10 +117,7 @@ class HostPipWheel:
 
     def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
         args = pip_wheel_args(requirements, index_url=index_url, wheel_dir=str(wheel_dir))
-        self._runner(
-            [sys.executable, "-m", "pip", *args],
-            env={**hermetic_pip_env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH},
-        )
+        self._runner([sys.executable, "-m", "pip", *args], env=pip_wheel_env())
 
 
 def running_python() -> str:
@@ -196,11 +198,10 @@ def resolve_wheelhouse(
     in_image: Callable[[str], PipWheel] | None = None,
 ) -> Wheelhouse:
     requirements = third_party_requirements(workspace, image, kfp_version)
-    cache_dir = workspace.state_dir / "wheelhouse"
     third_party = resolve_third_party(
         requirements,
         upstream_index=workspace.upstream_index,
-        cache_dir=cache_dir,
+        cache_dir=workspace.state_dir / "wheelhouse",
         python=image.python,
         pip_wheel=choose_pip_wheel(image, base, runner=runner, in_image=in_image),
     )

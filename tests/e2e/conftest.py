@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,8 @@ BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
 # What this monorepo releases: helper and image versions, as in their config files.
 HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.0"}
 IMAGES = {"analytics": "0.1.0", "base": "0.2.0"}
+# pip in a test venv sees neither the machine's pip config nor its extra indexes.
+PRIVATE_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
 
 
 def _unavailable(reason: str) -> None:
@@ -47,6 +50,24 @@ def docker_client() -> docker.DockerClient:
     except docker.errors.ImageNotFound:
         _unavailable(f"base image {BASE_IMAGE} is not present; set KILN_BASE_IMAGE")
     return client
+
+
+def by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
+    """Manifest rows by one of their fields (``name``, ``filename``)."""
+    return {item[key]: item for item in items}
+
+
+def private_venv(directory: Path, index_url: str, *requirements: str) -> str:
+    """A fresh venv with ``requirements`` installed from the private index alone
+    (no machine pip config, no other index); returns its python."""
+    venv.create(directory, with_pip=True)
+    python = str(directory / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
+         "--index-url", f"{index_url}/simple/", *requirements],
+        env=PRIVATE_PIP_ENV, check=True,
+    )  # fmt: skip
+    return python
 
 
 def free_port() -> int:

@@ -5,9 +5,7 @@ kfp.local.DockerRunner on the pinned images and produce the expected artifacts."
 from __future__ import annotations
 
 import csv
-import importlib.util
 import subprocess
-import venv
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +13,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import HELPERS, PROJECT, Repo
+from kiln._components import _load_module
+from tests.e2e.conftest import HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, private_venv
 
 pytestmark = pytest.mark.e2e
 
@@ -42,15 +41,7 @@ SMOKE_OUTPUT = {
 def test_each_helper_installs_from_the_private_index_alone(
     helper: str, repo: Repo, released: dict[str, Any], tmp_path: Path
 ) -> None:
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = str(env_dir / "bin" / "python")
-    pip_env = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
-    subprocess.run(
-        [python, "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
-         "--index-url", f"{repo.index_url}/simple/", f"acme-{helper}=={HELPERS[helper]}"],
-        env=pip_env, check=True,
-    )  # fmt: skip
+    python = private_venv(tmp_path / "venv", repo.index_url, f"acme-{helper}=={HELPERS[helper]}")
     out = subprocess.run(
         [python, "-c", SMOKE[helper]], capture_output=True, text=True, check=True
     ).stdout
@@ -58,7 +49,7 @@ def test_each_helper_installs_from_the_private_index_alone(
     if helper == "viz":  # the sibling came in at exactly the pinned version
         freeze = subprocess.run(
             [python, "-m", "pip", "freeze", "--isolated"],
-            env=pip_env, capture_output=True, text=True, check=True,
+            env=PRIVATE_PIP_ENV, capture_output=True, text=True, check=True,
         ).stdout.split()  # fmt: skip
         assert "acme-dataquality==0.1.0" in freeze
 
@@ -66,12 +57,7 @@ def test_each_helper_installs_from_the_private_index_alone(
 def _component_function(module: str, name: str) -> Any:
     """A component's Python function, to compute on the host what the pod should."""
     path = PROJECT / "pipelines" / "components" / f"{module}.py"
-    spec = importlib.util.spec_from_file_location(f"_host_{module}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    loaded = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(loaded)
-    return getattr(loaded, name)
+    return getattr(_load_module(path, "host"), name)
 
 
 def _gaps_in_sample(tmp_path: Path, **args: Any) -> int:

@@ -7,7 +7,6 @@ import hashlib
 import json
 import re
 import subprocess
-import venv
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 import requests
 from kfp import components, local
 
-from tests.e2e.conftest import HELPERS, IMAGES, Repo
+from tests.e2e.conftest import HELPERS, IMAGES, Repo, by, private_venv
 
 pytestmark = pytest.mark.e2e
 
@@ -52,10 +51,6 @@ def registry_state(repo: Repo) -> dict[str, Any]:
             )
             state[f"{name}:{tag}"] = head.headers["Docker-Content-Digest"]
     return state
-
-
-def by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
-    return {item[key]: item for item in items}
 
 
 def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[str, Any]) -> None:
@@ -95,15 +90,7 @@ def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[
 
 def _host_expected(tmp_path: Path, repo: Repo) -> float:
     """Install the helper from the private index only (fallback off) and compute."""
-    env_dir = tmp_path / "venv"
-    venv.create(env_dir, with_pip=True)
-    python = str(env_dir / "bin" / "python")
-    subprocess.run(
-        [python, "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
-         "--index-url", f"{repo.index_url}/simple/", "acme-imgproc==0.2.0"],
-        env={"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"},
-        check=True,
-    )  # fmt: skip
+    python = private_venv(tmp_path / "venv", repo.index_url, f"acme-imgproc=={HELPERS['imgproc']}")
     out = subprocess.run(
         [python, "-c", STRETCH_STD], capture_output=True, text=True, check=True
     ).stdout

@@ -13,7 +13,7 @@ from kiln._discovery import discover
 from kiln._docker import DockerBuilder
 from kiln._release import kfp_version
 from kiln._wheelhouse import resolve_third_party, third_party_requirements
-from tests.e2e.conftest import BASE_IMAGE, Repo
+from tests.e2e.conftest import BASE_IMAGE, Repo, by
 
 pytestmark = pytest.mark.e2e
 
@@ -33,7 +33,7 @@ def test_in_image_resolution_matches_the_baked_image(
         pip_wheel=builder.pip_wheel_in(BASE_IMAGE),
     )
     resolved = sorted(f"{w.name}=={w.version}" for w in wheels)
-    baked = next(i for i in released["manifest"]["images"] if i["name"] == "base")
+    baked = by(released["manifest"]["images"], "name")["base"]
     labels = docker_client.images.get(baked["ref"]).labels
     assert resolved == sorted(labels["org.kiln.third-party"].split(","))
     # The wheels belong to the user who ran kiln, not to the container's root.
