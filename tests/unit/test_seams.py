@@ -102,7 +102,7 @@ def test_stack_refuses_a_port_taken_by_something_else(
     stack = LocalStack(StackConfig(index_port=8765, registry_port=5765), tmp_path)
     with pytest.raises(ServiceUnavailable) as err:
         stack.up()
-    assert "port 127.0.0.1:8765 is taken by something that is not a index" in str(err.value)
+    assert "port 127.0.0.1:8765 is taken by something that is not an index" in str(err.value)
     assert "[tool.kiln.stack] index-port" in str(err.value)
     assert not (tmp_path / "state.json").exists()
 
