@@ -15,8 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from kiln import __version__
-from kiln._errors import EXIT_CODES, ConfigError, KilnError
+from kiln._errors import (
+    EXIT_CODES,
+    ArtifactAltered,
+    CommandFailed,
+    ConfigError,
+    KilnError,
+    PublishedConflict,
+    RunFailed,
+)
 from kiln._model import Workspace
+from kiln._report import Reporter
 
 DESCRIPTION = """\
 kiln turns a monorepo of helper code into pinned, immutable artifacts:
@@ -31,20 +40,32 @@ quick start (local stack on 127.0.0.1, started for you):
   kiln release --local            build, publish, bake, push, generate; write dist/manifest.json
   kiln release --local --dry-run  print the plan; publish nothing
   kiln run contrast_demo          run a pipeline in local Docker containers
+  kiln new helper textstats       scaffold a helper (or a component, a pipeline): kiln new --help
   kiln stack status               what the local index and registry are doing
+
+output:
+  progress goes to stderr, one line per stage and per pipeline step; everything
+  else (commands, build steps, container logs) goes to .kiln/logs/COMMAND.log,
+  whose end is shown when a command fails. -v shows it all, -q only errors.
 
 environment:
   KILN_BASE_IMAGE   base image for every image (overrides image.toml `base`),
                     e.g. a local mirror of python:3.11-slim
+  KILN_WHEELHOUSE_RESOLVER  auto | host | image: where `pip wheel` resolves
+                    image wheelhouses (auto: here when kiln runs the image's
+                    Python, else inside the base image)
   DOCKER_HOST       the Docker Engine to build with
+  HTTP(S)_PROXY, NO_PROXY, PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE
+                    forwarded to `pip wheel` when it runs inside the base image
 
 exit codes:
   0 ok   2 usage   {codes}
 """.format(codes="   ".join(f"{code} {label}" for label, code in EXIT_CODES.items()))
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+def _report(args: argparse.Namespace) -> Reporter:
+    report: Reporter = args.report
+    return report
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -58,7 +79,9 @@ def _workspace(args: argparse.Namespace) -> Workspace:
     from kiln._discovery import discover, find_root  # noqa: PLC0415
 
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
-    return discover(root)
+    ws = discover(root)
+    _report(args).open_log(ws.state_dir / "logs" / f"{args.command}.log")
+    return ws
 
 
 def _stack(ws: Workspace) -> Any:
@@ -71,10 +94,20 @@ def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -
     from kiln._index import IndexClient  # noqa: PLC0415
     from kiln._registry import RegistryClient  # noqa: PLC0415
     from kiln._release import Services  # noqa: PLC0415
+    from kiln._runner import reporting_runner  # noqa: PLC0415
 
+    report = _report(args)
+    runner = reporting_runner(report)
+    index_storage = None
     if getattr(args, "local", True):
-        _stack(ws).up(echo=_say)
+        stack = _stack(ws)
+        was_running = any(s.running for s in stack.status())
+        stack.up(echo=report.step)
+        if getattr(args, "dry_run", False) and not was_running:
+            # A dry run leaves the machine as it found it: stop what it had to start.
+            args.cleanup.append(stack.down)
         index_url, registry = ws.stack.index_url, ws.stack.registry
+        index_storage = stack.dir / "index"
     else:
         index_url, registry = args.index, args.registry
         if not index_url or not registry:
@@ -83,15 +116,17 @@ def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -
     if docker:
         from kiln._docker import DockerBuilder  # noqa: PLC0415
 
-        builder = DockerBuilder()
-    index, reg = IndexClient(index_url), RegistryClient(registry)
+        builder = DockerBuilder(log=report.detail)
+    index, reg = IndexClient(index_url, runner=runner), RegistryClient(registry)
     index.ping()
     reg.ping()
     return Services(
         index=index,
         registry=reg,
         builder=builder,
+        runner=runner,
         pip_wheel_in=builder.pip_wheel_in if builder else None,
+        index_storage=index_storage,
     )
 
 
@@ -104,9 +139,10 @@ def cmd_stack(args: argparse.Namespace) -> int:
     ws = _workspace(args)
     stack = _stack(ws)
     if args.action == "up":
-        stack.up(echo=_say)
+        stack.up(echo=_report(args).step)
     elif args.action == "down":
-        stack.down()
+        for stopped in stack.down(echo=_report(args).step):
+            _report(args).step(str(stopped))
     statuses = stack.status()
     text = "\n".join(
         f"{s.name:9} {'running' if s.running else 'stopped':8} {s.url}"
@@ -134,7 +170,9 @@ def _release_parts(
 
     ws = _workspace(args)
     services = _services(args, ws, docker=images)
-    prepared = prepare(ws, services, base_override=_base_override(args), images=images, say=_say)
+    prepared = prepare(
+        ws, services, base_override=_base_override(args), images=images, report=_report(args)
+    )
     plan = make_plan(ws, prepared, services)
     return ws, services, prepared, plan
 
@@ -143,8 +181,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from kiln._release import check_refusals, publish  # noqa: PLC0415
 
     _ws, services, prepared, plan = _release_parts(args, images=False)
+    from kiln._release import install_wheels  # noqa: PLC0415
+
     check_refusals(plan)
-    uploaded = publish(plan, prepared, services, _say)
+    uploaded = publish(plan, prepared, services, _report(args))
+    install_wheels(prepared.wheels, _ws.dist_dir / "wheels")
     rows = [
         {"filename": s.filename, "sha256": s.sha256, "action": s.action.value} for s in plan.files
     ]
@@ -153,12 +194,13 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
-    from kiln._release import bake, check_refusals, publish  # noqa: PLC0415
+    from kiln._release import bake, check_refusals, install_wheels, publish  # noqa: PLC0415
 
     ws, services, prepared, plan = _release_parts(args)
     check_refusals(plan)
-    publish(plan, prepared, services, _say)
-    digests, pushed = bake(ws, plan, prepared, services, _say)
+    publish(plan, prepared, services, _report(args))
+    install_wheels(prepared.wheels, ws.dist_dir / "wheels")
+    digests, pushed = bake(ws, plan, prepared, services, _report(args))
     refs = {i.image.name: f"{i.repository}@{digests[i.image.name]}" for i in prepared.images}
     _emit(args, refs, "\n".join(refs.values()) + f"\npushed {len(pushed)} image(s)")
     return 0
@@ -179,19 +221,33 @@ def cmd_components(args: argparse.Namespace) -> int:
                 "not in the registry; run `kiln bake` (or `kiln release`) first"
             )
         refs[image.name] = f"{services.registry.host}/{repo}@{digest}"
-    components, pipelines = generate(ws, refs, say=_say)
+    components, pipelines = generate(ws, refs, report=_report(args))
     rows = {"components": components, "pipelines": pipelines}
     _emit(args, rows, "\n".join(r["path"] for r in components + pipelines))
     return 0
 
 
 def _plan_text(plan: Any) -> str:
-    lines = [f"  {s.action.value:8} {s.filename}" for s in plan.files if s.kind == "helper"]
+    """The plan for a person: each action with its reason; refusals last, in full."""
+    lines = [
+        f"  {s.action.value:8} {s.filename}: {s.reason}"
+        for s in plan.files
+        if s.kind == "helper" and s.action.value != "refuse"
+    ]
     mirror = [s for s in plan.files if s.kind == "mirror"]
     todo = sum(1 for s in mirror if s.action.value == "publish")
-    lines.append(f"  mirror   {todo} of {len(mirror)} third-party wheel(s) to upload")
-    lines += [f"  {s.action.value:8} image {s.repository}:{s.version}" for s in plan.images]
-    lines += [f"  refuse:  {r}" for r in plan.refusals]
+    same = sum(1 for s in mirror if s.action.value == "skip")
+    lines.append(
+        f"  mirror   {len(mirror)} third-party wheel(s): {todo} not on the index yet, "
+        f"{same} already there with identical bytes"
+    )
+    lines += [
+        f"  {s.action.value:8} image {s.repository}:{s.version}: {s.reason}"
+        for s in plan.images
+        if s.action.value != "refuse"
+    ]
+    lines += [f"  {s.action.value:8} {s.reason}" for s in plan.files if s.action.value == "refuse"]
+    lines += [f"  {s.action.value:8} {s.reason}" for s in plan.images if s.action.value == "refuse"]
     return "plan:\n" + "\n".join(lines)
 
 
@@ -201,9 +257,13 @@ def cmd_release(args: argparse.Namespace) -> int:
     ws, services, prepared, plan = _release_parts(args)
     if args.dry_run:
         _emit(args, plan.to_dict(), _plan_text(plan))
-        return 4 if plan.refusals else 0
-    _say(_plan_text(plan))
-    outcome = execute(ws, prepared, plan, services, release_version=args.version, say=_say)
+        if plan.altered:
+            return ArtifactAltered.exit_code
+        return PublishedConflict.exit_code if plan.refusals else 0
+    report = _report(args)
+    for line in _plan_text(plan).splitlines():
+        report.detail(line)
+    outcome = execute(ws, prepared, plan, services, release_version=args.version, report=report)
     if not outcome.uploaded and not outcome.pushed:
         summary = "everything is up to date: nothing uploaded, nothing pushed"
     else:
@@ -220,7 +280,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from kiln._components import pipeline_arguments  # noqa: PLC0415
-    from kiln._run import run_pipeline  # noqa: PLC0415
+    from kiln._run import run_pipeline, show  # noqa: PLC0415
 
     ws = _workspace(args)
     pipeline = next((p for p in ws.pipelines if p.name == args.pipeline), None)
@@ -239,15 +299,61 @@ def cmd_run(args: argparse.Namespace) -> int:
             arguments[key] = json.loads(value)
         except json.JSONDecodeError:
             arguments[key] = value
-    _say(f"==> run {pipeline.name} with kfp.local.DockerRunner (network {args.network})")
+    report = _report(args)
+    report.step(f"==> run {pipeline.name} with kfp.local.DockerRunner (network {args.network})")
     outputs = run_pipeline(
         pipeline,
         component_dir,
         pipeline_root=ws.state_dir / "runs" / pipeline.name,
         arguments=arguments,
         network_mode=args.network,
+        report=report,
     )
-    _emit(args, outputs, "\n".join(f"{k} = {v}" for k, v in outputs.items()))
+    _emit(args, outputs, "\n".join(f"{k} = {show(v)}" for k, v in outputs.items()))
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from kiln import _scaffold  # noqa: PLC0415
+
+    if args.kind != "pipeline" and args.component:
+        args.usage_error(f"--component is for `kiln new pipeline`, not `kiln new {args.kind}`")
+    if args.kind == "pipeline" and args.image:
+        args.usage_error("--image is for a helper or a component; a pipeline uses --component")
+    if args.kind == "component" and len(args.image) != 1:
+        args.usage_error("kiln new component NAME needs exactly one --image IMAGE to run on")
+    ws = _workspace(args)
+    if args.kind == "helper":
+        written = _scaffold.new_helper(ws, args.name, images=args.image)
+        package = args.name.replace("-", "_")
+        hints = [
+            f"write helpers/{args.name}/src/{package}/ and helpers/{args.name}/tests/",
+            f"pip install -e helpers/{args.name} && pytest helpers/{args.name}",
+            "kiln build   (builds its wheel with the others)",
+        ]
+        hints += [
+            f"images/{i}/image.toml now lists {args.name}: if version {ws.image(i).version} "
+            "is already published, bump its `version`"
+            for i in dict.fromkeys(args.image)
+        ]
+        if not args.image:
+            hints.append(f"put it in an image: list {args.name!r} in images/<i>/image.toml")
+    elif args.kind == "component":
+        written = _scaffold.new_component(ws, args.name, image=args.image[0])
+        hints = [
+            f"edit pipelines/components/{args.name}.py, then: kiln release --local",
+            f"run it in a pipeline: kiln new pipeline NAME --component {args.name}",
+        ]
+    else:
+        written = _scaffold.new_pipeline(ws, args.name, component=args.component)
+        hints = [
+            "kiln release --local",
+            f"kiln run {args.name}   (arguments: RUN_ARGS, or --arg NAME=VALUE)",
+        ]
+    paths = [str(p) for p in written]
+    _emit(args, {"written": paths}, "\n".join(paths))
+    for line in ["next steps:", *(f"  {h}" for h in hints)]:
+        _report(args).step(line)
     return 0
 
 
@@ -256,6 +362,10 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--repo", metavar="PATH", help="the monorepo (default: found from cwd)")
     common.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show commands, build steps, container logs"
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="show only errors")
 
     targets = argparse.ArgumentParser(add_help=False)
     targets.add_argument(
@@ -320,22 +430,90 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--network", default="none", choices=["none", "host"], help="container network")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser(
+        "new",
+        parents=[common],
+        help="write a helper, component or pipeline skeleton in the repo's conventions",
+        description="Write a working, tested skeleton in the repo's conventions: it builds,\n"
+        "its test passes, it compiles with KFP. Nothing is overwritten, and nothing is\n"
+        "written when a value is bad. Prints the paths written, then next steps.",
+        epilog="""\
+examples:
+  kiln new helper textstats --image analytics
+      helpers/textstats/: pyproject.toml (distribution acme-textstats, hatchling
+      pinned, packages = ["src/textstats"]), src/textstats/, tests/; and
+      "textstats" appended to `helpers` in images/analytics/image.toml
+  kiln new helper text-stats
+      folder and distribution use dashes (acme-text-stats); the import package
+      uses underscores (text_stats)
+  kiln new component word_counts --image analytics
+      pipelines/components/word_counts.py: IMAGE = "analytics" and a function
+      word_counts whose imports sit inside it
+  kiln new pipeline word_report --component word_counts
+      pipelines/word_report.py: RUN_ARGS and build(load) running word_counts
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("kind", choices=["helper", "component", "pipeline"], help="what to write")
+    p.add_argument(
+        "name",
+        help="helper: folder name (lowercase, digits, dashes); component, pipeline: a "
+        "lowercase Python identifier",
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="component: the image under images/ it runs on (required); helper: add the "
+        "helper to this image's `helpers` (repeatable)",
+    )
+    p.add_argument(
+        "--component",
+        metavar="NAME",
+        help="pipeline: the component it runs (default: the first one whose inputs are "
+        "plain values)",
+    )
+    p.set_defaults(func=cmd_new, usage_error=p.error)
     return parser
 
 
-def main_inner(argv: Sequence[str] | None = None) -> int:
+def main_inner(argv: Sequence[str] | None = None, report: Reporter | None = None) -> int:
     args = _parser().parse_args(argv)
-    code: int = args.func(args)
+    args.report = report or Reporter()
+    args.report.verbose, args.report.quiet = args.verbose, args.quiet
+    args.cleanup = []
+    try:
+        code: int = args.func(args)
+    finally:
+        for cleanup in args.cleanup:
+            cleanup()
     return code
 
 
+def _failure_context(exc: KilnError, report: Reporter) -> str:
+    """Where the full log of a failed command is, with its end for failed steps and runs."""
+    if report.log_path is None:
+        return ""
+    where = f"\nfull log: {report.log_path}"
+    if isinstance(exc, RunFailed | CommandFailed) and not report.verbose:
+        tail = report.log_tail(25)
+        if tail:
+            return f"\nthe log ends:\n{tail}{where}"
+    return where
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    report = Reporter()
     try:
-        code = main_inner(argv)
+        code = main_inner(argv, report)
     except KilnError as exc:
-        print(f"kiln: {exc.label}: {exc}", file=sys.stderr)
+        print(f"kiln: {exc.label}: {exc}{_failure_context(exc, report)}", file=sys.stderr)
         code = exc.exit_code
     except KeyboardInterrupt:
         print("kiln: interrupted; re-run the same command to finish", file=sys.stderr)
         code = 130
+    finally:
+        report.close()
     sys.exit(code)

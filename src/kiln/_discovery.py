@@ -52,6 +52,32 @@ def _check_version(value: str, path: Path) -> str:
     return value
 
 
+# Options of hatchling's wheel target that choose the files to ship.
+_FILE_SELECTION = ("packages", "only-include", "include", "sources", "force-include")
+
+
+def _check_wheel_files(doc: dict[str, Any], path: Path, distribution: str) -> None:
+    """Catch what hatchling would fail on: no file selection and no folder named like the
+    distribution (``acme_textstats``), which is the rule here since import packages keep
+    short names."""
+    hatch = doc.get("tool", {}).get("hatch", {}).get("build", {})
+    wheel = hatch.get("targets", {}).get("wheel", {})
+    if any(key in wheel or key in hatch for key in _FILE_SELECTION):
+        return
+    module = canonicalize_name(distribution).replace("-", "_")
+    candidates = (f"{module}/__init__.py", f"src/{module}/__init__.py", f"{module}.py")
+    if any((path / c).is_file() for c in candidates):
+        return
+    found = sorted(p.parent.name for p in (path / "src").glob("*/__init__.py"))
+    package = found[0] if len(found) == 1 else path.name.replace("-", "_")
+    raise ConfigError(
+        f"{path / 'pyproject.toml'}: hatchling cannot tell which files to ship: the import "
+        f"package is not named like the distribution ({module}); add\n"
+        f'    [tool.hatch.build.targets.wheel]\n    packages = ["src/{package}"]\n'
+        f"(packages found under {path / 'src'}: {', '.join(found) or 'none'})"
+    )
+
+
 def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
     pyproject = path / "pyproject.toml"
     doc = load_toml(pyproject, what="helper")
@@ -75,6 +101,7 @@ def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
             f"{pyproject}: [build-system] requires {backend!r} must pin hatchling exactly "
             '(e.g. "hatchling==1.33.0"): an unpinned backend breaks byte-reproducible wheels'
         )
+    _check_wheel_files(doc, path, name)
     reqs: list[Requirement] = []
     for raw in get_str_list(project, "dependencies", pyproject, "project"):
         try:

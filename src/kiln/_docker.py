@@ -6,8 +6,9 @@ from the wheelhouse in its build context.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import sys
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,12 +45,16 @@ def docker_client() -> docker.DockerClient:
     return docker.from_env()
 
 
+# The legacy builder names each layer it commits as " ---> <short id>".
+_LAYER_ID = re.compile(r"^ ---> ([0-9a-f]{12})$")
+
+
 class DockerBuilder:
     def __init__(
         self,
         client: docker.DockerClient | None = None,
         *,
-        log: Callable[[str], None] = lambda line: print(f"      {line}", file=sys.stderr),
+        log: Callable[[str], None] = lambda _line: None,
     ) -> None:
         self._client = client or docker_client()
         self._log = log
@@ -61,7 +66,26 @@ class DockerBuilder:
             return None
         return str(image.id)
 
-    def _stream(self, chunks: Iterator[dict[str, Any]], what: str) -> list[dict[str, Any]]:
+    def ensure_image(self, ref: str, *, source: str) -> str:
+        """The ID of ``ref``; pulled when the engine does not have it yet."""
+        found = self.image_id(ref)
+        if found is not None:
+            return found
+        self._log(f"pulling {ref}")
+        try:
+            return str(self._client.images.pull(ref).id)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            reason = getattr(exc, "explanation", None) or type(exc).__name__
+            raise ConfigError(
+                f"{source}: base image {ref!r} is not on the Docker Engine and could not be "
+                f"pulled ({reason}); fix the reference, `docker pull` it, or set "
+                "KILN_BASE_IMAGE / --base-image to a local image"
+            ) from None
+
+    def _stream(
+        self, chunks: Iterator[dict[str, Any]], what: str, layers: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Consume a build or push stream; log it; collect committed layer IDs in ``layers``."""
         seen: list[dict[str, Any]] = []
         tail: list[str] = []
         for chunk in chunks:
@@ -69,21 +93,47 @@ class DockerBuilder:
             if "error" in chunk:
                 detail = chunk.get("errorDetail", {}).get("message", chunk["error"])
                 raise CommandFailed(f"{what} failed: {detail}\n" + "\n".join(tail[-20:]))
-            text = str(chunk.get("stream", "")).rstrip()
-            if text:
-                tail.append(text)
-                if text.startswith("Step "):
-                    self._log(text)
+            for line in str(chunk.get("stream", "")).splitlines():
+                if not line.strip():
+                    continue
+                tail.append(line)
+                self._log(f"      {line}")
+                match = _LAYER_ID.match(line)
+                if match and layers is not None:
+                    layers.append(match.group(1))
         return seen
+
+    def _image_ids(self) -> set[str]:
+        return {str(i.id) for i in self._client.images.list(all=True)}
+
+    def _remove_new_layers(self, layers: list[str], before: set[str]) -> None:
+        """After a failed build: remove the intermediate images it committed (newest first).
+
+        Only IDs that did not exist before the build are touched, so cached layers of
+        earlier builds and the base image stay."""
+        new = self._image_ids() - before
+        for short in reversed(layers):
+            for full in [i for i in new if i.removeprefix("sha256:").startswith(short)]:
+                with contextlib.suppress(docker.errors.APIError):
+                    self._client.images.remove(full, noprune=False)
 
     def build(
         self, context: Path, tag: str, *, buildargs: dict[str, str], labels: dict[str, str]
     ) -> str:
+        before = self._image_ids()
+        layers: list[str] = []
         chunks = self._client.api.build(
             path=str(context), tag=tag, buildargs=buildargs, labels=labels,
             network_mode="none", rm=True, forcerm=True, pull=False, decode=True,
         )  # fmt: skip
-        self._stream(chunks, f"docker build of {tag}")
+        try:
+            self._stream(chunks, f"docker build of {tag}", layers)
+        except CommandFailed:
+            self._remove_new_layers(layers, before)
+            raise
+        except docker.errors.APIError as exc:
+            self._remove_new_layers(layers, before)
+            raise CommandFailed(f"docker build of {tag} failed: {exc}") from None
         image_id = self.image_id(tag)
         if image_id is None:
             raise CommandFailed(f"docker build of {tag} reported success but left no image")
@@ -94,8 +144,14 @@ class DockerBuilder:
         return ContainerPipWheel(self._client, image, log=self._log)
 
     def push(self, repository: str, tag: str) -> str:
-        chunks = self._client.api.push(repository, tag=tag, stream=True, decode=True)
-        for chunk in self._stream(chunks, f"docker push of {repository}:{tag}"):
+        try:
+            chunks = self._stream(
+                self._client.api.push(repository, tag=tag, stream=True, decode=True),
+                f"docker push of {repository}:{tag}",
+            )
+        except docker.errors.APIError as exc:
+            raise CommandFailed(f"docker push of {repository}:{tag} failed: {exc}") from None
+        for chunk in chunks:
             digest = chunk.get("aux", {}).get("Digest")
             if digest:
                 return str(digest)
@@ -167,6 +223,8 @@ class ContainerPipWheel:
                 f"base image {self._image} is not present on the Docker Engine and could not be "
                 "pulled; pull it, or set KILN_BASE_IMAGE / --base-image to a local image"
             ) from None
+        except docker.errors.APIError as exc:
+            raise CommandFailed(f"starting pip wheel inside {self._image} failed: {exc}") from None
         try:
             status = int(container.wait().get("StatusCode", 1))
             if status != 0:

@@ -53,7 +53,21 @@ class RunFailed(KilnError):
     label = "run failed"
 
 
+class ArtifactAltered(KilnError):
+    """A server holds other bytes than kiln published under a version: restore them."""
+
+    exit_code = 8
+    label = "published artifact altered on the server"
+
+
 EXIT_CODES: dict[str, int] = {
     cls.label: cls.exit_code
-    for cls in (ConfigError, PublishedConflict, ServiceUnavailable, CommandFailed, RunFailed)
+    for cls in (
+        ConfigError,
+        PublishedConflict,
+        ServiceUnavailable,
+        CommandFailed,
+        RunFailed,
+        ArtifactAltered,
+    )
 }

@@ -2,8 +2,9 @@
 
 Docker's legacy builder (what the SDK drives) does not give bit-reproducible
 digests, so an image's identity is its *input fingerprint*: a hash of the
-Dockerfile and other context files, image.toml, the base image, and the exact
-wheels. It is recorded as a label; the registry is asked for it before pushing.
+Dockerfile and other context files, image.toml, the base image's ID (not its
+name: two names for one image are the same input), and the exact wheels. It is
+recorded as a label; the registry is asked for it before pushing.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class ImageBuilder(Protocol):
 
     def image_id(self, ref: str) -> str | None: ...
 
+    def ensure_image(self, ref: str, *, source: str) -> str:
+        """The ID of ``ref``, pulled if it is not local; a ConfigError naming ``source``
+        (where the reference was configured) when it cannot be found."""
+        ...
+
     def build(
         self, context: Path, tag: str, *, buildargs: dict[str, str], labels: dict[str, str]
     ) -> str: ...
@@ -41,9 +47,10 @@ class ImageInputs:
     repository: str  # "<registry>/<org>/<name>"
     tag: str
     base: str
-    base_id: str | None
+    base_id: str
     wheelhouse: Wheelhouse
     fingerprint: str
+    earlier_fingerprint: str
 
     @property
     def ref(self) -> str:
@@ -59,15 +66,27 @@ def _context_files(image: Image) -> list[Path]:
     return sorted(p for p in image.path.rglob("*") if p.is_file())
 
 
-def fingerprint(image: Image, base: str, base_id: str | None, wheelhouse: Wheelhouse) -> str:
-    doc = {
+def _inputs_doc(image: Image, base_id: str, wheelhouse: Wheelhouse) -> dict[str, object]:
+    return {
         "files": {str(p.relative_to(image.path)): sha256_file(p) for p in _context_files(image)},
-        "base": base,
         "base_id": base_id,
         "third_party": sorted((w.filename, w.sha256) for w in wheelhouse.third_party),
         "helpers": sorted((w.filename, w.sha256) for w in wheelhouse.helpers),
     }
+
+
+def _digest(doc: dict[str, object]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint(image: Image, base_id: str, wheelhouse: Wheelhouse) -> str:
+    return _digest(_inputs_doc(image, base_id, wheelhouse))
+
+
+def earlier_fingerprint(image: Image, base: str, base_id: str, wheelhouse: Wheelhouse) -> str:
+    """The same inputs as kiln 0.1.0 fingerprinted them (with the base's name), so images
+    it pushed are still recognised as identical instead of refused."""
+    return _digest({**_inputs_doc(image, base_id, wheelhouse), "base": base})
 
 
 def image_inputs(
@@ -76,7 +95,7 @@ def image_inputs(
     registry: str,
     org: str,
     base: str,
-    base_id: str | None,
+    base_id: str,
     wheelhouse: Wheelhouse,
 ) -> ImageInputs:
     return ImageInputs(
@@ -86,7 +105,8 @@ def image_inputs(
         base=base,
         base_id=base_id,
         wheelhouse=wheelhouse,
-        fingerprint=fingerprint(image, base, base_id, wheelhouse),
+        fingerprint=fingerprint(image, base_id, wheelhouse),
+        earlier_fingerprint=earlier_fingerprint(image, base, base_id, wheelhouse),
     )
 
 

@@ -29,6 +29,8 @@ class FileCandidate:
     path: Path
     sha256: str
     source: Path | None = None  # the helper folder, for messages
+    # sha256 kiln recorded when it last published this file (previous manifest), if any
+    recorded: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,8 @@ class FileStep:
     sha256: str
     action: Action
     reason: str
+    # refused because the index serves other bytes than kiln published (not a source change)
+    altered: bool = False
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class ImageCandidate:
     repository: str  # path in the registry, e.g. "acme/base"
     fingerprint: str
     config: Path  # images/<name>/image.toml, for messages
+    # the same inputs fingerprinted the way an earlier kiln did: also identical
+    earlier: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,11 @@ class ReleasePlan:
         return tuple(s.reason for s in steps if s.action is Action.REFUSE)
 
     @property
+    def altered(self) -> tuple[str, ...]:
+        """Refusals where the index, not the source, changed."""
+        return tuple(s.reason for s in self.files if s.altered)
+
+    @property
     def up_to_date(self) -> bool:
         steps: list[FileStep | ImageStep] = [*self.files, *self.images]
         return all(s.action is Action.SKIP for s in steps)
@@ -98,14 +109,34 @@ class ReleasePlan:
         }
 
 
-def plan_file(candidate: FileCandidate, published: Mapping[str, str]) -> FileStep:
-    """``published``: filename -> sha256 of the files the index holds for this project."""
+def plan_file(
+    candidate: FileCandidate, published: Mapping[str, str], *, restore_hint: str = ""
+) -> FileStep:
+    """``published``: filename -> sha256 of the files the index holds for this project.
+
+    ``restore_hint`` says where the index keeps its files, for the message that
+    tells an operator how to undo an alteration.
+    """
     name = candidate.path.name
     there = published.get(name)
+    altered = False
     if there is None:
-        action, reason = Action.PUBLISH, f"{name} is not on the index yet"
+        action, reason = Action.PUBLISH, "not on the index yet"
     elif there == candidate.sha256:
-        action, reason = Action.SKIP, f"{name} is on the index with identical bytes"
+        action, reason = Action.SKIP, "on the index with identical bytes"
+    elif candidate.kind == "helper" and candidate.recorded == candidate.sha256:
+        altered = True
+        action, reason = (
+            Action.REFUSE,
+            (
+                f"{name}: the index serves sha256 {there[:12]}..., but kiln published "
+                f"{candidate.sha256[:12]}... and today's build of {candidate.source or name} "
+                "still gives exactly those bytes: the file on the index was altered or "
+                f"replaced. Do not bump the version: restore it by deleting {name} from the "
+                f"index{restore_hint} and re-running the release, which uploads the built "
+                "copy again"
+            ),
+        )
     elif candidate.kind == "helper":
         where = candidate.source or Path(candidate.project)
         action, reason = (
@@ -118,13 +149,14 @@ def plan_file(candidate: FileCandidate, published: Mapping[str, str]) -> FileSte
             ),
         )
     else:
+        altered = True
         action, reason = (
             Action.REFUSE,
             (
                 f"{name} on the index differs from the upstream file "
-                f"(index sha256 {there[:12]}..., "
-                f"upstream {candidate.sha256[:12]}...); the mirror was altered: investigate before "
-                "releasing"
+                f"(index sha256 {there[:12]}..., upstream {candidate.sha256[:12]}...): the "
+                f"mirror was altered. Investigate, then restore it by deleting {name} from the "
+                f"index{restore_hint} and re-running the release, which mirrors it again"
             ),
         )
     return FileStep(
@@ -135,6 +167,7 @@ def plan_file(candidate: FileCandidate, published: Mapping[str, str]) -> FileSte
         sha256=candidate.sha256,
         action=action,
         reason=reason,
+        altered=altered,
     )
 
 
@@ -142,9 +175,9 @@ def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> I
     ref = f"{candidate.repository}:{candidate.version}"
     digest = None
     if published is None:
-        action, reason = Action.BUILD, f"{ref} is not in the registry yet"
-    elif published.fingerprint == candidate.fingerprint:
-        action, reason = Action.SKIP, f"{ref} is in the registry, built from identical inputs"
+        action, reason = Action.BUILD, "not in the registry yet"
+    elif published.fingerprint in (candidate.fingerprint, *candidate.earlier):
+        action, reason = Action.SKIP, "in the registry, built from identical inputs"
         digest = published.digest
     else:
         action, reason = (
@@ -171,10 +204,12 @@ def plan_release(
     images: Sequence[tuple[ImageCandidate, PublishedImage | None]],
     components: Sequence[str],
     pipelines: Sequence[str],
+    *,
+    restore_hint: str = "",
 ) -> ReleasePlan:
     """Each candidate comes with what its server already holds."""
     return ReleasePlan(
-        files=tuple(plan_file(c, published) for c, published in files),
+        files=tuple(plan_file(c, p, restore_hint=restore_hint) for c, p in files),
         images=tuple(plan_image(c, published) for c, published in images),
         components=tuple(components),
         pipelines=tuple(pipelines),

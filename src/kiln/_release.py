@@ -8,7 +8,8 @@ interrupted release skips what is already published and finishes the rest.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from kiln import __version__
 from kiln._components import compile_pipeline, generate_component
-from kiln._errors import CommandFailed, PublishedConflict
+from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
 from kiln._files import sha256_file
 from kiln._git import revision, source_url
 from kiln._images import (
@@ -38,11 +39,10 @@ from kiln._plan import (
     plan_release,
 )
 from kiln._registry import Registry
+from kiln._report import Reporter
 from kiln._runner import Runner, call
 from kiln._wheelhouse import PipWheel, resolve_wheelhouse
 from kiln._wheels import BuiltWheel, build_wheels
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,8 @@ class Services:
     runner: Runner = call
     # Resolves a wheelhouse inside a base image, when kiln's Python is not the image's.
     pip_wheel_in: Callable[[str], PipWheel] | None = None
+    # Where the index keeps its files, when kiln knows (the local stack), for messages.
+    index_storage: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -83,23 +85,34 @@ def kfp_version() -> str:
     return dist_version("kfp")
 
 
+def staging_dir(workspace: Workspace) -> Path:
+    """Where a release builds its wheels before the plan is accepted (kiln's own state)."""
+    return workspace.state_dir / "staging" / "wheels"
+
+
 def prepare(
     workspace: Workspace,
     services: Services,
     *,
     base_override: str | None = None,
     images: bool = True,
-    say: Say = print,
+    report: Reporter | None = None,
 ) -> Prepared:
-    """Build wheels and resolve wheelhouses: local work only, nothing is published."""
-    say(f"==> wheels: building {len(workspace.helpers)} helper(s)")
-    wheels = build_wheels(workspace.helpers, workspace.dist_dir / "wheels")
+    """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
+    and nothing is written outside kiln's state folder."""
+    report = report or Reporter.null()
+    report.step(f"==> wheels: building {len(workspace.helpers)} helper(s)")
+    staging = staging_dir(workspace)
+    shutil.rmtree(staging, ignore_errors=True)
+    wheels = build_wheels(workspace.helpers, staging)
     for w in wheels:
-        say(f"    {w.filename}  sha256:{w.sha256[:12]}")
+        report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
     inputs: list[ImageInputs] = []
     for image in workspace.images if images else ():
-        say(f"==> wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})")
         base = base_override or image.base
+        source = "--base-image / KILN_BASE_IMAGE" if base_override else image.path / "image.toml"
+        base_id = services.builder.ensure_image(base, source=str(source))
+        report.step(f"==> wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})")
         wheelhouse = resolve_wheelhouse(
             workspace,
             image,
@@ -109,7 +122,7 @@ def prepare(
             runner=services.runner,
             in_image=services.pip_wheel_in,
         )
-        say(
+        report.detail(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
             f"{len(wheelhouse.helpers)} helper wheel(s)"
         )
@@ -119,18 +132,44 @@ def prepare(
                 registry=services.registry.host,
                 org=workspace.org,
                 base=base,
-                base_id=services.builder.image_id(base),
+                base_id=base_id,
                 wheelhouse=wheelhouse,
             )
         )
     return Prepared(wheels=wheels, images=tuple(inputs))
 
 
+def recorded_wheels(workspace: Workspace, index_url: str) -> dict[str, str]:
+    """filename -> sha256 of the helper wheels the last release to ``index_url`` recorded."""
+    path = workspace.dist_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(manifest, dict) or manifest.get("index") != index_url:
+        return {}
+    rows = manifest.get("wheels") or []
+    return {
+        str(r["filename"]): str(r["sha256"])
+        for r in rows
+        if isinstance(r, dict) and "filename" in r and "sha256" in r
+    }
+
+
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:
     """Ask the index and the registry what they hold, and plan against it."""
     helper_paths = {h.name: h.path.relative_to(workspace.root) for h in workspace.helpers}
+    recorded = recorded_wheels(workspace, services.index.url)
     candidates = [
-        FileCandidate("helper", w.distribution, w.version, w.path, w.sha256, helper_paths[w.helper])
+        FileCandidate(
+            "helper",
+            w.distribution,
+            w.version,
+            w.path,
+            w.sha256,
+            helper_paths[w.helper],
+            recorded=recorded.get(w.filename),
+        )
         for w in prepared.wheels
     ] + list(prepared.mirror_candidates())
     published: dict[str, dict[str, str]] = {}
@@ -153,24 +192,29 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
             repo,
             inputs.fingerprint,
             inputs.image.path.relative_to(workspace.root) / "image.toml",
+            earlier=(inputs.earlier_fingerprint,),
         )
         images.append((candidate, there))
+    storage = services.index_storage
     return plan_release(
         files,
         images,
         [c.name for c in workspace.components],
         [p.name for p in workspace.pipelines],
+        restore_hint=f" (the local stack keeps its files in {storage}/)" if storage else "",
     )
 
 
-def publish(plan: ReleasePlan, prepared: Prepared, services: Services, say: Say) -> list[str]:
+def publish(
+    plan: ReleasePlan, prepared: Prepared, services: Services, report: Reporter
+) -> list[str]:
     paths = {w.filename: w.path for w in prepared.wheels}
     paths.update({c.path.name: c.path for c in prepared.mirror_candidates()})
     todo = [s for s in plan.files if s.action is Action.PUBLISH]
     if not todo:
-        say("==> publish: everything is already on the index")
+        report.step("==> publish: everything is already on the index")
         return []
-    say(f"==> publish: uploading {len(todo)} file(s) to {services.index.url}")
+    report.step(f"==> publish: uploading {len(todo)} file(s) to {services.index.url}")
     services.index.upload([paths[s.filename] for s in todo])
     for step in todo:  # ask the index, don't trust the upload's exit code alone
         there = services.index.files(step.project).get(step.filename)
@@ -187,7 +231,7 @@ def bake(
     plan: ReleasePlan,
     prepared: Prepared,
     services: Services,
-    say: Say,
+    report: Reporter,
 ) -> tuple[dict[str, str], list[str]]:
     """Build and push what the plan says; return image name -> digest, and what was pushed."""
     digests: dict[str, str] = {}
@@ -197,10 +241,10 @@ def bake(
     for step in plan.images:
         inputs = by_name[step.name]
         if step.action is Action.SKIP and step.digest:
-            say(f"==> image {inputs.ref}: up to date ({step.digest[:19]}...)")
+            report.step(f"==> image {inputs.ref}: up to date ({step.digest[:19]}...)")
             digests[step.name] = step.digest
             continue
-        say(f"==> image {inputs.ref}: building offline (network none) from {inputs.base}")
+        report.step(f"==> image {inputs.ref}: building offline (network none) from {inputs.base}")
         context = write_context(inputs, workspace.state_dir / "build" / step.name)
         services.builder.build(
             context,
@@ -208,7 +252,7 @@ def bake(
             buildargs={"BASE_IMAGE": inputs.base},
             labels=labels(inputs, source=src, revision=rev),
         )
-        say(f"==> image {inputs.ref}: pushing")
+        report.step(f"==> image {inputs.ref}: pushing")
         digest = services.builder.push(inputs.repository, inputs.tag)
         there = services.registry.digest(inputs.path_in_registry, inputs.tag)
         if there != digest:
@@ -240,18 +284,31 @@ def _image_rows(plan: ReleasePlan, prepared: Prepared, digests: dict[str, str]) 
 
 
 def check_refusals(plan: ReleasePlan) -> None:
-    if plan.refusals:
-        raise PublishedConflict(
-            "nothing was published, because:\n" + "\n".join(f"  - {r}" for r in plan.refusals)
-        )
+    """Stop before anything is written when the plan refuses anything."""
+    if not plan.refusals:
+        return
+    because = "nothing was published, because:\n" + "\n".join(f"  - {r}" for r in plan.refusals)
+    if plan.altered:
+        raise ArtifactAltered(because)
+    raise PublishedConflict(because)
+
+
+def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
+    """Copy the accepted wheels from the staging folder to ``dist/wheels``."""
+    target.mkdir(parents=True, exist_ok=True)
+    for w in wheels:
+        if w.path.parent != target:
+            shutil.copy2(w.path, target / w.filename)
 
 
 def generate(
-    workspace: Workspace, image_refs: dict[str, str], *, say: Say = print
+    workspace: Workspace, image_refs: Mapping[str, str], *, report: Reporter | None = None
 ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     """Write pinned component YAMLs and compiled pipelines under dist/."""
     out = workspace.dist_dir
-    say(f"==> components: {len(workspace.components)} pinned by digest")
+    (report or Reporter.null()).step(
+        f"==> components: {len(workspace.components)} pinned by digest"
+    )
     component_rows = []
     for comp in workspace.components:
         path = generate_component(comp, image_refs[comp.image], out / "components")
@@ -270,14 +327,16 @@ def execute(
     services: Services,
     *,
     release_version: str | None = None,
-    say: Say = print,
+    report: Reporter | None = None,
 ) -> Outcome:
+    report = report or Reporter.null()
     check_refusals(plan)
-    uploaded = publish(plan, prepared, services, say)
-    digests, pushed = bake(workspace, plan, prepared, services, say)
+    uploaded = publish(plan, prepared, services, report)
+    install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
+    digests, pushed = bake(workspace, plan, prepared, services, report)
     images = {row["name"]: row for row in _image_rows(plan, prepared, digests)}
     component_rows, pipeline_rows = generate(
-        workspace, {name: row["ref"] for name, row in images.items()}, say=say
+        workspace, {name: row["ref"] for name, row in images.items()}, report=report
     )
     published = {s.filename: s.action for s in plan.files}
     manifest = {
@@ -304,7 +363,7 @@ def execute(
     }
     manifest_path = workspace.dist_dir / "manifest.json"
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
-    say(f"==> manifest: {manifest_path}")
+    report.step(f"==> manifest: {manifest_path}")
     return Outcome(plan, manifest, manifest_path, uploaded, pushed)
 
 

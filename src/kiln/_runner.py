@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kiln._errors import CommandFailed
+from kiln._report import Reporter
 
 _TAIL_LINES = 25
 
@@ -69,6 +70,28 @@ def call(
             output=proc.stdout,
         )
     return proc.stdout
+
+
+def reporting_runner(report: Reporter) -> Runner:
+    """A ``Runner`` that keeps each command and its output in ``report``'s log."""
+
+    def run(
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        report.detail(f"    $ {shlex.join(args)}")
+        try:
+            out = call(args, cwd=cwd, env=env, echo=False)
+        except CommandFailed as exc:
+            report.detail(exc.output.rstrip())
+            raise
+        if out.strip():
+            report.detail(out.rstrip())
+        return out
+
+    return run
 
 
 def hermetic_pip_env() -> dict[str, str]:

@@ -9,7 +9,9 @@ must give the same bytes at every commit.
 
 from __future__ import annotations
 
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -62,6 +64,25 @@ def _build_one(helper: Helper, outdir: Path) -> Path:
         return Path(builder.build("wheel", outdir))
 
 
+def _output_tail(output: bytes | str | None, lines: int = 20) -> str:
+    if not output:
+        return ""
+    text = output.decode(errors="replace") if isinstance(output, bytes) else output
+    tail = "\n".join("    " + line for line in text.rstrip().splitlines()[-lines:])
+    return f"; its output ends:\n{tail}"
+
+
+def _backend_output(exc: Exception) -> str:
+    """What the build backend itself printed: ``build`` keeps it on the wrapped error."""
+    cause = getattr(exc, "exception", None) or exc.__cause__
+    if cause is None:
+        return ""
+    output = getattr(cause, "output", None) or getattr(cause, "stderr", None)
+    if output:
+        return _output_tail(output)
+    return f" ({type(cause).__name__}: {cause})"
+
+
 def build_wheel(helper: Helper, outdir: Path) -> BuiltWheel:
     """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it)."""
     outdir.mkdir(parents=True, exist_ok=True)
@@ -69,12 +90,16 @@ def build_wheel(helper: Helper, outdir: Path) -> BuiltWheel:
         try:
             built = _build_one(helper, Path(tmp))
         except (build.BuildException, build.BuildBackendException) as exc:
-            cause = exc.__cause__ or exc
-            output = getattr(cause, "stderr", b"") or getattr(cause, "output", b"") or b""
-            text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
             raise CommandFailed(
-                f"building the wheel of {helper.path} failed: {exc}\n{text[-2000:]}".rstrip()
-                + f"\nfix the helper, then check with `python -m build --wheel {helper.path}`"
+                f"building the wheel of {helper.path} failed: {exc}{_backend_output(exc)}\n"
+                f"fix the helper, then check with `python -m build --wheel {helper.path}`"
+            ) from None
+        except subprocess.CalledProcessError as exc:  # installing an isolated build env
+            raise CommandFailed(
+                f"preparing an isolated build environment for {helper.path} failed "
+                f"(`{shlex.join(str(a) for a in exc.cmd)}` exited {exc.returncode})"
+                f"{_output_tail(exc.output)}\ncheck [build-system] requires in "
+                f"{helper.path / 'pyproject.toml'} and that its index is reachable"
             ) from None
         expected_prefix = helper.wheel_stem + "-"
         if not built.name.startswith(expected_prefix):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from kiln._errors import ConfigError
 from kiln._files import sha256_file
 from kiln._images import FINGERPRINT_LABEL
 
@@ -52,6 +53,12 @@ class FakeBuilder:
 
     def image_id(self, ref: str) -> str | None:
         return "sha256:base" if ref.startswith("python:") else None
+
+    def ensure_image(self, ref: str, *, source: str) -> str:
+        found = self.image_id(ref)
+        if found is None:
+            raise ConfigError(f"{source}: base image {ref!r} is not on the Docker Engine")
+        return found
 
     def build(
         self, context: Path, tag: str, *, buildargs: dict[str, str], labels: dict[str, str]

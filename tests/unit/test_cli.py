@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli import main
+from kiln._cli import _plan_text, main
+from kiln._plan import FileCandidate, ImageCandidate, PublishedImage, plan_release
 from tests import factory
 
 
@@ -23,7 +24,15 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_help_teaches_the_stages_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--help")
     assert code == 0
-    for text in ("release --local --dry-run", "KILN_BASE_IMAGE", "4 conflict with a published"):
+    for text in (
+        "release --local --dry-run",
+        "KILN_BASE_IMAGE",
+        "KILN_WHEELHOUSE_RESOLVER",
+        "DOCKER_HOST",
+        "4 conflict with a published",
+        "8 published artifact altered on the server",
+        ".kiln/logs/COMMAND.log",
+    ):
         assert text in out
 
 
@@ -83,3 +92,20 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "stack", "sideways")
     assert code == 2
     assert "invalid choice" in err
+
+
+def test_the_text_plan_gives_each_reason() -> None:
+    helper = FileCandidate("helper", "acme-imgproc", "0.1.0", Path("a/acme_imgproc-0.1.0.whl"), "a")
+    mirror = FileCandidate("mirror", "numpy", "2.0", Path("c/numpy-2.0-py3-none-any.whl"), "c")
+    image = ImageCandidate("base", "0.1.0", "acme/base", "sha256:f", Path("images/base/image.toml"))
+    plan = plan_release(
+        [(helper, {}), (mirror, {"numpy-2.0-py3-none-any.whl": "c"})],
+        [(image, PublishedImage("sha256:d", "sha256:other"))],
+        [],
+        [],
+    )
+    text = _plan_text(plan)
+    assert "  publish  acme_imgproc-0.1.0.whl: not on the index yet" in text
+    assert "1 third-party wheel(s): 0 not on the index yet, 1 already there" in text
+    assert text.splitlines()[-1].startswith("  refuse   images/base: acme/base:0.1.0 is already")
+    assert "bump version in images/base/image.toml" in text

@@ -190,3 +190,22 @@ def test_workspace_without_org(tmp_path: Path) -> None:
     factory.write(tmp_path / "pyproject.toml", "[tool.kiln]\nupstream-index = 'x'\n")
     with pytest.raises(ConfigError, match=r"\[tool.kiln\] org must be a non-empty string"):
         discover(tmp_path)
+
+
+def test_helper_whose_package_is_not_named_like_the_distribution(tmp_path: Path) -> None:
+    # The newcomer's trap: distribution acme-textstats, import package textstats, and no
+    # [tool.hatch.build.targets.wheel] packages: hatchling would fail deep in the build.
+    root = factory.sample(tmp_path)
+    path = factory.helper(root, "textstats")
+    pyproject = path / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace(
+            '[tool.hatch.build.targets.wheel]\npackages = ["src/textstats"]\n', ""
+        )
+    )
+    with pytest.raises(ConfigError) as err:
+        discover(root)
+    message = str(err.value)
+    assert f"{pyproject}: hatchling cannot tell which files to ship" in message
+    assert "named like the distribution (acme_textstats)" in message
+    assert '[tool.hatch.build.targets.wheel]\n    packages = ["src/textstats"]' in message

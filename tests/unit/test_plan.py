@@ -76,7 +76,7 @@ def test_plan_as_data() -> None:
         "repository": "acme/base",
         "fingerprint": "sha256:f1",
         "action": "skip",
-        "reason": "acme/base:0.1.0 is in the registry, built from identical inputs",
+        "reason": "in the registry, built from identical inputs",
         "digest": "sha256:d1",
     }
     assert data["components"] == ["double"]
@@ -91,3 +91,11 @@ def test_plan_collects_every_refusal() -> None:
     )
     assert not plan.up_to_date
     assert len(plan.refusals) == 2
+
+
+def test_an_image_fingerprinted_by_an_earlier_kiln_is_still_identical() -> None:
+    candidate = ImageCandidate(
+        "base", "0.1.0", "acme/base", "sha256:new", IMAGE.config, earlier=("sha256:old",)
+    )
+    assert plan_image(candidate, PublishedImage("sha256:d", "sha256:old")).action is Action.SKIP
+    assert plan_image(candidate, PublishedImage("sha256:d", "sha256:x")).action is Action.REFUSE

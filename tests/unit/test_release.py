@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from kiln._discovery import discover
-from kiln._errors import CommandFailed, PublishedConflict
+from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
+from kiln._files import sha256_file
 from kiln._model import Workspace
 from kiln._plan import Action
 from kiln._release import Outcome, Services, execute, make_plan, prepare
@@ -30,10 +31,9 @@ class Setup:
         return Services(self.index, self.registry, self.builder, self.pip)
 
     def release(self) -> Outcome:
-        quiet = lambda _m: None  # noqa: E731
-        prepared = prepare(self.ws, self.services, say=quiet)
+        prepared = prepare(self.ws, self.services)
         plan = make_plan(self.ws, prepared, self.services)
-        return execute(self.ws, prepared, plan, self.services, say=quiet)
+        return execute(self.ws, prepared, plan, self.services)
 
 
 @pytest.fixture
@@ -150,3 +150,78 @@ def test_interrupted_release_completes_on_rerun(
         f"registry.invalid:5000/acme/base:0.1.0@{outcome.manifest['images'][0]['digest']}"
     ]
     assert {s.action for s in outcome.plan.files} == {Action.SKIP}
+
+
+def test_refused_release_leaves_dist_wheels_alone(setup: Setup) -> None:
+    setup.release()
+    published = setup.ws.dist_dir / "wheels" / "acme_imgproc-0.1.0-py3-none-any.whl"
+    before = published.read_bytes()
+    source = setup.ws.helper("imgproc").path / "src" / "imgproc" / "__init__.py"
+    source.write_text("def answer() -> int:\n    return 43\n")
+
+    with pytest.raises(PublishedConflict):
+        setup.release()
+
+    assert published.read_bytes() == before  # the unpublished build stayed in staging
+    assert sha256_file(published) == setup.index.published["acme-imgproc"][published.name]
+
+
+def test_a_file_altered_on_the_index_is_not_called_a_source_change(setup: Setup) -> None:
+    setup.release()
+    name = "acme_imgproc-0.1.0-py3-none-any.whl"
+    setup.index.published["acme-imgproc"][name] = "f" * 64  # swapped behind kiln's back
+
+    with pytest.raises(ArtifactAltered) as err:
+        setup.release()
+
+    message = str(err.value)
+    assert err.value.exit_code == 8
+    assert f"{name}: the index serves sha256 ffffffffffff..., but kiln published" in message
+    assert "was altered or replaced. Do not bump the version" in message
+    assert f"deleting {name} from the index" in message
+    assert "bump version in helpers/imgproc" not in message
+    assert setup.index.published["acme-imgproc"][name] == "f" * 64  # nothing uploaded
+
+
+def test_without_a_record_of_the_release_a_different_file_is_a_conflict(setup: Setup) -> None:
+    setup.release()
+    (setup.ws.dist_dir / "manifest.json").unlink()  # e.g. a fresh clone
+    setup.index.published["acme-imgproc"]["acme_imgproc-0.1.0-py3-none-any.whl"] = "f" * 64
+
+    with pytest.raises(PublishedConflict, match="already published with different bytes"):
+        setup.release()
+
+
+def test_an_altered_mirror_file_is_reported_as_altered(setup: Setup) -> None:
+    setup.release()
+    setup.index.published["numpy"]["numpy-1.0-py3-none-any.whl"] = "f" * 64
+
+    with pytest.raises(ArtifactAltered, match=r"numpy-1.0-py3-none-any.whl on the index differs"):
+        setup.release()
+
+
+def test_prepare_and_plan_write_nothing_outside_kiln_state(setup: Setup) -> None:
+    before = sorted(p for p in setup.ws.root.rglob("*") if ".kiln" not in p.parts)
+    prepared = prepare(setup.ws, setup.services)
+    plan = make_plan(setup.ws, prepared, setup.services)
+
+    assert {s.action for s in plan.files} == {Action.PUBLISH}
+    assert sorted(p for p in setup.ws.root.rglob("*") if ".kiln" not in p.parts) == before
+    assert not setup.ws.dist_dir.exists()
+    assert setup.index.uploads == []
+    assert setup.builder.builds == []
+
+
+def test_the_base_image_is_identified_by_its_id_not_its_name(setup: Setup) -> None:
+    setup.release()
+    # Another name for the same image (the fake engine gives every python:* one ID).
+    prepared = prepare(setup.ws, setup.services, base_override="python:3.11-slim-alias")
+    plan = make_plan(setup.ws, prepared, setup.services)
+    assert plan.up_to_date, plan.refusals
+
+
+def test_a_base_image_that_does_not_exist_is_named(setup: Setup) -> None:
+    with pytest.raises(ConfigError) as err:
+        prepare(setup.ws, setup.services, base_override="nosuch/python:3.11")
+    assert "--base-image / KILN_BASE_IMAGE: base image 'nosuch/python:3.11'" in str(err.value)
+    assert setup.pip.calls == []

@@ -57,3 +57,19 @@ def test_broken_helper_build_names_the_helper(tmp_path: Path) -> None:
     )
     with pytest.raises(CommandFailed, match=r"building the wheel of .*helpers/imgproc failed"):
         build_wheel(ws.helpers[0], tmp_path / "out")
+
+
+def test_a_failed_build_shows_the_backends_own_explanation(tmp_path: Path) -> None:
+    root = factory.sample(tmp_path / "repo")
+    ws = discover(root)
+    pyproject = root / "helpers" / "imgproc" / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text().replace('packages = ["src/imgproc"]', 'packages = "src/imgproc"')
+    )
+    with pytest.raises(CommandFailed) as err:
+        build_wheel(ws.helpers[0], tmp_path / "out")
+    message = str(err.value)
+    # hatchling's words, not only build's "Backend subprocess exited ..."
+    assert "Backend subprocess exited when trying to invoke build_wheel" in message
+    assert "TypeError: Field `tool.hatch.build.targets.wheel.packages` must be an array" in message
+    assert message.endswith(f"check with `python -m build --wheel {ws.helpers[0].path}`")

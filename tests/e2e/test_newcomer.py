@@ -1,0 +1,160 @@
+"""What a newcomer meets, on real servers: short output, openable artifacts, dry runs
+that change nothing, an altered index told apart from a source change, base images
+named by what they are, and failed builds that clean up after themselves."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+import requests
+
+from kiln._docker import DockerBuilder
+from kiln._errors import CommandFailed
+from tests.e2e.conftest import BASE_IMAGE, HELPERS, Repo, by
+
+pytestmark = pytest.mark.e2e
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _index_sha(repo: Repo, project: str, filename: str) -> str | None:
+    page = requests.get(f"{repo.index_url}/simple/{project}/", timeout=10).text
+    for line in page.splitlines():
+        if f">{filename}<" in line and "#sha256=" in line:
+            return line.split("#sha256=")[1].split('"')[0]
+    return None
+
+
+def test_run_prints_a_line_per_task_and_openable_artifacts(
+    repo: Repo, released: dict[str, Any]
+) -> None:
+    proc = repo.kiln("run", "contrast_compare")
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b[" not in proc.stderr + proc.stdout
+    assert proc.stderr.splitlines() == [
+        "==> run contrast_compare with kfp.local.DockerRunner (network none)",
+        "    make-sample-images: ok",
+        "    enhance-contrast: ok",
+        "    compare-images: ok",
+    ]
+    outputs = dict(line.split(" = ", 1) for line in proc.stdout.splitlines())
+    page, kind = outputs["page"].split("  ")
+    assert (kind, Path(page).suffix) == ("(HTML)", ".html")
+    assert Path(page).read_text().lstrip().lower().startswith("<!doctype html>")
+    png = Path(outputs["first_pair"].split("  ")[0])
+    assert png.suffix == ".png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    log = (repo.root / ".kiln" / "logs" / "run.log").read_text()
+    assert "Executing task 'compare-images'" in log  # kfp.local's own logs are kept
+    assert "have no effect in the current local runner" not in proc.stderr
+
+
+def test_a_failed_run_shows_the_tasks_error_without_escapes(
+    repo: Repo, released: dict[str, Any]
+) -> None:
+    proc = repo.kiln("run", "contrast_compare", "--arg", "method=bogus")
+    assert proc.returncode == 7
+    assert "\x1b[" not in proc.stderr
+    assert "kiln: run failed: pipeline contrast_compare" in proc.stderr
+    assert "ValueError: method must be one of" in proc.stderr  # from the container's log
+    assert f"full log: {repo.root / '.kiln' / 'logs' / 'run.log'}" in proc.stderr
+
+
+def test_dry_run_leaves_the_machine_as_it_found_it(repo: Repo, released: dict[str, Any]) -> None:
+    assert repo.kiln("stack", "down").returncode == 0
+    dist = _tree(repo.root / "dist")
+    try:
+        proc = repo.kiln("release", "--local", "--dry-run")
+        status = repo.kiln("stack", "status", "--json")
+    finally:
+        assert repo.kiln("stack", "up").returncode == 0
+    assert proc.returncode == 0, proc.stderr
+    wheel = f"acme_imgproc-{HELPERS['imgproc']}-py3-none-any.whl"
+    assert f"  skip     {wheel}: on the index with identical bytes" in proc.stdout
+    assert "  skip     image acme/base:" in proc.stdout
+    assert "in the registry, built from identical inputs" in proc.stdout
+    assert [s["running"] for s in json.loads(status.stdout)] == [False, False]
+    assert _tree(repo.root / "dist") == dist
+
+
+def test_a_file_altered_on_the_index_is_reported_and_restorable(
+    repo: Repo, released: dict[str, Any]
+) -> None:
+    filename = f"acme_imgproc-{HELPERS['imgproc']}-py3-none-any.whl"
+    recorded = by(released["manifest"]["wheels"], "filename")[filename]["sha256"]
+    stored = repo.root / ".kiln" / "stack" / "index" / filename
+    original = stored.read_bytes()
+    stored.write_bytes(original + b"tampered")
+    try:
+        proc = repo.kiln("release", "--local")
+        assert proc.returncode == 8, proc.stderr
+        assert "kiln: published artifact altered on the server" in proc.stderr
+        assert "Do not bump the version" in proc.stderr
+        assert "bump version in helpers/imgproc" not in proc.stderr
+        assert f"{stored.parent}/" in proc.stderr  # where the local stack keeps it
+        # The fix, as the message gives it: delete the file and release again.
+        stored.unlink()
+        again = repo.kiln("release", "--local", "--json")
+        assert again.returncode == 0, again.stderr
+        assert json.loads(again.stdout)["uploaded"] == [filename]
+    finally:
+        if not stored.exists():
+            stored.write_bytes(original)
+    assert stored.read_bytes() == original
+    assert _index_sha(repo, "acme-imgproc", filename) == recorded
+
+
+def test_another_name_for_the_same_base_image_changes_nothing(
+    repo: Repo, released: dict[str, Any], docker_client: docker.DockerClient
+) -> None:
+    alias = f"kiln-test/alias-{uuid.uuid4().hex[:8]}"
+    docker_client.images.get(BASE_IMAGE).tag(alias, "1")
+    try:
+        proc = repo.kiln("release", "--local", "--json", env={"KILN_BASE_IMAGE": f"{alias}:1"})
+    finally:
+        docker_client.images.remove(f"{alias}:1")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert (result["uploaded"], result["pushed"]) == ([], [])
+
+
+def test_a_base_image_that_does_not_exist_is_named(repo: Repo, released: dict[str, Any]) -> None:
+    missing = f"{repo.registry}/nosuch/python:3.11"
+    proc = repo.kiln("release", "--local", "--base-image", missing)
+    assert proc.returncode == 3, proc.stderr
+    assert f"base image {missing!r} is not on the Docker Engine and could not be pulled" in (
+        proc.stderr
+    )
+    assert "bump" not in proc.stderr
+
+
+def test_a_failed_image_build_leaves_no_image_behind(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    token = uuid.uuid4().hex  # new layers, never a cache hit
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE}\nRUN echo {token} > /one\nRUN echo {token} > /two\nRUN exit 3\n"
+    )
+    lines: list[str] = []
+    before = {i.id for i in docker_client.images.list(all=True)}
+    with pytest.raises(CommandFailed, match="docker build of kiln-test/broken:1 failed"):
+        DockerBuilder(docker_client, log=lines.append).build(
+            tmp_path, "kiln-test/broken:1", buildargs={}, labels={}
+        )
+    assert sum("Running in" in line for line in lines) == 3  # two layers were committed
+    assert {i.id for i in docker_client.images.list(all=True)} == before
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get("kiln-test/broken:1")
