@@ -26,8 +26,8 @@ PROJECT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
 # What this monorepo releases: helper and image versions, as in their config files.
-HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.0"}
-IMAGES = {"analytics": "0.1.0", "base": "0.2.0"}
+HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.1"}
+IMAGES = {"analytics": "0.1.1", "base": "0.2.0"}
 # pip in a test venv sees neither the machine's pip config nor its extra indexes.
 PRIVATE_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
 
@@ -137,6 +137,9 @@ def repo(
 
 @pytest.fixture(scope="session")
 def released(repo: Repo) -> dict[str, Any]:
-    """One full local release, shared by every end-to-end test (it is the slow part)."""
+    """One full local release, shared by every end-to-end test (it is the slow part).
+
+    ``on_disk`` is dist/manifest.json as that release left it (later tests release again)."""
     result: dict[str, Any] = repo.kiln_json("release", "--local")
+    result["on_disk"] = json.loads((repo.root / "dist" / "manifest.json").read_text())
     return result

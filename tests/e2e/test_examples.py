@@ -102,4 +102,6 @@ def test_contrast_compare_pipeline(repo: Repo, released: dict[str, Any]) -> None
     assert _png_size(outputs["first_pair"]["path"]) == (800, 720)
     page = Path(outputs["page"]["path"]).read_text()
     assert page.count("<img ") == 2
-    assert "Contrast: before / after" in page
+    assert page.count("<h1>Contrast: before / after</h1>") == 1
+    assert "<h2>" not in page  # the title is not repeated
+    assert Path(outputs["page"]["path"]).suffix == ".html"

@@ -6,7 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 import uuid
+import venv
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +23,7 @@ import requests
 
 from kiln._docker import DockerBuilder
 from kiln._errors import CommandFailed
-from tests.e2e.conftest import BASE_IMAGE, HELPERS, Repo, by
+from tests.e2e.conftest import BASE_IMAGE, HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, by
 
 pytestmark = pytest.mark.e2e
 
@@ -158,3 +164,30 @@ def test_a_failed_image_build_leaves_no_image_behind(
     assert {i.id for i in docker_client.images.list(all=True)} == before
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get("kiln-test/broken:1")
+
+
+def test_the_consumer_guides_commands_work(
+    repo: Repo, released: dict[str, Any], tmp_path: Path
+) -> None:
+    guide = (PROJECT / "docs" / "consumer-guide.md").read_text()
+    # The guide's pip command, against this run's index instead of the default port.
+    (command,) = [line for line in guide.splitlines() if line.startswith("pip install --index")]
+    args = shlex.split(command.replace("http://127.0.0.1:8765", repo.index_url))[2:]
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "--isolated", "--quiet", *args],
+        env=PRIVATE_PIP_ENV,
+        check=True,
+    )
+    subprocess.run([python, "-c", "import imgproc"], check=True)
+    # The guide's local run, next to the component YAML it names.
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
+    (script,) = [b for b in blocks if "local.init" in b]
+    component = by(released["manifest"]["components"], "name")["stretch_contrast_demo"]
+    shutil.copy(repo.root / component["path"], tmp_path / "stretch_contrast_demo.yaml")
+    run = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert 40.0 < float(run.stdout.strip().splitlines()[-1]) < 80.0

@@ -118,3 +118,14 @@ def test_reports_combine_into_one_document() -> None:
     parser = _Collector()
     parser.feed(page)
     assert parser.tags.count("table") == 4  # checks + null ratios, twice
+
+
+def test_a_one_section_page_states_its_title_once() -> None:
+    png = distribution_png([1.0])
+    for page in (
+        images_html({"before": png}, title="Contrast: before / after"),
+        report_html(make_report(OK), title="Contrast: before / after"),
+    ):
+        assert page.count("<h1>Contrast: before / after</h1>") == 1
+        assert "<h2>" not in page
+        assert page.count("Contrast: before / after") == 2  # <title> and <h1>

@@ -91,8 +91,10 @@ def html_page(sections: Sequence[str], *, title: str) -> str:
     return "\n".join([head, f"<h1>{html.escape(title)}</h1>", *sections, "</body></html>", ""])
 
 
-def _section(title: str, body: list[str]) -> str:
-    return "\n".join(["<section>", f"<h2>{html.escape(title)}</h2>", *body, "</section>"])
+def _section(title: str | None, body: list[str]) -> str:
+    """A ``<section>``; headed by ``title`` unless the page's own ``<h1>`` already says it."""
+    heading = [f"<h2>{html.escape(title)}</h2>"] if title is not None else []
+    return "\n".join(["<section>", *heading, *body, "</section>"])
 
 
 def report_html(
@@ -134,12 +136,13 @@ def report_html(
             f"{rows}</table>"
         )
     body += _figures(images or {})
-    section = _section(title, body)
-    return html_page([section], title=title) if standalone else section
+    if standalone:  # the page's <h1> is the title: no <h2> repeating it
+        return html_page([_section(None, body)], title=title)
+    return _section(title, body)
 
 
 def images_html(images: Mapping[str, bytes], *, title: str = "Images") -> str:
     """A self-contained HTML page showing PNGs (caption -> bytes), e.g. before/after plots."""
     if not images:
         raise ValueError("images is empty: pass at least one caption -> PNG bytes")
-    return html_page([_section(title, _figures(images))], title=title)
+    return html_page([_section(None, _figures(images))], title=title)
