@@ -19,7 +19,7 @@ import docker.errors
 import requests
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._wheelhouse import pip_wheel_args, pip_wheel_env
+from kiln._wheelhouse import host_ca_bundle, pip_wheel_args, pip_wheel_env
 
 
 def docker_client() -> docker.DockerClient:
@@ -158,18 +158,7 @@ class DockerBuilder:
         raise CommandFailed(f"docker push of {repository}:{tag} returned no digest")
 
 
-# Where the host says which CA certificates to trust (a TLS-inspecting proxy's CA
-# is in there); the container's own store would not know it.
-_CA_BUNDLE_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
 _PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
-
-
-def host_ca_bundle() -> Path | None:
-    for var in _CA_BUNDLE_VARS:
-        value = os.environ.get(var)
-        if value and Path(value).is_file():
-            return Path(value).resolve()
-    return None
 
 
 class ContainerPipWheel:
@@ -191,14 +180,14 @@ class ContainerPipWheel:
 
     def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
         volumes = {str(wheel_dir.resolve()): {"bind": "/wheelhouse", "mode": "rw"}}
-        cert: list[str] = []
+        cert = None
         ca_bundle = host_ca_bundle()
         if ca_bundle is not None:
             volumes[str(ca_bundle)] = {"bind": "/kiln-ca.pem", "mode": "ro"}
-            cert = ["--cert", "/kiln-ca.pem"]  # --isolated ignores PIP_CERT; say it outright
+            cert = "/kiln-ca.pem"
         command = [
-            "python3", "-m", "pip", *cert,
-            *pip_wheel_args(requirements, index_url=index_url, wheel_dir="/wheelhouse"),
+            "python3", "-m", "pip",
+            *pip_wheel_args(requirements, index_url=index_url, wheel_dir="/wheelhouse", cert=cert),
         ]  # fmt: skip
         environment = {
             **pip_wheel_env(),

@@ -90,10 +90,13 @@ RESOLVER_ENV = "KILN_WHEELHOUSE_RESOLVER"
 RESOLVERS = ("auto", "host", "image")
 
 
-def pip_wheel_args(requirements: Sequence[str], *, index_url: str, wheel_dir: str) -> list[str]:
-    """``pip`` arguments that resolve ``requirements`` into ``wheel_dir``, hermetically."""
+def pip_wheel_args(
+    requirements: Sequence[str], *, index_url: str, wheel_dir: str, cert: str | None = None
+) -> list[str]:
+    """``pip`` arguments that resolve ``requirements`` into ``wheel_dir``, hermetically;
+    ``cert``: the CA bundle to trust (``--isolated`` makes pip ignore ``PIP_CERT``)."""
     return [
-        "wheel", "--isolated", "--no-input", "--quiet",
+        "wheel", "--isolated", "--no-input", "--quiet", *(["--cert", cert] if cert else []),
         "--index-url", index_url, "--wheel-dir", wheel_dir, *requirements,
     ]  # fmt: skip
 
@@ -109,6 +112,19 @@ class PipWheel(Protocol):
     def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None: ...
 
 
+# Where the machine says which CA certificates to trust (a TLS-inspecting proxy's CA
+# is in there). pip's --isolated ignores PIP_CERT, so kiln passes it as --cert.
+CA_BUNDLE_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+
+
+def host_ca_bundle() -> Path | None:
+    for var in CA_BUNDLE_VARS:
+        value = os.environ.get(var)
+        if value and Path(value).is_file():
+            return Path(value).resolve()
+    return None
+
+
 class HostPipWheel:
     """``pip wheel`` on the running interpreter."""
 
@@ -116,7 +132,13 @@ class HostPipWheel:
         self._runner = runner
 
     def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
-        args = pip_wheel_args(requirements, index_url=index_url, wheel_dir=str(wheel_dir))
+        ca_bundle = host_ca_bundle()
+        args = pip_wheel_args(
+            requirements,
+            index_url=index_url,
+            wheel_dir=str(wheel_dir),
+            cert=str(ca_bundle) if ca_bundle else None,
+        )
         self._runner([sys.executable, "-m", "pip", *args], env=pip_wheel_env())
 
 

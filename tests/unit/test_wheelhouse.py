@@ -130,3 +130,28 @@ def test_an_interrupted_resolve_is_redone(tmp_path: Path) -> None:
     found = resolve_third_party(["numpy"], pip_wheel=pip, **args)  # type: ignore[arg-type]
     assert [w.name for w in found] == ["numpy"]
     assert pip.calls == [["numpy"]]
+
+
+def test_host_pip_trusts_the_ca_bundle_the_machine_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pip --isolated ignores PIP_CERT: behind a TLS-inspecting proxy it must hear --cert.
+    bundle = tmp_path / "proxy-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    pip = FakePip()
+    (tmp_path / "a").mkdir()
+    HostPipWheel(pip)(
+        ["numpy==2.0.0"], index_url="https://pypi.org/simple", wheel_dir=tmp_path / "a"
+    )
+    assert "--cert" not in pip.calls[0]
+
+    monkeypatch.setenv("PIP_CERT", str(bundle))
+    (tmp_path / "b").mkdir()
+    HostPipWheel(pip)(
+        ["numpy==2.0.0"], index_url="https://pypi.org/simple", wheel_dir=tmp_path / "b"
+    )
+    argv = pip.calls[1]
+    assert argv[argv.index("--cert") + 1] == str(bundle)
+    assert argv.index("--cert") > argv.index("--isolated")
