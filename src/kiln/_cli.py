@@ -24,8 +24,8 @@ from kiln._errors import (
     PublishedConflict,
     RunFailed,
 )
-from kiln._model import Workspace
 from kiln._report import Reporter
+from kiln._workspace.model import Workspace
 
 DESCRIPTION = """\
 kiln turns a monorepo of helper code into pinned, immutable artifacts:
@@ -76,7 +76,7 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def _workspace(args: argparse.Namespace) -> Workspace:
-    from kiln._discovery import discover, find_root  # noqa: PLC0415
+    from kiln._workspace.discovery import discover, find_root  # noqa: PLC0415
 
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
     ws = discover(root)
@@ -85,16 +85,16 @@ def _workspace(args: argparse.Namespace) -> Workspace:
 
 
 def _stack(ws: Workspace) -> Any:
-    from kiln._stack import LocalStack  # noqa: PLC0415
+    from kiln._servers.stack import LocalStack  # noqa: PLC0415
 
     return LocalStack(ws.stack, ws.state_dir / "stack")
 
 
 def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -> Any:
-    from kiln._index import IndexClient  # noqa: PLC0415
-    from kiln._registry import RegistryClient  # noqa: PLC0415
-    from kiln._release import Services  # noqa: PLC0415
-    from kiln._runner import reporting_runner  # noqa: PLC0415
+    from kiln._release.stages import Services  # noqa: PLC0415
+    from kiln._servers.index import IndexClient  # noqa: PLC0415
+    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
+    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
 
     report = _report(args)
     runner = reporting_runner(report)
@@ -114,7 +114,7 @@ def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -
             raise ConfigError("give --local, or both --index URL and --registry HOST[:PORT]")
     builder: Any = None
     if docker:
-        from kiln._docker import DockerBuilder  # noqa: PLC0415
+        from kiln._images.docker import DockerBuilder  # noqa: PLC0415
 
         builder = DockerBuilder(log=report.detail)
     index, reg = IndexClient(index_url, runner=runner), RegistryClient(registry)
@@ -154,7 +154,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from kiln._wheels import build_wheels  # noqa: PLC0415
+    from kiln._wheels.build import build_wheels  # noqa: PLC0415
 
     ws = _workspace(args)
     wheels = build_wheels(ws.helpers, ws.dist_dir / "wheels")
@@ -166,7 +166,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _release_parts(
     args: argparse.Namespace, *, images: bool = True
 ) -> tuple[Workspace, Any, Any, Any]:
-    from kiln._release import make_plan, prepare  # noqa: PLC0415
+    from kiln._release.stages import make_plan, prepare  # noqa: PLC0415
 
     ws = _workspace(args)
     services = _services(args, ws, docker=images)
@@ -178,10 +178,10 @@ def _release_parts(
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from kiln._release import check_refusals, publish  # noqa: PLC0415
+    from kiln._release.stages import check_refusals, publish  # noqa: PLC0415
 
     _ws, services, prepared, plan = _release_parts(args, images=False)
-    from kiln._release import install_wheels  # noqa: PLC0415
+    from kiln._release.stages import install_wheels  # noqa: PLC0415
 
     check_refusals(plan)
     uploaded = publish(plan, prepared, services, _report(args))
@@ -194,7 +194,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
-    from kiln._release import bake, check_refusals, install_wheels, publish  # noqa: PLC0415
+    from kiln._release.stages import bake, check_refusals, install_wheels, publish  # noqa: PLC0415
 
     ws, services, prepared, plan = _release_parts(args)
     check_refusals(plan)
@@ -207,7 +207,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_components(args: argparse.Namespace) -> int:
-    from kiln._release import generate  # noqa: PLC0415
+    from kiln._release.stages import generate  # noqa: PLC0415
 
     ws = _workspace(args)
     services = _services(args, ws, docker=False)
@@ -252,7 +252,7 @@ def _plan_text(plan: Any) -> str:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    from kiln._release import execute  # noqa: PLC0415
+    from kiln._release.stages import execute  # noqa: PLC0415
 
     ws, services, prepared, plan = _release_parts(args)
     if args.dry_run:
@@ -279,8 +279,8 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from kiln._components import pipeline_arguments  # noqa: PLC0415
-    from kiln._run import run_pipeline, show  # noqa: PLC0415
+    from kiln._components.generate import pipeline_arguments  # noqa: PLC0415
+    from kiln._components.run import run_pipeline, show  # noqa: PLC0415
 
     ws = _workspace(args)
     pipeline = next((p for p in ws.pipelines if p.name == args.pipeline), None)
@@ -314,7 +314,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    from kiln import _scaffold  # noqa: PLC0415
+    from kiln._workspace import scaffold as _scaffold  # noqa: PLC0415
 
     if args.kind != "pipeline" and args.component:
         args.usage_error(f"--component is for `kiln new pipeline`, not `kiln new {args.kind}`")

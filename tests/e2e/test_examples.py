@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from kiln._components import _load_module
+from kiln._components.generate import _load_module
 from tests.e2e.conftest import HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, private_venv
 
 pytestmark = pytest.mark.e2e

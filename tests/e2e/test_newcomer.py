@@ -21,8 +21,8 @@ import docker.errors
 import pytest
 import requests
 
-from kiln._docker import DockerBuilder
 from kiln._errors import CommandFailed
+from kiln._images.docker import DockerBuilder
 from tests.e2e.conftest import BASE_IMAGE, HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, by
 
 pytestmark = pytest.mark.e2e

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from kiln._errors import ServiceUnavailable
-from kiln._model import StackConfig
-from kiln._stack import LocalStack
+from kiln._servers.stack import LocalStack
+from kiln._workspace.model import StackConfig
 from tests.e2e.conftest import IN_CI, free_port
 
 pytestmark = pytest.mark.e2e

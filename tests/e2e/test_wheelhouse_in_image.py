@@ -9,10 +9,10 @@ from typing import Any
 import docker
 import pytest
 
-from kiln._discovery import discover
-from kiln._docker import DockerBuilder
-from kiln._release import kfp_version
-from kiln._wheelhouse import resolve_third_party, third_party_requirements
+from kiln._images.docker import DockerBuilder
+from kiln._release.stages import kfp_version
+from kiln._wheels.wheelhouse import resolve_third_party, third_party_requirements
+from kiln._workspace.discovery import discover
 from tests.e2e.conftest import BASE_IMAGE, Repo, by
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,8 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._files import sha256_file
-from kiln._images import FINGERPRINT_LABEL
+from kiln._images.inputs import FINGERPRINT_LABEL
+from kiln._util.files import sha256_file
 
 
 @dataclass

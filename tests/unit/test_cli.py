@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiln._cli import _plan_text, main
-from kiln._plan import FileCandidate, ImageCandidate, PublishedImage, plan_release
+from kiln._release.plan import FileCandidate, ImageCandidate, PublishedImage, plan_release
 from tests import factory
 
 

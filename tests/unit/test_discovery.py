@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln._discovery import discover, find_root
 from kiln._errors import ConfigError
-from kiln._model import Component, Helper, Image, Pipeline
+from kiln._workspace.discovery import discover, find_root
+from kiln._workspace.model import Component, Helper, Image, Pipeline
 from tests import factory
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln._discovery import discover
+from kiln._workspace.discovery import discover
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

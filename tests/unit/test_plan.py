@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln._plan import (
+from kiln._release.plan import (
     Action,
     FileCandidate,
     ImageCandidate,

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from kiln._discovery import discover
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
-from kiln._files import sha256_file
-from kiln._model import Workspace
-from kiln._plan import Action
-from kiln._release import Outcome, Services, execute, make_plan, prepare
+from kiln._release.plan import Action
+from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
+from kiln._util.files import sha256_file
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Workspace
 from tests import factory
 from tests.unit.fakes import FakeBuilder, FakeIndex, FakePip, FakeRegistry
 

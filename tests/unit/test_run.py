@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kiln._components.run import _TaskLines, openable, show
 from kiln._report import Reporter, strip_ansi
-from kiln._run import _TaskLines, openable, show
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 8
 

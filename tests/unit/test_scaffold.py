@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from kiln._cli import main
-from kiln._components import compile_pipeline, generate_component, pipeline_arguments
-from kiln._discovery import discover
+from kiln._components.generate import compile_pipeline, generate_component, pipeline_arguments
 from kiln._errors import ConfigError
-from kiln._model import Component, Helper, Pipeline, Workspace
-from kiln._scaffold import new_component, new_helper, new_pipeline
-from kiln._wheels import build_wheel
+from kiln._wheels.build import build_wheel
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Component, Helper, Pipeline, Workspace
+from kiln._workspace.scaffold import new_component, new_helper, new_pipeline
 from tests import factory
 
 FAKE_REF = "reg.invalid/acme/base@sha256:" + "0" * 64
@@ -197,7 +197,7 @@ def test_scaffolded_pipeline_runs_and_returns_output(scaffolded: Workspace, tmp_
     # SubprocessRunner runs the steps on this Python: no Docker, no network.
     from kfp import local  # noqa: PLC0415
 
-    from kiln._components import pipeline_function  # noqa: PLC0415
+    from kiln._components.generate import pipeline_function  # noqa: PLC0415
 
     components = tmp_path / "components"
     (component,) = [c for c in scaffolded.components if c.name == "word_counts"]

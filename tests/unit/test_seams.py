@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kiln._docker import docker_client
 from kiln._errors import CommandFailed, ServiceUnavailable
-from kiln._git import strip_credentials
-from kiln._model import StackConfig
-from kiln._runner import call
-from kiln._stack import LocalStack
+from kiln._images.docker import docker_client
+from kiln._servers.stack import LocalStack
+from kiln._util.cmd import call
+from kiln._util.git import strip_credentials
+from kiln._workspace.model import StackConfig
 
 
 def test_call_echoes_and_returns_output(capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,7 +76,7 @@ def test_stack_status_of_a_never_started_stack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No network in unit tests: every probe fails as "not answering".
-    monkeypatch.setattr("kiln._stack._answers", lambda url: False)
+    monkeypatch.setattr("kiln._servers.stack._answers", lambda url: False)
     stack = LocalStack(StackConfig(index_port=1, registry_port=2), tmp_path)
     statuses = stack.status()
     assert [(s.name, s.running, s.pid) for s in statuses] == [
@@ -89,7 +89,7 @@ def test_stack_status_of_a_never_started_stack(
 def test_stack_status_names_a_server_it_did_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kiln._stack._answers", lambda url: True)
+    monkeypatch.setattr("kiln._servers.stack._answers", lambda url: True)
     stack = LocalStack(StackConfig(index_port=1, registry_port=2), tmp_path)
     assert {s.detail for s in stack.status()} == {"not started by this checkout's kiln"}
 
@@ -97,8 +97,8 @@ def test_stack_status_names_a_server_it_did_not_start(
 def test_stack_refuses_a_port_taken_by_something_else(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kiln._stack._answers", lambda url: False)
-    monkeypatch.setattr("kiln._stack._port_open", lambda host, port: True)
+    monkeypatch.setattr("kiln._servers.stack._answers", lambda url: False)
+    monkeypatch.setattr("kiln._servers.stack._port_open", lambda host, port: True)
     stack = LocalStack(StackConfig(index_port=8765, registry_port=5765), tmp_path)
     with pytest.raises(ServiceUnavailable) as err:
         stack.up()
@@ -125,7 +125,7 @@ def test_stack_down_stops_every_process_it_started(tmp_path: Path) -> None:
 def test_stack_up_refuses_a_server_it_did_not_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("kiln._stack._answers", lambda url: True)
+    monkeypatch.setattr("kiln._servers.stack._answers", lambda url: True)
     stack = LocalStack(StackConfig(index_port=8765, registry_port=5765), tmp_path)
     with pytest.raises(ServiceUnavailable) as err:
         stack.up()

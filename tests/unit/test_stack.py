@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from kiln import _stack
 from kiln._errors import ConfigError, ServiceUnavailable
-from kiln._model import StackConfig
-from kiln._stack import LocalStack
+from kiln._servers import stack as _stack
+from kiln._servers.stack import LocalStack
+from kiln._workspace.model import StackConfig
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
 # Distinct command lines, so a record of one never matches the other's process.

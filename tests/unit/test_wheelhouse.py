@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from kiln._errors import ConfigError
-from kiln._model import Image
-from kiln._wheelhouse import (
+from kiln._wheels.wheelhouse import (
     RESOLVER_ENV,
     HostPipWheel,
     choose_pip_wheel,
     resolve_third_party,
     running_python,
 )
+from kiln._workspace.model import Image
 from tests.unit.fakes import FakePip
 
 IMAGE = Image(

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln._discovery import discover
 from kiln._errors import CommandFailed
-from kiln._wheels import build_wheel
+from kiln._wheels.build import build_wheel
+from kiln._workspace.discovery import discover
 from tests import factory
 
 

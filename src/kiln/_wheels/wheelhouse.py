@@ -26,10 +26,10 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._files import sha256_file
-from kiln._model import Image, Workspace
-from kiln._runner import Runner, call, hermetic_pip_env
-from kiln._wheels import SOURCE_DATE_EPOCH, BuiltWheel
+from kiln._util.cmd import Runner, call, hermetic_pip_env
+from kiln._util.files import sha256_file
+from kiln._wheels.build import SOURCE_DATE_EPOCH, BuiltWheel
+from kiln._workspace.model import Image, Workspace
 
 
 @dataclass(frozen=True)

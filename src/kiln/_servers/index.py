@@ -16,7 +16,7 @@ import requests
 from pypi_simple import NoSuchProjectError, PyPISimple
 
 from kiln._errors import ServiceUnavailable
-from kiln._runner import Runner, call
+from kiln._util.cmd import Runner, call
 
 _TIMEOUT = 30.0
 

@@ -28,8 +28,8 @@ from packaging.utils import canonicalize_name
 from tomlkit.exceptions import ParseError
 
 from kiln._errors import ConfigError
-from kiln._model import Component, Helper, Image, Workspace
-from kiln._toml import load_toml
+from kiln._util.toml import load_toml
+from kiln._workspace.model import Component, Helper, Image, Workspace
 
 DEFAULT_HATCHLING = "hatchling==1.33.0"
 

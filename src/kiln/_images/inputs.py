@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kiln._files import sha256_file
-from kiln._model import Image
-from kiln._wheelhouse import Wheelhouse
+from kiln._util.files import sha256_file
+from kiln._wheels.wheelhouse import Wheelhouse
+from kiln._workspace.model import Image
 
 LABEL_PREFIX = "org.kiln"
 FINGERPRINT_LABEL = f"{LABEL_PREFIX}.fingerprint"

@@ -16,10 +16,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln._components import pipeline_function
+from kiln._components.generate import pipeline_function
 from kiln._errors import RunFailed
-from kiln._model import Pipeline
 from kiln._report import Reporter, strip_ansi
+from kiln._workspace.model import Pipeline
 
 # kfp.local's own lines about a task's progress.
 _TASK_START = re.compile(r"Executing task '([^']+)'")

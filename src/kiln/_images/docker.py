@@ -19,7 +19,7 @@ import docker.errors
 import requests
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._wheelhouse import host_ca_bundle, pip_wheel_args, pip_wheel_env
+from kiln._wheels.wheelhouse import host_ca_bundle, pip_wheel_args, pip_wheel_env
 
 
 def docker_client() -> docker.DockerClient:

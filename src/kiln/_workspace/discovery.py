@@ -16,7 +16,8 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from kiln._errors import ConfigError
-from kiln._model import (
+from kiln._util.toml import get_int, get_str, get_str_list, load_toml
+from kiln._workspace.model import (
     DEFAULT_BASE_IMAGE,
     Component,
     Helper,
@@ -25,7 +26,6 @@ from kiln._model import (
     StackConfig,
     Workspace,
 )
-from kiln._toml import get_int, get_str, get_str_list, load_toml
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import requests
 
 from kiln._errors import ConfigError, ServiceUnavailable
-from kiln._model import StackConfig
+from kiln._workspace.model import StackConfig
 
 _READY_TIMEOUT = 30.0
 _STOP_TIMEOUT = 5.0

@@ -16,7 +16,7 @@ from types import ModuleType
 from typing import Any
 
 from kiln._errors import ConfigError
-from kiln._model import Component, Pipeline
+from kiln._workspace.model import Component, Pipeline
 
 
 def _load_module(path: Path, prefix: str) -> ModuleType:

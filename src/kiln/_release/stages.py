@@ -16,11 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from kiln import __version__
-from kiln._components import compile_pipeline, generate_component
+from kiln._components.generate import compile_pipeline, generate_component
 from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
-from kiln._files import sha256_file
-from kiln._git import revision, source_url
-from kiln._images import (
+from kiln._images.inputs import (
     FINGERPRINT_LABEL,
     ImageBuilder,
     ImageInputs,
@@ -28,9 +26,7 @@ from kiln._images import (
     labels,
     write_context,
 )
-from kiln._index import Index
-from kiln._model import Workspace
-from kiln._plan import (
+from kiln._release.plan import (
     Action,
     FileCandidate,
     ImageCandidate,
@@ -38,11 +34,15 @@ from kiln._plan import (
     ReleasePlan,
     plan_release,
 )
-from kiln._registry import Registry
 from kiln._report import Reporter
-from kiln._runner import Runner, call
-from kiln._wheelhouse import PipWheel, resolve_wheelhouse
-from kiln._wheels import BuiltWheel, build_wheels
+from kiln._servers.index import Index
+from kiln._servers.registry import Registry
+from kiln._util.cmd import Runner, call
+from kiln._util.files import sha256_file
+from kiln._util.git import revision, source_url
+from kiln._wheels.build import BuiltWheel, build_wheels
+from kiln._wheels.wheelhouse import PipWheel, resolve_wheelhouse
+from kiln._workspace.model import Workspace
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ import build.env
 import pyproject_hooks
 
 from kiln._errors import CommandFailed
-from kiln._files import sha256_file
-from kiln._model import Helper
+from kiln._util.files import sha256_file
+from kiln._workspace.model import Helper
 
 # 1980-01-01T00:00:00Z, the earliest time a zip file can record.
 SOURCE_DATE_EPOCH = "315532800"

@@ -1,0 +1,1 @@
+"""Component YAMLs and pipelines (KFP SDK), and running them locally."""

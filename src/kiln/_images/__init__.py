@@ -1,0 +1,1 @@
+"""Images: their inputs and fingerprint, and the Docker Engine builder."""

@@ -1,0 +1,1 @@
+"""The servers kiln talks to: the package index, the registry, the local stack."""

@@ -1,0 +1,1 @@
+"""Small shared utilities: the one way to shell out, files, TOML, git."""

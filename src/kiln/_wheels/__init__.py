@@ -1,0 +1,1 @@
+"""Helper wheels (reproducible builds) and image wheelhouses."""

@@ -1,0 +1,1 @@
+"""The repository as data: the model, discovery, and `kiln new` scaffolding."""
