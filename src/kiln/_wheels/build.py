@@ -5,16 +5,27 @@ running environment already satisfies the helper's ``[build-system]`` (the fast
 path, ~0.3 s per helper); otherwise an isolated build environment is made.
 ``SOURCE_DATE_EPOCH`` is a constant, never the commit time: an unchanged helper
 must give the same bytes at every commit.
+
+Given a ``cache_dir``, builds are kept by a key over everything that decides a
+wheel's bytes: the helper folder's files (path, content, executable bit; not
+bytecode, tool caches or build outputs), the VCS ignore file hatchling reads
+from above the folder, the ``[build-system]`` requires, ``SOURCE_DATE_EPOCH``
+and the cache format. A hit is copied out without running the backend; an
+entry is stored by renaming a finished temporary folder, and one that does not
+check out (missing, altered, another helper's wheel) is rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +35,31 @@ import pyproject_hooks
 
 from kiln._errors import CommandFailed
 from kiln._util.files import sha256_file
+from kiln._util.toml import load_toml
 from kiln._workspace.model import Helper
 
 # 1980-01-01T00:00:00Z, the earliest time a zip file can record.
 SOURCE_DATE_EPOCH = "315532800"
+
+# Bump when the key or the layout of an entry changes: older entries are then ignored.
+CACHE_FORMAT = "1"
+NO_CACHE_ENV = "KILN_NO_WHEEL_CACHE"
+_RECORD = "wheel.sha256"  # "<sha256>  <filename>", as sha256sum writes it
+
+# Never part of a wheel: hatchling always skips these folders (plus test and packaging
+# caches that .gitignore files exclude); build outputs only at the helper's top level,
+# since a package may well have a `build` subpackage.
+_SKIP_DIRS = frozenset(
+    {
+        "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
+        ".git", ".hg", ".venv", ".tox", ".nox", ".hatch", ".pixi",
+    }
+)  # fmt: skip
+_SKIP_TOP_DIRS = frozenset({"build", "dist"})
+_SKIP_SUFFIXES = (".pyc", ".pyo")  # hatchling excludes them too
+# The ignore files hatchling reads: the nearest one at or above the project, up to the
+# repository's root (the folder holding the second name).
+_VCS_IGNORE_FILES = ((".gitignore", ".git"), (".hgignore", ".hg"))
 
 
 @dataclass(frozen=True)
@@ -43,6 +75,14 @@ class BuiltWheel:
         return self.path.name
 
 
+def wheel_cache_dir(state_dir: Path) -> Path | None:
+    """Where built helper wheels are kept under kiln's state folder; None when
+    ``KILN_NO_WHEEL_CACHE`` is set (to anything but 0): then every wheel is rebuilt."""
+    if os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
+        return None
+    return state_dir / "cache" / "wheels"
+
+
 def _hook_runner(
     cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
 ) -> None:
@@ -54,7 +94,9 @@ def _build_one(helper: Helper, outdir: Path) -> Path:
     builder = build.ProjectBuilder(
         helper.path, python_executable=sys.executable, runner=_hook_runner
     )
-    backend_ready = not any(build.check_dependency(r) for r in builder.build_system_requires)
+    # check_dependency yields the unmet requirements: a generator, truthy even when empty.
+    unmet = [u for r in builder.build_system_requires for u in build.check_dependency(r)]
+    backend_ready = not unmet
     if backend_ready and not builder.check_dependencies("wheel"):
         return Path(builder.build("wheel", outdir))
     with build.env.DefaultIsolatedEnv() as env:
@@ -83,40 +125,184 @@ def _backend_output(exc: Exception) -> str:
     return f" ({type(cause).__name__}: {cause})"
 
 
-def build_wheel(helper: Helper, outdir: Path) -> BuiltWheel:
-    """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it)."""
-    outdir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="kiln-wheel-") as tmp:
+def _build_checked(helper: Helper, outdir: Path) -> Path:
+    """Run the backend for ``helper`` into the empty folder ``outdir``; errors say the fix."""
+    try:
+        built = _build_one(helper, outdir)
+    except (build.BuildException, build.BuildBackendException) as exc:
+        raise CommandFailed(
+            f"building the wheel of {helper.path} failed: {exc}{_backend_output(exc)}\n"
+            f"fix the helper, then check with `python -m build --wheel {helper.path}`"
+        ) from None
+    except subprocess.CalledProcessError as exc:  # installing an isolated build env
+        raise CommandFailed(
+            f"preparing an isolated build environment for {helper.path} failed "
+            f"(`{shlex.join(str(a) for a in exc.cmd)}` exited {exc.returncode})"
+            f"{_output_tail(exc.output)}\ncheck [build-system] requires in "
+            f"{helper.path / 'pyproject.toml'} and that its index is reachable"
+        ) from None
+    expected_prefix = helper.wheel_stem + "-"
+    if not built.name.startswith(expected_prefix):
+        raise CommandFailed(
+            f"{helper.path}: the build produced {built.name}, expected {expected_prefix}*.whl; "
+            "check [project] name and version"
+        )
+    return built
+
+
+def _built(helper: Helper, path: Path, sha256: str) -> BuiltWheel:
+    return BuiltWheel(helper.name, helper.distribution, helper.version, path, sha256)
+
+
+# ---------------------------------------------------------------- the cache
+def _source_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """Every file under ``root`` that can reach its wheel, as (posix path, path), in a
+    fixed order (sorted, folder by folder). Symlinked folders are followed once each, as
+    hatchling does."""
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        here = Path(dirpath)
+        st = here.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        skip_top = _SKIP_TOP_DIRS if here == root else frozenset()
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if d not in _SKIP_DIRS and d not in skip_top and not d.endswith(".egg-info")
+        )
+        for name in sorted(filenames):
+            if not name.endswith(_SKIP_SUFFIXES):
+                yield (here / name).relative_to(root).as_posix(), here / name
+
+
+def _outer_ignore_files(root: Path) -> Iterator[tuple[str, Path]]:
+    """The ignore files hatchling reads for ``root`` that live above it (inside it, they
+    are hashed as the helper's own files)."""
+    for name, boundary in _VCS_IGNORE_FILES:
+        for folder in (root, *root.parents):
+            if (folder / name).is_file():
+                if folder != root:
+                    yield name, folder / name
+                break
+            if (folder / boundary).exists():
+                break
+
+
+def cache_key(helper: Helper) -> str:
+    """sha256 over everything that decides ``helper``'s wheel bytes (no build is run)."""
+    digest = hashlib.sha256()
+
+    def add(*fields: str) -> None:  # one JSON line per record: unambiguous framing
+        digest.update(json.dumps(fields).encode() + b"\n")
+
+    requires = load_toml(helper.path / "pyproject.toml", what="helper").get("build-system", {})
+    add("kiln wheel cache", CACHE_FORMAT, f"SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}")
+    add("build-system requires", *sorted(str(r) for r in requires.get("requires", [])))
+    for name, path in _outer_ignore_files(helper.path):
+        add("ignore file", name, sha256_file(path))
+    for rel, path in _source_files(helper.path):
         try:
-            built = _build_one(helper, Path(tmp))
-        except (build.BuildException, build.BuildBackendException) as exc:
-            raise CommandFailed(
-                f"building the wheel of {helper.path} failed: {exc}{_backend_output(exc)}\n"
-                f"fix the helper, then check with `python -m build --wheel {helper.path}`"
-            ) from None
-        except subprocess.CalledProcessError as exc:  # installing an isolated build env
-            raise CommandFailed(
-                f"preparing an isolated build environment for {helper.path} failed "
-                f"(`{shlex.join(str(a) for a in exc.cmd)}` exited {exc.returncode})"
-                f"{_output_tail(exc.output)}\ncheck [build-system] requires in "
-                f"{helper.path / 'pyproject.toml'} and that its index is reachable"
-            ) from None
-        expected_prefix = helper.wheel_stem + "-"
-        if not built.name.startswith(expected_prefix):
-            raise CommandFailed(
-                f"{helper.path}: the build produced {built.name}, expected {expected_prefix}*.whl; "
-                "check [project] name and version"
-            )
-        target = outdir / built.name
-        shutil.move(built, target)
-    return BuiltWheel(
-        helper=helper.name,
-        distribution=helper.distribution,
-        version=helper.version,
-        path=target,
-        sha256=sha256_file(target),
+            executable = path.stat().st_mode & 0o111 != 0
+            add("file", rel, "x" if executable else "-", sha256_file(path))
+        except FileNotFoundError:  # a dangling symlink: hatchling would fail on it too
+            add("dangling link", rel, str(path.readlink()))
+    return digest.hexdigest()
+
+
+def _copy_hashing(src: Path, dst: Path) -> str:
+    """Copy ``src`` to ``dst`` (replaced whole, never half-written); return its sha256."""
+    digest = hashlib.sha256()
+    part = dst.with_name(f".{dst.name}.part")
+    try:
+        with src.open("rb") as fin, part.open("wb") as fout:
+            while chunk := fin.read(1 << 20):
+                digest.update(chunk)
+                fout.write(chunk)
+        part.replace(dst)
+    finally:
+        part.unlink(missing_ok=True)
+    return digest.hexdigest()
+
+
+def _from_cache(helper: Helper, entry: Path, outdir: Path) -> BuiltWheel | None:
+    """The wheel kept in ``entry``, copied into ``outdir``; None when it is missing or
+    does not check out (then the caller rebuilds it)."""
+    try:
+        recorded, filename = (entry / _RECORD).read_text(encoding="utf-8").split()
+    except (OSError, ValueError):  # no entry, or an unreadable record
+        return None
+    if (
+        not filename.startswith(helper.wheel_stem + "-")
+        or not filename.endswith(".whl")
+        or Path(filename).name != filename
+    ):
+        return None
+    target = outdir / filename
+    try:
+        sha256 = _copy_hashing(entry / filename, target)
+    except OSError:
+        return None
+    if sha256 != recorded:
+        target.unlink()
+        return None
+    return _built(helper, target, sha256)
+
+
+def _unwritable(cache_dir: Path, exc: OSError) -> CommandFailed:
+    return CommandFailed(
+        f"cannot write to the wheel cache {cache_dir} ({exc}); make it writable or remove "
+        f"it, or set {NO_CACHE_ENV}=1 to build without it"
     )
 
 
-def build_wheels(helpers: Sequence[Helper], outdir: Path) -> tuple[BuiltWheel, ...]:
-    return tuple(build_wheel(h, outdir) for h in helpers)
+def _build_cached(helper: Helper, outdir: Path, cache_dir: Path) -> BuiltWheel:
+    entry = cache_dir / cache_key(helper)
+    hit = _from_cache(helper, entry, outdir)
+    if hit is not None:
+        return hit
+    # Built and recorded in a temporary folder of the cache, then renamed into place:
+    # an interrupted build leaves no entry, only a ".tmp-*" folder.
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        workdir = tempfile.TemporaryDirectory(prefix=".tmp-", dir=cache_dir)
+    except OSError as exc:
+        raise _unwritable(cache_dir, exc) from None
+    with workdir as tmp:
+        staged = Path(tmp) / "entry"
+        built = _build_checked(helper, Path(tmp) / "out")
+        staged.mkdir()
+        kept = built.rename(staged / built.name)
+        target = outdir / built.name
+        sha256 = _copy_hashing(kept, target)
+        (staged / _RECORD).write_text(f"{sha256}  {built.name}\n", encoding="utf-8")
+        shutil.rmtree(entry, ignore_errors=True)  # an entry that did not check out
+        try:
+            staged.rename(entry)
+        except OSError as exc:
+            # Another kiln may have stored the same key meanwhile: its entry is as good.
+            if not (entry / _RECORD).is_file():
+                raise _unwritable(cache_dir, exc) from None
+    return _built(helper, target, sha256)
+
+
+# ---------------------------------------------------------------- entry points
+def build_wheel(helper: Helper, outdir: Path, *, cache_dir: Path | None = None) -> BuiltWheel:
+    """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it); with
+    ``cache_dir``, reuse the wheel built from the same inputs."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if cache_dir is not None:
+        return _build_cached(helper, outdir, cache_dir)
+    with tempfile.TemporaryDirectory(prefix="kiln-wheel-") as tmp:
+        built = _build_checked(helper, Path(tmp))
+        target = outdir / built.name
+        shutil.move(built, target)
+    return _built(helper, target, sha256_file(target))
+
+
+def build_wheels(
+    helpers: Sequence[Helper], outdir: Path, *, cache_dir: Path | None = None
+) -> tuple[BuiltWheel, ...]:
+    return tuple(build_wheel(h, outdir, cache_dir=cache_dir) for h in helpers)
