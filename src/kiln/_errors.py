@@ -60,6 +60,13 @@ class ArtifactAltered(KilnError):
     label = "published artifact altered on the server"
 
 
+class AuthenticationFailed(KilnError):
+    """The index or the registry refused kiln's credentials, or needs some and has none."""
+
+    exit_code = 9
+    label = "authentication failed"
+
+
 EXIT_CODES: dict[str, int] = {
     cls.label: cls.exit_code
     for cls in (
@@ -69,5 +76,6 @@ EXIT_CODES: dict[str, int] = {
         CommandFailed,
         RunFailed,
         ArtifactAltered,
+        AuthenticationFailed,
     )
 }

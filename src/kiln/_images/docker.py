@@ -19,6 +19,7 @@ import docker.errors
 import requests
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._servers.credentials import Credentials
 from kiln._wheels.wheelhouse import host_ca_bundle, pip_wheel_args, pip_wheel_env
 
 
@@ -50,14 +51,19 @@ _LAYER_ID = re.compile(r"^ ---> ([0-9a-f]{12})$")
 
 
 class DockerBuilder:
+    """Builds and pushes through the engine; ``credentials`` are the registry's, for pushes
+    (sent to the engine per push, never stored in an image or a log)."""
+
     def __init__(
         self,
         client: docker.DockerClient | None = None,
         *,
         log: Callable[[str], None] = lambda _line: None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._client = client or docker_client()
         self._log = log
+        self._credentials = credentials
 
     def image_id(self, ref: str) -> str | None:
         try:
@@ -144,9 +150,15 @@ class DockerBuilder:
         return ContainerPipWheel(self._client, image, log=self._log)
 
     def push(self, repository: str, tag: str) -> str:
+        # Without credentials the SDK sends what docker's own config holds for the registry.
+        auth = None
+        if self._credentials is not None:
+            auth = {"username": self._credentials.username, "password": self._credentials.password}
         try:
             chunks = self._stream(
-                self._client.api.push(repository, tag=tag, stream=True, decode=True),
+                self._client.api.push(
+                    repository, tag=tag, stream=True, decode=True, auth_config=auth
+                ),
                 f"docker push of {repository}:{tag}",
             )
         except docker.errors.APIError as exc:

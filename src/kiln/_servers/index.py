@@ -2,23 +2,33 @@
 
 "Is this file already published, and with which bytes?" is answered from the
 index's simple API (the ``#sha256=`` of each link), never from upload errors.
-Uploads go through twine, with credentials only in its environment.
+Uploads go through twine, with credentials only in its environment; simple-API
+reads send the same credentials. A 401/403 is ``AuthenticationFailed``, naming
+where the credentials came from.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import requests
 from pypi_simple import NoSuchProjectError, PyPISimple
 
-from kiln._errors import ServiceUnavailable
+from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
+from kiln._servers.credentials import Credentials, index_hint, refused
 from kiln._util.cmd import Runner, call
+from kiln._util.git import strip_credentials
 
 _TIMEOUT = 30.0
+# twine needs some username; pypiserver without an htpasswd file accepts any.
+_ANONYMOUS = ("kiln", "")
+# How twine reports the server's answer to an upload: "HTTPError: 403 Forbidden from URL".
+_TWINE_REFUSED = re.compile(r"HTTPError: (401|403)\b")
 
 
 class Index(Protocol):
@@ -34,26 +44,45 @@ class Index(Protocol):
 
 
 class IndexClient:
-    """A PEP 503 index at ``url`` (e.g. pypiserver); uploads to ``upload_url``."""
+    """A PEP 503 index at ``url`` (e.g. pypiserver); uploads to ``upload_url``.
+
+    ``credentials`` (from ``kiln._servers.credentials``) go with every request and
+    upload; without them, reads are anonymous and twine uploads as ``kiln`` with an
+    empty password (what an open pypiserver accepts)."""
 
     def __init__(
         self,
         url: str,
         *,
         upload_url: str | None = None,
-        username: str = "kiln",
-        password: str = "",
+        credentials: Credentials | None = None,
         runner: Runner = call,
+        session: requests.Session | None = None,
     ) -> None:
+        for given in (url, upload_url or ""):
+            if urlsplit(given).username or urlsplit(given).password:
+                raise ConfigError(
+                    f"the index URL {strip_credentials(given)} carries credentials, which "
+                    f"would be logged: drop them from it and {index_hint(given)}"
+                )
         self.url = url.rstrip("/")
         self.simple_url = self.url + "/simple/"
         self.upload_url = upload_url or self.url + "/"
-        self._username = username
-        self._password = password
+        self._credentials = credentials
         self._runner = runner
-        session = requests.Session()
-        session.headers["Cache-Control"] = "no-cache"
-        self._client = PyPISimple(endpoint=self.simple_url, session=session)
+        self._session = session or requests.Session()
+        self._session.headers["Cache-Control"] = "no-cache"
+        if credentials is not None:
+            self._session.auth = credentials.basic
+        self._client = PyPISimple(endpoint=self.simple_url, session=self._session)
+
+    def _refused(self, status: int | None) -> AuthenticationFailed:
+        return refused(
+            f"package index {self.simple_url}",
+            self._credentials,
+            status=status,
+            hint=index_hint(self.url),
+        )
 
     def _unavailable(self, exc: Exception) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -63,15 +92,27 @@ class IndexClient:
 
     def ping(self) -> None:
         try:
-            requests.get(self.simple_url, timeout=_TIMEOUT).raise_for_status()
+            resp = self._session.get(self.simple_url, timeout=_TIMEOUT)
         except requests.RequestException as exc:
             raise self._unavailable(exc) from None
+        if resp.status_code in (401, 403):
+            raise self._refused(resp.status_code)
+        if resp.status_code != 200:
+            raise ServiceUnavailable(
+                f"package index {self.simple_url} answered {resp.status_code}; "
+                "fix the index URL (kiln needs its PEP 503 simple API)"
+            )
 
     def files(self, project: str) -> dict[str, str]:
         try:
             page = self._client.get_project_page(project, timeout=_TIMEOUT)
         except NoSuchProjectError:
             return {}
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status in (401, 403):
+                raise self._refused(status) from None
+            raise self._unavailable(exc) from None
         except requests.RequestException as exc:
             raise self._unavailable(exc) from None
         found = {}
@@ -88,11 +129,18 @@ class IndexClient:
     def upload(self, paths: Sequence[Path]) -> None:
         if not paths:
             return
-        self._runner(
-            [
-                sys.executable, "-m", "twine", "upload", "--non-interactive",
-                "--disable-progress-bar", "--repository-url", self.upload_url,
-                *(str(p) for p in paths),
-            ],
-            env={"TWINE_USERNAME": self._username, "TWINE_PASSWORD": self._password},
-        )  # fmt: skip
+        username, password = self._credentials.basic if self._credentials else _ANONYMOUS
+        try:
+            self._runner(
+                [
+                    sys.executable, "-m", "twine", "upload", "--non-interactive",
+                    "--disable-progress-bar", "--repository-url", self.upload_url,
+                    *(str(p) for p in paths),
+                ],
+                env={"TWINE_USERNAME": username, "TWINE_PASSWORD": password},
+            )  # fmt: skip
+        except CommandFailed as exc:
+            found = _TWINE_REFUSED.search(exc.output)
+            if found:
+                raise self._refused(int(found.group(1))) from None
+            raise

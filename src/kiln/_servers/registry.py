@@ -3,16 +3,30 @@
 Identity of a pushed image is the manifest digest the registry returns
 (``Docker-Content-Digest``), and its recorded inputs are the labels in its
 config blob; kiln never guesses from error text.
+
+Authentication follows the registry's 401 challenge: ``Basic`` (htpasswd) sends
+the credentials with every later request; ``Bearer`` (the Docker Registry v2
+token spec) gets a token from the challenge's realm with the credentials, keeps
+it per scope for the client's life, and retries the request once with it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Protocol
+from urllib.request import parse_http_list
 
 import requests
 
-from kiln._errors import ServiceUnavailable
+from kiln._errors import AuthenticationFailed, ConfigError, ServiceUnavailable
+from kiln._servers.credentials import (
+    REGISTRY_PASSWORD,
+    REGISTRY_USERNAME,
+    Credentials,
+    refused,
+    registry_hint,
+)
 
 _TIMEOUT = 30.0
 MANIFEST_TYPES = ", ".join(
@@ -21,6 +35,7 @@ MANIFEST_TYPES = ", ".join(
         "application/vnd.oci.image.manifest.v1+json",
     ]
 )
+_REPOSITORY_PATH = re.compile(r"/v2/(.+)/(?:manifests|blobs|tags)/")
 
 
 class Registry(Protocol):
@@ -31,35 +46,146 @@ class Registry(Protocol):
     def labels(self, repository: str, tag: str) -> dict[str, str]: ...
 
 
-class RegistryClient:
-    """A Docker Registry HTTP API v2 at ``host`` (``127.0.0.1:5765``), plain HTTP on loopback."""
+def _scope(url: str) -> str:
+    """The token scope a request needs (the cache key for its Bearer token)."""
+    found = _REPOSITORY_PATH.search(url)
+    if found:
+        return f"repository:{found.group(1)}:pull"
+    return "registry:catalog:*" if "/v2/_catalog" in url else ""
 
-    def __init__(self, host: str, *, scheme: str = "http") -> None:
+
+def _challenge(header: str) -> tuple[str, dict[str, str]]:
+    """``Bearer realm="...",service="...",scope="..."`` -> ("bearer", {realm, service, scope})."""
+    scheme, _, rest = header.strip().partition(" ")
+    params = {}
+    for item in parse_http_list(rest):  # splits on commas outside quotes
+        key, sep, value = item.partition("=")
+        if sep:
+            params[key.strip().lower()] = value.strip().removeprefix('"').removesuffix('"')
+    return scheme.lower(), params
+
+
+class RegistryClient:
+    """A Docker Registry HTTP API v2 at ``host`` (``127.0.0.1:5765``), plain HTTP on loopback.
+
+    ``credentials`` answer a 401 (Basic or Bearer token); without them a Bearer
+    registry is asked for an anonymous token."""
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        scheme: str = "http",
+        credentials: Credentials | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        if "@" in host or "/" in host:
+            raise ConfigError(
+                f"registry {host.rsplit('@', 1)[-1]!r}: give HOST[:PORT] only, without a scheme, "
+                f"a path or credentials (credentials: {REGISTRY_USERNAME}/{REGISTRY_PASSWORD} "
+                "or docker's config)"
+            )
         self.host = host
         self._base = f"{scheme}://{host}/v2"
-        self._session = requests.Session()
+        self._session = session or requests.Session()
+        self._credentials = credentials
+        self._basic = False  # the registry asked for Basic: send it with every request
+        self._tokens: dict[str, str] = {}  # scope -> Bearer token
 
-    def _get(
-        self, url: str, *, method: str = "GET", accept: str | None = None
+    # ------------------------------------------------------------ transport
+    def _refused(self, status: int | None) -> AuthenticationFailed:
+        return refused(
+            f"registry {self.host}", self._credentials, status=status, hint=registry_hint(self.host)
+        )
+
+    def _unreachable(self, what: str, exc: Exception) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"{what} is not reachable ({type(exc).__name__}); "
+            "start it with `kiln stack up` or fix the registry address"
+        )
+
+    def _send(
+        self, method: str, url: str, accept: str | None, token: str | None
     ) -> requests.Response:
         headers = {"Accept": accept} if accept else {}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        auth = self._credentials.basic if self._basic and self._credentials else None
         try:
-            return self._session.request(method, url, headers=headers, timeout=_TIMEOUT)
+            return self._session.request(method, url, headers=headers, auth=auth, timeout=_TIMEOUT)
         except requests.RequestException as exc:
-            raise ServiceUnavailable(
-                f"registry {self.host} is not reachable ({type(exc).__name__}); "
-                "start it with `kiln stack up` or fix the registry address"
-            ) from None
+            raise self._unreachable(f"registry {self.host}", exc) from None
 
+    def _token(self, params: dict[str, str], scope: str) -> str:
+        """A Bearer token from the challenge's realm, with the credentials if any."""
+        realm = params.get("realm")
+        if not realm:
+            raise ServiceUnavailable(
+                f"registry {self.host} asked for a Bearer token but named no realm to get it from"
+            )
+        query = {"service": params.get("service"), "scope": params.get("scope") or scope or None}
+        auth = self._credentials.basic if self._credentials else None
+        try:
+            resp = self._session.get(realm, params=query, auth=auth, timeout=_TIMEOUT)
+        except requests.RequestException as exc:
+            raise self._unreachable(f"token service {realm} of registry {self.host}", exc) from None
+        if resp.status_code in (401, 403):
+            raise self._refused(resp.status_code)
+        try:
+            body = resp.json() if resp.status_code == 200 else {}
+        except ValueError:
+            body = {}
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ServiceUnavailable(
+                f"token service {realm} of registry {self.host} answered {resp.status_code} "
+                "without a token; check the registry's token service"
+            )
+        self._tokens[scope] = token
+        return token
+
+    def _request(
+        self, url: str, *, method: str = "GET", accept: str | None = None
+    ) -> requests.Response:
+        """One request, authenticated as the registry asks; never a 401/403 or a 5xx."""
+        scope = _scope(url)
+        token = self._tokens.get(scope)
+        resp = self._send(method, url, accept, token)
+        if resp.status_code == 401:
+            self._tokens.pop(scope, None)  # a cached token may have expired
+            kind, params = _challenge(resp.headers.get("WWW-Authenticate", ""))
+            if kind == "bearer":
+                resp = self._send(method, url, accept, self._token(params, scope))
+            elif kind == "basic" and self._credentials and not self._basic:
+                self._basic = True
+                resp = self._send(method, url, accept, None)
+        if resp.status_code in (401, 403):
+            raise self._refused(resp.status_code)
+        if resp.status_code >= 500:
+            raise self._unexpected(method, url, resp)
+        return resp
+
+    def _unexpected(self, method: str, url: str, resp: requests.Response) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"registry {self.host}: {method} {url} answered {resp.status_code}; "
+            "check the registry's log"
+        )
+
+    # ------------------------------------------------------------ API
     def ping(self) -> None:
-        resp = self._get(f"{self._base}/")
+        """The registry answers the v2 API, with kiln's credentials when it needs them."""
+        url = f"{self._base}/"
+        resp = self._request(url)
         if resp.status_code != 200:
-            raise ServiceUnavailable(f"registry {self.host} answered /v2/ with {resp.status_code}")
+            raise ServiceUnavailable(
+                f"registry {self.host} answered {url} with {resp.status_code}: not a Docker "
+                "Registry v2 API; fix the registry address"
+            )
 
     def digest(self, repository: str, tag: str) -> str | None:
         """The manifest digest behind ``repository:tag``, or None if the tag does not exist."""
         url = f"{self._base}/{repository}/manifests/{tag}"
-        resp = self._get(url, method="HEAD", accept=MANIFEST_TYPES)
+        resp = self._request(url, method="HEAD", accept=MANIFEST_TYPES)
         if resp.status_code == 404:
             return None
         if resp.status_code != 200 or "Docker-Content-Digest" not in resp.headers:
@@ -70,15 +196,21 @@ class RegistryClient:
 
     def labels(self, repository: str, tag: str) -> dict[str, str]:
         """The labels recorded in the image config of ``repository:tag``."""
-        resp = self._get(f"{self._base}/{repository}/manifests/{tag}", accept=MANIFEST_TYPES)
-        resp.raise_for_status()
+        url = f"{self._base}/{repository}/manifests/{tag}"
+        resp = self._request(url, accept=MANIFEST_TYPES)
+        if resp.status_code != 200:
+            raise self._unexpected("GET", url, resp)
         config_digest = json.loads(resp.content)["config"]["digest"]
-        blob = self._get(f"{self._base}/{repository}/blobs/{config_digest}")
-        blob.raise_for_status()
+        blob_url = f"{self._base}/{repository}/blobs/{config_digest}"
+        blob = self._request(blob_url)
+        if blob.status_code != 200:
+            raise self._unexpected("GET", blob_url, blob)
         config = json.loads(blob.content).get("config") or {}
         return dict(config.get("Labels") or {})
 
     def catalog(self) -> list[str]:
-        resp = self._get(f"{self._base}/_catalog")
-        resp.raise_for_status()
+        url = f"{self._base}/_catalog"
+        resp = self._request(url)
+        if resp.status_code != 200:
+            raise self._unexpected("GET", url, resp)
         return list(resp.json().get("repositories") or [])

@@ -42,11 +42,13 @@ def call(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     echo: bool = True,
+    stdin: str | None = None,
 ) -> str:
     """Run ``args``; return its combined output; raise ``CommandFailed`` on failure.
 
     ``env`` entries are added to (not replacing) the current environment. Their
-    values are never echoed, so credentials passed that way stay out of logs.
+    values are never echoed, so credentials passed that way stay out of logs; nor
+    is ``stdin``, the text given to the command's standard input.
     """
     exe = shutil.which(args[0])
     if exe is None:
@@ -58,6 +60,8 @@ def call(
         [exe, *args[1:]],
         cwd=cwd,
         env=full_env,
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

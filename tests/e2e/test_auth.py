@@ -1,0 +1,289 @@
+"""Authenticated servers, for real: pypiserver with an htpasswd file and the registry
+with ``auth: htpasswd``, on loopback. Without credentials the clients answer
+``AuthenticationFailed``; with them, uploads, reads and pushes work; and a full
+``kiln release`` with the credentials only in its environment writes the password
+nowhere (files, image, output)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+import bcrypt
+import docker
+import docker.errors
+import pytest
+import requests
+
+from kiln._errors import AuthenticationFailed, CommandFailed
+from kiln._images.docker import DockerBuilder
+from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
+from kiln._servers.index import IndexClient
+from kiln._servers.registry import RegistryClient
+from kiln._wheels.build import build_wheel
+from kiln._workspace.discovery import discover
+from tests import factory
+from tests.e2e.conftest import BASE_IMAGE, IN_CI, free_port
+
+pytestmark = pytest.mark.e2e
+
+USER = "kiln-e2e"
+# The password is a canary: a test fails wherever it shows up.
+PASSWORD = f"canary-{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class Servers:
+    index_url: str
+    registry: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Credentials the way a CI job passes them, plus ``extra``."""
+        return {
+            "KILN_INDEX_USERNAME": USER,
+            "KILN_INDEX_PASSWORD": PASSWORD,
+            "KILN_REGISTRY_USERNAME": USER,
+            "KILN_REGISTRY_PASSWORD": PASSWORD,
+            **extra,
+        }
+
+
+def _wait_for_401(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 401:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not ask for credentials within 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    registry_binary = shutil.which("docker-registry") or shutil.which("registry")
+    if registry_binary is None:
+        reason = "no docker-registry/registry binary on PATH"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("auth-servers")
+    # One user; bcrypt's lowest cost, because both servers check it on every request.
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd = root / "htpasswd"
+    htpasswd.write_text(f"{USER}:{hashed}\n")
+    index_port, registry_port = free_port(), free_port()
+    (root / "packages").mkdir()
+    (root / "registry").mkdir()
+    config = root / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{registry_port}\n"
+        f"auth:\n  htpasswd:\n    realm: kiln-e2e\n    path: {htpasswd}\n"
+    )
+    commands = {
+        "index": [
+            sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(index_port),
+            "--disable-fallback", "-P", str(htpasswd), "-a", "update,download,list",
+            str(root / "packages"),
+        ],
+        "registry": [registry_binary, "serve", str(config)],
+    }  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, argv in commands.items():
+            with (root / f"{name}.log").open("wb") as log:
+                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root))
+        servers = Servers(f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+        _wait_for_401(f"{servers.index_url}/simple/", procs[0], root / "index.log")
+        _wait_for_401(f"http://{servers.registry}/v2/", procs[1], root / "registry.log")
+        yield servers
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _untag(client: docker.DockerClient, registry: str) -> None:
+    """Remove the local tags and digest references this module made for its registry."""
+    for image in client.images.list():
+        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+            if reference.startswith(f"{registry}/"):
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    client.images.remove(reference)
+
+
+@pytest.fixture(scope="module")
+def engine(docker_client: docker.DockerClient, servers: Servers) -> Iterator[docker.DockerClient]:
+    yield docker_client
+    _untag(docker_client, servers.registry)
+
+
+def _tiny_wheel(tmp_path: Path, name: str) -> Path:
+    root = factory.workspace(tmp_path / name)
+    factory.helper(root, name, deps=())
+    helper = discover(root).helper(name)
+    return build_wheel(helper, tmp_path / "wheels").path
+
+
+# ------------------------------------------------------------------ the clients
+def test_index_needs_credentials_and_works_with_them(servers: Servers, tmp_path: Path) -> None:
+    anonymous = IndexClient(servers.index_url)
+    with pytest.raises(AuthenticationFailed, match=r"requires credentials .* found none"):
+        anonymous.ping()
+    with pytest.raises(AuthenticationFailed, match="requires credentials"):
+        anonymous.files("acme-probe")
+
+    wrong = Credentials(USER, "not-the-password", source="a test")
+    with pytest.raises(AuthenticationFailed, match=f"refused user '{USER}'.*from a test"):
+        IndexClient(servers.index_url, credentials=wrong).ping()
+
+    creds = index_credentials(servers.index_url, servers.env(NETRC=str(tmp_path / "none")))
+    assert creds is not None
+    index = IndexClient(servers.index_url, credentials=creds)
+    index.ping()
+    wheel = _tiny_wheel(tmp_path, "probe")
+    assert index.files("acme-probe") == {}
+    index.upload([wheel])
+    files = index.files("acme-probe")
+    assert list(files) == [wheel.name]
+
+    # Reads open, uploads not: twine's refusal is an authentication failure too.
+    other = _tiny_wheel(tmp_path, "other")
+    with pytest.raises(AuthenticationFailed, match="requires credentials"):
+        anonymous.upload([other])
+
+
+def test_registry_needs_credentials_and_a_push_with_them_works(
+    servers: Servers, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    with pytest.raises(AuthenticationFailed, match=r"requires credentials .* found none"):
+        RegistryClient(servers.registry).ping()
+    wrong = Credentials(USER, "not-the-password", source="a test")
+    with pytest.raises(AuthenticationFailed, match=f"refused user '{USER}'"):
+        RegistryClient(servers.registry, credentials=wrong).ping()
+
+    config = tmp_path / "docker"
+    config.mkdir()  # an empty docker config: the environment is the only source
+    creds = registry_credentials(servers.registry, servers.env(DOCKER_CONFIG=str(config)))
+    assert creds is not None
+    registry = RegistryClient(servers.registry, credentials=creds)
+    registry.ping()
+    assert registry.digest("kiln-e2e/tiny", "1") is None
+
+    context = tmp_path / "context"
+    factory.write(context / "Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    repository = f"{servers.registry}/kiln-e2e/tiny"
+    builder = DockerBuilder(engine, credentials=creds)
+    builder.build(
+        context,
+        f"{repository}:1",
+        buildargs={"BASE_IMAGE": BASE_IMAGE},
+        labels={"org.kiln.e2e": "auth"},
+    )
+    with pytest.raises(CommandFailed, match=r"docker push of .* failed"):
+        DockerBuilder(engine).push(repository, "1")
+    digest = builder.push(repository, "1")
+    assert registry.digest("kiln-e2e/tiny", "1") == digest
+    assert registry.labels("kiln-e2e/tiny", "1")["org.kiln.e2e"] == "auth"
+    assert "kiln-e2e/tiny" in registry.catalog()
+
+
+# ------------------------------------------------------------------ a full release
+def _kiln(root: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kiln", *args, "--repo", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[str]:
+    return [
+        str(p.relative_to(folder))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and needle in p.read_bytes()
+    ]
+
+
+def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
+    servers: Servers, engine: docker.DockerClient, tmp_path: Path
+) -> None:
+    root = factory.workspace(tmp_path / "repo", index_port=free_port(), registry_port=free_port())
+    # Third-party wheels come from public PyPI (kfp alone: the helper has no dependencies).
+    text = (root / "pyproject.toml").read_text()
+    (root / "pyproject.toml").write_text(
+        text.replace("https://upstream.invalid/simple", "https://pypi.org/simple")
+    )
+    factory.helper(root, "authhelper", deps=())
+    factory.image(root, "authimage", helpers=("authhelper",))
+    factory.component(root, "maths.py", image_name="authimage")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    home = tmp_path / "home"  # no ~/.netrc, no ~/.docker: the environment is the only source
+    home.mkdir()
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KILN_INDEX_", "KILN_REGISTRY_"))
+    }
+    base_env = {
+        **inherited,
+        "HOME": str(home),
+        "KILN_BASE_IMAGE": BASE_IMAGE,
+        "NETRC": str(home / "no-netrc"),
+        "DOCKER_CONFIG": str(home / "no-docker"),
+    }
+    locked = _kiln(root, "lock", env=base_env)
+    assert locked.returncode == 0, locked.stderr
+    target = ("--index", servers.index_url, "--registry", servers.registry)
+
+    refused = _kiln(root, "release", *target, env=base_env)
+    assert refused.returncode == 9, refused.stderr
+    assert f"kiln: authentication failed: package index {servers.index_url}/simple/" in (
+        refused.stderr
+    )
+    assert "KILN_INDEX_USERNAME" in refused.stderr
+
+    released = _kiln(root, "release", "-v", "--json", *target, env=base_env | servers.env())
+    assert released.returncode == 0, released.stderr
+    result = json.loads(released.stdout)
+    assert sorted(result["uploaded"]) == [  # the helper, and kfp mirrored from PyPI
+        "acme_authhelper-0.1.0-py3-none-any.whl",
+        f"kfp-{dist_version('kfp')}-py3-none-any.whl",
+    ]
+    (pushed,) = result["pushed"]
+    assert pushed.startswith(f"{servers.registry}/acme/authimage:0.1.0@sha256:")
+
+    canary = PASSWORD.encode()
+    for output in (released.stdout, released.stderr, refused.stdout, refused.stderr):
+        assert PASSWORD not in output
+    log = (root / ".kiln" / "logs" / "release.log").read_text()
+    assert "index credentials: the environment (KILN_INDEX_USERNAME/" in log
+    assert _files_holding(root / ".kiln", canary) == []
+    assert _files_holding(root / "dist", canary) == []
+    image = engine.images.get(pushed.split("@")[0])
+    assert PASSWORD not in json.dumps(image.attrs)
+    assert PASSWORD not in json.dumps(image.history())
+    registry = RegistryClient(servers.registry, credentials=Credentials(USER, PASSWORD))
+    digest = registry.digest("acme/authimage", "0.1.0")
+    assert pushed.endswith(f"@{digest}")
+    assert PASSWORD not in json.dumps(registry.labels("acme/authimage", "0.1.0"))
