@@ -12,6 +12,8 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from kiln._errors import ConfigError
 from kiln._images.inputs import FINGERPRINT_LABEL
 from kiln._util.files import sha256_file
+from kiln._wheels.lock import BasePin, Pin, inputs_hash, lock_path, render
+from kiln._workspace.model import Image, Workspace
 
 
 @dataclass
@@ -95,9 +97,68 @@ class FakePip:
         assert "--isolated" in args
         assert env is not None
         assert env["PIP_CONFIG_FILE"] == "/dev/null"
+        if "download" in args:
+            return self._download(args)
         out = Path(args[args.index("--wheel-dir") + 1])
         for req in args[args.index("--wheel-dir") + 2 :]:
             name = req.split("==")[0].split(">=")[0].replace("-", "_")
             version = req.split("==")[1] if "==" in req else "1.0"
             (out / f"{name}-{version}-py3-none-any.whl").write_bytes(req.encode())
         return ""
+
+    def _download(self, args: Sequence[str]) -> str:
+        """`pip download --dest DIR -r FILE`: one wheel per pinned line, `fake_wheel` bytes."""
+        assert "--no-deps" in args
+        assert "--require-hashes" in args
+        dest = Path(args[args.index("--dest") + 1])
+        for line in Path(args[args.index("-r") + 1]).read_text().splitlines():
+            if "==" in line:
+                name, version = line.split(" ")[0].split("==")
+                wheel = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+                (dest / wheel).write_bytes(fake_wheel(name, version))
+        return ""
+
+
+def fake_wheel(name: str, version: str) -> bytes:
+    """The bytes FakePip downloads for ``name==version``."""
+    return f"{name}=={version}".encode()
+
+
+def fake_sha(name: str, version: str) -> str:
+    return hashlib.sha256(fake_wheel(name, version)).hexdigest()
+
+
+UPSTREAM = "https://upstream.invalid/simple"  # tests/factory.py's upstream-index
+
+
+def fake_upstream(*pins: tuple[str, str]) -> FakeIndex:
+    """An upstream index serving FakePip's wheel of each (name, version)."""
+    index = FakeIndex(url=UPSTREAM)
+    for name, version in pins:
+        filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
+        index.published.setdefault(name, {})[filename] = fake_sha(name, version)
+    return index
+
+
+def write_fake_lock(
+    workspace: Workspace,
+    image: Image,
+    pins: Sequence[tuple[str, str]] = (("numpy", "1.0"),),
+    *,
+    base: BasePin | None = None,
+    kfp: str = "2.17.3",
+) -> Path:
+    """``image``'s requirements.lock as `kiln lock` would write it, for FakePip's wheels."""
+    body = "".join(f"{Pin(n, v, (fake_sha(n, v),)).lines()}\n" for n, v in pins)
+    text = render(
+        image,
+        inputs=inputs_hash(workspace, image, kfp),
+        kfp=kfp,
+        index=workspace.upstream_index,
+        base=base or BasePin(image.base, "id", "sha256:base"),
+        body=body,
+        kfp_pin=Pin("kfp", kfp, (fake_sha("kfp", kfp),), no_deps=True),
+    )
+    path = lock_path(image)
+    path.write_text(text)
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,10 +13,19 @@ from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedC
 from kiln._release.plan import Action
 from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
 from kiln._util.files import sha256_file
+from kiln._wheels.lock import BasePin
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
 from tests import factory
-from tests.unit.fakes import FakeBuilder, FakeIndex, FakePip, FakeRegistry
+from tests.unit.fakes import (
+    FakeBuilder,
+    FakeIndex,
+    FakePip,
+    FakeRegistry,
+    fake_sha,
+    fake_upstream,
+    write_fake_lock,
+)
 
 
 @dataclass
@@ -25,10 +35,17 @@ class Setup:
     registry: FakeRegistry
     builder: FakeBuilder
     pip: FakePip
+    upstream: FakeIndex
 
     @property
     def services(self) -> Services:
-        return Services(self.index, self.registry, self.builder, self.pip)
+        return Services(
+            self.index,
+            self.registry,
+            self.builder,
+            self.pip,
+            upstream_pages=lambda _url: self.upstream,
+        )
 
     def release(self) -> Outcome:
         prepared = prepare(self.ws, self.services)
@@ -39,12 +56,15 @@ class Setup:
 @pytest.fixture
 def setup(tmp_path: Path) -> Setup:
     registry = FakeRegistry()
+    ws = discover(factory.sample(tmp_path / "repo"))
+    write_fake_lock(ws, ws.image("base"))  # numpy==1.0, and kfp==2.17.3 without its deps
     return Setup(
-        discover(factory.sample(tmp_path / "repo")),
+        ws,
         FakeIndex(),
         registry,
         FakeBuilder(registry),
         FakePip(),
+        fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
     )
 
 
@@ -57,7 +77,7 @@ def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:
         "numpy-1.0-py3-none-any.whl",
     ]
     assert setup.builder.pushes == ["registry.invalid:5000/acme/base:0.1.0"]
-    image = outcome.manifest["images"][0]
+    image = outcome.manifest.to_json()["images"][0]
     digest = setup.registry.tags[("acme/base", "0.1.0")][0]
     assert image["ref"] == f"registry.invalid:5000/acme/base@{digest}"
     assert image["status"] == "pushed"
@@ -69,7 +89,7 @@ def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:
     assert (setup.ws.dist_dir / "pipelines" / "demo.yaml").is_file()
 
     on_disk = json.loads(outcome.manifest_path.read_text())
-    assert on_disk == outcome.manifest
+    assert on_disk == outcome.manifest.to_json()
     wheel = on_disk["wheels"][0]
     assert wheel["status"] == "published"
     assert wheel["sha256"] == setup.index.published["acme-imgproc"][wheel["filename"]]
@@ -105,9 +125,9 @@ def test_second_release_changes_nothing(setup: Setup) -> None:
     assert len(setup.index.uploads) == uploads
     assert len(setup.builder.pushes) == pushes
     assert len(setup.pip.calls) == pip_calls  # the wheelhouse came from the cache
-    assert second.manifest["images"][0]["ref"] == first.manifest["images"][0]["ref"]
-    assert second.manifest["images"][0]["status"] == "unchanged"
-    assert second.manifest["wheels"][0]["status"] == "unchanged"
+    assert second.manifest.images[0].ref == first.manifest.images[0].ref
+    assert second.manifest.images[0].status == "unchanged"
+    assert second.manifest.wheels[0].status == "unchanged"
 
 
 def test_changed_helper_without_bump_is_refused_and_nothing_changes(setup: Setup) -> None:
@@ -147,7 +167,7 @@ def test_interrupted_release_completes_on_rerun(
 
     assert setup.index.uploads == uploaded_once  # nothing uploaded twice
     assert outcome.pushed == [
-        f"registry.invalid:5000/acme/base:0.1.0@{outcome.manifest['images'][0]['digest']}"
+        f"registry.invalid:5000/acme/base:0.1.0@{outcome.manifest.images[0].digest}"
     ]
     assert {s.action for s in outcome.plan.files} == {Action.SKIP}
 
@@ -225,3 +245,72 @@ def test_a_base_image_that_does_not_exist_is_named(setup: Setup) -> None:
         prepare(setup.ws, setup.services, base_override="nosuch/python:3.11")
     assert "--base-image / KILN_BASE_IMAGE: base image 'nosuch/python:3.11'" in str(err.value)
     assert setup.pip.calls == []
+
+
+# ---------------------------------------------------------------- the committed lock
+def test_the_wheelhouse_is_exactly_the_lock(setup: Setup) -> None:
+    setup.release()
+    (download,) = [c for c in setup.pip.calls if "download" in c]
+    assert download[download.index("--index-url") + 1] == "https://upstream.invalid/simple"
+    context = setup.builder.contexts[0]
+    assert (context / "requirements.lock").read_text() == (
+        setup.ws.image("base").path / "requirements.lock"
+    ).read_text()
+    labels = setup.builder.local["registry.invalid:5000/acme/base:0.1.0"]
+    assert labels["org.kiln.third-party"] == "kfp==2.17.3,numpy==1.0"
+
+
+def test_a_second_clean_clone_fetches_from_the_private_index_only(setup: Setup) -> None:
+    setup.release()
+    shutil.rmtree(setup.ws.state_dir)  # a fresh clone: no cache
+    setup.upstream.published.clear()  # upstream gone: the mirror must suffice
+    setup.pip.calls.clear()
+
+    outcome = setup.release()
+
+    (download,) = setup.pip.calls
+    assert download[download.index("--index-url") + 1] == "http://index.invalid/simple/"
+    assert outcome.plan.up_to_date
+
+
+def test_a_stale_lock_stops_the_release_before_anything_is_built(setup: Setup) -> None:
+    config = setup.ws.image("base").path / "image.toml"
+    config.write_text(config.read_text().replace("requirements = []", 'requirements = ["six"]'))
+    ws = discover(setup.ws.root)
+
+    with pytest.raises(ConfigError) as err:
+        prepare(ws, setup.services)
+
+    assert "images/base/requirements.lock: stale" in str(err.value)
+    assert "run `kiln lock base`" in str(err.value)
+    assert not (ws.state_dir / "staging").exists()  # no wheel was built
+    assert setup.pip.calls == []
+
+
+def test_a_missing_lock_names_the_command(setup: Setup) -> None:
+    (setup.ws.image("base").path / "requirements.lock").unlink()
+    with pytest.raises(ConfigError, match=r"requirements.lock: missing.*`kiln lock base`"):
+        setup.release()
+
+
+def test_a_hand_edited_hash_is_refused_before_anything_is_published(setup: Setup) -> None:
+    setup.release()
+    before = (json.dumps(setup.index.published, sort_keys=True), dict(setup.registry.tags))
+    lock = setup.ws.image("base").path / "requirements.lock"
+    lock.write_text(lock.read_text().replace(fake_sha("numpy", "1.0"), "0" * 64))
+
+    with pytest.raises(ConfigError) as err:
+        setup.release()
+
+    assert f"{lock}: numpy==1.0: http://index.invalid/simple/ serves" in str(err.value)
+    assert "`kiln lock base --upgrade numpy`" in str(err.value)
+    assert (json.dumps(setup.index.published, sort_keys=True), setup.registry.tags) == before
+
+
+def test_the_base_is_the_locked_one_unless_overridden(setup: Setup) -> None:
+    image = setup.ws.image("base")
+    write_fake_lock(setup.ws, image, base=BasePin(image.base, "id", "sha256:other"))
+    with pytest.raises(ConfigError, match=r"is sha256:base on this Docker Engine, but the lock"):
+        setup.release()
+    prepared = prepare(setup.ws, setup.services, base_override="python:offline-mirror")
+    assert prepared.images[0].base == "python:offline-mirror"

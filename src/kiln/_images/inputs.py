@@ -2,9 +2,10 @@
 
 Docker's legacy builder (what the SDK drives) does not give bit-reproducible
 digests, so an image's identity is its *input fingerprint*: a hash of the
-Dockerfile and other context files, image.toml, the base image's ID (not its
-name: two names for one image are the same input), and the exact wheels. It is
-recorded as a label; the registry is asked for it before pushing.
+Dockerfile and other context files (image.toml and the committed
+requirements.lock among them), the base image's digest when the lock pins it and
+its ID (not its name: two names for one image are the same input), and the exact
+wheels. It is recorded as a label; the registry is asked for it before pushing.
 """
 
 from __future__ import annotations
@@ -66,8 +67,12 @@ def _context_files(image: Image) -> list[Path]:
     return sorted(p for p in image.path.rglob("*") if p.is_file())
 
 
-def _inputs_doc(image: Image, base_id: str, wheelhouse: Wheelhouse) -> dict[str, object]:
+def _inputs_doc(
+    image: Image, base_id: str, wheelhouse: Wheelhouse, base_digest: str | None = None
+) -> dict[str, object]:
+    doc: dict[str, object] = {"base_digest": base_digest} if base_digest else {}
     return {
+        **doc,
         "files": {str(p.relative_to(image.path)): sha256_file(p) for p in _context_files(image)},
         "base_id": base_id,
         "third_party": sorted((w.filename, w.sha256) for w in wheelhouse.third_party),
@@ -79,8 +84,10 @@ def _digest(doc: dict[str, object]) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def fingerprint(image: Image, base_id: str, wheelhouse: Wheelhouse) -> str:
-    return _digest(_inputs_doc(image, base_id, wheelhouse))
+def fingerprint(
+    image: Image, base_id: str, wheelhouse: Wheelhouse, base_digest: str | None = None
+) -> str:
+    return _digest(_inputs_doc(image, base_id, wheelhouse, base_digest))
 
 
 def earlier_fingerprint(image: Image, base: str, base_id: str, wheelhouse: Wheelhouse) -> str:
@@ -97,6 +104,7 @@ def image_inputs(
     base: str,
     base_id: str,
     wheelhouse: Wheelhouse,
+    base_digest: str | None = None,
 ) -> ImageInputs:
     return ImageInputs(
         image=image,
@@ -105,7 +113,7 @@ def image_inputs(
         base=base,
         base_id=base_id,
         wheelhouse=wheelhouse,
-        fingerprint=fingerprint(image, base_id, wheelhouse),
+        fingerprint=fingerprint(image, base_id, wheelhouse, base_digest),
         earlier_fingerprint=earlier_fingerprint(image, base, base_id, wheelhouse),
     )
 

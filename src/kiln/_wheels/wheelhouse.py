@@ -1,13 +1,17 @@
-"""Resolve an image's wheelhouse: every wheel the image installs.
+"""An image's wheelhouse: every wheel the image installs.
 
-Third-party wheels are resolved by ``pip wheel`` from the upstream index,
-isolated from any machine-wide pip configuration, for the image's Python. Some
-of kfp's dependencies are sdist-only, so a cross-target, binary-only download
-cannot resolve them: pip must run on the image's Python. When the running
-interpreter is that Python, pip runs here (fast); otherwise it runs in a
-container of the image's base (``KILN_WHEELHOUSE_RESOLVER`` = auto | host |
-image forces one). The result is cached by its inputs. Helper wheels are never
-given to pip: they come from kiln's own builds, so no index can substitute them.
+Third-party wheels are exactly the files of the image's committed lock
+(``images/<i>/requirements.lock``, written by ``kiln lock``): nothing is resolved
+at release. ``pip download --no-deps --require-hashes --only-binary :all:``
+fetches them for the image's Python and platform, isolated from any machine-wide
+pip configuration, from the private index (where a release mirrors them) and from
+upstream for what it lacks; the result is cached by the lock's bytes. Which index
+serves which file is asked of their simple pages first, so a lock whose hash no
+index serves is named before anything is fetched, published or pushed. Helper
+wheels are never given to pip: they come from kiln's own builds.
+
+``pip wheel`` (on the host, or inside the base image when kiln's Python is not the
+image's) remains for building wheels on the image's Python.
 """
 
 from __future__ import annotations
@@ -22,13 +26,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_wheel_filename
+import requests
+from packaging.utils import parse_wheel_filename
+from pypi_simple import NoSuchProjectError, PyPISimple
 
-from kiln._errors import ConfigError
+from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import SOURCE_DATE_EPOCH, BuiltWheel
+from kiln._wheels.lock import (
+    Lock,
+    Pages,
+    Pin,
+    closure_requirements,
+    helper_closure,
+    supported_tags,
+    wheel_platforms,
+    wheels_for,
+)
 from kiln._workspace.model import Image, Workspace
 
 
@@ -61,29 +76,11 @@ class Wheelhouse:
         return header + "".join(f"{w.pin}\n" for w in self.third_party)
 
 
-def helper_closure(workspace: Workspace, names: Sequence[str]) -> tuple[str, ...]:
-    """``names`` plus every sibling they depend on, transitively, sorted."""
-    seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(workspace.helper(name).siblings)
-    return tuple(sorted(seen))
-
-
 def third_party_requirements(
     workspace: Workspace, image: Image, kfp_version: str
 ) -> tuple[str, ...]:
-    """What pip must resolve for ``image``: helper deps (minus siblings), extras, kfp."""
-    helper_dists = {canonicalize_name(h.distribution) for h in workspace.helpers}
-    reqs: set[str] = {f"kfp=={kfp_version}", *image.requirements}
-    for name in helper_closure(workspace, image.helpers):
-        for raw in workspace.helper(name).dependencies:
-            if canonicalize_name(Requirement(raw).name) not in helper_dists:
-                reqs.add(raw)
-    return tuple(sorted(reqs))
+    """``image``'s third-party requirements with kfp: helper deps (minus siblings), extras."""
+    return tuple(sorted({f"kfp=={kfp_version}", *closure_requirements(workspace, image)}))
 
 
 RESOLVER_ENV = "KILN_WHEELHOUSE_RESOLVER"
@@ -209,28 +206,155 @@ def resolve_third_party(
     return _read_dir(target)
 
 
+class SimplePages:
+    """An index's simple API at ``endpoint`` (e.g. https://pypi.org/simple), read-only."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint.rstrip("/") + "/"
+        self._client = PyPISimple(endpoint=self.endpoint)
+
+    def files(self, project: str) -> dict[str, str]:
+        try:
+            page = self._client.get_project_page(project, timeout=60.0)
+        except NoSuchProjectError:
+            return {}
+        except requests.RequestException as exc:
+            raise ServiceUnavailable(
+                f"package index {self.endpoint} is not reachable ({type(exc).__name__}); "
+                "check the network, or [tool.kiln] upstream-index"
+            ) from None
+        return {p.filename: p.digests["sha256"] for p in page.packages if "sha256" in p.digests}
+
+
+class Downloader(Protocol):
+    """Fetches ``pins`` (and nothing else) from ``index_url`` into ``dest``."""
+
+    def __call__(self, lock: Lock, pins: Sequence[Pin], *, index_url: str, dest: Path) -> None: ...
+
+
+def pip_download_args(
+    lock: Lock, *, index_url: str, dest: str, requirements: str, cert: str | None = None
+) -> list[str]:
+    """``pip`` arguments that fetch exactly the files of ``requirements`` (hash-pinned)
+    for the lock's Python and platform: no dependencies, wheels only, hermetic."""
+    abi = "cp" + lock.python.replace(".", "")
+    platforms = [arg for tag in wheel_platforms(lock.platform) for arg in ("--platform", tag)]
+    return [
+        "download", "--isolated", "--no-input", "--quiet", *(["--cert", cert] if cert else []),
+        "--no-deps", "--require-hashes", "--only-binary", ":all:",
+        "--python-version", lock.python, "--implementation", "cp",
+        "--abi", abi, "--abi", "abi3", "--abi", "none", *platforms,
+        "--index-url", index_url, "--dest", dest, "-r", requirements,
+    ]  # fmt: skip
+
+
+class PipDownload:
+    """``pip download`` on the running interpreter (it only fetches: any Python will do)."""
+
+    def __init__(self, runner: Runner = call) -> None:
+        self._runner = runner
+
+    def __call__(self, lock: Lock, pins: Sequence[Pin], *, index_url: str, dest: Path) -> None:
+        requirements = dest / "requirements.txt"
+        requirements.write_text("".join(f"{p.lines()}\n" for p in pins))
+        ca_bundle = host_ca_bundle()
+        args = pip_download_args(
+            lock,
+            index_url=index_url,
+            dest=str(dest),
+            requirements=str(requirements),
+            cert=str(ca_bundle) if ca_bundle else None,
+        )
+        try:
+            self._runner([sys.executable, "-m", "pip", *args], env=hermetic_pip_env())
+        finally:
+            requirements.unlink()
+
+
+def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:
+    """The first index (of ``pages``: url, client) serving a wheel of ``pin`` that the lock
+    allows. An index serving only other bytes for it is an error naming the lock."""
+    tags = supported_tags(lock.python, lock.platform)
+    for url, client in pages:
+        wheels = wheels_for(client.files(pin.name), pin, tags)
+        if any(sha in pin.hashes for sha in wheels.values()):
+            return url
+        if wheels:
+            filename, sha = sorted(wheels.items())[0]
+            raise ConfigError(
+                f"{lock.path}: {pin.requirement}: {url} serves {filename} with sha256 {sha}, "
+                f"which no --hash of the lock allows: the lock was edited or is corrupt. "
+                f"Restore it (`git checkout -- images/{lock.path.parent.name}/{lock.path.name}`) "
+                f"or re-lock the package with `kiln lock {lock.path.parent.name} --upgrade "
+                f"{pin.name}`"
+            )
+    where = ", ".join(url for url, _ in pages)
+    raise ConfigError(
+        f"{lock.path}: {pin.requirement}: no index ({where}) serves a wheel of it for Python "
+        f"{lock.python} on {lock.platform}; re-lock with `kiln lock {lock.path.parent.name}`"
+    )
+
+
+def fetch_locked(
+    lock: Lock,
+    *,
+    pages: Sequence[tuple[str, Pages]],
+    cache_dir: Path,
+    download: Downloader,
+) -> tuple[WheelFile, ...]:
+    """The wheel of every pin of ``lock``, from ``cache_dir`` when it was fetched before;
+    else from the first index of ``pages`` (the private one first) that serves it."""
+    target = cache_dir / lock.sha256[:16]
+    if not (target / "complete").is_file():
+        sources: dict[str, list[Pin]] = {}
+        for pin in lock.pins:
+            sources.setdefault(_source(lock, pin, pages), []).append(pin)
+        partial = cache_dir / f"{target.name}.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        for url, pins in sources.items():
+            download(lock, pins, index_url=url, dest=partial)
+        (partial / "complete").write_text(lock.sha256 + "\n")
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    return _check_fetched(lock, _read_dir(target))
+
+
+def _check_fetched(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[WheelFile, ...]:
+    """Exactly one wheel per pin, with a hash the lock allows."""
+    by_name: dict[str, list[WheelFile]] = {}
+    for w in wheels:
+        by_name.setdefault(w.name, []).append(w)
+    chosen = []
+    for pin in lock.pins:
+        found = [w for w in by_name.pop(pin.name, []) if w.version == pin.version]
+        if len(found) != 1 or found[0].sha256 not in pin.hashes:
+            got = ", ".join(f"{w.filename} (sha256 {w.sha256})" for w in found) or "nothing"
+            raise ConfigError(
+                f"{lock.path}: {pin.requirement}: fetched {got}, which the lock does not allow; "
+                f"restore the lock or run `kiln lock {lock.path.parent.name} --upgrade {pin.name}`"
+            )
+        chosen.append(found[0])
+    return tuple(sorted(chosen, key=lambda w: w.name))
+
+
 def resolve_wheelhouse(
     workspace: Workspace,
     image: Image,
     built: Sequence[BuiltWheel],
     *,
-    kfp_version: str,
-    base: str,
-    runner: Runner = call,
-    in_image: Callable[[str], PipWheel] | None = None,
+    lock: Lock,
+    pages: Sequence[tuple[str, Pages]],
+    download: Downloader,
 ) -> Wheelhouse:
-    requirements = third_party_requirements(workspace, image, kfp_version)
-    third_party = resolve_third_party(
-        requirements,
-        upstream_index=workspace.upstream_index,
-        cache_dir=workspace.state_dir / "wheelhouse",
-        python=image.python,
-        pip_wheel=choose_pip_wheel(image, base, runner=runner, in_image=in_image),
+    """``image``'s wheelhouse: the locked third-party wheels and its helpers' builds."""
+    third_party = fetch_locked(
+        lock, pages=pages, cache_dir=workspace.state_dir / "wheelhouse", download=download
     )
     wanted = set(helper_closure(workspace, image.helpers))
     return Wheelhouse(
         image=image.name,
-        requirements=requirements,
+        requirements=tuple(p.requirement for p in lock.pins),
         third_party=third_party,
         helpers=tuple(sorted((w for w in built if w.helper in wanted), key=lambda w: w.helper)),
     )

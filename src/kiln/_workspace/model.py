@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
+# The platform an image's wheels are locked for (uv's --python-platform): glibc 2.28 wheels
+# run on the default bases (python:3.11-slim and Debian bookworm have glibc 2.36).
+DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Image:
     python: str  # "3.11": the interpreter in the base image
     helpers: tuple[str, ...]
     requirements: tuple[str, ...]  # extra third-party requirements
+    platform: str = DEFAULT_PLATFORM  # "<arch>-manylinux_<glibc>": what its wheels are locked for
 
     @property
     def dockerfile(self) -> Path:

@@ -1,0 +1,507 @@
+"""Image locks: every third-party file an image installs, hash-pinned and committed.
+
+``kiln lock`` resolves an image's third-party closure (its helpers' dependencies
+and ``image.toml`` ``requirements``) with ``uv pip compile --generate-hashes`` for
+the image's Python and platform against the upstream index, adds kfp itself as a
+``--no-deps`` entry (the way KFP's own runtime installs it: the executor needs none
+of kfp's client dependencies), pins the base image by digest, and writes
+``images/<i>/requirements.lock``. A release installs exactly that file; it never
+resolves anything. The header records what the lock was made from (the *inputs*
+hash), so a lock that no longer matches ``image.toml``, the helpers or kfp is
+refused as stale instead of silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from kiln._errors import ConfigError, KilnError
+from kiln._util.cmd import Runner
+from kiln._workspace.model import Image, Workspace
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+LOCK_NAME = "requirements.lock"
+FORMAT = 1
+# The line that opens the section of entries installed without their dependencies.
+NO_DEPS_MARK = "# kiln: --no-deps"
+_NO_DEPS_WHY = (
+    "# kfp is installed the way KFP's own runtime installs it (`pip install kfp --no-deps`):\n"
+    "# a component's executor needs none of kfp's client dependencies (kubernetes,\n"
+    "# google-cloud-storage, kfp-server-api, ...), so they are not in the image.\n"
+)
+# uv names the requirements file an entry came from ("# via -r requirements.in").
+_INPUT = "requirements.in"
+
+
+def lock_path(image: Image) -> Path:
+    return image.path / LOCK_NAME
+
+
+# ------------------------------------------------------------------ what an image needs
+def helper_closure(workspace: Workspace, names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` plus every sibling they depend on, transitively, sorted."""
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(workspace.helper(name).siblings)
+    return tuple(sorted(seen))
+
+
+def closure_requirements(workspace: Workspace, image: Image) -> tuple[str, ...]:
+    """The image's third-party requirements, without kfp: its helpers' dependencies
+    (minus sibling helpers, which kiln builds) and ``image.toml`` ``requirements``."""
+    helper_dists = {canonicalize_name(h.distribution) for h in workspace.helpers}
+    reqs: set[str] = set(image.requirements)
+    for name in helper_closure(workspace, image.helpers):
+        for raw in workspace.helper(name).dependencies:
+            if canonicalize_name(Requirement(raw).name) not in helper_dists:
+                reqs.add(raw)
+    return tuple(sorted(reqs))
+
+
+def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
+    """What a lock is made from; a lock recording another value is stale."""
+    doc = {
+        "requirements": list(closure_requirements(workspace, image)),
+        "python": image.python,
+        "platform": image.platform,
+        "index": workspace.upstream_index,
+        "kfp": kfp_version,
+        "base": image.base,
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ the file
+@dataclass(frozen=True)
+class Pin:
+    name: str  # canonical project name
+    version: str
+    hashes: tuple[str, ...]  # sha256 hex digests of the files the lock allows
+    no_deps: bool = False  # installed without its dependencies (kfp)
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.name}=={self.version}"
+
+    def lines(self) -> str:
+        return " \\\n".join([self.requirement, *(f"    --hash=sha256:{h}" for h in self.hashes)])
+
+
+@dataclass(frozen=True)
+class BasePin:
+    """The base image the lock was made against: ``ref`` from image.toml and what it was
+    pinned to. ``kind``: "digest" (registry manifest digest), "id" (local engine image
+    ID, for an imported image with no repo digest) or "unpinned" (neither reachable)."""
+
+    ref: str
+    kind: str
+    value: str = ""
+
+    @property
+    def build_ref(self) -> str:
+        """What to build from: ``repo@sha256:...`` for a digest, else ``ref``."""
+        if self.kind != "digest":
+            return self.ref
+        return f"{_untagged(self.ref)}@{self.value}"
+
+
+@dataclass(frozen=True)
+class Lock:
+    path: Path
+    inputs: str
+    python: str
+    platform: str
+    kfp: str
+    base: BasePin
+    pins: tuple[Pin, ...]
+    sha256: str  # of the file's bytes: the cache key of its wheelhouse
+
+
+_HEADER_LINE = re.compile(r"^# ([a-z][a-z-]*) = (.*)$")
+_BASE_KEYS = {"base-digest": "digest", "base-id": "id", "base-unpinned": "unpinned"}
+
+
+def _header(path: Path, lines: list[str]) -> dict[str, str]:
+    try:
+        start = lines.index("# [kiln]") + 1
+    except ValueError:
+        raise ConfigError(
+            f"{path}: no `# [kiln]` header: this is not a lock kiln wrote; "
+            f"regenerate it with `kiln lock {path.parent.name}`"
+        ) from None
+    toml = []
+    for line in lines[start:]:
+        match = _HEADER_LINE.match(line)
+        if not match:
+            break
+        toml.append(f"{match.group(1)} = {match.group(2)}")
+    try:
+        doc = tomllib.loads("\n".join(toml))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: malformed `# [kiln]` header ({exc})") from None
+    return {str(k): str(v) for k, v in doc.items()}
+
+
+def _logical_lines(text: str) -> Iterable[tuple[int, str, bool]]:
+    """(line number, requirement line with its continuations joined, in the no-deps part)."""
+    no_deps = False
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        if raw.strip() == NO_DEPS_MARK:
+            no_deps = True
+        line = raw.split(" #", 1)[0].strip() if not raw.lstrip().startswith("#") else ""
+        if not pending:
+            start = number
+        if line.endswith("\\"):
+            pending.append(line[:-1].strip())
+            continue
+        joined = " ".join([*pending, line]).strip()
+        pending = []
+        if joined:
+            yield start, joined, no_deps
+
+
+def _parse_pin(path: Path, number: int, line: str, no_deps: bool) -> Pin:
+    where = f"{path}:{number}"
+    spec, *options = line.split(" --")
+    hashes = []
+    for option in options:
+        key, _, value = option.strip().partition("=")
+        if key != "hash" or not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
+            raise ConfigError(
+                f"{where}: `--{option.strip()}`: a lock line takes only --hash=sha256:<64 hex>; "
+                f"restore the file or regenerate it with `kiln lock {path.parent.name}`"
+            )
+        hashes.append(value.removeprefix("sha256:"))
+    try:
+        req = Requirement(spec)
+    except InvalidRequirement as exc:
+        raise ConfigError(f"{where}: {spec!r} is not a requirement ({exc})") from None
+    pinned = [s for s in req.specifier if s.operator == "=="]
+    if len(req.specifier) != 1 or not pinned or req.marker or req.url:
+        raise ConfigError(f"{where}: {spec!r} must be an exact pin: name==version")
+    if not hashes:
+        raise ConfigError(
+            f"{where}: {spec} has no --hash: every locked file is hash-pinned; restore the "
+            f"file or regenerate it with `kiln lock {path.parent.name}`"
+        )
+    return Pin(str(canonicalize_name(req.name)), pinned[0].version, tuple(hashes), no_deps)
+
+
+def parse_lock(path: Path, text: str) -> Lock:
+    header = _header(path, text.splitlines())
+    missing = sorted({"format", "inputs", "python", "platform", "kfp", "base"} - set(header))
+    if missing:
+        raise ConfigError(f"{path}: the header lacks {', '.join(missing)}; run `kiln lock`")
+    if header["format"] != str(FORMAT):
+        raise ConfigError(f"{path}: lock format {header['format']}, this kiln reads {FORMAT}")
+    kinds = [(kind, header[key]) for key, kind in _BASE_KEYS.items() if key in header]
+    if len(kinds) != 1:
+        raise ConfigError(f"{path}: the header needs one of {', '.join(_BASE_KEYS)}")
+    base = BasePin(header["base"], kinds[0][0], kinds[0][1])
+    pins = _pins_of(path, text)
+    seen = [p.name for p in pins]
+    doubled = sorted({n for n in seen if seen.count(n) > 1})
+    if doubled:
+        raise ConfigError(f"{path}: {', '.join(doubled)} locked more than once")
+    return Lock(
+        path=path,
+        inputs=header["inputs"],
+        python=header["python"],
+        platform=header["platform"],
+        kfp=header["kfp"],
+        base=base,
+        pins=pins,
+        sha256=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def read_lock(image: Image) -> Lock:
+    path = lock_path(image)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: missing; an image is built from its committed lock only: "
+            f"run `kiln lock {image.name}` and commit the file"
+        ) from None
+    return parse_lock(path, text)
+
+
+def check_fresh(lock: Lock, workspace: Workspace, image: Image, kfp_version: str) -> None:
+    """A ConfigError naming the file and the fix when ``lock`` was made from other inputs."""
+    if lock.inputs != inputs_hash(workspace, image, kfp_version):
+        raise ConfigError(
+            f"{lock.path}: stale: image.toml, its helpers' dependencies, the upstream index "
+            f"or kfp ({kfp_version}) changed since it was written; run `kiln lock {image.name}` "
+            "and commit the result"
+        )
+
+
+def render(
+    image: Image, *, inputs: str, kfp: str, index: str, base: BasePin, body: str, kfp_pin: Pin
+) -> str:
+    """The lock's bytes: a function of its arguments only (no time, no absolute path)."""
+    base_key = {v: k for k, v in _BASE_KEYS.items()}[base.kind]
+    header = [
+        f"# Written by `kiln lock {image.name}`: do not edit. Change image.toml or a helper's",
+        f"# dependencies, then run it again; `kiln lock {image.name} --upgrade [PKG]` upgrades.",
+        f"# {_INPUT}: image.toml `requirements` + the helpers' dependencies (without kfp).",
+        "# [kiln]",
+        f"# format = {FORMAT}",
+        f"# inputs = {json.dumps(inputs)}",
+        f"# python = {json.dumps(image.python)}",
+        f"# platform = {json.dumps(image.platform)}",
+        f"# index = {json.dumps(index)}",
+        f"# kfp = {json.dumps(kfp)}",
+        f"# base = {json.dumps(base.ref)}",
+        f"# {base_key} = {json.dumps(base.value)}",
+    ]
+    return (
+        "\n".join(header) + "\n\n" + body.strip() + "\n\n"
+        f"{NO_DEPS_MARK}\n{_NO_DEPS_WHY}{kfp_pin.lines()}\n"
+    )
+
+
+# ------------------------------------------------------------------ wheels for a target
+def wheel_platforms(platform: str) -> list[str]:
+    """Wheel platform tags that run on ``platform`` ("x86_64-manylinux_2_28"), best first."""
+    arch, _, manylinux = platform.partition("-")
+    glibc = int(manylinux.rsplit("_", 1)[1])
+    plats = [f"manylinux_2_{m}_{arch}" for m in range(glibc, 4, -1)]
+    legacy = (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5))
+    return plats + [f"{alias}_{arch}" for alias, minor in legacy if minor <= glibc]
+
+
+def supported_tags(python: str, platform: str) -> frozenset[Tag]:
+    """Wheel tags a CPython ``python`` on ``platform`` installs."""
+    plats = wheel_platforms(platform)
+    version = tuple(int(p) for p in python.split("."))
+    return frozenset(
+        [*cpython_tags(version, platforms=plats), *compatible_tags(version, platforms=plats)]
+    )
+
+
+def wheels_for(files: Mapping[str, str], pin: Pin, tags: frozenset[Tag]) -> dict[str, str]:
+    """The files of ``pin``'s version among ``files`` (filename -> sha256) that are wheels
+    installable with ``tags``."""
+    found = {}
+    for filename, sha in files.items():
+        if not filename.endswith(".whl"):
+            continue
+        name, version, _build, wheel_tags = parse_wheel_filename(filename)
+        if name == pin.name and str(version) == pin.version and wheel_tags & tags:
+            found[filename] = sha
+    return found
+
+
+class Pages(Protocol):
+    """An index's simple API: filename -> sha256 of every file of ``project``."""
+
+    def files(self, project: str) -> Mapping[str, str]: ...
+
+
+def check_wheels(
+    lock_file: Path, pins: Sequence[Pin], pages: Pages, tags: frozenset[Tag], where: str
+) -> None:
+    """Every pin has a wheel for the target: sdist-only requirements are named."""
+    for pin in pins:
+        wheels = wheels_for(pages.files(pin.name), pin, tags)
+        if not any(sha in pin.hashes for sha in wheels.values()):
+            raise ConfigError(
+                f"{lock_file}: {pin.requirement} has no wheel for {where} on the upstream index, "
+                f"only a source distribution; kiln installs wheels only and does not build "
+                f"sdists into images yet. Pin a version of {pin.name} that ships such a wheel "
+                f'(in image.toml `requirements`, e.g. "{pin.name}<{pin.version}"), or drop it'
+            )
+
+
+# ------------------------------------------------------------------ making a lock
+@dataclass(frozen=True)
+class Uv:
+    """``uv pip compile``, hermetic: no uv config, an explicit index, the machine's CAs."""
+
+    runner: Runner
+    executable: str
+    index: str
+    ca_bundle: Path | None = None
+
+    def compile(self, image: Image, directory: Path, *, no_deps: bool = False,
+                upgrade: Sequence[str] = ()) -> str:  # fmt: skip
+        """Compile ``directory/requirements.in`` into ``directory/requirements.txt`` (whose
+        versions, when the file exists, uv keeps unless told to upgrade); return it."""
+        out = directory / "requirements.txt"
+        argv = [
+            self.executable, "pip", "compile", "--no-config", "--quiet", "--no-progress",
+            "--generate-hashes", "--no-header", "--python-version", image.python,
+            "--python-platform", image.platform, "--index-url", self.index,
+            *(["--no-deps"] if no_deps else []),
+            *(["--upgrade"] if "" in upgrade else []),
+            *(arg for p in upgrade if p for arg in ("--upgrade-package", p)),
+            "--output-file", out.name, _INPUT,
+        ]  # fmt: skip
+        # uv reads the CA bundle from SSL_CERT_FILE (a TLS-inspecting proxy's CA is in there).
+        env = {"SSL_CERT_FILE": str(self.ca_bundle)} if self.ca_bundle else {}
+        self.runner(argv, cwd=directory, env=env)
+        return out.read_text(encoding="utf-8")
+
+
+def _pins_of(path: Path, text: str) -> tuple[Pin, ...]:
+    return tuple(_parse_pin(path, n, line, nd) for n, line, nd in _logical_lines(text))
+
+
+def make_lock(
+    workspace: Workspace,
+    image: Image,
+    *,
+    kfp_version: str,
+    uv: Uv,
+    base: BasePin,
+    pages: Pages,
+    upgrade: Sequence[str] = (),
+) -> str:
+    """The bytes of ``image``'s lock. Versions of an existing lock are kept unless
+    ``upgrade`` names them ("" upgrades everything)."""
+    path = lock_path(image)
+    previous = parse_lock(path, path.read_text(encoding="utf-8")) if path.is_file() else None
+    with tempfile.TemporaryDirectory(prefix="kiln-lock-") as tmp:
+        closure_dir, kfp_dir = Path(tmp) / "closure", Path(tmp) / "kfp"
+        closure_dir.mkdir()
+        kfp_dir.mkdir()
+        requirements = closure_requirements(workspace, image)
+        (closure_dir / _INPUT).write_text("".join(f"{r}\n" for r in requirements))
+        if previous is not None and "" not in upgrade:
+            # uv prefers the versions of an existing output file.
+            kept = [p for p in previous.pins if not p.no_deps]
+            (closure_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
+        body = uv.compile(image, closure_dir, upgrade=upgrade) if requirements else ""
+        (kfp_dir / _INPUT).write_text(f"kfp=={kfp_version}\n")
+        (kfp_pin,) = _pins_of(path, uv.compile(image, kfp_dir, no_deps=True))
+    kfp_pin = Pin(kfp_pin.name, kfp_pin.version, kfp_pin.hashes, no_deps=True)
+    pins = _pins_of(path, body)
+    if any(p.name == "kfp" for p in pins):
+        raise ConfigError(
+            f"{image.path / 'image.toml'}: kfp is required by the image or a helper; kiln adds "
+            f"kfp=={kfp_version} itself (without its dependencies): remove that requirement"
+        )
+    check_wheels(
+        path, [*pins, kfp_pin], pages, supported_tags(image.python, image.platform),
+        f"Python {image.python} on {image.platform}",
+    )  # fmt: skip
+    return render(
+        image,
+        inputs=inputs_hash(workspace, image, kfp_version),
+        kfp=kfp_version,
+        index=workspace.upstream_index,
+        base=base,
+        body=body,
+        kfp_pin=kfp_pin,
+    )
+
+
+# ------------------------------------------------------------------ the base image
+def _untagged(ref: str) -> str:
+    """``ref`` without its tag and digest: ``python:3.11-slim`` -> ``python``."""
+    name = ref.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
+def split_reference(ref: str) -> tuple[str, str, str]:
+    """``(registry host, repository, tag)`` of a Docker reference, Docker Hub's rules."""
+    name, _, digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else "latest"
+    name = _untagged(name)
+    first, _, rest = name.partition("/")
+    if rest and ("." in first or ":" in first or first == "localhost"):
+        return first, rest, digest or tag
+    repository = name if "/" in name else f"library/{name}"
+    return "registry-1.docker.io", repository, digest or tag
+
+
+def resolve_base(
+    ref: str,
+    *,
+    registry_digest: Callable[[str, str, str], str | None],
+    local: Callable[[str], tuple[tuple[str, ...], str] | None],
+) -> tuple[BasePin, str]:
+    """Pin ``ref``: its registry's manifest digest when the registry answers, else the
+    local engine's repo digest, else the local image ID; with a sentence saying how.
+
+    ``registry_digest(host, repository, tag)`` raises a KilnError when the registry
+    cannot be asked; ``local(ref)`` gives (RepoDigests, ID), or None without that image."""
+    if "@sha256:" in ref:
+        return BasePin(ref, "digest", ref.split("@", 1)[1]), "pinned in image.toml"
+    host, repository, tag = split_reference(ref)
+    reason = ""
+    try:
+        digest = registry_digest(host, repository, tag)
+    except KilnError as exc:  # unreachable, refused, no credentials: ask the engine
+        reason = str(exc).split(";", 1)[0]  # what failed, without the server's own hint
+    else:
+        if digest:
+            return BasePin(ref, "digest", digest), f"manifest digest from {host}"
+        reason = f"{host} has no {repository}:{tag}"
+    found = local(ref)
+    if found is None:
+        return BasePin(ref, "unpinned", reason or "not found"), (
+            f"not pinned: {reason}, and the local engine has no {ref}"
+        )
+    repo_digests, image_id = found
+    for entry in repo_digests:
+        name, _, digest = entry.partition("@")
+        if split_reference(name)[:2] == (host, repository):
+            return BasePin(ref, "digest", digest), "repo digest from the local engine"
+    return BasePin(ref, "id", image_id), "image ID from the local engine (no repo digest)"
+
+
+def release_base(
+    image: Image, lock: Lock, *, override: str | None, ensure_image: Callable[[str, str], str]
+) -> tuple[str, str, str | None]:
+    """The base a release builds ``image`` from: (reference, engine image ID, digest).
+
+    Without ``override`` it is the lock's base, by digest (pulled by digest if needed)
+    or, for a base pinned by image ID, the tag whose ID must equal the lock's. With
+    ``override`` (KILN_BASE_IMAGE, for machines that cannot pull the real base) that
+    image is used as it is, and the fingerprint records its ID.
+    ``ensure_image(ref, source)`` gives the engine's ID of ``ref``."""
+    if override:
+        return override, ensure_image(override, "--base-image / KILN_BASE_IMAGE"), None
+    base = lock.base
+    if base.kind == "unpinned":
+        raise ConfigError(
+            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
+            f"{image.name}` where its registry or a local copy can be reached, or set "
+            "KILN_BASE_IMAGE to a local base image"
+        )
+    if base.kind == "digest":
+        return base.build_ref, ensure_image(base.build_ref, str(lock.path)), base.value
+    image_id = ensure_image(base.ref, str(image.path / "image.toml"))
+    if image_id != base.value:
+        raise ConfigError(
+            f"{lock.path}: base {base.ref} is {image_id} on this Docker Engine, but the lock "
+            f"pins {base.value}: run `kiln lock {image.name}` if the new base is intended"
+        )
+    return base.ref, image_id, None

@@ -1,0 +1,427 @@
+"""Image locks without a network: uv and pip are fakes, asserted by the exact argv
+they are given; the lock's bytes, header, staleness and the fetch of its files."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pytest
+
+from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._wheels.lock import (
+    BasePin,
+    Lock,
+    Uv,
+    check_fresh,
+    lock_path,
+    make_lock,
+    parse_lock,
+    read_lock,
+    release_base,
+    resolve_base,
+    split_reference,
+)
+from kiln._wheels.wheelhouse import PipDownload, fetch_locked
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Workspace
+from tests import factory
+from tests.unit.fakes import UPSTREAM, FakeIndex, FakePip, fake_sha, fake_upstream
+
+NUMPY = (
+    f"numpy==1.0 \\\n    --hash=sha256:{fake_sha('numpy', '1.0')}\n    # via -r requirements.in\n"
+)
+KFP = f"kfp==2.17.3 \\\n    --hash=sha256:{fake_sha('kfp', '2.17.3')}\n"
+BASE = BasePin("python:3.11-slim", "digest", "sha256:" + "b" * 64)
+
+
+@dataclass
+class FakeUv:
+    """Stands in for uv: answers `uv pip compile` by writing its output file."""
+
+    closure: str = NUMPY
+    calls: list[tuple[list[str], Path | None, dict[str, str]]] = field(default_factory=list)
+    seen_outputs: list[str | None] = field(default_factory=list)  # output file before each run
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        assert cwd is not None
+        self.calls.append((list(args), cwd, dict(env or {})))
+        out = cwd / args[args.index("--output-file") + 1]
+        self.seen_outputs.append(out.read_text() if out.is_file() else None)
+        out.write_text(KFP if "--no-deps" in args else self.closure)
+        return ""
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return discover(factory.sample(tmp_path / "repo"))
+
+
+def lock_text(
+    ws: Workspace, uv: FakeUv, *, upgrade: Sequence[str] = (), ca: Path | None = None
+) -> str:
+    return make_lock(
+        ws,
+        ws.image("base"),
+        kfp_version="2.17.3",
+        uv=Uv(uv, "/opt/uv", UPSTREAM, ca),
+        base=BASE,
+        pages=fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
+        upgrade=upgrade,
+    )
+
+
+# ------------------------------------------------------------------ making a lock
+def test_uv_is_hermetic_and_targets_the_image(ws: Workspace, tmp_path: Path) -> None:
+    uv = FakeUv()
+    ca = tmp_path / "ca.pem"
+    lock_text(ws, uv, ca=ca)
+
+    (closure, _, env), (kfp, _, _) = uv.calls
+    target = [
+        "/opt/uv", "pip", "compile", "--no-config", "--quiet", "--no-progress",
+        "--generate-hashes", "--no-header", "--python-version", factory.PYTHON,
+        "--python-platform", "x86_64-manylinux_2_28", "--index-url", UPSTREAM,
+    ]  # fmt: skip
+    assert closure == [*target, "--output-file", "requirements.txt", "requirements.in"]
+    assert kfp == [*target, "--no-deps", "--output-file", "requirements.txt", "requirements.in"]
+    assert env == {"SSL_CERT_FILE": str(ca)}  # the machine's CAs, never on the command line
+
+
+def test_the_inputs_are_the_closure_without_kfp_and_kfp_alone(ws: Workspace) -> None:
+    seen: list[str] = []
+
+    class Recording(FakeUv):
+        def __call__(self, args: Sequence[str], **kw: object) -> str:
+            cwd = kw["cwd"]
+            assert isinstance(cwd, Path)
+            seen.append((cwd / "requirements.in").read_text())
+            return super().__call__(args, cwd=cwd)
+
+    lock_text(ws, Recording())
+    assert seen == ["numpy>=1.26\n", "kfp==2.17.3\n"]
+
+
+def test_lock_bytes_are_deterministic_and_carry_no_local_path(ws: Workspace) -> None:
+    first, second = lock_text(ws, FakeUv()), lock_text(ws, FakeUv())
+    assert first == second
+    assert str(ws.root) not in first
+    assert "kiln-lock-" not in first  # uv ran in a temporary folder
+    lock = parse_lock(Path("images/base/requirements.lock"), first)
+    assert [(p.name, p.version, p.no_deps) for p in lock.pins] == [
+        ("numpy", "1.0", False),
+        ("kfp", "2.17.3", True),
+    ]
+    assert lock.python == factory.PYTHON
+    assert lock.platform == "x86_64-manylinux_2_28"
+    assert lock.kfp == "2.17.3"
+    assert lock.base == BASE
+    assert lock.base.build_ref == f"python@sha256:{'b' * 64}"
+
+
+def test_an_existing_lock_keeps_its_versions_unless_upgraded(ws: Workspace) -> None:
+    path = lock_path(ws.image("base"))
+    path.write_text(lock_text(ws, FakeUv()))
+
+    uv = FakeUv()
+    lock_text(ws, uv)
+    kept = uv.seen_outputs[0]
+    assert kept is not None
+    assert kept.startswith("numpy==1.0 \\\n    --hash=sha256:")  # uv prefers these
+    assert "kfp" not in kept
+
+    uv = FakeUv()
+    lock_text(ws, uv, upgrade=["numpy"])
+    assert uv.calls[0][0][-5:-1] == [
+        "--upgrade-package",
+        "numpy",
+        "--output-file",
+        "requirements.txt",
+    ]
+    assert uv.seen_outputs[0] is not None  # others stay where they are
+
+    uv = FakeUv()
+    lock_text(ws, uv, upgrade=[""])
+    assert "--upgrade" in uv.calls[0][0]
+    assert uv.seen_outputs[0] is None  # everything moves
+
+
+def test_an_sdist_only_requirement_is_named_with_the_fix(ws: Workspace) -> None:
+    pages = fake_upstream(("kfp", "2.17.3"))
+    pages.published["numpy"] = {"numpy-1.0.tar.gz": fake_sha("numpy", "1.0")}
+    with pytest.raises(ConfigError) as err:
+        make_lock(
+            ws, ws.image("base"), kfp_version="2.17.3", uv=Uv(FakeUv(), "uv", UPSTREAM),
+            base=BASE, pages=pages,
+        )  # fmt: skip
+    message = str(err.value)
+    assert "numpy==1.0 has no wheel for Python" in message
+    assert "only a source distribution" in message
+    assert 'e.g. "numpy<1.0"' in message
+
+
+def test_a_wheel_for_another_platform_does_not_count(ws: Workspace) -> None:
+    pages = fake_upstream(("kfp", "2.17.3"))
+    pages.published["numpy"] = {
+        "numpy-1.0-cp311-cp311-macosx_14_0_arm64.whl": fake_sha("numpy", "1.0"),
+        "numpy-1.0-cp311-cp311-manylinux_2_34_x86_64.whl": fake_sha("numpy", "1.0"),
+    }
+    with pytest.raises(ConfigError, match=r"numpy==1.0 has no wheel"):
+        make_lock(
+            ws, ws.image("base"), kfp_version="2.17.3", uv=Uv(FakeUv(), "uv", UPSTREAM),
+            base=BASE, pages=pages,
+        )  # fmt: skip
+
+
+def test_kfp_required_by_the_image_is_refused(ws: Workspace) -> None:
+    with pytest.raises(ConfigError, match=r"kiln adds kfp==2.17.3 itself"):
+        lock_text(ws, FakeUv(closure=NUMPY + KFP))
+
+
+# ------------------------------------------------------------------ reading a lock
+def test_staleness_names_the_file_and_the_command(ws: Workspace) -> None:
+    image = ws.image("base")
+    lock_path(image).write_text(lock_text(ws, FakeUv()))
+    check_fresh(read_lock(image), ws, image, "2.17.3")
+
+    for changed in (
+        replace(image, requirements=("six",)),
+        replace(image, python="3.12"),
+        replace(image, platform="x86_64-manylinux_2_17"),
+        replace(image, base="python:3.12-slim"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            check_fresh(read_lock(image), ws, changed, "2.17.3")
+        assert f"{lock_path(image)}: stale" in str(err.value)
+        assert "run `kiln lock base`" in str(err.value)
+    with pytest.raises(ConfigError, match="stale"):
+        check_fresh(read_lock(image), ws, image, "2.18.0")
+    with pytest.raises(ConfigError, match="stale"):
+        check_fresh(
+            read_lock(image), replace(ws, upstream_index="https://mirror/simple"), image, "2.17.3"
+        )
+
+
+def test_a_missing_lock_names_the_command(ws: Workspace) -> None:
+    with pytest.raises(ConfigError) as err:
+        read_lock(ws.image("base"))
+    assert "requirements.lock: missing" in str(err.value)
+    assert "run `kiln lock base`" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda t: t.replace(f" \\\n    --hash=sha256:{fake_sha('numpy', '1.0')}", ""),
+            "numpy==1.0 has no --hash",
+        ),
+        (lambda t: t.replace("numpy==1.0", "numpy>=1.0"), "must be an exact pin"),
+        (lambda t: t.replace("--hash=sha256:", "--hash=md5:", 1), "takes only --hash=sha256"),
+        (lambda t: t.replace("numpy==1.0 \\", "numpy==1.0 --index-url http://x \\"), "takes only"),
+        (lambda t: t.replace("# [kiln]", "# kiln"), "no `# [kiln]` header"),
+        (lambda t: t.replace('# python = "', "# python = 3"), "malformed `# [kiln]` header"),
+        (lambda t: t + KFP, "kfp locked more than once"),
+    ],
+)
+def test_a_lock_that_kiln_did_not_write_is_refused(
+    ws: Workspace, edit: object, message: str
+) -> None:
+    text = lock_text(ws, FakeUv())
+    assert callable(edit)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_lock(Path("images/base/requirements.lock"), str(edit(text)))
+
+
+# ------------------------------------------------------------------ the base image
+def test_docker_references_split_like_docker() -> None:
+    assert split_reference("python:3.11-slim") == (
+        "registry-1.docker.io",
+        "library/python",
+        "3.11-slim",
+    )
+    assert split_reference("acme/py") == ("registry-1.docker.io", "acme/py", "latest")
+    assert split_reference("127.0.0.1:5765/acme/base:0.2.0") == (
+        "127.0.0.1:5765",
+        "acme/base",
+        "0.2.0",
+    )
+    assert split_reference("ghcr.io/o/p@sha256:ab") == ("ghcr.io", "o/p", "sha256:ab")
+
+
+def test_the_base_is_pinned_by_registry_digest_else_by_the_local_engine() -> None:
+    asked: list[tuple[str, str, str]] = []
+
+    def registry(host: str, repository: str, tag: str) -> str | None:
+        asked.append((host, repository, tag))
+        return "sha256:" + "d" * 64
+
+    def unreachable(host: str, repository: str, tag: str) -> str | None:
+        raise ServiceUnavailable(f"registry {host} is not reachable (ConnectionError); hint")
+
+    def no_local(ref: str) -> None:
+        return None
+
+    pin, _ = resolve_base("python:3.11-slim", registry_digest=registry, local=no_local)
+    assert pin == BasePin("python:3.11-slim", "digest", "sha256:" + "d" * 64)
+    assert asked == [("registry-1.docker.io", "library/python", "3.11-slim")]
+
+    pulled = (("python@sha256:" + "e" * 64,), "sha256:id")
+    pin, how = resolve_base("python:3.11-slim", registry_digest=unreachable, local=lambda r: pulled)
+    assert pin == BasePin("python:3.11-slim", "digest", "sha256:" + "e" * 64)
+    assert how == "repo digest from the local engine"
+
+    imported = ((), "sha256:" + "f" * 64)
+    pin, _ = resolve_base(
+        "kiln-local/py:3.11", registry_digest=unreachable, local=lambda r: imported
+    )
+    assert pin == BasePin("kiln-local/py:3.11", "id", "sha256:" + "f" * 64)
+
+    pin, how = resolve_base("python:3.11-slim", registry_digest=unreachable, local=no_local)
+    assert pin.kind == "unpinned"
+    assert pin.value == "registry registry-1.docker.io is not reachable (ConnectionError)"
+    assert "the local engine has no python:3.11-slim" in how
+
+
+def _lock(base: BasePin) -> Lock:
+    return Lock(Path("images/base/requirements.lock"), "i", "3.11", "p", "2.17.3", base, (), "s")
+
+
+def test_the_release_builds_from_the_locked_base(ws: Workspace) -> None:
+    asked: list[tuple[str, str]] = []
+
+    def ensure(ref: str, source: str) -> str:
+        asked.append((ref, source))
+        return "sha256:local"
+
+    image = ws.image("base")
+    assert release_base(image, _lock(BASE), override=None, ensure_image=ensure) == (
+        f"python@sha256:{'b' * 64}", "sha256:local", BASE.value,
+    )  # fmt: skip
+    # An offline machine's KILN_BASE_IMAGE replaces it; its ID goes into the fingerprint.
+    assert release_base(image, _lock(BASE), override="mirror/py", ensure_image=ensure) == (
+        "mirror/py", "sha256:local", None,
+    )  # fmt: skip
+    pinned_id = BasePin("kiln-local/py:3.11", "id", "sha256:other")
+    with pytest.raises(ConfigError) as err:
+        release_base(image, _lock(pinned_id), override=None, ensure_image=ensure)
+    assert "base kiln-local/py:3.11 is sha256:local on this Docker Engine" in str(err.value)
+    assert "`kiln lock base`" in str(err.value)
+    unpinned = BasePin("python:3.11-slim", "unpinned", "not reachable")
+    with pytest.raises(ConfigError, match=r"is not pinned .* or set KILN_BASE_IMAGE"):
+        release_base(image, _lock(unpinned), override=None, ensure_image=ensure)
+
+
+# ------------------------------------------------------------------ fetching the files
+def _written(ws: Workspace) -> Lock:
+    image = ws.image("base")
+    lock_path(image).write_text(lock_text(ws, FakeUv()))
+    return read_lock(image)
+
+
+def test_pip_download_is_isolated_hash_checked_and_targets_the_image(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+        monkeypatch.delenv(var, raising=False)
+    lock, pip = _written(ws), FakePip()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    PipDownload(pip)(lock, lock.pins, index_url="http://private/simple/", dest=dest)
+    (argv,) = pip.calls
+    abi = "cp" + factory.PYTHON.replace(".", "")
+    assert argv[1:] == [
+        "-m", "pip", "download", "--isolated", "--no-input", "--quiet",
+        "--no-deps", "--require-hashes", "--only-binary", ":all:",
+        "--python-version", factory.PYTHON, "--implementation", "cp",
+        "--abi", abi, "--abi", "abi3", "--abi", "none",
+        *[arg for m in range(28, 4, -1) for arg in ("--platform", f"manylinux_2_{m}_x86_64")],
+        "--platform", "manylinux2014_x86_64", "--platform", "manylinux2010_x86_64",
+        "--platform", "manylinux1_x86_64",
+        "--index-url", "http://private/simple/", "--dest", str(dest),
+        "-r", str(dest / "requirements.txt"),
+    ]  # fmt: skip
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "kfp-2.17.3-py3-none-any.whl",
+        "numpy-1.0-py3-none-any.whl",
+    ]
+
+
+@dataclass
+class RecordingDownload:
+    pip: FakePip = field(default_factory=FakePip)
+    asked: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def __call__(self, lock: Lock, pins: Sequence[object], *, index_url: str, dest: Path) -> None:
+        self.asked.append((index_url, [p.name for p in pins]))  # type: ignore[attr-defined]
+        PipDownload(self.pip)(lock, pins, index_url=index_url, dest=dest)  # type: ignore[arg-type]
+
+
+def test_files_come_from_the_private_index_first_then_upstream_and_are_cached(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    lock = _written(ws)
+    private = FakeIndex(url="http://private")
+    private.published["numpy"] = {"numpy-1.0-py3-none-any.whl": fake_sha("numpy", "1.0")}
+    pages = [("http://private/simple/", private), (UPSTREAM, fake_upstream(("kfp", "2.17.3")))]
+    download = RecordingDownload()
+
+    wheels = fetch_locked(lock, pages=pages, cache_dir=tmp_path / "cache", download=download)
+
+    assert download.asked == [("http://private/simple/", ["numpy"]), (UPSTREAM, ["kfp"])]
+    assert [(w.name, w.sha256) for w in wheels] == [
+        ("kfp", fake_sha("kfp", "2.17.3")),
+        ("numpy", fake_sha("numpy", "1.0")),
+    ]
+    again = fetch_locked(lock, pages=pages, cache_dir=tmp_path / "cache", download=download)
+    assert again == wheels
+    assert len(download.asked) == 2  # the second answer came from the cache
+
+
+def test_a_hash_no_index_serves_names_the_lock_the_package_and_the_fix(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    lock = _written(ws)
+    text = lock.path.read_text().replace(fake_sha("numpy", "1.0"), "0" * 64)
+    lock.path.write_text(text)
+    edited = read_lock(ws.image("base"))
+    private = FakeIndex(url="http://private")
+    private.published["numpy"] = {"numpy-1.0-py3-none-any.whl": fake_sha("numpy", "1.0")}
+    download = RecordingDownload()
+    with pytest.raises(ConfigError) as err:
+        fetch_locked(
+            edited,
+            pages=[("http://private/simple/", private), (UPSTREAM, fake_upstream())],
+            cache_dir=tmp_path / "cache",
+            download=download,
+        )
+    message = str(err.value)
+    assert (
+        f"{lock.path}: numpy==1.0: http://private/simple/ serves numpy-1.0-py3-none-any.whl"
+        in message
+    )
+    assert "which no --hash of the lock allows" in message
+    assert "`kiln lock base --upgrade numpy`" in message
+    assert download.asked == []  # nothing fetched
+
+
+def test_a_downloaded_file_is_checked_against_the_lock(ws: Workspace, tmp_path: Path) -> None:
+    lock = _written(ws)
+
+    def tampering(lock: Lock, pins: Sequence[object], *, index_url: str, dest: Path) -> None:
+        for name, version in (("numpy", "1.0"), ("kfp", "2.17.3")):
+            (dest / f"{name}-{version}-py3-none-any.whl").write_bytes(b"other bytes")
+
+    pages = [(UPSTREAM, fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")))]
+    with pytest.raises(ConfigError, match=r"numpy==1.0: fetched numpy-1.0-py3-none-any.whl"):
+        fetch_locked(lock, pages=pages, cache_dir=tmp_path, download=tampering)
+    assert hashlib.sha256(b"other bytes").hexdigest() not in lock.path.read_text()
