@@ -54,7 +54,16 @@ environment:
   KILN_WHEELHOUSE_RESOLVER  auto | host | image: where `pip wheel` resolves
                     image wheelhouses (auto: here when kiln runs the image's
                     Python, else inside the base image)
+  KILN_NO_WHEEL_CACHE=1  rebuild every helper wheel instead of reusing the one
+                    in .kiln/cache/wheels built from the same sources and backend
   DOCKER_HOST       the Docker Engine to build with
+  KILN_INDEX_USERNAME, KILN_INDEX_PASSWORD
+                    credentials for --index (else the netrc entry for its host)
+  NETRC             the netrc file to read (default ~/.netrc)
+  KILN_REGISTRY_USERNAME, KILN_REGISTRY_PASSWORD
+                    credentials for --registry (else docker's config: credHelpers,
+                    credsStore, auths, as `docker login` leaves them)
+  DOCKER_CONFIG     the folder of docker's config.json (default ~/.docker)
   HTTP(S)_PROXY, NO_PROXY, PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE
                     forwarded to `pip wheel` when it runs inside the base image
 
@@ -92,6 +101,11 @@ def _stack(ws: Workspace) -> Any:
 
 def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -> Any:
     from kiln._release.stages import Services  # noqa: PLC0415
+    from kiln._servers.credentials import (  # noqa: PLC0415
+        Credentials,
+        index_credentials,
+        registry_credentials,
+    )
     from kiln._servers.index import IndexClient  # noqa: PLC0415
     from kiln._servers.registry import RegistryClient  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
@@ -99,6 +113,10 @@ def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -
     report = _report(args)
     runner = reporting_runner(report)
     index_storage = None
+    # Credentials come from the environment, netrc or docker's config, never from an
+    # argument; the local stack needs none.
+    index_auth: Credentials | None = None
+    registry_auth: Credentials | None = None
     if getattr(args, "local", True):
         stack = _stack(ws)
         was_running = any(s.running for s in stack.status())
@@ -112,12 +130,17 @@ def _services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -
         index_url, registry = args.index, args.registry
         if not index_url or not registry:
             raise ConfigError("give --local, or both --index URL and --registry HOST[:PORT]")
+        index_auth = index_credentials(index_url, os.environ)
+        registry_auth = registry_credentials(registry, os.environ)
+        for what, auth in (("index", index_auth), ("registry", registry_auth)):
+            report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
     builder: Any = None
     if docker:
         from kiln._images.docker import DockerBuilder  # noqa: PLC0415
 
-        builder = DockerBuilder(log=report.detail)
-    index, reg = IndexClient(index_url, runner=runner), RegistryClient(registry)
+        builder = DockerBuilder(log=report.detail, credentials=registry_auth)
+    index = IndexClient(index_url, runner=runner, credentials=index_auth)
+    reg = RegistryClient(registry, credentials=registry_auth)
     index.ping()
     reg.ping()
     return Services(
@@ -154,10 +177,12 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from kiln._wheels.build import build_wheels  # noqa: PLC0415
+    from kiln._wheels.build import build_wheels, wheel_cache_dir  # noqa: PLC0415
 
     ws = _workspace(args)
-    wheels = build_wheels(ws.helpers, ws.dist_dir / "wheels")
+    wheels = build_wheels(
+        ws.helpers, ws.dist_dir / "wheels", cache_dir=wheel_cache_dir(ws.state_dir)
+    )
     rows = [{"filename": w.filename, "sha256": w.sha256, "path": str(w.path)} for w in wheels]
     _emit(args, rows, "\n".join(f"{w.path}  sha256:{w.sha256}" for w in wheels))
     return 0
@@ -222,8 +247,11 @@ def cmd_components(args: argparse.Namespace) -> int:
             )
         refs[image.name] = f"{services.registry.host}/{repo}@{digest}"
     components, pipelines = generate(ws, refs, report=_report(args))
-    rows = {"components": components, "pipelines": pipelines}
-    _emit(args, rows, "\n".join(r["path"] for r in components + pipelines))
+    rows = {
+        "components": [c.to_json() for c in components],
+        "pipelines": [p.to_json() for p in pipelines],
+    }
+    _emit(args, rows, "\n".join(r.path for r in components + pipelines))
     return 0
 
 
@@ -272,7 +300,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         "uploaded": outcome.uploaded,
         "pushed": outcome.pushed,
         "manifest_path": str(outcome.manifest_path),
-        "manifest": outcome.manifest,
+        "manifest": outcome.manifest.to_json(),
     }
     _emit(args, result, f"{summary}\nmanifest: {outcome.manifest_path}")
     return 0
@@ -354,6 +382,103 @@ def cmd_new(args: argparse.Namespace) -> int:
     _emit(args, {"written": paths}, "\n".join(paths))
     for line in ["next steps:", *(f"  {h}" for h in hints)]:
         _report(args).step(line)
+    return 0
+
+
+def cmd_bump(args: argparse.Namespace) -> int:
+    from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
+
+    ws = _workspace(args)
+    plan = plan_bump(ws, args.target, args.level, kind=args.target_kind)
+    if args.dry_run:
+        render_bump(plan)  # every edit checked, nothing written
+    else:
+        apply_bump(plan)
+    data = {**plan.to_dict(), "written": not args.dry_run}
+    _emit(args, data, "\n".join(c.line for c in plan.changes))
+    count = len(plan.changes)
+    _report(args).step(
+        f"dry run: {count} file(s) would change, nothing written"
+        if args.dry_run
+        else f"wrote {count} file(s)"
+    )
+    return 0
+
+
+def _base_pinner(report: Reporter) -> Any:
+    """``ref -> (BasePin, how)``: the registry's manifest digest when it answers, else the
+    local engine's repo digest or image ID (no engine: unpinned)."""
+    import docker.errors  # noqa: PLC0415
+
+    from kiln._images.docker import docker_client  # noqa: PLC0415
+    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
+    from kiln._wheels.lock import resolve_base  # noqa: PLC0415
+
+    def registry_digest(host: str, repository: str, tag: str) -> str | None:
+        loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
+        return RegistryClient(host, scheme="http" if loopback else "https").digest(repository, tag)
+
+    def local(ref: str) -> tuple[tuple[str, ...], str] | None:
+        try:
+            image = docker_client().images.get(ref)
+        except (KilnError, docker.errors.DockerException) as exc:
+            report.detail(f"    {ref}: not on the local Docker Engine ({type(exc).__name__})")
+            return None
+        return tuple(image.attrs.get("RepoDigests") or ()), str(image.id)
+
+    return lambda ref: resolve_base(ref, registry_digest=registry_digest, local=local)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
+    from kiln._wheels.lock import Uv, check_fresh, lock_path, make_lock, read_lock  # noqa: PLC0415
+    from kiln._wheels.wheelhouse import SimplePages, host_ca_bundle  # noqa: PLC0415
+
+    ws = _workspace(args)
+    report = _report(args)
+    known = {i.name: i for i in ws.images}
+    unknown = sorted(set(args.images) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"no image {', '.join(unknown)} under images/ (known: {', '.join(known) or 'none'})"
+        )
+    images = [known[n] for n in sorted(set(args.images))] or list(ws.images)
+    kfp = kfp_version()
+    if args.check:
+        stale = []
+        for image in images:
+            try:
+                check_fresh(read_lock(image), ws, image, kfp)
+            except ConfigError as exc:
+                stale.append(str(exc))
+        if stale:
+            raise ConfigError("\n".join(stale))
+        _emit(args, {i.name: "fresh" for i in images}, f"{len(images)} lock(s) up to date")
+        return 0
+    import uv  # noqa: PLC0415
+
+    tool = Uv(reporting_runner(report), uv.find_uv_bin(), ws.upstream_index, host_ca_bundle())
+    pages, pin_base, bases = SimplePages(ws.upstream_index), _base_pinner(report), {}
+    rows: dict[str, dict[str, Any]] = {}
+    for image in images:
+        if image.base not in bases:
+            bases[image.base] = pin_base(image.base)
+            report.step(f"==> base {image.base}: {bases[image.base][1]}")
+        report.step(f"==> lock {image.name}: uv pip compile for Python {image.python} on "
+                    f"{image.platform}")  # fmt: skip
+        text = make_lock(
+            ws, image, kfp_version=kfp, uv=tool, base=bases[image.base][0], pages=pages,
+            upgrade=args.upgrade or (),
+        )  # fmt: skip
+        path = lock_path(image)
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+        if not same:
+            path.write_text(text, encoding="utf-8")
+        rows[image.name] = {"path": str(path), "written": not same}
+    _emit(args, rows, "\n".join(
+        f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()
+    ))  # fmt: skip
     return 0
 
 
@@ -476,7 +601,87 @@ examples:
         "plain values)",
     )
     p.set_defaults(func=cmd_new, usage_error=p.error)
+
+    p = sub.add_parser(
+        "bump",
+        parents=[common],
+        help="raise a helper's or an image's version; pins and images that must follow do",
+        description="Raise the version of a helper (helpers/<h>/pyproject.toml) or an image\n"
+        "(images/<i>/image.toml) in place, comments and layout kept. A helper bump cascades:\n"
+        "every helper that pins it gets the new pin and a patch bump (and so on, up the\n"
+        "chain), and every image that contains a changed helper gets one patch bump.\n"
+        "Prints one line per file; every edit is checked before any file is written.",
+        epilog="""\
+examples:
+  kiln bump dataquality patch
+      helpers/dataquality/pyproject.toml: acme-dataquality 0.1.0 -> 0.1.1 (bumped)
+      helpers/viz/pyproject.toml: acme-viz 0.1.1 -> 0.1.2 (pins acme-dataquality, now ==0.1.1)
+      images/analytics/image.toml: analytics 0.1.1 -> 0.1.2 (contains dataquality, viz)
+  kiln bump imgproc minor --dry-run   print what would change, write nothing
+  kiln bump base 1.0.0                an explicit version, above the current one
+  kiln bump base patch --image        when a helper and an image share the name
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="NAME", help="a folder under helpers/ or images/")
+    p.add_argument(
+        "level",
+        metavar="major|minor|patch|X.Y.Z",
+        help="raise that part of X.Y.Z (0.2.0: patch 0.2.1, minor 0.3.0, major 1.0.0), "
+        "or set a PEP 440 version above the current one",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--helper",
+        dest="target_kind",
+        action="store_const",
+        const="helper",
+        help="NAME is the helper (when an image has the same name)",
+    )
+    which.add_argument(
+        "--image",
+        dest="target_kind",
+        action="store_const",
+        const="image",
+        help="NAME is the image (when a helper has the same name)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    p.set_defaults(func=cmd_bump)
+    _add_lock_parser(sub, common)
     return parser
+
+
+def _add_lock_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "lock",
+        parents=[common],
+        help="hash-lock each image's third-party wheels and base (images/<i>/requirements.lock)",
+        description="Resolve each image's third-party closure (its helpers' dependencies and\n"
+        "image.toml `requirements`) with `uv pip compile --generate-hashes` for the image's\n"
+        "Python and platform, add kfp without its dependencies (as KFP's runtime installs\n"
+        "it), pin the base image by digest, and write images/<i>/requirements.lock. Commit\n"
+        "it: a release installs exactly that file. Versions of an existing lock are kept.",
+        epilog="""\
+examples:
+  kiln lock                      lock every image (keeps locked versions that still fit)
+  kiln lock base --upgrade       re-resolve base to the newest versions
+  kiln lock base --upgrade numpy move numpy only
+  kiln lock --check              exit 3 naming each lock that image.toml, a helper or kfp
+                                 has made stale (CI); writes nothing
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="images to lock (default: all)")
+    p.add_argument(
+        "--upgrade",
+        nargs="?",
+        const="",
+        action="append",
+        metavar="PACKAGE",
+        help="move versions: all of them, or PACKAGE's only (repeatable); put IMAGE first",
+    )
+    p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
+    p.set_defaults(func=cmd_lock)
 
 
 def main_inner(argv: Sequence[str] | None = None, report: Reporter | None = None) -> int:

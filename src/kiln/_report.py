@@ -5,12 +5,18 @@ per stage or pipeline step (``step``) to stderr, keeps everything else
 (commands, build steps, container logs: ``detail``) in a log file, and shows
 the details on the terminal too only with ``--verbose``. stdout is never
 touched: it belongs to ``--json``.
+
+``stage`` opens a stage (wheels, publish, an image, ...): under GitHub Actions
+each stage's lines fold into a log group, and with ``--timings`` the time spent
+per stage is summed and printed at the end.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -30,10 +36,18 @@ class Reporter:
         verbose: bool = False,
         quiet: bool = False,
         log_path: Path | None = None,
+        github_actions: bool = False,
+        timings: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stream = stream
         self.verbose = verbose
         self.quiet = quiet
+        self.github_actions = github_actions
+        self.timings = timings
+        self._clock = clock
+        self._stage: tuple[str, float] | None = None  # the open stage and when it began
+        self.spent: dict[str, float] = {}  # seconds per stage name, in first-seen order
         self.log_path: Path | None = None
         self._log: TextIO | None = None
         if log_path is not None:
@@ -65,6 +79,34 @@ class Reporter:
         self._keep(text)
         if not self.quiet:
             self._print(text)
+
+    def stage(self, name: str, text: str) -> None:
+        """Open stage ``name`` (``wheels``, ``image``...) with the line ``==> text``;
+        the previous stage ends here."""
+        self._end_stage()
+        if self.github_actions and not self.quiet:
+            self._print(f"::group::{text}")
+        self._stage = (name, self._clock())
+        self.step(f"==> {text}")
+
+    def _end_stage(self) -> None:
+        if self._stage is None:
+            return
+        name, began = self._stage
+        self.spent[name] = self.spent.get(name, 0.0) + self._clock() - began
+        self._stage = None
+        if self.github_actions and not self.quiet:
+            self._print("::endgroup::")
+
+    def finish(self) -> None:
+        """End the open stage; with ``timings``, print the seconds spent per stage."""
+        self._end_stage()
+        if self.timings and self.spent:
+            width = max(len(name) for name in self.spent)
+            self.step("timings:")
+            for name, seconds in self.spent.items():
+                self.step(f"  {name:{width}}  {seconds:7.2f} s")
+            self.step(f"  {'total':{width}}  {sum(self.spent.values()):7.2f} s")
 
     def detail(self, text: str) -> None:
         """Commands, tool output, container logs: kept in the log, shown with --verbose."""

@@ -109,3 +109,16 @@ def test_the_text_plan_gives_each_reason() -> None:
     assert "1 third-party wheel(s): 0 not on the index yet, 1 already there" in text
     assert text.splitlines()[-1].startswith("  refuse   images/base: acme/base:0.1.0 is already")
     assert "bump version in images/base/image.toml" in text
+
+
+def test_a_pipeline_whose_build_raises_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path)
+    factory.write(root / "pipelines" / "demo.py", "def build(load):\n    return 1 / 0\n")
+    (root / "dist" / "components").mkdir(parents=True)
+    code, _, err = run(capsys, "run", "demo", "--repo", str(root))
+    assert code == 3
+    assert f"kiln: bad input: {root / 'pipelines' / 'demo.py'}: build(load) failed" in err
+    assert "ZeroDivisionError: division by zero" in err
+    assert "Traceback" not in err

@@ -209,3 +209,10 @@ def test_helper_whose_package_is_not_named_like_the_distribution(tmp_path: Path)
     assert f"{pyproject}: hatchling cannot tell which files to ship" in message
     assert "named like the distribution (acme_textstats)" in message
     assert '[tool.hatch.build.targets.wheel]\n    packages = ["src/textstats"]' in message
+
+
+def test_pipeline_with_a_syntax_error_names_the_line(tmp_path: Path) -> None:
+    root = factory.sample(tmp_path)
+    path = factory.write(root / "pipelines" / "broken.py", "def build(load:\n    pass\n")
+    with pytest.raises(ConfigError, match=rf"^{path}:1: syntax error: .*; fix it$"):
+        discover(root)

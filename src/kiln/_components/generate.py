@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from kiln._errors import ConfigError
+from kiln._errors import ConfigError, KilnError
 from kiln._workspace.model import Component, Pipeline
 
 
@@ -69,7 +69,15 @@ def component_loader(component_dir: Path) -> Callable[[str], Any]:
 def pipeline_function(pipeline: Pipeline, component_dir: Path) -> Any:
     """The ``@dsl.pipeline`` function that ``build(load)`` returns."""
     module = _load_module(pipeline.path, "pipeline")
-    return module.build(component_loader(component_dir))
+    try:
+        return module.build(component_loader(component_dir))
+    except KilnError:
+        raise
+    except Exception as exc:
+        raise ConfigError(
+            f"{pipeline.path}: build(load) failed: {type(exc).__name__}: {exc}; fix the pipeline "
+            "module (check it with `kiln components --local`)"
+        ) from exc
 
 
 def compile_pipeline(pipeline: Pipeline, component_dir: Path, out_dir: Path) -> Path:
@@ -78,7 +86,13 @@ def compile_pipeline(pipeline: Pipeline, component_dir: Path, out_dir: Path) -> 
     func = pipeline_function(pipeline, component_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{pipeline.name}.yaml"
-    compiler.Compiler().compile(func, str(target))
+    try:
+        compiler.Compiler().compile(func, str(target))
+    except Exception as exc:
+        raise ConfigError(
+            f"{pipeline.path}: KFP cannot compile the pipeline build(load) returns: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     return target
 
 

@@ -7,13 +7,11 @@ interrupted release skips what is already published and finishes the rest.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any
 
 from kiln import __version__
 from kiln._components.generate import compile_pipeline, generate_component
@@ -25,6 +23,13 @@ from kiln._images.inputs import (
     image_inputs,
     labels,
     write_context,
+)
+from kiln._release.manifest import (
+    FileRecord,
+    ImageRecord,
+    Manifest,
+    WheelRecord,
+    recorded_wheels,
 )
 from kiln._release.plan import (
     Action,
@@ -40,8 +45,15 @@ from kiln._servers.registry import Registry
 from kiln._util.cmd import Runner, call
 from kiln._util.files import sha256_file
 from kiln._util.git import revision, source_url
-from kiln._wheels.build import BuiltWheel, build_wheels
-from kiln._wheels.wheelhouse import PipWheel, resolve_wheelhouse
+from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
+from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock, release_base
+from kiln._wheels.wheelhouse import (
+    Downloader,
+    PipDownload,
+    PipWheel,
+    SimplePages,
+    resolve_wheelhouse,
+)
 from kiln._workspace.model import Workspace
 
 
@@ -57,6 +69,9 @@ class Services:
     pip_wheel_in: Callable[[str], PipWheel] | None = None
     # Where the index keeps its files, when kiln knows (the local stack), for messages.
     index_storage: Path | None = None
+    # The upstream index's simple pages, by URL; fetches locked wheels (None: pip download).
+    upstream_pages: Callable[[str], Pages] = SimplePages
+    download: Downloader | None = None
 
 
 @dataclass(frozen=True)
@@ -75,7 +90,7 @@ class Prepared:
 @dataclass
 class Outcome:
     plan: ReleasePlan
-    manifest: dict[str, Any]
+    manifest: Manifest
     manifest_path: Path
     uploaded: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)
@@ -101,26 +116,43 @@ def prepare(
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
     and nothing is written outside kiln's state folder."""
     report = report or Reporter.null()
+    # Every image is built from its committed lock: a missing or stale one stops the
+    # release before anything is built.
+    locks: dict[str, Lock] = {}
+    for image in workspace.images if images else ():
+        locks[image.name] = read_lock(image)
+        check_fresh(locks[image.name], workspace, image, kfp_version())
     report.step(f"==> wheels: building {len(workspace.helpers)} helper(s)")
     staging = staging_dir(workspace)
     shutil.rmtree(staging, ignore_errors=True)
-    wheels = build_wheels(workspace.helpers, staging)
+    wheels = build_wheels(
+        workspace.helpers, staging, cache_dir=wheel_cache_dir(workspace.state_dir)
+    )
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
     inputs: list[ImageInputs] = []
+    pages = [
+        (f"{services.index.url}/simple/", services.index),
+        (workspace.upstream_index, services.upstream_pages(workspace.upstream_index)),
+    ]
     for image in workspace.images if images else ():
-        base = base_override or image.base
-        source = "--base-image / KILN_BASE_IMAGE" if base_override else image.path / "image.toml"
-        base_id = services.builder.ensure_image(base, source=str(source))
+        lock = locks[image.name]
+        base, base_id, base_digest = release_base(
+            image,
+            lock,
+            override=base_override,
+            ensure_image=lambda ref, source: services.builder.ensure_image(ref, source=source),
+        )
+        if base_override:
+            report.detail(f"    base {base_override} replaces the lock's {lock.base.build_ref}")
         report.step(f"==> wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})")
         wheelhouse = resolve_wheelhouse(
             workspace,
             image,
             wheels,
-            kfp_version=kfp_version(),
-            base=base,
-            runner=services.runner,
-            in_image=services.pip_wheel_in,
+            lock=lock,
+            pages=pages,
+            download=services.download or PipDownload(services.runner),
         )
         report.detail(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
@@ -134,32 +166,16 @@ def prepare(
                 base=base,
                 base_id=base_id,
                 wheelhouse=wheelhouse,
+                base_digest=base_digest,
             )
         )
     return Prepared(wheels=wheels, images=tuple(inputs))
 
 
-def recorded_wheels(workspace: Workspace, index_url: str) -> dict[str, str]:
-    """filename -> sha256 of the helper wheels the last release to ``index_url`` recorded."""
-    path = workspace.dist_dir / "manifest.json"
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    if not isinstance(manifest, dict) or manifest.get("index") != index_url:
-        return {}
-    rows = manifest.get("wheels") or []
-    return {
-        str(r["filename"]): str(r["sha256"])
-        for r in rows
-        if isinstance(r, dict) and "filename" in r and "sha256" in r
-    }
-
-
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:
     """Ask the index and the registry what they hold, and plan against it."""
     helper_paths = {h.name: h.path.relative_to(workspace.root) for h in workspace.helpers}
-    recorded = recorded_wheels(workspace, services.index.url)
+    recorded = recorded_wheels(workspace.dist_dir / "manifest.json", services.index.url)
     candidates = [
         FileCandidate(
             "helper",
@@ -262,25 +278,27 @@ def bake(
     return digests, pushed
 
 
-def _image_rows(plan: ReleasePlan, prepared: Prepared, digests: dict[str, str]) -> list[Any]:
-    rows = []
+def _image_records(
+    plan: ReleasePlan, prepared: Prepared, digests: dict[str, str]
+) -> tuple[ImageRecord, ...]:
     by_name = {i.image.name: i for i in prepared.images}
+    records = []
     for step in plan.images:
         inputs = by_name[step.name]
-        rows.append(
-            {
-                "name": step.name,
-                "version": step.version,
-                "repository": inputs.repository,
-                "tag": inputs.tag,
-                "digest": digests[step.name],
-                "ref": f"{inputs.repository}@{digests[step.name]}",
-                "fingerprint": step.fingerprint,
-                "helpers": [f"{w.distribution}=={w.version}" for w in inputs.wheelhouse.helpers],
-                "status": "pushed" if step.action is Action.BUILD else "unchanged",
-            }
+        records.append(
+            ImageRecord(
+                name=step.name,
+                version=step.version,
+                repository=inputs.repository,
+                tag=inputs.tag,
+                digest=digests[step.name],
+                ref=f"{inputs.repository}@{digests[step.name]}",
+                fingerprint=step.fingerprint,
+                helpers=tuple(f"{w.distribution}=={w.version}" for w in inputs.wheelhouse.helpers),
+                status="pushed" if step.action is Action.BUILD else "unchanged",
+            )
         )
-    return rows
+    return tuple(records)
 
 
 def check_refusals(plan: ReleasePlan) -> None:
@@ -303,21 +321,28 @@ def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
 
 def generate(
     workspace: Workspace, image_refs: Mapping[str, str], *, report: Reporter | None = None
-) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...]]:
     """Write pinned component YAMLs and compiled pipelines under dist/."""
     out = workspace.dist_dir
     (report or Reporter.null()).step(
         f"==> components: {len(workspace.components)} pinned by digest"
     )
-    component_rows = []
-    for comp in workspace.components:
-        path = generate_component(comp, image_refs[comp.image], out / "components")
-        component_rows.append(_file_row(comp.name, path, workspace.root, image=comp.image))
-    pipeline_rows = []
-    for pipe in workspace.pipelines:
-        path = compile_pipeline(pipe, out / "components", out / "pipelines")
-        pipeline_rows.append(_file_row(pipe.name, path, workspace.root))
-    return component_rows, pipeline_rows
+    components = tuple(
+        _file_record(
+            c.name,
+            generate_component(c, image_refs[c.image], out / "components"),
+            workspace.root,
+            image=c.image,
+        )
+        for c in workspace.components
+    )
+    pipelines = tuple(
+        _file_record(
+            p.name, compile_pipeline(p, out / "components", out / "pipelines"), workspace.root
+        )
+        for p in workspace.pipelines
+    )
+    return components, pipelines
 
 
 def execute(
@@ -334,38 +359,37 @@ def execute(
     uploaded = publish(plan, prepared, services, report)
     install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
     digests, pushed = bake(workspace, plan, prepared, services, report)
-    images = {row["name"]: row for row in _image_rows(plan, prepared, digests)}
-    component_rows, pipeline_rows = generate(
-        workspace, {name: row["ref"] for name, row in images.items()}, report=report
-    )
+    images = _image_records(plan, prepared, digests)
+    components, pipelines = generate(workspace, {i.name: i.ref for i in images}, report=report)
     published = {s.filename: s.action for s in plan.files}
-    manifest = {
-        "kiln": __version__,
-        "release": release_version,
-        "revision": revision(workspace.root),
-        "index": services.index.url,
-        "registry": services.registry.host,
-        "kfp": kfp_version(),
-        "wheels": [
-            {
-                "distribution": w.distribution,
-                "version": w.version,
-                "filename": w.filename,
-                "sha256": w.sha256,
-                "status": "published" if published[w.filename] is Action.PUBLISH else "unchanged",
-            }
+    manifest = Manifest(
+        kiln=__version__,
+        release=release_version,
+        revision=revision(workspace.root),
+        index=services.index.url,
+        registry=services.registry.host,
+        kfp=kfp_version(),
+        wheels=tuple(
+            WheelRecord(
+                distribution=w.distribution,
+                version=w.version,
+                filename=w.filename,
+                sha256=w.sha256,
+                status="published" if published[w.filename] is Action.PUBLISH else "unchanged",
+            )
             for w in prepared.wheels
-        ],
-        "mirrored": sorted(s.filename for s in plan.files if s.kind == "mirror"),
-        "images": list(images.values()),
-        "components": component_rows,
-        "pipelines": pipeline_rows,
-    }
+        ),
+        mirrored=tuple(sorted(s.filename for s in plan.files if s.kind == "mirror")),
+        images=images,
+        components=components,
+        pipelines=pipelines,
+    )
     manifest_path = workspace.dist_dir / "manifest.json"
-    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    manifest.write(manifest_path)
     report.step(f"==> manifest: {manifest_path}")
     return Outcome(plan, manifest, manifest_path, uploaded, pushed)
 
 
-def _file_row(name: str, path: Path, root: Path, **extra: str) -> dict[str, str]:
-    return {"name": name, **extra, "path": str(path.relative_to(root)), "sha256": sha256_file(path)}
+def _file_record(name: str, path: Path, root: Path, image: str | None = None) -> FileRecord:
+    rel = str(path.relative_to(root))
+    return FileRecord(name=name, path=rel, sha256=sha256_file(path), image=image)

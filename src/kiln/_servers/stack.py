@@ -17,6 +17,7 @@ changed in ``pyproject.toml`` since).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -34,7 +35,8 @@ from pathlib import Path
 
 import requests
 
-from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._util.cmd import call
 from kiln._workspace.model import StackConfig
 
 _READY_TIMEOUT = 30.0
@@ -440,9 +442,8 @@ class LocalStack:
         for name, entry in list(state.items()):
             pid = _pid_of(entry)
             if pid is None and entry.get("container"):
-                subprocess.run(  # best effort: the container removes itself when stopped
-                    ["docker", "stop", str(entry["container"])], capture_output=True, check=False
-                )
+                with contextlib.suppress(CommandFailed):  # it removes itself when stopped
+                    call(["docker", "stop", str(entry["container"])], echo=False)
                 stopped.append(StoppedServer(name, None, _address(entry), "docker stop"))
             elif (stale := _not_ours(entry)) is not None:
                 echo(f"forgetting the recorded {name}: {stale}")

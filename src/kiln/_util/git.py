@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from kiln._errors import CommandFailed
+from kiln._util.cmd import call
+
 
 def _git(root: Path, *args: str) -> str | None:
+    """``git args`` in ``root``; None outside a git checkout or without git."""
     try:
-        proc = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=10
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        out = call(["git", *args], cwd=root, echo=False).strip()
+    except CommandFailed:
         return None
-    out = proc.stdout.strip()
-    return out if proc.returncode == 0 and out else None
+    return out or None
 
 
 def strip_credentials(url: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from kiln._errors import ConfigError
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.model import (
     DEFAULT_BASE_IMAGE,
+    DEFAULT_PLATFORM,
     Component,
     Helper,
     Image,
@@ -144,6 +146,47 @@ def _read_helpers(root: Path, org: str) -> tuple[Helper, ...]:
     return tuple(helpers)
 
 
+def sibling_cycle(helpers: Sequence[Helper]) -> tuple[str, ...]:
+    """The first cycle of sibling pins as a path of folder names (``("a", "b", "a")``),
+    or ``()``. Deterministic: helpers and their siblings are visited in name order."""
+    graph = {h.name: sorted(h.siblings) for h in helpers}
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> tuple[str, ...]:
+        if name in path:
+            return (*path[path.index(name) :], name)
+        if name in done:
+            return ()
+        path.append(name)
+        for sibling in graph.get(name, ()):
+            cycle = visit(sibling)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(name)
+        return ()
+
+    for name in sorted(graph):
+        cycle = visit(name)
+        if cycle:
+            return cycle
+    return ()
+
+
+def check_no_sibling_cycle(helpers: Sequence[Helper]) -> None:
+    """Helpers that pin each other exactly can never get a new version one at a time."""
+    cycle = sibling_cycle(helpers)
+    if cycle:
+        by_name = {h.name: h for h in helpers}
+        files = ", ".join(str(by_name[n].path / "pyproject.toml") for n in cycle[:-1])
+        raise ConfigError(
+            f"sibling helpers pin each other in a cycle: {' -> '.join(cycle)} ({files}); "
+            "with exact pins both ways none of them can get a new version without the others: "
+            "merge them into one helper, or drop one of the pins"
+        )
+
+
 def _read_image(path: Path, helper_names: set[str]) -> Image:
     config = path / "image.toml"
     doc = load_toml(config, what="image")
@@ -168,6 +211,15 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
     python = str(table.get("python", "3.11"))
     if not re.fullmatch(r"3\.\d+", python):
         raise ConfigError(f"{config}: python = {python!r}; use a minor version such as '3.11'")
+    # What the image's wheels are locked for (`kiln lock`): "<arch>-manylinux_2_<glibc minor>",
+    # no newer than the base's glibc.
+    platform = str(table.get("platform", DEFAULT_PLATFORM))
+    if not re.fullmatch(r"(x86_64|aarch64)-manylinux_2_\d+", platform):
+        raise ConfigError(
+            f"{config}: platform = {platform!r}; use '<arch>-manylinux_2_<N>' with arch x86_64 "
+            f"or aarch64 and N the base image's glibc minor version or lower, e.g. "
+            f"{DEFAULT_PLATFORM!r}"
+        )
     return Image(
         name=path.name,
         path=path,
@@ -176,7 +228,18 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
         python=python,
         helpers=helpers,
         requirements=requirements,
+        platform=platform,
     )
+
+
+def _parse(path: Path) -> ast.Module:
+    """A component or pipeline module's syntax tree, never importing it."""
+    try:
+        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except SyntaxError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix it") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
 
 
 def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]:
@@ -184,10 +247,7 @@ def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]
     for path in sorted((root / "pipelines" / "components").glob("*.py")):
         if path.name.startswith("_"):
             continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        except SyntaxError as exc:
-            raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}") from None
+        tree = _parse(path)
         if any(
             isinstance(n, ast.ImportFrom)
             and n.module == "__future__"
@@ -235,7 +295,7 @@ def _read_pipelines(root: Path) -> tuple[Pipeline, ...]:
     for path in sorted((root / "pipelines").glob("*.py")):
         if path.name.startswith("_"):
             continue
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        tree = _parse(path)
         if not any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body):
             raise ConfigError(
                 f"{path}: a pipeline module must define `build(load)` returning the "

@@ -1,0 +1,105 @@
+"""The release manifest: every artifact a release produced, with its identity.
+
+Typed records, written as ``dist/manifest.json`` and read back (the next
+release uses the wheels it records to tell an altered index from a changed
+source). The JSON shape is the contract consumers read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class WheelRecord:
+    distribution: str
+    version: str
+    filename: str
+    sha256: str
+    status: str  # "published" by this release, or "unchanged"
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    name: str
+    version: str
+    repository: str  # <registry>/<org>/<name>
+    tag: str
+    digest: str
+    ref: str  # repository@digest: what components pin
+    fingerprint: str
+    helpers: tuple[str, ...]  # "<distribution>==<version>"
+    status: str  # "pushed" by this release, or "unchanged"
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A generated file (component YAML, compiled pipeline), relative to the repo."""
+
+    name: str
+    path: str
+    sha256: str
+    image: str | None = None  # the image a component runs on
+
+    def to_json(self) -> dict[str, str]:
+        row = {"name": self.name, "path": self.path, "sha256": self.sha256}
+        return {**row, "image": self.image} if self.image is not None else row
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kiln: str
+    release: str | None
+    revision: str | None
+    index: str
+    registry: str
+    kfp: str
+    wheels: tuple[WheelRecord, ...]
+    mirrored: tuple[str, ...]  # third-party filenames mirrored to the index
+    images: tuple[ImageRecord, ...]
+    components: tuple[FileRecord, ...]
+    pipelines: tuple[FileRecord, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kiln": self.kiln,
+            "release": self.release,
+            "revision": self.revision,
+            "index": self.index,
+            "registry": self.registry,
+            "kfp": self.kfp,
+            "wheels": [asdict(w) for w in self.wheels],
+            "mirrored": list(self.mirrored),
+            "images": [{**asdict(i), "helpers": list(i.helpers)} for i in self.images],
+            "components": [c.to_json() for c in self.components],
+            "pipelines": [p.to_json() for p in self.pipelines],
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def recorded_wheels(path: Path, index_url: str) -> dict[str, str]:
+    """filename -> sha256 of the wheels the manifest at ``path`` records as on ``index_url``.
+
+    A missing, unreadable or foreign manifest records nothing: the caller then cannot
+    tell an altered index from a changed source, and says so.
+    """
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict) or data.get("index") != index_url:
+        return {}
+    rows = data.get("wheels")
+    if not isinstance(rows, list):
+        return {}
+    return {
+        str(r["filename"]): str(r["sha256"])
+        for r in rows
+        if isinstance(r, dict) and "filename" in r and "sha256" in r
+    }

@@ -1,0 +1,66 @@
+"""The manifest's JSON shape, and what a later release reads back from it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kiln._release.manifest import (
+    FileRecord,
+    ImageRecord,
+    Manifest,
+    WheelRecord,
+    recorded_wheels,
+)
+
+WHEEL = WheelRecord("acme-imgproc", "0.2.0", "acme_imgproc-0.2.0-py3-none-any.whl", "a" * 64, "x")
+MANIFEST = Manifest(
+    kiln="0.1.0",
+    release=None,
+    revision="abc",
+    index="http://127.0.0.1:8765",
+    registry="127.0.0.1:5765",
+    kfp="2.17.3",
+    wheels=(WHEEL,),
+    mirrored=("numpy-2.0-py3-none-any.whl",),
+    images=(
+        ImageRecord(
+            "base",
+            "0.2.0",
+            "r/acme/base",
+            "0.2.0",
+            "sha256:d",
+            "r/acme/base@sha256:d",
+            "f",
+            ("acme-imgproc==0.2.0",),
+            "pushed",
+        ),
+    ),
+    components=(FileRecord("stretch", "dist/components/stretch.yaml", "b" * 64, image="base"),),
+    pipelines=(FileRecord("demo", "dist/pipelines/demo.yaml", "c" * 64),),
+)
+
+
+def test_json_shape(tmp_path: Path) -> None:
+    path = tmp_path / "dist" / "manifest.json"
+    MANIFEST.write(path)
+    data = json.loads(path.read_text())
+    assert data["images"][0]["helpers"] == ["acme-imgproc==0.2.0"]
+    assert data["components"][0] == {
+        "name": "stretch",
+        "path": "dist/components/stretch.yaml",
+        "sha256": "b" * 64,
+        "image": "base",
+    }
+    assert "image" not in data["pipelines"][0]
+    assert data["wheels"][0]["filename"] == WHEEL.filename
+
+
+def test_recorded_wheels_only_for_the_same_index(tmp_path: Path) -> None:
+    path = tmp_path / "manifest.json"
+    MANIFEST.write(path)
+    assert recorded_wheels(path, "http://127.0.0.1:8765") == {WHEEL.filename: "a" * 64}
+    assert recorded_wheels(path, "https://pypi.example/simple") == {}
+    assert recorded_wheels(tmp_path / "missing.json", "http://127.0.0.1:8765") == {}
+    path.write_text("{not json")
+    assert recorded_wheels(path, "http://127.0.0.1:8765") == {}
