@@ -8,7 +8,7 @@ which is also what ``kiln --help`` prints, so the two cannot drift apart.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from kiln._errors import ConfigError
@@ -26,11 +26,6 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
         "base image for every image (overrides image.toml `base`), e.g. a local "
         "mirror of python:3.11-slim; --base-image wins over it",
     ),
-    EnvVar(
-        "KILN_WHEELHOUSE_RESOLVER",
-        "auto | host | image: where `pip wheel` resolves image wheelhouses (auto: here "
-        "when kiln runs the image's Python, else inside the base image)",
-    ),
     EnvVar("KILN_NO_WHEEL_CACHE", "1: build every helper wheel again instead of reusing"),
     EnvVar("KILN_INDEX_USERNAME", "user name for the package index (not --local)"),
     EnvVar("KILN_INDEX_PASSWORD", "password or token for the package index; never logged"),
@@ -38,21 +33,18 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("KILN_REGISTRY_PASSWORD", "password or token for the registry; never logged"),
     EnvVar("NETRC", "the netrc file with index credentials (default ~/.netrc)"),
     EnvVar("DOCKER_CONFIG", "docker's config folder with registry credentials (~/.docker)"),
+    EnvVar("HOME", "where ~/.netrc and ~/.docker are looked for"),
+    EnvVar("PATH", "where docker-credential-* helpers named in docker's config are found"),
     EnvVar("DOCKER_HOST", "the Docker Engine to build and run with"),
     EnvVar("GITHUB_ACTIONS", "true: fold each stage's output into a log group"),
     EnvVar(
-        "HTTPS_PROXY, HTTP_PROXY, NO_PROXY",
-        "forwarded to `pip wheel` when it runs inside the base image",
-    ),
-    EnvVar(
         "PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE",
-        "the CA bundle pip trusts (a TLS-inspecting proxy's CA), given to pip as --cert",
+        "the CA bundle to trust (a TLS-inspecting proxy's CA): given to pip as --cert and "
+        "to uv; the first that names a file wins",
     ),
 )
 
-RESOLVERS = ("auto", "host", "image")
 CA_BUNDLE_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
-PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 _TRUE = ("1", "true", "yes")
 
 
@@ -70,31 +62,22 @@ class Options:
     """What the environment says, checked. Command-line values are passed alongside."""
 
     base_image: str | None = None
-    wheelhouse_resolver: str = "auto"
     wheel_cache: bool = True
     github_actions: bool = False
     ca_bundle: Path | None = None
-    proxies: Mapping[str, str] = field(default_factory=dict)
     docker_host: str = "unix:///var/run/docker.sock"
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str], *, base_image: str | None = None) -> Options:
         """``base_image``: the --base-image value, which wins over KILN_BASE_IMAGE."""
-        resolver = env.get("KILN_WHEELHOUSE_RESOLVER", "") or "auto"
-        if resolver not in RESOLVERS:
-            raise ConfigError(
-                f"KILN_WHEELHOUSE_RESOLVER={resolver!r}: use one of {', '.join(RESOLVERS)}"
-            )
         no_cache = env.get("KILN_NO_WHEEL_CACHE", "").lower()
         if no_cache not in ("", "0", "false", "no", *_TRUE):
             raise ConfigError(f"KILN_NO_WHEEL_CACHE={no_cache!r}: use 1 or 0")
         return cls(
             base_image=base_image or env.get("KILN_BASE_IMAGE") or None,
-            wheelhouse_resolver=resolver,
             wheel_cache=no_cache not in _TRUE,
             github_actions=env.get("GITHUB_ACTIONS", "").lower() == "true",
             ca_bundle=_ca_bundle(env),
-            proxies={k: env[k] for k in PROXY_VARS if env.get(k)},
             docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
         )
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli import _plan_text, main
+from kiln._cli import main
+from kiln._cli.release import plan_text as _plan_text
 from kiln._release.plan import FileCandidate, ImageCandidate, PublishedImage, plan_release
 from tests import factory
 
@@ -27,7 +28,8 @@ def test_help_teaches_the_stages_and_exit_codes(capsys: pytest.CaptureFixture[st
     for text in (
         "release --local --dry-run",
         "KILN_BASE_IMAGE",
-        "KILN_WHEELHOUSE_RESOLVER",
+        "KILN_NO_WHEEL_CACHE",
+        "KILN_REGISTRY_PASSWORD",
         "DOCKER_HOST",
         "4 conflict with a published",
         "8 published artifact altered on the server",

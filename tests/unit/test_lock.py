@@ -425,3 +425,48 @@ def test_a_downloaded_file_is_checked_against_the_lock(ws: Workspace, tmp_path: 
     with pytest.raises(ConfigError, match=r"numpy==1.0: fetched numpy-1.0-py3-none-any.whl"):
         fetch_locked(lock, pages=pages, cache_dir=tmp_path, download=tampering)
     assert hashlib.sha256(b"other bytes").hexdigest() not in lock.path.read_text()
+
+
+def test_pip_download_trusts_the_ca_bundle_it_is_given(ws: Workspace, tmp_path: Path) -> None:
+    # pip --isolated ignores PIP_CERT: behind a TLS-inspecting proxy it must hear --cert.
+    bundle = tmp_path / "proxy-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    lock, pip = _written(ws), FakePip()
+    for name, ca in (("a", None), ("b", bundle)):
+        dest = tmp_path / name
+        dest.mkdir()
+        PipDownload(pip, ca_bundle=ca)(lock, lock.pins, index_url="http://p/simple/", dest=dest)
+    without, with_ca = pip.calls
+    assert "--cert" not in without
+    assert with_ca[with_ca.index("--cert") + 1] == str(bundle)
+    assert with_ca.index("--cert") > with_ca.index("--isolated")
+
+
+def test_pip_download_gets_index_credentials_from_a_private_netrc(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    lock, seen = _written(ws), dict[str, str]()
+    secret = "canary-s3cr3t"  # noqa: S105 - a test canary
+
+    def runner(
+        args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> str:
+        assert env is not None
+        netrc = Path(env["NETRC"])
+        seen.update(
+            argv=" ".join(args),
+            mode=oct(netrc.stat().st_mode & 0o777),
+            text=netrc.read_text(),
+            at=str(netrc),
+        )
+        return ""
+
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    download = PipDownload(runner, credentials={"http://127.0.0.1:9/simple/": ("ci", secret)})
+    download(lock, lock.pins, index_url="http://127.0.0.1:9/simple/", dest=dest)
+
+    assert seen["text"] == f"machine 127.0.0.1 login ci password {secret}\n"
+    assert seen["mode"] == oct(0o600)
+    assert secret not in seen["argv"]  # the command line is logged
+    assert not Path(seen["at"]).exists()  # removed once pip is done

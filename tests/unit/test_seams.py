@@ -63,10 +63,9 @@ def test_strip_credentials(url: str, clean: str) -> None:
     assert strip_credentials(url) == clean
 
 
-def test_unreachable_docker_engine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+def test_unreachable_docker_engine(tmp_path: Path) -> None:
     with pytest.raises(ServiceUnavailable) as err:
-        docker_client()
+        docker_client(f"unix://{tmp_path}/docker.sock")
     gc.collect()  # a leaked socket would surface here as an error (filterwarnings = error)
     assert f"Docker Engine is not reachable at unix://{tmp_path}/docker.sock" in str(err.value)
     assert "DOCKER_HOST" in str(err.value)

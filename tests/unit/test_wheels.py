@@ -269,15 +269,9 @@ def test_a_failed_build_leaves_no_cache_entry(tmp_path: Path) -> None:
     assert _entries(cache) == []
 
 
-def test_no_wheel_cache_environment_variable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(NO_CACHE_ENV, raising=False)
+def test_the_cache_can_be_turned_off(tmp_path: Path) -> None:
     assert wheel_cache_dir(tmp_path) == tmp_path / "cache" / "wheels"
-    monkeypatch.setenv(NO_CACHE_ENV, "0")
-    assert wheel_cache_dir(tmp_path) == tmp_path / "cache" / "wheels"
-    monkeypatch.setenv(NO_CACHE_ENV, "1")
-    assert wheel_cache_dir(tmp_path) is None
+    assert wheel_cache_dir(tmp_path, enabled=False) is None
 
 
 def kiln_build(root: Path) -> None:
@@ -301,6 +295,6 @@ def test_kiln_build_and_a_release_share_the_cache_unless_disabled(
     (staged,) = prepared.wheels
     assert staged.path.read_bytes() == (root / "dist" / "wheels" / staged.filename).read_bytes()
     monkeypatch.setenv(NO_CACHE_ENV, "1")
-    kiln_build(root)
-    prepare(ws, services, images=False)
+    kiln_build(root)  # the CLI reads the variable into Options
+    prepare(ws, services, images=False, wheel_cache=False)
     assert builds.calls == 3

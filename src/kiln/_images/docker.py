@@ -7,9 +7,8 @@ from the wheelhouse in its build context.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,11 @@ import requests
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._servers.credentials import Credentials
-from kiln._wheels.wheelhouse import host_ca_bundle, pip_wheel_args, pip_wheel_env
 
 
-def docker_client() -> docker.DockerClient:
-    """A client for the engine at DOCKER_HOST (or the default socket), or a clear error."""
-    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerClient:
+    """A client for the engine at ``where`` (DOCKER_HOST, which docker-py reads too), or a
+    clear error."""
     fix = "start it (e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a running engine"
     if where.startswith("unix://") and not Path(where.removeprefix("unix://")).exists():
         # Answer before docker-py: its unix transport leaks the socket of a failed connect.
@@ -145,10 +143,6 @@ class DockerBuilder:
             raise CommandFailed(f"docker build of {tag} reported success but left no image")
         return image_id
 
-    def pip_wheel_in(self, image: str) -> ContainerPipWheel:
-        """A wheelhouse resolver that runs pip inside ``image`` (the image's own Python)."""
-        return ContainerPipWheel(self._client, image, log=self._log)
-
     def push(self, repository: str, tag: str) -> str:
         # Without credentials the SDK sends what docker's own config holds for the registry.
         auth = None
@@ -168,70 +162,3 @@ class DockerBuilder:
             if digest:
                 return str(digest)
         raise CommandFailed(f"docker push of {repository}:{tag} returned no digest")
-
-
-_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
-
-
-class ContainerPipWheel:
-    """``pip wheel`` inside a container of ``image``, writing into a host folder.
-
-    The container uses the host's network (dockerd may have no bridge) to reach
-    the upstream index with the host's proxy settings and CA bundle
-    (``PIP_CERT`` / ``REQUESTS_CA_BUNDLE`` / ``SSL_CERT_FILE``), runs as the
-    calling user so the wheels are the user's, and ignores any pip configuration
-    baked into the image.
-    """
-
-    def __init__(
-        self, client: docker.DockerClient, image: str, *, log: Callable[[str], None]
-    ) -> None:
-        self._client = client
-        self._image = image
-        self._log = log
-
-    def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
-        volumes = {str(wheel_dir.resolve()): {"bind": "/wheelhouse", "mode": "rw"}}
-        cert = None
-        ca_bundle = host_ca_bundle()
-        if ca_bundle is not None:
-            volumes[str(ca_bundle)] = {"bind": "/kiln-ca.pem", "mode": "ro"}
-            cert = "/kiln-ca.pem"
-        command = [
-            "python3", "-m", "pip",
-            *pip_wheel_args(requirements, index_url=index_url, wheel_dir="/wheelhouse", cert=cert),
-        ]  # fmt: skip
-        environment = {
-            **pip_wheel_env(),
-            "PIP_NO_CACHE_DIR": "1",
-            "HOME": "/tmp",  # noqa: S108 - inside the throwaway container
-            **{var: os.environ[var] for var in _PROXY_VARS if os.environ.get(var)},
-        }
-        self._log(f"pip wheel inside {self._image} (its Python differs from kiln's)")
-        try:
-            container = self._client.containers.run(
-                self._image,
-                command,
-                detach=True,
-                network_mode="host",
-                user=f"{os.getuid()}:{os.getgid()}",
-                working_dir="/tmp",  # noqa: S108 - inside the throwaway container
-                environment=environment,
-                volumes=volumes,
-            )
-        except docker.errors.ImageNotFound:
-            raise ConfigError(
-                f"base image {self._image} is not present on the Docker Engine and could not be "
-                "pulled; pull it, or set KILN_BASE_IMAGE / --base-image to a local image"
-            ) from None
-        except docker.errors.APIError as exc:
-            raise CommandFailed(f"starting pip wheel inside {self._image} failed: {exc}") from None
-        try:
-            status = int(container.wait().get("StatusCode", 1))
-            if status != 0:
-                tail = container.logs().decode(errors="replace").strip().splitlines()[-20:]
-                raise CommandFailed(
-                    f"pip wheel inside {self._image} failed (exit {status}):\n" + "\n".join(tail)
-                )
-        finally:
-            container.remove(force=True)

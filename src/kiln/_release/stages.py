@@ -50,7 +50,6 @@ from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock, release_base
 from kiln._wheels.wheelhouse import (
     Downloader,
     PipDownload,
-    PipWheel,
     SimplePages,
     resolve_wheelhouse,
 )
@@ -65,8 +64,6 @@ class Services:
     registry: Registry
     builder: ImageBuilder
     runner: Runner = call
-    # Resolves a wheelhouse inside a base image, when kiln's Python is not the image's.
-    pip_wheel_in: Callable[[str], PipWheel] | None = None
     # Where the index keeps its files, when kiln knows (the local stack), for messages.
     index_storage: Path | None = None
     # The upstream index's simple pages, by URL; fetches locked wheels (None: pip download).
@@ -111,6 +108,7 @@ def prepare(
     *,
     base_override: str | None = None,
     images: bool = True,
+    wheel_cache: bool = True,
     report: Reporter | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
@@ -122,11 +120,13 @@ def prepare(
     for image in workspace.images if images else ():
         locks[image.name] = read_lock(image)
         check_fresh(locks[image.name], workspace, image, kfp_version())
-    report.step(f"==> wheels: building {len(workspace.helpers)} helper(s)")
+    report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
     staging = staging_dir(workspace)
     shutil.rmtree(staging, ignore_errors=True)
     wheels = build_wheels(
-        workspace.helpers, staging, cache_dir=wheel_cache_dir(workspace.state_dir)
+        workspace.helpers,
+        staging,
+        cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
     )
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
@@ -145,7 +145,10 @@ def prepare(
         )
         if base_override:
             report.detail(f"    base {base_override} replaces the lock's {lock.base.build_ref}")
-        report.step(f"==> wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})")
+        report.stage(
+            "wheelhouse",
+            f"wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})",
+        )
         wheelhouse = resolve_wheelhouse(
             workspace,
             image,
@@ -228,9 +231,9 @@ def publish(
     paths.update({c.path.name: c.path for c in prepared.mirror_candidates()})
     todo = [s for s in plan.files if s.action is Action.PUBLISH]
     if not todo:
-        report.step("==> publish: everything is already on the index")
+        report.stage("publish", "publish: everything is already on the index")
         return []
-    report.step(f"==> publish: uploading {len(todo)} file(s) to {services.index.url}")
+    report.stage("publish", f"publish: uploading {len(todo)} file(s) to {services.index.url}")
     services.index.upload([paths[s.filename] for s in todo])
     for step in todo:  # ask the index, don't trust the upload's exit code alone
         there = services.index.files(step.project).get(step.filename)
@@ -257,10 +260,12 @@ def bake(
     for step in plan.images:
         inputs = by_name[step.name]
         if step.action is Action.SKIP and step.digest:
-            report.step(f"==> image {inputs.ref}: up to date ({step.digest[:19]}...)")
+            report.stage("image", f"image {inputs.ref}: up to date ({step.digest[:19]}...)")
             digests[step.name] = step.digest
             continue
-        report.step(f"==> image {inputs.ref}: building offline (network none) from {inputs.base}")
+        report.stage(
+            "image", f"image {inputs.ref}: building offline (network none) from {inputs.base}"
+        )
         context = write_context(inputs, workspace.state_dir / "build" / step.name)
         services.builder.build(
             context,
@@ -268,7 +273,7 @@ def bake(
             buildargs={"BASE_IMAGE": inputs.base},
             labels=labels(inputs, source=src, revision=rev),
         )
-        report.step(f"==> image {inputs.ref}: pushing")
+        report.stage("push", f"image {inputs.ref}: pushing")
         digest = services.builder.push(inputs.repository, inputs.tag)
         there = services.registry.digest(inputs.path_in_registry, inputs.tag)
         if there != digest:
@@ -324,8 +329,8 @@ def generate(
 ) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...]]:
     """Write pinned component YAMLs and compiled pipelines under dist/."""
     out = workspace.dist_dir
-    (report or Reporter.null()).step(
-        f"==> components: {len(workspace.components)} pinned by digest"
+    (report or Reporter.null()).stage(
+        "components", f"components: {len(workspace.components)} pinned by digest"
     )
     components = tuple(
         _file_record(
@@ -386,7 +391,7 @@ def execute(
     )
     manifest_path = workspace.dist_dir / "manifest.json"
     manifest.write(manifest_path)
-    report.step(f"==> manifest: {manifest_path}")
+    report.stage("manifest", f"manifest: {manifest_path}")
     return Outcome(plan, manifest, manifest_path, uploaded, pushed)
 
 

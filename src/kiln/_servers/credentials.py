@@ -7,7 +7,7 @@ registry, docker's config (``$DOCKER_CONFIG/config.json`` or
 command-line value. ``Credentials`` keeps the password out of ``repr``/``str``
 and records its ``source``, so an error can say where to fix them without
 showing them. Lookups take the environment as a mapping: library code does not
-read ``os.environ`` (the CLI passes it).
+read the process environment (the CLI passes it).
 """
 
 from __future__ import annotations

@@ -75,12 +75,10 @@ class BuiltWheel:
         return self.path.name
 
 
-def wheel_cache_dir(state_dir: Path) -> Path | None:
-    """Where built helper wheels are kept under kiln's state folder; None when
-    ``KILN_NO_WHEEL_CACHE`` is set (to anything but 0): then every wheel is rebuilt."""
-    if os.environ.get(NO_CACHE_ENV, "") not in ("", "0"):
-        return None
-    return state_dir / "cache" / "wheels"
+def wheel_cache_dir(state_dir: Path, *, enabled: bool = True) -> Path | None:
+    """Where built helper wheels are kept under kiln's state folder; None when the cache
+    is off (``KILN_NO_WHEEL_CACHE=1``): then every wheel is rebuilt."""
+    return state_dir / "cache" / "wheels" if enabled else None
 
 
 def _hook_runner(

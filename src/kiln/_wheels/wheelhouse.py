@@ -8,23 +8,22 @@ pip configuration, from the private index (where a release mirrors them) and fro
 upstream for what it lacks; the result is cached by the lock's bytes. Which index
 serves which file is asked of their simple pages first, so a lock whose hash no
 index serves is named before anything is fetched, published or pushed. Helper
-wheels are never given to pip: they come from kiln's own builds.
-
-``pip wheel`` (on the host, or inside the base image when kiln's Python is not the
-image's) remains for building wheels on the image's Python.
+wheels are never given to pip: they come from kiln's own builds. Since pip only
+downloads here, kiln may run on any Python: the lock names the image's.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import contextlib
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import requests
 from packaging.utils import parse_wheel_filename
@@ -33,7 +32,7 @@ from pypi_simple import NoSuchProjectError, PyPISimple
 from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
-from kiln._wheels.build import SOURCE_DATE_EPOCH, BuiltWheel
+from kiln._wheels.build import BuiltWheel
 from kiln._wheels.lock import (
     Lock,
     Pages,
@@ -83,127 +82,12 @@ def third_party_requirements(
     return tuple(sorted({f"kfp=={kfp_version}", *closure_requirements(workspace, image)}))
 
 
-RESOLVER_ENV = "KILN_WHEELHOUSE_RESOLVER"
-RESOLVERS = ("auto", "host", "image")
-
-
-def pip_wheel_args(
-    requirements: Sequence[str], *, index_url: str, wheel_dir: str, cert: str | None = None
-) -> list[str]:
-    """``pip`` arguments that resolve ``requirements`` into ``wheel_dir``, hermetically;
-    ``cert``: the CA bundle to trust (``--isolated`` makes pip ignore ``PIP_CERT``)."""
-    return [
-        "wheel", "--isolated", "--no-input", "--quiet", *(["--cert", cert] if cert else []),
-        "--index-url", index_url, "--wheel-dir", wheel_dir, *requirements,
-    ]  # fmt: skip
-
-
-def pip_wheel_env() -> dict[str, str]:
-    """Environment of every ``pip wheel`` kiln runs, on the host or in a container."""
-    return {**hermetic_pip_env(), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-
-
-class PipWheel(Protocol):
-    """Runs ``pip wheel`` on some Python, writing the wheels into ``wheel_dir``."""
-
-    def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None: ...
-
-
-# Where the machine says which CA certificates to trust (a TLS-inspecting proxy's CA
-# is in there). pip's --isolated ignores PIP_CERT, so kiln passes it as --cert.
-CA_BUNDLE_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
-
-
-def host_ca_bundle() -> Path | None:
-    for var in CA_BUNDLE_VARS:
-        value = os.environ.get(var)
-        if value and Path(value).is_file():
-            return Path(value).resolve()
-    return None
-
-
-class HostPipWheel:
-    """``pip wheel`` on the running interpreter."""
-
-    def __init__(self, runner: Runner = call) -> None:
-        self._runner = runner
-
-    def __call__(self, requirements: Sequence[str], *, index_url: str, wheel_dir: Path) -> None:
-        ca_bundle = host_ca_bundle()
-        args = pip_wheel_args(
-            requirements,
-            index_url=index_url,
-            wheel_dir=str(wheel_dir),
-            cert=str(ca_bundle) if ca_bundle else None,
-        )
-        self._runner([sys.executable, "-m", "pip", *args], env=pip_wheel_env())
-
-
-def running_python() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def choose_pip_wheel(
-    image: Image,
-    base: str,
-    *,
-    runner: Runner = call,
-    in_image: Callable[[str], PipWheel] | None = None,
-) -> PipWheel:
-    """pip on the host when it runs the image's Python, else pip inside ``base``."""
-    mode = os.environ.get(RESOLVER_ENV, "auto") or "auto"
-    if mode not in RESOLVERS:
-        raise ConfigError(f"{RESOLVER_ENV}={mode!r}: use one of {', '.join(RESOLVERS)}")
-    running = running_python()
-    if mode == "host" or (mode == "auto" and running == image.python):
-        if running != image.python:
-            raise ConfigError(
-                f"{image.path / 'image.toml'}: python = {image.python!r}, but kiln runs on "
-                f"Python {running} and {RESOLVER_ENV}=host; unset it to resolve the wheelhouse "
-                f"inside the base image, or run kiln with Python {image.python}"
-            )
-        return HostPipWheel(runner)
-    if in_image is None:
-        raise ConfigError(
-            f"{image.path / 'image.toml'}: python = {image.python!r}, but kiln runs on Python "
-            f"{running}; resolving the wheelhouse inside the base image needs Docker Engine. "
-            f"Run kiln with Python {image.python}, or set python (and a matching base) to "
-            f"{running!r}"
-        )
-    return in_image(base)
-
-
 def _read_dir(directory: Path) -> tuple[WheelFile, ...]:
     wheels = []
     for path in sorted(directory.glob("*.whl")):
         name, version, _build, _tags = parse_wheel_filename(path.name)
         wheels.append(WheelFile(name, str(version), path, sha256_file(path)))
     return tuple(wheels)
-
-
-def resolve_third_party(
-    requirements: Sequence[str],
-    *,
-    upstream_index: str,
-    cache_dir: Path,
-    python: str,
-    pip_wheel: PipWheel,
-) -> tuple[WheelFile, ...]:
-    """Wheels for ``requirements`` and their dependencies, from ``cache_dir`` when possible."""
-    key = hashlib.sha256(
-        json.dumps([sorted(requirements), upstream_index, python]).encode()
-    ).hexdigest()[:16]
-    target = cache_dir / key
-    if (target / "complete").is_file():
-        return _read_dir(target)
-    partial = cache_dir / f"{key}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    pip_wheel(requirements, index_url=upstream_index, wheel_dir=partial)
-    (partial / "complete").write_text(json.dumps(sorted(requirements)) + "\n")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
-    return _read_dir(target)
 
 
 class SimplePages:
@@ -249,26 +133,56 @@ def pip_download_args(
 
 
 class PipDownload:
-    """``pip download`` on the running interpreter (it only fetches: any Python will do)."""
+    """``pip download`` on the running interpreter (it only fetches: any Python will do).
 
-    def __init__(self, runner: Runner = call) -> None:
+    ``credentials``: index URL -> (user, password) for authenticated indexes. pip gets them
+    from a netrc file of its own (0600, in a private temporary folder, removed after):
+    never on its command line, which is logged.
+    """
+
+    def __init__(
+        self,
+        runner: Runner = call,
+        *,
+        credentials: Mapping[str, tuple[str, str]] | None = None,
+        ca_bundle: Path | None = None,
+    ) -> None:
         self._runner = runner
+        self._credentials = dict(credentials or {})
+        self._ca_bundle = ca_bundle
 
     def __call__(self, lock: Lock, pins: Sequence[Pin], *, index_url: str, dest: Path) -> None:
         requirements = dest / "requirements.txt"
         requirements.write_text("".join(f"{p.lines()}\n" for p in pins))
-        ca_bundle = host_ca_bundle()
         args = pip_download_args(
             lock,
             index_url=index_url,
             dest=str(dest),
             requirements=str(requirements),
-            cert=str(ca_bundle) if ca_bundle else None,
+            cert=str(self._ca_bundle) if self._ca_bundle else None,
         )
         try:
-            self._runner([sys.executable, "-m", "pip", *args], env=hermetic_pip_env())
+            with _netrc_for(index_url, self._credentials.get(index_url)) as netrc_env:
+                self._runner(
+                    [sys.executable, "-m", "pip", *args], env={**hermetic_pip_env(), **netrc_env}
+                )
         finally:
             requirements.unlink()
+
+
+@contextlib.contextmanager
+def _netrc_for(url: str, basic: tuple[str, str] | None) -> Iterator[dict[str, str]]:
+    """``{"NETRC": file}`` holding ``basic`` for ``url``'s host while the block runs."""
+    host = urlsplit(url).hostname
+    if basic is None or host is None:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="kiln-netrc-") as folder:
+        path = Path(folder) / "netrc"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"machine {host} login {basic[0]} password {basic[1]}\n")
+        yield {"NETRC": str(path)}
 
 
 def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:

@@ -1,0 +1,140 @@
+"""kiln's command line. ``main`` exits; ``main_inner`` only raises.
+
+A short pipeline: parse the arguments, compute ``Options`` from the environment
+once, make the Reporter, run the command. Commands live by what they touch:
+``release`` (build, publish, bake, components, release), ``workspace`` (new,
+bump, lock), ``local`` (stack, run). Progress goes to stderr; ``--json`` puts
+the machine-readable result on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from kiln import __version__
+from kiln._cli import local, release, workspace
+from kiln._errors import EXIT_CODES, CommandFailed, KilnError, RunFailed
+from kiln._options import Options, environment_help
+from kiln._report import Reporter
+
+__all__ = ["main", "main_inner"]
+
+DESCRIPTION = """\
+kiln turns a monorepo of helper code into pinned, immutable artifacts:
+helper wheels on a private index, baked images in a registry, and KFP
+component YAMLs pinned to image@sha256 digests.
+
+Stages, in order: build -> publish -> bake -> components (`release` runs all).
+"""
+
+EPILOG = """\
+quick start (local stack on 127.0.0.1, started for you):
+  kiln release --local            build, publish, bake, push, generate; write dist/manifest.json
+  kiln release --local --dry-run  print the plan; publish nothing
+  kiln run contrast_demo          run a pipeline in local Docker containers
+  kiln new helper textstats       scaffold a helper (or a component, a pipeline): kiln new --help
+  kiln bump imgproc patch         raise a version; dependants and images follow
+  kiln lock --check               are the committed image locks up to date?
+  kiln stack status               what the local index and registry are doing
+
+output:
+  progress goes to stderr, one line per stage and per pipeline step; everything
+  else (commands, build steps, container logs) goes to .kiln/logs/COMMAND.log,
+  whose end is shown when a command fails. -v shows it all, -q only errors,
+  --timings the seconds per stage; under GitHub Actions stages fold into groups.
+
+{environment}
+
+exit codes:
+  0 ok   2 usage   {codes}
+""".format(
+    environment=environment_help(),
+    codes="   ".join(f"{code} {label}" for label, code in EXIT_CODES.items()),
+)
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--repo", metavar="PATH", help="the monorepo (default: found from cwd)")
+    common.add_argument("--json", action="store_true", help="machine-readable result on stdout")
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="show commands, build steps, container logs"
+    )
+    common.add_argument("-q", "--quiet", action="store_true", help="show only errors")
+    common.add_argument("--timings", action="store_true", help="print the seconds per stage")
+
+    targets = argparse.ArgumentParser(add_help=False)
+    targets.add_argument(
+        "--local", action="store_true", help="use the embedded local stack (started if needed)"
+    )
+    targets.add_argument("--index", metavar="URL", help="package index base URL (not --local)")
+    targets.add_argument("--registry", metavar="HOST", help="registry host[:port] (not --local)")
+    targets.add_argument(
+        "--base-image", metavar="REF", help="base image for every image (or KILN_BASE_IMAGE)"
+    )
+
+    top = argparse.ArgumentParser(
+        prog="kiln",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--version", action="version", version=f"kiln {__version__}")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    local.add_parsers(sub, common)
+    release.add_parsers(sub, common, targets)
+    workspace.add_parsers(sub, common)
+    return top
+
+
+def main_inner(
+    argv: Sequence[str] | None = None,
+    report: Reporter | None = None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    args = parser().parse_args(argv)
+    args.options = Options.from_environment(
+        os.environ if env is None else env, base_image=getattr(args, "base_image", None)
+    )
+    args.report = report or Reporter()
+    args.report.verbose, args.report.quiet = args.verbose, args.quiet
+    args.report.timings, args.report.github_actions = args.timings, args.options.github_actions
+    args.cleanup = []
+    try:
+        code: int = args.func(args)
+        args.report.finish()
+    finally:
+        for cleanup in args.cleanup:
+            cleanup()
+    return code
+
+
+def _failure_context(exc: KilnError, report: Reporter) -> str:
+    """Where the full log of a failed command is, with its end for failed steps and runs."""
+    if report.log_path is None:
+        return ""
+    where = f"\nfull log: {report.log_path}"
+    if isinstance(exc, RunFailed | CommandFailed) and not report.verbose:
+        tail = report.log_tail(25)
+        if tail:
+            return f"\nthe log ends:\n{tail}{where}"
+    return where
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    report = Reporter()
+    try:
+        code = main_inner(argv, report)
+    except KilnError as exc:
+        report.finish()
+        print(f"kiln: {exc.label}: {exc}{_failure_context(exc, report)}", file=sys.stderr)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        print("kiln: interrupted; re-run the same command to finish", file=sys.stderr)
+        code = 130
+    finally:
+        report.close()
+    sys.exit(code)

@@ -1,0 +1,117 @@
+"""What every command shares: the reporter, output, the workspace, the servers.
+
+Each command gets the parsed arguments with three things the entry point adds:
+``report`` (the Reporter), ``options`` (the environment, checked once) and
+``cleanup`` (callbacks run when the command ends, failed or not).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from kiln._errors import ConfigError
+from kiln._options import Options
+from kiln._report import Reporter
+from kiln._workspace.model import Workspace
+
+if TYPE_CHECKING:
+    from kiln._release.stages import Services
+    from kiln._servers.stack import LocalStack
+
+
+def report_of(args: argparse.Namespace) -> Reporter:
+    report: Reporter = args.report
+    return report
+
+
+def options_of(args: argparse.Namespace) -> Options:
+    options: Options = args.options
+    return options
+
+
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    """The command's result on stdout: JSON with --json, else text for a person."""
+    if args.json:
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(text)
+
+
+def workspace(args: argparse.Namespace) -> Workspace:
+    """The monorepo (--repo, or found from the working directory); opens the command's log."""
+    from kiln._workspace.discovery import discover, find_root  # noqa: PLC0415
+
+    root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
+    ws = discover(root)
+    report_of(args).open_log(ws.state_dir / "logs" / f"{args.command}.log")
+    return ws
+
+
+def local_stack(ws: Workspace) -> LocalStack:
+    from kiln._servers.stack import LocalStack  # noqa: PLC0415
+
+    return LocalStack(ws.stack, ws.state_dir / "stack")
+
+
+def services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -> Services:
+    """Clients for the target index and registry (the local stack with --local, started
+    if needed), the Docker builder, and the logged runner; every server answers first."""
+    from kiln._release.stages import Services  # noqa: PLC0415
+    from kiln._servers.credentials import (  # noqa: PLC0415
+        Credentials,
+        index_credentials,
+        registry_credentials,
+    )
+    from kiln._servers.index import IndexClient  # noqa: PLC0415
+    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
+    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
+    from kiln._wheels.wheelhouse import PipDownload  # noqa: PLC0415
+
+    report, options = report_of(args), options_of(args)
+    runner = reporting_runner(report)
+    index_storage = None
+    # Credentials come from the environment, netrc or docker's config, never from an
+    # argument; the local stack needs none.
+    index_auth: Credentials | None = None
+    registry_auth: Credentials | None = None
+    if getattr(args, "local", True):
+        stack = local_stack(ws)
+        was_running = any(s.running for s in stack.status())
+        stack.up(echo=report.step)
+        if getattr(args, "dry_run", False) and not was_running:
+            # A dry run leaves the machine as it found it: stop what it had to start.
+            args.cleanup.append(stack.down)
+        index_url, registry = ws.stack.index_url, ws.stack.registry
+        index_storage = stack.dir / "index"
+    else:
+        index_url, registry = args.index, args.registry
+        if not index_url or not registry:
+            raise ConfigError("give --local, or both --index URL and --registry HOST[:PORT]")
+        index_auth = index_credentials(index_url, os.environ)
+        registry_auth = registry_credentials(registry, os.environ)
+        for what, auth in (("index", index_auth), ("registry", registry_auth)):
+            report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
+    builder: Any = None
+    if docker:
+        from kiln._images.docker import DockerBuilder, docker_client  # noqa: PLC0415
+
+        builder = DockerBuilder(
+            docker_client(options.docker_host), log=report.detail, credentials=registry_auth
+        )
+    index = IndexClient(index_url, runner=runner, credentials=index_auth)
+    reg = RegistryClient(registry, credentials=registry_auth)
+    index.ping()
+    reg.ping()
+    private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
+    return Services(
+        index=index,
+        registry=reg,
+        builder=builder,
+        runner=runner,
+        index_storage=index_storage,
+        download=PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle),
+    )

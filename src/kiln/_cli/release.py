@@ -1,0 +1,189 @@
+"""The release commands: build, publish, bake, components, release."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from kiln._cli import common
+from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
+from kiln._workspace.model import Workspace
+
+if TYPE_CHECKING:
+    from kiln._release.plan import ReleasePlan
+    from kiln._release.stages import Prepared, Services
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from kiln._wheels.build import build_wheels, wheel_cache_dir  # noqa: PLC0415
+
+    ws = common.workspace(args)
+    cache = wheel_cache_dir(ws.state_dir, enabled=common.options_of(args).wheel_cache)
+    wheels = build_wheels(ws.helpers, ws.dist_dir / "wheels", cache_dir=cache)
+    rows = [{"filename": w.filename, "sha256": w.sha256, "path": str(w.path)} for w in wheels]
+    common.emit(args, rows, "\n".join(f"{w.path}  sha256:{w.sha256}" for w in wheels))
+    return 0
+
+
+def release_parts(
+    args: argparse.Namespace, *, images: bool = True
+) -> tuple[Workspace, Services, Prepared, ReleasePlan]:
+    """Prepare (local work) and plan (ask the servers): what every release command runs."""
+    from kiln._release.stages import make_plan, prepare  # noqa: PLC0415
+
+    ws = common.workspace(args)
+    services = common.services(args, ws, docker=images)
+    options = common.options_of(args)
+    prepared = prepare(
+        ws,
+        services,
+        base_override=options.base_image,
+        images=images,
+        wheel_cache=options.wheel_cache,
+        report=common.report_of(args),
+    )
+    plan = make_plan(ws, prepared, services)
+    return ws, services, prepared, plan
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from kiln._release.stages import check_refusals, install_wheels, publish  # noqa: PLC0415
+
+    ws, services, prepared, plan = release_parts(args, images=False)
+    check_refusals(plan)
+    uploaded = publish(plan, prepared, services, common.report_of(args))
+    install_wheels(prepared.wheels, ws.dist_dir / "wheels")
+    rows = [
+        {"filename": s.filename, "sha256": s.sha256, "action": s.action.value} for s in plan.files
+    ]
+    common.emit(
+        args, rows, f"uploaded {len(uploaded)} of {len(rows)} wheel(s) to {services.index.url}"
+    )
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from kiln._release.stages import bake, check_refusals, install_wheels, publish  # noqa: PLC0415
+
+    ws, services, prepared, plan = release_parts(args)
+    check_refusals(plan)
+    publish(plan, prepared, services, common.report_of(args))
+    install_wheels(prepared.wheels, ws.dist_dir / "wheels")
+    digests, pushed = bake(ws, plan, prepared, services, common.report_of(args))
+    refs = {i.image.name: f"{i.repository}@{digests[i.image.name]}" for i in prepared.images}
+    common.emit(args, refs, "\n".join(refs.values()) + f"\npushed {len(pushed)} image(s)")
+    return 0
+
+
+def cmd_components(args: argparse.Namespace) -> int:
+    from kiln._release.stages import generate  # noqa: PLC0415
+
+    ws = common.workspace(args)
+    services = common.services(args, ws, docker=False)
+    refs = {}
+    for image in ws.images:
+        repo = f"{ws.org}/{image.name}"
+        digest = services.registry.digest(repo, image.version)
+        if digest is None:
+            raise ConfigError(
+                f"{image.path / 'image.toml'}: {services.registry.host}/{repo}:{image.version} is "
+                "not in the registry; run `kiln bake` (or `kiln release`) first"
+            )
+        refs[image.name] = f"{services.registry.host}/{repo}@{digest}"
+    components, pipelines = generate(ws, refs, report=common.report_of(args))
+    rows = {
+        "components": [c.to_json() for c in components],
+        "pipelines": [p.to_json() for p in pipelines],
+    }
+    common.emit(args, rows, "\n".join(r.path for r in components + pipelines))
+    return 0
+
+
+def plan_text(plan: ReleasePlan) -> str:
+    """The plan for a person: each action with its reason; refusals last, in full."""
+    lines = [
+        f"  {s.action.value:8} {s.filename}: {s.reason}"
+        for s in plan.files
+        if s.kind == "helper" and s.action.value != "refuse"
+    ]
+    mirror = [s for s in plan.files if s.kind == "mirror"]
+    todo = sum(1 for s in mirror if s.action.value == "publish")
+    same = sum(1 for s in mirror if s.action.value == "skip")
+    lines.append(
+        f"  mirror   {len(mirror)} third-party wheel(s): {todo} not on the index yet, "
+        f"{same} already there with identical bytes"
+    )
+    lines += [
+        f"  {s.action.value:8} image {s.repository}:{s.version}: {s.reason}"
+        for s in plan.images
+        if s.action.value != "refuse"
+    ]
+    lines += [f"  {s.action.value:8} {s.reason}" for s in plan.files if s.action.value == "refuse"]
+    lines += [f"  {s.action.value:8} {s.reason}" for s in plan.images if s.action.value == "refuse"]
+    return "plan:\n" + "\n".join(lines)
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    from kiln._release.stages import execute  # noqa: PLC0415
+
+    ws, services, prepared, plan = release_parts(args)
+    if args.dry_run:
+        common.emit(args, plan.to_dict(), plan_text(plan))
+        if plan.altered:
+            return ArtifactAltered.exit_code
+        return PublishedConflict.exit_code if plan.refusals else 0
+    report = common.report_of(args)
+    for line in plan_text(plan).splitlines():
+        report.detail(line)
+    outcome = execute(ws, prepared, plan, services, release_version=args.version, report=report)
+    if not outcome.uploaded and not outcome.pushed:
+        summary = "everything is up to date: nothing uploaded, nothing pushed"
+    else:
+        summary = f"uploaded {len(outcome.uploaded)} file(s), pushed {len(outcome.pushed)} image(s)"
+    result = {
+        "uploaded": outcome.uploaded,
+        "pushed": outcome.pushed,
+        "manifest_path": str(outcome.manifest_path),
+        "manifest": outcome.manifest.to_json(),
+    }
+    common.emit(args, result, f"{summary}\nmanifest: {outcome.manifest_path}")
+    return 0
+
+
+def add_parsers(
+    sub: Any, common_args: argparse.ArgumentParser, targets: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser("build", parents=[common_args], help="build helper wheels into dist/wheels")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser(
+        "publish",
+        parents=[common_args, targets],
+        help="build helper wheels and upload the ones the index does not have",
+    )
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser(
+        "bake",
+        parents=[common_args, targets],
+        help="publish, then build images offline from their wheelhouse and push them",
+    )
+    p.set_defaults(func=cmd_bake)
+
+    p = sub.add_parser(
+        "components",
+        parents=[common_args, targets],
+        help="generate component YAMLs pinned to the pushed images' digests",
+    )
+    p.set_defaults(func=cmd_components)
+
+    p = sub.add_parser(
+        "release",
+        parents=[common_args, targets],
+        help="build, publish, bake, push and generate pinned components",
+        description="Run every stage; skip what is already published, refuse what would "
+        "change a published version. Writes dist/manifest.json.",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument("--version", metavar="X.Y.Z", help="stamp the manifest with this release")
+    p.set_defaults(func=cmd_release)

@@ -1,0 +1,284 @@
+"""Commands that change the repository: new, bump, lock."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from kiln._cli import common
+from kiln._errors import ConfigError, KilnError
+from kiln._report import Reporter
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from kiln._workspace import scaffold as _scaffold  # noqa: PLC0415
+
+    if args.kind != "pipeline" and args.component:
+        args.usage_error(f"--component is for `kiln new pipeline`, not `kiln new {args.kind}`")
+    if args.kind == "pipeline" and args.image:
+        args.usage_error("--image is for a helper or a component; a pipeline uses --component")
+    if args.kind == "component" and len(args.image) != 1:
+        args.usage_error("kiln new component NAME needs exactly one --image IMAGE to run on")
+    ws = common.workspace(args)
+    if args.kind == "helper":
+        written = _scaffold.new_helper(ws, args.name, images=args.image)
+        package = args.name.replace("-", "_")
+        hints = [
+            f"write helpers/{args.name}/src/{package}/ and helpers/{args.name}/tests/",
+            f"pip install -e helpers/{args.name} && pytest helpers/{args.name}",
+            "kiln build   (builds its wheel with the others)",
+        ]
+        hints += [
+            f"images/{i}/image.toml now lists {args.name}: if version {ws.image(i).version} "
+            "is already published, bump its `version`"
+            for i in dict.fromkeys(args.image)
+        ]
+        if not args.image:
+            hints.append(f"put it in an image: list {args.name!r} in images/<i>/image.toml")
+    elif args.kind == "component":
+        written = _scaffold.new_component(ws, args.name, image=args.image[0])
+        hints = [
+            f"edit pipelines/components/{args.name}.py, then: kiln release --local",
+            f"run it in a pipeline: kiln new pipeline NAME --component {args.name}",
+        ]
+    else:
+        written = _scaffold.new_pipeline(ws, args.name, component=args.component)
+        hints = [
+            "kiln release --local",
+            f"kiln run {args.name}   (arguments: RUN_ARGS, or --arg NAME=VALUE)",
+        ]
+    paths = [str(p) for p in written]
+    common.emit(args, {"written": paths}, "\n".join(paths))
+    for line in ["next steps:", *(f"  {h}" for h in hints)]:
+        common.report_of(args).step(line)
+    return 0
+
+
+def cmd_bump(args: argparse.Namespace) -> int:
+    from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
+
+    ws = common.workspace(args)
+    plan = plan_bump(ws, args.target, args.level, kind=args.target_kind)
+    if args.dry_run:
+        render_bump(plan)  # every edit checked, nothing written
+    else:
+        apply_bump(plan)
+    data = {**plan.to_dict(), "written": not args.dry_run}
+    common.emit(args, data, "\n".join(c.line for c in plan.changes))
+    count = len(plan.changes)
+    common.report_of(args).step(
+        f"dry run: {count} file(s) would change, nothing written"
+        if args.dry_run
+        else f"wrote {count} file(s)"
+    )
+    return 0
+
+
+def base_pinner(report: Reporter, docker_host: str) -> Any:
+    """``ref -> (BasePin, how)``: the registry's manifest digest when it answers, else the
+    local engine's repo digest or image ID (no engine: unpinned)."""
+    import docker.errors  # noqa: PLC0415
+
+    from kiln._images.docker import docker_client  # noqa: PLC0415
+    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
+    from kiln._wheels.lock import resolve_base  # noqa: PLC0415
+
+    def registry_digest(host: str, repository: str, tag: str) -> str | None:
+        loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
+        return RegistryClient(host, scheme="http" if loopback else "https").digest(repository, tag)
+
+    def local(ref: str) -> tuple[tuple[str, ...], str] | None:
+        try:
+            image = docker_client(docker_host).images.get(ref)
+        except (KilnError, docker.errors.DockerException) as exc:
+            report.detail(f"    {ref}: not on the local Docker Engine ({type(exc).__name__})")
+            return None
+        return tuple(image.attrs.get("RepoDigests") or ()), str(image.id)
+
+    return lambda ref: resolve_base(ref, registry_digest=registry_digest, local=local)
+
+
+def cmd_lock(args: argparse.Namespace) -> int:
+    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
+    from kiln._wheels.lock import Uv, check_fresh, lock_path, make_lock, read_lock  # noqa: PLC0415
+    from kiln._wheels.wheelhouse import SimplePages  # noqa: PLC0415
+
+    ws = common.workspace(args)
+    report = common.report_of(args)
+    known = {i.name: i for i in ws.images}
+    unknown = sorted(set(args.images) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"no image {', '.join(unknown)} under images/ (known: {', '.join(known) or 'none'})"
+        )
+    images = [known[n] for n in sorted(set(args.images))] or list(ws.images)
+    kfp = kfp_version()
+    if args.check:
+        stale = []
+        for image in images:
+            try:
+                check_fresh(read_lock(image), ws, image, kfp)
+            except ConfigError as exc:
+                stale.append(str(exc))
+        if stale:
+            raise ConfigError("\n".join(stale))
+        common.emit(args, {i.name: "fresh" for i in images}, f"{len(images)} lock(s) up to date")
+        return 0
+    import uv  # noqa: PLC0415
+
+    ca_bundle = common.options_of(args).ca_bundle
+    tool = Uv(reporting_runner(report), uv.find_uv_bin(), ws.upstream_index, ca_bundle)
+    pages, pin_base, bases = (
+        SimplePages(ws.upstream_index),
+        base_pinner(report, common.options_of(args).docker_host),
+        {},
+    )
+    rows: dict[str, dict[str, Any]] = {}
+    for image in images:
+        if image.base not in bases:
+            bases[image.base] = pin_base(image.base)
+            report.stage("base", f"base {image.base}: {bases[image.base][1]}")
+        report.stage("lock", f"lock {image.name}: uv pip compile for Python {image.python} on "
+                    f"{image.platform}")  # fmt: skip
+        text = make_lock(
+            ws, image, kfp_version=kfp, uv=tool, base=bases[image.base][0], pages=pages,
+            upgrade=args.upgrade or (),
+        )  # fmt: skip
+        path = lock_path(image)
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+        if not same:
+            path.write_text(text, encoding="utf-8")
+        rows[image.name] = {"path": str(path), "written": not same}
+    common.emit(args, rows, "\n".join(
+        f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()
+    ))  # fmt: skip
+    return 0
+
+
+def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "new",
+        parents=[common_args],
+        help="write a helper, component or pipeline skeleton in the repo's conventions",
+        description="Write a working, tested skeleton in the repo's conventions: it builds,\n"
+        "its test passes, it compiles with KFP. Nothing is overwritten, and nothing is\n"
+        "written when a value is bad. Prints the paths written, then next steps.",
+        epilog="""\
+examples:
+  kiln new helper textstats --image analytics
+      helpers/textstats/: pyproject.toml (distribution acme-textstats, hatchling
+      pinned, packages = ["src/textstats"]), src/textstats/, tests/; and
+      "textstats" appended to `helpers` in images/analytics/image.toml
+  kiln new helper text-stats
+      folder and distribution use dashes (acme-text-stats); the import package
+      uses underscores (text_stats)
+  kiln new component word_counts --image analytics
+      pipelines/components/word_counts.py: IMAGE = "analytics" and a function
+      word_counts whose imports sit inside it
+  kiln new pipeline word_report --component word_counts
+      pipelines/word_report.py: RUN_ARGS and build(load) running word_counts
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("kind", choices=["helper", "component", "pipeline"], help="what to write")
+    p.add_argument(
+        "name",
+        help="helper: folder name (lowercase, digits, dashes); component, pipeline: a "
+        "lowercase Python identifier",
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="component: the image under images/ it runs on (required); helper: add the "
+        "helper to this image's `helpers` (repeatable)",
+    )
+    p.add_argument(
+        "--component",
+        metavar="NAME",
+        help="pipeline: the component it runs (default: the first one whose inputs are "
+        "plain values)",
+    )
+    p.set_defaults(func=cmd_new, usage_error=p.error)
+
+    p = sub.add_parser(
+        "bump",
+        parents=[common_args],
+        help="raise a helper's or an image's version; pins and images that must follow do",
+        description="Raise the version of a helper (helpers/<h>/pyproject.toml) or an image\n"
+        "(images/<i>/image.toml) in place, comments and layout kept. A helper bump cascades:\n"
+        "every helper that pins it gets the new pin and a patch bump (and so on, up the\n"
+        "chain), and every image that contains a changed helper gets one patch bump.\n"
+        "Prints one line per file; every edit is checked before any file is written.",
+        epilog="""\
+examples:
+  kiln bump dataquality patch
+      helpers/dataquality/pyproject.toml: acme-dataquality 0.1.0 -> 0.1.1 (bumped)
+      helpers/viz/pyproject.toml: acme-viz 0.1.1 -> 0.1.2 (pins acme-dataquality, now ==0.1.1)
+      images/analytics/image.toml: analytics 0.1.1 -> 0.1.2 (contains dataquality, viz)
+  kiln bump imgproc minor --dry-run   print what would change, write nothing
+  kiln bump base 1.0.0                an explicit version, above the current one
+  kiln bump base patch --image        when a helper and an image share the name
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="NAME", help="a folder under helpers/ or images/")
+    p.add_argument(
+        "level",
+        metavar="major|minor|patch|X.Y.Z",
+        help="raise that part of X.Y.Z (0.2.0: patch 0.2.1, minor 0.3.0, major 1.0.0), "
+        "or set a PEP 440 version above the current one",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--helper",
+        dest="target_kind",
+        action="store_const",
+        const="helper",
+        help="NAME is the helper (when an image has the same name)",
+    )
+    which.add_argument(
+        "--image",
+        dest="target_kind",
+        action="store_const",
+        const="image",
+        help="NAME is the image (when a helper has the same name)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    p.set_defaults(func=cmd_bump)
+    _add_lock_parser(sub, common_args)
+
+
+def _add_lock_parser(sub: Any, common_args: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "lock",
+        parents=[common_args],
+        help="hash-lock each image's third-party wheels and base (images/<i>/requirements.lock)",
+        description="Resolve each image's third-party closure (its helpers' dependencies and\n"
+        "image.toml `requirements`) with `uv pip compile --generate-hashes` for the image's\n"
+        "Python and platform, add kfp without its dependencies (as KFP's runtime installs\n"
+        "it), pin the base image by digest, and write images/<i>/requirements.lock. Commit\n"
+        "it: a release installs exactly that file. Versions of an existing lock are kept.",
+        epilog="""\
+examples:
+  kiln lock                      lock every image (keeps locked versions that still fit)
+  kiln lock base --upgrade       re-resolve base to the newest versions
+  kiln lock base --upgrade numpy move numpy only
+  kiln lock --check              exit 3 naming each lock that image.toml, a helper or kfp
+                                 has made stale (CI); writes nothing
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="images to lock (default: all)")
+    p.add_argument(
+        "--upgrade",
+        nargs="?",
+        const="",
+        action="append",
+        metavar="PACKAGE",
+        help="move versions: all of them, or PACKAGE's only (repeatable); put IMAGE first",
+    )
+    p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
+    p.set_defaults(func=cmd_lock)

@@ -1,0 +1,70 @@
+"""Options: the environment read in one place, checked, and all of it in `kiln --help`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kiln._cli import EPILOG
+from kiln._errors import ConfigError
+from kiln._options import ENVIRONMENT, Options
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "kiln"
+# Reading a variable: env.get("X"), environ["X"], getenv("X"), or a name kept in a constant.
+READS = re.compile(r"""(?:environ|env|getenv)(?:\.get)?[\[(]\s*["']([A-Z][A-Z0-9_]+)["']""")
+CONSTANTS = re.compile(r"""^[A-Z_]+ = ["']([A-Z][A-Z0-9_]{3,})["']\s*$""", re.MULTILINE)
+
+
+def _documented() -> set[str]:
+    return {name.strip() for var in ENVIRONMENT for name in var.name.split(",")}
+
+
+def test_every_variable_kiln_reads_is_in_the_help() -> None:
+    read: dict[str, str] = {}
+    for path in SRC.rglob("*.py"):
+        text = path.read_text()
+        for name in READS.findall(text) + CONSTANTS.findall(text):
+            if not name.startswith(("TWINE_", "PIP_", "SOURCE_DATE")):  # what kiln *sets*
+                read[name] = str(path.relative_to(SRC))
+    assert read  # the scan finds the reads at all
+    missing = {name: where for name, where in read.items() if name not in _documented()}
+    assert missing == {}
+    for var in ENVIRONMENT:
+        assert var.name in EPILOG
+
+
+def test_library_code_does_not_read_the_environment() -> None:
+    allowed = {"_options.py", "_cli/common.py", "_cli/__init__.py", "_util/cmd.py"}
+    readers = {
+        str(p.relative_to(SRC))
+        for p in SRC.rglob("*.py")
+        if re.search(r"os\.environ\b|os\.getenv\(", p.read_text())
+    }
+    assert readers <= allowed, readers - allowed
+
+
+def test_options_from_the_environment(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("x")
+    env = {
+        "KILN_BASE_IMAGE": "mirror/python:3.11",
+        "KILN_NO_WHEEL_CACHE": "1",
+        "GITHUB_ACTIONS": "true",
+        "SSL_CERT_FILE": str(bundle),
+        "DOCKER_HOST": "unix:///run/other.sock",
+    }
+    options = Options.from_environment(env)
+    assert options.base_image == "mirror/python:3.11"
+    assert options.wheel_cache is False
+    assert options.github_actions is True
+    assert options.ca_bundle == bundle.resolve()
+    assert options.docker_host == "unix:///run/other.sock"
+    assert Options.from_environment(env, base_image="cli/wins:1").base_image == "cli/wins:1"
+    assert Options.from_environment({}) == Options()
+
+
+def test_a_bad_value_is_named() -> None:
+    with pytest.raises(ConfigError, match="KILN_NO_WHEEL_CACHE='maybe': use 1 or 0"):
+        Options.from_environment({"KILN_NO_WHEEL_CACHE": "maybe"})
