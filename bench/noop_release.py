@@ -36,6 +36,7 @@ COMMANDS = {
     "release": ("release", "--local", "--json"),
     "dry-run": ("release", "--local", "--dry-run", "--json"),
     "build": ("build", "--json"),
+    "check": ("check", "--local", "--json"),
 }
 BASELINE = "off"
 
@@ -162,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(ws.components)} components; {args.runs} runs per case; KILN_BASE_IMAGE={base}",
         file=sys.stderr,
     )
-    uses_stack = bool({"release", "dry-run"} & set(args.measure))
+    uses_stack = bool({"release", "dry-run", "check"} & set(args.measure))
     was_running = uses_stack and _stack_running(repo)
     try:
         if uses_stack:

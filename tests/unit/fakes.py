@@ -11,9 +11,12 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from kiln._errors import ConfigError
 from kiln._images.inputs import FINGERPRINT_LABEL
+from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
 from kiln._util.files import sha256_file
 from kiln._wheels.lock import BasePin, Pin, inputs_hash, lock_path, render
+from kiln._workspace.discovery import discover
 from kiln._workspace.model import Image, Workspace
+from tests import factory
 
 
 @dataclass
@@ -162,3 +165,44 @@ def write_fake_lock(
     path = lock_path(image)
     path.write_text(text)
     return path
+
+
+@dataclass
+class Setup:
+    """A sample repo (one helper, one locked image) and fakes for every server."""
+
+    ws: Workspace
+    index: FakeIndex
+    registry: FakeRegistry
+    builder: FakeBuilder
+    pip: FakePip
+    upstream: FakeIndex
+
+    @property
+    def services(self) -> Services:
+        return Services(
+            self.index,
+            self.registry,
+            self.builder,
+            self.pip,
+            upstream_pages=lambda _url: self.upstream,
+        )
+
+    def release(self) -> Outcome:
+        prepared = prepare(self.ws, self.services)
+        plan = make_plan(self.ws, prepared, self.services)
+        return execute(self.ws, prepared, plan, self.services)
+
+
+def release_setup(tmp_path: Path) -> Setup:
+    registry = FakeRegistry()
+    ws = discover(factory.sample(tmp_path / "repo"))
+    write_fake_lock(ws, ws.image("base"))  # numpy==1.0, and kfp==2.17.3 without its deps
+    return Setup(
+        ws,
+        FakeIndex(),
+        registry,
+        FakeBuilder(registry),
+        FakePip(),
+        fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
+    )

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kiln._release.stages import kfp_version
+from kiln._wheels.lock import check_fresh, read_lock
 from kiln._workspace.discovery import discover
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,3 +33,11 @@ def test_helper_and_kfp_pins_in_docs_are_the_repos(doc: Path) -> None:
 def test_relative_links_in_docs_exist(doc: Path) -> None:
     for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
         assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_this_repos_committed_locks_are_fresh() -> None:
+    # What `kiln lock --check` says in CI: a helper or image.toml change without a relock
+    # would make the next release refuse.
+    ws = discover(ROOT)
+    for image in ws.images:
+        check_fresh(read_lock(image), ws, image, kfp_version())

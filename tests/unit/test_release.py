@@ -4,68 +4,22 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
 from kiln._release.plan import Action
-from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
+from kiln._release.stages import make_plan, prepare
 from kiln._util.files import sha256_file
 from kiln._wheels.lock import BasePin
 from kiln._workspace.discovery import discover
-from kiln._workspace.model import Workspace
-from tests import factory
-from tests.unit.fakes import (
-    FakeBuilder,
-    FakeIndex,
-    FakePip,
-    FakeRegistry,
-    fake_sha,
-    fake_upstream,
-    write_fake_lock,
-)
-
-
-@dataclass
-class Setup:
-    ws: Workspace
-    index: FakeIndex
-    registry: FakeRegistry
-    builder: FakeBuilder
-    pip: FakePip
-    upstream: FakeIndex
-
-    @property
-    def services(self) -> Services:
-        return Services(
-            self.index,
-            self.registry,
-            self.builder,
-            self.pip,
-            upstream_pages=lambda _url: self.upstream,
-        )
-
-    def release(self) -> Outcome:
-        prepared = prepare(self.ws, self.services)
-        plan = make_plan(self.ws, prepared, self.services)
-        return execute(self.ws, prepared, plan, self.services)
+from tests.unit.fakes import Setup, fake_sha, release_setup, write_fake_lock
 
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Setup:
-    registry = FakeRegistry()
-    ws = discover(factory.sample(tmp_path / "repo"))
-    write_fake_lock(ws, ws.image("base"))  # numpy==1.0, and kfp==2.17.3 without its deps
-    return Setup(
-        ws,
-        FakeIndex(),
-        registry,
-        FakeBuilder(registry),
-        FakePip(),
-        fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
-    )
+    return release_setup(tmp_path)
 
 
 def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:

@@ -57,9 +57,14 @@ def local_stack(ws: Workspace) -> LocalStack:
     return LocalStack(ws.stack, ws.state_dir / "stack")
 
 
-def services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) -> Services:
+def services(
+    args: argparse.Namespace, ws: Workspace, *, docker: bool = True, read_only: bool = False
+) -> Services:
     """Clients for the target index and registry (the local stack with --local, started
-    if needed), the Docker builder, and the logged runner; every server answers first."""
+    if needed), the Docker builder, and the logged runner; every server answers first.
+
+    ``read_only`` (and --dry-run): a local stack this command had to start is stopped
+    when it ends, so the machine is left as it was found."""
     from kiln._release.stages import Services  # noqa: PLC0415
     from kiln._servers.credentials import (  # noqa: PLC0415
         Credentials,
@@ -82,7 +87,7 @@ def services(args: argparse.Namespace, ws: Workspace, *, docker: bool = True) ->
         stack = local_stack(ws)
         was_running = any(s.running for s in stack.status())
         stack.up(echo=report.step)
-        if getattr(args, "dry_run", False) and not was_running:
+        if (read_only or getattr(args, "dry_run", False)) and not was_running:
             # A dry run leaves the machine as it found it: stop what it had to start.
             args.cleanup.append(stack.down)
         index_url, registry = ws.stack.index_url, ws.stack.registry

@@ -150,6 +150,40 @@ def cmd_release(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from kiln._release.check import check  # noqa: PLC0415
+    from kiln._release.manifest import recorded_wheels  # noqa: PLC0415
+    from kiln._release.stages import kfp_version, prepare  # noqa: PLC0415
+
+    ws = common.workspace(args)
+    report = common.report_of(args)
+    services = common.services(args, ws, docker=False, read_only=True)
+    prepared = prepare(
+        ws,
+        services,
+        images=False,
+        wheel_cache=common.options_of(args).wheel_cache,
+        report=report,
+    )
+    report.stage("check", f"check: against {services.index.url} and {services.registry.host}")
+    result = check(
+        ws,
+        prepared.wheels,
+        index=services.index,
+        registry=services.registry,
+        kfp_version=kfp_version(),
+        recorded=recorded_wheels(ws.dist_dir / "manifest.json", services.index.url),
+    )
+    lines = [f"{f.path}: {f.message}\n    fix: {f.fix}" for f in result.findings]
+    verdict = (
+        "nothing to bump: the repository matches what is published"
+        if result.exit_code == 0
+        else f"{sum(f.blocking for f in result.findings)} finding(s) to fix before releasing"
+    )
+    common.emit(args, result.to_dict(), "\n".join([*lines, verdict]))
+    return result.exit_code
+
+
 def add_parsers(
     sub: Any, common_args: argparse.ArgumentParser, targets: argparse.ArgumentParser
 ) -> None:
@@ -187,3 +221,19 @@ def add_parsers(
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--version", metavar="X.Y.Z", help="stamp the manifest with this release")
     p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser(
+        "check",
+        parents=[common_args, targets],
+        help="what must be bumped or relocked before releasing, each with its fix",
+        description="Compare the repository with what is published, reading only: each\n"
+        "helper's wheel (from the build cache) with the index's sha256, each image's\n"
+        "committed lock with its inputs, and each pushed image's recorded helpers and\n"
+        "third-party set with the repository. Needs no Docker Engine. Exit 0 when\n"
+        "nothing must change; 4 when a version must be bumped, 3 when a lock is stale,\n"
+        "8 when the index was altered. A local stack it had to start is stopped again.",
+        epilog="examples:\n  kiln check --local\n  kiln check --index URL --registry HOST "
+        "--json   (CI)\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.set_defaults(func=cmd_check)

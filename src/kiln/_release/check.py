@@ -1,0 +1,172 @@
+"""``kiln check``: what must change before the next release, each with its fix.
+
+Compares the repository with what is published, reading only: the helper wheels
+(from kiln's build cache, so no backend runs for unchanged helpers) against the
+index's ``#sha256=``, each image's committed lock against its inputs, and each
+pushed image's recorded helpers and third-party set (its labels) against the
+repository. Needs no Docker Engine. Findings are data; the CLI prints them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
+from kiln._images.inputs import LABEL_PREFIX
+from kiln._servers.index import Index
+from kiln._servers.registry import Registry
+from kiln._wheels.build import BuiltWheel
+from kiln._wheels.lock import check_fresh, helper_closure, read_lock
+from kiln._workspace.model import Image, Workspace
+
+# What a finding means for the next release, and the exit code it gives.
+BUMP, ALTERED, RELOCK, TODO = "bump", "altered", "relock", "unpublished"
+_EXIT = {
+    BUMP: PublishedConflict.exit_code,
+    ALTERED: ArtifactAltered.exit_code,
+    RELOCK: ConfigError.exit_code,
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str  # BUMP, ALTERED, RELOCK (each blocks a release) or TODO (informative)
+    subject: str  # the helper or image folder name
+    path: str  # the file to look at, relative to the repository
+    message: str
+    fix: str  # the exact command, or what to do
+
+    @property
+    def blocking(self) -> bool:
+        return self.kind != TODO
+
+
+@dataclass(frozen=True)
+class Report:
+    findings: tuple[Finding, ...]
+    checked: Mapping[str, int]  # how many helpers and images were compared
+
+    @property
+    def exit_code(self) -> int:
+        codes = [_EXIT[f.kind] for f in self.findings if f.blocking]
+        return max(codes, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.exit_code == 0,
+            "checked": dict(self.checked),
+            "findings": [{**asdict(f), "blocking": f.blocking} for f in self.findings],
+        }
+
+
+def _helper_findings(
+    workspace: Workspace,
+    wheels: Sequence[BuiltWheel],
+    index: Index,
+    recorded: Mapping[str, str],
+) -> list[Finding]:
+    found = []
+    for wheel in wheels:
+        helper = workspace.helper(wheel.helper)
+        path = str((helper.path / "pyproject.toml").relative_to(workspace.root))
+        there = index.files(wheel.distribution).get(wheel.filename)
+        what = f"{wheel.distribution} {wheel.version}"
+        if there is None:
+            found.append(
+                Finding(TODO, helper.name, path, f"{what} is not published yet", "kiln release")
+            )
+        elif there == wheel.sha256:
+            continue
+        elif recorded.get(wheel.filename) == wheel.sha256:
+            found.append(
+                Finding(
+                    ALTERED,
+                    helper.name,
+                    path,
+                    f"the index serves other bytes for {wheel.filename} (sha256 {there[:12]}...) "
+                    f"than kiln published ({wheel.sha256[:12]}...), and the source still builds "
+                    "the published bytes: the index was altered",
+                    f"delete {wheel.filename} from the index, then `kiln release`; do not bump",
+                )
+            )
+        else:
+            found.append(
+                Finding(
+                    BUMP,
+                    helper.name,
+                    path,
+                    f"helpers/{helper.name} changed since {what} was published (index sha256 "
+                    f"{there[:12]}..., built {wheel.sha256[:12]}...)",
+                    f"kiln bump {helper.name} patch",
+                )
+            )
+    return found
+
+
+def _labels_say(labels: Mapping[str, str], key: str) -> set[str]:
+    return {item for item in labels.get(f"{LABEL_PREFIX}.{key}", "").split(",") if item}
+
+
+def _image_findings(
+    workspace: Workspace, image: Image, registry: Registry, kfp_version: str
+) -> list[Finding]:
+    config = str((image.path / "image.toml").relative_to(workspace.root))
+    try:
+        lock = read_lock(image)
+        check_fresh(lock, workspace, image, kfp_version)
+    except ConfigError as exc:
+        return [Finding(RELOCK, image.name, config, str(exc), f"kiln lock {image.name}")]
+    repository = f"{workspace.org}/{image.name}"
+    if registry.digest(repository, image.version) is None:
+        what = f"{repository}:{image.version} is not pushed yet"
+        return [Finding(TODO, image.name, config, what, "kiln release")]
+    labels = registry.labels(repository, image.version)
+    helpers = {
+        f"{workspace.helper(h).distribution}=={workspace.helper(h).version}"
+        for h in helper_closure(workspace, image.helpers)
+    }
+    third_party = {p.requirement for p in lock.pins}
+    moved = [
+        f"{what}: pushed {', '.join(sorted(was - now)) or 'nothing'}, now "
+        f"{', '.join(sorted(now - was)) or 'nothing'}"
+        for what, was, now in (
+            ("helpers", _labels_say(labels, "helpers"), helpers),
+            ("third-party", _labels_say(labels, "third-party"), third_party),
+        )
+        if was != now
+    ]
+    if not moved:
+        return []
+    return [
+        Finding(
+            BUMP,
+            image.name,
+            config,
+            f"{repository}:{image.version} was pushed from other inputs ({'; '.join(moved)})",
+            f"kiln bump {image.name} patch",
+        )
+    ]
+
+
+def check(
+    workspace: Workspace,
+    wheels: Sequence[BuiltWheel],
+    *,
+    index: Index,
+    registry: Registry,
+    kfp_version: str,
+    recorded: Mapping[str, str],
+) -> Report:
+    """Every finding, helpers first; ``recorded``: the last manifest's wheel sha256s."""
+    findings = _helper_findings(workspace, wheels, index, recorded)
+    bumped = {f.subject for f in findings if f.kind == BUMP}
+    for image in workspace.images:
+        image_findings = _image_findings(workspace, image, registry, kfp_version)
+        # A helper bump already cascades to the images containing it: say it once.
+        if not set(helper_closure(workspace, image.helpers)) & bumped:
+            findings += image_findings
+        else:
+            findings += [f for f in image_findings if f.kind != BUMP]
+    return Report(tuple(findings), {"helpers": len(wheels), "images": len(workspace.images)})

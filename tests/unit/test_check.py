@@ -1,0 +1,105 @@
+"""`kiln check`: what must be bumped, relocked or restored, each with the command."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from kiln._release.check import ALTERED, BUMP, RELOCK, TODO, Report, check
+from kiln._release.manifest import recorded_wheels
+from kiln._release.stages import kfp_version, prepare
+from kiln._workspace.discovery import discover
+from tests.unit.fakes import Setup, release_setup
+
+WHEEL = "acme_imgproc-0.1.0-py3-none-any.whl"
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    return release_setup(tmp_path)
+
+
+def run_check(setup: Setup) -> Report:
+    prepared = prepare(setup.ws, setup.services, images=False)
+    return check(
+        setup.ws,
+        prepared.wheels,
+        index=setup.index,
+        registry=setup.registry,
+        kfp_version=kfp_version(),
+        recorded=recorded_wheels(setup.ws.dist_dir / "manifest.json", setup.index.url),
+    )
+
+
+def kinds(report: Report) -> list[tuple[str, str, str]]:
+    return [(f.kind, f.subject, f.fix) for f in report.findings]
+
+
+def test_before_the_first_release_everything_is_to_publish(setup: Setup) -> None:
+    report = run_check(setup)
+    assert kinds(report) == [
+        (TODO, "imgproc", "kiln release"),
+        (TODO, "base", "kiln release"),
+    ]
+    assert report.exit_code == 0
+
+
+def test_after_a_release_there_is_nothing_to_do(setup: Setup) -> None:
+    setup.release()
+    report = run_check(setup)
+    assert report.findings == ()
+    assert report.exit_code == 0
+    assert report.to_dict()["checked"] == {"helpers": 1, "images": 1}
+
+
+def test_a_changed_helper_names_the_bump_once_for_it_and_its_images(setup: Setup) -> None:
+    setup.release()
+    source = setup.ws.helper("imgproc").path / "src" / "imgproc" / "__init__.py"
+    source.write_text("def answer() -> int:\n    return 43\n")
+
+    report = run_check(setup)
+
+    ((kind, subject, fix),) = kinds(report)
+    assert (kind, subject, fix) == (BUMP, "imgproc", "kiln bump imgproc patch")
+    (finding,) = report.findings
+    assert finding.path == "helpers/imgproc/pyproject.toml"
+    assert "helpers/imgproc changed since acme-imgproc 0.1.0 was published" in finding.message
+    assert report.exit_code == 4
+
+
+def test_an_altered_index_is_not_a_bump(setup: Setup) -> None:
+    setup.release()
+    setup.index.published["acme-imgproc"][WHEEL] = "f" * 64
+    report = run_check(setup)
+    assert kinds(report) == [
+        (ALTERED, "imgproc", f"delete {WHEEL} from the index, then `kiln release`; do not bump")
+    ]
+    assert report.exit_code == 8
+
+
+def test_a_stale_lock_is_named_with_kiln_lock(setup: Setup) -> None:
+    setup.release()
+    config = setup.ws.image("base").path / "image.toml"
+    config.write_text(config.read_text().replace("requirements = []", 'requirements = ["six"]'))
+    setup.ws = discover(setup.ws.root)
+    report = run_check(setup)
+    assert kinds(report) == [(RELOCK, "base", "kiln lock base")]
+    assert "requirements.lock: stale" in report.findings[0].message
+    assert report.exit_code == 3
+
+
+def test_a_bumped_helper_in_an_unbumped_image_asks_for_the_image_bump(setup: Setup) -> None:
+    setup.release()
+    pyproject = setup.ws.helper("imgproc").path / "pyproject.toml"
+    pyproject.write_text(re.sub(r'version = "0.1.0"', 'version = "0.1.1"', pyproject.read_text()))
+    setup.ws = discover(setup.ws.root)
+    report = run_check(setup)
+    assert kinds(report) == [
+        (TODO, "imgproc", "kiln release"),
+        (BUMP, "base", "kiln bump base patch"),
+    ]
+    message = report.findings[1].message
+    assert "acme/base:0.1.0 was pushed from other inputs" in message
+    assert "helpers: pushed acme-imgproc==0.1.0, now acme-imgproc==0.1.1" in message
