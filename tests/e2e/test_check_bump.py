@@ -77,5 +77,7 @@ def test_a_second_clean_clone_releases_and_fetches_nothing(
     result = other.kiln_json("release", "--index", repo.index_url, "--registry", repo.registry)
     assert (result["uploaded"], result["pushed"]) == ([], [])
     log = (clone / ".kiln" / "logs" / "release.log").read_text()
-    assert "pip download" in log or " download " in log  # it did fetch the locked wheels...
-    assert "pypi.org" not in log  # ...from the private index only
+    # It fetched the locked wheels (its cache was empty)... from the private index only.
+    assert "pip download --isolated" in log
+    assert f"--index-url {repo.index_url}/simple/" in log
+    assert "pypi.org" not in log
