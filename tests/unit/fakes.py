@@ -85,7 +85,8 @@ class FakeBuilder:
 
 @dataclass
 class FakePip:
-    """Answers `pip wheel ... --wheel-dir DIR reqs...` with one dummy wheel per requirement."""
+    """Answers `pip download --no-deps --require-hashes --dest DIR -r FILE` (hermetic) with
+    one wheel per pinned line, holding `fake_wheel` bytes."""
 
     calls: list[list[str]] = field(default_factory=list)
 
@@ -100,17 +101,7 @@ class FakePip:
         assert "--isolated" in args
         assert env is not None
         assert env["PIP_CONFIG_FILE"] == "/dev/null"
-        if "download" in args:
-            return self._download(args)
-        out = Path(args[args.index("--wheel-dir") + 1])
-        for req in args[args.index("--wheel-dir") + 2 :]:
-            name = req.split("==")[0].split(">=")[0].replace("-", "_")
-            version = req.split("==")[1] if "==" in req else "1.0"
-            (out / f"{name}-{version}-py3-none-any.whl").write_bytes(req.encode())
-        return ""
-
-    def _download(self, args: Sequence[str]) -> str:
-        """`pip download --dest DIR -r FILE`: one wheel per pinned line, `fake_wheel` bytes."""
+        assert "download" in args
         assert "--no-deps" in args
         assert "--require-hashes" in args
         dest = Path(args[args.index("--dest") + 1])

@@ -7,19 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli import main
 from kiln._cli.release import plan_text as _plan_text
 from kiln._release.plan import FileCandidate, ImageCandidate, PublishedImage, plan_release
 from tests import factory
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    assert isinstance(code, int)
-    return code, out, err
+from tests.unit.cli import run
 
 
 def test_help_teaches_the_stages_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:

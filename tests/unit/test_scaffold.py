@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli import main
 from kiln._components.generate import compile_pipeline, generate_component, pipeline_arguments
 from kiln._errors import ConfigError
 from kiln._wheels.build import build_wheel
@@ -21,6 +20,7 @@ from kiln._workspace.discovery import discover
 from kiln._workspace.model import Component, Helper, Pipeline, Workspace
 from kiln._workspace.scaffold import new_component, new_helper, new_pipeline
 from tests import factory
+from tests.unit.cli import run
 
 FAKE_REF = "reg.invalid/acme/base@sha256:" + "0" * 64
 
@@ -347,13 +347,6 @@ def test_pipeline_without_components(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------- CLI
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    code = exc.value.code
-    assert isinstance(code, int)
-    return code, out, err
 
 
 def test_cli_new_prints_the_paths_and_next_steps(
