@@ -63,7 +63,7 @@ def test_plan_as_data() -> None:
     plan = plan_release(
         [(HELPER, {WHEEL.name: "a" * 64})],
         [(IMAGE, PublishedImage("sha256:d1", "sha256:f1"))],
-        ["double"],
+        [("double", "base")],
         ["demo"],
     )
     assert plan.up_to_date
@@ -79,7 +79,25 @@ def test_plan_as_data() -> None:
         "reason": "in the registry, built from identical inputs",
         "digest": "sha256:d1",
     }
-    assert data["components"] == ["double"]
+    assert data["components"] == [
+        {
+            "name": "double",
+            "image": "base",
+            "repository": "acme/base",
+            "digest": "sha256:d1",
+            "reason": "pinned to acme/base@sha256:d1 (the image is unchanged)",
+        }
+    ]
+    assert data["stages"] == [
+        "wheels", "publish", "images", "components", "pipelines", "manifest"
+    ]  # fmt: skip
+
+
+def test_a_component_on_an_image_to_build_is_pinned_after_the_push() -> None:
+    plan = plan_release([], [(IMAGE, None)], [("double", "base")], [])
+    (step,) = plan.components
+    assert step.digest is None
+    assert step.reason == "pinned to the digest acme/base:0.1.0 gets when it is pushed"
 
 
 def test_plan_collects_every_refusal() -> None:

@@ -51,7 +51,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     ws, services, prepared, plan = release_parts(args, images=False)
     check_refusals(plan)
-    uploaded = publish(plan, prepared, services, common.report_of(args))
+    uploaded = publish(plan, services, common.report_of(args))
     install_wheels(prepared.wheels, ws.dist_dir / "wheels")
     rows = [
         {"filename": s.filename, "sha256": s.sha256, "action": s.action.value} for s in plan.files
@@ -67,9 +67,9 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
     ws, services, prepared, plan = release_parts(args)
     check_refusals(plan)
-    publish(plan, prepared, services, common.report_of(args))
+    publish(plan, services, common.report_of(args))
     install_wheels(prepared.wheels, ws.dist_dir / "wheels")
-    digests, pushed = bake(ws, plan, prepared, services, common.report_of(args))
+    digests, pushed = bake(ws, plan, services, common.report_of(args))
     refs = {i.image.name: f"{i.repository}@{digests[i.image.name]}" for i in prepared.images}
     common.emit(args, refs, "\n".join(refs.values()) + f"\npushed {len(pushed)} image(s)")
     return 0
@@ -117,6 +117,14 @@ def plan_text(plan: ReleasePlan) -> str:
         f"  {s.action.value:8} image {s.repository}:{s.version}: {s.reason}"
         for s in plan.images
         if s.action.value != "refuse"
+    ]
+    by_image: dict[str, list[str]] = {}
+    for c in plan.components:
+        by_image.setdefault(c.image, []).append(c.name)
+    lines += [
+        f"  generate {len(names)} component(s) on {image} ({', '.join(names)}): "
+        + next(c.reason for c in plan.components if c.image == image)
+        for image, names in by_image.items()
     ]
     lines += [f"  {s.action.value:8} {s.reason}" for s in plan.files if s.action.value == "refuse"]
     lines += [f"  {s.action.value:8} {s.reason}" for s in plan.images if s.action.value == "refuse"]

@@ -3,6 +3,10 @@
 The planner compares what was prepared locally (wheels, image inputs) with what
 the index and the registry already hold. It never talks to a server itself:
 the caller passes in what the servers said, so the plan is testable as data.
+
+The plan covers every artifact, in the order the stages run (``STAGES``), and
+each step carries what its executor needs (the file to upload, the image's
+inputs), so executors never look anything up again by name.
 """
 
 from __future__ import annotations
@@ -11,7 +15,13 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kiln._images.inputs import ImageInputs
+
+# The stages of a release, in the order they run; `--dry-run` lists the plan in it too.
+STAGES = ("wheels", "publish", "images", "components", "pipelines", "manifest")
 
 
 class Action(str, enum.Enum):
@@ -44,6 +54,7 @@ class FileStep:
     reason: str
     # refused because the index serves other bytes than kiln published (not a source change)
     altered: bool = False
+    path: Path | None = None  # the local file to upload
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,7 @@ class ImageCandidate:
     config: Path  # images/<name>/image.toml, for messages
     # the same inputs fingerprinted the way an earlier kiln did: also identical
     earlier: tuple[str, ...] = ()
+    inputs: ImageInputs | None = None  # what the builder needs (None in pure-plan tests)
 
 
 @dataclass(frozen=True)
@@ -72,13 +84,29 @@ class ImageStep:
     action: Action
     reason: str
     digest: str | None  # known when skipped; set after the push otherwise
+    inputs: ImageInputs | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        row = {k: v for k, v in asdict(self).items() if k != "inputs"}
+        return {**row, "action": self.action.value}
+
+
+@dataclass(frozen=True)
+class ComponentStep:
+    """A component YAML to generate, pinned to its image's digest."""
+
+    name: str
+    image: str
+    repository: str  # the image's path in the registry
+    digest: str | None  # the pin, when the image is already pushed; else after the push
+    reason: str
 
 
 @dataclass(frozen=True)
 class ReleasePlan:
     files: tuple[FileStep, ...]
     images: tuple[ImageStep, ...]
-    components: tuple[str, ...]
+    components: tuple[ComponentStep, ...]
     pipelines: tuple[str, ...]
 
     @property
@@ -97,13 +125,11 @@ class ReleasePlan:
         return all(s.action is Action.SKIP for s in steps)
 
     def to_dict(self) -> dict[str, Any]:
-        def row(step: FileStep | ImageStep) -> dict[str, Any]:
-            return {**asdict(step), "action": step.action.value}
-
         return {
-            "files": [row(s) for s in self.files],
-            "images": [row(s) for s in self.images],
-            "components": list(self.components),
+            "stages": list(STAGES),
+            "files": [{**asdict(s), "action": s.action.value} for s in self.files],
+            "images": [s.to_dict() for s in self.images],
+            "components": [asdict(c) for c in self.components],
             "pipelines": list(self.pipelines),
             "refusals": list(self.refusals),
         }
@@ -168,6 +194,7 @@ def plan_file(
         action=action,
         reason=reason,
         altered=altered,
+        path=candidate.path,
     )
 
 
@@ -196,21 +223,34 @@ def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> I
         action=action,
         reason=reason,
         digest=digest,
+        inputs=candidate.inputs,
     )
+
+
+def plan_component(name: str, image: str, images: Mapping[str, ImageStep]) -> ComponentStep:
+    step = images[image]
+    if step.action is Action.SKIP and step.digest:
+        reason = f"pinned to {step.repository}@{step.digest} (the image is unchanged)"
+        return ComponentStep(name, image, step.repository, step.digest, reason)
+    reason = f"pinned to the digest {step.repository}:{step.version} gets when it is pushed"
+    return ComponentStep(name, image, step.repository, None, reason)
 
 
 def plan_release(
     files: Sequence[tuple[FileCandidate, Mapping[str, str]]],
     images: Sequence[tuple[ImageCandidate, PublishedImage | None]],
-    components: Sequence[str],
+    components: Sequence[tuple[str, str]],
     pipelines: Sequence[str],
     *,
     restore_hint: str = "",
 ) -> ReleasePlan:
-    """Each candidate comes with what its server already holds."""
+    """Each candidate comes with what its server already holds; ``components``:
+    (component name, image name) pairs."""
+    image_steps = tuple(plan_image(c, published) for c, published in images)
+    by_name = {s.name: s for s in image_steps}
     return ReleasePlan(
         files=tuple(plan_file(c, p, restore_hint=restore_hint) for c, p in files),
-        images=tuple(plan_image(c, published) for c, published in images),
-        components=tuple(components),
+        images=image_steps,
+        components=tuple(plan_component(n, i, by_name) for n, i in components if i in by_name),
         pipelines=tuple(pipelines),
     )

@@ -35,6 +35,7 @@ from kiln._release.plan import (
     Action,
     FileCandidate,
     ImageCandidate,
+    ImageStep,
     PublishedImage,
     ReleasePlan,
     plan_release,
@@ -212,29 +213,26 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
             inputs.fingerprint,
             inputs.image.path.relative_to(workspace.root) / "image.toml",
             earlier=(inputs.earlier_fingerprint,),
+            inputs=inputs,
         )
         images.append((candidate, there))
     storage = services.index_storage
     return plan_release(
         files,
         images,
-        [c.name for c in workspace.components],
+        [(c.name, c.image) for c in workspace.components],
         [p.name for p in workspace.pipelines],
         restore_hint=f" (the local stack keeps its files in {storage}/)" if storage else "",
     )
 
 
-def publish(
-    plan: ReleasePlan, prepared: Prepared, services: Services, report: Reporter
-) -> list[str]:
-    paths = {w.filename: w.path for w in prepared.wheels}
-    paths.update({c.path.name: c.path for c in prepared.mirror_candidates()})
+def publish(plan: ReleasePlan, services: Services, report: Reporter) -> list[str]:
     todo = [s for s in plan.files if s.action is Action.PUBLISH]
     if not todo:
         report.stage("publish", "publish: everything is already on the index")
         return []
     report.stage("publish", f"publish: uploading {len(todo)} file(s) to {services.index.url}")
-    services.index.upload([paths[s.filename] for s in todo])
+    services.index.upload([s.path for s in todo if s.path is not None])
     for step in todo:  # ask the index, don't trust the upload's exit code alone
         there = services.index.files(step.project).get(step.filename)
         if there != step.sha256:
@@ -245,20 +243,21 @@ def publish(
     return [s.filename for s in todo]
 
 
+def _inputs(step: ImageStep) -> ImageInputs:
+    if step.inputs is None:
+        raise ValueError(f"image step {step.name} carries no inputs: plan it with make_plan")
+    return step.inputs
+
+
 def bake(
-    workspace: Workspace,
-    plan: ReleasePlan,
-    prepared: Prepared,
-    services: Services,
-    report: Reporter,
+    workspace: Workspace, plan: ReleasePlan, services: Services, report: Reporter
 ) -> tuple[dict[str, str], list[str]]:
     """Build and push what the plan says; return image name -> digest, and what was pushed."""
     digests: dict[str, str] = {}
     pushed: list[str] = []
-    by_name = {i.image.name: i for i in prepared.images}
     src, rev = source_url(workspace.root), revision(workspace.root)
     for step in plan.images:
-        inputs = by_name[step.name]
+        inputs = _inputs(step)
         if step.action is Action.SKIP and step.digest:
             report.stage("image", f"image {inputs.ref}: up to date ({step.digest[:19]}...)")
             digests[step.name] = step.digest
@@ -283,13 +282,10 @@ def bake(
     return digests, pushed
 
 
-def _image_records(
-    plan: ReleasePlan, prepared: Prepared, digests: dict[str, str]
-) -> tuple[ImageRecord, ...]:
-    by_name = {i.image.name: i for i in prepared.images}
+def _image_records(plan: ReleasePlan, digests: dict[str, str]) -> tuple[ImageRecord, ...]:
     records = []
     for step in plan.images:
-        inputs = by_name[step.name]
+        inputs = _inputs(step)
         records.append(
             ImageRecord(
                 name=step.name,
@@ -361,10 +357,10 @@ def execute(
 ) -> Outcome:
     report = report or Reporter.null()
     check_refusals(plan)
-    uploaded = publish(plan, prepared, services, report)
+    uploaded = publish(plan, services, report)
     install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
-    digests, pushed = bake(workspace, plan, prepared, services, report)
-    images = _image_records(plan, prepared, digests)
+    digests, pushed = bake(workspace, plan, services, report)
+    images = _image_records(plan, digests)
     components, pipelines = generate(workspace, {i.name: i.ref for i in images}, report=report)
     published = {s.filename: s.action for s in plan.files}
     manifest = Manifest(
