@@ -8,7 +8,8 @@ touched: it belongs to ``--json``.
 
 ``stage`` opens a stage (wheels, publish, an image, ...): under GitHub Actions
 each stage's lines fold into a log group, and with ``--timings`` the time spent
-per stage is summed and printed at the end.
+per stage is summed and printed at the end. On a terminal (``live``) the open
+stage shows a ``rich`` spinner, and its line gets its duration when it ends.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.status import Status
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")
 
@@ -38,6 +43,7 @@ class Reporter:
         log_path: Path | None = None,
         github_actions: bool = False,
         timings: bool = False,
+        live: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stream = stream
@@ -45,8 +51,11 @@ class Reporter:
         self.quiet = quiet
         self.github_actions = github_actions
         self.timings = timings
+        self.live = live
         self._clock = clock
-        self._stage: tuple[str, float] | None = None  # the open stage and when it began
+        self._stage: tuple[str, str, float] | None = None  # open stage: name, text, start
+        self._console: Console | None = None
+        self._status: Status | None = None
         self.spent: dict[str, float] = {}  # seconds per stage name, in first-seen order
         self.log_path: Path | None = None
         self._log: TextIO | None = None
@@ -66,8 +75,20 @@ class Reporter:
         self.log_path = path
 
     def _print(self, text: str) -> None:
+        if self._status is not None and self._console is not None:
+            self._console.print(text, markup=False, highlight=False, soft_wrap=True)
+            return
         stream = self._stream or sys.stderr
         print(text, file=stream, flush=True)
+
+    def _spinner(self, text: str) -> Status:
+        from rich.console import Console  # noqa: PLC0415 - only on a terminal
+
+        if self._console is None:
+            self._console = Console(file=self._stream or sys.stderr, force_terminal=True)
+        status = self._console.status(text, spinner="dots")
+        status.start()
+        return status
 
     def _keep(self, text: str) -> None:
         if self._log is not None:
@@ -83,24 +104,34 @@ class Reporter:
     def stage(self, name: str, text: str) -> None:
         """Open stage ``name`` (``wheels``, ``image``...) with the line ``==> text``;
         the previous stage ends here."""
-        self._end_stage()
+        self.end_stage()
         if self.github_actions and not self.quiet:
             self._print(f"::group::{text}")
-        self._stage = (name, self._clock())
-        self.step(f"==> {text}")
+        self._stage = (name, text, self._clock())
+        if self.live and not self.quiet:
+            self._keep(f"==> {text}")
+            self._status = self._spinner(f"==> {text}")
+        else:
+            self.step(f"==> {text}")
 
-    def _end_stage(self) -> None:
+    def end_stage(self) -> None:
+        """Close the open stage (its time counted; on a terminal, its line completed)."""
         if self._stage is None:
             return
-        name, began = self._stage
-        self.spent[name] = self.spent.get(name, 0.0) + self._clock() - began
+        name, text, began = self._stage
+        seconds = self._clock() - began
+        self.spent[name] = self.spent.get(name, 0.0) + seconds
         self._stage = None
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+            self._print(f"==> {text}  ({seconds:.1f} s)")
         if self.github_actions and not self.quiet:
             self._print("::endgroup::")
 
     def finish(self) -> None:
         """End the open stage; with ``timings``, print the seconds spent per stage."""
-        self._end_stage()
+        self.end_stage()
         if self.timings and self.spent:
             width = max(len(name) for name in self.spent)
             self.step("timings:")
@@ -122,6 +153,9 @@ class Reporter:
         return "\n".join(text.rstrip().splitlines()[-lines:])
 
     def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from kiln._report import Reporter
+from kiln._report import Reporter, strip_ansi
 
 
 class Clock:
@@ -67,4 +67,22 @@ def test_timings_sum_per_stage_in_first_seen_order() -> None:
         "  wheels     1.50 s",
         "  image      5.25 s",
         "  total      6.75 s",
+    ]
+
+
+def test_on_a_terminal_a_stage_spins_then_shows_its_duration(tmp_path: Path) -> None:
+    screen, clock = io.StringIO(), Clock()
+    report = Reporter(stream=screen, live=True, clock=clock, log_path=tmp_path / "kiln.log")
+    report.stage("wheels", "wheels: building 4 helper(s)")
+    report.step("    a line printed while the stage runs")
+    clock.now += 1.25
+    report.finish()
+    report.close()
+    shown = strip_ansi(screen.getvalue())
+    assert "    a line printed while the stage runs" in shown
+    assert "==> wheels: building 4 helper(s)  (1.2 s)" in shown
+    # The log keeps plain lines, without the spinner's frames.
+    assert (tmp_path / "kiln.log").read_text().splitlines() == [
+        "==> wheels: building 4 helper(s)",
+        "    a line printed while the stage runs",
     ]

@@ -34,7 +34,9 @@ def options_of(args: argparse.Namespace) -> Options:
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    """The command's result on stdout: JSON with --json, else text for a person."""
+    """The command's result on stdout: JSON with --json, else text for a person. The open
+    stage ends first, so its progress line is complete before the result."""
+    report_of(args).end_stage()
     if args.json:
         print(json.dumps(data, indent=2, default=str))
     else:
