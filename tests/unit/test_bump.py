@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli import main
 from kiln._errors import ConfigError
 from kiln._workspace.bump import (
     BumpPlan,
@@ -23,6 +22,8 @@ from kiln._workspace.bump import (
 from kiln._workspace.discovery import discover, sibling_cycle
 from kiln._workspace.model import Workspace
 from tests import factory
+from tests.unit.cli import run
+from tests.unit.fakes import write_fake_lock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -381,14 +382,6 @@ def test_render_writes_nothing_and_apply_leaves_no_temporary_files(chain: Worksp
 
 
 # --------------------------------------------------------------------- the CLI
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(list(argv))
-    out, err = capsys.readouterr()
-    assert isinstance(exc.value.code, int)
-    return exc.value.code, out, err
-
-
 def test_cli_prints_one_line_per_file(chain: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "bump", "b", "patch", "--repo", str(chain.root))
     assert code == 0
@@ -451,6 +444,7 @@ def test_cli_json(chain: Workspace, capsys: pytest.CaptureFixture[str]) -> None:
         ],
         "images_to_relock": ["c-and-d", "only-c"],
         "written": True,
+        "relocked": [],  # neither image has a lock yet
     }
 
 
@@ -480,3 +474,20 @@ def test_cli_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
     assert "kiln bump dataquality patch" in out
     assert "--dry-run" in out
     assert "--image" in out
+
+
+def test_a_bump_keeps_fresh_locks_and_names_the_stale_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path / "repo")
+    ws = discover(root)
+    write_fake_lock(ws, ws.image("base"))
+    code, out, err = run(capsys, "bump", "imgproc", "patch", "--repo", str(root), "--json")
+    assert code == 0, err
+    assert json.loads(out)["relocked"] == []  # only versions moved: the lock still fits
+
+    pyproject = root / "helpers" / "imgproc" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"numpy>=1.26"', '"numpy>=2"'))
+    code, _, err = run(capsys, "bump", "imgproc", "patch", "--repo", str(root), "--dry-run")
+    assert code == 0, err
+    assert "their locks would be stale: then `kiln lock base`" in err

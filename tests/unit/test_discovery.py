@@ -216,3 +216,32 @@ def test_pipeline_with_a_syntax_error_names_the_line(tmp_path: Path) -> None:
     path = factory.write(root / "pipelines" / "broken.py", "def build(load:\n    pass\n")
     with pytest.raises(ConfigError, match=rf"^{path}:1: syntax error: .*; fix it$"):
         discover(root)
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "message"),
+    [
+        ("image", "python = 3.11", "[image] python must be a non-empty string, got 3.11"),
+        ("image", 'base = ""', "[image] base must be a non-empty string, got ''"),
+        ("tool.kiln", "upstream-index = 7", "upstream-index must be a non-empty string, got 7"),
+        (
+            "tool.kiln",
+            'upstream-index = "https://user:tok@index.example/simple"',
+            "must be an http(s) URL without credentials",
+        ),
+    ],
+)
+def test_settings_are_checked_not_coerced(
+    tmp_path: Path, table: str, line: str, message: str
+) -> None:
+    root = factory.sample(tmp_path)
+    path = root / ("images/base/image.toml" if table == "image" else "pyproject.toml")
+    text = path.read_text()
+    key = line.split(" = ", maxsplit=1)[0]
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith(f"{key} ="))
+    header = f"[{table}]"
+    path.write_text(text.replace(header, f"{header}\n{line}", 1) + "\n")
+    with pytest.raises(ConfigError) as err:
+        discover(root)
+    assert message in str(err.value)
+    assert str(path) in str(err.value)

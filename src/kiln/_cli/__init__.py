@@ -103,8 +103,8 @@ def main_inner(
     args.report.verbose, args.report.quiet = args.verbose, args.quiet
     args.report.timings, args.report.github_actions = args.timings, args.options.github_actions
     # A spinner for the running stage only where a person watches a terminal.
-    args.report.live = (
-        sys.stderr.isatty() and not (args.verbose or args.quiet or args.options.github_actions)
+    args.report.live = sys.stderr.isatty() and not (
+        args.verbose or args.quiet or args.options.github_actions
     )
     args.cleanup = []
     try:

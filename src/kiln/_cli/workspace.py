@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 from kiln._cli import common
 from kiln._errors import ConfigError, KilnError
 from kiln._report import Reporter
+from kiln._workspace.model import Image, Workspace
 
 
 def cmd_new(args: argparse.Namespace) -> int:
@@ -55,7 +57,10 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_bump(args: argparse.Namespace) -> int:
+    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._wheels.lock import check_fresh, lock_path, read_lock  # noqa: PLC0415
     from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
+    from kiln._workspace.discovery import discover  # noqa: PLC0415
 
     ws = common.workspace(args)
     plan = plan_bump(ws, args.target, args.level, kind=args.target_kind)
@@ -63,7 +68,19 @@ def cmd_bump(args: argparse.Namespace) -> int:
         render_bump(plan)  # every edit checked, nothing written
     else:
         apply_bump(plan)
-    data = {**plan.to_dict(), "written": not args.dry_run}
+    # An image whose helpers' dependencies moved needs a fresh lock too.
+    after = ws if args.dry_run else discover(ws.root)
+    stale = []
+    for name in plan.images_to_relock:
+        image = after.image(name)
+        if not lock_path(image).is_file():
+            continue  # never locked: `kiln check` and the release say so
+        try:
+            check_fresh(read_lock(image), after, image, kfp_version())
+        except ConfigError:
+            stale.append(image)
+    relocked = {} if args.dry_run or not stale else _relock(args, after, stale, upgrade=())
+    data = {**plan.to_dict(), "written": not args.dry_run, "relocked": sorted(relocked)}
     common.emit(args, data, "\n".join(c.line for c in plan.changes))
     count = len(plan.changes)
     common.report_of(args).step(
@@ -71,6 +88,10 @@ def cmd_bump(args: argparse.Namespace) -> int:
         if args.dry_run
         else f"wrote {count} file(s)"
     )
+    if args.dry_run and stale:
+        common.report_of(args).step(
+            f"their locks would be stale: then `kiln lock {' '.join(i.name for i in stale)}`"
+        )
     return 0
 
 
@@ -100,12 +121,9 @@ def base_pinner(report: Reporter, docker_host: str) -> Any:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from kiln._release.stages import kfp_version  # noqa: PLC0415
-    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
-    from kiln._wheels.lock import Uv, check_fresh, lock_path, make_lock, read_lock  # noqa: PLC0415
-    from kiln._wheels.wheelhouse import SimplePages  # noqa: PLC0415
+    from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
 
     ws = common.workspace(args)
-    report = common.report_of(args)
     known = {i.name: i for i in ws.images}
     unknown = sorted(set(args.images) - set(known))
     if unknown:
@@ -125,15 +143,29 @@ def cmd_lock(args: argparse.Namespace) -> int:
             raise ConfigError("\n".join(stale))
         common.emit(args, {i.name: "fresh" for i in images}, f"{len(images)} lock(s) up to date")
         return 0
+    rows = _relock(args, ws, images, upgrade=args.upgrade or ())
+    common.emit(args, rows, "\n".join(
+        f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()
+    ))  # fmt: skip
+    return 0
+
+
+def _relock(
+    args: argparse.Namespace, ws: Workspace, images: Sequence[Image], *, upgrade: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """Write the lock of each of ``images``; name -> {path, written (False: unchanged)}."""
     import uv  # noqa: PLC0415
 
-    ca_bundle = common.options_of(args).ca_bundle
-    tool = Uv(reporting_runner(report), uv.find_uv_bin(), ws.upstream_index, ca_bundle)
-    pages, pin_base, bases = (
-        SimplePages(ws.upstream_index),
-        base_pinner(report, common.options_of(args).docker_host),
-        {},
-    )
+    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
+    from kiln._wheels.lock import Uv, lock_path, make_lock  # noqa: PLC0415
+    from kiln._wheels.wheelhouse import SimplePages  # noqa: PLC0415
+
+    report, options = common.report_of(args), common.options_of(args)
+    tool = Uv(reporting_runner(report), uv.find_uv_bin(), ws.upstream_index, options.ca_bundle)
+    pages, pin_base = SimplePages(ws.upstream_index), base_pinner(report, options.docker_host)
+    bases: dict[str, Any] = {}
+    kfp = kfp_version()
     rows: dict[str, dict[str, Any]] = {}
     for image in images:
         if image.base not in bases:
@@ -143,17 +175,14 @@ def cmd_lock(args: argparse.Namespace) -> int:
                     f"{image.platform}")  # fmt: skip
         text = make_lock(
             ws, image, kfp_version=kfp, uv=tool, base=bases[image.base][0], pages=pages,
-            upgrade=args.upgrade or (),
+            upgrade=upgrade,
         )  # fmt: skip
         path = lock_path(image)
         same = path.is_file() and path.read_text(encoding="utf-8") == text
         if not same:
             path.write_text(text, encoding="utf-8")
         rows[image.name] = {"path": str(path), "written": not same}
-    common.emit(args, rows, "\n".join(
-        f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()
-    ))  # fmt: skip
-    return 0
+    return rows
 
 
 def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:

@@ -27,8 +27,11 @@ def load_toml(path: Path, *, what: str) -> dict[str, Any]:
     return doc
 
 
-def get_str(table: dict[str, Any], key: str, path: Path, section: str) -> str:
-    value = table.get(key)
+def get_str(
+    table: dict[str, Any], key: str, path: Path, section: str, default: str | None = None
+) -> str:
+    """``table[key]``, a non-empty string (``default`` when the key is absent)."""
+    value = table.get(key, default)
     if not isinstance(value, str) or not value:
         raise ConfigError(
             f"{path}: [{section}] {key} must be a non-empty string, got {value!r}; set it"

@@ -208,12 +208,12 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
             Requirement(raw)
         except InvalidRequirement as exc:
             raise ConfigError(f"{config}: requirement {raw!r} is invalid: {exc}") from None
-    python = str(table.get("python", "3.11"))
+    python = get_str(table, "python", config, "image", default="3.11")
     if not re.fullmatch(r"3\.\d+", python):
         raise ConfigError(f"{config}: python = {python!r}; use a minor version such as '3.11'")
     # What the image's wheels are locked for (`kiln lock`): "<arch>-manylinux_2_<glibc minor>",
     # no newer than the base's glibc.
-    platform = str(table.get("platform", DEFAULT_PLATFORM))
+    platform = get_str(table, "platform", config, "image", default=DEFAULT_PLATFORM)
     if not re.fullmatch(r"(x86_64|aarch64)-manylinux_2_\d+", platform):
         raise ConfigError(
             f"{config}: platform = {platform!r}; use '<arch>-manylinux_2_<N>' with arch x86_64 "
@@ -224,7 +224,7 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
         name=path.name,
         path=path,
         version=_check_version(get_str(table, "version", config, "image"), config),
-        base=str(table.get("base", DEFAULT_BASE_IMAGE)),
+        base=get_str(table, "base", config, "image", default=DEFAULT_BASE_IMAGE),
         python=python,
         helpers=helpers,
         requirements=requirements,
@@ -305,6 +305,16 @@ def _read_pipelines(root: Path) -> tuple[Pipeline, ...]:
     return tuple(pipelines)
 
 
+def _upstream_index(kiln: dict[str, Any], pyproject: Path) -> str:
+    url = get_str(kiln, "upstream-index", pyproject, "tool.kiln", default="https://pypi.org/simple")
+    if not re.fullmatch(r"https?://[^\s/@]+(/\S*)?", url):
+        raise ConfigError(
+            f"{pyproject}: [tool.kiln] upstream-index {url!r} must be an http(s) URL without "
+            "credentials, e.g. 'https://pypi.org/simple' (credentials come from netrc)"
+        )
+    return url
+
+
 def discover(root: Path) -> Workspace:
     """Read the monorepo at ``root``."""
     pyproject = root / "pyproject.toml"
@@ -327,7 +337,7 @@ def discover(root: Path) -> Workspace:
     return Workspace(
         root=root,
         org=org,
-        upstream_index=str(kiln.get("upstream-index", "https://pypi.org/simple")),
+        upstream_index=_upstream_index(kiln, pyproject),
         stack=stack,
         helpers=helpers,
         images=images,
