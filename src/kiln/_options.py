@@ -7,6 +7,7 @@ which is also what ``kiln --help`` prints, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ def environment_help() -> str:
     lines = ["environment:"]
     for var in ENVIRONMENT:
         lines.append(f"  {var.name}")
-        lines.append(f"      {var.help}")
+        lines += textwrap.wrap(
+            var.help, width=78, initial_indent=" " * 6, subsequent_indent=" " * 6
+        )
     return "\n".join(lines)
 
 

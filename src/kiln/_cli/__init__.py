@@ -84,9 +84,9 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"kiln {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    local.add_parsers(sub, common)
     release.add_parsers(sub, common, targets)
     workspace.add_parsers(sub, common)
+    local.add_parsers(sub, common)
     return top
 
 
