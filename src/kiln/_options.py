@@ -39,6 +39,11 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("DOCKER_HOST", "the Docker Engine to build and run with"),
     EnvVar("GITHUB_ACTIONS", "true: fold each stage's output into a log group"),
     EnvVar(
+        "KILN_OFFLINE",
+        "1: ask no registry but the target (and loopback ones): `kiln lock` pins a base "
+        "image from the local Docker Engine only",
+    ),
+    EnvVar(
         "PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE",
         "the CA bundle to trust (a TLS-inspecting proxy's CA): given to pip as --cert and "
         "to uv; the first that names a file wins",
@@ -69,20 +74,26 @@ class Options:
     github_actions: bool = False
     ca_bundle: Path | None = None
     docker_host: str = "unix:///var/run/docker.sock"
+    offline: bool = False
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str], *, base_image: str | None = None) -> Options:
         """``base_image``: the --base-image value, which wins over KILN_BASE_IMAGE."""
-        no_cache = env.get("KILN_NO_WHEEL_CACHE", "").lower()
-        if no_cache not in ("", "0", "false", "no", *_TRUE):
-            raise ConfigError(f"KILN_NO_WHEEL_CACHE={no_cache!r}: use 1 or 0")
         return cls(
             base_image=base_image or env.get("KILN_BASE_IMAGE") or None,
-            wheel_cache=no_cache not in _TRUE,
+            wheel_cache=not _flag(env, "KILN_NO_WHEEL_CACHE"),
             github_actions=env.get("GITHUB_ACTIONS", "").lower() == "true",
             ca_bundle=_ca_bundle(env),
             docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+            offline=_flag(env, "KILN_OFFLINE"),
         )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    value = env.get(name, "").lower()
+    if value not in ("", "0", "false", "no", *_TRUE):
+        raise ConfigError(f"{name}={value!r}: use 1 or 0")
+    return value in _TRUE
 
 
 def _ca_bundle(env: Mapping[str, str]) -> Path | None:

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from kiln._cli import EPILOG
+from kiln._cli.workspace import base_pinner
 from kiln._errors import ConfigError
 from kiln._options import ENVIRONMENT, Options
+from kiln._report import Reporter
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "kiln"
 # Reading a variable: env.get("X"), environ["X"], getenv("X"), or a name kept in a constant.
@@ -68,3 +70,13 @@ def test_options_from_the_environment(tmp_path: Path) -> None:
 def test_a_bad_value_is_named() -> None:
     with pytest.raises(ConfigError, match="KILN_NO_WHEEL_CACHE='maybe': use 1 or 0"):
         Options.from_environment({"KILN_NO_WHEEL_CACHE": "maybe"})
+
+
+def test_offline_lock_asks_no_registry_for_a_base(tmp_path: Path) -> None:
+    # tests/unit/conftest.py fails the test on any inet connect: none may be tried.
+    pin, how = base_pinner(Reporter.null(), f"unix://{tmp_path}/none.sock", offline=True)(
+        "python:3.11-slim"
+    )
+    assert pin.kind == "unpinned"
+    assert "KILN_OFFLINE=1" in how
+    assert Options.from_environment({"KILN_OFFLINE": "1"}).offline is True

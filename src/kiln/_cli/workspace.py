@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from kiln._cli import common
-from kiln._errors import ConfigError, KilnError
+from kiln._errors import ConfigError, KilnError, ServiceUnavailable
 from kiln._report import Reporter
 from kiln._workspace.model import Image, Workspace
 
@@ -95,9 +95,10 @@ def cmd_bump(args: argparse.Namespace) -> int:
     return 0
 
 
-def base_pinner(report: Reporter, docker_host: str) -> Any:
+def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) -> Any:
     """``ref -> (BasePin, how)``: the registry's manifest digest when it answers, else the
-    local engine's repo digest or image ID (no engine: unpinned)."""
+    local engine's repo digest or image ID (no engine: unpinned). ``offline``: no registry
+    but a loopback one is asked."""
     import docker.errors  # noqa: PLC0415
 
     from kiln._images.docker import docker_client  # noqa: PLC0415
@@ -106,6 +107,8 @@ def base_pinner(report: Reporter, docker_host: str) -> Any:
 
     def registry_digest(host: str, repository: str, tag: str) -> str | None:
         loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
+        if offline and not loopback:
+            raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
         return RegistryClient(host, scheme="http" if loopback else "https").digest(repository, tag)
 
     def local(ref: str) -> tuple[tuple[str, ...], str] | None:
@@ -163,7 +166,10 @@ def _relock(
 
     report, options = common.report_of(args), common.options_of(args)
     tool = Uv(reporting_runner(report), uv.find_uv_bin(), ws.upstream_index, options.ca_bundle)
-    pages, pin_base = SimplePages(ws.upstream_index), base_pinner(report, options.docker_host)
+    pages, pin_base = (
+        SimplePages(ws.upstream_index),
+        base_pinner(report, options.docker_host, offline=options.offline),
+    )
     bases: dict[str, Any] = {}
     kfp = kfp_version()
     rows: dict[str, dict[str, Any]] = {}
