@@ -71,9 +71,10 @@ def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[
     assert {name: image["version"] for name, image in images.items()} == IMAGES
     for image in images.values():
         assert DIGEST_REF.match(image["ref"]), image["ref"]
-    assert registry_state(repo) == {
-        f"acme/{name}:{image['version']}": image["digest"] for name, image in images.items()
-    }
+    # Other tests of the session may push later versions: these tags are what matters.
+    held = registry_state(repo)
+    for name, image in images.items():
+        assert held[f"acme/{name}:{image['version']}"] == image["digest"]
 
     components = by(manifest["components"], "name")
     assert {"stretch_contrast_demo", "check_quality", "compare_images"} <= set(components)
