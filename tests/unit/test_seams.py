@@ -20,15 +20,18 @@ from kiln._workspace.model import StackConfig
 
 
 def test_call_echoes_and_returns_output(capsys: pytest.CaptureFixture[str]) -> None:
-    out = call([sys.executable, "-c", "print('hello')"])
+    out = call([sys.executable, "-c", "print('hello')"], echo=True)
     assert out == "hello\n"
     assert "$ " in capsys.readouterr().err
+    call([sys.executable, "-c", "print('quiet')"])  # library code prints nothing by default
+    assert capsys.readouterr().err == ""
 
 
 def test_call_never_echoes_env_values(capsys: pytest.CaptureFixture[str]) -> None:
     out = call(
         [sys.executable, "-c", "import os; print(len(os.environ['TOKEN']))"],
         env={"TOKEN": "s3cr3t-value"},
+        echo=True,
     )
     assert out == "12\n"
     assert "s3cr3t-value" not in capsys.readouterr().err

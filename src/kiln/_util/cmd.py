@@ -41,7 +41,7 @@ def call(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
-    echo: bool = True,
+    echo: bool = False,
     stdin: str | None = None,
 ) -> str:
     """Run ``args``; return its combined output; raise ``CommandFailed`` on failure.
