@@ -1,6 +1,6 @@
 """The one way kiln shells out.
 
-``call`` echoes the command, resolves the executable, and raises
+``call`` resolves the executable, echoes the command when asked, and raises
 ``CommandFailed`` with the return code and the tail of the output.
 A ``Runner`` is handed to the code that needs it, so tests can pass a fake.
 """
