@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from kiln._errors import ConfigError
 from kiln._images.inputs import FINGERPRINT_LABEL
@@ -30,7 +30,10 @@ class FakeIndex:
 
     def upload(self, paths: Sequence[Path]) -> None:
         for path in paths:
-            name = parse_wheel_filename(path.name)[0]
+            if path.name.endswith(".whl"):
+                name = parse_wheel_filename(path.name)[0]
+            else:  # a mirrored sdist
+                name = parse_sdist_filename(path.name)[0]
             self.published.setdefault(str(name), {})[path.name] = sha256_file(path)
             self.uploads.append(path.name)
 

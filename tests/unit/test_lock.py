@@ -14,7 +14,9 @@ import pytest
 from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._wheels.lock import (
     BasePin,
+    Built,
     Lock,
+    Pin,
     Uv,
     check_fresh,
     lock_path,
@@ -61,6 +63,20 @@ class FakeUv:
         return ""
 
 
+@dataclass
+class FakeSdists:
+    """Stands in for kiln._wheels.sdist: records what it is asked to build."""
+
+    asked: list[tuple[str, tuple[str, str], tuple[str, ...] | None]] = field(default_factory=list)
+
+    def lock(
+        self, lock_file: Path, pin: Pin, sdist: tuple[str, str], *, python: str, platform: str,
+        backend: tuple[str, ...] | None,
+    ) -> Built:  # fmt: skip
+        self.asked.append((pin.requirement, sdist, backend))
+        return Built(f"{pin.name}-{pin.version}-py3-none-any.whl", "e" * 64, ("flit-core==3.9",))
+
+
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     return discover(factory.sample(tmp_path / "repo"))
@@ -76,6 +92,7 @@ def lock_text(
         uv=Uv(uv, "/opt/uv", UPSTREAM, ca),
         base=BASE,
         pages=fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
+        sdists=FakeSdists(),
         upgrade=upgrade,
     )
 
@@ -122,6 +139,7 @@ def test_lock_bytes_are_deterministic_and_carry_no_local_path(ws: Workspace) -> 
         ("kfp", "2.17.3", True),
     ]
     assert lock.python == factory.PYTHON
+    assert "# format = 1\n" in first  # nothing built: every kiln reads it
     assert lock.platform == "x86_64-manylinux_2_28"
     assert lock.kfp == "2.17.3"
     assert lock.base == BASE
@@ -155,17 +173,54 @@ def test_an_existing_lock_keeps_its_versions_unless_upgraded(ws: Workspace) -> N
     assert uv.seen_outputs[0] is None  # everything moves
 
 
-def test_an_sdist_only_requirement_is_named_with_the_fix(ws: Workspace) -> None:
+def _sdist_only_lock(ws: Workspace, sdists: FakeSdists, **kw: object) -> str:
     pages = fake_upstream(("kfp", "2.17.3"))
-    pages.published["numpy"] = {"numpy-1.0.tar.gz": fake_sha("numpy", "1.0")}
+    pages.published["numpy"] = {
+        "numpy-1.0.tar.gz": fake_sha("numpy", "1.0"),
+        "numpy-1.0-cp311-cp311-macosx_14_0_arm64.whl": "f" * 64,  # no use on the image
+    }
+    return make_lock(
+        ws, ws.image("base"), kfp_version="2.17.3", uv=Uv(FakeUv(), "uv", UPSTREAM),
+        base=BASE, pages=pages, sdists=sdists, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_an_sdist_only_requirement_is_built_and_recorded_under_its_pin(ws: Workspace) -> None:
+    sdists = FakeSdists()
+    text = _sdist_only_lock(ws, sdists)
+    assert sdists.asked == [("numpy==1.0", ("numpy-1.0.tar.gz", fake_sha("numpy", "1.0")), None)]
+    assert "# format = 2\n" in text
+    assert (
+        f"numpy==1.0 \\\n    --hash=sha256:{fake_sha('numpy', '1.0')}\n"
+        f"    # kiln: built numpy-1.0-py3-none-any.whl sha256:{'e' * 64} from sdist with "
+        "flit-core==3.9\n    # via -r requirements.in\n"
+    ) in text
+    numpy, kfp = parse_lock(Path("images/base/requirements.lock"), text).pins
+    assert numpy.built == Built("numpy-1.0-py3-none-any.whl", "e" * 64, ("flit-core==3.9",))
+    assert kfp.built is None
+
+
+def test_a_relock_keeps_the_build_backend_of_a_pin_that_did_not_move(ws: Workspace) -> None:
+    lock_path(ws.image("base")).write_text(_sdist_only_lock(ws, FakeSdists()))
+    kept = FakeSdists()
+    _sdist_only_lock(ws, kept)
+    assert kept.asked[0][2] == ("flit-core==3.9",)
+    for upgrade in ([""], ["NumPy"]):
+        moved = FakeSdists()
+        _sdist_only_lock(ws, moved, upgrade=upgrade)
+        assert moved.asked[0][2] is None  # resolved again
+
+
+def test_a_requirement_with_neither_wheel_nor_sdist_is_named_with_the_fix(ws: Workspace) -> None:
+    pages = fake_upstream(("kfp", "2.17.3"))
+    pages.published["numpy"] = {"numpy-1.0.tar.gz": "0" * 64}  # not the locked bytes
     with pytest.raises(ConfigError) as err:
         make_lock(
             ws, ws.image("base"), kfp_version="2.17.3", uv=Uv(FakeUv(), "uv", UPSTREAM),
-            base=BASE, pages=pages,
+            base=BASE, pages=pages, sdists=FakeSdists(),
         )  # fmt: skip
     message = str(err.value)
-    assert "numpy==1.0 has no wheel for Python" in message
-    assert "only a source distribution" in message
+    assert "numpy==1.0 has neither a wheel for Python" in message
     assert 'e.g. "numpy<1.0"' in message
 
 
@@ -175,10 +230,10 @@ def test_a_wheel_for_another_platform_does_not_count(ws: Workspace) -> None:
         "numpy-1.0-cp311-cp311-macosx_14_0_arm64.whl": fake_sha("numpy", "1.0"),
         "numpy-1.0-cp311-cp311-manylinux_2_34_x86_64.whl": fake_sha("numpy", "1.0"),
     }
-    with pytest.raises(ConfigError, match=r"numpy==1.0 has no wheel"):
+    with pytest.raises(ConfigError, match=r"numpy==1.0 has neither a wheel"):
         make_lock(
             ws, ws.image("base"), kfp_version="2.17.3", uv=Uv(FakeUv(), "uv", UPSTREAM),
-            base=BASE, pages=pages,
+            base=BASE, pages=pages, sdists=FakeSdists(),
         )  # fmt: skip
 
 
@@ -218,6 +273,10 @@ def test_a_missing_lock_names_the_command(ws: Workspace) -> None:
     assert "run `kiln lock base`" in str(err.value)
 
 
+def _built_line(project: str) -> str:
+    return f"# kiln: built {project}-1.0-py3-none-any.whl sha256:{'e' * 64} from sdist"
+
+
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
@@ -231,6 +290,19 @@ def test_a_missing_lock_names_the_command(ws: Workspace) -> None:
         (lambda t: t.replace("# [kiln]", "# kiln"), "no `# [kiln]` header"),
         (lambda t: t.replace('# python = "', "# python = 3"), "malformed `# [kiln]` header"),
         (lambda t: t + KFP, "kfp locked more than once"),
+        (lambda t: t.replace("# format = 1", "# format = 3"), "lock format 3, this kiln reads"),
+        (
+            lambda t: t.replace("\n\nnumpy==", f"\n\n{_built_line('x')}\nnumpy=="),
+            "is not a built-wheel line kiln wrote under a pin",
+        ),
+        (
+            lambda t: t.replace("    # via -r", f"    {_built_line('six')}\n    # via -r"),
+            "six-1.0-py3-none-any.whl is not a wheel of numpy==1.0",
+        ),
+        (
+            lambda t: t.replace("    # via -r", f"    {_built_line('numpy')[:-11]}\n    # via -r"),
+            "is not a built-wheel line",
+        ),
     ],
 )
 def test_a_lock_that_kiln_did_not_write_is_refused(

@@ -7,15 +7,18 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from kiln._errors import CommandFailed, ServiceUnavailable
 from kiln._images.docker import docker_client
+from kiln._servers.index import IndexClient
 from kiln._servers.stack import LocalStack
 from kiln._util.cmd import call
 from kiln._util.git import strip_credentials
+from kiln._wheels.wheelhouse import SimplePages
 from kiln._workspace.model import StackConfig
 
 
@@ -134,3 +137,22 @@ def test_stack_up_refuses_a_server_it_did_not_start(
     assert "http://127.0.0.1:8765/simple/ already answers, but this checkout did not start it" in (
         str(err.value)
     )
+
+
+def test_the_ca_bundle_reaches_every_https_client(tmp_path: Path) -> None:
+    # Behind a TLS-inspecting proxy, PIP_CERT names its CA; requests and twine must hear it too.
+    bundle = tmp_path / "proxy-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    uploads: list[list[str]] = []
+
+    def runner(args: Sequence[str], **_: object) -> str:
+        uploads.append(list(args))
+        return ""
+
+    index = IndexClient("https://index.invalid", runner=runner, ca_bundle=bundle)
+    assert index._session.verify == str(bundle)
+    index.upload([tmp_path / "a-1.0-py3-none-any.whl"])
+    (argv,) = uploads
+    assert argv[argv.index("--cert") + 1] == str(bundle)
+    pages = SimplePages("https://pypi.invalid/simple", ca_bundle=bundle)
+    assert pages._client.s.verify == str(bundle)

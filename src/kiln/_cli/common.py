@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import requests
+
 from kiln._errors import ConfigError
 from kiln._options import Options
 from kiln._report import Reporter
@@ -76,7 +78,7 @@ def services(
     from kiln._servers.index import IndexClient  # noqa: PLC0415
     from kiln._servers.registry import RegistryClient  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
-    from kiln._wheels.wheelhouse import PipDownload  # noqa: PLC0415
+    from kiln._wheels.wheelhouse import PipDownload, SimplePages  # noqa: PLC0415
 
     report, options = report_of(args), options_of(args)
     runner = reporting_runner(report)
@@ -109,16 +111,24 @@ def services(
         builder = DockerBuilder(
             docker_client(options.docker_host), log=report.detail, credentials=registry_auth
         )
-    index = IndexClient(index_url, runner=runner, credentials=index_auth)
-    reg = RegistryClient(registry, credentials=registry_auth)
+    index = IndexClient(
+        index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
+    )
+    registry_session = requests.Session()
+    if options.ca_bundle is not None:
+        registry_session.verify = str(options.ca_bundle)
+    reg = RegistryClient(registry, credentials=registry_auth, session=registry_session)
     index.ping()
     reg.ping()
     private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
+    download = PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle)
     return Services(
         index=index,
         registry=reg,
         builder=builder,
         runner=runner,
         index_storage=index_storage,
-        download=PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle),
+        download=download,
+        sources=download,
+        upstream_pages=lambda url: SimplePages(url, ca_bundle=options.ca_bundle),
     )

@@ -162,12 +162,18 @@ def _relock(
     from kiln._release.stages import kfp_version  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
     from kiln._wheels.lock import Uv, lock_path, make_lock  # noqa: PLC0415
-    from kiln._wheels.wheelhouse import SimplePages  # noqa: PLC0415
+    from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir  # noqa: PLC0415
+    from kiln._wheels.wheelhouse import PipDownload, SimplePages  # noqa: PLC0415
 
     report, options = common.report_of(args), common.options_of(args)
-    tool = Uv(reporting_runner(report), uv.find_uv_bin(), ws.upstream_index, options.ca_bundle)
+    runner = reporting_runner(report)
+    tool = Uv(runner, uv.find_uv_bin(), ws.upstream_index, options.ca_bundle)
+    sdists = SdistBuilder(
+        PipDownload(runner, ca_bundle=options.ca_bundle), runner,
+        cache_dir=sdist_cache_dir(ws.state_dir), index_url=ws.upstream_index, report=report,
+    )  # fmt: skip
     pages, pin_base = (
-        SimplePages(ws.upstream_index),
+        SimplePages(ws.upstream_index, ca_bundle=options.ca_bundle),
         base_pinner(report, options.docker_host, offline=options.offline),
     )
     bases: dict[str, Any] = {}
@@ -181,7 +187,7 @@ def _relock(
                     f"{image.platform}")  # fmt: skip
         text = make_lock(
             ws, image, kfp_version=kfp, uv=tool, base=bases[image.base][0], pages=pages,
-            upgrade=upgrade,
+            sdists=sdists, upgrade=upgrade,
         )  # fmt: skip
         path = lock_path(image)
         same = path.is_file() and path.read_text(encoding="utf-8") == text

@@ -48,6 +48,7 @@ from kiln._util.files import sha256_file
 from kiln._util.git import revision, source_url
 from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
 from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock, release_base
+from kiln._wheels.sdist import SdistBuilder, SourceFetch, sdist_cache_dir
 from kiln._wheels.wheelhouse import (
     Downloader,
     PipDownload,
@@ -70,6 +71,9 @@ class Services:
     # The upstream index's simple pages, by URL; fetches locked wheels (None: pip download).
     upstream_pages: Callable[[str], Pages] = SimplePages
     download: Downloader | None = None
+    # Fetches the sdists and build backends of wheels a lock builds (the CLI passes the
+    # same PipDownload as `download`: it holds the private index's credentials).
+    sources: SourceFetch | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,7 @@ class Prepared:
     def mirror_candidates(self) -> tuple[FileCandidate, ...]:
         seen: dict[str, FileCandidate] = {}
         for inputs in self.images:
-            for w in inputs.wheelhouse.third_party:
+            for w in inputs.wheelhouse.mirror():  # wheels kiln built from sdists: their sources
                 seen[w.filename] = FileCandidate("mirror", w.name, w.version, w.path, w.sha256)
         return tuple(seen[k] for k in sorted(seen))
 
@@ -136,6 +140,11 @@ def prepare(
         (f"{services.index.url}/simple/", services.index),
         (workspace.upstream_index, services.upstream_pages(workspace.upstream_index)),
     ]
+    download = services.download or PipDownload(services.runner)
+    fetch = services.sources or PipDownload(services.runner)
+    sdists = SdistBuilder(
+        fetch, services.runner, cache_dir=sdist_cache_dir(workspace.state_dir), report=report
+    )
     for image in workspace.images if images else ():
         lock = locks[image.name]
         base, base_id, base_digest = release_base(
@@ -156,7 +165,8 @@ def prepare(
             wheels,
             lock=lock,
             pages=pages,
-            download=services.download or PipDownload(services.runner),
+            download=download,
+            sdists=sdists,
         )
         report.detail(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "

@@ -58,7 +58,10 @@ class IndexClient:
         credentials: Credentials | None = None,
         runner: Runner = call,
         session: requests.Session | None = None,
+        ca_bundle: Path | None = None,
     ) -> None:
+        """``ca_bundle``: the CA certificates to trust (a TLS-inspecting proxy's), for the
+        simple-API reads and for twine's uploads."""
         for given in (url, upload_url or ""):
             if urlsplit(given).username or urlsplit(given).password:
                 raise ConfigError(
@@ -72,6 +75,9 @@ class IndexClient:
         self._runner = runner
         self._session = session or requests.Session()
         self._session.headers["Cache-Control"] = "no-cache"
+        self._ca_bundle = ca_bundle
+        if ca_bundle is not None:
+            self._session.verify = str(ca_bundle)
         if credentials is not None:
             self._session.auth = credentials.basic
         self._client = PyPISimple(endpoint=self.simple_url, session=self._session)
@@ -135,6 +141,7 @@ class IndexClient:
                 [
                     sys.executable, "-m", "twine", "upload", "--non-interactive",
                     "--disable-progress-bar", "--repository-url", self.upload_url,
+                    *(["--cert", str(self._ca_bundle)] if self._ca_bundle else []),
                     *(str(p) for p in paths),
                 ],
                 env={"TWINE_USERNAME": username, "TWINE_PASSWORD": password},

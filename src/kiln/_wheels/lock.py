@@ -9,6 +9,12 @@ of kfp's client dependencies), pins the base image by digest, and writes
 resolves anything. The header records what the lock was made from (the *inputs*
 hash), so a lock that no longer matches ``image.toml``, the helpers or kfp is
 refused as stale instead of silently used.
+
+A pinned version with no wheel for the image but an sdist is built into a wheel by
+``kiln._wheels.sdist`` (twice, byte-identical); the lock records that wheel under its
+pin (``# kiln: built ...``), and a release rebuilds it and requires the same bytes.
+Such a lock says ``format = 2``; a lock without built wheels stays ``format = 1``,
+which every kiln reads.
 """
 
 from __future__ import annotations
@@ -19,13 +25,18 @@ import re
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
-from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.utils import (
+    InvalidSdistFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 from kiln._errors import ConfigError, KilnError
 from kiln._util.cmd import Runner
@@ -37,7 +48,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 LOCK_NAME = "requirements.lock"
-FORMAT = 1
+FORMAT = 2  # the newest; a lock is written in the oldest format that can say it
+_READS = ("1", "2")
 # The line that opens the section of entries installed without their dependencies.
 NO_DEPS_MARK = "# kiln: --no-deps"
 _NO_DEPS_WHY = (
@@ -47,6 +59,7 @@ _NO_DEPS_WHY = (
 )
 # uv names the requirements file an entry came from ("# via -r requirements.in").
 _INPUT = "requirements.in"
+SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 
 def lock_path(image: Image) -> Path:
@@ -93,11 +106,29 @@ def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
 
 # ------------------------------------------------------------------ the file
 @dataclass(frozen=True)
+class Built:
+    """The wheel kiln built from a pin's sdist: what a release's rebuild must give."""
+
+    filename: str
+    sha256: str
+    backend: tuple[str, ...] = ()  # the build environment, exactly: "setuptools==80.9.0"
+
+    def line(self) -> str:
+        env = f" with {' '.join(self.backend)}" if self.backend else ""
+        return f"{BUILT_MARK} {self.filename} sha256:{self.sha256} from sdist{env}"
+
+
+BUILT_MARK = "# kiln: built"
+_BUILT = re.compile(r"# kiln: built (\S+\.whl) sha256:([0-9a-f]{64}) from sdist(?: with (.+))?")
+
+
+@dataclass(frozen=True)
 class Pin:
     name: str  # canonical project name
     version: str
     hashes: tuple[str, ...]  # sha256 hex digests of the files the lock allows
     no_deps: bool = False  # installed without its dependencies (kfp)
+    built: Built | None = None  # no wheel for the image: kiln builds this one from the sdist
 
     @property
     def requirement(self) -> str:
@@ -162,8 +193,9 @@ def _header(path: Path, lines: list[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in doc.items()}
 
 
-def _logical_lines(text: str) -> Iterable[tuple[int, str, bool]]:
-    """(line number, requirement line with its continuations joined, in the no-deps part)."""
+def _logical_lines(text: str) -> Iterable[tuple[int, int, str, bool]]:
+    """(first and last line number, requirement line with its continuations joined, in the
+    no-deps part)."""
     no_deps = False
     pending: list[str] = []
     start = 0
@@ -179,7 +211,7 @@ def _logical_lines(text: str) -> Iterable[tuple[int, str, bool]]:
         joined = " ".join([*pending, line]).strip()
         pending = []
         if joined:
-            yield start, joined, no_deps
+            yield start, number, joined, no_deps
 
 
 def _parse_pin(path: Path, number: int, line: str, no_deps: bool) -> Pin:
@@ -214,8 +246,11 @@ def parse_lock(path: Path, text: str) -> Lock:
     missing = sorted({"format", "inputs", "python", "platform", "kfp", "base"} - set(header))
     if missing:
         raise ConfigError(f"{path}: the header lacks {', '.join(missing)}; run `kiln lock`")
-    if header["format"] != str(FORMAT):
-        raise ConfigError(f"{path}: lock format {header['format']}, this kiln reads {FORMAT}")
+    if header["format"] not in _READS:
+        raise ConfigError(
+            f"{path}: lock format {header['format']}, this kiln reads {' and '.join(_READS)}: "
+            "upgrade kiln, or regenerate the lock with this one"
+        )
     kinds = [(kind, header[key]) for key, kind in _BASE_KEYS.items() if key in header]
     if len(kinds) != 1:
         raise ConfigError(f"{path}: the header needs one of {', '.join(_BASE_KEYS)}")
@@ -259,17 +294,41 @@ def check_fresh(lock: Lock, workspace: Workspace, image: Image, kfp_version: str
         )
 
 
+def _with_built(path: Path, body: str, built: Mapping[str, Built]) -> str:
+    """``body`` with each built wheel's line right after its pin's lines."""
+    lines = body.strip().splitlines()
+    entries = _logical_lines(body.strip())
+    after = {end: _parse_pin(path, start, line, False).name for start, end, line, _ in entries}
+    out = []
+    for number, line in enumerate(lines, 1):
+        out.append(line)
+        if number in after and after[number] in built:
+            out.append(f"    {built[after[number]].line()}")
+    return "\n".join(out)
+
+
 def render(
-    image: Image, *, inputs: str, kfp: str, index: str, base: BasePin, body: str, kfp_pin: Pin
+    image: Image,
+    *,
+    inputs: str,
+    kfp: str,
+    index: str,
+    base: BasePin,
+    body: str,
+    kfp_pin: Pin,
+    built: Mapping[str, Built] | None = None,
 ) -> str:
-    """The lock's bytes: a function of its arguments only (no time, no absolute path)."""
+    """The lock's bytes: a function of its arguments only (no time, no absolute path).
+    ``built``: canonical name -> the wheel kiln built from that pin's sdist."""
     base_key = {v: k for k, v in _BASE_KEYS.items()}[base.kind]
+    body = _with_built(lock_path(image), body, built or {})
+    kfp_lines = _with_built(lock_path(image), kfp_pin.lines(), built or {})
     header = [
         f"# Written by `kiln lock {image.name}`: do not edit. Change image.toml or a helper's",
         f"# dependencies, then run it again; `kiln lock {image.name} --upgrade [PKG]` upgrades.",
         f"# {_INPUT}: image.toml `requirements` + the helpers' dependencies (without kfp).",
         "# [kiln]",
-        f"# format = {FORMAT}",
+        f"# format = {FORMAT if built else 1}",
         f"# inputs = {json.dumps(inputs)}",
         f"# python = {json.dumps(image.python)}",
         f"# platform = {json.dumps(image.platform)}",
@@ -280,7 +339,7 @@ def render(
     ]
     return (
         "\n".join(header) + "\n\n" + body.strip() + "\n\n"
-        f"{NO_DEPS_MARK}\n{_NO_DEPS_WHY}{kfp_pin.lines()}\n"
+        f"{NO_DEPS_MARK}\n{_NO_DEPS_WHY}{kfp_lines}\n"
     )
 
 
@@ -322,19 +381,52 @@ class Pages(Protocol):
     def files(self, project: str) -> Mapping[str, str]: ...
 
 
-def check_wheels(
+def sdists_for(files: Mapping[str, str], pin: Pin) -> dict[str, str]:
+    """The source distributions of ``pin``'s version among ``files`` (filename -> sha256)."""
+    found = {}
+    for filename, sha in files.items():
+        if filename.endswith(SDIST_SUFFIXES):
+            try:
+                name, version = parse_sdist_filename(filename)
+            except InvalidSdistFilename:
+                continue
+            if name == pin.name and str(version) == pin.version:
+                found[filename] = sha
+    return found
+
+
+def sdist_only(
     lock_file: Path, pins: Sequence[Pin], pages: Pages, tags: frozenset[Tag], where: str
-) -> None:
-    """Every pin has a wheel for the target: sdist-only requirements are named."""
+) -> dict[str, tuple[str, str]]:
+    """The pins with no wheel for the target whose locked files include an sdist:
+    name -> (sdist filename, sha256). A pin with neither is an error naming it."""
+    found = {}
     for pin in pins:
-        wheels = wheels_for(pages.files(pin.name), pin, tags)
-        if not any(sha in pin.hashes for sha in wheels.values()):
+        files = pages.files(pin.name)
+        wheels = wheels_for(files, pin, tags)
+        if any(sha in pin.hashes for sha in wheels.values()):
+            continue
+        sdists = sorted((f, sha) for f, sha in sdists_for(files, pin).items() if sha in pin.hashes)
+        if not sdists:
             raise ConfigError(
-                f"{lock_file}: {pin.requirement} has no wheel for {where} on the upstream index, "
-                f"only a source distribution; kiln installs wheels only and does not build "
-                f"sdists into images yet. Pin a version of {pin.name} that ships such a wheel "
-                f'(in image.toml `requirements`, e.g. "{pin.name}<{pin.version}"), or drop it'
+                f"{lock_file}: {pin.requirement} has neither a wheel for {where} nor a source "
+                f"distribution on the upstream index. Pin a version of {pin.name} that ships "
+                f'one (in image.toml `requirements`, e.g. "{pin.name}<{pin.version}"), or drop it'
             )
+        found[pin.name] = sdists[0]
+    return found
+
+
+class SdistBuilds(Protocol):
+    """Builds a pin's sdist into a wheel for ``kiln lock`` (``kiln._wheels.sdist``)."""
+
+    def lock(
+        self, lock_file: Path, pin: Pin, sdist: tuple[str, str], *, python: str, platform: str,
+        backend: tuple[str, ...] | None,
+    ) -> Built:  # fmt: skip
+        """Build ``sdist`` (filename, sha256) twice with ``backend`` (None: resolve the
+        sdist's build requirements) and require identical wheels."""
+        ...
 
 
 # ------------------------------------------------------------------ making a lock
@@ -368,7 +460,39 @@ class Uv:
 
 
 def _pins_of(path: Path, text: str) -> tuple[Pin, ...]:
-    return tuple(_parse_pin(path, n, line, nd) for n, line, nd in _logical_lines(text))
+    """The pins of ``text``, each with the ``# kiln: built`` line that follows it, if any."""
+    entries = [(end, _parse_pin(path, n, line, nd)) for n, end, line, nd in _logical_lines(text)]
+    built: dict[int, Built] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        if not raw.strip().startswith(BUILT_MARK):
+            continue
+        match = _BUILT.fullmatch(raw.strip())
+        owners = [i for i, (end, _) in enumerate(entries) if end < number]
+        if not match or not owners or owners[-1] in built:
+            raise ConfigError(
+                f"{path}:{number}: `{raw.strip()}` is not a built-wheel line kiln wrote under "
+                f"a pin; regenerate the lock with `kiln lock {path.parent.name}`"
+            )
+        pin = entries[owners[-1]][1]
+        name, version, _build, _tags = parse_wheel_filename(match.group(1))
+        if (name, str(version)) != (pin.name, pin.version):
+            raise ConfigError(
+                f"{path}:{number}: {match.group(1)} is not a wheel of {pin.requirement}; "
+                f"regenerate the lock with `kiln lock {path.parent.name}`"
+            )
+        backend = tuple(match.group(3).split()) if match.group(3) else ()
+        built[owners[-1]] = Built(match.group(1), match.group(2), backend)
+    return tuple(replace(pin, built=built.get(i)) for i, (_, pin) in enumerate(entries))
+
+
+def _kept_backend(old: Pin | None, pin: Pin, upgrade: Sequence[str]) -> tuple[str, ...] | None:
+    """The build environment ``pin``'s wheel had in the previous lock, unless the pin moved
+    or ``upgrade`` names it; None: resolve it anew."""
+    if old is None or old.built is None or (old.version, old.hashes) != (pin.version, pin.hashes):
+        return None
+    if "" in upgrade or pin.name in {str(canonicalize_name(u)) for u in upgrade if u}:
+        return None
+    return old.built.backend
 
 
 def make_lock(
@@ -379,10 +503,12 @@ def make_lock(
     uv: Uv,
     base: BasePin,
     pages: Pages,
+    sdists: SdistBuilds,
     upgrade: Sequence[str] = (),
 ) -> str:
     """The bytes of ``image``'s lock. Versions of an existing lock are kept unless
-    ``upgrade`` names them ("" upgrades everything)."""
+    ``upgrade`` names them ("" upgrades everything); so is the build environment of a
+    wheel built from an sdist whose pin did not move."""
     path = lock_path(image)
     previous = parse_lock(path, path.read_text(encoding="utf-8")) if path.is_file() else None
     with tempfile.TemporaryDirectory(prefix="kiln-lock-") as tmp:
@@ -405,10 +531,23 @@ def make_lock(
             f"{image.path / 'image.toml'}: kfp is required by the image or a helper; kiln adds "
             f"kfp=={kfp_version} itself (without its dependencies): remove that requirement"
         )
-    check_wheels(
+    to_build = sdist_only(
         path, [*pins, kfp_pin], pages, supported_tags(image.python, image.platform),
         f"Python {image.python} on {image.platform}",
     )  # fmt: skip
+    before = {p.name: p for p in previous.pins} if previous else {}
+    built = {
+        pin.name: sdists.lock(
+            path,
+            pin,
+            to_build[pin.name],
+            python=image.python,
+            platform=image.platform,
+            backend=_kept_backend(before.get(pin.name), pin, upgrade),
+        )
+        for pin in [*pins, kfp_pin]
+        if pin.name in to_build
+    }
     return render(
         image,
         inputs=inputs_hash(workspace, image, kfp_version),
@@ -417,6 +556,7 @@ def make_lock(
         base=base,
         body=body,
         kfp_pin=kfp_pin,
+        built=built,
     )
 
 

@@ -9,7 +9,9 @@ upstream for what it lacks; the result is cached by the lock's bytes. Which inde
 serves which file is asked of their simple pages first, so a lock whose hash no
 index serves is named before anything is fetched, published or pushed. Helper
 wheels are never given to pip: they come from kiln's own builds. Since pip only
-downloads here, kiln may run on any Python: the lock names the image's.
+downloads here, kiln may run on any Python: the lock names the image's, except for a
+pin the lock builds from its sdist (``kiln._wheels.sdist``): that wheel is rebuilt, or
+taken from its cache, and its sdist and build backend are mirrored like the wheels.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import requests
 from packaging.utils import parse_wheel_filename
 from pypi_simple import NoSuchProjectError, PyPISimple
 
-from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
@@ -43,6 +45,7 @@ from kiln._wheels.lock import (
     wheel_platforms,
     wheels_for,
 )
+from kiln._wheels.sdist import SdistBuilder, SourceFile
 from kiln._workspace.model import Image, Workspace
 
 
@@ -52,6 +55,7 @@ class WheelFile:
     version: str
     path: Path
     sha256: str
+    built: bool = False  # kiln built it from the sdist: not mirrored (its sources are)
 
     @property
     def filename(self) -> str:
@@ -68,6 +72,13 @@ class Wheelhouse:
     requirements: tuple[str, ...]  # the third-party requirements that were resolved
     third_party: tuple[WheelFile, ...]
     helpers: tuple[BuiltWheel, ...]
+    # The sdists and build-backend wheels that the built third-party wheels came from.
+    sources: tuple[SourceFile, ...] = ()
+
+    def mirror(self) -> tuple[WheelFile | SourceFile, ...]:
+        """The upstream files a release puts on the private index: the downloaded wheels
+        and the sources of the built ones (never a wheel kiln built)."""
+        return (*(w for w in self.third_party if not w.built), *self.sources)
 
     def requirements_txt(self) -> str:
         """Hash-pinned requirements for installing the third-party layer offline."""
@@ -93,9 +104,12 @@ def _read_dir(directory: Path) -> tuple[WheelFile, ...]:
 class SimplePages:
     """An index's simple API at ``endpoint`` (e.g. https://pypi.org/simple), read-only."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, *, ca_bundle: Path | None = None) -> None:
         self.endpoint = endpoint.rstrip("/") + "/"
-        self._client = PyPISimple(endpoint=self.endpoint)
+        session = requests.Session()
+        if ca_bundle is not None:  # a TLS-inspecting proxy's CA, as pip gets it with --cert
+            session.verify = str(ca_bundle)
+        self._client = PyPISimple(endpoint=self.endpoint, session=session)
 
     def files(self, project: str) -> dict[str, str]:
         try:
@@ -169,6 +183,65 @@ class PipDownload:
         finally:
             requirements.unlink()
 
+    def fetch_file(
+        self, project: str, filename: str, sha256: str, *, index_url: str, dest: Path
+    ) -> Path:
+        """``filename`` as ``index_url``'s page for ``project`` links it, into ``dest``;
+        a ConfigError when its bytes do not have ``sha256``. (pip cannot fetch an sdist
+        without building its metadata, so this is a plain HTTP download.)"""
+        session = requests.Session()
+        session.verify = str(self._ca_bundle) if self._ca_bundle else True
+        basic = self._credentials.get(index_url)
+        if basic is not None:
+            session.auth = basic
+        target = dest / Path(filename).name
+        dest.mkdir(parents=True, exist_ok=True)
+        try:
+            page = PyPISimple(endpoint=index_url, session=session).get_project_page(
+                project, timeout=60.0
+            )
+            urls = [p.url for p in page.packages if p.filename == filename]
+            if not urls:
+                raise ConfigError(f"{index_url}: {project} has no file {filename}")
+            with session.get(urls[0], stream=True, timeout=60.0) as resp:
+                resp.raise_for_status()
+                with target.open("wb") as out:
+                    for chunk in resp.iter_content(1 << 20):
+                        out.write(chunk)
+        except (requests.RequestException, NoSuchProjectError) as exc:
+            raise ServiceUnavailable(
+                f"{index_url}: cannot download {filename} ({type(exc).__name__}); check the "
+                "network and the index"
+            ) from None
+        got = sha256_file(target)
+        if got != sha256:
+            target.unlink()
+            raise ConfigError(f"{index_url}: {filename} has sha256 {got}, expected {sha256}")
+        return target
+
+    def fetch_backend(
+        self, requirements: Sequence[str], *, index_url: str, dest: Path, resolve: bool
+    ) -> None:
+        """Wheels of ``requirements`` for this interpreter (which builds) into ``dest``:
+        with their dependencies (``resolve``), or exactly the pins given."""
+        dest.mkdir(parents=True, exist_ok=True)
+        cert = ["--cert", str(self._ca_bundle)] if self._ca_bundle else []
+        args = [
+            sys.executable, "-m", "pip", "download", "--isolated", "--no-input", "--quiet",
+            *cert, "--only-binary", ":all:", *([] if resolve else ["--no-deps"]),
+            "--index-url", index_url, "--dest", str(dest), *requirements,
+        ]  # fmt: skip
+        with _netrc_for(index_url, self._credentials.get(index_url)) as netrc_env:
+            try:
+                self._runner(args, env={**hermetic_pip_env(), **netrc_env})
+            except CommandFailed as exc:
+                raise CommandFailed(
+                    f"fetching the build backend {' '.join(requirements)} from {index_url} "
+                    f"failed (kiln installs build backends from wheels only):\n{exc}",
+                    returncode=exc.returncode,
+                    output=exc.output,
+                ) from None
+
 
 @contextlib.contextmanager
 def _netrc_for(url: str, basic: tuple[str, str] | None) -> Iterator[dict[str, str]]:
@@ -216,12 +289,13 @@ def fetch_locked(
     cache_dir: Path,
     download: Downloader,
 ) -> tuple[WheelFile, ...]:
-    """The wheel of every pin of ``lock``, from ``cache_dir`` when it was fetched before;
-    else from the first index of ``pages`` (the private one first) that serves it."""
+    """The wheel of every pin of ``lock`` (but those it builds from an sdist: see
+    ``build_locked``), from ``cache_dir`` when it was fetched before; else from the first
+    index of ``pages`` (the private one first) that serves it."""
     target = cache_dir / lock.sha256[:16]
     if not (target / "complete").is_file():
         sources: dict[str, list[Pin]] = {}
-        for pin in lock.pins:
+        for pin in (p for p in lock.pins if p.built is None):
             sources.setdefault(_source(lock, pin, pages), []).append(pin)
         partial = cache_dir / f"{target.name}.partial"
         shutil.rmtree(partial, ignore_errors=True)
@@ -240,7 +314,7 @@ def _check_fetched(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[WheelFile
     for w in wheels:
         by_name.setdefault(w.name, []).append(w)
     chosen = []
-    for pin in lock.pins:
+    for pin in (p for p in lock.pins if p.built is None):
         found = [w for w in by_name.pop(pin.name, []) if w.version == pin.version]
         if len(found) != 1 or found[0].sha256 not in pin.hashes:
             got = ", ".join(f"{w.filename} (sha256 {w.sha256})" for w in found) or "nothing"
@@ -252,6 +326,22 @@ def _check_fetched(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[WheelFile
     return tuple(sorted(chosen, key=lambda w: w.name))
 
 
+def build_locked(
+    lock: Lock, *, pages: Sequence[tuple[str, Pages]], sdists: SdistBuilder | None
+) -> tuple[tuple[WheelFile, ...], tuple[SourceFile, ...]]:
+    """The wheels ``lock`` builds from sdists (rebuilt, or from their cache, each with the
+    sha256 the lock records), and the files they came from (sdists, backend wheels)."""
+    wheels: list[WheelFile] = []
+    sources: dict[str, SourceFile] = {}
+    for pin in (p for p in lock.pins if p.built is not None):
+        if sdists is None:
+            raise ValueError(f"{lock.path} builds {pin.requirement} from its sdist: pass sdists")
+        got = sdists.rebuild(lock, pin, pages)
+        wheels.append(WheelFile(got.name, got.version, got.path, got.sha256, built=True))
+        sources.update((s.filename, s) for s in got.sources)
+    return tuple(wheels), tuple(sources[k] for k in sorted(sources))
+
+
 def resolve_wheelhouse(
     workspace: Workspace,
     image: Image,
@@ -260,15 +350,19 @@ def resolve_wheelhouse(
     lock: Lock,
     pages: Sequence[tuple[str, Pages]],
     download: Downloader,
+    sdists: SdistBuilder | None = None,
 ) -> Wheelhouse:
-    """``image``'s wheelhouse: the locked third-party wheels and its helpers' builds."""
-    third_party = fetch_locked(
+    """``image``'s wheelhouse: the locked third-party wheels (fetched, or built from their
+    sdists by ``sdists``) and its helpers' builds."""
+    fetched = fetch_locked(
         lock, pages=pages, cache_dir=workspace.state_dir / "wheelhouse", download=download
     )
+    from_sdists, sources = build_locked(lock, pages=pages, sdists=sdists)
     wanted = set(helper_closure(workspace, image.helpers))
     return Wheelhouse(
         image=image.name,
         requirements=tuple(p.requirement for p in lock.pins),
-        third_party=third_party,
+        third_party=tuple(sorted((*fetched, *from_sdists), key=lambda w: w.name)),
         helpers=tuple(sorted((w for w in built if w.helper in wanted), key=lambda w: w.helper)),
+        sources=sources,
     )
