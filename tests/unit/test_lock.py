@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._images.base import release_base, resolve_base, split_reference
 from kiln._wheels.lock import (
     BasePin,
     Built,
@@ -23,9 +24,6 @@ from kiln._wheels.lock import (
     make_lock,
     parse_lock,
     read_lock,
-    release_base,
-    resolve_base,
-    split_reference,
 )
 from kiln._wheels.wheelhouse import PipDownload, fetch_locked
 from kiln._workspace.discovery import discover

@@ -101,9 +101,9 @@ def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) ->
     but a loopback one is asked."""
     import docker.errors  # noqa: PLC0415
 
+    from kiln._images.base import resolve_base  # noqa: PLC0415
     from kiln._images.docker import docker_client  # noqa: PLC0415
     from kiln._servers.registry import RegistryClient  # noqa: PLC0415
-    from kiln._wheels.lock import resolve_base  # noqa: PLC0415
 
     def registry_digest(host: str, repository: str, tag: str) -> str | None:
         loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")

@@ -16,6 +16,7 @@ from pathlib import Path
 from kiln import __version__
 from kiln._components.generate import compile_pipeline, generate_component
 from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
+from kiln._images.base import release_base
 from kiln._images.inputs import (
     FINGERPRINT_LABEL,
     ImageBuilder,
@@ -47,7 +48,7 @@ from kiln._util.cmd import Runner, call
 from kiln._util.files import sha256_file
 from kiln._util.git import revision, source_url
 from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
-from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock, release_base
+from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock
 from kiln._wheels.sdist import SdistBuilder, SourceFetch, sdist_cache_dir
 from kiln._wheels.wheelhouse import (
     Downloader,

@@ -24,13 +24,13 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
 from packaging.requirements import InvalidRequirement, Requirement
-from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.tags import Tag
 from packaging.utils import (
     InvalidSdistFilename,
     canonicalize_name,
@@ -38,8 +38,9 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from kiln._errors import ConfigError, KilnError
+from kiln._errors import ConfigError
 from kiln._util.cmd import Runner
+from kiln._wheels.tags import supported_tags, wheels_for
 from kiln._workspace.model import Image, Workspace
 
 if sys.version_info >= (3, 11):
@@ -138,6 +139,13 @@ class Pin:
         return " \\\n".join([self.requirement, *(f"    --hash=sha256:{h}" for h in self.hashes)])
 
 
+def untagged(ref: str) -> str:
+    """``ref`` without its tag and digest: ``python:3.11-slim`` -> ``python``."""
+    name = ref.split("@", 1)[0]
+    head, _, last = name.rpartition("/")
+    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+
+
 @dataclass(frozen=True)
 class BasePin:
     """The base image the lock was made against: ``ref`` from image.toml and what it was
@@ -153,7 +161,7 @@ class BasePin:
         """What to build from: ``repo@sha256:...`` for a digest, else ``ref``."""
         if self.kind != "digest":
             return self.ref
-        return f"{_untagged(self.ref)}@{self.value}"
+        return f"{untagged(self.ref)}@{self.value}"
 
 
 @dataclass(frozen=True)
@@ -343,38 +351,6 @@ def render(
     )
 
 
-# ------------------------------------------------------------------ wheels for a target
-def wheel_platforms(platform: str) -> list[str]:
-    """Wheel platform tags that run on ``platform`` ("x86_64-manylinux_2_28"), best first."""
-    arch, _, manylinux = platform.partition("-")
-    glibc = int(manylinux.rsplit("_", 1)[1])
-    plats = [f"manylinux_2_{m}_{arch}" for m in range(glibc, 4, -1)]
-    legacy = (("manylinux2014", 17), ("manylinux2010", 12), ("manylinux1", 5))
-    return plats + [f"{alias}_{arch}" for alias, minor in legacy if minor <= glibc]
-
-
-def supported_tags(python: str, platform: str) -> frozenset[Tag]:
-    """Wheel tags a CPython ``python`` on ``platform`` installs."""
-    plats = wheel_platforms(platform)
-    version = tuple(int(p) for p in python.split("."))
-    return frozenset(
-        [*cpython_tags(version, platforms=plats), *compatible_tags(version, platforms=plats)]
-    )
-
-
-def wheels_for(files: Mapping[str, str], pin: Pin, tags: frozenset[Tag]) -> dict[str, str]:
-    """The files of ``pin``'s version among ``files`` (filename -> sha256) that are wheels
-    installable with ``tags``."""
-    found = {}
-    for filename, sha in files.items():
-        if not filename.endswith(".whl"):
-            continue
-        name, version, _build, wheel_tags = parse_wheel_filename(filename)
-        if name == pin.name and str(version) == pin.version and wheel_tags & tags:
-            found[filename] = sha
-    return found
-
-
 class Pages(Protocol):
     """An index's simple API: filename -> sha256 of every file of ``project``."""
 
@@ -403,7 +379,7 @@ def sdist_only(
     found = {}
     for pin in pins:
         files = pages.files(pin.name)
-        wheels = wheels_for(files, pin, tags)
+        wheels = wheels_for(files, pin.name, pin.version, tags)
         if any(sha in pin.hashes for sha in wheels.values()):
             continue
         sdists = sorted((f, sha) for f, sha in sdists_for(files, pin).items() if sha in pin.hashes)
@@ -558,90 +534,3 @@ def make_lock(
         kfp_pin=kfp_pin,
         built=built,
     )
-
-
-# ------------------------------------------------------------------ the base image
-def _untagged(ref: str) -> str:
-    """``ref`` without its tag and digest: ``python:3.11-slim`` -> ``python``."""
-    name = ref.split("@", 1)[0]
-    head, _, last = name.rpartition("/")
-    return f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
-
-
-def split_reference(ref: str) -> tuple[str, str, str]:
-    """``(registry host, repository, tag)`` of a Docker reference, Docker Hub's rules."""
-    name, _, digest = ref.partition("@")
-    last = name.rsplit("/", 1)[-1]
-    tag = last.split(":", 1)[1] if ":" in last else "latest"
-    name = _untagged(name)
-    first, _, rest = name.partition("/")
-    if rest and ("." in first or ":" in first or first == "localhost"):
-        return first, rest, digest or tag
-    repository = name if "/" in name else f"library/{name}"
-    return "registry-1.docker.io", repository, digest or tag
-
-
-def resolve_base(
-    ref: str,
-    *,
-    registry_digest: Callable[[str, str, str], str | None],
-    local: Callable[[str], tuple[tuple[str, ...], str] | None],
-) -> tuple[BasePin, str]:
-    """Pin ``ref``: its registry's manifest digest when the registry answers, else the
-    local engine's repo digest, else the local image ID; with a sentence saying how.
-
-    ``registry_digest(host, repository, tag)`` raises a KilnError when the registry
-    cannot be asked; ``local(ref)`` gives (RepoDigests, ID), or None without that image."""
-    if "@sha256:" in ref:
-        return BasePin(ref, "digest", ref.split("@", 1)[1]), "pinned in image.toml"
-    host, repository, tag = split_reference(ref)
-    reason = ""
-    try:
-        digest = registry_digest(host, repository, tag)
-    except KilnError as exc:  # unreachable, refused, no credentials: ask the engine
-        reason = str(exc).split(";", 1)[0]  # what failed, without the server's own hint
-    else:
-        if digest:
-            return BasePin(ref, "digest", digest), f"manifest digest from {host}"
-        reason = f"{host} has no {repository}:{tag}"
-    found = local(ref)
-    if found is None:
-        return BasePin(ref, "unpinned", reason or "not found"), (
-            f"not pinned: {reason}, and the local engine has no {ref}"
-        )
-    repo_digests, image_id = found
-    for entry in repo_digests:
-        name, _, digest = entry.partition("@")
-        if split_reference(name)[:2] == (host, repository):
-            return BasePin(ref, "digest", digest), "repo digest from the local engine"
-    return BasePin(ref, "id", image_id), "image ID from the local engine (no repo digest)"
-
-
-def release_base(
-    image: Image, lock: Lock, *, override: str | None, ensure_image: Callable[[str, str], str]
-) -> tuple[str, str, str | None]:
-    """The base a release builds ``image`` from: (reference, engine image ID, digest).
-
-    Without ``override`` it is the lock's base, by digest (pulled by digest if needed)
-    or, for a base pinned by image ID, the tag whose ID must equal the lock's. With
-    ``override`` (KILN_BASE_IMAGE, for machines that cannot pull the real base) that
-    image is used as it is, and the fingerprint records its ID.
-    ``ensure_image(ref, source)`` gives the engine's ID of ``ref``."""
-    if override:
-        return override, ensure_image(override, "--base-image / KILN_BASE_IMAGE"), None
-    base = lock.base
-    if base.kind == "unpinned":
-        raise ConfigError(
-            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
-            f"{image.name}` where its registry or a local copy can be reached, or set "
-            "KILN_BASE_IMAGE to a local base image"
-        )
-    if base.kind == "digest":
-        return base.build_ref, ensure_image(base.build_ref, str(lock.path)), base.value
-    image_id = ensure_image(base.ref, str(image.path / "image.toml"))
-    if image_id != base.value:
-        raise ConfigError(
-            f"{lock.path}: base {base.ref} is {image_id} on this Docker Engine, but the lock "
-            f"pins {base.value}: run `kiln lock {image.name}` if the new base is intended"
-        )
-    return base.ref, image_id, None

@@ -45,7 +45,8 @@ from kiln._report import Reporter
 from kiln._util.cmd import Runner, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import SOURCE_DATE_EPOCH
-from kiln._wheels.lock import Built, Lock, Pages, Pin, sdists_for, supported_tags
+from kiln._wheels.lock import Built, Lock, Pages, Pin, sdists_for
+from kiln._wheels.tags import supported_tags
 
 CACHE_FORMAT = "1"
 # What every build runs with, besides the venv: part of the cache key.

@@ -35,17 +35,9 @@ from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
-from kiln._wheels.lock import (
-    Lock,
-    Pages,
-    Pin,
-    closure_requirements,
-    helper_closure,
-    supported_tags,
-    wheel_platforms,
-    wheels_for,
-)
+from kiln._wheels.lock import Lock, Pages, Pin, closure_requirements, helper_closure
 from kiln._wheels.sdist import SdistBuilder, SourceFile
+from kiln._wheels.tags import supported_tags, wheel_platforms, wheels_for
 from kiln._workspace.model import Image, Workspace
 
 
@@ -263,7 +255,7 @@ def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:
     allows. An index serving only other bytes for it is an error naming the lock."""
     tags = supported_tags(lock.python, lock.platform)
     for url, client in pages:
-        wheels = wheels_for(client.files(pin.name), pin, tags)
+        wheels = wheels_for(client.files(pin.name), pin.name, pin.version, tags)
         if any(sha in pin.hashes for sha in wheels.values()):
             return url
         if wheels:
