@@ -8,18 +8,26 @@ Authentication follows the registry's 401 challenge: ``Basic`` (htpasswd) sends
 the credentials with every later request; ``Bearer`` (the Docker Registry v2
 token spec) gets a token from the challenge's realm with the credentials, keeps
 it per scope for the client's life, and retries the request once with it.
+
+Pushing (kiln's OCI builder): ``blob_exists`` before ``upload_blob`` (monolithic:
+POST a session, PUT the bytes with their digest, which the registry checks), then
+``put_manifest``. Those retry with backoff on connection errors and 5xx answers only.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from typing import Protocol
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol, TypeVar
+from urllib.parse import urlencode, urljoin
 from urllib.request import parse_http_list
 
 import requests
 
-from kiln._errors import AuthenticationFailed, ConfigError, ServiceUnavailable
+from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
 from kiln._servers.credentials import (
     REGISTRY_PASSWORD,
     REGISTRY_USERNAME,
@@ -36,6 +44,12 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _REPOSITORY_PATH = re.compile(r"/v2/(.+)/(?:manifests|blobs|tags)/")
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_T = TypeVar("_T")
+
+
+class _Transient(ServiceUnavailable):
+    """A connection error or a 5xx answer: worth another try."""
 
 
 class Registry(Protocol):
@@ -46,11 +60,11 @@ class Registry(Protocol):
     def labels(self, repository: str, tag: str) -> dict[str, str]: ...
 
 
-def _scope(url: str) -> str:
+def _scope(url: str, method: str = "GET") -> str:
     """The token scope a request needs (the cache key for its Bearer token)."""
     found = _REPOSITORY_PATH.search(url)
     if found:
-        return f"repository:{found.group(1)}:pull"
+        return f"repository:{found.group(1)}:{'pull,push' if method in _WRITES else 'pull'}"
     return "registry:catalog:*" if "/v2/_catalog" in url else ""
 
 
@@ -78,6 +92,8 @@ class RegistryClient:
         scheme: str = "http",
         credentials: Credentials | None = None,
         session: requests.Session | None = None,
+        retries: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if "@" in host or "/" in host:
             raise ConfigError(
@@ -91,6 +107,8 @@ class RegistryClient:
         self._credentials = credentials
         self._basic = False  # the registry asked for Basic: send it with every request
         self._tokens: dict[str, str] = {}  # scope -> Bearer token
+        self._retries = retries  # for pushes: tries after the first, 1 s, 2 s, 4 s... apart
+        self._sleep = sleep
 
     # ------------------------------------------------------------ transport
     def _refused(self, status: int | None) -> AuthenticationFailed:
@@ -99,20 +117,36 @@ class RegistryClient:
         )
 
     def _unreachable(self, what: str, exc: Exception) -> ServiceUnavailable:
-        return ServiceUnavailable(
+        return _Transient(
             f"{what} is not reachable ({type(exc).__name__}); "
             "start it with `kiln stack up` or fix the registry address"
         )
 
     def _send(
-        self, method: str, url: str, accept: str | None, token: str | None
+        self,
+        method: str,
+        url: str,
+        accept: str | None,
+        token: str | None,
+        *,
+        body: Path | bytes | None = None,
+        content_type: str | None = None,
     ) -> requests.Response:
         headers = {"Accept": accept} if accept else {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
+        if content_type is not None:
+            headers["Content-Type"] = content_type
         auth = self._credentials.basic if self._basic and self._credentials else None
         try:
-            return self._session.request(method, url, headers=headers, auth=auth, timeout=_TIMEOUT)
+            if isinstance(body, Path):  # opened per request: a retry sends it whole again
+                with body.open("rb") as data:
+                    return self._session.request(
+                        method, url, headers=headers, auth=auth, data=data, timeout=_TIMEOUT
+                    )
+            return self._session.request(
+                method, url, headers=headers, auth=auth, data=body, timeout=_TIMEOUT
+            )
         except requests.RequestException as exc:
             raise self._unreachable(f"registry {self.host}", exc) from None
 
@@ -145,24 +179,31 @@ class RegistryClient:
         return token
 
     def _request(
-        self, url: str, *, method: str = "GET", accept: str | None = None
+        self,
+        url: str,
+        *,
+        method: str = "GET",
+        accept: str | None = None,
+        body: Path | bytes | None = None,
+        content_type: str | None = None,
     ) -> requests.Response:
         """One request, authenticated as the registry asks; never a 401/403 or a 5xx."""
-        scope = _scope(url)
+        scope = _scope(url, method)
         token = self._tokens.get(scope)
-        resp = self._send(method, url, accept, token)
+        resp = self._send(method, url, accept, token, body=body, content_type=content_type)
         if resp.status_code == 401:
             self._tokens.pop(scope, None)  # a cached token may have expired
             kind, params = _challenge(resp.headers.get("WWW-Authenticate", ""))
             if kind == "bearer":
-                resp = self._send(method, url, accept, self._token(params, scope))
+                token = self._token(params, scope)
+                resp = self._send(method, url, accept, token, body=body, content_type=content_type)
             elif kind == "basic" and self._credentials and not self._basic:
                 self._basic = True
-                resp = self._send(method, url, accept, None)
+                resp = self._send(method, url, accept, None, body=body, content_type=content_type)
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
         if resp.status_code >= 500:
-            raise self._unexpected(method, url, resp)
+            raise _Transient(str(self._unexpected(method, url, resp)))
         return resp
 
     def _unexpected(self, method: str, url: str, resp: requests.Response) -> ServiceUnavailable:
@@ -214,3 +255,84 @@ class RegistryClient:
         if resp.status_code != 200:
             raise self._unexpected("GET", url, resp)
         return list(resp.json().get("repositories") or [])
+
+    # ------------------------------------------------------------ pushing
+    def _retrying(self, attempt: Callable[[], _T]) -> _T:
+        """``attempt()``, tried again after a connection error or a 5xx answer."""
+        for tried in range(self._retries):
+            try:
+                return attempt()
+            except _Transient:
+                self._sleep(2.0**tried)
+        return attempt()
+
+    def _refused_content(self, what: str, url: str, resp: requests.Response) -> CommandFailed:
+        """A 4xx answer to a push, with the registry's error codes (e.g. DIGEST_INVALID)."""
+        try:
+            errors = resp.json().get("errors") or []
+            said = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
+        except (ValueError, AttributeError):
+            said = ""
+        return CommandFailed(
+            f"registry {self.host} refused {what} ({resp.request.method} {url} answered "
+            f"{resp.status_code}{': ' + said if said else ''}); check the registry's log"
+        )
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        url = f"{self._base}/{repository}/blobs/{digest}"
+
+        def head() -> bool:
+            resp = self._request(url, method="HEAD")
+            if resp.status_code not in (200, 404):
+                raise self._unexpected("HEAD", url, resp)
+            return resp.status_code == 200
+
+        return self._retrying(head)
+
+    def upload_blob(self, repository: str, digest: str, content: Path | bytes) -> None:
+        """Upload ``content`` (a file or bytes) whose sha256 is ``digest``, in one PUT."""
+        start = f"{self._base}/{repository}/blobs/uploads/"
+
+        def upload() -> None:
+            resp = self._request(start, method="POST")
+            if resp.status_code != 202 or "Location" not in resp.headers:
+                raise self._refused_content(f"an upload to {repository}", start, resp)
+            location = urljoin(start, resp.headers["Location"])
+            query = urlencode({"digest": digest})
+            url = f"{location}{'&' if '?' in location else '?'}{query}"
+            resp = self._request(
+                url, method="PUT", body=content, content_type="application/octet-stream"
+            )
+            if resp.status_code != 201:
+                raise self._refused_content(f"blob {digest} of {repository}", url, resp)
+
+        self._retrying(upload)
+
+    def put_manifest(
+        self, repository: str, reference: str, manifest: bytes, media_type: str
+    ) -> str:
+        """PUT ``manifest`` (its exact bytes) as ``repository:reference``; the digest the
+        registry answers (``Docker-Content-Digest``)."""
+        url = f"{self._base}/{repository}/manifests/{reference}"
+
+        def put() -> str:
+            resp = self._request(url, method="PUT", body=manifest, content_type=media_type)
+            if resp.status_code != 201:
+                raise self._refused_content(f"the manifest of {repository}:{reference}", url, resp)
+            digest = resp.headers.get("Docker-Content-Digest")
+            if not digest:
+                raise ServiceUnavailable(
+                    f"registry {self.host}: PUT {url} answered 201 without a "
+                    "Docker-Content-Digest; kiln cannot check what it stored"
+                )
+            return digest
+
+        return self._retrying(put)
+
+    def manifest(self, repository: str, reference: str) -> bytes:
+        """The manifest bytes of ``repository:reference`` (a tag or a digest)."""
+        url = f"{self._base}/{repository}/manifests/{reference}"
+        resp = self._request(url, accept=MANIFEST_TYPES)
+        if resp.status_code != 200:
+            raise self._unexpected("GET", url, resp)
+        return resp.content

@@ -1,0 +1,205 @@
+"""The base image, from the local Docker Engine: its config, its layers, its install scheme.
+
+``docker save`` (engine 20.10, the legacy format) gives the config JSON, whose
+sha256 is the engine's image ID, and uncompressed ``layer.tar`` files, whose sha256s
+are the config's diff_ids. Each layer is compressed once (kiln's pinned gzip) and
+kept in the layer cache by diff_id, the config by its digest: a base seen before
+is not saved again. (Copying, or cross-repository mounting, the blobs of a base
+that lives in a registry is the other source, still to come.)
+
+The install scheme is asked of the base's own interpreter, once per image ID, in a
+container with no network.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+import docker
+import docker.errors
+import requests
+
+from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._images.oci.cache import Blob, LayerCache, key_of
+from kiln._images.oci.compress import BlobWriter, Compression, Written
+from kiln._images.oci.install import InstallScheme
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    ref: str  # as configured, e.g. kiln-local/python:3.11-bookworm
+    image_id: str  # sha256 of the config bytes (the engine's image ID)
+    config: Mapping[str, Any]  # the image config JSON
+    layers: tuple[Blob, ...]
+
+
+def _not_found(ref: str) -> ConfigError:
+    return ConfigError(
+        f"base image {ref!r} is not on the Docker Engine; `docker pull` or build it, or set "
+        "KILN_BASE_IMAGE / --base-image to a local image"
+    )
+
+
+def _unreachable(ref: str, exc: Exception) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"Docker Engine failed while reading base image {ref!r} ({type(exc).__name__}: {exc}); "
+        "check that the engine runs (`docker info`)"
+    )
+
+
+class _Chunks(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (the ``docker save`` stream)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._left = memoryview(b"")  # what is left of the current chunk (sliced, not copied)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            try:
+                self._left = memoryview(next(self._chunks))
+            except StopIteration:
+                return 0
+        n = min(len(buffer), len(self._left))
+        buffer[:n] = self._left[:n]
+        self._left = self._left[n:]
+        return n
+
+
+def _layer_key(diff_id: str, compression: Compression) -> str:
+    return key_of("base layer", diff_id, compression.name)
+
+
+def _compress(source: IO[bytes], cache: LayerCache, compression: Compression) -> Blob:
+    def write(out: BinaryIO) -> Written:
+        writer = BlobWriter(out, compression)
+        while chunk := source.read(1 << 20):
+            writer.write(chunk)
+        return writer.finish()
+
+    return cache.store(write, compression)
+
+
+def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> BaseImage:
+    """Stream ``docker save`` of ``image``: compress each layer into the cache."""
+    by_name: dict[str, Blob] = {}
+    files: dict[str, bytes] = {}
+    try:
+        stream = io.BufferedReader(_Chunks(image.save(named=False)), 1 << 20)
+        with tarfile.open(fileobj=stream, mode="r|") as tar:
+            for member in tar:
+                source = tar.extractfile(member) if member.isfile() else None
+                if source is None:
+                    continue
+                if member.name.endswith("/layer.tar"):
+                    by_name[member.name] = _compress(source, cache, compression)
+                elif member.name.endswith(".json"):
+                    files[member.name] = source.read()
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise _unreachable(ref, exc) from None
+    try:
+        (entry,) = json.loads(files["manifest.json"])
+        config_bytes = files[entry["Config"]]
+        blobs = tuple(by_name[name] for name in entry["Layers"])
+    except (KeyError, ValueError, TypeError):
+        raise _unreachable(ref, ValueError("docker save gave no usable manifest.json")) from None
+    config = json.loads(config_bytes)
+    diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+    if diff_ids != [b.diff_id for b in blobs]:
+        raise ServiceUnavailable(
+            f"docker save of base image {ref!r} gave layers whose sha256s are not the image's "
+            "diff_ids; the engine's storage may be damaged: remove and re-create the image"
+        )
+    for blob in blobs:
+        cache.record(_layer_key(blob.diff_id, compression), blob)
+    digest = cache.put_bytes(config_bytes)
+    return BaseImage(ref, digest, config, blobs)
+
+
+def load_base(
+    client: docker.DockerClient, ref: str, cache: LayerCache, compression: Compression
+) -> BaseImage:
+    """The base image ``ref`` of the local engine, its layers compressed in ``cache``."""
+    try:
+        image = client.images.get(ref)
+    except docker.errors.ImageNotFound:
+        raise _not_found(ref) from None
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise _unreachable(ref, exc) from None
+    image_id = str(image.id)
+    config_bytes = cache.read_blob(image_id)
+    if config_bytes is not None:
+        config = json.loads(config_bytes)
+        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+        blobs = [cache.lookup(_layer_key(d, compression)) for d in diff_ids]
+        if all(b is not None for b in blobs):
+            return BaseImage(ref, image_id, config, tuple(b for b in blobs if b is not None))
+    base = _save(ref, image, cache, compression)
+    if base.image_id != image_id:
+        raise ServiceUnavailable(
+            f"docker save of base image {ref!r} gave a config whose sha256 is "
+            f"{base.image_id}, not the image ID {image_id}; it changed while kiln read it: "
+            "run again"
+        )
+    return base
+
+
+# Run by the base's python3: what pip in the image would use.
+_PROBE = """\
+import json, sys, sysconfig
+paths = sysconfig.get_paths()
+print(json.dumps({
+    "python": "%d.%d" % sys.version_info[:2],
+    "cache_tag": sys.implementation.cache_tag,
+    "executable": sys.executable,
+    "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
+}))
+"""
+
+
+def _scheme(doc: Mapping[str, Any]) -> InstallScheme:
+    paths = doc["paths"]
+    return InstallScheme(
+        python=str(doc["python"]),
+        cache_tag=str(doc["cache_tag"]),
+        executable=str(doc["executable"]),
+        purelib=str(paths["purelib"]),
+        platlib=str(paths["platlib"]),
+        scripts=str(paths["scripts"]),
+        data=str(paths["data"]),
+        include=str(paths["include"]),
+    )
+
+
+def probe_scheme(client: docker.DockerClient, base: BaseImage, cache: LayerCache) -> InstallScheme:
+    """The install scheme of ``base``'s ``python3``; asked once per image ID, then cached."""
+    kept = cache.root / "probes" / f"{base.image_id.partition(':')[2]}.json"
+    try:
+        return _scheme(json.loads(kept.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        output = client.containers.run(
+            base.image_id, ["-c", _PROBE], entrypoint=["python3"], network_mode="none",
+            remove=True, stdout=True, stderr=False,
+        )  # fmt: skip
+    except docker.errors.ContainerError as exc:
+        raise ConfigError(
+            f"base image {base.ref!r}: `python3 -c <probe>` failed (exit {exc.exit_status}); "
+            "kiln installs into the base's own Python: use a base with python3 on PATH"
+        ) from None
+    except (docker.errors.APIError, requests.RequestException) as exc:
+        raise _unreachable(base.ref, exc) from None
+    doc = json.loads(output)
+    scheme = _scheme(doc)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
+    return scheme

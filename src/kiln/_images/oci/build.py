@@ -1,0 +1,146 @@
+"""Build an image: the base's layers, a third-party layer, a helper layer, config, manifest.
+
+Each Python layer is kept in the layer cache under a key over its wheels' sha256s,
+the base's install scheme, the compiling interpreter, the compression and the
+installer's version: a helper-only change re-installs and re-tars the helper layer
+alone. Files are checked across layers too: a helper that ships a file a
+third-party wheel ships is an error naming both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.tags import Tag
+from packaging.utils import parse_wheel_filename
+
+from kiln._images.oci.base import BaseImage
+from kiln._images.oci.cache import Blob, LayerCache, key_of
+from kiln._images.oci.compress import Compression
+from kiln._images.oci.image import (
+    BuiltImage,
+    canonical_json,
+    image_config,
+    image_manifest,
+    rfc3339,
+)
+from kiln._images.oci.install import INSTALLER, InstallScheme, collision, install_wheels
+from kiln._images.oci.layers import MTIME, write_layer
+from kiln._util.files import sha256_file
+
+# What today's images/*/Dockerfile sets. kfp is installed without its client
+# dependencies (as KFP's own runtime installs it): _KFP_RUNTIME=true, which KFP's
+# executor command sets too, makes `import kfp` load only the runtime part, so
+# `python3 -c "import kfp"` works in the image as well.
+KFP_ENV: Mapping[str, str] = {
+    "PYTHONUNBUFFERED": "1",
+    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    "PIP_NO_CACHE_DIR": "1",
+    "_KFP_RUNTIME": "true",
+}
+
+
+@dataclass(frozen=True)
+class PythonLayer:
+    name: str  # "third-party" or "helpers"
+    blob: Blob
+    wheels: tuple[str, ...]  # file names
+    cached: bool  # taken from the layer cache, not installed and tarred again
+
+
+def _key(wheels: Sequence[Path], scheme: InstallScheme, compression: Compression) -> str:
+    return key_of(
+        "python layer",
+        sorted((w.name, sha256_file(w)) for w in wheels),
+        dataclasses.asdict(scheme),
+        sys.version,  # the compiling interpreter: .pyc bytes depend on it
+        compression.name,
+        MTIME,
+        importlib.metadata.version("installer"),
+        INSTALLER.decode(),
+    )
+
+
+def python_layer(
+    name: str,
+    wheels: Sequence[Path],
+    *,
+    scheme: InstallScheme,
+    cache: LayerCache,
+    compression: Compression,
+    what: str,
+    tags: frozenset[Tag] | None = None,
+) -> PythonLayer:
+    """The layer holding ``wheels`` installed as ``scheme`` lays them out (an image with
+    no helpers has no helper layer: call this with one wheel at least)."""
+    if not wheels:
+        raise ValueError(f"{what}: the {name} layer has no wheels")
+    files = tuple(sorted(w.name for w in wheels))
+    key = _key(wheels, scheme, compression)
+    hit = cache.lookup(key)
+    if hit is not None:
+        return PythonLayer(name, hit, files, cached=True)
+    staging = cache.root / "tmp"
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="layer-", dir=staging) as tmp:
+        root = Path(tmp)
+        owners = install_wheels(wheels, scheme, root, what=f"{what}, {name} layer", tags=tags)
+        blob = cache.store(lambda out: write_layer(root, out, compression), compression, owners)
+    cache.record(key, blob)
+    return PythonLayer(name, blob, files, cached=False)
+
+
+def _pins(wheels: Sequence[str]) -> str:
+    """``name==version`` of each wheel file name."""
+    parsed = (parse_wheel_filename(w) for w in wheels)
+    return " ".join(f"{name}=={version}" for name, version, _build, _tags in parsed)
+
+
+def _check_disjoint(layers: Sequence[PythonLayer], what: str) -> None:
+    for i, lower in enumerate(layers):
+        for upper in layers[i + 1 :]:
+            shared = sorted(lower.blob.files.keys() & upper.blob.files.keys())
+            if shared:
+                path = shared[0]
+                raise collision(what, path, lower.blob.files[path], upper.blob.files[path])
+
+
+def assemble(
+    base: BaseImage,
+    layers: Sequence[PythonLayer],
+    *,
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    created: int = MTIME,
+    cmd: Sequence[str] | None = None,
+    workdir: str | None = None,
+    what: str,
+) -> BuiltImage:
+    """``base`` with ``layers`` on top: the config and manifest bytes (and so the digest).
+
+    ``created`` (seconds since the epoch) should be the commit time of the last change
+    to the image's inputs; the layers' own mtimes are a constant either way."""
+    _check_disjoint(layers, what)
+    blobs = (*base.layers, *(layer.blob for layer in layers))
+    history = [f"kiln: {layer.name} layer: {_pins(layer.wheels)}" for layer in layers]
+    config = canonical_json(
+        image_config(
+            base.config,
+            blobs,
+            history,
+            env=env,
+            labels=labels,
+            created=rfc3339(created),
+            cmd=cmd,
+            workdir=workdir,
+        )
+    )
+    manifest = canonical_json(image_manifest(config, blobs, annotations))
+    return BuiltImage(config=config, manifest=manifest, layers=blobs)

@@ -1,0 +1,246 @@
+"""Wheels -> a folder laid out as the image's filesystem, with pypa ``installer``.
+
+Each wheel is installed into the base's install scheme (probed once from its
+interpreter: Debian's python uses ``/usr/local/lib/python3.X/dist-packages`` and
+``/usr/bin/python3``, ``python:3.X-slim`` ``site-packages`` and
+``/usr/local/bin/python3``) under a staging root. The result is what pip leaves:
+full ``*.dist-info`` with ``RECORD`` (listing the ``.pyc`` files too) and
+``REQUESTED``, console scripts with the image's interpreter, ``.data/`` files in
+their scheme. ``INSTALLER`` says ``kiln``: pip reads it only to name who installed
+a distribution (``pip list -v``, ``pip show``), so the truth costs nothing and tells
+a baked package from one pip added at run time. No ``direct_url.json``: the
+wheels' paths on the build machine are no part of the image.
+
+Two wheels writing one file is an error naming both (folders, such as namespace
+packages', are shared freely). Bytecode is compiled with ``checked-hash``
+invalidation (deterministic, and valid in a read-only container) by kiln's own
+interpreter in a fresh process with a fixed hash seed; its bytes depend on the
+Python version, so that interpreter must be the image's minor version.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.exceptions import InstallerError
+from installer.records import RecordEntry
+from installer.sources import WheelFile
+from installer.utils import Scheme
+from packaging.tags import Tag
+from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+from kiln._errors import ConfigError
+from kiln._util.cmd import call
+
+INSTALLER = b"kiln\n"
+
+
+@dataclass(frozen=True)
+class InstallScheme:
+    """Where the image's interpreter installs distributions (absolute paths in the image)."""
+
+    python: str  # "3.11"
+    cache_tag: str  # "cpython-311": the .pyc file name tag
+    executable: str  # the console scripts' interpreter, e.g. /usr/bin/python3
+    purelib: str
+    platlib: str
+    scripts: str
+    data: str
+    include: str
+
+    def dict_for(self, distribution: str) -> dict[str, str]:
+        """The scheme ``installer`` takes, for one distribution (its headers folder)."""
+        return {
+            "purelib": self.purelib,
+            "platlib": self.platlib,
+            "scripts": self.scripts,
+            "data": self.data,
+            "headers": posixpath.join(self.include, distribution),
+        }
+
+
+def collision(what: str, path: str, first: str, second: str) -> ConfigError:
+    return ConfigError(
+        f"{what}: {first} and {second} both install {path}; a file must belong to one "
+        "distribution: drop one of them from the image (its lock or its helpers), or "
+        "rename the file in the helper that ships it"
+    )
+
+
+@dataclass
+class _Destination(SchemeDictionaryDestination):
+    """installer's filesystem destination that refuses a file another wheel wrote and
+    leaves RECORD to ``write_record`` (after bytecode is compiled)."""
+
+    wheel: str = ""
+    what: str = ""
+    owners: dict[str, str] = field(default_factory=dict)
+    deferred: list[tuple[Scheme, str, list[tuple[Scheme, RecordEntry]]]] = field(
+        default_factory=list
+    )
+
+    def image_path(self, scheme: Scheme, path: str) -> str:
+        return posixpath.normpath(posixpath.join(self.scheme_dict[scheme], path))
+
+    def write_to_fs(
+        self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
+    ) -> RecordEntry:
+        target = self.image_path(scheme, path)
+        if target in self.owners:
+            raise collision(self.what, target, self.owners[target], self.wheel)
+        self.owners[target] = self.wheel
+        return super().write_to_fs(scheme, path, stream, is_executable)
+
+    def finalize_installation(
+        self,
+        scheme: Scheme,
+        record_file_path: str,
+        records: Iterable[tuple[Scheme, RecordEntry]],
+    ) -> None:
+        self.deferred.append((scheme, record_file_path, list(records)))
+
+    def sources(self) -> list[tuple[Scheme, RecordEntry]]:
+        """The installed ``.py`` files that get bytecode (those in the library folders)."""
+        return [
+            (scheme, record)
+            for _, _, records in self.deferred
+            for scheme, record in records
+            if scheme in ("purelib", "platlib") and record.path.endswith(".py")
+        ]
+
+    def write_record(self, pyc: Mapping[tuple[Scheme, str], str]) -> None:
+        """RECORD, with the ``.pyc`` of each compiled source (no hash, as pip writes it)."""
+        for scheme, record_file_path, records in self.deferred:
+            extra = [
+                (s, RecordEntry(pyc[(s, r.path)], None, None))
+                for s, r in records
+                if (s, r.path) in pyc
+            ]
+            super().finalize_installation(scheme, record_file_path, [*records, *extra])
+
+
+def _check_tags(wheel: Path, tags: frozenset[Tag] | None, what: str) -> None:
+    try:
+        _name, _version, _build, wheel_tags = parse_wheel_filename(wheel.name)
+    except InvalidWheelFilename:
+        raise ConfigError(f"{what}: {wheel} is not named like a wheel") from None
+    if tags is not None and not wheel_tags & tags:
+        raise ConfigError(
+            f"{what}: {wheel.name} does not fit the image's Python and platform (its tags: "
+            f"{', '.join(sorted(map(str, wheel_tags)))}); lock a wheel built for the image "
+            "(`kiln lock`) or fix image.toml's python/platform"
+        )
+
+
+def _pyc_path(path: str, cache_tag: str) -> str:
+    head, name = posixpath.split(path)
+    return posixpath.join(head, "__pycache__", f"{name[:-3]}.{cache_tag}.pyc")
+
+
+# Run by the compiling interpreter: argv[1] is where it writes the sources it could
+# not compile (syntax errors in tests or templates: pip skips them as well).
+_COMPILE = """\
+import json, py_compile, sys
+failed = []
+for source, cfile, dfile in json.load(sys.stdin):
+    try:
+        py_compile.compile(source, cfile=cfile, dfile=dfile, doraise=True, optimize=0,
+                           invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)
+    except py_compile.PyCompileError:
+        failed.append(source)
+with open(sys.argv[1], "w") as out:
+    json.dump(failed, out)
+"""
+
+
+def check_compiler(scheme: InstallScheme, what: str) -> None:
+    """A ConfigError unless kiln's interpreter writes the image Python's bytecode."""
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if here != scheme.python or sys.implementation.cache_tag != scheme.cache_tag:
+        raise ConfigError(
+            f"{what}: the image runs Python {scheme.python} ({scheme.cache_tag}) but kiln runs "
+            f"on Python {here} ({sys.implementation.cache_tag}); the image's .pyc files are "
+            "compiled by kiln's interpreter and their bytes depend on its version. Run kiln "
+            f"on Python {scheme.python}, e.g. `uv venv --python {scheme.python} .venv && "
+            "uv pip install --python .venv -e .` (uv fetches that Python if the machine lacks it)"
+        )
+
+
+def compile_bytecode(root: Path, image_paths: Sequence[str], cache_tag: str) -> set[str]:
+    """Compile the sources at ``image_paths`` (files under ``root``) in a fresh process;
+    return those that compiled. Sorted order and a fixed hash seed (set and frozenset
+    constants are marshalled in iteration order) make the bytes repeatable."""
+    jobs = [
+        (str(root / p.lstrip("/")), str(root / _pyc_path(p, cache_tag).lstrip("/")), p)
+        for p in sorted(image_paths)
+    ]
+    with tempfile.TemporaryDirectory(prefix="kiln-pyc-") as tmp:
+        failed_file = Path(tmp) / "failed.json"
+        call(
+            [sys.executable, "-S", "-c", _COMPILE, str(failed_file)],
+            env={"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"},
+            echo=False,
+            stdin=json.dumps(jobs),
+        )
+        failed = set(json.loads(failed_file.read_text(encoding="utf-8")))
+    return {dfile for source, _cfile, dfile in jobs if source not in failed}
+
+
+def install_wheels(
+    wheels: Sequence[Path],
+    scheme: InstallScheme,
+    root: Path,
+    *,
+    what: str,
+    tags: frozenset[Tag] | None = None,
+) -> dict[str, str]:
+    """Install ``wheels`` under ``root`` as ``scheme`` lays them out in the image; return
+    each file's image path -> the wheel that installed it. ``what`` names the image and
+    layer in errors; ``tags``, when given, are the ones the image supports."""
+    check_compiler(scheme, what)
+    owners: dict[str, str] = {}
+    destinations = []
+    for wheel in sorted(wheels, key=lambda p: p.name):
+        _check_tags(wheel, tags, what)
+        distribution = wheel.name.split("-", 1)[0]
+        destination = _Destination(
+            scheme_dict=scheme.dict_for(distribution),
+            interpreter=scheme.executable,
+            script_kind="posix",
+            destdir=str(root),
+            wheel=wheel.name,
+            what=what,
+            owners=owners,
+        )
+        try:
+            with WheelFile.open(wheel) as source:
+                install(source, destination, {"INSTALLER": INSTALLER, "REQUESTED": b""})
+        except (InstallerError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+            raise ConfigError(
+                f"{what}: {wheel} is not a valid wheel ({type(exc).__name__}: {exc}); "
+                "fetch it again (clear kiln's wheelhouse cache) or rebuild the helper"
+            ) from None
+        destinations.append(destination)
+    sources = {
+        destination.image_path(s, r.path): (i, s, r.path)
+        for i, destination in enumerate(destinations)
+        for s, r in destination.sources()
+    }
+    compiled = compile_bytecode(root, list(sources), scheme.cache_tag)
+    pyc: list[dict[tuple[Scheme, str], str]] = [{} for _ in destinations]
+    for image_path in compiled:
+        i, s, path = sources[image_path]
+        pyc[i][(s, path)] = _pyc_path(path, scheme.cache_tag)
+    for destination, compiled_here in zip(destinations, pyc, strict=True):
+        destination.write_record(compiled_here)
+    return owners

@@ -1,0 +1,117 @@
+"""Push a built image through the registry HTTP API, and check it landed as predicted.
+
+Each blob is asked for first (HEAD) and uploaded only when missing. The manifest is
+PUT by its predicted digest first, which the registry checks against the bytes it
+receives, and only then under its tag: a registry that would store anything else
+moves no tag. Both answers' ``Docker-Content-Digest`` must equal the prediction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kiln._errors import CommandFailed, KilnError
+from kiln._images.oci.image import BuiltImage
+
+
+class BlobRegistry(Protocol):
+    host: str
+
+    def blob_exists(self, repository: str, digest: str) -> bool: ...
+
+    def upload_blob(self, repository: str, digest: str, content: Path | bytes) -> None: ...
+
+    def put_manifest(
+        self, repository: str, reference: str, manifest: bytes, media_type: str
+    ) -> str: ...
+
+    def manifest(self, repository: str, reference: str) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Pushed:
+    digest: str
+    uploaded: tuple[str, ...]  # digests of the blobs sent
+    uploaded_bytes: int
+    present: tuple[str, ...]  # digests of the blobs the registry had already
+
+
+def _describe(part: object) -> str:
+    if isinstance(part, dict):
+        return f"{part.get('digest')} ({part.get('size')} bytes)"
+    return str(part)
+
+
+def _differences(image: BuiltImage, stored: bytes) -> str:
+    """Which parts of the stored manifest differ from ``image``'s: config, layer N."""
+    try:
+        theirs = json.loads(stored)
+        ours = json.loads(image.manifest)
+        parts = [("config", ours["config"], theirs["config"])]
+        parts += [
+            (f"layer {i + 1}", mine, other)
+            for i, (mine, other) in enumerate(zip(ours["layers"], theirs["layers"], strict=False))
+        ]
+        if len(ours["layers"]) != len(theirs["layers"]):
+            parts.append(("the number of layers", len(ours["layers"]), len(theirs["layers"])))
+    except (ValueError, KeyError, TypeError):
+        return "its manifest could not be read back"
+    differ = [
+        f"{name}: kiln {_describe(mine)}, registry {_describe(other)}"
+        for name, mine, other in parts
+        if mine != other
+    ]
+    return "; ".join(differ) or "the same config and layers, other manifest bytes"
+
+
+def _check(
+    registry: BlobRegistry, image: BuiltImage, repository: str, reference: str, answered: str
+) -> None:
+    if answered == image.digest:
+        return
+    try:
+        detail = _differences(image, registry.manifest(repository, answered))
+    except KilnError as exc:
+        detail = f"its manifest could not be read back ({exc})"
+    raise CommandFailed(
+        f"image {registry.host}/{repository}:{reference}: the registry answered digest "
+        f"{answered}, kiln predicted {image.digest} ({detail}); the registry rewrote the "
+        "manifest: push to a registry that stores OCI manifests as sent"
+    )
+
+
+def push_image(
+    registry: BlobRegistry,
+    repository: str,
+    tag: str,
+    image: BuiltImage,
+    *,
+    log: Callable[[str], None] = lambda _line: None,
+) -> Pushed:
+    """Push ``image`` as ``repository:tag``; its digest is ``image.digest``, checked."""
+    blobs: list[tuple[str, Path | bytes, int]] = [
+        *((b.digest, b.path, b.size) for b in image.layers),
+        (image.config_digest, image.config, len(image.config)),
+    ]
+    uploaded: list[str] = []
+    present: list[str] = []
+    sent = 0
+    for digest, content, size in blobs:
+        if digest in uploaded or digest in present:
+            continue
+        if registry.blob_exists(repository, digest):
+            present.append(digest)
+            log(f"      {digest[:19]} already in {repository}")
+            continue
+        registry.upload_blob(repository, digest, content)
+        uploaded.append(digest)
+        sent += size
+        log(f"      {digest[:19]} uploaded ({size} bytes)")
+    for reference in (image.digest, tag):
+        answered = registry.put_manifest(repository, reference, image.manifest, image.media_type)
+        _check(registry, image, repository, reference, answered)
+    return Pushed(image.digest, tuple(uploaded), sent, tuple(present))

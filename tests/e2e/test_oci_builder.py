@@ -1,0 +1,206 @@
+"""kiln's OCI builder on the real Docker Engine and a real registry: this repo's ``base``
+image built twice from different folders gives one manifest, the registry stores it
+under the predicted digest, the pulled image runs, and a helper change moves only the
+helper layer."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import docker
+import docker.errors
+import pytest
+from packaging.utils import parse_wheel_filename
+
+from kiln._images.oci.base import load_base, probe_scheme
+from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
+from kiln._images.oci.cache import LayerCache
+from kiln._images.oci.compress import GZIP
+from kiln._images.oci.image import BuiltImage, labels
+from kiln._images.oci.install import InstallScheme
+from kiln._images.oci.push import push_image
+from kiln._servers.registry import RegistryClient
+from kiln._servers.stack import LocalStack
+from kiln._wheels.build import build_wheel
+from kiln._wheels.lock import read_lock
+from kiln._wheels.tags import supported_tags
+from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import StackConfig
+from tests.e2e.conftest import IN_CI, PROJECT, free_port
+
+pytestmark = pytest.mark.e2e
+
+BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "kiln-local/python:3.11-bookworm")
+REPOSITORY = "acme/base"
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI must run the end-to-end tests, not skip them)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        _unavailable(f"base image {BASE_IMAGE} is not present; set KILN_BASE_IMAGE")
+    except docker.errors.DockerException as exc:
+        _unavailable(f"Docker Engine not reachable: {exc}")
+    return client
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry (Debian's docker-registry) on a free loopback port, stopped after."""
+    if not shutil.which("docker-registry"):
+        _unavailable("no docker-registry binary on PATH (apt-get install docker-registry)")
+    config = StackConfig(index_port=free_port(), registry_port=free_port())
+    stack = LocalStack(config, tmp_path_factory.mktemp("stack"))
+    try:
+        stack.up()
+        yield config.registry
+    finally:
+        stack.down()
+
+
+def spread(wheels: Sequence[Path], folder: Path, *, reverse: bool, seed: int) -> list[Path]:
+    """Copies of ``wheels`` in ``folder``, written in another order with random mtimes."""
+    folder.mkdir()
+    rng = random.Random(seed)  # noqa: S311 - mtimes, not secrets
+    copies = []
+    for wheel in sorted(wheels, key=lambda p: p.name, reverse=reverse):
+        copy = Path(shutil.copy(wheel, folder / wheel.name))
+        stamp = rng.randint(0, 2_000_000_000)
+        os.utime(copy, (stamp, stamp))
+        copies.append(copy)
+    return copies
+
+
+def build(
+    engine: docker.DockerClient, cache: LayerCache, third: Sequence[Path], helpers: Sequence[Path]
+) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
+    base = load_base(engine, BASE_IMAGE, cache, GZIP)
+    scheme = probe_scheme(engine, base, cache)
+    tags = supported_tags(scheme.python, "x86_64-manylinux_2_28")
+    layers = [
+        python_layer(name, wheels, scheme=scheme, cache=cache, compression=GZIP,
+                     what=f"image {REPOSITORY}", tags=tags)
+        for name, wheels in (("third-party", third), ("helpers", helpers))
+    ]  # fmt: skip
+    helper_pins = " ".join(
+        f"{name}=={version}"
+        for name, version, _, _ in map(parse_wheel_filename, (w.name for w in helpers))
+    )
+    oci = labels(title="base", version="0.2.1", created="1980-01-01T00:00:00Z",
+                 extra={"org.kiln.helpers": helper_pins})  # fmt: skip
+    image = assemble(
+        base, layers, env=KFP_ENV, labels=oci, annotations=oci, what=f"image {REPOSITORY}"
+    )
+    return image, layers, scheme
+
+
+def run(engine: docker.DockerClient, ref: str, script: str) -> str:
+    output = engine.containers.run(
+        ref, ["sh", "-c", script], network_mode="none", remove=True, stderr=True
+    )
+    return bytes(output).decode()
+
+
+def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer(
+    engine: docker.DockerClient, registry: str, tmp_path: Path
+) -> None:
+    workspace = discover(PROJECT)
+    lock = read_lock(workspace.image("base"))
+    fetched = fetch_locked(
+        lock,
+        pages=[(workspace.upstream_index, SimplePages(workspace.upstream_index))],
+        cache_dir=tmp_path / "wheelhouse",
+        download=PipDownload(),
+    )
+    imgproc = workspace.helper("imgproc")
+    helper = build_wheel(imgproc, tmp_path / "helpers").path
+    third = [w.path for w in fetched]
+
+    # Two cold builds from different folders: wheels copied in other orders, other
+    # mtimes, another umask, separate caches.
+    started = time.perf_counter()
+    first, first_layers, scheme = build(
+        engine,
+        LayerCache(tmp_path / "cache-a"),
+        spread(third, tmp_path / "a", reverse=False, seed=1),
+        spread([helper], tmp_path / "a-helpers", reverse=False, seed=2),
+    )
+    cold = time.perf_counter() - started
+    old_umask = os.umask(0o077)
+    try:
+        second, _, _ = build(
+            engine,
+            LayerCache(tmp_path / "cache-b"),
+            spread(third, tmp_path / "b", reverse=True, seed=3),
+            spread([helper], tmp_path / "b-helpers", reverse=True, seed=4),
+        )
+    finally:
+        os.umask(old_umask)
+    assert second.manifest == first.manifest
+    assert second.config == first.config
+
+    client = RegistryClient(registry)
+    pushed = push_image(client, REPOSITORY, "0.2.1", first)
+    assert pushed.digest == first.digest
+    assert client.digest(REPOSITORY, "0.2.1") == first.digest  # the registry's own answer
+
+    ref = f"{registry}/{REPOSITORY}@{first.digest}"
+    pulled = engine.images.pull(ref)
+    try:
+        assert run(engine, ref, 'python3 -c "import imgproc, kfp, numpy"') == ""
+        assert "_KFP_RUNTIME=true" in json.loads(first.config)["config"]["Env"]
+        # What kiln installed: the distributions in the scheme's folder (the base's own
+        # pip, setuptools and wheel live in Debian's /usr/lib/python3/dist-packages).
+        listed = json.loads(
+            run(engine, ref, f"python3 -m pip list --format json --path {scheme.purelib}")
+        )
+        assert sorted((d["name"], d["version"]) for d in listed) == sorted(
+            [(p.name, p.version) for p in lock.pins] + [("acme-imgproc", imgproc.version)]
+        )
+        check = run(engine, ref, "python3 -m pip check || true").splitlines()
+        assert check
+        assert all(line.startswith("kfp ") and "which is not installed" in line for line in check)
+    finally:
+        engine.images.remove(str(pulled.id), force=True)
+
+    # A changed helper (same version, other code): with the cache warm only the helper
+    # layer is rebuilt, and only its digest moves.
+    source = tmp_path / "imgproc"
+    shutil.copytree(imgproc.path, source, ignore=shutil.ignore_patterns("__pycache__"))
+    init = source / "src" / "imgproc" / "__init__.py"
+    init.write_text(init.read_text() + "\nCHANGED = True\n")
+    changed = build_wheel(dataclasses.replace(imgproc, path=source), tmp_path / "changed").path
+    started = time.perf_counter()
+    third_image, layers, _ = build(engine, LayerCache(tmp_path / "cache-a"), third, [changed])
+    incremental_push = push_image(client, REPOSITORY, "0.2.1-changed", third_image)
+    incremental = time.perf_counter() - started
+    assert [layer.cached for layer in layers] == [True, False]
+    old = json.loads(first.manifest)["layers"]
+    new = json.loads(third_image.manifest)["layers"]
+    assert [o["digest"] == n["digest"] for o, n in zip(old, new, strict=True)] == [
+        *([True] * (len(old) - 1)),
+        False,
+    ]
+    assert layers[0].blob == first_layers[0].blob
+    assert incremental_push.uploaded == (new[-1]["digest"], third_image.config_digest)
+    print(
+        f"\ncold build {cold:.2f} s; helper change build+push {incremental:.2f} s; "
+        f"pushed {pushed.uploaded_bytes} bytes, then {incremental_push.uploaded_bytes}"
+    )
