@@ -183,11 +183,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         recorded=recorded_wheels(ws.dist_dir / "manifest.json", services.index.url),
     )
     lines = [f"{f.path}: {f.message}\n    fix: {f.fix}" for f in result.findings]
-    verdict = (
-        "nothing to bump: the repository matches what is published"
-        if result.exit_code == 0
-        else f"{sum(f.blocking for f in result.findings)} finding(s) to fix before releasing"
-    )
+    blocking = sum(f.blocking for f in result.findings)
+    todo = len(result.findings) - blocking
+    if blocking:
+        verdict = f"{blocking} finding(s) to fix before releasing"
+    elif todo:
+        verdict = f"nothing to bump or relock; {todo} new version(s) to publish with `kiln release`"
+    else:
+        verdict = "nothing to do: the repository matches what is published"
     common.emit(args, result.to_dict(), "\n".join([*lines, verdict]))
     return result.exit_code
 
