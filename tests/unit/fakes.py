@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,8 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._images.inputs import FINGERPRINT_LABEL
+from kiln._images.inputs import FINGERPRINT_LABEL, ImageInputs
+from kiln._images.oci.image import BuiltImage
 from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
 from kiln._util.files import sha256_file
 from kiln._wheels.lock import BasePin, Pin, inputs_hash, lock_path, render
@@ -83,6 +85,35 @@ class FakeBuilder:
         path = repository.split("/", 1)[1]
         self.registry.tags[(path, tag)] = (digest, labels)
         self.pushes.append(f"{repository}:{tag}")
+        return digest
+
+
+@dataclass
+class FakeOci:
+    """kiln's builder in memory: the manifest is JSON over the image's exact wheels, env,
+    base and source, so the digest moves with the inputs and nothing else."""
+
+    registry: FakeRegistry
+    builds: list[str] = field(default_factory=list)
+    pushes: list[str] = field(default_factory=list)
+    # what the registry stores instead of what was sent (None: exactly what was sent)
+    rewrite: str | None = None
+
+    def build(self, inputs: ImageInputs, *, source: str | None) -> BuiltImage:
+        self.builds.append(inputs.ref)
+        wh = inputs.wheelhouse
+        doc = {
+            "base": inputs.base_id,
+            "env": dict(inputs.image.env),
+            "source": source,
+            "wheels": sorted([w.sha256 for w in wh.third_party] + [w.sha256 for w in wh.helpers]),
+        }
+        return BuiltImage(config=b"{}", manifest=json.dumps(doc).encode(), layers=())
+
+    def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
+        digest = self.rewrite or image.digest
+        self.registry.tags[(inputs.path_in_registry, inputs.tag)] = (digest, {})
+        self.pushes.append(inputs.ref)
         return digest
 
 
@@ -171,6 +202,7 @@ class Setup:
     builder: FakeBuilder
     pip: FakePip
     upstream: FakeIndex
+    oci: FakeOci | None = None
 
     @property
     def services(self) -> Services:
@@ -180,6 +212,7 @@ class Setup:
             self.builder,
             self.pip,
             upstream_pages=lambda _url: self.upstream,
+            oci=self.oci,
         )
 
     def release(self) -> Outcome:
@@ -199,4 +232,5 @@ def release_setup(tmp_path: Path) -> Setup:
         FakeBuilder(registry),
         FakePip(),
         fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
+        FakeOci(registry),
     )

@@ -155,6 +155,46 @@ def test_image_without_dockerfile(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+def _kiln_image(tmp_path: Path, extra: str) -> Path:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc")
+    path = factory.image(tmp_path, "base", helpers=("imgproc",))
+    toml = path / "image.toml"
+    toml.write_text(toml.read_text() + extra)
+    return path
+
+
+def test_a_kiln_built_image_needs_no_dockerfile_and_reads_its_env(tmp_path: Path) -> None:
+    path = _kiln_image(tmp_path, 'builder = "kiln"\n[image.env]\nMPLBACKEND = "Agg"\nA_B = "1"\n')
+    (path / "Dockerfile").unlink()
+    image = discover(tmp_path).image("base")
+    assert image.builder == "kiln"
+    assert image.env == (("A_B", "1"), ("MPLBACKEND", "Agg"))
+
+
+def test_the_default_builder_is_docker(tmp_path: Path) -> None:
+    _kiln_image(tmp_path, "")
+    image = discover(tmp_path).image("base")
+    assert (image.builder, image.env) == ("docker", ())
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('builder = "buildah"\n', r"image.toml: builder = 'buildah'; use 'docker'"),
+        ('builder = "kiln"\n[image.env]\nMPLBACKEND = 1\n', r"\[image.env\] MPLBACKEND = 1"),
+        ('builder = "kiln"\n[image.env]\n"A-B" = "x"\n', r"\[image.env\] A-B = 'x'"),
+        ('builder = "kiln"\nenv = "A=1"\n', r"image.toml: env must be a table"),
+        ('[image.env]\nA = "1"\n', r"only used by kiln-built images; set builder = \"kiln\""),
+    ],
+)
+def test_bad_builder_or_env_names_the_file(tmp_path: Path, extra: str, message: str) -> None:
+    _kiln_image(tmp_path, extra)
+    with pytest.raises(ConfigError, match=message) as err:
+        discover(tmp_path)
+    assert "images/base/image.toml" in str(err.value)
+
+
 def test_component_with_unknown_image(tmp_path: Path) -> None:
     factory.sample(tmp_path)
     factory.component(tmp_path, "other.py", image_name="gpu", func="triple")

@@ -117,3 +117,30 @@ def test_an_image_fingerprinted_by_an_earlier_kiln_is_still_identical() -> None:
     )
     assert plan_image(candidate, PublishedImage("sha256:d", "sha256:old")).action is Action.SKIP
     assert plan_image(candidate, PublishedImage("sha256:d", "sha256:x")).action is Action.REFUSE
+
+
+# A kiln-built image: its digest is computed before any push and compared as such.
+BUILT = ImageCandidate(
+    "base", "0.1.0", "acme/base", "sha256:f1", IMAGE.config, digest="sha256:predicted"
+)
+
+
+def test_a_kiln_built_image_is_planned_by_digest() -> None:
+    new = plan_image(BUILT, None)
+    assert (new.action, new.digest) == (Action.BUILD, "sha256:predicted")
+    # The fingerprint label does not matter: a kiln-built image has none.
+    same = plan_image(BUILT, PublishedImage("sha256:predicted", None))
+    assert (same.action, same.digest) == (Action.SKIP, "sha256:predicted")
+    other = plan_image(BUILT, PublishedImage("sha256:pushed", "sha256:f1"))
+    assert other.action is Action.REFUSE
+    assert "acme/base:0.1.0 is already pushed as sha256:pushed" in other.reason
+    assert "kiln builds it as sha256:predicted" in other.reason
+    assert "bump version in images/base/image.toml" in other.reason
+
+
+def test_a_component_on_a_kiln_built_image_is_pinned_before_the_push() -> None:
+    plan = plan_release([], [(BUILT, None)], [("double", "base")], [])
+    (step,) = plan.components
+    assert step.digest == "sha256:predicted"
+    assert step.reason.startswith("pinned to acme/base@sha256:predicted (computed by kiln")
+    assert plan.to_dict()["images"][0]["digest"] == "sha256:predicted"

@@ -268,3 +268,79 @@ def test_the_base_is_the_locked_one_unless_overridden(setup: Setup) -> None:
         setup.release()
     prepared = prepare(setup.ws, setup.services, base_override="python:offline-mirror")
     assert prepared.images[0].base == "python:offline-mirror"
+
+
+@pytest.fixture
+def kiln_built(setup: Setup) -> Setup:
+    """The sample repo with its image built by kiln: no Dockerfile, one [image.env] value."""
+    image = setup.ws.image("base").path
+    toml = image / "image.toml"
+    toml.write_text(toml.read_text() + 'builder = "kiln"\n[image.env]\nMPLBACKEND = "Agg"\n')
+    (image / "Dockerfile").unlink()
+    setup.ws = discover(setup.ws.root)
+    return setup
+
+
+def test_a_kiln_built_image_is_pinned_before_the_push_and_pushed_as_planned(
+    kiln_built: Setup,
+) -> None:
+    setup = kiln_built
+    plan = make_plan(setup.ws, prepare(setup.ws, setup.services), setup.services)
+    (image,) = plan.images
+    assert image.action is Action.BUILD
+    assert image.digest is not None
+    assert image.digest.startswith("sha256:")
+    assert {c.digest for c in plan.components} == {image.digest}  # known before any push
+    assert setup.registry.tags == {}
+
+    outcome = setup.release()
+
+    assert setup.oci is not None
+    assert setup.oci.pushes == ["registry.invalid:5000/acme/base:0.1.0"]
+    assert setup.builder.builds == []  # Docker builds nothing
+    assert setup.builder.pushes == []
+    assert setup.registry.digest("acme/base", "0.1.0") == image.digest
+    assert outcome.pushed == [f"registry.invalid:5000/acme/base:0.1.0@{image.digest}"]
+    yaml = (setup.ws.dist_dir / "components" / "double.yaml").read_text()
+    assert f"image: registry.invalid:5000/acme/base@{image.digest}" in yaml
+
+
+def test_a_kiln_built_image_is_skipped_by_digest_and_refused_when_it_changes(
+    kiln_built: Setup,
+) -> None:
+    setup = kiln_built
+    first = setup.release()
+    assert setup.oci is not None
+
+    second = setup.release()
+    assert second.plan.up_to_date
+    assert second.pushed == []
+    assert len(setup.oci.pushes) == 1
+    assert second.manifest.images[0].ref == first.manifest.images[0].ref
+
+    toml = setup.ws.image("base").path / "image.toml"
+    toml.write_text(toml.read_text().replace('"Agg"', '"svg"'))
+    setup.ws = discover(setup.ws.root)
+    before = dict(setup.registry.tags)
+    with pytest.raises(PublishedConflict) as err:
+        setup.release()
+    message = str(err.value)
+    assert f"acme/base:0.1.0 is already pushed as {first.manifest.images[0].digest}" in message
+    assert "bump version in images/base/image.toml" in message
+    assert setup.registry.tags == before
+
+
+def test_a_registry_storing_another_digest_stops_before_any_yaml(kiln_built: Setup) -> None:
+    setup = kiln_built
+    assert setup.oci is not None
+    setup.oci.rewrite = "sha256:" + "0" * 64
+    with pytest.raises(CommandFailed, match=r"but the plan pinned sha256:"):
+        setup.release()
+    assert not (setup.ws.dist_dir / "components").exists()
+
+
+def test_a_kiln_built_image_without_kiln_s_builder_is_named(kiln_built: Setup) -> None:
+    setup = kiln_built
+    setup.oci = None
+    with pytest.raises(ConfigError, match=r"images/base/image.toml: builder = \"kiln\""):
+        prepare(setup.ws, setup.services)

@@ -105,12 +105,12 @@ def services(
         for what, auth in (("index", index_auth), ("registry", registry_auth)):
             report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
     builder: Any = None
+    engine: Any = None
     if docker:
         from kiln._images.docker import DockerBuilder, docker_client  # noqa: PLC0415
 
-        builder = DockerBuilder(
-            docker_client(options.docker_host), log=report.detail, credentials=registry_auth
-        )
+        engine = docker_client(options.docker_host)
+        builder = DockerBuilder(engine, log=report.detail, credentials=registry_auth)
     index = IndexClient(
         index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
     )
@@ -120,6 +120,11 @@ def services(
     reg = RegistryClient(registry, credentials=registry_auth, session=registry_session)
     index.ping()
     reg.ping()
+    oci: Any = None
+    if engine is not None and any(i.builder == "kiln" for i in ws.images):
+        from kiln._images.oci.builder import KilnBuilder, cache_dir  # noqa: PLC0415
+
+        oci = KilnBuilder(engine, cache_dir(ws.state_dir), reg, log=report.detail)
     private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
     download = PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle)
     return Services(
@@ -130,5 +135,6 @@ def services(
         index_storage=index_storage,
         download=download,
         sources=download,
+        oci=oci,
         upstream_pages=lambda url: SimplePages(url, ca_bundle=options.ca_bundle),
     )

@@ -15,11 +15,14 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from kiln._util.files import sha256_file
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Image
+
+if TYPE_CHECKING:
+    from kiln._images.oci.image import BuiltImage
 
 LABEL_PREFIX = "org.kiln"
 FINGERPRINT_LABEL = f"{LABEL_PREFIX}.fingerprint"
@@ -42,6 +45,17 @@ class ImageBuilder(Protocol):
     def push(self, repository: str, tag: str) -> str: ...
 
 
+class OciBuilder(Protocol):
+    """kiln's own builder, for images whose image.toml says ``builder = "kiln"``: the
+    image's bytes (and digest) are computed locally, before any push."""
+
+    def build(self, inputs: ImageInputs, *, source: str | None) -> BuiltImage: ...
+
+    def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
+        """Push ``image`` as ``inputs``'s tag; its digest, checked against the registry's."""
+        ...
+
+
 @dataclass(frozen=True)
 class ImageInputs:
     image: Image
@@ -52,6 +66,7 @@ class ImageInputs:
     wheelhouse: Wheelhouse
     fingerprint: str
     earlier_fingerprint: str
+    built: BuiltImage | None = None  # a kiln-built image, ready to push (digest known)
 
     @property
     def ref(self) -> str:

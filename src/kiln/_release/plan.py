@@ -67,6 +67,8 @@ class ImageCandidate:
     # the same inputs fingerprinted the way an earlier kiln did: also identical
     earlier: tuple[str, ...] = ()
     inputs: ImageInputs | None = None  # what the builder needs (None in pure-plan tests)
+    # a kiln-built image's digest, computed before any push: compared instead of fingerprints
+    digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class ImageStep:
     fingerprint: str
     action: Action
     reason: str
-    digest: str | None  # known when skipped; set after the push otherwise
+    # known when skipped, or before the push for a kiln-built image; else set after the push
+    digest: str | None
     inputs: ImageInputs | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -198,7 +201,41 @@ def plan_file(
     )
 
 
+def _by_digest(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
+    """A kiln-built image: the registry's digest for the tag against the predicted one."""
+    ref = f"{candidate.repository}:{candidate.version}"
+    if published is None:
+        action, reason = (
+            Action.BUILD,
+            f"not in the registry yet; kiln builds it as {candidate.digest}",
+        )
+    elif published.digest == candidate.digest:
+        action, reason = Action.SKIP, "in the registry with the identical digest"
+    else:
+        action, reason = (
+            Action.REFUSE,
+            (
+                f"{candidate.config.parent}: {ref} is already pushed as {published.digest}, "
+                f"but kiln builds it as {candidate.digest} (helpers, wheels, base image or "
+                "image.toml changed); a pushed version never changes: bump version in "
+                f"{candidate.config}"
+            ),
+        )
+    return ImageStep(
+        name=candidate.name,
+        version=candidate.version,
+        repository=candidate.repository,
+        fingerprint=candidate.fingerprint,
+        action=action,
+        reason=reason,
+        digest=candidate.digest,
+        inputs=candidate.inputs,
+    )
+
+
 def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
+    if candidate.digest is not None:
+        return _by_digest(candidate, published)
     ref = f"{candidate.repository}:{candidate.version}"
     digest = None
     if published is None:
@@ -231,6 +268,12 @@ def plan_component(name: str, image: str, images: Mapping[str, ImageStep]) -> Co
     step = images[image]
     if step.action is Action.SKIP and step.digest:
         reason = f"pinned to {step.repository}@{step.digest} (the image is unchanged)"
+        return ComponentStep(name, image, step.repository, step.digest, reason)
+    if step.action is Action.BUILD and step.digest:
+        reason = (
+            f"pinned to {step.repository}@{step.digest} (computed by kiln before the push, "
+            "which checks the registry stores exactly that)"
+        )
         return ComponentStep(name, image, step.repository, step.digest, reason)
     reason = f"pinned to the digest {step.repository}:{step.version} gets when it is pushed"
     return ComponentStep(name, image, step.repository, None, reason)

@@ -7,6 +7,7 @@ interrupted release skips what is already published and finishes the rest.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -15,16 +16,18 @@ from pathlib import Path
 
 from kiln import __version__
 from kiln._components.generate import compile_pipeline, generate_component
-from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
+from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
 from kiln._images.base import release_base
 from kiln._images.inputs import (
     FINGERPRINT_LABEL,
     ImageBuilder,
     ImageInputs,
+    OciBuilder,
     image_inputs,
     labels,
     write_context,
 )
+from kiln._images.oci.image import BuiltImage
 from kiln._release.manifest import (
     FileRecord,
     ImageRecord,
@@ -75,6 +78,8 @@ class Services:
     # Fetches the sdists and build backends of wheels a lock builds (the CLI passes the
     # same PipDownload as `download`: it holds the private index's credentials).
     sources: SourceFetch | None = None
+    # kiln's own image builder, for images with builder = "kiln" (None: no such image here).
+    oci: OciBuilder | None = None
 
 
 @dataclass(frozen=True)
@@ -173,18 +178,39 @@ def prepare(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
             f"{len(wheelhouse.helpers)} helper wheel(s)"
         )
-        inputs.append(
-            image_inputs(
-                image,
-                registry=services.registry.host,
-                org=workspace.org,
-                base=base,
-                base_id=base_id,
-                wheelhouse=wheelhouse,
-                base_digest=base_digest,
-            )
+        found = image_inputs(
+            image,
+            registry=services.registry.host,
+            org=workspace.org,
+            base=base,
+            base_id=base_id,
+            wheelhouse=wheelhouse,
+            base_digest=base_digest,
         )
+        if image.builder == "kiln":
+            found = _build_with_kiln(workspace, found, services, report)
+        inputs.append(found)
     return Prepared(wheels=wheels, images=tuple(inputs))
+
+
+def _oci(services: Services, image: str) -> OciBuilder:
+    if services.oci is None:
+        raise ConfigError(
+            f'images/{image}/image.toml: builder = "kiln", but this command runs without '
+            "kiln's image builder (it needs the Docker Engine for the base image): run "
+            "`kiln release` or `kiln bake`"
+        )
+    return services.oci
+
+
+def _build_with_kiln(
+    workspace: Workspace, inputs: ImageInputs, services: Services, report: Reporter
+) -> ImageInputs:
+    """``inputs`` with the image kiln builds from them: its digest is known from here on."""
+    report.stage("image", f"image {inputs.ref}: building with kiln from {inputs.base}")
+    built = _oci(services, inputs.image.name).build(inputs, source=source_url(workspace.root))
+    report.detail(f"    {inputs.ref}: {built.digest}")
+    return dataclasses.replace(inputs, built=built)
 
 
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:
@@ -214,7 +240,9 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
         repo = inputs.path_in_registry
         digest = services.registry.digest(repo, inputs.tag)
         there = None
-        if digest is not None:
+        if digest is not None and inputs.built is not None:  # compared by digest
+            there = PublishedImage(digest=digest, fingerprint=None)
+        elif digest is not None:
             fp = services.registry.labels(repo, inputs.tag).get(FINGERPRINT_LABEL)
             there = PublishedImage(digest=digest, fingerprint=fp)
         candidate = ImageCandidate(
@@ -225,6 +253,7 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
             inputs.image.path.relative_to(workspace.root) / "image.toml",
             earlier=(inputs.earlier_fingerprint,),
             inputs=inputs,
+            digest=inputs.built.digest if inputs.built is not None else None,
         )
         images.append((candidate, there))
     storage = services.index_storage
@@ -273,6 +302,10 @@ def bake(
             report.stage("image", f"image {inputs.ref}: up to date ({step.digest[:19]}...)")
             digests[step.name] = step.digest
             continue
+        if inputs.built is not None:
+            digests[step.name] = _push_kiln_built(step, inputs, inputs.built, services, report)
+            pushed.append(f"{inputs.ref}@{digests[step.name]}")
+            continue
         report.stage(
             "image", f"image {inputs.ref}: building offline (network none) from {inputs.base}"
         )
@@ -291,6 +324,22 @@ def bake(
         digests[step.name] = digest
         pushed.append(f"{inputs.ref}@{digest}")
     return digests, pushed
+
+
+def _push_kiln_built(
+    step: ImageStep, inputs: ImageInputs, built: BuiltImage, services: Services, report: Reporter
+) -> str:
+    """Push a kiln-built image; the digest the plan (and the components) pinned, checked."""
+    report.stage("push", f"image {inputs.ref}: pushing (kiln-built, {built.digest[:19]}...)")
+    digest = _oci(services, step.name).push(inputs, built)
+    there = services.registry.digest(inputs.path_in_registry, inputs.tag)
+    if digest != step.digest or there != digest:
+        raise CommandFailed(
+            f"pushed {inputs.ref} as {digest} (the registry's tag: {there}), but the plan "
+            f"pinned {step.digest}; no component YAML was written. Something else moved "
+            "the tag or the registry rewrote the manifest: check the registry, then run again"
+        )
+    return digest
 
 
 def _image_records(plan: ReleasePlan, digests: dict[str, str]) -> tuple[ImageRecord, ...]:

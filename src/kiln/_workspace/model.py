@@ -9,6 +9,9 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 # The platform an image's wheels are locked for (uv's --python-platform): glibc 2.28 wheels
 # run on the default bases (python:3.11-slim and Debian bookworm have glibc 2.36).
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
+# Who builds an image: Docker Engine from its Dockerfile, or kiln's own OCI builder
+# (deterministic layers: the digest is known before any push).
+BUILDERS = ("docker", "kiln")
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,8 @@ class Helper:
 
 @dataclass(frozen=True)
 class Image:
-    """One image under ``images/<name>/``: a Dockerfile and ``image.toml``."""
+    """One image under ``images/<name>/``: ``image.toml``, and a Dockerfile unless kiln
+    builds it (``builder = "kiln"``)."""
 
     name: str
     path: Path
@@ -40,6 +44,9 @@ class Image:
     helpers: tuple[str, ...]
     requirements: tuple[str, ...]  # extra third-party requirements
     platform: str = DEFAULT_PLATFORM  # "<arch>-manylinux_<glibc>": what its wheels are locked for
+    builder: str = "docker"  # one of BUILDERS
+    # [image.env] (kiln-built images only): environment variables set in the image config
+    env: tuple[tuple[str, str], ...] = ()
 
     @property
     def dockerfile(self) -> Path:

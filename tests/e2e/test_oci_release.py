@@ -1,0 +1,153 @@
+"""A release with a kiln-built image (``builder = "kiln"``) on a real stack and Docker Engine:
+the dry run shows the digest components pin, the push lands exactly there, a second release
+is a no-op, and a pipeline runs on the image pulled by that digest.
+
+The copy of this repo keeps the ``base`` image only (the analytics image, Docker-built, and
+what runs on it are left out to keep this test short)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from kiln._servers.registry import RegistryClient
+from tests.e2e.conftest import IN_CI, PROJECT, free_port
+
+pytestmark = pytest.mark.e2e
+
+BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "kiln-local/python:3.11-bookworm")
+_IGNORE = shutil.ignore_patterns(
+    ".kiln", "dist", ".nox", ".git", "__pycache__", "*.egg-info", ".pytest_cache"
+)
+# What runs on the analytics image: left out of the copy with it.
+_ANALYTICS = (
+    "images/analytics",
+    "pipelines/components/compare.py",
+    "pipelines/components/tables.py",
+    "pipelines/contrast_compare.py",
+    "pipelines/table_quality.py",
+)
+
+
+class KilnRepo:
+    def __init__(self, root: Path, registry: str) -> None:
+        self.root = root
+        self.registry = registry
+
+    def kiln(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, "KILN_OFFLINE": "1"}
+        return subprocess.run(
+            [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
+            env=env, capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+
+    def json(self, *args: str) -> Any:
+        proc = self.kiln(*args, "--json")
+        assert proc.returncode == 0, f"kiln {' '.join(args)} failed:\n{proc.stderr}"
+        return json.loads(proc.stdout)
+
+
+def commit(root: Path, message: str) -> None:
+    """A commit in the throwaway copy (a new revision for the release to see)."""
+    git = ["git", "-C", str(root), "-c", "user.name=kiln", "-c", "user.email=kiln@example.invalid"]
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", message], check=True)
+
+
+@pytest.fixture(scope="module")
+def engine() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+        client.images.get(BASE_IMAGE)
+    except docker.errors.DockerException as exc:
+        reason = f"Docker Engine or base image {BASE_IMAGE} unavailable: {exc}"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return client
+
+
+@pytest.fixture(scope="module")
+def kiln_repo(
+    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient
+) -> Iterator[KilnRepo]:
+    """A copy of this repo, on its own stack, whose base image is kiln-built."""
+    root = tmp_path_factory.mktemp("oci-release")
+    for name in ("helpers", "images", "pipelines"):
+        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+    for rel in _ANALYTICS:
+        target = root / rel
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    index_port, registry_port = free_port(), free_port()
+    text = (PROJECT / "pyproject.toml").read_text()
+    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
+    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
+    (root / "pyproject.toml").write_text(text)
+    image = root / "images" / "base"
+    toml = image / "image.toml"
+    toml.write_text(toml.read_text() + 'builder = "kiln"\n')  # [image] is its only table
+    (image / "Dockerfile").unlink()  # a kiln-built image needs none
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    commit(root, "the copy")
+    repo = KilnRepo(root, f"127.0.0.1:{registry_port}")
+    yield repo
+    repo.kiln("stack", "down")
+    for found in engine.images.list():
+        for reference in [*found.tags, *found.attrs.get("RepoDigests", [])]:
+            if reference.startswith(f"{repo.registry}/"):
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    engine.images.remove(reference)
+
+
+def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(kiln_repo: KilnRepo) -> None:
+    plan = kiln_repo.json("release", "--local", "--dry-run")
+    (image,) = plan["images"]
+    assert (image["name"], image["action"]) == ("base", "build")
+    predicted = image["digest"]
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", predicted)
+    pins = {c["name"]: c["digest"] for c in plan["components"]}
+    assert pins
+    assert set(pins.values()) == {predicted}
+
+    released = kiln_repo.json("release", "--local")
+    (record,) = released["manifest"]["images"]
+    assert record["digest"] == predicted
+    assert released["pushed"] == [f"{record['repository']}:{record['tag']}@{predicted}"]
+    path = record["repository"].split("/", 1)[1]
+    registry = RegistryClient(kiln_repo.registry)
+    assert registry.digest(path, record["tag"]) == predicted
+    labels = registry.labels(path, record["tag"])
+    assert labels["org.opencontainers.image.created"] == "1980-01-01T00:00:00Z"
+    assert labels["org.kiln.helpers"] == "acme-imgproc==0.2.0"
+    assert "org.opencontainers.image.revision" not in labels  # the manifest.json has it
+    assert "org.kiln.fingerprint" not in labels
+    assert released["manifest"]["revision"]
+    for component in released["manifest"]["components"]:
+        yaml = (kiln_repo.root / component["path"]).read_text()
+        assert f"image: {record['repository']}@{predicted}" in yaml
+
+    # Another commit, same inputs: same digest, nothing pushed.
+    commit(kiln_repo.root, "another revision")
+    again = kiln_repo.json("release", "--local")
+    assert again["manifest"]["revision"] != released["manifest"]["revision"]
+    assert (again["uploaded"], again["pushed"]) == ([], [])
+    assert again["manifest"]["images"][0]["digest"] == predicted
+
+    # Runs in kfp.local.DockerRunner on the image pulled by digest from the local registry.
+    outputs = kiln_repo.json("run", "contrast_demo")
+    (std,) = outputs.values()
+    assert std > 6.0 * 3  # the stretched image's spread: several times the input's (6)
