@@ -8,6 +8,7 @@ what runs on it are left out to keep this test short)."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+from packaging.utils import canonicalize_name
 
 from kiln._servers.registry import RegistryClient
 from tests.e2e.conftest import IN_CI, PROJECT, free_port
@@ -113,7 +115,48 @@ def kiln_repo(
                     engine.images.remove(reference)
 
 
-def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(kiln_repo: KilnRepo) -> None:
+def pip_list(engine: docker.DockerClient, image: str) -> set[tuple[str, str]]:
+    """(canonical name, version) of what ``pip list`` shows in ``image``, run with no network."""
+    out = engine.containers.run(
+        image, ["-m", "pip", "list", "--format", "json"], entrypoint=["python3"],
+        network_mode="none", remove=True, stdout=True, stderr=False,
+    )  # fmt: skip
+    return {(canonicalize_name(d["name"]), d["version"]) for d in json.loads(out)}
+
+
+def check_sbom_and_smoke(
+    kiln_repo: KilnRepo, engine: docker.DockerClient, record: dict[str, Any]
+) -> None:
+    """The SBOM lists exactly what ``pip list`` shows in the image beyond its base, each
+    wheel with a hash; the base by its ID (KILN_BASE_IMAGE has no digest); and the
+    release's log shows the smoke check that ran on the pushed image."""
+    assert record["sbom"]["path"] == "dist/sbom/base.cdx.json"
+    sbom_bytes = (kiln_repo.root / record["sbom"]["path"]).read_bytes()
+    assert hashlib.sha256(sbom_bytes).hexdigest() == record["sbom"]["sha256"]
+    sbom = json.loads(sbom_bytes)
+    libraries = [c for c in sbom["components"] if c["type"] == "library"]
+    listed = {(canonicalize_name(c["name"]), c["version"]) for c in libraries}
+    assert len(listed) == len(libraries)
+    assert all(c["purl"] == f"pkg:pypi/{c['name']}@{c['version']}" for c in libraries)
+    assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
+    in_image = pip_list(engine, record["ref"])
+    in_base = pip_list(engine, BASE_IMAGE)
+    assert listed == in_image - in_base
+    assert in_image == listed | in_base
+    (base,) = [c for c in sbom["components"] if c["type"] == "container"]
+    assert (base["name"], base["version"]) == (BASE_IMAGE, engine.images.get(BASE_IMAGE).id)
+    assert sbom["metadata"]["component"]["hashes"][0]["content"] == record["digest"][7:]
+    print(f"SBOM of the base image: {len(sbom_bytes)} bytes, {len(libraries)} distributions")
+
+    log = (kiln_repo.root / ".kiln" / "logs" / "release.log").read_text()
+    smoked = f"smoke check {record['ref']}"
+    assert f"{smoked}: import imgproc, kfp; python3 -m pip check" in log
+    assert f"{smoked}: ok" in log
+
+
+def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
+    kiln_repo: KilnRepo, engine: docker.DockerClient
+) -> None:
     plan = kiln_repo.json("release", "--local", "--dry-run")
     (image,) = plan["images"]
     assert (image["name"], image["action"]) == ("base", "build")
@@ -136,6 +179,8 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(kiln_repo: KilnRe
     assert "org.opencontainers.image.revision" not in labels  # the manifest.json has it
     assert "org.kiln.fingerprint" not in labels
     assert released["manifest"]["revision"]
+    assert record["revision"] == released["manifest"]["revision"]  # the release that pushed it
+    check_sbom_and_smoke(kiln_repo, engine, record)
     for component in released["manifest"]["components"]:
         yaml = (kiln_repo.root / component["path"]).read_text()
         assert f"image: {record['repository']}@{predicted}" in yaml
@@ -146,6 +191,8 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(kiln_repo: KilnRe
     assert again["manifest"]["revision"] != released["manifest"]["revision"]
     assert (again["uploaded"], again["pushed"]) == ([], [])
     assert again["manifest"]["images"][0]["digest"] == predicted
+    assert again["manifest"]["images"][0]["revision"] is None  # not pushed by this release
+    assert again["manifest"]["images"][0]["sbom"] == record["sbom"]  # the same bytes
 
     # Runs in kfp.local.DockerRunner on the image pulled by digest from the local registry.
     outputs = kiln_repo.json("run", "contrast_demo")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from kiln._release.manifest import (
     FileRecord,
     ImageRecord,
     Manifest,
+    SbomRecord,
     WheelRecord,
     recorded_wheels,
 )
@@ -54,6 +56,18 @@ def test_json_shape(tmp_path: Path) -> None:
     }
     assert "image" not in data["pipelines"][0]
     assert data["wheels"][0]["filename"] == WHEEL.filename
+
+
+def test_an_image_row_carries_its_sbom_and_pushing_revision_when_known(tmp_path: Path) -> None:
+    kiln_built = dataclasses.replace(
+        MANIFEST.images[0], sbom=SbomRecord("dist/sbom/base.cdx.json", "e" * 64), revision="abc"
+    )
+    path = tmp_path / "manifest.json"
+    dataclasses.replace(MANIFEST, images=(kiln_built, MANIFEST.images[0])).write(path)
+    rows = json.loads(path.read_text())["images"]
+    assert rows[0]["sbom"] == {"path": "dist/sbom/base.cdx.json", "sha256": "e" * 64}
+    assert rows[0]["revision"] == "abc"
+    assert (rows[1]["sbom"], rows[1]["revision"]) == (None, None)
 
 
 def test_recorded_wheels_only_for_the_same_index(tmp_path: Path) -> None:

@@ -23,6 +23,14 @@ class WheelRecord:
 
 
 @dataclass(frozen=True)
+class SbomRecord:
+    """An image's SBOM (CycloneDX JSON), relative to the repo."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     name: str
     version: str
@@ -33,6 +41,8 @@ class ImageRecord:
     fingerprint: str
     helpers: tuple[str, ...]  # "<distribution>==<version>"
     status: str  # "pushed" by this release, or "unchanged"
+    sbom: SbomRecord | None = None  # kiln-built images only
+    revision: str | None = None  # the git revision of the release that pushed it (if this one)
 
 
 @dataclass(frozen=True)

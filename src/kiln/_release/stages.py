@@ -28,10 +28,12 @@ from kiln._images.inputs import (
     write_context,
 )
 from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.sbom import image_sbom, sbom_path
 from kiln._release.manifest import (
     FileRecord,
     ImageRecord,
     Manifest,
+    SbomRecord,
     WheelRecord,
     recorded_wheels,
 )
@@ -342,10 +344,23 @@ def _push_kiln_built(
     return digest
 
 
-def _image_records(plan: ReleasePlan, digests: dict[str, str]) -> tuple[ImageRecord, ...]:
+def _write_sbom(workspace: Workspace, inputs: ImageInputs, digest: str) -> SbomRecord | None:
+    """The SBOM of a kiln-built image, written to ``dist/sbom/<image>.cdx.json``."""
+    if inputs.built is None:
+        return None
+    path = sbom_path(workspace.dist_dir, inputs.image.name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(image_sbom(inputs, digest))
+    return SbomRecord(path=str(path.relative_to(workspace.root)), sha256=sha256_file(path))
+
+
+def _image_records(
+    workspace: Workspace, plan: ReleasePlan, digests: dict[str, str], pushed_by: str | None
+) -> tuple[ImageRecord, ...]:
     records = []
     for step in plan.images:
         inputs = _inputs(step)
+        pushed = step.action is Action.BUILD
         records.append(
             ImageRecord(
                 name=step.name,
@@ -356,7 +371,9 @@ def _image_records(plan: ReleasePlan, digests: dict[str, str]) -> tuple[ImageRec
                 ref=f"{inputs.repository}@{digests[step.name]}",
                 fingerprint=step.fingerprint,
                 helpers=tuple(f"{w.distribution}=={w.version}" for w in inputs.wheelhouse.helpers),
-                status="pushed" if step.action is Action.BUILD else "unchanged",
+                status="pushed" if pushed else "unchanged",
+                sbom=_write_sbom(workspace, inputs, digests[step.name]),
+                revision=pushed_by if pushed else None,
             )
         )
     return tuple(records)
@@ -420,13 +437,14 @@ def execute(
     uploaded = publish(plan, services, report)
     install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
     digests, pushed = bake(workspace, plan, services, report)
-    images = _image_records(plan, digests)
+    rev = revision(workspace.root)
+    images = _image_records(workspace, plan, digests, rev)
     components, pipelines = generate(workspace, {i.name: i.ref for i in images}, report=report)
     published = {s.filename: s.action for s in plan.files}
     manifest = Manifest(
         kiln=__version__,
         release=release_version,
-        revision=revision(workspace.root),
+        revision=rev,
         index=services.index.url,
         registry=services.registry.host,
         kfp=kfp_version(),

@@ -1,6 +1,10 @@
 """kiln's OCI builder as a release uses it: an image's inputs in, its bytes (and so its
 digest) out before any push; then the push, which checks the registry stores exactly them.
 
+After the push, the image is run by digest with no network (``smoke``): every baked
+helper's import package and ``kfp`` must import and ``pip check`` must be clean but
+for kfp's intentionally absent client dependencies.
+
 The config holds nothing that changes at every commit: ``created`` is the fixed
 SOURCE_DATE_EPOCH and the git revision is left out (the release manifest records it),
 so an image whose inputs did not change keeps its digest.
@@ -22,6 +26,7 @@ from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
 from kiln._images.oci.layers import MTIME
 from kiln._images.oci.push import BlobRegistry, push_image
+from kiln._images.oci.smoke import ContainerRunner, DockerContainers, import_packages, smoke_check
 from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:
@@ -60,11 +65,13 @@ class KilnBuilder:
         registry: BlobRegistry,
         *,
         log: Callable[[str], None] = lambda _line: None,
+        containers: ContainerRunner | None = None,
     ) -> None:
         self._client = client
         self._cache = LayerCache(cache)
         self._registry = registry
         self._log = log
+        self._containers = containers or DockerContainers(client)
 
     def build(self, inputs: ImageInputs, *, source: str | None) -> BuiltImage:
         check_pinned()
@@ -98,7 +105,12 @@ class KilnBuilder:
         return assemble(base, layers, env=env, labels=oci, annotations=oci, what=what)
 
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
+        """Push ``image`` (its digest checked by the registry), then smoke-check it there."""
         pushed = push_image(
             self._registry, inputs.path_in_registry, inputs.tag, image, log=self._log
+        )
+        packages = [p for w in inputs.wheelhouse.helpers for p in import_packages(w.path)]
+        smoke_check(
+            self._containers, f"{inputs.repository}@{pushed.digest}", packages, log=self._log
         )
         return pushed.digest

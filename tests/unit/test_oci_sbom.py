@@ -1,0 +1,138 @@
+"""The SBOM of a kiln-built image: every distribution with its hash and purl, the base by
+digest (or image ID), the same bytes for the same inputs; written and recorded by a release."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kiln._images.inputs import ImageInputs
+from kiln._images.oci.sbom import image_sbom
+from kiln._release.stages import prepare
+from kiln._workspace.discovery import discover
+from tests.unit.fakes import Setup, release_setup
+
+DIGEST = "sha256:" + "d" * 64
+
+
+def kiln_built(tmp_path: Path) -> Setup:
+    setup = release_setup(tmp_path)
+    image = setup.ws.image("base").path
+    (image / "image.toml").write_text((image / "image.toml").read_text() + 'builder = "kiln"\n')
+    (image / "Dockerfile").unlink()
+    setup.ws = discover(setup.ws.root)
+    return setup
+
+
+def inputs_of(setup: Setup) -> ImageInputs:
+    (inputs,) = prepare(setup.ws, setup.services).images
+    return inputs
+
+
+def components(sbom: bytes) -> dict[str, dict[str, Any]]:
+    return {c["bom-ref"]: c for c in json.loads(sbom)["components"]}
+
+
+def test_every_distribution_is_listed_with_its_wheel_hash_and_purl(tmp_path: Path) -> None:
+    inputs = inputs_of(kiln_built(tmp_path))
+    sbom = image_sbom(inputs, DIGEST)
+
+    wheels = {
+        **{f"pkg:pypi/{w.name}@{w.version}": w.sha256 for w in inputs.wheelhouse.third_party},
+        **{f"pkg:pypi/{w.distribution}@{w.version}": w.sha256 for w in inputs.wheelhouse.helpers},
+    }
+    assert set(wheels) == {
+        "pkg:pypi/numpy@1.0",
+        "pkg:pypi/kfp@2.17.3",
+        "pkg:pypi/acme-imgproc@0.1.0",
+    }
+    found = components(sbom)
+    libraries = {ref: c for ref, c in found.items() if c["type"] == "library"}
+    assert {ref: c["purl"] for ref, c in libraries.items()} == {ref: ref for ref in wheels}
+    assert {ref: c["hashes"] for ref, c in libraries.items()} == {
+        ref: [{"alg": "SHA-256", "content": sha}] for ref, sha in wheels.items()
+    }
+    doc = json.loads(sbom)
+    assert (doc["bomFormat"], doc["specVersion"]) == ("CycloneDX", "1.6")
+    image = doc["metadata"]["component"]
+    assert image["hashes"] == [{"alg": "SHA-256", "content": "d" * 64}]
+    assert image["purl"].startswith(f"pkg:oci/base@{DIGEST}?")
+    (edges,) = [d for d in doc["dependencies"] if d["ref"] == image["bom-ref"]]
+    assert set(edges["dependsOn"]) == set(found)
+    assert str(tmp_path) not in sbom.decode()  # no local paths
+
+
+def test_the_same_inputs_give_the_same_bytes_anywhere(tmp_path: Path) -> None:
+    first = image_sbom(inputs_of(kiln_built(tmp_path / "one")), DIGEST)
+    second = image_sbom(inputs_of(kiln_built(tmp_path / "two")), DIGEST)
+    assert first == second
+    doc = json.loads(first)
+    assert doc["metadata"]["timestamp"].startswith("1980-01-01T00:00:00")
+    serial = doc["serialNumber"]
+    assert serial.startswith("urn:uuid:")
+    other = json.loads(image_sbom(inputs_of(kiln_built(tmp_path / "one")), "sha256:" + "e" * 64))
+    assert other["serialNumber"] != serial  # derived from the image digest
+
+
+def test_the_base_is_listed_by_digest_or_else_by_image_id(tmp_path: Path) -> None:
+    inputs = inputs_of(kiln_built(tmp_path))
+    by_id = [c for c in components(image_sbom(inputs, DIGEST)).values() if c["type"] == "container"]
+    assert [(c["name"], c["version"]) for c in by_id] == [(inputs.base, "sha256:base")]
+
+    base_digest = "sha256:" + "b" * 64
+    pinned = dataclasses.replace(inputs, base=f"mirror.invalid/python@{base_digest}")
+    (base,) = [
+        c for c in components(image_sbom(pinned, DIGEST)).values() if c["type"] == "container"
+    ]
+    assert (base["name"], base["version"]) == ("mirror.invalid/python", base_digest)
+    assert base["hashes"] == [{"alg": "SHA-256", "content": "b" * 64}]
+    assert base["purl"] == (
+        f"pkg:oci/python@{base_digest}" + "?repository_url=mirror.invalid/python"
+    )
+
+
+def _git_commit(root: Path) -> str:
+    git = ["git", "-C", str(root), "-c", "user.name=k", "-c", "user.email=k@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
+    return subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.mark.parametrize("docker_built", [False, True])
+def test_a_release_writes_the_sbom_and_records_it_with_the_pushing_revision(
+    tmp_path: Path, docker_built: bool
+) -> None:
+    setup = release_setup(tmp_path) if docker_built else kiln_built(tmp_path)
+    rev = _git_commit(setup.ws.root)
+    first = setup.release()
+    (record,) = first.manifest.images
+    assert (record.status, record.revision) == ("pushed", rev)
+    if docker_built:
+        assert record.sbom is None
+        assert not (setup.ws.dist_dir / "sbom").exists()
+        return
+    assert record.sbom is not None
+    path = setup.ws.root / record.sbom.path
+    assert record.sbom.path == "dist/sbom/base.cdx.json"
+    assert record.sbom.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.read_bytes() == image_sbom(inputs_of(setup), record.digest)
+    row = json.loads(first.manifest_path.read_text())["images"][0]
+    assert row["sbom"] == {"path": "dist/sbom/base.cdx.json", "sha256": record.sbom.sha256}
+    assert row["revision"] == rev
+
+    again = setup.release()  # unchanged: the same SBOM, no pushing revision
+    (unchanged,) = again.manifest.images
+    assert (unchanged.status, unchanged.revision, unchanged.sbom) == (
+        "unchanged",
+        None,
+        record.sbom,
+    )

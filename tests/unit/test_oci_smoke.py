@@ -1,0 +1,138 @@
+"""The smoke check of a pushed image, with a fake container runner: what it runs, what
+passes, and what fails (a helper that does not import, pip check beyond kfp's gaps)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from kiln._errors import CommandFailed
+from kiln._images.oci.builder import KilnBuilder
+from kiln._images.oci.smoke import Run, import_packages, smoke_check
+from kiln._release.stages import prepare
+from tests.unit.fakes import release_setup
+from tests.unit.test_oci_push import an_image, sha
+
+IMAGE = "registry.invalid:5000/acme/base@sha256:" + "d" * 64
+KFP_GAP = "kfp 2.17.3 requires kubernetes, which is not installed."
+
+
+@dataclass
+class FakeContainers:
+    """Answers every run with ``failed`` imports and ``pip_check``'s text, as the smoke
+    script in the image prints them; or runs the script with this interpreter."""
+
+    failed: dict[str, str] = field(default_factory=dict)
+    pip_check: str = "No broken requirements found.\n"
+    local: bool = False
+    runs: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def __call__(self, image: str, command: Sequence[str]) -> Run:
+        self.runs.append((image, list(command)))
+        if self.local:
+            proc = subprocess.run(
+                [sys.executable, *command[1:]], capture_output=True, text=True, check=False
+            )
+            return Run(proc.returncode, proc.stdout + proc.stderr)
+        result = {"failed": self.failed, "pip_check": self.pip_check}
+        return Run(0, "some noise\n" + json.dumps(result) + "\n")
+
+
+def test_a_clean_image_passes_and_its_run_goes_to_the_log() -> None:
+    runner = FakeContainers(pip_check=KFP_GAP + "\n")
+    lines: list[str] = []
+    smoke_check(runner, IMAGE, ["imgproc", "viz"], log=lines.append)
+    ((image, command),) = runner.runs
+    assert image == IMAGE
+    assert command[:2] == ["python3", "-c"]
+    assert command[3:] == ["imgproc", "kfp", "viz"]
+    assert any(KFP_GAP in line for line in lines)
+    assert lines[-1].endswith("ok")
+
+
+def test_a_helper_that_does_not_import_fails_naming_the_image_and_the_error() -> None:
+    runner = FakeContainers(local=True)  # the real script, run here
+    with pytest.raises(CommandFailed) as err:
+        smoke_check(runner, IMAGE, ["json", "no_such_helper_pkg"])
+    message = str(err.value)
+    assert f"smoke check of {IMAGE} failed" in message
+    assert "import no_such_helper_pkg failed" in message
+    assert "ModuleNotFoundError: No module named 'no_such_helper_pkg'" in message
+    assert "import json" not in message
+
+
+def test_pip_check_complaints_other_than_kfp_s_fail() -> None:
+    conflict = "pandas 2.2.0 has requirement numpy>=1.26, but you have numpy 1.0."
+    runner = FakeContainers(pip_check=f"{KFP_GAP}\n{conflict}\n")
+    with pytest.raises(CommandFailed) as err:
+        smoke_check(runner, IMAGE, ["imgproc"])
+    message = str(err.value)
+    assert conflict in message
+    assert KFP_GAP not in message
+    assert "pip check" in message
+
+
+def test_an_image_whose_python_prints_no_result_fails_with_its_output() -> None:
+    def broken(_image: str, _command: Sequence[str]) -> Run:
+        return Run(127, "exec: python3: not found\n")
+
+    with pytest.raises(CommandFailed, match=r"(?s)exited 127 without a result.*python3: not found"):
+        smoke_check(broken, IMAGE, [])
+
+
+def wheel(path: Path, files: Sequence[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        for name in files:
+            zf.writestr(name, "")
+    return path
+
+
+def test_import_packages_are_read_from_the_wheel(tmp_path: Path) -> None:
+    files = [
+        "h/__init__.py", "h/sub/x.py", "solo.py", "acme_h-0.1.0.dist-info/RECORD",
+        "acme_h-0.1.0.data/scripts/tool", "acme_h.pth",
+    ]  # fmt: skip
+    found = import_packages(wheel(tmp_path / "acme_h-0.1.0-py3-none-any.whl", files))
+    assert found == ("h", "solo")
+
+
+class PushedRegistry:
+    """A registry that has every blob and stores manifests as sent."""
+
+    host = "registry.invalid:5000"
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        return True
+
+    def upload_blob(self, repository: str, digest: str, content: Path | bytes) -> None:
+        raise AssertionError("nothing to upload")
+
+    def put_manifest(
+        self, repository: str, reference: str, manifest: bytes, media_type: str
+    ) -> str:
+        return sha(manifest)
+
+    def manifest(self, repository: str, reference: str) -> bytes:
+        raise AssertionError("not asked")
+
+
+def test_kiln_s_builder_smoke_checks_what_it_pushed_by_digest(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path / "repo")
+    (inputs,) = prepare(setup.ws, setup.services).images
+    image = an_image(tmp_path)
+    runner = FakeContainers(failed={"imgproc": "ImportError: boom"})
+    client = cast(Any, None)  # the fake runner stands in for the engine
+    builder = KilnBuilder(client, tmp_path / "cache", PushedRegistry(), containers=runner)
+    with pytest.raises(CommandFailed, match="import imgproc failed:\nImportError: boom"):
+        builder.push(inputs, image)
+    ((ran, command),) = runner.runs
+    assert ran == f"registry.invalid:5000/acme/base@{image.digest}"
+    assert command[3:] == ["imgproc", "kfp"]
