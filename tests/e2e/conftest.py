@@ -27,7 +27,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
 # What this monorepo releases: helper and image versions, as in their config files.
 HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.1"}
-IMAGES = {"analytics": "0.1.2", "base": "0.2.1"}
+IMAGES = {"analytics": "0.1.3", "base": "0.2.2"}
 # pip in a test venv sees neither the machine's pip config nor its extra indexes.
 PRIVATE_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
 

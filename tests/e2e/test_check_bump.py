@@ -43,7 +43,7 @@ def test_check_then_bump_then_release_moves_only_the_dependants(
         assert changes == {
             "helpers/dataquality/pyproject.toml": ("0.1.0", "0.1.1"),
             "helpers/viz/pyproject.toml": ("0.1.1", "0.1.2"),
-            "images/analytics/image.toml": ("0.1.2", "0.1.3"),
+            "images/analytics/image.toml": ("0.1.3", "0.1.4"),
         }
 
         result = repo.kiln_json("release", "--local")
@@ -52,7 +52,7 @@ def test_check_then_bump_then_release_moves_only_the_dependants(
             "acme_viz-0.1.2-py3-none-any.whl",
         ]
         assert [ref.split("@")[0] for ref in result["pushed"]] == [
-            f"{repo.registry}/acme/analytics:0.1.3"
+            f"{repo.registry}/acme/analytics:0.1.4"
         ]
         again = repo.kiln("check", "--local")
         assert again.returncode == 0, again.stdout

@@ -91,7 +91,7 @@ def test_dry_run_leaves_the_machine_as_it_found_it(repo: Repo, released: dict[st
     wheel = f"acme_imgproc-{HELPERS['imgproc']}-py3-none-any.whl"
     assert f"  skip     {wheel}: on the index with identical bytes" in proc.stdout
     assert "  skip     image acme/base:" in proc.stdout
-    assert "in the registry, built from identical inputs" in proc.stdout
+    assert "in the registry with the identical digest" in proc.stdout  # kiln-built images
     assert [s["running"] for s in json.loads(status.stdout)] == [False, False]
     assert _tree(repo.root / "dist") == dist
 

@@ -100,8 +100,8 @@ def kiln_repo(
     (root / "pyproject.toml").write_text(text)
     image = root / "images" / "base"
     toml = image / "image.toml"
-    toml.write_text(toml.read_text() + 'builder = "kiln"\n')  # [image] is its only table
-    (image / "Dockerfile").unlink()  # a kiln-built image needs none
+    assert 'builder = "kiln"' in toml.read_text()  # as in the repo itself
+    assert not (image / "Dockerfile").exists()  # a kiln-built image needs none
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     commit(root, "the copy")

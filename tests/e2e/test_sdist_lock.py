@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 
@@ -18,7 +17,7 @@ import requests
 
 from kiln._wheels.lock import parse_lock
 from tests import factory
-from tests.e2e.conftest import PROJECT, Repo, free_port
+from tests.e2e.conftest import Repo, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +45,9 @@ def sdist_repo(
     )
     factory.helper(root, "cli", deps=(SDIST_ONLY,), body=CLI)
     factory.image(root, "tools", helpers=("cli",))
-    shutil.copy(PROJECT / "images" / "base" / "Dockerfile", root / "images" / "tools")
+    config = root / "images" / "tools" / "image.toml"
+    config.write_text(config.read_text().replace("[image]\n", '[image]\nbuilder = "kiln"\n', 1))
+    (root / "images" / "tools" / "Dockerfile").unlink()
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo

@@ -269,6 +269,11 @@ def test_pipeline_with_a_syntax_error_names_the_line(tmp_path: Path) -> None:
             'upstream-index = "https://user:tok@index.example/simple"',
             "must be an http(s) URL without credentials",
         ),
+        (
+            "tool.kiln",
+            'source = "https://x-access-token:tok@github.com/acme/ml"',
+            "source 'https://github.com/acme/ml' must be an https URL",  # no token shown
+        ),
     ],
 )
 def test_settings_are_checked_not_coerced(
@@ -285,3 +290,4 @@ def test_settings_are_checked_not_coerced(
         discover(root)
     assert message in str(err.value)
     assert str(path) in str(err.value)
+    assert "tok@" not in str(err.value)

@@ -210,7 +210,8 @@ def _build_with_kiln(
 ) -> ImageInputs:
     """``inputs`` with the image kiln builds from them: its digest is known from here on."""
     report.stage("image", f"image {inputs.ref}: building with kiln from {inputs.base}")
-    built = _oci(services, inputs.image.name).build(inputs, source=source_url(workspace.root))
+    # Only committed values go into the image: the git remote differs from clone to clone.
+    built = _oci(services, inputs.image.name).build(inputs, source=workspace.source)
     report.detail(f"    {inputs.ref}: {built.digest}")
     return dataclasses.replace(inputs, built=built)
 

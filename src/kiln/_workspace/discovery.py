@@ -17,6 +17,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from kiln._errors import ConfigError
+from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.model import (
     BUILDERS,
@@ -341,8 +342,22 @@ def _upstream_index(kiln: dict[str, Any], pyproject: Path) -> str:
     url = get_str(kiln, "upstream-index", pyproject, "tool.kiln", default="https://pypi.org/simple")
     if not re.fullmatch(r"https?://[^\s/@]+(/\S*)?", url):
         raise ConfigError(
-            f"{pyproject}: [tool.kiln] upstream-index {url!r} must be an http(s) URL without "
+            f"{pyproject}: [tool.kiln] upstream-index {strip_credentials(url)!r} must be an "
+            "http(s) URL without "
             "credentials, e.g. 'https://pypi.org/simple' (credentials come from netrc)"
+        )
+    return url
+
+
+def _source(kiln: dict[str, Any], pyproject: Path) -> str | None:
+    if "source" not in kiln:
+        return None
+    url = get_str(kiln, "source", pyproject, "tool.kiln")
+    if not re.fullmatch(r"https://[^\s/@]+(/\S*)?", url):
+        raise ConfigError(
+            f"{pyproject}: [tool.kiln] source {strip_credentials(url)!r} must be an https URL "
+            "without "
+            "credentials, e.g. 'https://github.com/acme/ml-helpers'"
         )
     return url
 
@@ -370,6 +385,7 @@ def discover(root: Path) -> Workspace:
         root=root,
         org=org,
         upstream_index=_upstream_index(kiln, pyproject),
+        source=_source(kiln, pyproject),
         stack=stack,
         helpers=helpers,
         images=images,

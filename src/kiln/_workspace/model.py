@@ -95,6 +95,9 @@ class Workspace:
     images: tuple[Image, ...]
     components: tuple[Component, ...]
     pipelines: tuple[Pipeline, ...]
+    # The repository's public address for image labels ([tool.kiln] source), if set: a
+    # committed value, so every clone builds the same image bytes.
+    source: str | None = None
 
     def helper(self, name: str) -> Helper:
         return next(h for h in self.helpers if h.name == name)

@@ -47,7 +47,7 @@ def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
         version=inputs.image.version,
         created=rfc3339(MTIME),
         source=source,
-        base_name=inputs.base,
+        base_name=inputs.image.base,  # image.toml's, not a local stand-in's name
         extra={
             "org.kiln.helpers": ",".join(f"{w.distribution}=={w.version}" for w in wh.helpers),
             "org.kiln.third-party": ",".join(f"{w.name}=={w.version}" for w in wh.third_party),
