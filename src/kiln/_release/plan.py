@@ -201,6 +201,19 @@ def plan_file(
     )
 
 
+def _step(candidate: ImageCandidate, action: Action, reason: str, digest: str | None) -> ImageStep:
+    return ImageStep(
+        name=candidate.name,
+        version=candidate.version,
+        repository=candidate.repository,
+        fingerprint=candidate.fingerprint,
+        action=action,
+        reason=reason,
+        digest=digest,
+        inputs=candidate.inputs,
+    )
+
+
 def _by_digest(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
     """A kiln-built image: the registry's digest for the tag against the predicted one."""
     ref = f"{candidate.repository}:{candidate.version}"
@@ -221,16 +234,7 @@ def _by_digest(candidate: ImageCandidate, published: PublishedImage | None) -> I
                 f"{candidate.config}"
             ),
         )
-    return ImageStep(
-        name=candidate.name,
-        version=candidate.version,
-        repository=candidate.repository,
-        fingerprint=candidate.fingerprint,
-        action=action,
-        reason=reason,
-        digest=candidate.digest,
-        inputs=candidate.inputs,
-    )
+    return _step(candidate, action, reason, candidate.digest)
 
 
 def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
@@ -252,16 +256,7 @@ def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> I
                 f"version never changes: bump version in {candidate.config}"
             ),
         )
-    return ImageStep(
-        name=candidate.name,
-        version=candidate.version,
-        repository=candidate.repository,
-        fingerprint=candidate.fingerprint,
-        action=action,
-        reason=reason,
-        digest=digest,
-        inputs=candidate.inputs,
-    )
+    return _step(candidate, action, reason, digest)
 
 
 def plan_component(name: str, image: str, images: Mapping[str, ImageStep]) -> ComponentStep:

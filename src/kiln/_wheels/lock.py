@@ -24,7 +24,7 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
@@ -355,6 +355,36 @@ class Pages(Protocol):
     """An index's simple API: filename -> sha256 of every file of ``project``."""
 
     def files(self, project: str) -> Mapping[str, str]: ...
+
+
+def locked_source(
+    lock: Lock,
+    pin: Pin,
+    pages: Sequence[tuple[str, Pages]],
+    select: Callable[[Mapping[str, str]], Mapping[str, str]],
+    *,
+    missing: str,
+) -> tuple[str, str, str]:
+    """(index URL, filename, sha256) of the first index of ``pages`` (url, client) serving a
+    file of ``pin`` that ``select`` picks from its simple page and whose hash the lock
+    allows. An index serving only other bytes for it means the lock was edited: an error
+    naming it; no index serving any is ``missing``'s error."""
+    for url, client in pages:
+        files = select(client.files(pin.name))
+        allowed = sorted((f, sha) for f, sha in files.items() if sha in pin.hashes)
+        if allowed:
+            return url, *allowed[0]
+        if files:
+            filename, sha = sorted(files.items())[0]
+            raise ConfigError(
+                f"{lock.path}: {pin.requirement}: {url} serves {filename} with sha256 {sha}, "
+                f"which no --hash of the lock allows: the lock was edited or is corrupt. "
+                f"Restore it (`git checkout -- images/{lock.path.parent.name}/{lock.path.name}`) "
+                f"or re-lock the package with `kiln lock {lock.path.parent.name} --upgrade "
+                f"{pin.name}`"
+            )
+    where = ", ".join(url for url, _ in pages)
+    raise ConfigError(f"{lock.path}: {pin.requirement}: no index ({where}) {missing}")
 
 
 def sdists_for(files: Mapping[str, str], pin: Pin) -> dict[str, str]:

@@ -45,7 +45,7 @@ from kiln._report import Reporter
 from kiln._util.cmd import Runner, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import SOURCE_DATE_EPOCH
-from kiln._wheels.lock import Built, Lock, Pages, Pin, sdists_for
+from kiln._wheels.lock import Built, Lock, Pages, Pin, locked_source, sdists_for
 from kiln._wheels.tags import supported_tags
 
 CACHE_FORMAT = "1"
@@ -461,23 +461,15 @@ def _source_file(path: Path, sha256: str) -> SourceFile:
 
 def _sdist_source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> tuple[str, str, str]:
     """(index URL, filename, sha256) of the first index serving the locked sdist of ``pin``."""
-    for url, client in pages:
-        sdists = sdists_for(client.files(pin.name), pin)
-        allowed = sorted((f, sha) for f, sha in sdists.items() if sha in pin.hashes)
-        if allowed:
-            return url, *allowed[0]
-        if sdists:
-            filename, sha = sorted(sdists.items())[0]
-            raise ConfigError(
-                f"{lock.path}: {pin.requirement}: {url} serves {filename} with sha256 {sha}, "
-                f"which no --hash of the lock allows: the lock was edited or is corrupt. "
-                f"Restore it or re-lock the package with `kiln lock {lock.path.parent.name} "
-                f"--upgrade {pin.name}`"
-            )
-    where = ", ".join(url for url, _ in pages)
-    raise ConfigError(
-        f"{lock.path}: {pin.requirement}: no index ({where}) serves its locked sdist; "
-        f"re-lock with `kiln lock {lock.path.parent.name} --upgrade {pin.name}`"
+    return locked_source(
+        lock,
+        pin,
+        pages,
+        lambda files: sdists_for(files, pin),
+        missing=(
+            f"serves its locked sdist; re-lock with `kiln lock {lock.path.parent.name} "
+            f"--upgrade {pin.name}`"
+        ),
     )
 
 

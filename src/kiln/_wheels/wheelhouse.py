@@ -35,7 +35,14 @@ from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
-from kiln._wheels.lock import Lock, Pages, Pin, closure_requirements, helper_closure
+from kiln._wheels.lock import (
+    Lock,
+    Pages,
+    Pin,
+    closure_requirements,
+    helper_closure,
+    locked_source,
+)
 from kiln._wheels.sdist import SdistBuilder, SourceFile
 from kiln._wheels.tags import supported_tags, wheel_platforms, wheels_for
 from kiln._workspace.model import Image, Workspace
@@ -252,26 +259,19 @@ def _netrc_for(url: str, basic: tuple[str, str] | None) -> Iterator[dict[str, st
 
 def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:
     """The first index (of ``pages``: url, client) serving a wheel of ``pin`` that the lock
-    allows. An index serving only other bytes for it is an error naming the lock."""
+    allows for the image's Python and platform."""
     tags = supported_tags(lock.python, lock.platform)
-    for url, client in pages:
-        wheels = wheels_for(client.files(pin.name), pin.name, pin.version, tags)
-        if any(sha in pin.hashes for sha in wheels.values()):
-            return url
-        if wheels:
-            filename, sha = sorted(wheels.items())[0]
-            raise ConfigError(
-                f"{lock.path}: {pin.requirement}: {url} serves {filename} with sha256 {sha}, "
-                f"which no --hash of the lock allows: the lock was edited or is corrupt. "
-                f"Restore it (`git checkout -- images/{lock.path.parent.name}/{lock.path.name}`) "
-                f"or re-lock the package with `kiln lock {lock.path.parent.name} --upgrade "
-                f"{pin.name}`"
-            )
-    where = ", ".join(url for url, _ in pages)
-    raise ConfigError(
-        f"{lock.path}: {pin.requirement}: no index ({where}) serves a wheel of it for Python "
-        f"{lock.python} on {lock.platform}; re-lock with `kiln lock {lock.path.parent.name}`"
+    url, _filename, _sha = locked_source(
+        lock,
+        pin,
+        pages,
+        lambda files: wheels_for(files, pin.name, pin.version, tags),
+        missing=(
+            f"serves a wheel of it for Python {lock.python} on {lock.platform}; re-lock with "
+            f"`kiln lock {lock.path.parent.name}`"
+        ),
     )
+    return url
 
 
 def fetch_locked(
