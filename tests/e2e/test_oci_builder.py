@@ -34,31 +34,11 @@ from kiln._wheels.tags import supported_tags
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import StackConfig
-from tests.e2e.conftest import IN_CI, PROJECT, free_port
+from tests.e2e.conftest import BASE_IMAGE, PROJECT, _unavailable, free_port
 
 pytestmark = pytest.mark.e2e
 
-BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "kiln-local/python:3.11-bookworm")
 REPOSITORY = "acme/base"
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{reason} (CI must run the end-to-end tests, not skip them)")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        _unavailable(f"base image {BASE_IMAGE} is not present; set KILN_BASE_IMAGE")
-    except docker.errors.DockerException as exc:
-        _unavailable(f"Docker Engine not reachable: {exc}")
-    return client
 
 
 @pytest.fixture(scope="module")
@@ -89,10 +69,13 @@ def spread(wheels: Sequence[Path], folder: Path, *, reverse: bool, seed: int) ->
 
 
 def build(
-    engine: docker.DockerClient, cache: LayerCache, third: Sequence[Path], helpers: Sequence[Path]
+    docker_client: docker.DockerClient,
+    cache: LayerCache,
+    third: Sequence[Path],
+    helpers: Sequence[Path],
 ) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
-    base = load_base(engine, BASE_IMAGE, cache, GZIP)
-    scheme = probe_scheme(engine, base, cache)
+    base = load_base(docker_client, BASE_IMAGE, cache, GZIP)
+    scheme = probe_scheme(docker_client, base, cache)
     tags = supported_tags(scheme.python, "x86_64-manylinux_2_28")
     layers = [
         python_layer(name, wheels, scheme=scheme, cache=cache, compression=GZIP,
@@ -111,15 +94,15 @@ def build(
     return image, layers, scheme
 
 
-def run(engine: docker.DockerClient, ref: str, script: str) -> str:
-    output = engine.containers.run(
+def run(docker_client: docker.DockerClient, ref: str, script: str) -> str:
+    output = docker_client.containers.run(
         ref, ["sh", "-c", script], network_mode="none", remove=True, stderr=True
     )
     return bytes(output).decode()
 
 
 def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer(
-    engine: docker.DockerClient, registry: str, tmp_path: Path
+    docker_client: docker.DockerClient, registry: str, tmp_path: Path
 ) -> None:
     workspace = discover(PROJECT)
     lock = read_lock(workspace.image("base"))
@@ -137,7 +120,7 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     # mtimes, another umask, separate caches.
     started = time.perf_counter()
     first, first_layers, scheme = build(
-        engine,
+        docker_client,
         LayerCache(tmp_path / "cache-a"),
         spread(third, tmp_path / "a", reverse=False, seed=1),
         spread([helper], tmp_path / "a-helpers", reverse=False, seed=2),
@@ -146,7 +129,7 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     old_umask = os.umask(0o077)
     try:
         second, _, _ = build(
-            engine,
+            docker_client,
             LayerCache(tmp_path / "cache-b"),
             spread(third, tmp_path / "b", reverse=True, seed=3),
             spread([helper], tmp_path / "b-helpers", reverse=True, seed=4),
@@ -162,23 +145,23 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     assert client.digest(REPOSITORY, "0.2.1") == first.digest  # the registry's own answer
 
     ref = f"{registry}/{REPOSITORY}@{first.digest}"
-    pulled = engine.images.pull(ref)
+    pulled = docker_client.images.pull(ref)
     try:
-        assert run(engine, ref, 'python3 -c "import imgproc, kfp, numpy"') == ""
+        assert run(docker_client, ref, 'python3 -c "import imgproc, kfp, numpy"') == ""
         assert "_KFP_RUNTIME=true" in json.loads(first.config)["config"]["Env"]
         # What kiln installed: the distributions in the scheme's folder (the base's own
         # pip, setuptools and wheel live in Debian's /usr/lib/python3/dist-packages).
         listed = json.loads(
-            run(engine, ref, f"python3 -m pip list --format json --path {scheme.purelib}")
+            run(docker_client, ref, f"python3 -m pip list --format json --path {scheme.purelib}")
         )
         assert sorted((d["name"], d["version"]) for d in listed) == sorted(
             [(p.name, p.version) for p in lock.pins] + [("acme-imgproc", imgproc.version)]
         )
-        check = run(engine, ref, "python3 -m pip check || true").splitlines()
+        check = run(docker_client, ref, "python3 -m pip check || true").splitlines()
         assert check
         assert all(line.startswith("kfp ") and "which is not installed" in line for line in check)
     finally:
-        engine.images.remove(str(pulled.id), force=True)
+        docker_client.images.remove(str(pulled.id), force=True)
 
     # A changed helper (same version, other code): with the cache warm only the helper
     # layer is rebuilt, and only its digest moves.
@@ -188,7 +171,9 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     init.write_text(init.read_text() + "\nCHANGED = True\n")
     changed = build_wheel(dataclasses.replace(imgproc, path=source), tmp_path / "changed").path
     started = time.perf_counter()
-    third_image, layers, _ = build(engine, LayerCache(tmp_path / "cache-a"), third, [changed])
+    third_image, layers, _ = build(
+        docker_client, LayerCache(tmp_path / "cache-a"), third, [changed]
+    )
     incremental_push = push_image(client, REPOSITORY, "0.2.1-changed", third_image)
     incremental = time.perf_counter() - started
     assert [layer.cached for layer in layers] == [True, False]

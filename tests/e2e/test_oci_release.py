@@ -25,11 +25,10 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import IN_CI, PROJECT, free_port
+from tests.e2e.conftest import BASE_IMAGE, PROJECT, free_port
 
 pytestmark = pytest.mark.e2e
 
-BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "kiln-local/python:3.11-bookworm")
 _IGNORE = shutil.ignore_patterns(
     ".kiln", "dist", ".nox", ".git", "__pycache__", "*.egg-info", ".pytest_cache"
 )
@@ -69,22 +68,8 @@ def commit(root: Path, message: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def engine() -> docker.DockerClient:
-    try:
-        client = docker.from_env()
-        client.ping()
-        client.images.get(BASE_IMAGE)
-    except docker.errors.DockerException as exc:
-        reason = f"Docker Engine or base image {BASE_IMAGE} unavailable: {exc}"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return client
-
-
-@pytest.fixture(scope="module")
 def kiln_repo(
-    tmp_path_factory: pytest.TempPathFactory, engine: docker.DockerClient
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
 ) -> Iterator[KilnRepo]:
     """A copy of this repo, on its own stack, whose base image is kiln-built."""
     root = tmp_path_factory.mktemp("oci-release")
@@ -108,16 +93,16 @@ def kiln_repo(
     repo = KilnRepo(root, f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
-    for found in engine.images.list():
+    for found in docker_client.images.list():
         for reference in [*found.tags, *found.attrs.get("RepoDigests", [])]:
             if reference.startswith(f"{repo.registry}/"):
                 with contextlib.suppress(docker.errors.ImageNotFound):
-                    engine.images.remove(reference)
+                    docker_client.images.remove(reference)
 
 
-def pip_list(engine: docker.DockerClient, image: str) -> set[tuple[str, str]]:
+def pip_list(docker_client: docker.DockerClient, image: str) -> set[tuple[str, str]]:
     """(canonical name, version) of what ``pip list`` shows in ``image``, run with no network."""
-    out = engine.containers.run(
+    out = docker_client.containers.run(
         image, ["-m", "pip", "list", "--format", "json"], entrypoint=["python3"],
         network_mode="none", remove=True, stdout=True, stderr=False,
     )  # fmt: skip
@@ -125,7 +110,7 @@ def pip_list(engine: docker.DockerClient, image: str) -> set[tuple[str, str]]:
 
 
 def check_sbom_and_smoke(
-    kiln_repo: KilnRepo, engine: docker.DockerClient, record: dict[str, Any]
+    kiln_repo: KilnRepo, docker_client: docker.DockerClient, record: dict[str, Any]
 ) -> None:
     """The SBOM lists exactly what ``pip list`` shows in the image beyond its base, each
     wheel with a hash; the base by its ID (KILN_BASE_IMAGE has no digest); and the
@@ -139,12 +124,12 @@ def check_sbom_and_smoke(
     assert len(listed) == len(libraries)
     assert all(c["purl"] == f"pkg:pypi/{c['name']}@{c['version']}" for c in libraries)
     assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
-    in_image = pip_list(engine, record["ref"])
-    in_base = pip_list(engine, BASE_IMAGE)
+    in_image = pip_list(docker_client, record["ref"])
+    in_base = pip_list(docker_client, BASE_IMAGE)
     assert listed == in_image - in_base
     assert in_image == listed | in_base
     (base,) = [c for c in sbom["components"] if c["type"] == "container"]
-    assert (base["name"], base["version"]) == (BASE_IMAGE, engine.images.get(BASE_IMAGE).id)
+    assert (base["name"], base["version"]) == (BASE_IMAGE, docker_client.images.get(BASE_IMAGE).id)
     assert sbom["metadata"]["component"]["hashes"][0]["content"] == record["digest"][7:]
     print(f"SBOM of the base image: {len(sbom_bytes)} bytes, {len(libraries)} distributions")
 
@@ -155,7 +140,7 @@ def check_sbom_and_smoke(
 
 
 def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
-    kiln_repo: KilnRepo, engine: docker.DockerClient
+    kiln_repo: KilnRepo, docker_client: docker.DockerClient
 ) -> None:
     plan = kiln_repo.json("release", "--local", "--dry-run")
     (image,) = plan["images"]
@@ -180,7 +165,7 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
     assert "org.kiln.fingerprint" not in labels
     assert released["manifest"]["revision"]
     assert record["revision"] == released["manifest"]["revision"]  # the release that pushed it
-    check_sbom_and_smoke(kiln_repo, engine, record)
+    check_sbom_and_smoke(kiln_repo, docker_client, record)
     for component in released["manifest"]["components"]:
         yaml = (kiln_repo.root / component["path"]).read_text()
         assert f"image: {record['repository']}@{predicted}" in yaml
