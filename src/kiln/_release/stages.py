@@ -298,7 +298,6 @@ def bake(
     """Build and push what the plan says; return image name -> digest, and what was pushed."""
     digests: dict[str, str] = {}
     pushed: list[str] = []
-    src, rev = source_url(workspace.root), revision(workspace.root)
     for step in plan.images:
         inputs = _inputs(step)
         if step.action is Action.SKIP and step.digest:
@@ -313,11 +312,12 @@ def bake(
             "image", f"image {inputs.ref}: building offline (network none) from {inputs.base}"
         )
         context = write_context(inputs, workspace.state_dir / "build" / step.name)
+        source, rev = source_url(workspace.root), revision(workspace.root)  # Docker-built only
         services.builder.build(
             context,
             inputs.ref,
             buildargs={"BASE_IMAGE": inputs.base},
-            labels=labels(inputs, source=src, revision=rev),
+            labels=labels(inputs, source=source, revision=rev),
         )
         report.stage("push", f"image {inputs.ref}: pushing")
         digest = services.builder.push(inputs.repository, inputs.tag)
