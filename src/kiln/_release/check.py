@@ -15,6 +15,7 @@ from typing import Any
 
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
 from kiln._images.inputs import LABEL_PREFIX
+from kiln._release.plan import Action, FileCandidate, plan_file
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry
 from kiln._wheels.build import BuiltWheel
@@ -71,15 +72,28 @@ def _helper_findings(
     for wheel in wheels:
         helper = workspace.helper(wheel.helper)
         path = str((helper.path / "pyproject.toml").relative_to(workspace.root))
-        there = index.files(wheel.distribution).get(wheel.filename)
+        published = index.files(wheel.distribution)
+        # The release's own judgement of the file: publish, skip, or refuse (altered or not).
+        step = plan_file(
+            FileCandidate(
+                "helper",
+                wheel.distribution,
+                wheel.version,
+                wheel.path,
+                wheel.sha256,
+                recorded=recorded.get(wheel.filename),
+            ),
+            published,
+        )
+        there = published.get(wheel.filename, "")
         what = f"{wheel.distribution} {wheel.version}"
-        if there is None:
+        if step.action is Action.SKIP:
+            continue
+        if step.action is Action.PUBLISH:
             found.append(
                 Finding(TODO, helper.name, path, f"{what} is not published yet", "kiln release")
             )
-        elif there == wheel.sha256:
-            continue
-        elif recorded.get(wheel.filename) == wheel.sha256:
+        elif step.altered:
             found.append(
                 Finding(
                     ALTERED,
