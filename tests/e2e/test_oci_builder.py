@@ -16,10 +16,11 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import matplotlib  # the analytics helpers need it: the test environment has it
 import pytest
 from packaging.utils import parse_wheel_filename
 
-from kiln._images.oci.base import load_base, probe_scheme
+from kiln._images.oci.base import base_python, load_base, probe_scheme
 from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
@@ -75,11 +76,12 @@ def build(
     helpers: Sequence[Path],
 ) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
     base = load_base(docker_client, BASE_IMAGE, cache, GZIP)
-    scheme = probe_scheme(docker_client, base, cache)
+    python = base_python(base, cache)
+    scheme = probe_scheme(base, cache, python)
     tags = supported_tags(scheme.python, "x86_64-manylinux_2_28")
     layers = [
         python_layer(name, wheels, scheme=scheme, cache=cache, compression=GZIP,
-                     what=f"image {REPOSITORY}", tags=tags)
+                     what=f"image {REPOSITORY}", compiler=python, tags=tags)
         for name, wheels in (("third-party", third), ("helpers", helpers))
     ]  # fmt: skip
     helper_pins = " ".join(
@@ -189,3 +191,50 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
         f"\ncold build {cold:.2f} s; helper change build+push {incremental:.2f} s; "
         f"pushed {pushed.uploaded_bytes} bytes, then {incremental_push.uploaded_bytes}"
     )
+
+
+def test_the_unpacked_base_python_is_the_image_s_own(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The base's python3 run from its unpacked layers (no container) reports the scheme
+    and writes the bytecode that the same python3 inside a container does."""
+    cache = LayerCache(tmp_path / "cache")
+    base = load_base(docker_client, BASE_IMAGE, cache, GZIP)
+    python = base_python(base, cache)
+    scheme = probe_scheme(base, cache, python)
+    inside = json.loads(
+        run(
+            docker_client,
+            base.image_id,
+            "python3 -c 'import json, sys, sysconfig; print(json.dumps("
+            '[sys.version, sysconfig.get_paths()["purelib"]]))\'',
+        )
+    )
+    assert python.run("import sys; print(sys.version)").strip() == inside[0]
+    assert scheme.purelib == inside[1]
+
+    # Modules whose bytes differ between patch releases of Python 3.11 among them.
+    sources = tmp_path / "src"
+    sources.mkdir()
+    for name in ("font_manager.py", "widgets.py", "_afm.py"):
+        shutil.copy(Path(matplotlib.__file__).parent / name, sources / name)
+    script = (
+        "import py_compile, sys\n"
+        "for name in sys.argv[1:]:\n"
+        "    py_compile.compile(f'/src/{name}', cfile=f'/src/{name}.TAG.pyc', dfile=name,"
+        " doraise=True, invalidation_mode=py_compile.PycInvalidationMode.CHECKED_HASH)\n"
+    )
+    names = sorted(p.name for p in sources.iterdir())
+    sources.chmod(0o777)
+    docker_client.containers.run(
+        base.image_id,
+        ["python3", "-S", "-c", script.replace("TAG", "ctr"), *names],
+        environment={"PYTHONHASHSEED": "0"},
+        volumes={str(sources): {"bind": "/src", "mode": "rw"}},
+        network_mode="none",
+        remove=True,
+    )
+    python.run(script.replace("/src/", f"{sources}/").replace("TAG", "host"), names)
+    for name in names:
+        built_here = (sources / f"{name}.host.pyc").read_bytes()
+        assert built_here == (sources / f"{name}.ctr.pyc").read_bytes(), name

@@ -23,13 +23,14 @@ from kiln._images.oci.build import python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.layers import write_tar
-from tests.unit.test_oci_install import SCHEME, make_wheel, tool_wheel
+from tests.unit.test_oci_install import HOST_PYTHON, SCHEME, make_wheel, tool_wheel
 
 
 def layer(name: str, wheels: list[Path], cache: LayerCache) -> Any:
     return python_layer(
-        name, wheels, scheme=SCHEME, cache=cache, compression=GZIP, what="image acme/t"
-    )
+        name, wheels, scheme=SCHEME, cache=cache, compression=GZIP, what="image acme/t",
+        compiler=HOST_PYTHON,
+    )  # fmt: skip
 
 
 def test_a_layer_is_built_once_and_a_helper_change_leaves_the_third_party_layer(
@@ -87,21 +88,14 @@ class FakeImage:
 
 
 class FakeEngine:
-    def __init__(self, image: FakeImage | None, probe: bytes = b"") -> None:
+    def __init__(self, image: FakeImage | None) -> None:
         self.images = self
-        self.containers = self
         self._image = image
-        self._probe = probe
-        self.runs: list[dict[str, Any]] = []
 
     def get(self, ref: str) -> FakeImage:
         if self._image is None:
             raise docker.errors.ImageNotFound(f"no such image: {ref}")
         return self._image
-
-    def run(self, image: str, command: list[str], **kwargs: Any) -> bytes:
-        self.runs.append({"image": image, "command": command, **kwargs})
-        return self._probe
 
 
 def docker_save(layer_tar: bytes, diff_id: str | None = None) -> tuple[bytes, str]:
@@ -169,30 +163,49 @@ def test_a_missing_base_is_named_with_the_fix(tmp_path: Path) -> None:
     assert "KILN_BASE_IMAGE" in str(err.value)
 
 
-def test_the_scheme_is_probed_once_per_base_with_no_network(tmp_path: Path) -> None:
+class FakeBasePython:
+    """What the probe asks of the base's interpreter: it prints paths under the folder
+    the base is unpacked in; the scheme holds them as image paths."""
+
+    def __init__(self, root: str, doc: dict[str, Any]) -> None:
+        self.root = root
+        self.doc = doc
+        self.image_python = "/usr/local/bin/python3"
+        self.runs: list[dict[str, str] | None] = []
+
+    def run(self, script: str, args: Any = (), *, stdin: Any = None, env: Any = None) -> str:
+        self.runs.append(env)
+        return json.dumps(self.doc)
+
+    def image_path(self, path: str) -> str:
+        assert path.startswith(self.root + "/")
+        return path[len(self.root) :]
+
+
+def test_the_scheme_is_probed_once_per_base_and_read_as_image_paths(tmp_path: Path) -> None:
     saved, image_id = docker_save(a_layer_tar(tmp_path))
+    root = "/cache/rootfs/abc"
     probe = {
         "python": "3.11",
         "cache_tag": "cpython-311",
-        "executable": "/usr/local/bin/python3",
         "paths": {
-            "purelib": "/usr/local/lib/python3.11/site-packages",
-            "platlib": "/usr/local/lib/python3.11/site-packages",
-            "scripts": "/usr/local/bin",
-            "data": "/usr/local",
-            "include": "/usr/local/include/python3.11",
+            "purelib": f"{root}/usr/local/lib/python3.11/site-packages",
+            "platlib": f"{root}/usr/local/lib/python3.11/site-packages",
+            "scripts": f"{root}/usr/local/bin",
+            "data": f"{root}/usr/local",
+            "include": f"{root}/usr/local/include/python3.11",
         },
     }
-    fake = FakeEngine(FakeImage(saved, image_id), json.dumps(probe).encode())
-    engine = cast(docker.DockerClient, fake)
+    engine = cast(docker.DockerClient, FakeEngine(FakeImage(saved, image_id)))
     cache = LayerCache(tmp_path / "cache")
     base = load_base(engine, "python:3.11-slim", cache, GZIP)
+    python = FakeBasePython(root, probe)
 
-    scheme = probe_scheme(engine, base, cache)
-    assert (scheme.purelib, scheme.executable) == (
+    scheme = probe_scheme(base, cache, cast(Any, python))
+    assert (scheme.purelib, scheme.executable, scheme.include) == (
         "/usr/local/lib/python3.11/site-packages",
         "/usr/local/bin/python3",
+        "/usr/local/include/python3.11",
     )
-    assert probe_scheme(engine, base, cache) == scheme
-    (run,) = fake.runs
-    assert (run["image"], run["network_mode"], run["entrypoint"]) == (image_id, "none", ["python3"])
+    assert probe_scheme(base, cache, cast(Any, python)) == scheme
+    assert len(python.runs) == 1  # the second time, from the cache

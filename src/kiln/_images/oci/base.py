@@ -7,8 +7,8 @@ kept in the layer cache by diff_id, the config by its digest: a base seen before
 is not saved again. (Copying, or cross-repository mounting, the blobs of a base
 that lives in a registry is the other source, still to come.)
 
-The install scheme is asked of the base's own interpreter, once per image ID, in a
-container with no network.
+The install scheme is asked of the base's own interpreter, once per image ID, run
+from its unpacked layers (``rootfs``): no container.
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import docker
 import docker.errors
 import requests
 
-from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.compress import BlobWriter, Compression, Written
 from kiln._images.oci.install import InstallScheme
+from kiln._images.oci.rootfs import BasePython
 
 
 @dataclass(frozen=True)
@@ -152,17 +153,17 @@ def load_base(
     return base
 
 
-# Run by the base's python3: what pip in the image would use.
+# Run by the base's python3: where pip in the image would install.
 _PROBE = """\
 import json, sys, sysconfig
 paths = sysconfig.get_paths()
 print(json.dumps({
     "python": "%d.%d" % sys.version_info[:2],
     "cache_tag": sys.implementation.cache_tag,
-    "executable": sys.executable,
     "paths": {k: paths[k] for k in ("purelib", "platlib", "scripts", "data", "include")},
 }))
 """
+_PROBE_FORMAT = "2"
 
 
 def _scheme(doc: Mapping[str, Any]) -> InstallScheme:
@@ -179,26 +180,36 @@ def _scheme(doc: Mapping[str, Any]) -> InstallScheme:
     )
 
 
-def probe_scheme(client: docker.DockerClient, base: BaseImage, cache: LayerCache) -> InstallScheme:
-    """The install scheme of ``base``'s ``python3``; asked once per image ID, then cached."""
-    kept = cache.root / "probes" / f"{base.image_id.partition(':')[2]}.json"
+def image_env(config: Mapping[str, Any]) -> dict[str, str]:
+    """The Env of an image config, as a mapping."""
+    pairs = (str(e).partition("=") for e in (config.get("config") or {}).get("Env") or [])
+    return {k: v for k, _, v in pairs}
+
+
+def base_python(base: BaseImage, cache: LayerCache) -> BasePython:
+    """The base's own ``python3``, run from its unpacked layers (unpacked on first use)."""
+    return BasePython(base.image_id, base.layers, image_env(base.config), cache)
+
+
+def probe_scheme(base: BaseImage, cache: LayerCache, python: BasePython) -> InstallScheme:
+    """The install scheme of ``base``'s ``python3`` (``python``); asked once per image ID,
+    then cached. No container: the base's interpreter runs from its unpacked layers."""
+    kept = cache.root / "probes" / f"{base.image_id.partition(':')[2]}.v{_PROBE_FORMAT}.json"
     try:
         return _scheme(json.loads(kept.read_text(encoding="utf-8")))
     except (OSError, ValueError, KeyError, TypeError):
         pass
     try:
-        output = client.containers.run(
-            base.image_id, ["-c", _PROBE], entrypoint=["python3"], network_mode="none",
-            remove=True, stdout=True, stderr=False,
-        )  # fmt: skip
-    except docker.errors.ContainerError as exc:
+        output = python.run(_PROBE, env=image_env(base.config))
+    except CommandFailed as exc:
         raise ConfigError(
-            f"base image {base.ref!r}: `python3 -c <probe>` failed (exit {exc.exit_status}); "
-            "kiln installs into the base's own Python: use a base with python3 on PATH"
+            f"base image {base.ref!r}: its python3 failed to report its install scheme "
+            f"({exc}); kiln installs into the base's own Python: use a base with a working "
+            "python3 on PATH"
         ) from None
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        raise _unreachable(base.ref, exc) from None
     doc = json.loads(output)
+    doc["paths"] = {k: python.image_path(v) for k, v in doc["paths"].items()}
+    doc["executable"] = python.image_python
     scheme = _scheme(doc)
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")

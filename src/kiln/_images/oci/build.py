@@ -1,9 +1,9 @@
 """Build an image: the base's layers, a third-party layer, a helper layer, config, manifest.
 
 Each Python layer is kept in the layer cache under a key over its wheels' sha256s,
-the base's install scheme, the compiling interpreter, the compression and the
-installer's version: a helper-only change re-installs and re-tars the helper layer
-alone. Files are checked across layers too: a helper that ships a file a
+the base's install scheme, the compiling interpreter (the base's own, by its ID),
+the compression and the installer's version: a helper-only change re-installs and
+re-tars the helper layer alone. Files are checked across layers too: a helper that ships a file a
 third-party wheel ships is an error naming both.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from kiln._images.oci.image import (
 )
 from kiln._images.oci.install import INSTALLER, InstallScheme, collision, install_wheels
 from kiln._images.oci.layers import MTIME, write_layer
+from kiln._images.oci.rootfs import Interpreter
 from kiln._util.files import sha256_file
 
 # What today's images/*/Dockerfile sets. kfp is installed without its client
@@ -54,12 +54,14 @@ class PythonLayer:
     cached: bool  # taken from the layer cache, not installed and tarred again
 
 
-def _key(wheels: Sequence[Path], scheme: InstallScheme, compression: Compression) -> str:
+def _key(
+    wheels: Sequence[Path], scheme: InstallScheme, compression: Compression, compiler: Interpreter
+) -> str:
     return key_of(
         "python layer",
         sorted((w.name, sha256_file(w)) for w in wheels),
         dataclasses.asdict(scheme),
-        sys.version,  # the compiling interpreter: .pyc bytes depend on it
+        compiler.identity,  # the compiling interpreter: .pyc bytes depend on it
         compression.name,
         MTIME,
         importlib.metadata.version("installer"),
@@ -75,6 +77,7 @@ def python_layer(
     cache: LayerCache,
     compression: Compression,
     what: str,
+    compiler: Interpreter,
     tags: frozenset[Tag] | None = None,
 ) -> PythonLayer:
     """The layer holding ``wheels`` installed as ``scheme`` lays them out (an image with
@@ -82,7 +85,7 @@ def python_layer(
     if not wheels:
         raise ValueError(f"{what}: the {name} layer has no wheels")
     files = tuple(sorted(w.name for w in wheels))
-    key = _key(wheels, scheme, compression)
+    key = _key(wheels, scheme, compression, compiler)
     hit = cache.lookup(key)
     if hit is not None:
         return PythonLayer(name, hit, files, cached=True)
@@ -90,7 +93,9 @@ def python_layer(
     staging.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="layer-", dir=staging) as tmp:
         root = Path(tmp)
-        owners = install_wheels(wheels, scheme, root, what=f"{what}, {name} layer", tags=tags)
+        owners = install_wheels(
+            wheels, scheme, root, what=f"{what}, {name} layer", compiler=compiler, tags=tags
+        )
         blob = cache.store(lambda out: write_layer(root, out, compression), compression, owners)
     cache.record(key, blob)
     return PythonLayer(name, blob, files, cached=False)

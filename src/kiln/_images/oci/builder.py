@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import docker
 
 from kiln._errors import ConfigError
-from kiln._images.oci.base import load_base, probe_scheme
+from kiln._images.oci.base import base_python, load_base, probe_scheme
 from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
@@ -82,7 +82,8 @@ class KilnBuilder:
                 f"{what}: base {inputs.base} changed while kiln read it ({inputs.base_id}, "
                 f"then {base.image_id}): run again"
             )
-        scheme = probe_scheme(self._client, base, self._cache)
+        python = base_python(base, self._cache)
+        scheme = probe_scheme(base, self._cache, python)
         tags = supported_tags(scheme.python, inputs.image.platform)
         groups = (
             ("third-party", [w.path for w in inputs.wheelhouse.third_party]),
@@ -93,7 +94,7 @@ class KilnBuilder:
             if wheels:
                 layer = python_layer(
                     name, wheels, scheme=scheme, cache=self._cache, compression=GZIP,
-                    what=what, tags=tags,
+                    what=what, compiler=python, tags=tags,
                 )  # fmt: skip
                 self._log(
                     f"    {name} layer {layer.blob.digest[:19]} "

@@ -13,16 +13,15 @@ wheels' paths on the build machine are no part of the image.
 
 Two wheels writing one file is an error naming both (folders, such as namespace
 packages', are shared freely). Bytecode is compiled with ``checked-hash``
-invalidation (deterministic, and valid in a read-only container) by kiln's own
-interpreter in a fresh process with a fixed hash seed; its bytes depend on the
-Python version, so that interpreter must be the image's minor version.
+invalidation (deterministic, and valid in a read-only container) by the image's own
+interpreter (``rootfs``) with a fixed hash seed: its bytes differ between patch
+releases of one Python, so no other interpreter would do.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,7 +39,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._util.cmd import call
+from kiln._images.oci.rootfs import Interpreter
 
 INSTALLER = b"kiln\n"
 
@@ -163,35 +162,20 @@ with open(sys.argv[1], "w") as out:
 """
 
 
-def check_compiler(scheme: InstallScheme, what: str) -> None:
-    """A ConfigError unless kiln's interpreter writes the image Python's bytecode."""
-    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    if here != scheme.python or sys.implementation.cache_tag != scheme.cache_tag:
-        raise ConfigError(
-            f"{what}: the image runs Python {scheme.python} ({scheme.cache_tag}) but kiln runs "
-            f"on Python {here} ({sys.implementation.cache_tag}); the image's .pyc files are "
-            "compiled by kiln's interpreter and their bytes depend on its version. Run kiln "
-            f"on Python {scheme.python}, e.g. `uv venv --python {scheme.python} .venv && "
-            "uv pip install --python .venv -e .` (uv fetches that Python if the machine lacks it)"
-        )
-
-
-def compile_bytecode(root: Path, image_paths: Sequence[str], cache_tag: str) -> set[str]:
-    """Compile the sources at ``image_paths`` (files under ``root``) in a fresh process;
-    return those that compiled. Sorted order and a fixed hash seed (set and frozenset
-    constants are marshalled in iteration order) make the bytes repeatable."""
+def compile_bytecode(
+    root: Path, image_paths: Sequence[str], cache_tag: str, compiler: Interpreter
+) -> set[str]:
+    """Compile the sources at ``image_paths`` (files under ``root``) with ``compiler``;
+    return those that compiled. Sorted order and the fixed hash seed ``compiler`` runs
+    with (set and frozenset constants are marshalled in iteration order) make the bytes
+    repeatable."""
     jobs = [
         (str(root / p.lstrip("/")), str(root / _pyc_path(p, cache_tag).lstrip("/")), p)
         for p in sorted(image_paths)
     ]
     with tempfile.TemporaryDirectory(prefix="kiln-pyc-") as tmp:
         failed_file = Path(tmp) / "failed.json"
-        call(
-            [sys.executable, "-S", "-c", _COMPILE, str(failed_file)],
-            env={"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1"},
-            echo=False,
-            stdin=json.dumps(jobs),
-        )
+        compiler.run(_COMPILE, [str(failed_file)], stdin=json.dumps(jobs))
         failed = set(json.loads(failed_file.read_text(encoding="utf-8")))
     return {dfile for source, _cfile, dfile in jobs if source not in failed}
 
@@ -202,12 +186,13 @@ def install_wheels(
     root: Path,
     *,
     what: str,
+    compiler: Interpreter,
     tags: frozenset[Tag] | None = None,
 ) -> dict[str, str]:
     """Install ``wheels`` under ``root`` as ``scheme`` lays them out in the image; return
     each file's image path -> the wheel that installed it. ``what`` names the image and
-    layer in errors; ``tags``, when given, are the ones the image supports."""
-    check_compiler(scheme, what)
+    layer in errors; ``compiler`` is the image's Python (it writes the bytecode);
+    ``tags``, when given, are the ones the image supports."""
     owners: dict[str, str] = {}
     destinations = []
     for wheel in sorted(wheels, key=lambda p: p.name):
@@ -236,7 +221,7 @@ def install_wheels(
         for i, destination in enumerate(destinations)
         for s, r in destination.sources()
     }
-    compiled = compile_bytecode(root, list(sources), scheme.cache_tag)
+    compiled = compile_bytecode(root, list(sources), scheme.cache_tag, compiler)
     pyc: list[dict[tuple[Scheme, str], str]] = [{} for _ in destinations]
     for image_path in compiled:
         i, s, path = sources[image_path]
