@@ -12,6 +12,7 @@ from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel
 
 from kiln._errors import ConfigError
 from kiln._images.inputs import FINGERPRINT_LABEL, ImageInputs
+from kiln._images.oci.base import BaseImage
 from kiln._images.oci.image import BuiltImage
 from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
 from kiln._util.files import sha256_file
@@ -99,16 +100,29 @@ class FakeOci:
     # what the registry stores instead of what was sent (None: exactly what was sent)
     rewrite: str | None = None
 
-    def build(self, inputs: ImageInputs, *, source: str | None) -> BuiltImage:
+    # the base's image ID as the fake engine holds it, by reference
+    base_ids: dict[str, str] = field(default_factory=dict)
+
+    def build(
+        self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
+    ) -> tuple[BuiltImage, BaseImage]:
         self.builds.append(inputs.ref)
+        base_id = self.base_ids.get(inputs.base)
+        if base_id is None and inputs.base.startswith("python:"):
+            base_id = "sha256:base"  # what FakeBuilder's engine holds
+        if base_id is None:
+            raise ConfigError(f"base image {inputs.base!r} is not on the Docker Engine")
+        if pinned_id is not None and pinned_id != base_id:
+            raise ConfigError(f"base image {inputs.base!r} is {base_id} here, but the lock pins")
         wh = inputs.wheelhouse
         doc = {
-            "base": inputs.base_id,
+            "base": base_id,
             "env": dict(inputs.image.env),
             "source": source,
             "wheels": sorted([w.sha256 for w in wh.third_party] + [w.sha256 for w in wh.helpers]),
         }
-        return BuiltImage(config=b"{}", manifest=json.dumps(doc).encode(), layers=())
+        built = BuiltImage(config=b"{}", manifest=json.dumps(doc).encode(), layers=())
+        return built, BaseImage(inputs.base, base_id, {}, ())
 
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         digest = self.rewrite or image.digest

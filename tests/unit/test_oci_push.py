@@ -34,8 +34,9 @@ class FakeRegistry:
         self.by_digest: dict[str, bytes] = {}
         self.rewrite = rewrite  # store another manifest than the one sent
         self.failures = failures or []  # statuses answered to the next blob PUTs
+        self.mountable: set[str] = set()  # blobs another repository of this registry holds
 
-    def __call__(self, request: requests.PreparedRequest) -> Answer:
+    def __call__(self, request: requests.PreparedRequest) -> Answer:  # noqa: PLR0911
         url = urlsplit(str(request.url))
         path = url.path
         body = request.body if isinstance(request.body, bytes) else b""
@@ -44,7 +45,13 @@ class FakeRegistry:
         if request.method == "HEAD" and "/blobs/" in path:
             return (200 if path.rsplit("/", 1)[1] in self.blobs else 404), {}, b""
         if request.method == "POST" and path.endswith("/blobs/uploads/"):
+            mount = parse_qs(url.query).get("mount", [""])[0]
+            if mount in self.mountable:
+                self.blobs[mount] = b"mounted"
+                return 201, {"Docker-Content-Digest": mount}, b""
             return 202, {"Location": f"{path}u1?_state=abc"}, b""
+        if request.method == "DELETE" and "/blobs/uploads/" in path:
+            return 204, {}, b""
         if request.method == "PUT" and "/blobs/uploads/" in path:
             if self.failures:
                 status = self.failures.pop(0)

@@ -21,7 +21,10 @@ from kiln._report import Reporter
 from kiln._workspace.model import Workspace
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kiln._release.stages import Services
+    from kiln._servers.registry import RegistryClient
     from kiln._servers.stack import LocalStack
 
 
@@ -59,6 +62,34 @@ def local_stack(ws: Workspace) -> LocalStack:
     from kiln._servers.stack import LocalStack  # noqa: PLC0415
 
     return LocalStack(ws.stack, ws.state_dir / "stack")
+
+
+def _kiln_builder(
+    ws: Workspace,
+    reg: RegistryClient,
+    options: Options,
+    engine: Callable[[], Any],
+    log: Callable[[str], None],
+) -> Any:
+    """kiln's own image builder, when an image uses it (else None)."""
+    if not any(i.builder == "kiln" for i in ws.images):
+        return None
+    from kiln._images.oci.builder import KilnBuilder, cache_dir  # noqa: PLC0415
+    from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
+    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
+
+    def base_registry(host: str) -> RegistryClient:
+        """The registry a base is read from (the target registry's own client for it)."""
+        if host == reg.host:
+            return reg
+        session = requests.Session()
+        if options.ca_bundle is not None:
+            session.verify = str(options.ca_bundle)
+        return RegistryClient(
+            host, credentials=registry_credentials(host, os.environ), session=session
+        )
+
+    return KilnBuilder(engine, cache_dir(ws.state_dir), reg, base_registry=base_registry, log=log)
 
 
 def services(
@@ -104,13 +135,18 @@ def services(
         registry_auth = registry_credentials(registry, os.environ)
         for what, auth in (("index", index_auth), ("registry", registry_auth)):
             report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
-    builder: Any = None
-    engine: Any = None
-    if docker:
-        from kiln._images.docker import DockerBuilder, docker_client  # noqa: PLC0415
+    from kiln._images.docker import DockerBuilder, docker_client  # noqa: PLC0415
 
-        engine = docker_client(options.docker_host)
-        builder = DockerBuilder(engine, log=report.detail, credentials=registry_auth)
+    engines: list[Any] = []
+
+    def engine() -> Any:  # connected on first use: kiln's own builder may never need it
+        if not engines:
+            engines.append(docker_client(options.docker_host))
+        return engines[0]
+
+    builder: Any = None
+    if docker and any(i.builder == "docker" for i in ws.images):
+        builder = DockerBuilder(engine(), log=report.detail, credentials=registry_auth)
     index = IndexClient(
         index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
     )
@@ -120,11 +156,7 @@ def services(
     reg = RegistryClient(registry, credentials=registry_auth, session=registry_session)
     index.ping()
     reg.ping()
-    oci: Any = None
-    if engine is not None and any(i.builder == "kiln" for i in ws.images):
-        from kiln._images.oci.builder import KilnBuilder, cache_dir  # noqa: PLC0415
-
-        oci = KilnBuilder(engine, cache_dir(ws.state_dir), reg, log=report.detail)
+    oci = _kiln_builder(ws, reg, options, engine, report.detail)
     private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
     download = PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle)
     return Services(

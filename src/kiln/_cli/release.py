@@ -76,13 +76,31 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_components(args: argparse.Namespace) -> int:
-    from kiln._release.stages import generate  # noqa: PLC0415
+    from kiln._release.stages import generate, prepare  # noqa: PLC0415
 
     ws = common.workspace(args)
     services = common.services(args, ws, docker=False)
-    refs = {}
+    options = common.options_of(args)
+    report = common.report_of(args)
+    # kiln-built images: their digests are computed here (nothing pushed, no engine
+    # needed when the base is in a registry or was read before); others: the registry's.
+    prepared = prepare(
+        ws,
+        services,
+        base_override=options.base_image,
+        images=any(i.builder == "kiln" for i in ws.images),
+        wheel_cache=options.wheel_cache,
+        report=report,
+    )
+    refs = {
+        i.image.name: f"{i.repository}@{i.built.digest}"
+        for i in prepared.images
+        if i.built is not None
+    }
     for image in ws.images:
         repo = f"{ws.org}/{image.name}"
+        if image.name in refs:
+            continue
         digest = services.registry.digest(repo, image.version)
         if digest is None:
             raise ConfigError(
@@ -90,8 +108,9 @@ def cmd_components(args: argparse.Namespace) -> int:
                 "not in the registry; run `kiln bake` (or `kiln release`) first"
             )
         refs[image.name] = f"{services.registry.host}/{repo}@{digest}"
-    components, pipelines = generate(ws, refs, report=common.report_of(args))
+    components, pipelines = generate(ws, refs, report=report)
     rows = {
+        "images": refs,
         "components": [c.to_json() for c in components],
         "pipelines": [p.to_json() for p in pipelines],
     }

@@ -93,3 +93,21 @@ def release_base(
             f"pins {base.value}: run `kiln lock {image.name}` if the new base is intended"
         )
     return base.ref, image_id, None
+
+
+def kiln_base(image: Image, lock: Lock, *, override: str | None) -> tuple[str, str | None]:
+    """The base kiln's own builder builds ``image`` on: (reference, the image ID the lock
+    pins or None). No engine is asked here: a reference pinned by digest is read from
+    its registry, one pinned by image ID from the engine, which must have that ID."""
+    if override:
+        return override, None
+    base = lock.base
+    if base.kind == "unpinned":
+        raise ConfigError(
+            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
+            f"{image.name}` where its registry or a local copy can be reached, or set "
+            "KILN_BASE_IMAGE to a local base image"
+        )
+    if base.kind == "digest":
+        return base.build_ref, None
+    return base.ref, base.value

@@ -22,6 +22,7 @@ from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Image
 
 if TYPE_CHECKING:
+    from kiln._images.oci.base import BaseImage
     from kiln._images.oci.image import BuiltImage
 
 LABEL_PREFIX = "org.kiln"
@@ -49,7 +50,12 @@ class OciBuilder(Protocol):
     """kiln's own builder, for images whose image.toml says ``builder = "kiln"``: the
     image's bytes (and digest) are computed locally, before any push."""
 
-    def build(self, inputs: ImageInputs, *, source: str | None) -> BuiltImage: ...
+    def build(
+        self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
+    ) -> tuple[BuiltImage, BaseImage]:
+        """The image's bytes and the base they were built on (``pinned_id``: the image ID
+        the lock pins for an engine base, checked)."""
+        ...
 
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         """Push ``image`` as ``inputs``'s tag; its digest, checked against the registry's."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from kiln import __version__
 from kiln._components.generate import compile_pipeline, generate_component
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
-from kiln._images.base import release_base
+from kiln._images.base import kiln_base, release_base
 from kiln._images.inputs import (
     FINGERPRINT_LABEL,
     ImageBuilder,
@@ -155,12 +155,17 @@ def prepare(
     )
     for image in workspace.images if images else ():
         lock = locks[image.name]
-        base, base_id, base_digest = release_base(
-            image,
-            lock,
-            override=base_override,
-            ensure_image=lambda ref, source: services.builder.ensure_image(ref, source=source),
-        )
+        pinned_id: str | None = None
+        if image.builder == "kiln":  # the builder reads the base itself (no engine here)
+            base, pinned_id = kiln_base(image, lock, override=base_override)
+            base_id, base_digest = "", None
+        else:
+            base, base_id, base_digest = release_base(
+                image,
+                lock,
+                override=base_override,
+                ensure_image=lambda ref, source: services.builder.ensure_image(ref, source=source),
+            )
         if base_override:
             report.detail(f"    base {base_override} replaces the lock's {lock.base.build_ref}")
         report.stage(
@@ -190,7 +195,7 @@ def prepare(
             base_digest=base_digest,
         )
         if image.builder == "kiln":
-            found = _build_with_kiln(workspace, found, services, report)
+            found = _build_with_kiln(workspace, found, services, report, pinned_id)
         inputs.append(found)
     return Prepared(wheels=wheels, images=tuple(inputs))
 
@@ -199,21 +204,29 @@ def _oci(services: Services, image: str) -> OciBuilder:
     if services.oci is None:
         raise ConfigError(
             f'images/{image}/image.toml: builder = "kiln", but this command runs without '
-            "kiln's image builder (it needs the Docker Engine for the base image): run "
-            "`kiln release` or `kiln bake`"
+            "kiln's image builder: run `kiln release`, `kiln bake` or `kiln components`"
         )
     return services.oci
 
 
 def _build_with_kiln(
-    workspace: Workspace, inputs: ImageInputs, services: Services, report: Reporter
+    workspace: Workspace,
+    inputs: ImageInputs,
+    services: Services,
+    report: Reporter,
+    pinned_id: str | None,
 ) -> ImageInputs:
-    """``inputs`` with the image kiln builds from them: its digest is known from here on."""
+    """``inputs`` with the image kiln builds from them: its digest is known from here on,
+    and its base by ID (and by registry digest, when read from a registry)."""
     report.stage("image", f"image {inputs.ref}: building with kiln from {inputs.base}")
     # Only committed values go into the image: the git remote differs from clone to clone.
-    built = _oci(services, inputs.image.name).build(inputs, source=workspace.source)
+    oci = _oci(services, inputs.image.name)
+    built, base = oci.build(inputs, source=workspace.source, pinned_id=pinned_id)
     report.detail(f"    {inputs.ref}: {built.digest}")
-    return dataclasses.replace(inputs, built=built)
+    ref = inputs.base
+    if base.digest is not None and "@" not in ref:
+        ref = f"{ref}@{base.digest}"  # the SBOM and manifest name the base by digest
+    return dataclasses.replace(inputs, built=built, base=ref, base_id=base.image_id)
 
 
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:

@@ -16,6 +16,8 @@ POST a session, PUT the bytes with their digest, which the registry checks), the
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import re
 import time
@@ -27,7 +29,13 @@ from urllib.request import parse_http_list
 
 import requests
 
-from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
+from kiln._errors import (
+    AuthenticationFailed,
+    CommandFailed,
+    ConfigError,
+    KilnError,
+    ServiceUnavailable,
+)
 from kiln._servers.credentials import (
     REGISTRY_PASSWORD,
     REGISTRY_USERNAME,
@@ -41,6 +49,13 @@ MANIFEST_TYPES = ", ".join(
     [
         "application/vnd.docker.distribution.manifest.v2+json",
         "application/vnd.oci.image.manifest.v1+json",
+    ]
+)
+# A base image's tag often names a list of per-platform manifests.
+INDEX_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
     ]
 )
 _REPOSITORY_PATH = re.compile(r"/v2/(.+)/(?:manifests|blobs|tags)/")
@@ -131,6 +146,7 @@ class RegistryClient:
         *,
         body: Path | bytes | None = None,
         content_type: str | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         headers = {"Accept": accept} if accept else {}
         if token is not None:
@@ -145,7 +161,13 @@ class RegistryClient:
                         method, url, headers=headers, auth=auth, data=data, timeout=_TIMEOUT
                     )
             return self._session.request(
-                method, url, headers=headers, auth=auth, data=body, timeout=_TIMEOUT
+                method,
+                url,
+                headers=headers,
+                auth=auth,
+                data=body,
+                timeout=_TIMEOUT,
+                stream=stream,
             )
         except requests.RequestException as exc:
             raise self._unreachable(f"registry {self.host}", exc) from None
@@ -186,20 +208,26 @@ class RegistryClient:
         accept: str | None = None,
         body: Path | bytes | None = None,
         content_type: str | None = None,
+        stream: bool = False,
     ) -> requests.Response:
         """One request, authenticated as the registry asks; never a 401/403 or a 5xx."""
         scope = _scope(url, method)
         token = self._tokens.get(scope)
-        resp = self._send(method, url, accept, token, body=body, content_type=content_type)
+
+        def send(token: str | None) -> requests.Response:
+            return self._send(
+                method, url, accept, token, body=body, content_type=content_type, stream=stream
+            )
+
+        resp = send(token)
         if resp.status_code == 401:
             self._tokens.pop(scope, None)  # a cached token may have expired
             kind, params = _challenge(resp.headers.get("WWW-Authenticate", ""))
             if kind == "bearer":
-                token = self._token(params, scope)
-                resp = self._send(method, url, accept, token, body=body, content_type=content_type)
+                resp = send(self._token(params, scope))
             elif kind == "basic" and self._credentials and not self._basic:
                 self._basic = True
-                resp = self._send(method, url, accept, None, body=body, content_type=content_type)
+                resp = send(None)
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
         if resp.status_code >= 500:
@@ -329,10 +357,65 @@ class RegistryClient:
 
         return self._retrying(put)
 
-    def manifest(self, repository: str, reference: str) -> bytes:
-        """The manifest bytes of ``repository:reference`` (a tag or a digest)."""
+    def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes:
+        """The manifest bytes of ``repository:reference`` (a tag or a digest); with
+        ``lists``, a manifest list (index) is accepted as well."""
         url = f"{self._base}/{repository}/manifests/{reference}"
-        resp = self._request(url, accept=MANIFEST_TYPES)
+        accept = f"{MANIFEST_TYPES}, {INDEX_TYPES}" if lists else MANIFEST_TYPES
+        resp = self._request(url, accept=accept)
+        if resp.status_code == 404:
+            raise ConfigError(
+                f"registry {self.host} has no {repository}:{reference}; check the reference "
+                "(image.toml's base, its lock, or KILN_BASE_IMAGE)"
+            )
         if resp.status_code != 200:
             raise self._unexpected("GET", url, resp)
         return resp.content
+
+    def download_blob(self, repository: str, digest: str, target: Path) -> int:
+        """Stream blob ``digest`` into ``target`` (checked against the digest); its size."""
+        url = f"{self._base}/{repository}/blobs/{digest}"
+
+        def get() -> int:
+            resp = self._request(url, stream=True)
+            if resp.status_code != 200:
+                raise self._unexpected("GET", url, resp)
+            hasher = hashlib.sha256()
+            size = 0
+            try:
+                with target.open("wb") as out:
+                    for chunk in resp.iter_content(1 << 20):
+                        hasher.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+            except requests.RequestException as exc:
+                raise _Transient(str(self._unreachable(f"GET {url}", exc))) from None
+            if f"sha256:{hasher.hexdigest()}" != digest:
+                raise CommandFailed(
+                    f"registry {self.host}: blob {digest} of {repository} arrived with sha256 "
+                    f"{hasher.hexdigest()}; the registry's storage is damaged or a proxy "
+                    "altered it: check the registry"
+                )
+            return size
+
+        return self._retrying(get)
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        """Ask the registry to link blob ``digest`` of ``source`` into ``repository``
+        (cross-repository mount: no bytes sent); whether it did."""
+        query = urlencode({"mount": digest, "from": source})
+        url = f"{self._base}/{repository}/blobs/uploads/?{query}"
+
+        def post() -> bool:
+            resp = self._request(url, method="POST")
+            if resp.status_code == 201:
+                return True
+            if resp.status_code == 202:  # no mount: an upload session was opened instead
+                location = resp.headers.get("Location")
+                if location:
+                    with contextlib.suppress(KilnError):
+                        self._request(urljoin(url, location), method="DELETE")
+                return False
+            raise self._refused_content(f"a mount of {digest} into {repository}", url, resp)
+
+        return self._retrying(post)

@@ -13,22 +13,25 @@ from its unpacked layers (``rootfs``): no container.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Any, BinaryIO
+from pathlib import Path
+from typing import IO, Any, BinaryIO, Protocol
 
 import docker
 import docker.errors
 import requests
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._images.base import split_reference
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.compress import BlobWriter, Compression, Written
 from kiln._images.oci.install import InstallScheme
-from kiln._images.oci.rootfs import BasePython
+from kiln._images.oci.rootfs import BasePython, host_machine
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,31 @@ class BaseImage:
     image_id: str  # sha256 of the config bytes (the engine's image ID)
     config: Mapping[str, Any]  # the image config JSON
     layers: tuple[Blob, ...]
+    # Read from a registry: (host, repository), so a push there can mount its blobs.
+    origin: tuple[str, str] | None = None
+    digest: str | None = None  # its manifest digest in that registry
+
+
+class BlobSource(Protocol):
+    """What pulling a base needs of a registry (``RegistryClient``)."""
+
+    host: str
+
+    def digest(self, repository: str, tag: str) -> str | None: ...
+
+    def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes: ...
+
+    def download_blob(self, repository: str, digest: str, target: Path) -> int: ...
+
+
+def from_registry(ref: str) -> bool:
+    """Whether kiln reads base ``ref`` from its registry (else from the local engine): a
+    reference pinned by digest, or one that names its registry host. One rule, so one
+    reference always gives the same layer blobs, and so the same image digest."""
+    first, _, rest = ref.partition("@")[0].partition("/")
+    return "@sha256:" in ref or bool(
+        rest and ("." in first or ":" in first or first == "localhost")
+    )
 
 
 def _not_found(ref: str) -> ConfigError:
@@ -125,6 +153,35 @@ def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> 
     return BaseImage(ref, digest, config, blobs)
 
 
+def _cached_engine_base(
+    ref: str, image_id: str, cache: LayerCache, compression: Compression
+) -> BaseImage | None:
+    config_bytes = cache.read_blob(image_id)
+    if config_bytes is None:
+        return None
+    config = json.loads(config_bytes)
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    blobs = [cache.lookup(_layer_key(d, compression)) for d in diff_ids]
+    if not all(b is not None for b in blobs):
+        return None
+    return BaseImage(ref, image_id, config, tuple(b for b in blobs if b is not None))
+
+
+def _seen_path(cache: LayerCache, ref: str) -> Path:
+    return cache.root / "bases" / f"engine-{key_of('engine base', ref)}.json"
+
+
+def last_seen(ref: str, cache: LayerCache, compression: Compression) -> BaseImage | None:
+    """The engine's base ``ref`` as kiln last read it, whole in the cache, or None: what
+    a digest is computed from when the engine cannot be asked (the release, which reads
+    the engine, then checks the digest it pushes against the one computed here)."""
+    try:
+        image_id = json.loads(_seen_path(cache, ref).read_text(encoding="utf-8"))["image_id"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return _cached_engine_base(ref, str(image_id), cache, compression)
+
+
 def load_base(
     client: docker.DockerClient, ref: str, cache: LayerCache, compression: Compression
 ) -> BaseImage:
@@ -136,13 +193,12 @@ def load_base(
     except (docker.errors.APIError, requests.RequestException) as exc:
         raise _unreachable(ref, exc) from None
     image_id = str(image.id)
-    config_bytes = cache.read_blob(image_id)
-    if config_bytes is not None:
-        config = json.loads(config_bytes)
-        diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-        blobs = [cache.lookup(_layer_key(d, compression)) for d in diff_ids]
-        if all(b is not None for b in blobs):
-            return BaseImage(ref, image_id, config, tuple(b for b in blobs if b is not None))
+    seen = _seen_path(cache, ref)
+    seen.parent.mkdir(parents=True, exist_ok=True)
+    found = _cached_engine_base(ref, image_id, cache, compression)
+    if found is not None:
+        seen.write_text(json.dumps({"ref": ref, "image_id": image_id}), encoding="utf-8")
+        return found
     base = _save(ref, image, cache, compression)
     if base.image_id != image_id:
         raise ServiceUnavailable(
@@ -150,7 +206,129 @@ def load_base(
             f"{base.image_id}, not the image ID {image_id}; it changed while kiln read it: "
             "run again"
         )
+    seen.write_text(json.dumps({"ref": ref, "image_id": image_id}), encoding="utf-8")
     return base
+
+
+# -- a base from its registry ---------------------------------------------------------
+_GZIP_TYPES = {  # the same bytes, named the OCI way in kiln's OCI manifest
+    "application/vnd.docker.image.rootfs.diff.tar.gzip": (
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    ),
+}
+_ARCHITECTURES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
+
+
+def _pick_platform(index: Mapping[str, Any], ref: str) -> str:
+    arch = _ARCHITECTURES.get(host_machine(), host_machine())
+    offered = []
+    for entry in index.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        offered.append(f"{platform.get('os')}/{platform.get('architecture')}")
+        if platform.get("os") == "linux" and platform.get("architecture") == arch:
+            return str(entry["digest"])
+    raise ConfigError(
+        f"base image {ref!r} has no linux/{arch} image (it offers {', '.join(offered) or 'none'});"
+        " kiln runs the base's Python on this machine: use a base built for it"
+    )
+
+
+def _record_path(cache: LayerCache, host: str, repository: str, digest: str) -> Path:
+    key = key_of("registry base", host, repository, digest)
+    return cache.root / "bases" / f"registry-{key}.json"
+
+
+def _blob(cache: LayerCache, doc: Mapping[str, Any]) -> Blob:
+    media_type = str(doc["media_type"])
+    return Blob(
+        media_type=_GZIP_TYPES.get(media_type, media_type),
+        digest=str(doc["digest"]),
+        size=int(doc["size"]),
+        diff_id=str(doc["diff_id"]),
+        path=cache.blob_path(str(doc["digest"])),
+    )
+
+
+def _from_record(ref: str, record: Path, cache: LayerCache) -> BaseImage | None:
+    """A base pulled before (all its blobs still in the cache), or None."""
+    try:
+        doc = json.loads(record.read_text(encoding="utf-8"))
+        config_bytes = cache.read_blob(doc["config"])
+        layers = tuple(_blob(cache, layer) for layer in doc["layers"])
+        if config_bytes is None or any(
+            not b.path.is_file() or b.path.stat().st_size != b.size for b in layers
+        ):
+            return None
+        origin = (str(doc["host"]), str(doc["repository"]))
+        config = json.loads(config_bytes)
+        return BaseImage(ref, doc["config"], config, layers, origin, doc["digest"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _fetch(
+    registry: BlobSource, repository: str, digest: str, size: int, cache: LayerCache
+) -> None:
+    target = cache.blob_path(digest)
+    if target.is_file() and target.stat().st_size == size:
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".tmp-{target.name}")
+    try:
+        registry.download_blob(repository, digest, tmp)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def pull_base(registry: BlobSource, ref: str, cache: LayerCache) -> BaseImage:
+    """The base ``ref`` read from its registry: config and layer blobs as published there
+    (kept in the cache; a base pinned by digest is read from the cache after once)."""
+    _host, repository, reference = split_reference(ref)
+    host = registry.host
+    if not reference.startswith("sha256:"):
+        found = registry.digest(repository, reference)
+        if found is None:
+            raise ConfigError(
+                f"base image {ref!r}: registry {host} has no {repository}:{reference}; check "
+                "image.toml's base (or KILN_BASE_IMAGE)"
+            )
+        reference = found
+    record = _record_path(cache, host, repository, reference)
+    cached = _from_record(ref, record, cache)
+    if cached is not None:
+        return cached
+    raw = registry.manifest(repository, reference, lists=True)
+    doc = json.loads(raw)
+    if "manifests" in doc:  # a list of per-platform images: this machine's
+        raw = registry.manifest(repository, _pick_platform(doc, ref))
+        doc = json.loads(raw)
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    config_digest = str(doc["config"]["digest"])
+    _fetch(registry, repository, config_digest, int(doc["config"]["size"]), cache)
+    config_bytes = cache.read_blob(config_digest)
+    if config_bytes is None:
+        raise ServiceUnavailable(f"base image {ref!r}: its config {config_digest} did not arrive")
+    config = json.loads(config_bytes)
+    diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
+    if len(diff_ids) != len(doc["layers"]):
+        raise ConfigError(
+            f"base image {ref!r}: its manifest lists {len(doc['layers'])} layer(s), its config "
+            f"{len(diff_ids)}; the image is malformed: use another base"
+        )
+    layers = []
+    for descriptor, diff_id in zip(doc["layers"], diff_ids, strict=True):
+        _fetch(registry, repository, descriptor["digest"], int(descriptor["size"]), cache)
+        layers.append(
+            {"media_type": descriptor["mediaType"], "digest": descriptor["digest"],
+             "size": descriptor["size"], "diff_id": diff_id}
+        )  # fmt: skip
+    entry = {"host": host, "repository": repository, "digest": digest, "config": config_digest,
+             "layers": layers}  # fmt: skip
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
+    blobs = tuple(_blob(cache, layer) for layer in layers)
+    return BaseImage(ref, config_digest, config, blobs, (host, repository), digest)
 
 
 # Run by the base's python3: where pip in the image would install.

@@ -12,21 +12,38 @@ so an image whose inputs did not change keeps its digest.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import docker
 
-from kiln._errors import ConfigError
-from kiln._images.oci.base import base_python, load_base, probe_scheme
+from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._images.base import split_reference
+from kiln._images.oci.base import (
+    BaseImage,
+    BlobSource,
+    base_python,
+    from_registry,
+    last_seen,
+    load_base,
+    probe_scheme,
+    pull_base,
+)
 from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
 from kiln._images.oci.layers import MTIME
 from kiln._images.oci.push import BlobRegistry, push_image
-from kiln._images.oci.smoke import ContainerRunner, DockerContainers, import_packages, smoke_check
+from kiln._images.oci.smoke import (
+    ContainerRunner,
+    DockerContainers,
+    Run,
+    import_packages,
+    smoke_check,
+)
 from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:
@@ -55,33 +72,81 @@ def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
     )
 
 
+class _LazyContainers:
+    """The engine's ContainerRunner, connected on first use (a build needs no engine)."""
+
+    def __init__(self, engine: Callable[[], docker.DockerClient]) -> None:
+        self._engine = engine
+        self._runner: ContainerRunner | None = None
+
+    def __call__(self, image: str, command: Sequence[str]) -> Run:
+        if self._runner is None:
+            self._runner = DockerContainers(self._engine())
+        return self._runner(image, command)
+
+
 class KilnBuilder:
-    """Builds from the local engine's base image and the wheelhouse; pushes to ``registry``."""
+    """Builds from the base and the wheelhouse; pushes to ``registry``.
+
+    The base comes from its registry when its reference is pinned by digest or names a
+    registry host (``base_registry(host)`` gives the client), else from the local
+    engine (``engine()``, asked only then; when it cannot be reached, the copy read
+    before is used, if the cache holds one). The engine also runs the smoke check."""
 
     def __init__(
         self,
-        client: docker.DockerClient,
+        engine: Callable[[], docker.DockerClient],
         cache: Path,
         registry: BlobRegistry,
         *,
+        base_registry: Callable[[str], BlobSource] | None = None,
         log: Callable[[str], None] = lambda _line: None,
         containers: ContainerRunner | None = None,
     ) -> None:
-        self._client = client
+        self._engine = engine
         self._cache = LayerCache(cache)
         self._registry = registry
+        self._base_registry = base_registry
         self._log = log
-        self._containers = containers or DockerContainers(client)
+        self._containers = containers or _LazyContainers(engine)
 
-    def build(self, inputs: ImageInputs, *, source: str | None) -> BuiltImage:
+    def base(self, ref: str, *, pinned_id: str | None = None) -> BaseImage:
+        """The base ``ref``; ``pinned_id`` is the image ID its lock pins, if it does."""
+        if from_registry(ref):
+            if self._base_registry is None:
+                raise ConfigError(f"base image {ref!r} is in a registry, and kiln has no client")
+            return pull_base(self._base_registry(split_reference(ref)[0]), ref, self._cache)
+        try:
+            client = self._engine()
+        except ServiceUnavailable as exc:
+            seen = last_seen(ref, self._cache, GZIP)
+            if seen is None:
+                raise ServiceUnavailable(
+                    f"{exc}. kiln reads base image {ref!r} from the engine (its reference "
+                    "names no registry) and has no copy of it yet: start the engine once, or "
+                    "pin a base that lives in a registry"
+                ) from None
+            self._log(
+                f"    base {ref}: the Docker Engine is not reachable; using the copy read "
+                f"before ({seen.image_id[:19]}...)"
+            )
+            base = seen
+        else:
+            base = load_base(client, ref, self._cache, GZIP)
+        if pinned_id is not None and base.image_id != pinned_id:
+            raise ConfigError(
+                f"base image {ref!r} is {base.image_id} here, but the lock pins {pinned_id}: "
+                "run `kiln lock` if the new base is intended"
+            )
+        return base
+
+    def build(
+        self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
+    ) -> tuple[BuiltImage, BaseImage]:
+        """The image's bytes (so its digest), and the base it was built on."""
         check_pinned()
         what = f"image {inputs.ref}"
-        base = load_base(self._client, inputs.base, self._cache, GZIP)
-        if base.image_id != inputs.base_id:
-            raise ConfigError(
-                f"{what}: base {inputs.base} changed while kiln read it ({inputs.base_id}, "
-                f"then {base.image_id}): run again"
-            )
+        base = self.base(inputs.base, pinned_id=pinned_id)
         python = base_python(base, self._cache)
         scheme = probe_scheme(base, self._cache, python)
         tags = supported_tags(scheme.python, inputs.image.platform)
@@ -103,7 +168,12 @@ class KilnBuilder:
                 layers.append(layer)
         oci = image_labels(inputs, source=source)
         env = {**KFP_ENV, **dict(inputs.image.env)}
-        return assemble(base, layers, env=env, labels=oci, annotations=oci, what=what)
+        built = assemble(base, layers, env=env, labels=oci, annotations=oci, what=what)
+        if base.origin is not None and base.origin[0] == self._registry.host:
+            # Blob digest -> the push registry's repository that holds it already.
+            mounts = {b.digest: base.origin[1] for b in base.layers}
+            built = dataclasses.replace(built, mounts=mounts)
+        return built, base
 
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         """Push ``image`` (its digest checked by the registry), then smoke-check it there."""

@@ -12,7 +12,7 @@ import datetime
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kiln._images.oci.cache import Blob
@@ -130,6 +130,9 @@ class BuiltImage:
     manifest: bytes
     layers: tuple[Blob, ...]
     media_type: str = OCI_MANIFEST
+    # Blob digest -> a repository of the push registry holding it already (the base's):
+    # mounted from there instead of uploaded. Not part of the image's bytes.
+    mounts: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def digest(self) -> str:

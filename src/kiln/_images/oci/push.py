@@ -1,6 +1,8 @@
 """Push a built image through the registry HTTP API, and check it landed as predicted.
 
-Each blob is asked for first (HEAD) and uploaded only when missing. The manifest is
+Each blob is asked for first (HEAD) and, when missing, mounted from the repository
+of the same registry that holds it (the base's, cross-repository mount: no bytes
+sent) or uploaded. The manifest is
 PUT by its predicted digest first, which the registry checks against the bytes it
 receives, and only then under its tag: a registry that would store anything else
 moves no tag. Both answers' ``Docker-Content-Digest`` must equal the prediction.
@@ -23,6 +25,8 @@ class BlobRegistry(Protocol):
 
     def blob_exists(self, repository: str, digest: str) -> bool: ...
 
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool: ...
+
     def upload_blob(self, repository: str, digest: str, content: Path | bytes) -> None: ...
 
     def put_manifest(
@@ -38,6 +42,7 @@ class Pushed:
     uploaded: tuple[str, ...]  # digests of the blobs sent
     uploaded_bytes: int
     present: tuple[str, ...]  # digests of the blobs the registry had already
+    mounted: tuple[str, ...] = ()  # linked from another repository there (no bytes sent)
 
 
 def _describe(part: object) -> str:
@@ -99,13 +104,19 @@ def push_image(
     ]
     uploaded: list[str] = []
     present: list[str] = []
+    mounted: list[str] = []
     sent = 0
     for digest, content, size in blobs:
-        if digest in uploaded or digest in present:
+        if digest in uploaded or digest in present or digest in mounted:
             continue
         if registry.blob_exists(repository, digest):
             present.append(digest)
             log(f"      {digest[:19]} already in {repository}")
+            continue
+        source = image.mounts.get(digest)
+        if source and source != repository and registry.mount_blob(repository, digest, source):
+            mounted.append(digest)
+            log(f"      {digest[:19]} mounted from {source}")
             continue
         registry.upload_blob(repository, digest, content)
         uploaded.append(digest)
@@ -114,4 +125,4 @@ def push_image(
     for reference in (image.digest, tag):
         answered = registry.put_manifest(repository, reference, image.manifest, image.media_type)
         _check(registry, image, repository, reference, answered)
-    return Pushed(image.digest, tuple(uploaded), sent, tuple(present))
+    return Pushed(image.digest, tuple(uploaded), sent, tuple(present), tuple(mounted))
