@@ -47,15 +47,15 @@ class KilnRepo:
         self.root = root
         self.registry = registry
 
-    def kiln(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, "KILN_OFFLINE": "1"}
+    def kiln(self, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, "KILN_OFFLINE": "1", **env_vars}
         return subprocess.run(
             [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
             env=env, capture_output=True, text=True, check=False, timeout=600,
         )  # fmt: skip
 
-    def json(self, *args: str) -> Any:
-        proc = self.kiln(*args, "--json")
+    def json(self, *args: str, **env_vars: str) -> Any:
+        proc = self.kiln(*args, "--json", **env_vars)
         assert proc.returncode == 0, f"kiln {' '.join(args)} failed:\n{proc.stderr}"
         return json.loads(proc.stdout)
 
@@ -183,3 +183,44 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
     outputs = kiln_repo.json("run", "contrast_demo")
     (std,) = outputs.values()
     assert std > 6.0 * 3  # the stretched image's spread: several times the input's (6)
+
+
+def test_a_base_in_a_registry_gives_the_digest_with_no_engine_and_is_mounted(
+    kiln_repo: KilnRepo, docker_client: docker.DockerClient
+) -> None:
+    """The base lives in the registry (pushed there by Docker, so its layer blobs are
+    Docker's, not kiln's): `kiln components` computes the digest with no Docker Engine at
+    all and pins it; the release then pushes exactly that, mounting the base's layers
+    from the base's repository instead of uploading them."""
+    assert kiln_repo.kiln("stack", "up").returncode == 0
+    base_ref = f"{kiln_repo.registry}/kiln/python:3.11"
+    docker_client.images.get(BASE_IMAGE).tag(f"{kiln_repo.registry}/kiln/python", "3.11")
+    for line in docker_client.images.push(
+        f"{kiln_repo.registry}/kiln/python", "3.11", stream=True, decode=True
+    ):
+        assert "error" not in line, line
+    toml = kiln_repo.root / "images" / "base" / "image.toml"
+    toml.write_text(re.sub(r'(?m)^version = ".*"$', 'version = "9.0.0"', toml.read_text()))
+    commit(kiln_repo.root, "base 9.0.0 on the registry's base")
+
+    no_engine = {"KILN_BASE_IMAGE": base_ref, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    pinned = kiln_repo.json("components", "--local", **no_engine)
+    predicted = pinned["images"]["base"].split("@", 1)[1]
+    for component in pinned["components"]:
+        yaml = (kiln_repo.root / component["path"]).read_text()
+        assert f"image: {kiln_repo.registry}/acme/base@{predicted}" in yaml
+    registry = RegistryClient(kiln_repo.registry)
+    assert registry.digest("acme/base", "9.0.0") is None  # nothing pushed yet
+
+    released = kiln_repo.json("release", "--local", KILN_BASE_IMAGE=base_ref)
+    record = next(i for i in released["manifest"]["images"] if i["tag"] == "9.0.0")
+    assert record["digest"] == predicted
+    assert registry.digest("acme/base", "9.0.0") == predicted
+    base_manifest = json.loads(registry.manifest("kiln/python", "3.11"))
+    log = (kiln_repo.root / ".kiln" / "logs" / "release.log").read_text()
+    for layer in base_manifest["layers"]:  # Docker's blobs, linked, not sent again
+        assert f"{layer['digest'][:19]} mounted from kiln/python" in log
+    sbom = json.loads((kiln_repo.root / record["sbom"]["path"]).read_bytes())
+    (base,) = [c for c in sbom["components"] if c["type"] == "container"]
+    base_digest = f"sha256:{hashlib.sha256(registry.manifest('kiln/python', '3.11')).hexdigest()}"
+    assert (base["name"], base["version"]) == (base_ref, base_digest)
