@@ -10,6 +10,8 @@ import json
 import os
 import random
 import shutil
+import sys
+import sysconfig
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,12 +32,13 @@ from kiln._images.oci.push import push_image
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel
-from kiln._wheels.lock import read_lock
+from kiln._wheels.lock import Lock, read_lock
 from kiln._wheels.tags import supported_tags
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
-from kiln._workspace.model import StackConfig
+from kiln._workspace.model import Helper, StackConfig
 from tests.e2e.conftest import BASE_IMAGE, PROJECT, _unavailable, free_port
+from tests.unit.test_oci_install import make_wheel
 
 pytestmark = pytest.mark.e2e
 
@@ -103,9 +106,18 @@ def run(docker_client: docker.DockerClient, ref: str, script: str) -> str:
     return bytes(output).decode()
 
 
-def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer(
-    docker_client: docker.DockerClient, registry: str, tmp_path: Path
-) -> None:
+@dataclasses.dataclass(frozen=True)
+class BaseWheels:
+    lock: Lock
+    imgproc: Helper
+    third: list[Path]  # the lock's wheels
+    helper: Path  # acme-imgproc's wheel
+
+
+@pytest.fixture(scope="module")
+def base_wheels(tmp_path_factory: pytest.TempPathFactory) -> BaseWheels:
+    """This repo's ``base`` image inputs: its locked wheels (from PyPI) and its helper."""
+    tmp_path = tmp_path_factory.mktemp("base-wheels")
     workspace = discover(PROJECT)
     lock = read_lock(workspace.image("base"))
     fetched = fetch_locked(
@@ -116,7 +128,15 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     )
     imgproc = workspace.helper("imgproc")
     helper = build_wheel(imgproc, tmp_path / "helpers").path
-    third = [w.path for w in fetched]
+    return BaseWheels(lock, imgproc, [w.path for w in fetched], helper)
+
+
+def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer(
+    docker_client: docker.DockerClient, registry: str, base_wheels: BaseWheels, tmp_path: Path
+) -> None:
+    lock, imgproc, third, helper = (
+        base_wheels.lock, base_wheels.imgproc, base_wheels.third, base_wheels.helper
+    )  # fmt: skip
 
     # Two cold builds from different folders: wheels copied in other orders, other
     # mtimes, another umask, separate caches.
@@ -238,3 +258,60 @@ def test_the_unpacked_base_python_is_the_image_s_own(
     for name in names:
         built_here = (sources / f"{name}.host.pyc").read_bytes()
         assert built_here == (sources / f"{name}.ctr.pyc").read_bytes(), name
+
+
+# Run inside the base image by Debian's own python3.11 (3.11.2; the host's may be another
+# patch release): the same build as this module's ``build``, with kiln imported from
+# this checkout and its dependencies from the test environment, read-only.
+_IN_CONTAINER = """\
+import sys
+from pathlib import Path
+import docker
+from kiln._images.oci.cache import LayerCache
+from tests.e2e.test_oci_builder import build
+third = sorted(Path("/wheels/third").iterdir())
+helpers = sorted(Path("/wheels/helpers").iterdir())
+image, _, _ = build(docker.from_env(), LayerCache(Path("/cache")), third, helpers)
+print(sys.version.split()[0], image.digest)
+"""
+
+
+def test_kiln_on_another_distribution_s_python_builds_the_same_digest(
+    docker_client: docker.DockerClient, base_wheels: BaseWheels, tmp_path: Path
+) -> None:
+    """kiln on this machine's Python and kiln inside a Debian container (its python3.11,
+    reading the base through the engine's socket) build one manifest digest."""
+    # A module whose bytecode differs between Python 3.11.2 and 3.11.7: were it compiled
+    # by the interpreter kiln runs on, the digests would differ.
+    afm = (Path(matplotlib.__file__).parent / "_afm.py").read_bytes()
+    probe = make_wheel(tmp_path / "probe", "acme-probe", "1.0", {"acme_probe.py": afm})
+    helpers = [base_wheels.helper, probe]
+    here, _, _ = build(
+        docker_client, LayerCache(tmp_path / "host-cache"), base_wheels.third, helpers
+    )
+    wheels = tmp_path / "wheels"
+    for name, files in (("third", base_wheels.third), ("helpers", helpers)):
+        (wheels / name).mkdir(parents=True)
+        for wheel in files:
+            shutil.copy(wheel, wheels / name / wheel.name)
+    (tmp_path / "cache").mkdir()
+    site = sysconfig.get_paths()["purelib"]
+    output = docker_client.containers.run(
+        BASE_IMAGE,
+        ["python3", "-c", _IN_CONTAINER],
+        environment={"PYTHONPATH": f"/project/src:/project:{site}", "KILN_BASE_IMAGE": BASE_IMAGE},
+        volumes={
+            str(PROJECT): {"bind": "/project", "mode": "ro"},
+            site: {"bind": site, "mode": "ro"},
+            str(wheels): {"bind": "/wheels", "mode": "ro"},
+            str(tmp_path / "cache"): {"bind": "/cache", "mode": "rw"},
+            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
+        },
+        network_mode="none",
+        remove=True,
+        stderr=True,
+    )
+    version, digest = bytes(output).decode().split()[-2:]
+    print(f"\nkiln on Python {sys.version.split()[0]}: {here.digest}")
+    print(f"kiln on the base's Python {version}: {digest}")
+    assert digest == here.digest
