@@ -141,9 +141,11 @@ def test_a_base_image_that_does_not_exist_is_named(repo: Repo, released: dict[st
     missing = f"{repo.registry}/nosuch/python:3.11"
     proc = repo.kiln("release", "--local", "--base-image", missing)
     assert proc.returncode == 3, proc.stderr
-    assert f"base image {missing!r} is not on the Docker Engine and could not be pulled" in (
+    # A reference naming a registry is read from it (kiln's builder): that registry is named.
+    assert f"base image {missing!r}: registry {repo.registry} has no nosuch/python:3.11" in (
         proc.stderr
     )
+    assert "KILN_BASE_IMAGE" in proc.stderr
     assert "bump" not in proc.stderr
 
 

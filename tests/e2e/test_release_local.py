@@ -210,8 +210,21 @@ def test_malformed_helper_pyproject_changes_nothing(repo: Repo, released: dict[s
 
 
 def test_no_docker_engine_is_a_clear_error(repo: Repo, released: dict[str, Any]) -> None:
+    """A release with nothing to push needs no engine (the bases are known from before);
+    one with an image to push stops before publishing anything: the engine smoke-checks
+    what is pushed."""
     before = (index_state(repo), registry_state(repo))
-    proc = repo.kiln("release", "--local", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    no_engine = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    proc = repo.kiln("release", "--local", "--json", env=no_engine)
+    assert proc.returncode == 0, proc.stderr
+    assert (json.loads(proc.stdout)["uploaded"], json.loads(proc.stdout)["pushed"]) == ([], [])
+
+    toml = repo.root / "images" / "base" / "image.toml"
+    original = _edit(toml, 'version = "', 'version = "9')  # a new version: to be pushed
+    try:
+        proc = repo.kiln("release", "--local", env=no_engine)
+    finally:
+        toml.write_text(original)
     assert proc.returncode == 5
     assert "Docker Engine is not reachable at unix:///nonexistent/docker.sock" in proc.stderr
     assert (index_state(repo), registry_state(repo)) == before

@@ -124,6 +124,9 @@ class FakeOci:
         built = BuiltImage(config=b"{}", manifest=json.dumps(doc).encode(), layers=())
         return built, BaseImage(inputs.base, base_id, {}, ())
 
+    def preflight(self) -> None:
+        pass
+
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         digest = self.rewrite or image.digest
         self.registry.tags[(inputs.path_in_registry, inputs.tag)] = (digest, {})

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
+from kiln._errors import (
+    ArtifactAltered,
+    CommandFailed,
+    ConfigError,
+    PublishedConflict,
+    ServiceUnavailable,
+)
 from kiln._release.plan import Action
 from kiln._release.stages import make_plan, prepare
 from kiln._util.files import sha256_file
@@ -303,6 +309,22 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_pushed_as_planned(
     assert outcome.pushed == [f"registry.invalid:5000/acme/base:0.1.0@{image.digest}"]
     yaml = (setup.ws.dist_dir / "components" / "double.yaml").read_text()
     assert f"image: registry.invalid:5000/acme/base@{image.digest}" in yaml
+
+
+def test_an_image_to_push_with_no_engine_stops_before_anything_is_published(
+    kiln_built: Setup,
+) -> None:
+    setup = kiln_built
+    assert setup.oci is not None
+
+    def no_engine() -> None:
+        raise ServiceUnavailable("Docker Engine is not reachable at unix:///nowhere")
+
+    setup.oci.preflight = no_engine  # type: ignore[method-assign]
+    with pytest.raises(ServiceUnavailable, match="not reachable"):
+        setup.release()
+    assert setup.index.uploads == []
+    assert setup.registry.tags == {}
 
 
 def test_a_kiln_built_image_is_skipped_by_digest_and_refused_when_it_changes(

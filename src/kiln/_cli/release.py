@@ -63,10 +63,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
-    from kiln._release.stages import bake, check_refusals, install_wheels, publish  # noqa: PLC0415
+    from kiln._release.stages import (  # noqa: PLC0415
+        bake,
+        check_engine,
+        check_refusals,
+        install_wheels,
+        publish,
+    )
 
     ws, services, prepared, plan = release_parts(args)
     check_refusals(plan)
+    check_engine(plan, services)
     publish(plan, services, common.report_of(args))
     install_wheels(prepared.wheels, ws.dist_dir / "wheels")
     digests, pushed = bake(ws, plan, services, common.report_of(args))

@@ -57,6 +57,10 @@ class OciBuilder(Protocol):
         the lock pins for an engine base, checked)."""
         ...
 
+    def preflight(self) -> None:
+        """Raise ServiceUnavailable unless a push can be smoke-checked (the engine runs)."""
+        ...
+
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         """Push ``image`` as ``inputs``'s tag; its digest, checked against the registry's."""
         ...

@@ -437,6 +437,16 @@ def generate(
     return components, pipelines
 
 
+def check_engine(plan: ReleasePlan, services: Services) -> None:
+    """A kiln-built image is smoke-checked by the engine after its push: an engine that
+    cannot be reached stops the release before anything is published."""
+    if services.oci is not None and any(
+        s.action is not Action.SKIP and s.inputs is not None and s.inputs.built is not None
+        for s in plan.images
+    ):
+        services.oci.preflight()
+
+
 def execute(
     workspace: Workspace,
     prepared: Prepared,
@@ -448,6 +458,7 @@ def execute(
 ) -> Outcome:
     report = report or Reporter.null()
     check_refusals(plan)
+    check_engine(plan, services)
     uploaded = publish(plan, services, report)
     install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
     digests, pushed = bake(workspace, plan, services, report)

@@ -175,6 +175,11 @@ class KilnBuilder:
             built = dataclasses.replace(built, mounts=mounts)
         return built, base
 
+    def preflight(self) -> None:
+        """The engine that will smoke-check a push answers (else ServiceUnavailable)."""
+        if isinstance(self._containers, _LazyContainers):
+            self._engine()
+
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         """Push ``image`` (its digest checked by the registry), then smoke-check it there."""
         pushed = push_image(
