@@ -36,8 +36,9 @@ from pathlib import Path
 
 import docker
 
-from kiln._images.oci.base import base_python, load_base, probe_scheme
-from kiln._images.oci.build import KFP_ENV, assemble, python_layer
+from kiln._images.oci.base import load_base
+from kiln._images.oci.build import KFP_ENV
+from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.push import push_image
@@ -45,7 +46,6 @@ from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel
 from kiln._wheels.lock import read_lock
-from kiln._wheels.tags import supported_tags
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import StackConfig
@@ -117,15 +117,10 @@ def kiln_push(
 ) -> int:  # fmt: skip
     """Build and push with kiln's builder; the bytes sent."""
     base = load_base(client, base_ref, cache, GZIP)
-    python = base_python(base, cache)
-    scheme = probe_scheme(base, cache, python)
-    tags = supported_tags(scheme.python, "x86_64-manylinux_2_28")
-    layers = [
-        python_layer(name, wheels, scheme=scheme, cache=cache, compression=GZIP,
-                     what=f"image {repo}", compiler=python, tags=tags)
-        for name, wheels in (("third-party", third), ("helpers", helpers))
-    ]  # fmt: skip
-    image = assemble(base, layers, env=KFP_ENV, labels={}, annotations={}, what=f"image {repo}")
+    image, _, _ = build_on(
+        base, cache, (("third-party", third), ("helpers", helpers)),
+        platform="x86_64-manylinux_2_28", env=KFP_ENV, labels={}, what=f"image {repo}",
+    )  # fmt: skip
     return push_image(registry, repo, tag, image).uploaded_bytes
 
 

@@ -23,7 +23,8 @@ import pytest
 from packaging.utils import parse_wheel_filename
 
 from kiln._images.oci.base import base_python, load_base, probe_scheme
-from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
+from kiln._images.oci.build import KFP_ENV, PythonLayer
+from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.image import BuiltImage, labels
@@ -33,7 +34,6 @@ from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel
 from kiln._wheels.lock import Lock, read_lock
-from kiln._wheels.tags import supported_tags
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Helper, StackConfig
@@ -79,24 +79,16 @@ def build(
     helpers: Sequence[Path],
 ) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
     base = load_base(docker_client, BASE_IMAGE, cache, GZIP)
-    python = base_python(base, cache)
-    scheme = probe_scheme(base, cache, python)
-    tags = supported_tags(scheme.python, "x86_64-manylinux_2_28")
-    layers = [
-        python_layer(name, wheels, scheme=scheme, cache=cache, compression=GZIP,
-                     what=f"image {REPOSITORY}", compiler=python, tags=tags)
-        for name, wheels in (("third-party", third), ("helpers", helpers))
-    ]  # fmt: skip
     helper_pins = " ".join(
         f"{name}=={version}"
         for name, version, _, _ in map(parse_wheel_filename, (w.name for w in helpers))
     )
     oci = labels(title="base", version="0.2.1", created="1980-01-01T00:00:00Z",
                  extra={"org.kiln.helpers": helper_pins})  # fmt: skip
-    image = assemble(
-        base, layers, env=KFP_ENV, labels=oci, annotations=oci, what=f"image {REPOSITORY}"
-    )
-    return image, layers, scheme
+    return build_on(
+        base, cache, (("third-party", third), ("helpers", helpers)),
+        platform="x86_64-manylinux_2_28", env=KFP_ENV, labels=oci, what=f"image {REPOSITORY}",
+    )  # fmt: skip
 
 
 def run(docker_client: docker.DockerClient, ref: str, script: str) -> str:

@@ -65,6 +65,18 @@ def resolve_base(
     return BasePin(ref, "id", image_id), "image ID from the local engine (no repo digest)"
 
 
+def pinned_base(image: Image, lock: Lock) -> BasePin:
+    """The lock's base pin; a ConfigError saying how to pin it when the lock could not."""
+    base = lock.base
+    if base.kind == "unpinned":
+        raise ConfigError(
+            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
+            f"{image.name}` where its registry or a local copy can be reached, or set "
+            "KILN_BASE_IMAGE to a local base image"
+        )
+    return base
+
+
 def release_base(
     image: Image, lock: Lock, *, override: str | None, ensure_image: Callable[[str, str], str]
 ) -> tuple[str, str, str | None]:
@@ -77,13 +89,7 @@ def release_base(
     ``ensure_image(ref, source)`` gives the engine's ID of ``ref``."""
     if override:
         return override, ensure_image(override, "--base-image / KILN_BASE_IMAGE"), None
-    base = lock.base
-    if base.kind == "unpinned":
-        raise ConfigError(
-            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
-            f"{image.name}` where its registry or a local copy can be reached, or set "
-            "KILN_BASE_IMAGE to a local base image"
-        )
+    base = pinned_base(image, lock)
     if base.kind == "digest":
         return base.build_ref, ensure_image(base.build_ref, str(lock.path)), base.value
     image_id = ensure_image(base.ref, str(image.path / "image.toml"))
@@ -101,13 +107,7 @@ def kiln_base(image: Image, lock: Lock, *, override: str | None) -> tuple[str, s
     its registry, one pinned by image ID from the engine, which must have that ID."""
     if override:
         return override, None
-    base = lock.base
-    if base.kind == "unpinned":
-        raise ConfigError(
-            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
-            f"{image.name}` where its registry or a local copy can be reached, or set "
-            "KILN_BASE_IMAGE to a local base image"
-        )
+    base = pinned_base(image, lock)
     if base.kind == "digest":
         return base.build_ref, None
     return base.ref, base.value

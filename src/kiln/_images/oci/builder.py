@@ -13,7 +13,7 @@ so an image whose inputs did not change keeps its digest.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,7 @@ from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
+from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.layers import MTIME
 from kiln._images.oci.push import BlobRegistry, push_image
 from kiln._images.oci.smoke import (
@@ -70,6 +71,40 @@ def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
             "org.kiln.third-party": ",".join(f"{w.name}=={w.version}" for w in wh.third_party),
         },
     )
+
+
+def build_on(
+    base: BaseImage,
+    cache: LayerCache,
+    groups: Sequence[tuple[str, Sequence[Path]]],
+    *,
+    platform: str,
+    env: Mapping[str, str],
+    labels: Mapping[str, str],
+    what: str,
+    log: Callable[[str], None] = lambda _line: None,
+) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
+    """``base`` with one layer per (name, wheels) group that has wheels, each installed
+    into the base's scheme and compiled by the base's own Python; ``labels`` are also
+    the manifest's annotations. The image, its Python layers and the scheme."""
+    check_pinned()
+    python = base_python(base, cache)
+    scheme = probe_scheme(base, cache, python)
+    tags = supported_tags(scheme.python, platform)
+    layers: list[PythonLayer] = []
+    for name, wheels in groups:
+        if wheels:
+            layer = python_layer(
+                name, wheels, scheme=scheme, cache=cache, compression=GZIP,
+                what=what, compiler=python, tags=tags,
+            )  # fmt: skip
+            log(
+                f"    {name} layer {layer.blob.digest[:19]} "
+                f"({'cached' if layer.cached else 'built'}, {layer.blob.size} bytes)"
+            )
+            layers.append(layer)
+    image = assemble(base, layers, env=env, labels=labels, annotations=labels, what=what)
+    return image, layers, scheme
 
 
 class _LazyContainers:
@@ -144,31 +179,17 @@ class KilnBuilder:
         self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
     ) -> tuple[BuiltImage, BaseImage]:
         """The image's bytes (so its digest), and the base it was built on."""
-        check_pinned()
         what = f"image {inputs.ref}"
         base = self.base(inputs.base, pinned_id=pinned_id)
-        python = base_python(base, self._cache)
-        scheme = probe_scheme(base, self._cache, python)
-        tags = supported_tags(scheme.python, inputs.image.platform)
         groups = (
             ("third-party", [w.path for w in inputs.wheelhouse.third_party]),
             ("helpers", [w.path for w in inputs.wheelhouse.helpers]),
         )
-        layers: list[PythonLayer] = []
-        for name, wheels in groups:
-            if wheels:
-                layer = python_layer(
-                    name, wheels, scheme=scheme, cache=self._cache, compression=GZIP,
-                    what=what, compiler=python, tags=tags,
-                )  # fmt: skip
-                self._log(
-                    f"    {name} layer {layer.blob.digest[:19]} "
-                    f"({'cached' if layer.cached else 'built'}, {layer.blob.size} bytes)"
-                )
-                layers.append(layer)
-        oci = image_labels(inputs, source=source)
-        env = {**KFP_ENV, **dict(inputs.image.env)}
-        built = assemble(base, layers, env=env, labels=oci, annotations=oci, what=what)
+        built, _layers, _scheme = build_on(
+            base, self._cache, groups, platform=inputs.image.platform,
+            env={**KFP_ENV, **dict(inputs.image.env)},
+            labels=image_labels(inputs, source=source), what=what, log=self._log,
+        )  # fmt: skip
         if base.origin is not None and base.origin[0] == self._registry.host:
             # Blob digest -> the push registry's repository that holds it already.
             mounts = {b.digest: base.origin[1] for b in base.layers}
