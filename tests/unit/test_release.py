@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -309,6 +311,17 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_pushed_as_planned(
     assert outcome.pushed == [f"registry.invalid:5000/acme/base:0.1.0@{image.digest}"]
     yaml = (setup.ws.dist_dir / "components" / "double.yaml").read_text()
     assert f"image: registry.invalid:5000/acme/base@{image.digest}" in yaml
+
+
+def test_prepare_builds_only_the_images_it_is_asked_for(setup: Setup) -> None:
+    """`kiln components` prepares the kiln-built images only: a Docker-built one needs no
+    builder (no engine) there."""
+    services = dataclasses.replace(setup.services, builder=cast(Any, None))
+    prepared = prepare(setup.ws, services, which=lambda image: image.builder == "kiln")
+    assert prepared.images == ()
+    assert prepared.wheels  # the helper wheels are still built
+    (everything,) = prepare(setup.ws, setup.services).images
+    assert everything.image.name == "base"
 
 
 def test_an_image_to_push_with_no_engine_stops_before_anything_is_published(

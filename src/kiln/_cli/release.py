@@ -91,19 +91,21 @@ def cmd_components(args: argparse.Namespace) -> int:
     report = common.report_of(args)
     # kiln-built images: their digests are computed here (nothing pushed, no engine
     # needed when the base is in a registry or was read before); others: the registry's.
-    prepared = prepare(
-        ws,
-        services,
-        base_override=options.base_image,
-        images=any(i.builder == "kiln" for i in ws.images),
-        wheel_cache=options.wheel_cache,
-        report=report,
-    )
-    refs = {
-        i.image.name: f"{i.repository}@{i.built.digest}"
-        for i in prepared.images
-        if i.built is not None
-    }
+    refs: dict[str, str] = {}
+    if any(i.builder == "kiln" for i in ws.images):
+        prepared = prepare(
+            ws,
+            services,
+            base_override=options.base_image,
+            which=lambda image: image.builder == "kiln",  # Docker-built ones: no engine here
+            wheel_cache=options.wheel_cache,
+            report=report,
+        )
+        refs = {
+            i.image.name: f"{i.repository}@{i.built.digest}"
+            for i in prepared.images
+            if i.built is not None
+        }
     for image in ws.images:
         repo = f"{ws.org}/{image.name}"
         if image.name in refs:
@@ -244,7 +246,7 @@ def add_parsers(
     p = sub.add_parser(
         "components",
         parents=[common_args, targets],
-        help="generate component YAMLs pinned to the pushed images' digests",
+        help="generate component YAMLs pinned by digest (kiln-built images: computed, no push)",
     )
     p.set_defaults(func=cmd_components)
 

@@ -61,7 +61,7 @@ from kiln._wheels.wheelhouse import (
     SimplePages,
     resolve_wheelhouse,
 )
-from kiln._workspace.model import Workspace
+from kiln._workspace.model import Image, Workspace
 
 
 @dataclass(frozen=True)
@@ -121,16 +121,19 @@ def prepare(
     *,
     base_override: str | None = None,
     images: bool = True,
+    which: Callable[[Image], bool] = lambda _image: True,
     wheel_cache: bool = True,
     report: Reporter | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
-    and nothing is written outside kiln's state folder."""
+    and nothing is written outside kiln's state folder. ``which`` picks the images
+    prepared (all by default; none without ``images``)."""
     report = report or Reporter.null()
+    selected = [i for i in workspace.images if which(i)] if images else []
     # Every image is built from its committed lock: a missing or stale one stops the
     # release before anything is built.
     locks: dict[str, Lock] = {}
-    for image in workspace.images if images else ():
+    for image in selected:
         locks[image.name] = read_lock(image)
         check_fresh(locks[image.name], workspace, image, kfp_version())
     report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
@@ -153,7 +156,7 @@ def prepare(
     sdists = SdistBuilder(
         fetch, services.runner, cache_dir=sdist_cache_dir(workspace.state_dir), report=report
     )
-    for image in workspace.images if images else ():
+    for image in selected:
         lock = locks[image.name]
         pinned_id: str | None = None
         if image.builder == "kiln":  # the builder reads the base itself (no engine here)
