@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import tarfile
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,7 +275,9 @@ def _fetch(
     if target.is_file() and target.stat().st_size == size:
         return
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".tmp-{target.name}")
+    fd, name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)  # one per kiln at work
+    os.close(fd)
+    tmp = Path(name)
     try:
         registry.download_blob(repository, digest, tmp)
         tmp.replace(target)
