@@ -93,7 +93,6 @@ def image(
         requirements = [{rq}]
         """,
     )
-    write(path / "Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
     return path
 
 

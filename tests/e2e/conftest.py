@@ -21,6 +21,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+from packaging.utils import canonicalize_name
 
 PROJECT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -68,6 +69,15 @@ def private_venv(directory: Path, index_url: str, *requirements: str) -> str:
         env=PRIVATE_PIP_ENV, check=True,
     )  # fmt: skip
     return python
+
+
+def pip_list(docker_client: docker.DockerClient, image: str) -> set[tuple[str, str]]:
+    """(canonical name, version) of what ``pip list`` shows in ``image``, run with no network."""
+    out = docker_client.containers.run(
+        image, ["-m", "pip", "list", "--format", "json"], entrypoint=["python3"],
+        network_mode="none", remove=True, stdout=True, stderr=False,
+    )  # fmt: skip
+    return {(canonicalize_name(d["name"]), d["version"]) for d in json.loads(out)}
 
 
 def free_port() -> int:

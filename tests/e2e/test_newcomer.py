@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from kiln._errors import CommandFailed
-from kiln._images.docker import DockerBuilder
+from kiln._images.docker import OsBaseBuilder
 from tests.e2e.conftest import BASE_IMAGE, HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, by
 
 pytestmark = pytest.mark.e2e
@@ -149,7 +149,7 @@ def test_a_base_image_that_does_not_exist_is_named(repo: Repo, released: dict[st
     assert "bump" not in proc.stderr
 
 
-def test_a_failed_image_build_leaves_no_image_behind(
+def test_a_failed_os_base_build_leaves_no_image_behind(
     docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     token = uuid.uuid4().hex  # new layers, never a cache hit
@@ -159,7 +159,7 @@ def test_a_failed_image_build_leaves_no_image_behind(
     lines: list[str] = []
     before = {i.id for i in docker_client.images.list(all=True)}
     with pytest.raises(CommandFailed, match="docker build of kiln-test/broken:1 failed"):
-        DockerBuilder(docker_client, log=lines.append).build(
+        OsBaseBuilder(docker_client, log=lines.append).build(
             tmp_path, "kiln-test/broken:1", buildargs={}, labels={}
         )
     assert sum("Running in" in line for line in lines) == 3  # two layers were committed

@@ -1,9 +1,9 @@
-"""A release with a kiln-built image (``builder = "kiln"``) on a real stack and Docker Engine:
+"""A release of images kiln builds itself on a real stack and Docker Engine:
 the dry run shows the digest components pin, the push lands exactly there, a second release
 is a no-op, and a pipeline runs on the image pulled by that digest.
 
-The copy of this repo keeps the ``base`` image only (the analytics image, Docker-built, and
-what runs on it are left out to keep this test short)."""
+The copy of this repo keeps the ``base`` image only (the analytics image and what runs on
+it are left out to keep this test short; tests/e2e/test_release_local.py has both)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import BASE_IMAGE, PROJECT, free_port
+from tests.e2e.conftest import BASE_IMAGE, PROJECT, free_port, pip_list
 
 pytestmark = pytest.mark.e2e
 
@@ -83,10 +83,7 @@ def kiln_repo(
     text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
     text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
     (root / "pyproject.toml").write_text(text)
-    image = root / "images" / "base"
-    toml = image / "image.toml"
-    assert 'builder = "kiln"' in toml.read_text()  # as in the repo itself
-    assert not (image / "Dockerfile").exists()  # a kiln-built image needs none
+    assert not (root / "images" / "base" / "Dockerfile").exists()  # no OS base: none needed
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     commit(root, "the copy")
@@ -98,15 +95,6 @@ def kiln_repo(
             if reference.startswith(f"{repo.registry}/"):
                 with contextlib.suppress(docker.errors.ImageNotFound):
                     docker_client.images.remove(reference)
-
-
-def pip_list(docker_client: docker.DockerClient, image: str) -> set[tuple[str, str]]:
-    """(canonical name, version) of what ``pip list`` shows in ``image``, run with no network."""
-    out = docker_client.containers.run(
-        image, ["-m", "pip", "list", "--format", "json"], entrypoint=["python3"],
-        network_mode="none", remove=True, stdout=True, stderr=False,
-    )  # fmt: skip
-    return {(canonicalize_name(d["name"]), d["version"]) for d in json.loads(out)}
 
 
 def check_sbom_and_smoke(

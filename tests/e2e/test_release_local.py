@@ -14,8 +14,10 @@ import docker
 import pytest
 import requests
 from kfp import components, local
+from packaging.utils import canonicalize_name
 
-from tests.e2e.conftest import HELPERS, IMAGES, Repo, by, private_venv
+from kiln._wheels.lock import parse_lock
+from tests.e2e.conftest import BASE_IMAGE, HELPERS, IMAGES, Repo, by, pip_list, private_venv
 
 pytestmark = pytest.mark.e2e
 
@@ -133,6 +135,27 @@ def test_image_by_digest_contains_helper_and_kfp(
     # kiln builds it: its identity is the digest itself, no fingerprint label.
     assert "org.kiln.fingerprint" not in labels
     assert docker_client.images.get_registry_data(ref).id == digest
+
+
+def test_each_image_holds_exactly_its_lock_and_helpers_and_its_sbom_says_so(
+    repo: Repo, released: dict[str, Any], docker_client: docker.DockerClient
+) -> None:
+    """``pip list`` in each example image, beyond its base, is the lock's pins plus the
+    image's helpers at their versions; the SBOM lists exactly that, each with a hash."""
+    in_base = pip_list(docker_client, BASE_IMAGE)
+    for record in released["manifest"]["images"]:
+        image = repo.root / "images" / record["name"]
+        lock = parse_lock(image / "requirements.lock", (image / "requirements.lock").read_text())
+        helpers = {
+            (canonicalize_name(h.split("==")[0]), h.split("==")[1]) for h in record["helpers"]
+        }
+        expected = {(p.name, p.version) for p in lock.pins} | helpers
+        assert pip_list(docker_client, record["ref"]) - in_base == expected, record["name"]
+        sbom = json.loads((repo.root / record["sbom"]["path"]).read_bytes())
+        libraries = [c for c in sbom["components"] if c["type"] == "library"]
+        assert {(canonicalize_name(c["name"]), c["version"]) for c in libraries} == expected
+        assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
+        print(f"{record['name']}: {len(expected)} distributions, as locked, in image and SBOM")
 
 
 def test_component_yaml_runs_in_docker_runner(

@@ -45,9 +45,6 @@ def sdist_repo(
     )
     factory.helper(root, "cli", deps=(SDIST_ONLY,), body=CLI)
     factory.image(root, "tools", helpers=("cli",))
-    config = root / "images" / "tools" / "image.toml"
-    config.write_text(config.read_text().replace("[image]\n", '[image]\nbuilder = "kiln"\n', 1))
-    (root / "images" / "tools" / "Dockerfile").unlink()
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo

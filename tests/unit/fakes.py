@@ -11,8 +11,9 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._images.inputs import FINGERPRINT_LABEL, ImageInputs
+from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base import BaseImage
+from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
 from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
 from kiln._util.files import sha256_file
@@ -55,41 +56,6 @@ class FakeRegistry:
 
 
 @dataclass
-class FakeBuilder:
-    registry: FakeRegistry
-    local: dict[str, dict[str, str]] = field(default_factory=dict)
-    builds: list[str] = field(default_factory=list)
-    pushes: list[str] = field(default_factory=list)
-    contexts: list[Path] = field(default_factory=list)
-
-    def image_id(self, ref: str) -> str | None:
-        return "sha256:base" if ref.startswith("python:") else None
-
-    def ensure_image(self, ref: str, *, source: str) -> str:
-        found = self.image_id(ref)
-        if found is None:
-            raise ConfigError(f"{source}: base image {ref!r} is not on the Docker Engine")
-        return found
-
-    def build(
-        self, context: Path, tag: str, *, buildargs: dict[str, str], labels: dict[str, str]
-    ) -> str:
-        assert (context / "Dockerfile").is_file()
-        self.contexts.append(context)
-        self.builds.append(tag)
-        self.local[tag] = labels
-        return "sha256:" + hashlib.sha256(tag.encode()).hexdigest()
-
-    def push(self, repository: str, tag: str) -> str:
-        labels = self.local[f"{repository}:{tag}"]
-        digest = "sha256:" + hashlib.sha256(labels[FINGERPRINT_LABEL].encode()).hexdigest()
-        path = repository.split("/", 1)[1]
-        self.registry.tags[(path, tag)] = (digest, labels)
-        self.pushes.append(f"{repository}:{tag}")
-        return digest
-
-
-@dataclass
 class FakeOci:
     """kiln's builder in memory: the manifest is JSON over the image's exact wheels, env,
     base and source, so the digest moves with the inputs and nothing else."""
@@ -109,7 +75,7 @@ class FakeOci:
         self.builds.append(inputs.ref)
         base_id = self.base_ids.get(inputs.base)
         if base_id is None and inputs.base.startswith("python:"):
-            base_id = "sha256:base"  # what FakeBuilder's engine holds
+            base_id = "sha256:base"  # what the fake engine holds
         if base_id is None:
             raise ConfigError(f"base image {inputs.base!r} is not on the Docker Engine")
         if pinned_id is not None and pinned_id != base_id:
@@ -129,7 +95,8 @@ class FakeOci:
 
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         digest = self.rewrite or image.digest
-        self.registry.tags[(inputs.path_in_registry, inputs.tag)] = (digest, {})
+        labels = image_labels(inputs, source=None)  # what the real builder's config holds
+        self.registry.tags[(inputs.path_in_registry, inputs.tag)] = (digest, labels)
         self.pushes.append(inputs.ref)
         return digest
 
@@ -216,20 +183,18 @@ class Setup:
     ws: Workspace
     index: FakeIndex
     registry: FakeRegistry
-    builder: FakeBuilder
+    oci: FakeOci
     pip: FakePip
     upstream: FakeIndex
-    oci: FakeOci | None = None
 
     @property
     def services(self) -> Services:
         return Services(
             self.index,
             self.registry,
-            self.builder,
+            self.oci,
             self.pip,
             upstream_pages=lambda _url: self.upstream,
-            oci=self.oci,
         )
 
     def release(self) -> Outcome:
@@ -246,8 +211,7 @@ def release_setup(tmp_path: Path) -> Setup:
         ws,
         FakeIndex(),
         registry,
-        FakeBuilder(registry),
+        FakeOci(registry),
         FakePip(),
         fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
-        FakeOci(registry),
     )

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiln._cli.release import plan_text as _plan_text
-from kiln._release.plan import FileCandidate, ImageCandidate, PublishedImage, plan_release
+from kiln._release.plan import FileCandidate, ImageCandidate, plan_release
 from tests import factory
 from tests.unit.cli import run
 
@@ -93,7 +93,7 @@ def test_the_text_plan_gives_each_reason() -> None:
     image = ImageCandidate("base", "0.1.0", "acme/base", "sha256:f", Path("images/base/image.toml"))
     plan = plan_release(
         [(helper, {}), (mirror, {"numpy-2.0-py3-none-any.whl": "c"})],
-        [(image, PublishedImage("sha256:d", "sha256:other"))],
+        [(image, "sha256:d")],
         [],
         [],
     )

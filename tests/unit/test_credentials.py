@@ -21,7 +21,7 @@ from requests.adapters import BaseAdapter
 
 from kiln._cli import main
 from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
-from kiln._images.docker import DockerBuilder
+from kiln._images.docker import OsBaseBuilder
 from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
 from kiln._servers.index import IndexClient
 from kiln._servers.registry import RegistryClient
@@ -516,11 +516,11 @@ class FakeDockerAPI:
         return iter([{"status": "pushed"}, {"aux": {"Tag": "1", "Digest": DIGEST}}])
 
 
-def test_docker_push_sends_the_registry_credentials_to_the_engine() -> None:
+def test_an_os_base_push_sends_the_registry_credentials_to_the_engine() -> None:
     api = FakeDockerAPI()
     client = cast(Any, SimpleNamespace(api=api))
-    assert DockerBuilder(client, credentials=CREDS).push("reg.test/acme/base", "1") == DIGEST
-    assert DockerBuilder(client).push("reg.test/acme/base", "1") == DIGEST
+    assert OsBaseBuilder(client, credentials=CREDS).push("reg.test/acme/base", "1") == DIGEST
+    assert OsBaseBuilder(client).push("reg.test/acme/base", "1") == DIGEST
     assert api.auth_configs == [{"username": "bot", "password": SECRET}, None]
 
 

@@ -146,13 +146,13 @@ def test_malformed_image_toml(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
-def test_image_without_dockerfile(tmp_path: Path) -> None:
+def test_an_image_needs_no_dockerfile_and_one_names_its_os_base(tmp_path: Path) -> None:
     factory.workspace(tmp_path)
     factory.helper(tmp_path, "imgproc")
     path = factory.image(tmp_path, "base", helpers=("imgproc",))
-    (path / "Dockerfile").unlink()
-    with pytest.raises(ConfigError, match=r"images/base/Dockerfile: missing"):
-        discover(tmp_path)
+    assert discover(tmp_path).image("base").os_dockerfile is None
+    (path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
+    assert discover(tmp_path).image("base").os_dockerfile == path / "Dockerfile"
 
 
 def _kiln_image(tmp_path: Path, extra: str) -> Path:
@@ -164,28 +164,19 @@ def _kiln_image(tmp_path: Path, extra: str) -> Path:
     return path
 
 
-def test_a_kiln_built_image_needs_no_dockerfile_and_reads_its_env(tmp_path: Path) -> None:
-    path = _kiln_image(tmp_path, 'builder = "kiln"\n[image.env]\nMPLBACKEND = "Agg"\nA_B = "1"\n')
-    (path / "Dockerfile").unlink()
+def test_an_image_reads_its_env_and_still_accepts_builder_kiln(tmp_path: Path) -> None:
+    _kiln_image(tmp_path, 'builder = "kiln"\n[image.env]\nMPLBACKEND = "Agg"\nA_B = "1"\n')
     image = discover(tmp_path).image("base")
-    assert image.builder == "kiln"
     assert image.env == (("A_B", "1"), ("MPLBACKEND", "Agg"))
-
-
-def test_the_default_builder_is_docker(tmp_path: Path) -> None:
-    _kiln_image(tmp_path, "")
-    image = discover(tmp_path).image("base")
-    assert (image.builder, image.env) == ("docker", ())
 
 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('builder = "buildah"\n', r"image.toml: builder = 'buildah'; use 'docker'"),
+        ('builder = "docker"\n', r"image.toml: builder = 'docker': kiln builds every image"),
         ('builder = "kiln"\n[image.env]\nMPLBACKEND = 1\n', r"\[image.env\] MPLBACKEND = 1"),
         ('builder = "kiln"\n[image.env]\n"A-B" = "x"\n', r"\[image.env\] A-B = 'x'"),
         ('builder = "kiln"\nenv = "A=1"\n', r"image.toml: env must be a table"),
-        ('[image.env]\nA = "1"\n', r"only used by kiln-built images; set builder = \"kiln\""),
     ],
 )
 def test_bad_builder_or_env_names_the_file(tmp_path: Path, extra: str, message: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiln._errors import ConfigError, ServiceUnavailable
-from kiln._images.base import release_base, resolve_base, split_reference
+from kiln._images.base import kiln_base, resolve_base, split_reference
 from kiln._wheels.lock import (
     BasePin,
     Built,
@@ -367,28 +367,29 @@ def _lock(base: BasePin) -> Lock:
 
 
 def test_the_release_builds_from_the_locked_base(ws: Workspace) -> None:
-    asked: list[tuple[str, str]] = []
-
-    def ensure(ref: str, source: str) -> str:
-        asked.append((ref, source))
-        return "sha256:local"
-
     image = ws.image("base")
-    assert release_base(image, _lock(BASE), override=None, ensure_image=ensure) == (
-        f"python@sha256:{'b' * 64}", "sha256:local", BASE.value,
-    )  # fmt: skip
-    # An offline machine's KILN_BASE_IMAGE replaces it; its ID goes into the fingerprint.
-    assert release_base(image, _lock(BASE), override="mirror/py", ensure_image=ensure) == (
-        "mirror/py", "sha256:local", None,
-    )  # fmt: skip
+    assert kiln_base(image, _lock(BASE), override=None) == (f"python@sha256:{'b' * 64}", None)
+    # An offline machine's KILN_BASE_IMAGE replaces it.
+    assert kiln_base(image, _lock(BASE), override="mirror/py") == ("mirror/py", None)
+    # A base pinned by image ID is read from the engine, which must hold that ID.
     pinned_id = BasePin("kiln-local/py:3.11", "id", "sha256:other")
-    with pytest.raises(ConfigError) as err:
-        release_base(image, _lock(pinned_id), override=None, ensure_image=ensure)
-    assert "base kiln-local/py:3.11 is sha256:local on this Docker Engine" in str(err.value)
-    assert "`kiln lock base`" in str(err.value)
+    assert kiln_base(image, _lock(pinned_id), override=None) == (
+        "kiln-local/py:3.11", "sha256:other",
+    )  # fmt: skip
     unpinned = BasePin("python:3.11-slim", "unpinned", "not reachable")
     with pytest.raises(ConfigError, match=r"is not pinned .* or set KILN_BASE_IMAGE"):
-        release_base(image, _lock(unpinned), override=None, ensure_image=ensure)
+        kiln_base(image, _lock(unpinned), override=None)
+
+
+def test_an_os_base_is_kept_when_the_upstream_base_is_overridden(ws: Workspace) -> None:
+    """KILN_BASE_IMAGE replaced the upstream base when `kiln lock` built the OS base on it."""
+    os_base = BasePin(
+        "127.0.0.1:5765/acme/base-os:0123456789abcdef", "digest", "sha256:" + "c" * 64,
+        os_from="kiln-local/python:3.11-bookworm",
+    )  # fmt: skip
+    assert kiln_base(ws.image("base"), _lock(os_base), override="mirror/py") == (
+        f"127.0.0.1:5765/acme/base-os@sha256:{'c' * 64}", None,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ fetching the files

@@ -33,7 +33,6 @@ MANIFEST = Manifest(
             "0.2.0",
             "sha256:d",
             "r/acme/base@sha256:d",
-            "f",
             ("acme-imgproc==0.2.0",),
             "pushed",
         ),
@@ -48,6 +47,7 @@ def test_json_shape(tmp_path: Path) -> None:
     MANIFEST.write(path)
     data = json.loads(path.read_text())
     assert data["images"][0]["helpers"] == ["acme-imgproc==0.2.0"]
+    assert "fingerprint" not in data["images"][0]  # an image is identified by its digest
     assert data["components"][0] == {
         "name": "stretch",
         "path": "dist/components/stretch.yaml",

@@ -10,24 +10,12 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.sbom import image_sbom
 from kiln._release.stages import prepare
-from kiln._workspace.discovery import discover
 from tests.unit.fakes import Setup, release_setup
 
 DIGEST = "sha256:" + "d" * 64
-
-
-def kiln_built(tmp_path: Path) -> Setup:
-    setup = release_setup(tmp_path)
-    image = setup.ws.image("base").path
-    (image / "image.toml").write_text((image / "image.toml").read_text() + 'builder = "kiln"\n')
-    (image / "Dockerfile").unlink()
-    setup.ws = discover(setup.ws.root)
-    return setup
 
 
 def inputs_of(setup: Setup) -> ImageInputs:
@@ -40,7 +28,7 @@ def components(sbom: bytes) -> dict[str, dict[str, Any]]:
 
 
 def test_every_distribution_is_listed_with_its_wheel_hash_and_purl(tmp_path: Path) -> None:
-    inputs = inputs_of(kiln_built(tmp_path))
+    inputs = inputs_of(release_setup(tmp_path))
     sbom = image_sbom(inputs, DIGEST)
 
     wheels = {
@@ -69,19 +57,19 @@ def test_every_distribution_is_listed_with_its_wheel_hash_and_purl(tmp_path: Pat
 
 
 def test_the_same_inputs_give_the_same_bytes_anywhere(tmp_path: Path) -> None:
-    first = image_sbom(inputs_of(kiln_built(tmp_path / "one")), DIGEST)
-    second = image_sbom(inputs_of(kiln_built(tmp_path / "two")), DIGEST)
+    first = image_sbom(inputs_of(release_setup(tmp_path / "one")), DIGEST)
+    second = image_sbom(inputs_of(release_setup(tmp_path / "two")), DIGEST)
     assert first == second
     doc = json.loads(first)
     assert doc["metadata"]["timestamp"].startswith("1980-01-01T00:00:00")
     serial = doc["serialNumber"]
     assert serial.startswith("urn:uuid:")
-    other = json.loads(image_sbom(inputs_of(kiln_built(tmp_path / "one")), "sha256:" + "e" * 64))
+    other = json.loads(image_sbom(inputs_of(release_setup(tmp_path / "one")), "sha256:" + "e" * 64))
     assert other["serialNumber"] != serial  # derived from the image digest
 
 
 def test_the_base_is_listed_by_digest_or_else_by_image_id(tmp_path: Path) -> None:
-    inputs = inputs_of(kiln_built(tmp_path))
+    inputs = inputs_of(release_setup(tmp_path))
     by_id = [c for c in components(image_sbom(inputs, DIGEST)).values() if c["type"] == "container"]
     assert [(c["name"], c["version"]) for c in by_id] == [(inputs.base, "sha256:base")]
 
@@ -107,19 +95,14 @@ def _git_commit(root: Path) -> str:
     ).stdout.strip()
 
 
-@pytest.mark.parametrize("docker_built", [False, True])
 def test_a_release_writes_the_sbom_and_records_it_with_the_pushing_revision(
-    tmp_path: Path, docker_built: bool
+    tmp_path: Path,
 ) -> None:
-    setup = release_setup(tmp_path) if docker_built else kiln_built(tmp_path)
+    setup = release_setup(tmp_path)
     rev = _git_commit(setup.ws.root)
     first = setup.release()
     (record,) = first.manifest.images
     assert (record.status, record.revision) == ("pushed", rev)
-    if docker_built:
-        assert record.sbom is None
-        assert not (setup.ws.dist_dir / "sbom").exists()
-        return
     assert record.sbom is not None
     path = setup.ws.root / record.sbom.path
     assert record.sbom.path == "dist/sbom/base.cdx.json"

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import shutil
 from pathlib import Path
-from typing import Any, cast
 
 import pytest
 
@@ -17,6 +16,7 @@ from kiln._errors import (
     PublishedConflict,
     ServiceUnavailable,
 )
+from kiln._images.oci.builder import image_labels
 from kiln._release.plan import Action
 from kiln._release.stages import make_plan, prepare
 from kiln._util.files import sha256_file
@@ -38,7 +38,7 @@ def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:
         "kfp-2.17.3-py3-none-any.whl",
         "numpy-1.0-py3-none-any.whl",
     ]
-    assert setup.builder.pushes == ["registry.invalid:5000/acme/base:0.1.0"]
+    assert setup.oci.pushes == ["registry.invalid:5000/acme/base:0.1.0"]
     image = outcome.manifest.to_json()["images"][0]
     digest = setup.registry.tags[("acme/base", "0.1.0")][0]
     assert image["ref"] == f"registry.invalid:5000/acme/base@{digest}"
@@ -57,26 +57,25 @@ def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:
     assert wheel["sha256"] == setup.index.published["acme-imgproc"][wheel["filename"]]
 
 
-def test_build_context_is_offline_and_hash_pinned(setup: Setup) -> None:
-    setup.release()
-    context = setup.builder.contexts[0]
-    requirements = (context / "wheelhouse" / "third-party" / "requirements.txt").read_text()
-    assert "kfp==2.17.3 --hash=sha256:" in requirements
-    assert "numpy==1.0 --hash=sha256:" in requirements
-    assert [p.name for p in (context / "wheelhouse" / "helpers").iterdir()] == [
-        "acme_imgproc-0.1.0-py3-none-any.whl"
-    ]
-    labels = setup.builder.local["registry.invalid:5000/acme/base:0.1.0"]
+def test_the_image_is_built_from_exactly_the_locked_and_built_wheels(setup: Setup) -> None:
+    (inputs,) = prepare(setup.ws, setup.services).images
+    assert inputs.built is not None
+    helper = setup.ws.state_dir / "staging" / "wheels" / "acme_imgproc-0.1.0-py3-none-any.whl"
+    assert json.loads(inputs.built.manifest)["wheels"] == sorted(
+        [fake_sha("kfp", "2.17.3"), fake_sha("numpy", "1.0"), sha256_file(helper)]
+    )
+    labels = image_labels(inputs, source=None)
     assert labels["org.kiln.helpers"] == "acme-imgproc==0.1.0"
+    assert labels["org.kiln.third-party"] == "kfp==2.17.3,numpy==1.0"
     assert labels["org.opencontainers.image.version"] == "0.1.0"
-    assert labels["org.kiln.fingerprint"].startswith("sha256:")
+    assert not [k for k in labels if "fingerprint" in k]  # the digest is the identity
 
 
 def test_second_release_changes_nothing(setup: Setup) -> None:
     first = setup.release()
     uploads, pushes, pip_calls = (
         len(setup.index.uploads),
-        len(setup.builder.pushes),
+        len(setup.oci.pushes),
         len(setup.pip.calls),
     )
 
@@ -85,7 +84,7 @@ def test_second_release_changes_nothing(setup: Setup) -> None:
     assert second.plan.up_to_date
     assert (second.uploaded, second.pushed) == ([], [])
     assert len(setup.index.uploads) == uploads
-    assert len(setup.builder.pushes) == pushes
+    assert len(setup.oci.pushes) == pushes
     assert len(setup.pip.calls) == pip_calls  # the wheelhouse came from the cache
     assert second.manifest.images[0].ref == first.manifest.images[0].ref
     assert second.manifest.images[0].status == "unchanged"
@@ -113,18 +112,18 @@ def test_changed_helper_without_bump_is_refused_and_nothing_changes(setup: Setup
 def test_interrupted_release_completes_on_rerun(
     setup: Setup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_push = setup.builder.push
+    real_push = setup.oci.push
 
-    def broken_push(repository: str, tag: str) -> str:
+    def broken_push(inputs: object, image: object) -> str:
         raise CommandFailed("connection reset during push")
 
-    monkeypatch.setattr(setup.builder, "push", broken_push)
+    monkeypatch.setattr(setup.oci, "push", broken_push)
     with pytest.raises(CommandFailed):
         setup.release()
     assert setup.registry.tags == {}
     uploaded_once = list(setup.index.uploads)
 
-    monkeypatch.setattr(setup.builder, "push", real_push)
+    monkeypatch.setattr(setup.oci, "push", real_push)
     outcome = setup.release()
 
     assert setup.index.uploads == uploaded_once  # nothing uploaded twice
@@ -191,7 +190,7 @@ def test_prepare_and_plan_write_nothing_outside_kiln_state(setup: Setup) -> None
     assert sorted(p for p in setup.ws.root.rglob("*") if ".kiln" not in p.parts) == before
     assert not setup.ws.dist_dir.exists()
     assert setup.index.uploads == []
-    assert setup.builder.builds == []
+    assert setup.oci.pushes == []
 
 
 def test_the_base_image_is_identified_by_its_id_not_its_name(setup: Setup) -> None:
@@ -205,8 +204,8 @@ def test_the_base_image_is_identified_by_its_id_not_its_name(setup: Setup) -> No
 def test_a_base_image_that_does_not_exist_is_named(setup: Setup) -> None:
     with pytest.raises(ConfigError) as err:
         prepare(setup.ws, setup.services, base_override="nosuch/python:3.11")
-    assert "--base-image / KILN_BASE_IMAGE: base image 'nosuch/python:3.11'" in str(err.value)
-    assert setup.pip.calls == []
+    assert "base image 'nosuch/python:3.11' is not on the Docker Engine" in str(err.value)
+    assert setup.registry.tags == {}
 
 
 # ---------------------------------------------------------------- the committed lock
@@ -214,12 +213,9 @@ def test_the_wheelhouse_is_exactly_the_lock(setup: Setup) -> None:
     setup.release()
     (download,) = [c for c in setup.pip.calls if "download" in c]
     assert download[download.index("--index-url") + 1] == "https://upstream.invalid/simple"
-    context = setup.builder.contexts[0]
-    assert (context / "requirements.lock").read_text() == (
-        setup.ws.image("base").path / "requirements.lock"
-    ).read_text()
-    labels = setup.builder.local["registry.invalid:5000/acme/base:0.1.0"]
-    assert labels["org.kiln.third-party"] == "kfp==2.17.3,numpy==1.0"
+    assert "--require-hashes" in download
+    (image,) = setup.release().manifest.images
+    assert setup.registry.digest("acme/base", "0.1.0") == image.digest
 
 
 def test_a_second_clean_clone_fetches_from_the_private_index_only(setup: Setup) -> None:
@@ -272,7 +268,7 @@ def test_a_hand_edited_hash_is_refused_before_anything_is_published(setup: Setup
 def test_the_base_is_the_locked_one_unless_overridden(setup: Setup) -> None:
     image = setup.ws.image("base")
     write_fake_lock(setup.ws, image, base=BasePin(image.base, "id", "sha256:other"))
-    with pytest.raises(ConfigError, match=r"is sha256:base on this Docker Engine, but the lock"):
+    with pytest.raises(ConfigError, match=r"is sha256:base here, but the lock pins"):
         setup.release()
     prepared = prepare(setup.ws, setup.services, base_override="python:offline-mirror")
     assert prepared.images[0].base == "python:offline-mirror"
@@ -280,11 +276,9 @@ def test_the_base_is_the_locked_one_unless_overridden(setup: Setup) -> None:
 
 @pytest.fixture
 def kiln_built(setup: Setup) -> Setup:
-    """The sample repo with its image built by kiln: no Dockerfile, one [image.env] value."""
-    image = setup.ws.image("base").path
-    toml = image / "image.toml"
-    toml.write_text(toml.read_text() + 'builder = "kiln"\n[image.env]\nMPLBACKEND = "Agg"\n')
-    (image / "Dockerfile").unlink()
+    """The sample repo with one [image.env] value in its image."""
+    toml = setup.ws.image("base").path / "image.toml"
+    toml.write_text(toml.read_text() + '[image.env]\nMPLBACKEND = "Agg"\n')
     setup.ws = discover(setup.ws.root)
     return setup
 
@@ -305,23 +299,10 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_pushed_as_planned(
 
     assert setup.oci is not None
     assert setup.oci.pushes == ["registry.invalid:5000/acme/base:0.1.0"]
-    assert setup.builder.builds == []  # Docker builds nothing
-    assert setup.builder.pushes == []
     assert setup.registry.digest("acme/base", "0.1.0") == image.digest
     assert outcome.pushed == [f"registry.invalid:5000/acme/base:0.1.0@{image.digest}"]
     yaml = (setup.ws.dist_dir / "components" / "double.yaml").read_text()
     assert f"image: registry.invalid:5000/acme/base@{image.digest}" in yaml
-
-
-def test_prepare_builds_only_the_images_it_is_asked_for(setup: Setup) -> None:
-    """`kiln components` prepares the kiln-built images only: a Docker-built one needs no
-    builder (no engine) there."""
-    services = dataclasses.replace(setup.services, builder=cast(Any, None))
-    prepared = prepare(setup.ws, services, which=lambda image: image.builder == "kiln")
-    assert prepared.images == ()
-    assert prepared.wheels  # the helper wheels are still built
-    (everything,) = prepare(setup.ws, setup.services).images
-    assert everything.image.name == "base"
 
 
 def test_an_image_to_push_with_no_engine_stops_before_anything_is_published(
@@ -376,6 +357,6 @@ def test_a_registry_storing_another_digest_stops_before_any_yaml(kiln_built: Set
 
 def test_a_kiln_built_image_without_kiln_s_builder_is_named(kiln_built: Setup) -> None:
     setup = kiln_built
-    setup.oci = None
-    with pytest.raises(ConfigError, match=r"images/base/image.toml: builder = \"kiln\""):
-        prepare(setup.ws, setup.services)
+    services = dataclasses.replace(setup.services, oci=None)
+    with pytest.raises(ConfigError, match=r"images/base: this command runs without kiln's"):
+        prepare(setup.ws, services)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import shutil
 import tarfile
 import textwrap
@@ -31,8 +32,8 @@ from kiln._workspace.model import Workspace
 from tests import factory
 from tests.unit.fakes import (
     UPSTREAM,
-    FakeBuilder,
     FakeIndex,
+    FakeOci,
     FakePip,
     FakeRegistry,
     fake_sha,
@@ -319,7 +320,7 @@ def services(ws: Workspace, sources: FakeSources, index: FakeIndex | None = None
     return Services(
         index or FakeIndex(),
         registry,
-        FakeBuilder(registry),
+        FakeOci(registry),
         Recorder(),  # builds for real
         upstream_pages=lambda _url: pages,
         download=PipDownload(FakePip()),  # numpy and kfp: FakePip's wheels
@@ -349,11 +350,10 @@ def test_a_release_installs_the_built_wheel_and_mirrors_its_sources(ws: Workspac
     mirrored = {s.filename for s in plan.files if s.kind == "mirror"}
     assert {"tiny-1.0.tar.gz", BACKEND} <= mirrored
     assert "tiny-1.0-py3-none-any.whl" not in mirrored  # kiln's build is not upstream's file
-    builder_ = svc.builder
-    assert isinstance(builder_, FakeBuilder)
-    context = builder_.contexts[0] / "wheelhouse" / "third-party"
-    assert f"tiny==1.0 --hash=sha256:{locked_sha}\n" in (context / "requirements.txt").read_text()
-    assert sha((context / "tiny-1.0-py3-none-any.whl").read_bytes()) == locked_sha
+    built = prepared.images[0].built
+    assert built is not None
+    assert locked_sha in json.loads(built.manifest)["wheels"]  # the image has kiln's build
+    assert sha(tiny.path.read_bytes()) == locked_sha
 
     # A second clone rebuilds from the private index alone, where the release mirrored them.
     shutil.rmtree(sdist_cache_dir(ws.state_dir))

@@ -21,7 +21,7 @@ from kiln._wheels.build import (
 )
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.unit.fakes import FakeBuilder, FakeIndex, FakeRegistry
+from tests.unit.fakes import FakeIndex, FakeRegistry
 
 
 def test_wheel_is_byte_reproducible_and_ignores_outside_epoch(
@@ -289,7 +289,7 @@ def test_kiln_build_and_a_release_share_the_cache_unless_disabled(
     kiln_build(root)
     assert builds.calls == 1
     # The release's prepare() finds the wheel `kiln build` stored, and stages a copy.
-    services = Services(FakeIndex(), FakeRegistry(), FakeBuilder(FakeRegistry()))
+    services = Services(FakeIndex(), FakeRegistry())
     prepared = prepare(ws, services, images=False)
     assert builds.calls == 1
     (staged,) = prepared.wheels

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from kiln._release.stages import Services
+    from kiln._servers.credentials import Credentials
     from kiln._servers.registry import RegistryClient
     from kiln._servers.stack import LocalStack
 
@@ -64,15 +65,43 @@ def local_stack(ws: Workspace) -> LocalStack:
     return LocalStack(ws.stack, ws.state_dir / "stack")
 
 
+def target_registry(args: argparse.Namespace, ws: Workspace) -> tuple[RegistryClient, Any]:
+    """The registry --local (the local stack's, started if needed) or --registry names, and
+    its credentials (from the environment, netrc or docker's config; None for the stack)."""
+    from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
+    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
+
+    if args.local:
+        local_stack(ws).up(echo=report_of(args).step)
+        host, credentials = ws.stack.registry, None
+    elif args.registry:
+        host, credentials = args.registry, registry_credentials(args.registry, os.environ)
+    else:
+        raise ConfigError(
+            "an image with a Dockerfile gets an OS base pushed to the registry its "
+            "releases use: give --local or --registry HOST[:PORT]"
+        )
+    session = requests.Session()
+    ca_bundle = options_of(args).ca_bundle
+    if ca_bundle is not None:
+        session.verify = str(ca_bundle)
+    reg = RegistryClient(host, credentials=credentials, session=session)
+    reg.ping()
+    return reg, credentials
+
+
 def _kiln_builder(
     ws: Workspace,
     reg: RegistryClient,
     options: Options,
     engine: Callable[[], Any],
     log: Callable[[str], None],
+    *,
+    credentials: Credentials | None,
 ) -> Any:
-    """kiln's own image builder, when an image uses it (else None)."""
-    if not any(i.builder == "kiln" for i in ws.images):
+    """kiln's image builder (None: the repo has no image); ``credentials``: the push
+    registry's, which the engine needs to pull an image for its smoke check."""
+    if not ws.images:
         return None
     from kiln._images.oci.builder import KilnBuilder, cache_dir  # noqa: PLC0415
     from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
@@ -89,20 +118,22 @@ def _kiln_builder(
             host, credentials=registry_credentials(host, os.environ), session=session
         )
 
-    return KilnBuilder(engine, cache_dir(ws.state_dir), reg, base_registry=base_registry, log=log)
+    return KilnBuilder(
+        engine, cache_dir(ws.state_dir), reg, base_registry=base_registry, log=log,
+        credentials=credentials,
+    )  # fmt: skip
 
 
 def services(
-    args: argparse.Namespace, ws: Workspace, *, docker: bool = True, read_only: bool = False
+    args: argparse.Namespace, ws: Workspace, *, images: bool = True, read_only: bool = False
 ) -> Services:
     """Clients for the target index and registry (the local stack with --local, started
-    if needed), the Docker builder, and the logged runner; every server answers first.
+    if needed), kiln's image builder, and the logged runner; every server answers first.
 
     ``read_only`` (and --dry-run): a local stack this command had to start is stopped
     when it ends, so the machine is left as it was found."""
     from kiln._release.stages import Services  # noqa: PLC0415
     from kiln._servers.credentials import (  # noqa: PLC0415
-        Credentials,
         index_credentials,
         registry_credentials,
     )
@@ -135,18 +166,15 @@ def services(
         registry_auth = registry_credentials(registry, os.environ)
         for what, auth in (("index", index_auth), ("registry", registry_auth)):
             report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
-    from kiln._images.docker import DockerBuilder, docker_client  # noqa: PLC0415
+    from kiln._images.docker import docker_client  # noqa: PLC0415
 
     engines: list[Any] = []
 
-    def engine() -> Any:  # connected on first use: kiln's own builder may never need it
+    def engine() -> Any:  # connected on first use: kiln's builder may never need it
         if not engines:
             engines.append(docker_client(options.docker_host))
         return engines[0]
 
-    builder: Any = None
-    if docker and any(i.builder == "docker" for i in ws.images):
-        builder = DockerBuilder(engine(), log=report.detail, credentials=registry_auth)
     index = IndexClient(
         index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
     )
@@ -156,13 +184,14 @@ def services(
     reg = RegistryClient(registry, credentials=registry_auth, session=registry_session)
     index.ping()
     reg.ping()
-    oci = _kiln_builder(ws, reg, options, engine, report.detail)
+    oci = None
+    if images:
+        oci = _kiln_builder(ws, reg, options, engine, report.detail, credentials=registry_auth)
     private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
     download = PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle)
     return Services(
         index=index,
         registry=reg,
-        builder=builder,
         runner=runner,
         index_storage=index_storage,
         download=download,

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from kiln._cli import common
-from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
+from kiln._errors import ArtifactAltered, PublishedConflict
 from kiln._workspace.model import Workspace
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def release_parts(
     from kiln._release.stages import make_plan, prepare  # noqa: PLC0415
 
     ws = common.workspace(args)
-    services = common.services(args, ws, docker=images)
+    services = common.services(args, ws, images=images)
     options = common.options_of(args)
     prepared = prepare(
         ws,
@@ -86,37 +86,19 @@ def cmd_components(args: argparse.Namespace) -> int:
     from kiln._release.stages import generate, prepare  # noqa: PLC0415
 
     ws = common.workspace(args)
-    services = common.services(args, ws, docker=False)
+    services = common.services(args, ws)
     options = common.options_of(args)
     report = common.report_of(args)
-    # kiln-built images: their digests are computed here (nothing pushed, no engine
-    # needed when the base is in a registry or was read before); others: the registry's.
-    refs: dict[str, str] = {}
-    if any(i.builder == "kiln" for i in ws.images):
-        prepared = prepare(
-            ws,
-            services,
-            base_override=options.base_image,
-            which=lambda image: image.builder == "kiln",  # Docker-built ones: no engine here
-            wheel_cache=options.wheel_cache,
-            report=report,
-        )
-        refs = {
-            i.image.name: f"{i.repository}@{i.built.digest}"
-            for i in prepared.images
-            if i.built is not None
-        }
-    for image in ws.images:
-        repo = f"{ws.org}/{image.name}"
-        if image.name in refs:
-            continue
-        digest = services.registry.digest(repo, image.version)
-        if digest is None:
-            raise ConfigError(
-                f"{image.path / 'image.toml'}: {services.registry.host}/{repo}:{image.version} is "
-                "not in the registry; run `kiln bake` (or `kiln release`) first"
-            )
-        refs[image.name] = f"{services.registry.host}/{repo}@{digest}"
+    # Every image's digest is computed here: nothing is pushed, and no engine is needed
+    # when the base is in a registry or was read before.
+    prepared = prepare(
+        ws,
+        services,
+        base_override=options.base_image,
+        wheel_cache=options.wheel_cache,
+        report=report,
+    )
+    refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}
     components, pipelines = generate(ws, refs, report=report)
     rows = {
         "images": refs,
@@ -193,7 +175,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     ws = common.workspace(args)
     report = common.report_of(args)
-    services = common.services(args, ws, docker=False, read_only=True)
+    services = common.services(args, ws, images=False, read_only=True)
     prepared = prepare(
         ws,
         services,
@@ -246,7 +228,7 @@ def add_parsers(
     p = sub.add_parser(
         "components",
         parents=[common_args, targets],
-        help="generate component YAMLs pinned by digest (kiln-built images: computed, no push)",
+        help="generate component YAMLs pinned to the image digests kiln computes (no push)",
     )
     p.set_defaults(func=cmd_components)
 

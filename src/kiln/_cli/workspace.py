@@ -183,10 +183,13 @@ def _relock(
         if image.base not in bases:
             bases[image.base] = pin_base(image.base)
             report.stage("base", f"base {image.base}: {bases[image.base][1]}")
+        base = bases[image.base][0]
+        if image.os_dockerfile is not None:
+            base = _os_base(args, ws, image, base)
         report.stage("lock", f"lock {image.name}: uv pip compile for Python {image.python} on "
                     f"{image.platform}")  # fmt: skip
         text = make_lock(
-            ws, image, kfp_version=kfp, uv=tool, base=bases[image.base][0], pages=pages,
+            ws, image, kfp_version=kfp, uv=tool, base=base, pages=pages,
             sdists=sdists, upgrade=upgrade,
         )  # fmt: skip
         path = lock_path(image)
@@ -195,6 +198,41 @@ def _relock(
             path.write_text(text, encoding="utf-8")
         rows[image.name] = {"path": str(path), "written": not same}
     return rows
+
+
+def _os_base(args: argparse.Namespace, ws: Workspace, image: Image, upstream: Any) -> Any:
+    """The pin of ``image``'s OS base (its Dockerfile built on ``upstream``): kept from
+    its lock when built from the same inputs, else found in or pushed to the registry."""
+    from kiln._images.os_base import built_from, lock_os_base, os_base_ref  # noqa: PLC0415
+    from kiln._wheels.lock import read_lock  # noqa: PLC0415
+
+    report, options = common.report_of(args), common.options_of(args)
+    source = built_from(image, upstream, options.base_image)
+    try:
+        old = read_lock(image).base
+    except ConfigError:
+        old = None
+    if old is not None and old.os_from == source and old.kind == "digest":
+        host = old.ref.split("/", 1)[0]
+        same = os_base_ref(image, registry=host, org=ws.org, built_from=source)
+        target = args.registry or (ws.stack.registry if args.local else None)
+        if same == old.ref and target in (host, None):
+            report.stage("base", f"OS base {image.name}: unchanged ({old.ref})")
+            return old
+    reg, credentials = common.target_registry(args, ws)
+
+    def engine() -> Any:
+        from kiln._images.docker import OsBaseBuilder, docker_client  # noqa: PLC0415
+
+        client = docker_client(options.docker_host)
+        return OsBaseBuilder(client, log=report.detail, credentials=credentials)
+
+    pin, how = lock_os_base(
+        image, org=ws.org, upstream=upstream, override=options.base_image, registry=reg,
+        engine=engine, work=ws.state_dir / "build" / "os", log=report.detail,
+    )  # fmt: skip
+    report.stage("base", f"OS base {image.name}: {how}")
+    return pin
 
 
 def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
@@ -301,7 +339,9 @@ def _add_lock_parser(sub: Any, common_args: argparse.ArgumentParser) -> None:
         "image.toml `requirements`) with `uv pip compile --generate-hashes` for the image's\n"
         "Python and platform, add kfp without its dependencies (as KFP's runtime installs\n"
         "it), pin the base image by digest, and write images/<i>/requirements.lock. Commit\n"
-        "it: a release installs exactly that file. Versions of an existing lock are kept.",
+        "it: a release installs exactly that file. Versions of an existing lock are kept.\n"
+        "An image with a Dockerfile (OS packages) gets an OS base: Docker builds it once,\n"
+        "kiln pushes it (--local or --registry) and the lock pins its digest.",
         epilog="""\
 examples:
   kiln lock                      lock every image (keeps locked versions that still fit)
@@ -309,6 +349,9 @@ examples:
   kiln lock base --upgrade numpy move numpy only
   kiln lock --check              exit 3 naming each lock that image.toml, a helper or kfp
                                  has made stale (CI); writes nothing
+  kiln lock gpu --local          images/gpu/Dockerfile: Docker builds its OS base (apt
+                                 packages) on the upstream base, kiln pushes it to the
+                                 local stack's registry and pins its digest
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -322,4 +365,20 @@ examples:
         help="move versions: all of them, or PACKAGE's only (repeatable); put IMAGE first",
     )
     p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--local",
+        action="store_true",
+        help="an image with a Dockerfile: push its OS base to the local stack's registry",
+    )
+    where.add_argument(
+        "--registry",
+        metavar="HOST",
+        help="an image with a Dockerfile: push its OS base to this registry (host[:port])",
+    )
+    p.add_argument(
+        "--base-image",
+        metavar="REF",
+        help="build OS bases FROM this image instead of the upstream base (or KILN_BASE_IMAGE)",
+    )
     p.set_defaults(func=cmd_lock)

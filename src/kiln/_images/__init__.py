@@ -1,3 +1,2 @@
-"""Images: their inputs and fingerprint, the base image, the Docker Engine builder in use
-today, and kiln's own deterministic OCI builder (``oci``, proven end to end, not yet
-wired into the release)."""
+"""Images: their inputs, the base image and its pin, kiln's deterministic OCI builder
+(``oci``), and the Docker Engine client that builds an image's optional OS base."""

@@ -77,35 +77,14 @@ def pinned_base(image: Image, lock: Lock) -> BasePin:
     return base
 
 
-def release_base(
-    image: Image, lock: Lock, *, override: str | None, ensure_image: Callable[[str, str], str]
-) -> tuple[str, str, str | None]:
-    """The base a release builds ``image`` from: (reference, engine image ID, digest).
-
-    Without ``override`` it is the lock's base, by digest (pulled by digest if needed)
-    or, for a base pinned by image ID, the tag whose ID must equal the lock's. With
-    ``override`` (KILN_BASE_IMAGE, for machines that cannot pull the real base) that
-    image is used as it is, and the fingerprint records its ID.
-    ``ensure_image(ref, source)`` gives the engine's ID of ``ref``."""
-    if override:
-        return override, ensure_image(override, "--base-image / KILN_BASE_IMAGE"), None
-    base = pinned_base(image, lock)
-    if base.kind == "digest":
-        return base.build_ref, ensure_image(base.build_ref, str(lock.path)), base.value
-    image_id = ensure_image(base.ref, str(image.path / "image.toml"))
-    if image_id != base.value:
-        raise ConfigError(
-            f"{lock.path}: base {base.ref} is {image_id} on this Docker Engine, but the lock "
-            f"pins {base.value}: run `kiln lock {image.name}` if the new base is intended"
-        )
-    return base.ref, image_id, None
-
-
 def kiln_base(image: Image, lock: Lock, *, override: str | None) -> tuple[str, str | None]:
     """The base kiln's own builder builds ``image`` on: (reference, the image ID the lock
     pins or None). No engine is asked here: a reference pinned by digest is read from
-    its registry, one pinned by image ID from the engine, which must have that ID."""
-    if override:
+    its registry, one pinned by image ID from the engine, which must have that ID.
+
+    ``override`` (KILN_BASE_IMAGE) replaces the upstream base; an OS base (built from
+    the image's Dockerfile) was built on it at `kiln lock` already, so it stays."""
+    if override and not lock.base.os_from:
         return override, None
     base = pinned_base(image, lock)
     if base.kind == "digest":

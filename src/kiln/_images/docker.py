@@ -1,7 +1,8 @@
-"""The Docker Engine image builder (``docker`` SDK, legacy builder).
+"""Docker Engine (``docker`` SDK): the client, and the builder of OS bases.
 
-Builds run with ``network_mode="none"``: everything an image installs comes
-from the wheelhouse in its build context.
+kiln builds every image itself. Docker builds only an image's optional OS base
+(``images/<i>/Dockerfile``: OS packages, with the host's network for apt), once, at
+`kiln lock`, which pushes it and pins its registry digest.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import docker.constants
 import docker.errors
 import requests
 
-from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._errors import CommandFailed, ServiceUnavailable
 from kiln._servers.credentials import Credentials
 
 
@@ -48,18 +49,19 @@ def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerCl
 _LAYER_ID = re.compile(r"^ ---> ([0-9a-f]{12})$")
 
 
-class DockerBuilder:
-    """Builds and pushes through the engine; ``credentials`` are the registry's, for pushes
-    (sent to the engine per push, never stored in an image or a log)."""
+class OsBaseBuilder:
+    """Builds an OS base from a Dockerfile and pushes it; ``credentials`` are the
+    registry's, for pushes (sent to the engine per push, never stored in an image or a
+    log)."""
 
     def __init__(
         self,
-        client: docker.DockerClient | None = None,
+        client: docker.DockerClient,
         *,
         log: Callable[[str], None] = lambda _line: None,
         credentials: Credentials | None = None,
     ) -> None:
-        self._client = client or docker_client()
+        self._client = client
         self._log = log
         self._credentials = credentials
 
@@ -69,22 +71,6 @@ class DockerBuilder:
         except docker.errors.ImageNotFound:
             return None
         return str(image.id)
-
-    def ensure_image(self, ref: str, *, source: str) -> str:
-        """The ID of ``ref``; pulled when the engine does not have it yet."""
-        found = self.image_id(ref)
-        if found is not None:
-            return found
-        self._log(f"pulling {ref}")
-        try:
-            return str(self._client.images.pull(ref).id)
-        except (docker.errors.DockerException, requests.RequestException) as exc:
-            reason = getattr(exc, "explanation", None) or type(exc).__name__
-            raise ConfigError(
-                f"{source}: base image {ref!r} is not on the Docker Engine and could not be "
-                f"pulled ({reason}); fix the reference, `docker pull` it, or set "
-                "KILN_BASE_IMAGE / --base-image to a local image"
-            ) from None
 
     def _stream(
         self, chunks: Iterator[dict[str, Any]], what: str, layers: list[str] | None = None
@@ -128,7 +114,7 @@ class DockerBuilder:
         layers: list[str] = []
         chunks = self._client.api.build(
             path=str(context), tag=tag, buildargs=buildargs, labels=labels,
-            network_mode="none", rm=True, forcerm=True, pull=False, decode=True,
+            network_mode="host", rm=True, forcerm=True, pull=False, decode=True,
         )  # fmt: skip
         try:
             self._stream(chunks, f"docker build of {tag}", layers)

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
-from kiln._images.inputs import LABEL_PREFIX
 from kiln._release.plan import Action, FileCandidate, plan_file
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry
@@ -120,7 +119,7 @@ def _helper_findings(
 
 
 def _labels_say(labels: Mapping[str, str], key: str) -> set[str]:
-    return {item for item in labels.get(f"{LABEL_PREFIX}.{key}", "").split(",") if item}
+    return {item for item in labels.get(f"org.kiln.{key}", "").split(",") if item}
 
 
 def _image_findings(

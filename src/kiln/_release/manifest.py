@@ -38,10 +38,9 @@ class ImageRecord:
     tag: str
     digest: str
     ref: str  # repository@digest: what components pin
-    fingerprint: str
     helpers: tuple[str, ...]  # "<distribution>==<version>"
     status: str  # "pushed" by this release, or "unchanged"
-    sbom: SbomRecord | None = None  # kiln-built images only
+    sbom: SbomRecord | None = None
     revision: str | None = None  # the git revision of the release that pushed it (if this one)
 
 

@@ -62,19 +62,9 @@ class ImageCandidate:
     name: str
     version: str
     repository: str  # path in the registry, e.g. "acme/base"
-    fingerprint: str
+    digest: str  # the image's manifest digest, computed by kiln before any push
     config: Path  # images/<name>/image.toml, for messages
-    # the same inputs fingerprinted the way an earlier kiln did: also identical
-    earlier: tuple[str, ...] = ()
-    inputs: ImageInputs | None = None  # what the builder needs (None in pure-plan tests)
-    # a kiln-built image's digest, computed before any push: compared instead of fingerprints
-    digest: str | None = None
-
-
-@dataclass(frozen=True)
-class PublishedImage:
-    digest: str
-    fingerprint: str | None
+    inputs: ImageInputs | None = None  # what the push needs (None in pure-plan tests)
 
 
 @dataclass(frozen=True)
@@ -82,11 +72,9 @@ class ImageStep:
     name: str
     version: str
     repository: str
-    fingerprint: str
     action: Action
     reason: str
-    # known when skipped, or before the push for a kiln-built image; else set after the push
-    digest: str | None
+    digest: str  # computed before the push; the push checks the registry stores exactly it
     inputs: ImageInputs | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +89,7 @@ class ComponentStep:
     name: str
     image: str
     repository: str  # the image's path in the registry
-    digest: str | None  # the pin, when the image is already pushed; else after the push
+    digest: str  # the pin: the image's digest, known before any push
     reason: str
 
 
@@ -201,88 +189,54 @@ def plan_file(
     )
 
 
-def _step(candidate: ImageCandidate, action: Action, reason: str, digest: str | None) -> ImageStep:
+def plan_image(candidate: ImageCandidate, published: str | None) -> ImageStep:
+    """``published``: the registry's digest for the candidate's tag (None: no such tag)."""
+    ref = f"{candidate.repository}:{candidate.version}"
+    if published is None:
+        action = Action.BUILD
+        reason = f"not in the registry yet; kiln builds it as {candidate.digest}"
+    elif published == candidate.digest:
+        action, reason = Action.SKIP, "in the registry with the identical digest"
+    else:
+        action = Action.REFUSE
+        reason = (
+            f"{candidate.config.parent}: {ref} is already pushed as {published}, but kiln "
+            f"builds it as {candidate.digest} (helpers, wheels, base image or image.toml "
+            f"changed); a pushed version never changes: bump version in {candidate.config}"
+        )
     return ImageStep(
         name=candidate.name,
         version=candidate.version,
         repository=candidate.repository,
-        fingerprint=candidate.fingerprint,
         action=action,
         reason=reason,
-        digest=digest,
+        digest=candidate.digest,
         inputs=candidate.inputs,
     )
 
 
-def _by_digest(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
-    """A kiln-built image: the registry's digest for the tag against the predicted one."""
-    ref = f"{candidate.repository}:{candidate.version}"
-    if published is None:
-        action, reason = (
-            Action.BUILD,
-            f"not in the registry yet; kiln builds it as {candidate.digest}",
-        )
-    elif published.digest == candidate.digest:
-        action, reason = Action.SKIP, "in the registry with the identical digest"
-    else:
-        action, reason = (
-            Action.REFUSE,
-            (
-                f"{candidate.config.parent}: {ref} is already pushed as {published.digest}, "
-                f"but kiln builds it as {candidate.digest} (helpers, wheels, base image or "
-                "image.toml changed); a pushed version never changes: bump version in "
-                f"{candidate.config}"
-            ),
-        )
-    return _step(candidate, action, reason, candidate.digest)
-
-
-def plan_image(candidate: ImageCandidate, published: PublishedImage | None) -> ImageStep:
-    if candidate.digest is not None:
-        return _by_digest(candidate, published)
-    ref = f"{candidate.repository}:{candidate.version}"
-    digest = None
-    if published is None:
-        action, reason = Action.BUILD, "not in the registry yet"
-    elif published.fingerprint in (candidate.fingerprint, *candidate.earlier):
-        action, reason = Action.SKIP, "in the registry, built from identical inputs"
-        digest = published.digest
-    else:
-        action, reason = (
-            Action.REFUSE,
-            (
-                f"{candidate.config.parent}: {ref} is already pushed ({published.digest}) from "
-                "different inputs (Dockerfile, helpers, wheels or base image changed); a pushed "
-                f"version never changes: bump version in {candidate.config}"
-            ),
-        )
-    return _step(candidate, action, reason, digest)
-
-
 def plan_component(name: str, image: str, images: Mapping[str, ImageStep]) -> ComponentStep:
     step = images[image]
-    if step.action is Action.SKIP and step.digest:
+    if step.action is Action.SKIP:
         reason = f"pinned to {step.repository}@{step.digest} (the image is unchanged)"
-        return ComponentStep(name, image, step.repository, step.digest, reason)
-    if step.action is Action.BUILD and step.digest:
+    else:
         reason = (
             f"pinned to {step.repository}@{step.digest} (computed by kiln before the push, "
             "which checks the registry stores exactly that)"
         )
-        return ComponentStep(name, image, step.repository, step.digest, reason)
-    reason = f"pinned to the digest {step.repository}:{step.version} gets when it is pushed"
-    return ComponentStep(name, image, step.repository, None, reason)
+    return ComponentStep(name, image, step.repository, step.digest, reason)
 
 
 def plan_release(
     files: Sequence[tuple[FileCandidate, Mapping[str, str]]],
-    images: Sequence[tuple[ImageCandidate, PublishedImage | None]],
+    images: Sequence[tuple[ImageCandidate, str | None]],
     components: Sequence[tuple[str, str]],
     pipelines: Sequence[str],
     *,
     restore_hint: str = "",
 ) -> ReleasePlan:
-    """Each candidate comes with what its server already holds; ``components``:
+    """Each candidate comes with what its server already holds (an image: the registry's
+    digest for its tag, or None); ``components``:
     (component name, image name) pairs."""
     image_steps = tuple(plan_image(c, published) for c, published in images)
     by_name = {s.name: s for s in image_steps}

@@ -17,16 +17,8 @@ from pathlib import Path
 from kiln import __version__
 from kiln._components.generate import compile_pipeline, generate_component
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
-from kiln._images.base import kiln_base, release_base
-from kiln._images.inputs import (
-    FINGERPRINT_LABEL,
-    ImageBuilder,
-    ImageInputs,
-    OciBuilder,
-    image_inputs,
-    labels,
-    write_context,
-)
+from kiln._images.base import kiln_base
+from kiln._images.inputs import ImageInputs, OciBuilder, image_inputs
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.sbom import image_sbom, sbom_path
 from kiln._release.manifest import (
@@ -42,7 +34,6 @@ from kiln._release.plan import (
     FileCandidate,
     ImageCandidate,
     ImageStep,
-    PublishedImage,
     ReleasePlan,
     plan_release,
 )
@@ -51,7 +42,7 @@ from kiln._servers.index import Index
 from kiln._servers.registry import Registry
 from kiln._util.cmd import Runner, call
 from kiln._util.files import sha256_file
-from kiln._util.git import revision, source_url
+from kiln._util.git import revision
 from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
 from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock
 from kiln._wheels.sdist import SdistBuilder, SourceFetch, sdist_cache_dir
@@ -61,7 +52,7 @@ from kiln._wheels.wheelhouse import (
     SimplePages,
     resolve_wheelhouse,
 )
-from kiln._workspace.model import Image, Workspace
+from kiln._workspace.model import Workspace
 
 
 @dataclass(frozen=True)
@@ -70,7 +61,8 @@ class Services:
 
     index: Index
     registry: Registry
-    builder: ImageBuilder
+    # kiln's image builder (None: a command that builds no image, e.g. `kiln publish`)
+    oci: OciBuilder | None = None
     runner: Runner = call
     # Where the index keeps its files, when kiln knows (the local stack), for messages.
     index_storage: Path | None = None
@@ -80,8 +72,6 @@ class Services:
     # Fetches the sdists and build backends of wheels a lock builds (the CLI passes the
     # same PipDownload as `download`: it holds the private index's credentials).
     sources: SourceFetch | None = None
-    # kiln's own image builder, for images with builder = "kiln" (None: no such image here).
-    oci: OciBuilder | None = None
 
 
 @dataclass(frozen=True)
@@ -121,15 +111,14 @@ def prepare(
     *,
     base_override: str | None = None,
     images: bool = True,
-    which: Callable[[Image], bool] = lambda _image: True,
     wheel_cache: bool = True,
     report: Reporter | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
-    and nothing is written outside kiln's state folder. ``which`` picks the images
-    prepared (all by default; none without ``images``)."""
+    and nothing is written outside kiln's state folder. Without ``images``, only the
+    wheels."""
     report = report or Reporter.null()
-    selected = [i for i in workspace.images if which(i)] if images else []
+    selected = list(workspace.images) if images else []
     # Every image is built from its committed lock: a missing or stale one stops the
     # release before anything is built.
     locks: dict[str, Lock] = {}
@@ -158,18 +147,8 @@ def prepare(
     )
     for image in selected:
         lock = locks[image.name]
-        pinned_id: str | None = None
-        if image.builder == "kiln":  # the builder reads the base itself (no engine here)
-            base, pinned_id = kiln_base(image, lock, override=base_override)
-            base_id, base_digest = "", None
-        else:
-            base, base_id, base_digest = release_base(
-                image,
-                lock,
-                override=base_override,
-                ensure_image=lambda ref, source: services.builder.ensure_image(ref, source=source),
-            )
-        if base_override:
+        base, pinned_id = kiln_base(image, lock, override=base_override)
+        if base != lock.base.build_ref:
             report.detail(f"    base {base_override} replaces the lock's {lock.base.build_ref}")
         report.stage(
             "wheelhouse",
@@ -193,21 +172,17 @@ def prepare(
             registry=services.registry.host,
             org=workspace.org,
             base=base,
-            base_id=base_id,
             wheelhouse=wheelhouse,
-            base_digest=base_digest,
         )
-        if image.builder == "kiln":
-            found = _build_with_kiln(workspace, found, services, report, pinned_id)
-        inputs.append(found)
+        inputs.append(_build_with_kiln(workspace, found, services, report, pinned_id))
     return Prepared(wheels=wheels, images=tuple(inputs))
 
 
 def _oci(services: Services, image: str) -> OciBuilder:
     if services.oci is None:
         raise ConfigError(
-            f'images/{image}/image.toml: builder = "kiln", but this command runs without '
-            "kiln's image builder: run `kiln release`, `kiln bake` or `kiln components`"
+            f"images/{image}: this command runs without kiln's image builder: run "
+            "`kiln release`, `kiln bake` or `kiln components`"
         )
     return services.oci
 
@@ -257,24 +232,15 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
     images = []
     for inputs in prepared.images:
         repo = inputs.path_in_registry
-        digest = services.registry.digest(repo, inputs.tag)
-        there = None
-        if digest is not None and inputs.built is not None:  # compared by digest
-            there = PublishedImage(digest=digest, fingerprint=None)
-        elif digest is not None:
-            fp = services.registry.labels(repo, inputs.tag).get(FINGERPRINT_LABEL)
-            there = PublishedImage(digest=digest, fingerprint=fp)
         candidate = ImageCandidate(
             inputs.image.name,
             inputs.tag,
             repo,
-            inputs.fingerprint,
+            inputs.digest,
             inputs.image.path.relative_to(workspace.root) / "image.toml",
-            earlier=(inputs.earlier_fingerprint,),
             inputs=inputs,
-            digest=inputs.built.digest if inputs.built is not None else None,
         )
-        images.append((candidate, there))
+        images.append((candidate, services.registry.digest(repo, inputs.tag)))
     storage = services.index_storage
     return plan_release(
         files,
@@ -316,40 +282,22 @@ def bake(
     pushed: list[str] = []
     for step in plan.images:
         inputs = _inputs(step)
-        if step.action is Action.SKIP and step.digest:
+        if step.action is Action.SKIP:
             report.stage("image", f"image {inputs.ref}: up to date ({step.digest[:19]}...)")
             digests[step.name] = step.digest
             continue
-        if inputs.built is not None:
-            digests[step.name] = _push_kiln_built(step, inputs, inputs.built, services, report)
-            pushed.append(f"{inputs.ref}@{digests[step.name]}")
-            continue
-        report.stage(
-            "image", f"image {inputs.ref}: building offline (network none) from {inputs.base}"
-        )
-        context = write_context(inputs, workspace.state_dir / "build" / step.name)
-        source, rev = source_url(workspace.root), revision(workspace.root)  # Docker-built only
-        services.builder.build(
-            context,
-            inputs.ref,
-            buildargs={"BASE_IMAGE": inputs.base},
-            labels=labels(inputs, source=source, revision=rev),
-        )
-        report.stage("push", f"image {inputs.ref}: pushing")
-        digest = services.builder.push(inputs.repository, inputs.tag)
-        there = services.registry.digest(inputs.path_in_registry, inputs.tag)
-        if there != digest:
-            raise CommandFailed(f"pushed {inputs.ref} as {digest}, but the registry has {there}")
-        digests[step.name] = digest
-        pushed.append(f"{inputs.ref}@{digest}")
+        if inputs.built is None:
+            raise ValueError(f"image step {step.name}: its inputs were never built")
+        digests[step.name] = _push_kiln_built(step, inputs, inputs.built, services, report)
+        pushed.append(f"{inputs.ref}@{digests[step.name]}")
     return digests, pushed
 
 
 def _push_kiln_built(
     step: ImageStep, inputs: ImageInputs, built: BuiltImage, services: Services, report: Reporter
 ) -> str:
-    """Push a kiln-built image; the digest the plan (and the components) pinned, checked."""
-    report.stage("push", f"image {inputs.ref}: pushing (kiln-built, {built.digest[:19]}...)")
+    """Push an image kiln built; the digest the plan (and the components) pinned, checked."""
+    report.stage("push", f"image {inputs.ref}: pushing {built.digest[:19]}...")
     digest = _oci(services, step.name).push(inputs, built)
     there = services.registry.digest(inputs.path_in_registry, inputs.tag)
     if digest != step.digest or there != digest:
@@ -361,10 +309,8 @@ def _push_kiln_built(
     return digest
 
 
-def _write_sbom(workspace: Workspace, inputs: ImageInputs, digest: str) -> SbomRecord | None:
-    """The SBOM of a kiln-built image, written to ``dist/sbom/<image>.cdx.json``."""
-    if inputs.built is None:
-        return None
+def _write_sbom(workspace: Workspace, inputs: ImageInputs, digest: str) -> SbomRecord:
+    """The image's SBOM, written to ``dist/sbom/<image>.cdx.json``."""
     path = sbom_path(workspace.dist_dir, inputs.image.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(image_sbom(inputs, digest))
@@ -386,7 +332,6 @@ def _image_records(
                 tag=inputs.tag,
                 digest=digests[step.name],
                 ref=f"{inputs.repository}@{digests[step.name]}",
-                fingerprint=step.fingerprint,
                 helpers=tuple(f"{w.distribution}=={w.version}" for w in inputs.wheelhouse.helpers),
                 status="pushed" if pushed else "unchanged",
                 sbom=_write_sbom(workspace, inputs, digests[step.name]),
@@ -441,12 +386,9 @@ def generate(
 
 
 def check_engine(plan: ReleasePlan, services: Services) -> None:
-    """A kiln-built image is smoke-checked by the engine after its push: an engine that
-    cannot be reached stops the release before anything is published."""
-    if services.oci is not None and any(
-        s.action is not Action.SKIP and s.inputs is not None and s.inputs.built is not None
-        for s in plan.images
-    ):
+    """An image is smoke-checked by the engine after its push: an engine that cannot be
+    reached stops the release before anything is published."""
+    if services.oci is not None and any(s.action is not Action.SKIP for s in plan.images):
         services.oci.preflight()
 
 

@@ -40,6 +40,7 @@ from packaging.utils import (
 
 from kiln._errors import ConfigError
 from kiln._util.cmd import Runner
+from kiln._util.files import sha256_file
 from kiln._wheels.tags import supported_tags, wheels_for
 from kiln._workspace.model import Image, Workspace
 
@@ -102,7 +103,25 @@ def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
         "kfp": kfp_version,
         "base": image.base,
     }
+    if image.os_dockerfile is not None:  # its OS base is built from the image folder's files
+        doc["os"] = os_inputs_hash(image)
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def os_context(image: Image) -> list[Path]:
+    """The files Docker builds an image's OS base from: its folder but image.toml and the
+    lock (neither is read by the Dockerfile; the lock records the OS base)."""
+    skip = {"image.toml", LOCK_NAME}
+    return sorted(
+        p
+        for p in image.path.rglob("*")
+        if p.is_file() and p.relative_to(image.path).as_posix() not in skip
+    )
+
+
+def os_inputs_hash(image: Image) -> str:
+    files = {p.relative_to(image.path).as_posix(): sha256_file(p) for p in os_context(image)}
+    return "sha256:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ the file
@@ -155,6 +174,8 @@ class BasePin:
     ref: str
     kind: str
     value: str = ""
+    # An OS base (built from the image's Dockerfile): the base it was built FROM.
+    os_from: str = ""
 
     @property
     def build_ref(self) -> str:
@@ -262,7 +283,7 @@ def parse_lock(path: Path, text: str) -> Lock:
     kinds = [(kind, header[key]) for key, kind in _BASE_KEYS.items() if key in header]
     if len(kinds) != 1:
         raise ConfigError(f"{path}: the header needs one of {', '.join(_BASE_KEYS)}")
-    base = BasePin(header["base"], kinds[0][0], kinds[0][1])
+    base = BasePin(header["base"], kinds[0][0], kinds[0][1], header.get("os-from", ""))
     pins = _pins_of(path, text)
     seen = [p.name for p in pins]
     doubled = sorted({n for n in seen if seen.count(n) > 1})
@@ -344,6 +365,7 @@ def render(
         f"# kfp = {json.dumps(kfp)}",
         f"# base = {json.dumps(base.ref)}",
         f"# {base_key} = {json.dumps(base.value)}",
+        *([f"# os-from = {json.dumps(base.os_from)}"] if base.os_from else []),
     ]
     return (
         "\n".join(header) + "\n\n" + body.strip() + "\n\n"

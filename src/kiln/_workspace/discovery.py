@@ -20,7 +20,6 @@ from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.model import (
-    BUILDERS,
     DEFAULT_BASE_IMAGE,
     DEFAULT_PLATFORM,
     Component,
@@ -189,8 +188,8 @@ def check_no_sibling_cycle(helpers: Sequence[Helper]) -> None:
         )
 
 
-def _read_env(table: dict[str, Any], config: Path, builder: str) -> tuple[tuple[str, str], ...]:
-    """``[image.env]``: variable name -> string value, for kiln-built images only."""
+def _read_env(table: dict[str, Any], config: Path) -> tuple[tuple[str, str], ...]:
+    """``[image.env]``: variable name -> string value."""
     env = table.get("env", {})
     if not isinstance(env, dict):
         raise ConfigError(f'{config}: env must be a table, e.g. [image.env] MPLBACKEND = "Agg"')
@@ -200,11 +199,6 @@ def _read_env(table: dict[str, Any], config: Path, builder: str) -> tuple[tuple[
                 f'{config}: [image.env] {key} = {value!r}; use NAME = "string value" '
                 'with NAME made of letters, digits and _, e.g. MPLBACKEND = "Agg"'
             )
-    if env and builder != "kiln":
-        raise ConfigError(
-            f"{config}: [image.env] is only used by kiln-built images; set "
-            'builder = "kiln", or set the variables with ENV in the Dockerfile'
-        )
     return tuple(sorted(env.items()))
 
 
@@ -212,18 +206,16 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
     config = path / "image.toml"
     doc = load_toml(config, what="image")
     table: dict[str, Any] = doc.get("image", doc)
-    builder = get_str(table, "builder", config, "image", default="docker")
-    if builder not in BUILDERS:
+    # kiln builds every image itself; `builder = "kiln"` (kiln 0.2) is still accepted.
+    builder = get_str(table, "builder", config, "image", default="kiln")
+    if builder != "kiln":
         raise ConfigError(
-            f"{config}: builder = {builder!r}; use 'docker' (Docker Engine builds the "
-            "Dockerfile) or 'kiln' (kiln builds the image itself, digest known before the push)"
+            f"{config}: builder = {builder!r}: kiln builds every image itself now (the digest "
+            "is known before the push); delete the line. OS packages go in "
+            f"{path / 'Dockerfile'} (FROM ${{BASE_IMAGE}}, then RUN apt-get ...): `kiln lock` "
+            "builds it with Docker into the image's OS base"
         )
-    if builder == "docker" and not (path / "Dockerfile").is_file():
-        raise ConfigError(
-            f"{path / 'Dockerfile'}: missing; an image Docker builds needs a Dockerfile "
-            '(or set builder = "kiln" in image.toml)'
-        )
-    env = _read_env(table, config, builder)
+    env = _read_env(table, config)
     helpers = get_str_list(table, "helpers", config, "image")
     unknown = sorted(set(helpers) - helper_names)
     if unknown:
@@ -260,7 +252,6 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
         helpers=helpers,
         requirements=requirements,
         platform=platform,
-        builder=builder,
         env=env,
     )
 

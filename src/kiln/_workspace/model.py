@@ -9,9 +9,6 @@ DEFAULT_BASE_IMAGE = "python:3.11-slim"
 # The platform an image's wheels are locked for (uv's --python-platform): glibc 2.28 wheels
 # run on the default bases (python:3.11-slim and Debian bookworm have glibc 2.36).
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
-# Who builds an image: Docker Engine from its Dockerfile, or kiln's own OCI builder
-# (deterministic layers: the digest is known before any push).
-BUILDERS = ("docker", "kiln")
 
 
 @dataclass(frozen=True)
@@ -33,24 +30,26 @@ class Helper:
 
 @dataclass(frozen=True)
 class Image:
-    """One image under ``images/<name>/``: ``image.toml``, and a Dockerfile unless kiln
-    builds it (``builder = "kiln"``)."""
+    """One image under ``images/<name>/``: ``image.toml``, its ``requirements.lock``, and
+    optionally a Dockerfile for OS packages (the OS base kiln layers the image on)."""
 
     name: str
     path: Path
     version: str
-    base: str  # base image reference, the Dockerfile's BASE_IMAGE build arg
+    base: str  # base image reference (an OS base Dockerfile's BASE_IMAGE build arg)
     python: str  # "3.11": the interpreter in the base image
     helpers: tuple[str, ...]
     requirements: tuple[str, ...]  # extra third-party requirements
     platform: str = DEFAULT_PLATFORM  # "<arch>-manylinux_<glibc>": what its wheels are locked for
-    builder: str = "docker"  # one of BUILDERS
-    # [image.env] (kiln-built images only): environment variables set in the image config
+    # [image.env]: environment variables set in the image config
     env: tuple[tuple[str, str], ...] = ()
 
     @property
-    def dockerfile(self) -> Path:
-        return self.path / "Dockerfile"
+    def os_dockerfile(self) -> Path | None:
+        """``images/<name>/Dockerfile``, when the image needs OS packages: Docker builds it
+        into the OS base at `kiln lock`, and kiln builds the image on that."""
+        path = self.path / "Dockerfile"
+        return path if path.is_file() else None
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def _image(ws: Workspace, name: str) -> Image:
     known = ", ".join(i.name for i in ws.images) or "none"
     raise ConfigError(
         f"--image {name!r} is not a folder under images/ (known images: {known}); "
-        "use one of those, or add images/<name>/ with an image.toml and a Dockerfile"
+        "use one of those, or add images/<name>/image.toml and run `kiln lock <name>`"
     )
 
 

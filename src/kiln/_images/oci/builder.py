@@ -45,6 +45,7 @@ from kiln._images.oci.smoke import (
     import_packages,
     smoke_check,
 )
+from kiln._servers.credentials import Credentials
 from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def cache_dir(state_dir: Path) -> Path:
 
 
 def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
-    """The labels (and manifest annotations) of a kiln-built image: no fingerprint, no
+    """The labels (and manifest annotations) of an image: no fingerprint, no
     revision, a fixed ``created``. ``source`` must already be free of credentials."""
     wh = inputs.wheelhouse
     return labels(
@@ -110,13 +111,16 @@ def build_on(
 class _LazyContainers:
     """The engine's ContainerRunner, connected on first use (a build needs no engine)."""
 
-    def __init__(self, engine: Callable[[], docker.DockerClient]) -> None:
+    def __init__(
+        self, engine: Callable[[], docker.DockerClient], credentials: Credentials | None
+    ) -> None:
         self._engine = engine
+        self._credentials = credentials
         self._runner: ContainerRunner | None = None
 
     def __call__(self, image: str, command: Sequence[str]) -> Run:
         if self._runner is None:
-            self._runner = DockerContainers(self._engine())
+            self._runner = DockerContainers(self._engine(), self._credentials)
         return self._runner(image, command)
 
 
@@ -137,13 +141,15 @@ class KilnBuilder:
         base_registry: Callable[[str], BlobSource] | None = None,
         log: Callable[[str], None] = lambda _line: None,
         containers: ContainerRunner | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._engine = engine
         self._cache = LayerCache(cache)
         self._registry = registry
         self._base_registry = base_registry
         self._log = log
-        self._containers = containers or _LazyContainers(engine)
+        # ``credentials``: the push registry's, for the engine's pull of the smoke check.
+        self._containers = containers or _LazyContainers(engine, credentials)
 
     def base(self, ref: str, *, pinned_id: str | None = None) -> BaseImage:
         """The base ``ref``; ``pinned_id`` is the image ID its lock pins, if it does."""

@@ -23,6 +23,7 @@ import docker.errors
 import requests
 
 from kiln._errors import CommandFailed, ServiceUnavailable
+from kiln._servers.credentials import Credentials
 
 # What pip check may say of an image whose kfp was installed --no-deps.
 _ALLOWED = re.compile(
@@ -57,13 +58,27 @@ class ContainerRunner(Protocol):
 
 
 class DockerContainers:
-    """The Docker Engine as a ContainerRunner (pulls the image by digest if it is missing)."""
+    """The Docker Engine as a ContainerRunner: pulls the image by digest if it is missing,
+    with the registry's ``credentials`` when kiln has them (sent per pull, never stored)."""
 
-    def __init__(self, client: docker.DockerClient) -> None:
+    def __init__(self, client: docker.DockerClient, credentials: Credentials | None = None) -> None:
         self._client = client
+        self._credentials = credentials
+
+    def _pull(self, image: str) -> None:
+        try:
+            self._client.images.get(image)
+        except docker.errors.ImageNotFound:
+            repository, _, digest = image.partition("@")
+            auth = None
+            if self._credentials is not None:
+                user, password = self._credentials.basic
+                auth = {"username": user, "password": password}
+            self._client.images.pull(repository, tag=digest or None, auth_config=auth)
 
     def __call__(self, image: str, command: Sequence[str]) -> Run:
         try:
+            self._pull(image)
             container = self._client.containers.run(
                 image, list(command[1:]), entrypoint=list(command[:1]), network_mode="none",
                 detach=True,
