@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,8 +134,17 @@ class FakePip:
 
 
 def fake_wheel(name: str, version: str) -> bytes:
-    """The bytes FakePip downloads for ``name==version``."""
-    return f"{name}=={version}".encode()
+    """The bytes FakePip downloads for ``name==version``: a minimal, deterministic wheel
+    (its import package, named like the project, and its metadata)."""
+    module = name.replace("-", "_")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for path, text in (
+            (f"{module}/__init__.py", ""),
+            (f"{module}-{version}.dist-info/METADATA", f"Name: {name}\nVersion: {version}\n"),
+        ):
+            zf.writestr(zipfile.ZipInfo(path, date_time=(1980, 1, 1, 0, 0, 0)), text)
+    return buffer.getvalue()
 
 
 def fake_sha(name: str, version: str) -> str:

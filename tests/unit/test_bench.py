@@ -42,6 +42,7 @@ def test_the_small_preset_is_a_repo_kiln_discovers(tmp_path: Path) -> None:
             if isinstance(n, ast.FunctionDef) and n.name == comp.name
         )
         used = {n.module for n in ast.walk(func) if isinstance(n, ast.ImportFrom)}
+        assert comp.image is not None
         assert used <= set(ws.image(comp.image).helpers), comp.name
 
 

@@ -109,7 +109,7 @@ def test_a_pipeline_whose_build_raises_is_bad_input(
 ) -> None:
     root = factory.sample(tmp_path)
     factory.write(root / "pipelines" / "demo.py", "def build(load):\n    return 1 / 0\n")
-    (root / "dist" / "components").mkdir(parents=True)
+    factory.write(root / "pipelines" / "components" / "generated" / "double.yaml", "{}\n")
     code, _, err = run(capsys, "run", "demo", "--repo", str(root))
     assert code == 3
     assert f"kiln: bad input: {root / 'pipelines' / 'demo.py'}: build(load) failed" in err

@@ -26,6 +26,7 @@ def test_sample_repo_is_read_into_frozen_data(tmp_path: Path) -> None:
             version="0.1.0",
             dependencies=("numpy>=1.26",),
             siblings=(),
+            packages=("imgproc",),
         ),
     )
     assert ws.images == (

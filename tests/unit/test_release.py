@@ -45,7 +45,7 @@ def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:
     assert image["status"] == "pushed"
     assert image["helpers"] == ["acme-imgproc==0.1.0"]
 
-    yaml = (setup.ws.dist_dir / "components" / "double.yaml").read_text()
+    yaml = (setup.ws.component_dir / "double.yaml").read_text()
     assert f"image: registry.invalid:5000/acme/base@{digest}" in yaml
     assert "pip install" not in yaml  # kfp is baked in: nothing installed at start
     assert (setup.ws.dist_dir / "pipelines" / "demo.yaml").is_file()
@@ -301,7 +301,7 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_pushed_as_planned(
     assert setup.oci.pushes == ["registry.invalid:5000/acme/base:0.1.0"]
     assert setup.registry.digest("acme/base", "0.1.0") == image.digest
     assert outcome.pushed == [f"registry.invalid:5000/acme/base:0.1.0@{image.digest}"]
-    yaml = (setup.ws.dist_dir / "components" / "double.yaml").read_text()
+    yaml = (setup.ws.component_dir / "double.yaml").read_text()
     assert f"image: registry.invalid:5000/acme/base@{image.digest}" in yaml
 
 
@@ -352,7 +352,7 @@ def test_a_registry_storing_another_digest_stops_before_any_yaml(kiln_built: Set
     setup.oci.rewrite = "sha256:" + "0" * 64
     with pytest.raises(CommandFailed, match=r"but the plan pinned sha256:"):
         setup.release()
-    assert not (setup.ws.dist_dir / "components").exists()
+    assert not setup.ws.component_dir.exists()
 
 
 def test_a_kiln_built_image_without_kiln_s_builder_is_named(kiln_built: Setup) -> None:

@@ -86,6 +86,7 @@ def test_new_helper_writes_the_skeleton_and_lists_it_in_the_image(tmp_path: Path
         version="0.1.0",
         dependencies=(),
         siblings=(),
+        packages=("text_stats",),
     )
     assert ws.image("base").helpers == ("imgproc", "text-stats")
     # Edited in place: only the helpers line changed, its comment and the others kept.
@@ -157,7 +158,10 @@ def test_new_helper_defaults_to_a_pinned_hatchling(tmp_path: Path) -> None:
 def test_discovery_sees_the_scaffolded_component_and_pipeline(scaffolded: Workspace) -> None:
     root = scaffolded.root
     component = root / "pipelines" / "components" / "word_counts.py"
-    assert Component(name="word_counts", path=component, image="base") in scaffolded.components
+    assert (
+        Component(name="word_counts", path=component, image="base", imports=("re",))
+        in scaffolded.components
+    )
     pipeline = root / "pipelines" / "word_report.py"
     assert Pipeline(name="word_report", path=pipeline) in scaffolded.pipelines
 

@@ -38,9 +38,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if pipeline is None:
         known = ", ".join(p.name for p in ws.pipelines) or "none"
         raise ConfigError(f"no pipeline {args.pipeline!r} under pipelines/ (known: {known})")
-    component_dir = ws.dist_dir / "components"
-    if not component_dir.is_dir():
+    component_dir = ws.component_dir
+    if not any(component_dir.glob("*.yaml")):
         raise ConfigError(f"{component_dir}: no generated components; run `kiln release --local`")
+    network = args.network
+    if network == "auto":  # packages-mode pods install from the index, on loopback
+        network = "host" if any(c.image is None for c in ws.components) else "none"
     arguments = dict(pipeline_arguments(pipeline))
     for item in args.arg:
         key, sep, value = item.partition("=")
@@ -51,13 +54,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             arguments[key] = value
     report = common.report_of(args)
-    report.stage("run", f"run {pipeline.name} with kfp.local.DockerRunner (network {args.network})")
+    report.stage("run", f"run {pipeline.name} with kfp.local.DockerRunner (network {network})")
     outputs = run_pipeline(
         pipeline,
         component_dir,
         pipeline_root=ws.state_dir / "runs" / pipeline.name,
         arguments=arguments,
-        network_mode=args.network,
+        network_mode=network,
         report=report,
     )
     common.emit(args, outputs, "\n".join(f"{k} = {show(v)}" for k, v in outputs.items()))
@@ -74,5 +77,11 @@ def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
     )
     p.add_argument("pipeline", help="name of pipelines/<name>.py")
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
-    p.add_argument("--network", default="none", choices=["none", "host"], help="container network")
+    p.add_argument(
+        "--network",
+        default="auto",
+        choices=["auto", "none", "host"],
+        help="container network (auto: host when a component is in packages mode, whose pod "
+        "installs from the local index; else none)",
+    )
     p.set_defaults(func=cmd_run)

@@ -6,7 +6,7 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from kiln._cli import common
-from kiln._errors import ArtifactAltered, PublishedConflict
+from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
 from kiln._workspace.model import Workspace
 
 if TYPE_CHECKING:
@@ -83,6 +83,9 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_components(args: argparse.Namespace) -> int:
+    import shutil  # noqa: PLC0415
+
+    from kiln._components.drift import compare, describe  # noqa: PLC0415
     from kiln._release.stages import generate, prepare  # noqa: PLC0415
 
     ws = common.workspace(args)
@@ -99,7 +102,27 @@ def cmd_components(args: argparse.Namespace) -> int:
         report=report,
     )
     refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}
-    components, pipelines = generate(ws, refs, report=report)
+    label = str(ws.component_dir.relative_to(ws.root))
+    if args.check:
+        scratch = ws.state_dir / "check"
+        shutil.rmtree(scratch, ignore_errors=True)
+        generate(
+            ws, prepared, refs, index_url=services.index.url, report=report,
+            out=scratch / "components",
+        )  # fmt: skip
+        drifts = compare(ws.component_dir, scratch / "components", label=label)
+        if drifts:
+            raise ConfigError(
+                f"{label}: {len(drifts)} component YAML(s) are stale: run `kiln components"
+                f"{' --local' if args.local else ''}` and commit the result\n"
+                + describe(drifts, label=label)
+            )
+        checked = {"images": refs, "stale": []}
+        common.emit(args, checked, f"{label}: {len(ws.components)} component YAML(s) up to date")
+        return 0
+    components, pipelines = generate(
+        ws, prepared, refs, index_url=services.index.url, report=report
+    )
     rows = {
         "images": refs,
         "components": [c.to_json() for c in components],
@@ -228,7 +251,22 @@ def add_parsers(
     p = sub.add_parser(
         "components",
         parents=[common_args, targets],
-        help="generate component YAMLs pinned to the image digests kiln computes (no push)",
+        help="generate the committed component YAMLs, pinned to image digests or packages",
+        description="Write pipelines/components/generated/<component>.yaml for every component:\n"
+        "image mode pins the image digest kiln computes (nothing is pushed), packages mode\n"
+        "the hash-checked files its pod installs from the index. Commit the result; the\n"
+        "same inputs always give the same bytes.",
+        epilog="""\
+examples:
+  kiln components --local          regenerate against the local stack's index and registry
+  kiln components --local --check  exit 3 with a diff when a committed YAML is stale (CI)
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; fail (exit 3) and print the diff when a committed YAML is stale",
     )
     p.set_defaults(func=cmd_components)
 

@@ -127,13 +127,13 @@ def cmd_lock(args: argparse.Namespace) -> int:
     from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
 
     ws = common.workspace(args)
-    known = {i.name: i for i in ws.images}
+    known = {i.name: i for i in ws.locked}
     unknown = sorted(set(args.images) - set(known))
     if unknown:
         raise ConfigError(
             f"no image {', '.join(unknown)} under images/ (known: {', '.join(known) or 'none'})"
         )
-    images = [known[n] for n in sorted(set(args.images))] or list(ws.images)
+    images = [known[n] for n in sorted(set(args.images))] or list(ws.locked)
     kfp = kfp_version()
     if args.check:
         stale = []

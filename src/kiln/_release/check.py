@@ -122,15 +122,24 @@ def _labels_say(labels: Mapping[str, str], key: str) -> set[str]:
     return {item for item in labels.get(f"org.kiln.{key}", "").split(",") if item}
 
 
+def _lock_findings(workspace: Workspace, image: Image, kfp_version: str) -> list[Finding]:
+    """A RELOCK finding when ``image``'s lock is missing or stale."""
+    try:
+        check_fresh(read_lock(image), workspace, image, kfp_version)
+    except ConfigError as exc:
+        path = str((image.path / "requirements.lock").relative_to(workspace.root))
+        return [Finding(RELOCK, image.name, path, str(exc), f"kiln lock {image.name}")]
+    return []
+
+
 def _image_findings(
     workspace: Workspace, image: Image, registry: Registry, kfp_version: str
 ) -> list[Finding]:
     config = str((image.path / "image.toml").relative_to(workspace.root))
-    try:
-        lock = read_lock(image)
-        check_fresh(lock, workspace, image, kfp_version)
-    except ConfigError as exc:
-        return [Finding(RELOCK, image.name, config, str(exc), f"kiln lock {image.name}")]
+    stale = _lock_findings(workspace, image, kfp_version)
+    if stale:
+        return stale
+    lock = read_lock(image)
     repository = f"{workspace.org}/{image.name}"
     if registry.digest(repository, image.version) is None:
         what = f"{repository}:{image.version} is not pushed yet"
@@ -175,6 +184,8 @@ def check(
     """Every finding, helpers first; ``recorded``: the last manifest's wheel sha256s."""
     findings = _helper_findings(workspace, wheels, index, recorded)
     bumped = {f.subject for f in findings if f.kind == BUMP}
+    if workspace.packages is not None:  # packages mode's lock: fresh, or relock
+        findings += _lock_findings(workspace, workspace.packages, kfp_version)
     for image in workspace.images:
         image_findings = _image_findings(workspace, image, registry, kfp_version)
         # A helper bump already cascades to the images containing it: say it once.

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from kiln import __version__
 from kiln._components.generate import compile_pipeline, generate_component
+from kiln._components.packages import check_imports, closure, install_items, pip_options
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
 from kiln._images.base import kiln_base
 from kiln._images.inputs import ImageInputs, OciBuilder, image_inputs
@@ -50,6 +51,7 @@ from kiln._wheels.wheelhouse import (
     Downloader,
     PipDownload,
     SimplePages,
+    Wheelhouse,
     resolve_wheelhouse,
 )
 from kiln._workspace.model import Workspace
@@ -75,14 +77,27 @@ class Services:
 
 
 @dataclass(frozen=True)
+class PackagesInputs:
+    """Packages mode: the plain Python base its pods start from (reference as pinned) and
+    the wheelhouse of its lock, whose files the pods install by URL and sha256."""
+
+    base: str
+    wheelhouse: Wheelhouse
+
+
+@dataclass(frozen=True)
 class Prepared:
     wheels: tuple[BuiltWheel, ...]
     images: tuple[ImageInputs, ...]
+    packages: PackagesInputs | None = None
 
     def mirror_candidates(self) -> tuple[FileCandidate, ...]:
         seen: dict[str, FileCandidate] = {}
-        for inputs in self.images:
-            for w in inputs.wheelhouse.mirror():  # wheels kiln built from sdists: their sources
+        houses = [i.wheelhouse for i in self.images]
+        if self.packages is not None:
+            houses.append(self.packages.wheelhouse)
+        for house in houses:
+            for w in house.mirror():  # wheels kiln built from sdists: their sources
                 seen[w.filename] = FileCandidate("mirror", w.name, w.version, w.path, w.sha256)
         return tuple(seen[k] for k in sorted(seen))
 
@@ -118,7 +133,7 @@ def prepare(
     and nothing is written outside kiln's state folder. Without ``images``, only the
     wheels."""
     report = report or Reporter.null()
-    selected = list(workspace.images) if images else []
+    selected = list(workspace.locked) if images else []
     # Every image is built from its committed lock: a missing or stale one stops the
     # release before anything is built.
     locks: dict[str, Lock] = {}
@@ -136,6 +151,7 @@ def prepare(
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
     inputs: list[ImageInputs] = []
+    packages: PackagesInputs | None = None
     pages = [
         (f"{services.index.url}/simple/", services.index),
         (workspace.upstream_index, services.upstream_pages(workspace.upstream_index)),
@@ -167,6 +183,9 @@ def prepare(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
             f"{len(wheelhouse.helpers)} helper wheel(s)"
         )
+        if image is workspace.packages:  # installed by pods at start: nothing to build
+            packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
+            continue
         found = image_inputs(
             image,
             registry=services.registry.host,
@@ -175,7 +194,7 @@ def prepare(
             wheelhouse=wheelhouse,
         )
         inputs.append(_build_with_kiln(workspace, found, services, report, pinned_id))
-    return Prepared(wheels=wheels, images=tuple(inputs))
+    return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
 
 
 def _oci(services: Services, image: str) -> OciBuilder:
@@ -245,7 +264,7 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
     return plan_release(
         files,
         images,
-        [(c.name, c.image) for c in workspace.components],
+        [(c.name, c.image) for c in workspace.components if c.image is not None],
         [p.name for p in workspace.pipelines],
         restore_hint=f" (the local stack keeps its files in {storage}/)" if storage else "",
     )
@@ -360,29 +379,59 @@ def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
 
 
 def generate(
-    workspace: Workspace, image_refs: Mapping[str, str], *, report: Reporter | None = None
+    workspace: Workspace,
+    prepared: Prepared,
+    image_refs: Mapping[str, str],
+    *,
+    index_url: str,
+    report: Reporter | None = None,
+    out: Path | None = None,
 ) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...]]:
-    """Write pinned component YAMLs and compiled pipelines under dist/."""
-    out = workspace.dist_dir
+    """Write the pinned component YAMLs (the committed tree, ``workspace.component_dir``,
+    or ``out``; a YAML of a component that no longer exists is removed) and compile the
+    pipelines (under dist/, or beside ``out``). ``index_url``: the private index
+    packages-mode pods install from."""
+    pipelines_out = workspace.dist_dir / "pipelines" if out is None else out.parent / "pipelines"
+    out = out or workspace.component_dir
+    modes = [c.mode for c in workspace.components]
     (report or Reporter.null()).stage(
-        "components", f"components: {len(workspace.components)} pinned by digest"
+        "components",
+        f"components: {modes.count('image')} pinned to image digests, "
+        f"{modes.count('packages')} to hash-checked packages",
     )
-    components = tuple(
-        _file_record(
-            c.name,
-            generate_component(c, image_refs[c.image], out / "components"),
-            workspace.root,
-            image=c.image,
-        )
-        for c in workspace.components
-    )
+    houses = {i.image.name: i.wheelhouse for i in prepared.images}
+    records = []
+    for c in workspace.components:
+        source = str(c.path.relative_to(workspace.root))
+        if c.image is not None:
+            house = houses[c.image]
+            wheels = [w.path for w in house.third_party] + [w.path for w in house.helpers]
+            check_imports(c, wheels, where=f"image {c.image}")
+            path = generate_component(c, image_refs[c.image], out, source=source)
+        else:
+            if prepared.packages is None or workspace.packages is None:
+                raise ValueError("packages mode's wheelhouse was not prepared")
+            installed = closure(
+                workspace, c, prepared.packages.wheelhouse, workspace.packages.python
+            )
+            check_imports(c, [i.path for i in installed], where="its packages")
+            options = {
+                "packages_to_install": install_items(installed, index_url=index_url),
+                **pip_options(index_url),
+            }
+            path = generate_component(
+                c, prepared.packages.base, out, packages=options, source=source
+            )
+        records.append(_file_record(c.name, path, workspace.root, image=c.image))
+    written = {Path(r.path).name for r in records}
+    for stale in out.glob("*.yaml"):
+        if stale.name not in written:
+            stale.unlink()  # its component is gone
     pipelines = tuple(
-        _file_record(
-            p.name, compile_pipeline(p, out / "components", out / "pipelines"), workspace.root
-        )
+        _file_record(p.name, compile_pipeline(p, out, pipelines_out), workspace.root)
         for p in workspace.pipelines
-    )
-    return components, pipelines
+    )  # fmt: skip
+    return tuple(records), pipelines
 
 
 def check_engine(plan: ReleasePlan, services: Services) -> None:
@@ -409,7 +458,13 @@ def execute(
     digests, pushed = bake(workspace, plan, services, report)
     rev = revision(workspace.root)
     images = _image_records(workspace, plan, digests, rev)
-    components, pipelines = generate(workspace, {i.name: i.ref for i in images}, report=report)
+    components, pipelines = generate(
+        workspace,
+        prepared,
+        {i.name: i.ref for i in images},
+        index_url=services.index.url,
+        report=report,
+    )
     published = {s.filename: s.action for s in plan.files}
     manifest = Manifest(
         kiln=__version__,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,8 +118,19 @@ def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
         version=version,
         dependencies=tuple(str(r) for r in reqs),
         siblings=(),
+        packages=_import_packages(doc, path, name),
     )
     return helper, reqs
+
+
+def _import_packages(doc: dict[str, Any], path: Path, distribution: str) -> tuple[str, ...]:
+    """The top-level import names a helper's wheel ships: its hatch ``packages`` (their
+    last path part), else the package named like the distribution."""
+    wheel = doc.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {}).get("wheel")
+    listed = wheel.get("packages") if isinstance(wheel, dict) else None
+    if isinstance(listed, list) and all(isinstance(p, str) for p in listed):
+        return tuple(sorted({Path(p).name for p in listed}))
+    return (canonicalize_name(distribution).replace("-", "_"),)
 
 
 def _read_helpers(root: Path, org: str) -> tuple[Helper, ...]:
@@ -266,8 +277,112 @@ def _parse(path: Path) -> ast.Module:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
 
 
-def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]:
+def _closure(helpers: Sequence[Helper], names: Iterable[str]) -> set[str]:
+    by_name = {h.name: h for h in helpers}
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(by_name[name].siblings)
+    return seen
+
+
+def function_imports(func: ast.FunctionDef) -> tuple[str, ...]:
+    """The top-level modules ``func`` imports in its body (what its pod must provide: KFP
+    ships the function's source alone), sorted; relative imports cannot work there."""
+    found: set[str] = set()
+    for node in ast.walk(func):
+        if isinstance(node, ast.Import):
+            found.update(a.name.split(".", 1)[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".", 1)[0])
+    return tuple(sorted(found))
+
+
+def _module_constant(tree: ast.Module, name: str) -> object:
+    """The literal assigned to ``name`` at module level (``_MISSING`` without one)."""
+    value: object = _MISSING
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == name for t in node.targets
+        ):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = _NOT_LITERAL
+    return value
+
+
+_MISSING = object()
+_NOT_LITERAL = object()
+
+
+def _packages_functions(tree: ast.Module, path: Path, funcs: Sequence[str]) -> set[str]:
+    """The functions of a component module that run in packages mode: all of them with
+    ``PACKAGES = True``, those named with ``PACKAGES = ["name", ...]``, else none."""
+    value = _module_constant(tree, "PACKAGES")
+    if value is _MISSING or value is False:
+        return set()
+    if value is True:
+        return set(funcs)
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        unknown = sorted(set(value) - set(funcs))
+        if unknown:
+            raise ConfigError(
+                f"{path}: PACKAGES names {', '.join(unknown)}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not a public function here "
+                f"({', '.join(funcs)})"
+            )
+        return set(value)
+    raise ConfigError(
+        f"{path}: PACKAGES must be True (every function here in packages mode) or a list of "
+        'function names, e.g. PACKAGES = ["light_step"]'
+    )
+
+
+def _component(
+    path: Path,
+    func: ast.FunctionDef,
+    image: Image | None,
+    helpers: Sequence[Helper],
+    images: Sequence[Image],
+) -> Component:
+    """The component ``func`` with the helpers its imports need; in image mode, an error
+    naming a helper its image lacks and the images that have it."""
+    imports = function_imports(func)
+    provides = {package: h.name for h in helpers for package in h.packages}
+    needed = tuple(sorted({provides[i] for i in imports if i in provides}))
+    if image is not None:
+        inside = _closure(helpers, image.helpers)
+        for helper in needed:
+            if helper in inside:
+                continue
+            having = [i.name for i in images if helper in _closure(helpers, i.helpers)]
+            package = next(p for p, h in provides.items() if h == helper and p in imports)
+            fix = (
+                f'set IMAGE = "{having[0]}"' if having else f'add "{helper}" to `helpers`'
+            ) + f" or add {helper!r} to helpers in images/{image.name}/image.toml"
+            raise ConfigError(
+                f"{path}: {func.name} imports {package} (helper {helper}), which image "
+                f"{image.name} does not contain; images containing it: "
+                f"{', '.join(having) or 'none'}; {fix}"
+            )
+    return Component(
+        name=func.name,
+        path=path,
+        image=image.name if image is not None else None,
+        imports=imports,
+        helpers=needed,
+    )
+
+
+def _read_components(
+    root: Path, images: Sequence[Image], helpers: Sequence[Helper]
+) -> tuple[Component, ...]:
     components: list[Component] = []
+    by_name = {i.name: i for i in images}
     for path in sorted((root / "pipelines" / "components").glob("*.py")):
         if path.name.startswith("_"):
             continue
@@ -282,27 +397,23 @@ def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]
                 f"{path}: `from __future__ import annotations` turns type hints into strings, "
                 "which KFP cannot read as component inputs/outputs; remove that import"
             )
-        image = None
-        for node in tree.body:
-            if (
-                isinstance(node, ast.Assign)
-                and any(isinstance(t, ast.Name) and t.id == "IMAGE" for t in node.targets)
-                and isinstance(node.value, ast.Constant)
-            ):
-                image = node.value.value
-        if not isinstance(image, str) or image not in image_names:
-            raise ConfigError(
-                f"{path}: IMAGE = {image!r} must name an image folder under images/ "
-                f'({", ".join(sorted(image_names)) or "none"}); add e.g. IMAGE = "base"'
-            )
         funcs = [
-            n.name
-            for n in tree.body
-            if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
+            n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
         ]
         if not funcs:
             raise ConfigError(f"{path}: defines no public function to turn into a component")
-        components.extend(Component(name=f, path=path, image=image) for f in funcs)
+        in_packages = _packages_functions(tree, path, [f.name for f in funcs])
+        image = _module_constant(tree, "IMAGE")
+        if len(in_packages) < len(funcs) and (not isinstance(image, str) or image not in by_name):
+            shown = None if image in (_MISSING, _NOT_LITERAL) else image
+            raise ConfigError(
+                f"{path}: IMAGE = {shown!r} must name an image folder under images/ "
+                f'({", ".join(sorted(by_name)) or "none"}); add e.g. IMAGE = "base", or '
+                "PACKAGES = True to install the helpers at pod start instead"
+            )
+        for func in funcs:
+            chosen = None if func.name in in_packages else by_name[str(image)]
+            components.append(_component(path, func, chosen, helpers, images))
     seen: dict[str, Path] = {}
     for comp in components:
         if comp.name in seen:
@@ -312,6 +423,43 @@ def _read_components(root: Path, image_names: set[str]) -> tuple[Component, ...]
             )
         seen[comp.name] = comp.path
     return tuple(components)
+
+
+PACKAGES_IMAGE = "packages"  # the name of packages mode's pseudo-image (and its lock)
+
+
+def _packages_image(
+    root: Path,
+    kiln: dict[str, Any],
+    pyproject: Path,
+    components: Sequence[Component],
+    helpers: Sequence[Helper],
+) -> Image | None:
+    """Packages mode's pseudo-image: [tool.kiln.packages] base/python/platform, the helpers
+    packages-mode components import (with their siblings), locked in pipelines/."""
+    used = sorted({h for c in components if c.image is None for h in c.helpers})
+    if not any(c.image is None for c in components):
+        return None
+    table = kiln.get("packages", {})
+    section = "tool.kiln.packages"
+    if not isinstance(table, dict):
+        raise ConfigError(
+            f'{pyproject}: [{section}] must be a table, e.g. base = "python:3.11-slim"'
+        )
+    python = get_str(table, "python", pyproject, section, default="3.11")
+    if not re.fullmatch(r"3\.\d+", python):
+        raise ConfigError(f"{pyproject}: [{section}] python = {python!r}; use e.g. '3.11'")
+    platform = get_str(table, "platform", pyproject, section, default=DEFAULT_PLATFORM)
+    return Image(
+        name=PACKAGES_IMAGE,
+        path=root / "pipelines",
+        version="0",
+        base=get_str(table, "base", pyproject, section, default=DEFAULT_BASE_IMAGE),
+        python=python,
+        helpers=tuple(sorted(_closure(helpers, used))),
+        requirements=(),
+        platform=platform,
+    )
 
 
 def _read_pipelines(root: Path) -> tuple[Pipeline, ...]:
@@ -372,6 +520,12 @@ def discover(root: Path) -> Workspace:
     helpers = _read_helpers(root, org)
     image_dirs = sorted(p for p in (root / "images").glob("*") if p.is_dir())
     images = tuple(_read_image(p, {h.name for h in helpers}) for p in image_dirs)
+    if any(i.name == PACKAGES_IMAGE for i in images):
+        raise ConfigError(
+            f"{root / 'images' / PACKAGES_IMAGE}: the name {PACKAGES_IMAGE!r} is kiln's for "
+            "packages mode's lock (pipelines/requirements.lock); rename the folder"
+        )
+    components = _read_components(root, images, helpers)
     return Workspace(
         root=root,
         org=org,
@@ -380,6 +534,7 @@ def discover(root: Path) -> Workspace:
         stack=stack,
         helpers=helpers,
         images=images,
-        components=_read_components(root, {i.name for i in images}),
+        components=components,
         pipelines=_read_pipelines(root),
+        packages=_packages_image(root, kiln, pyproject, components, helpers),
     )

@@ -21,6 +21,7 @@ class Helper:
     version: str
     dependencies: tuple[str, ...]  # requirement strings from [project].dependencies
     siblings: tuple[str, ...]  # names of other helpers it depends on (pinned ==)
+    packages: tuple[str, ...] = ()  # the top-level import packages its wheel ships
 
     @property
     def wheel_stem(self) -> str:
@@ -52,13 +53,26 @@ class Image:
         return path if path.is_file() else None
 
 
+# How a component pins what it runs on: an image by digest, or exact helper versions
+# that its pod installs from the private index when it starts (packages_to_install).
+IMAGE_MODE = "image"
+PACKAGES_MODE = "packages"
+
+
 @dataclass(frozen=True)
 class Component:
     """One lightweight component: a function in ``pipelines/components/<file>.py``."""
 
     name: str  # the function name
     path: Path
-    image: str  # name of the image in images/ it runs on
+    image: str | None  # image mode: the image in images/ it runs on; packages mode: None
+    # the top-level modules its function imports (read with ast, never imported)
+    imports: tuple[str, ...] = ()
+    helpers: tuple[str, ...] = ()  # the helpers those imports come from (folder names)
+
+    @property
+    def mode(self) -> str:
+        return IMAGE_MODE if self.image is not None else PACKAGES_MODE
 
 
 @dataclass(frozen=True)
@@ -97,12 +111,21 @@ class Workspace:
     # The repository's public address for image labels ([tool.kiln] source), if set: a
     # committed value, so every clone builds the same image bytes.
     source: str | None = None
+    # Packages mode's pseudo-image ([tool.kiln.packages]): the plain Python base its pods
+    # start from and the lock of what they install (pipelines/requirements.lock); None
+    # when no component uses packages mode.
+    packages: Image | None = None
 
     def helper(self, name: str) -> Helper:
         return next(h for h in self.helpers if h.name == name)
 
     def image(self, name: str) -> Image:
-        return next(i for i in self.images if i.name == name)
+        return next(i for i in self.locked if i.name == name)
+
+    @property
+    def locked(self) -> tuple[Image, ...]:
+        """Everything with a lock: the images, and packages mode's pseudo-image if used."""
+        return self.images + ((self.packages,) if self.packages is not None else ())
 
     @property
     def state_dir(self) -> Path:
@@ -112,3 +135,8 @@ class Workspace:
     @property
     def dist_dir(self) -> Path:
         return self.root / "dist"
+
+    @property
+    def component_dir(self) -> Path:
+        """The committed, generated component YAMLs (one per component) and the catalog."""
+        return self.root / "pipelines" / "components" / "generated"

@@ -1,0 +1,154 @@
+"""Packages mode: what a component's pod installs when it starts, pinned and hash-checked.
+
+KFP's ``packages_to_install`` passes each item to ``pip install`` on its own, after
+``--index-url <pip_index_urls[0]>``. kiln gives it ``--no-deps``, ``--require-hashes``
+and one ``name @ <file URL>#sha256=<hash>`` item per distribution of the closure: the
+component's helpers (with their sibling pins), the third-party wheels they need from
+packages mode's lock (followed through each wheel's ``Requires-Dist``, markers
+evaluated for the pod's Python), and kfp itself (``--no-deps``, as KFP's runtime
+installs it; ``install_kfp_package=False`` drops KFP's own unpinned line). pip then
+downloads exactly those files and refuses one whose bytes differ from the hash.
+
+Nothing in an item carries a credential: the file URLs are made from the index URL,
+which kiln refuses with credentials in it. A pod authenticates to a private index from
+its own environment (a netrc or pip configuration the cluster provides).
+"""
+
+from __future__ import annotations
+
+import sys
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from email.parser import HeaderParser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from kiln._errors import ConfigError
+from kiln._images.oci.smoke import import_packages
+from kiln._wheels.wheelhouse import Wheelhouse
+from kiln._workspace.model import Component, Workspace
+
+# The file URL of a wheel on the private index; pypiserver's layout by default.
+DEFAULT_FILE_URL = "{index}/packages/{filename}"
+# Imports every pod has without installing anything for them.
+ALWAYS = frozenset({"kfp", "__future__"})
+
+
+@dataclass(frozen=True)
+class Installed:
+    """One distribution a pod installs: its wheel's name on the index and its hash."""
+
+    name: str  # canonical
+    version: str
+    filename: str
+    sha256: str
+    path: Path  # the local copy (its metadata and import packages are read from it)
+
+
+def _requires(wheel: Path, python: str) -> list[str]:
+    """The canonical names a wheel requires for a CPython ``python`` pod on Linux."""
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        headers = HeaderParser().parsestr(zf.read(meta).decode("utf-8", errors="replace"))
+    env = {
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "sys_platform": "linux",
+        "os_name": "posix",
+        "platform_system": "Linux",
+        "platform_machine": "x86_64",
+        "extra": "",
+    }
+    found = []
+    for raw in headers.get_all("Requires-Dist") or []:
+        try:
+            req = Requirement(raw)
+        except InvalidRequirement:
+            continue
+        if req.marker is None or req.marker.evaluate(env):
+            found.append(str(canonicalize_name(req.name)))
+    return found
+
+
+def closure(
+    workspace: Workspace, component: Component, wheelhouse: Wheelhouse, python: str
+) -> tuple[Installed, ...]:
+    """Every distribution ``component``'s pod installs, sorted by name: its helpers and
+    their siblings, what they require from the lock (transitively), and kfp."""
+    by_name: dict[str, Installed] = {}
+    for w in wheelhouse.third_party:
+        by_name[w.name] = Installed(w.name, w.version, w.filename, w.sha256, w.path)
+    for h in wheelhouse.helpers:
+        name = str(canonicalize_name(h.distribution))
+        by_name[name] = Installed(name, h.version, h.filename, h.sha256, h.path)
+    dists = {str(canonicalize_name(h.distribution)): h.name for h in workspace.helpers}
+    todo = [str(canonicalize_name(workspace.helper(h).distribution)) for h in component.helpers]
+    todo.append("kfp")  # installed --no-deps: its own requirements are not followed
+    seen: set[str] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in by_name:
+            what = f"helper {dists[name]}" if name in dists else name
+            raise ConfigError(
+                f"{component.path}: {component.name} needs {what}, which packages mode's lock "
+                f"(pipelines/requirements.lock) does not hold: run `kiln lock packages`"
+            )
+        if name != "kfp":
+            todo.extend(_requires(by_name[name].path, python))
+    built = [w for w in wheelhouse.third_party if w.built and w.name in seen]
+    if built:
+        raise ConfigError(
+            f"{component.path}: {component.name} needs {built[0].name}, which has no wheel on "
+            "the index (kiln builds it from its sdist, for images only); use image mode for "
+            "this component (IMAGE = ...)"
+        )
+    return tuple(by_name[n] for n in sorted(seen))
+
+
+def check_imports(component: Component, provided: Iterable[Path], *, where: str) -> None:
+    """Every module ``component`` imports comes from the standard library, kfp, or one of
+    the ``provided`` wheels; else an error naming the import."""
+    names = {p for wheel in provided for p in import_packages(wheel)}
+    missing = [
+        i
+        for i in component.imports
+        if i not in names and i not in ALWAYS and i not in sys.stdlib_module_names
+    ]
+    if missing:
+        raise ConfigError(
+            f"{component.path}: {component.name} imports {', '.join(missing)}, which nothing "
+            f"in {where} provides: add the distribution to a helper's dependencies (or the "
+            "image's `requirements`), then `kiln lock`"
+        )
+
+
+def install_items(
+    installed: Sequence[Installed], *, index_url: str, file_url: str = DEFAULT_FILE_URL
+) -> list[str]:
+    """``packages_to_install``: pip flags, then one hash-pinned URL item per distribution."""
+    index = index_url.rstrip("/")
+    items = ["--no-deps", "--require-hashes"]
+    for dist in installed:
+        url = file_url.format(index=index, filename=dist.filename)
+        items.append(f"{dist.name} @ {url}#sha256={dist.sha256}")
+    return items
+
+
+def pip_options(index_url: str) -> Mapping[str, list[str]]:
+    """``pip_index_urls`` and ``pip_trusted_hosts`` for ``dsl.component``: the private index
+    as the only index; ``host:port`` trusted only for a plain-HTTP loopback index (KFP
+    would otherwise pass the full URL, which pip rejects when it has a port)."""
+    parts = urlsplit(index_url)
+    trusted = []
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost"):
+        trusted = [parts.netloc]
+    return {"pip_index_urls": [index_url.rstrip("/") + "/simple/"], "pip_trusted_hosts": trusted}
