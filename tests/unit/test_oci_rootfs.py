@@ -96,6 +96,37 @@ def test_layers_are_applied_in_order_with_whiteouts_and_links(tmp_path: Path) ->
     assert [p.name for p in (cache.root / "rootfs").iterdir()] == ["a" * 64]  # no leftovers
 
 
+def test_what_the_base_s_python_never_reads_is_not_unpacked(tmp_path: Path) -> None:
+    blob = layer(
+        tmp_path,
+        "docs",
+        ("usr", D, b"", ""),
+        ("usr/lib", D, b"", ""),
+        ("usr/lib/python3.11", D, b"", ""),
+        ("usr/lib/python3.11/os.py", F, b"# os", ""),
+        ("usr/lib/python3.11/site-packages", D, b"", ""),
+        ("usr/lib/python3.11/site-packages/pip.py", F, b"# pip", ""),
+        ("usr/lib/python3/dist-packages/apt.py", F, b"# apt", ""),
+        ("usr/share/doc/python3/README", F, b"docs", ""),
+        ("usr/share/man/man1/python3.1", F, b"man", ""),
+        ("usr/share/python3/debian_defaults", F, b"kept", ""),
+        ("usr/share/documents", F, b"kept too", ""),
+        ("var/lib/dpkg/status", F, b"dpkg", ""),
+        ("etc/localtime", S, b"", "/usr/share/zoneinfo/Etc/UTC"),
+    )
+    root = unpack("sha256:" + "b" * 64, [blob], LayerCache(tmp_path / "cache"))
+
+    files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+    assert files == [
+        "etc/localtime",
+        "usr/lib/python3.11/os.py",
+        "usr/share/documents",
+        "usr/share/python3/debian_defaults",
+    ]
+    assert not (root / "usr/lib/python3.11/site-packages").exists()
+    assert not (root / "usr/share/doc").exists()
+
+
 def test_symlinks_resolve_inside_the_image(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "usr/lib/x86_64-linux-gnu").mkdir(parents=True)
