@@ -4,8 +4,9 @@
 sha256 is the engine's image ID, and uncompressed ``layer.tar`` files, whose sha256s
 are the config's diff_ids. Each layer is compressed once (kiln's pinned gzip) and
 kept in the layer cache by diff_id, the config by its digest: a base seen before
-is not saved again. (Copying, or cross-repository mounting, the blobs of a base
-that lives in a registry is the other source, still to come.)
+is not saved again; while they are compressed, the same tars are unpacked for the
+base's interpreter. (Copying, or cross-repository mounting, the blobs of a base that
+lives in a registry is the other source, still to come.)
 
 The install scheme is asked of the base's own interpreter, once per image ID, run
 from its unpacked layers (``rootfs``): no container.
@@ -13,13 +14,16 @@ from its unpacked layers (``rootfs``): no container.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Protocol
@@ -33,7 +37,7 @@ from kiln._images.base import split_reference
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.compress import BlobWriter, Compression, Written
 from kiln._images.oci.install import InstallScheme
-from kiln._images.oci.rootfs import BasePython, host_machine
+from kiln._images.oci.rootfs import BasePython, host_machine, rootfs_path, unpack_from
 
 
 @dataclass(frozen=True)
@@ -119,9 +123,10 @@ def _compress(source: IO[bytes], cache: LayerCache, compression: Compression) ->
     return cache.store(write, compression)
 
 
-def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> BaseImage:
-    """Stream ``docker save`` of ``image``: compress each layer into the cache."""
-    by_name: dict[str, Blob] = {}
+def _read_save(ref: str, image: Any, spool: Path) -> tuple[dict[str, Path], dict[str, bytes]]:
+    """``docker save`` of ``image``: its layer tars written to files in ``spool`` (by
+    their name in the archive), its JSON files read."""
+    layers: dict[str, Path] = {}
     files: dict[str, bytes] = {}
     try:
         stream = io.BufferedReader(_Chunks(image.save(named=False)), 1 << 20)
@@ -131,20 +136,50 @@ def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> 
                 if source is None:
                     continue
                 if member.name.endswith("/layer.tar"):
-                    by_name[member.name] = _compress(source, cache, compression)
+                    path = spool / f"{len(layers)}.tar"
+                    with path.open("wb") as out:
+                        shutil.copyfileobj(source, out, 1 << 20)
+                    layers[member.name] = path
                 elif member.name.endswith(".json"):
                     files[member.name] = source.read()
     except (docker.errors.APIError, requests.RequestException) as exc:
         raise _unreachable(ref, exc) from None
-    try:
-        (entry,) = json.loads(files["manifest.json"])
-        config_bytes = files[entry["Config"]]
-        blobs = tuple(by_name[name] for name in entry["Layers"])
-    except (KeyError, ValueError, TypeError):
-        raise _unreachable(ref, ValueError("docker save gave no usable manifest.json")) from None
+    return layers, files
+
+
+def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> BaseImage:
+    """``docker save`` of ``image``: each layer compressed into the cache and, at the
+    same time (the unpacking waits on the disk, the compression on the CPU), the
+    layers unpacked for the base's python3 (``rootfs``) from the same uncompressed tars
+    (spooled to the cache's temporary folder: ``docker save`` gives the layers in no
+    particular order, the manifest, last, tells it)."""
+    staging = cache.root / "tmp"
+    staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="save-", dir=staging) as tmp:
+        by_name, files = _read_save(ref, image, Path(tmp))
+        try:
+            (entry,) = json.loads(files["manifest.json"])
+            config_bytes = files[entry["Config"]]
+            spooled = [by_name[name] for name in entry["Layers"]]
+        except (KeyError, ValueError, TypeError):
+            raise _unreachable(
+                ref, ValueError("docker save gave no usable manifest.json")
+            ) from None
+        image_id = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
+        unpacked_before = rootfs_path(image_id, cache).is_dir()
+        with ThreadPoolExecutor(1, thread_name_prefix="kiln-unpack") as pool:
+            openers = [functools.partial(path.open, "rb") for path in spooled]
+            unpacking = pool.submit(unpack_from, image_id, openers, cache)
+            blobs = []
+            for path in spooled:
+                with path.open("rb") as source:
+                    blobs.append(_compress(source, cache, compression))
+            unpacking.result()
     config = json.loads(config_bytes)
     diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
     if diff_ids != [b.diff_id for b in blobs]:
+        if not unpacked_before:  # unpacked from the wrong layers: not to be used
+            shutil.rmtree(rootfs_path(image_id, cache), ignore_errors=True)
         raise ServiceUnavailable(
             f"docker save of base image {ref!r} gave layers whose sha256s are not the image's "
             "diff_ids; the engine's storage may be damaged: remove and re-create the image"
@@ -152,7 +187,7 @@ def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> 
     for blob in blobs:
         cache.record(_layer_key(blob.diff_id, compression), blob)
     digest = cache.put_bytes(config_bytes)
-    return BaseImage(ref, digest, config, blobs)
+    return BaseImage(ref, digest, config, tuple(blobs))
 
 
 def _cached_engine_base(
