@@ -21,10 +21,12 @@ releases of one Python, so no other interpreter would do.
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -162,21 +164,40 @@ with open(sys.argv[1], "w") as out:
 """
 
 
+# Processes compiling at once: each source's bytes do not depend on which one compiles it.
+COMPILE_WORKERS = max(1, min(2, os.cpu_count() or 1))
+
+
 def compile_bytecode(
     root: Path, image_paths: Sequence[str], cache_tag: str, compiler: Interpreter
 ) -> set[str]:
     """Compile the sources at ``image_paths`` (files under ``root``) with ``compiler``;
-    return those that compiled. Sorted order and the fixed hash seed ``compiler`` runs
-    with (set and frozenset constants are marshalled in iteration order) make the bytes
-    repeatable."""
+    return those that compiled. Each ``.pyc`` depends on its source and the compiler
+    only (the fixed hash seed ``compiler`` runs with makes set and frozenset constants,
+    marshalled in iteration order, repeatable), so the sorted sources are shared among
+    ``COMPILE_WORKERS`` runs of it at once."""
     jobs = [
         (str(root / p.lstrip("/")), str(root / _pyc_path(p, cache_tag).lstrip("/")), p)
         for p in sorted(image_paths)
     ]
+    workers = max(1, min(COMPILE_WORKERS, len(jobs) // 50))  # a few sources: one run
     with tempfile.TemporaryDirectory(prefix="kiln-pyc-") as tmp:
-        failed_file = Path(tmp) / "failed.json"
-        compiler.run(_COMPILE, [str(failed_file)], stdin=json.dumps(jobs))
-        failed = set(json.loads(failed_file.read_text(encoding="utf-8")))
+        failed_files = [Path(tmp) / f"failed-{i}.json" for i in range(workers)]
+
+        def compile_share(i: int) -> None:
+            share = jobs[i::workers]
+            compiler.run(_COMPILE, [str(failed_files[i])], stdin=json.dumps(share))
+
+        if workers == 1:
+            compile_share(0)
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="kiln-pyc") as pool:
+                list(pool.map(compile_share, range(workers)))
+        failed = {
+            source
+            for path in failed_files
+            for source in json.loads(path.read_text(encoding="utf-8"))
+        }
     return {dfile for source, _cfile, dfile in jobs if source not in failed}
 
 
