@@ -143,6 +143,10 @@ def test_the_base_is_saved_once_its_layers_compressed_and_reused_by_digest(
     (blob,) = base.layers
     assert blob.diff_id == f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"
     assert gzip.decompress(blob.path.read_bytes()) == layer_tar
+    # Unpacked for the base's python3 in the same pass, from the uncompressed tar.
+    rootfs = cache.root / "rootfs" / image_id.partition(":")[2]
+    assert (rootfs / "etc" / "os-release").read_text() == "ID=debian\n"
+    assert list((cache.root / "tmp").iterdir()) == []  # the spooled tars are gone
 
     assert load_base(engine, "local/python:3.11", cache, GZIP) == base
     assert image.saves == 1  # the second time, config and layers came from the cache
@@ -151,8 +155,10 @@ def test_the_base_is_saved_once_its_layers_compressed_and_reused_by_digest(
 def test_a_saved_layer_that_is_not_its_diff_id_is_refused(tmp_path: Path) -> None:
     saved, image_id = docker_save(a_layer_tar(tmp_path), diff_id="sha256:" + "f" * 64)
     engine = cast(docker.DockerClient, FakeEngine(FakeImage(saved, image_id)))
+    cache = LayerCache(tmp_path / "cache")
     with pytest.raises(ServiceUnavailable, match=r"sha256s are not the image's diff_ids"):
-        load_base(engine, "local/python:3.11", LayerCache(tmp_path / "cache"), GZIP)
+        load_base(engine, "local/python:3.11", cache, GZIP)
+    assert list((cache.root / "rootfs").iterdir()) == []  # nothing unpacked is kept
 
 
 def test_a_missing_base_is_named_with_the_fix(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ import pytest
 from packaging.tags import Tag
 
 from kiln._errors import ConfigError
+from kiln._images.oci import install
 from kiln._images.oci.install import InstallScheme, install_wheels
 from kiln._images.oci.rootfs import HostPython
 
@@ -184,3 +185,23 @@ def test_a_damaged_wheel_is_named(tmp_path: Path) -> None:
     bad.write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match=r"bad-1\.0-py3-none-any\.whl is not a valid wheel"):
         install_wheels([bad], SCHEME, tmp_path / "root", what="image t", compiler=HOST_PYTHON)
+
+
+def test_many_sources_are_compiled_by_workers_to_the_bytes_of_one_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = {f"big/m{i:03}.py": f"X = {{{i}, 'a', 'b'}}\n".encode() for i in range(120)}
+    files["big/broken.py"] = b"def oops(:\n"
+    wheel = make_wheel(tmp_path / "w", "big", "1.0", files)
+
+    def installed(workers: int, root: Path) -> dict[str, bytes]:
+        monkeypatch.setattr(install, "COMPILE_WORKERS", workers)
+        install_wheels([wheel], SCHEME, root, what="image t", compiler=HOST_PYTHON)
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    two, one = installed(2, tmp_path / "two"), installed(1, tmp_path / "one")
+    assert two == one
+    assert sum(name.endswith(".pyc") for name in two) == 120  # all but the broken one
+    record = two[f"{SITE.lstrip('/')}/big-1.0.dist-info/RECORD"].decode()
+    assert f"big/__pycache__/m119.{TAG}.pyc,," in record
+    assert f"broken.{TAG}.pyc" not in record

@@ -123,6 +123,10 @@ def _compress(source: IO[bytes], cache: LayerCache, compression: Compression) ->
     return cache.store(write, compression)
 
 
+def _open_binary(path: Path) -> IO[bytes]:
+    return path.open("rb")
+
+
 def _read_save(ref: str, image: Any, spool: Path) -> tuple[dict[str, Path], dict[str, bytes]]:
     """``docker save`` of ``image``: its layer tars written to files in ``spool`` (by
     their name in the archive), its JSON files read."""
@@ -168,7 +172,7 @@ def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> 
         image_id = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
         unpacked_before = rootfs_path(image_id, cache).is_dir()
         with ThreadPoolExecutor(1, thread_name_prefix="kiln-unpack") as pool:
-            openers = [functools.partial(path.open, "rb") for path in spooled]
+            openers = [functools.partial(_open_binary, path) for path in spooled]
             unpacking = pool.submit(unpack_from, image_id, openers, cache)
             blobs = []
             for path in spooled:
