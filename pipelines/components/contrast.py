@@ -1,11 +1,13 @@
-"""Contrast enhancement as a pipeline step, on the `base` image.
+"""Contrast enhancement as a light pipeline step, in packages mode.
 
-kiln turns each public function here into a component YAML pinned to the
-image by digest. Imports the pod needs go inside the function: KFP ships the
-function's source, not this module.
+kiln turns each public function here into a component YAML. `PACKAGES = True`:
+instead of an image, the YAML pins the exact, hash-checked files (imgproc, numpy,
+kfp) that the pod installs from the private index when it starts; kiln reads them
+from the function's imports. Imports the pod needs go inside the function: KFP
+ships the function's source, not this module.
 """
 
-IMAGE = "base"
+PACKAGES = True
 
 
 def stretch_contrast_demo(seed: int, low_percentile: float, high_percentile: float) -> float:

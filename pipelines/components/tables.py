@@ -7,6 +7,9 @@ report can be inspected, cached and reused by a later step or pipeline.
 from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Output
 
 IMAGE = "analytics"
+# The sample-data step installs numpy and pandas at pod start (packages mode); the
+# others run on the analytics image, pinned by digest.
+PACKAGES = ["make_sample_table"]
 
 
 def make_sample_table(seed: int, rows: int, missing_ratio: float, table: Output[Dataset]) -> None:

@@ -19,11 +19,21 @@ class Drift:
     diff: str  # unified diff, committed -> generated ("" when missing or extra)
 
 
+# What kiln writes into the committed folder: one YAML per component and the catalog.
+CATALOG = ("README.md", "catalog.html")
+
+
+def _generated(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {p.name: p for p in folder.iterdir() if p.suffix == ".yaml" or p.name in CATALOG}
+
+
 def compare(committed: Path, generated: Path, *, label: str) -> list[Drift]:
-    """Each YAML that differs between the ``committed`` folder and the ``generated`` one;
-    ``label`` is the committed folder as the diff names it (repo-relative)."""
-    old = {p.name: p for p in committed.glob("*.yaml")} if committed.is_dir() else {}
-    new = {p.name: p for p in generated.glob("*.yaml")}
+    """Each YAML (or catalog file) that differs between the ``committed`` folder and the
+    ``generated`` one; ``label`` is the committed folder as the diff names it (repo-relative)."""
+    old = _generated(committed)
+    new = _generated(generated)
     found = []
     for name in sorted(old.keys() | new.keys()):
         if name not in old:

@@ -80,7 +80,8 @@ def closure(
     workspace: Workspace, component: Component, wheelhouse: Wheelhouse, python: str
 ) -> tuple[Installed, ...]:
     """Every distribution ``component``'s pod installs, sorted by name: its helpers and
-    their siblings, what they require from the lock (transitively), and kfp."""
+    their siblings, the locked wheels that provide its other imports, what all of those
+    require from the lock (transitively), and kfp."""
     by_name: dict[str, Installed] = {}
     for w in wheelhouse.third_party:
         by_name[w.name] = Installed(w.name, w.version, w.filename, w.sha256, w.path)
@@ -90,6 +91,10 @@ def closure(
     dists = {str(canonicalize_name(h.distribution)): h.name for h in workspace.helpers}
     todo = [str(canonicalize_name(workspace.helper(h).distribution)) for h in component.helpers]
     todo.append("kfp")  # installed --no-deps: its own requirements are not followed
+    direct = set(component.imports)
+    for w in wheelhouse.third_party:  # a third-party module the function imports itself
+        if direct & set(import_packages(w.path)):
+            todo.append(w.name)
     seen: set[str] = set()
     while todo:
         name = todo.pop()

@@ -352,10 +352,16 @@ def render(
     base_key = {v: k for k, v in _BASE_KEYS.items()}[base.kind]
     body = _with_built(lock_path(image), body, built or {})
     kfp_lines = _with_built(lock_path(image), kfp_pin.lines(), built or {})
+    config = "image.toml" if image.path.name != "pipelines" else "[tool.kiln.packages]"
+    inputs_are = (
+        "image.toml `requirements` + the helpers' dependencies"
+        if config == "image.toml"
+        else "every helper's dependencies (packages mode)"
+    )
     header = [
-        f"# Written by `kiln lock {image.name}`: do not edit. Change image.toml or a helper's",
+        f"# Written by `kiln lock {image.name}`: do not edit. Change {config} or a helper's",
         f"# dependencies, then run it again; `kiln lock {image.name} --upgrade [PKG]` upgrades.",
-        f"# {_INPUT}: image.toml `requirements` + the helpers' dependencies (without kfp).",
+        f"# {_INPUT}: {inputs_are} (without kfp).",
         "# [kiln]",
         f"# format = {FORMAT if built else 1}",
         f"# inputs = {json.dumps(inputs)}",

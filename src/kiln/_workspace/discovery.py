@@ -435,9 +435,9 @@ def _packages_image(
     components: Sequence[Component],
     helpers: Sequence[Helper],
 ) -> Image | None:
-    """Packages mode's pseudo-image: [tool.kiln.packages] base/python/platform, the helpers
-    packages-mode components import (with their siblings), locked in pipelines/."""
-    used = sorted({h for c in components if c.image is None for h in c.helpers})
+    """Packages mode's pseudo-image: [tool.kiln.packages] base/python/platform and every
+    helper, locked in pipelines/: the lock holds every helper's third-party closure, which
+    each packages-mode component installs its own part of."""
     if not any(c.image is None for c in components):
         return None
     table = kiln.get("packages", {})
@@ -456,7 +456,7 @@ def _packages_image(
         version="0",
         base=get_str(table, "base", pyproject, section, default=DEFAULT_BASE_IMAGE),
         python=python,
-        helpers=tuple(sorted(_closure(helpers, used))),
+        helpers=tuple(sorted(h.name for h in helpers)),
         requirements=(),
         platform=platform,
     )
