@@ -83,9 +83,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_components(args: argparse.Namespace) -> int:
-    import shutil  # noqa: PLC0415
-
-    from kiln._components.drift import compare, describe  # noqa: PLC0415
+    from kiln._components.drift import describe  # noqa: PLC0415
     from kiln._release.stages import generate, prepare  # noqa: PLC0415
 
     ws = common.workspace(args)
@@ -104,13 +102,7 @@ def cmd_components(args: argparse.Namespace) -> int:
     refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}
     label = str(ws.component_dir.relative_to(ws.root))
     if args.check:
-        scratch = ws.state_dir / "check"
-        shutil.rmtree(scratch, ignore_errors=True)
-        generate(
-            ws, prepared, refs, index_url=services.index.url, report=report,
-            out=scratch / "components",
-        )  # fmt: skip
-        drifts = compare(ws.component_dir, scratch / "components", label=label)
+        drifts = _component_drift(args, ws, services, prepared)
         if drifts:
             raise ConfigError(
                 f"{label}: {len(drifts)} component YAML(s) are stale: run `kiln components"
@@ -192,20 +184,20 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from kiln._release.check import check  # noqa: PLC0415
+    import dataclasses  # noqa: PLC0415
+
+    from kiln._release.check import check, component_findings  # noqa: PLC0415
     from kiln._release.manifest import recorded_wheels  # noqa: PLC0415
     from kiln._release.stages import kfp_version, prepare  # noqa: PLC0415
 
     ws = common.workspace(args)
     report = common.report_of(args)
-    services = common.services(args, ws, images=False, read_only=True)
+    options = common.options_of(args)
+    services = common.services(args, ws, read_only=True)
     prepared = prepare(
-        ws,
-        services,
-        images=False,
-        wheel_cache=common.options_of(args).wheel_cache,
-        report=report,
-    )
+        ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
+        report=report, images=False,
+    )  # fmt: skip
     report.stage("check", f"check: against {services.index.url} and {services.registry.host}")
     result = check(
         ws,
@@ -215,6 +207,12 @@ def cmd_check(args: argparse.Namespace) -> int:
         kfp_version=kfp_version(),
         recorded=recorded_wheels(ws.dist_dir / "manifest.json", services.index.url),
     )
+    if not any(f.kind == "relock" for f in result.findings):  # YAMLs come from fresh locks
+        drifts = _component_drift(args, ws, services)
+        label = str(ws.component_dir.relative_to(ws.root))
+        fix = f"kiln components{' --local' if args.local else ''} and commit the result"
+        found = component_findings(drifts, label=label, fix=fix)
+        result = dataclasses.replace(result, findings=(*result.findings, *found))
     lines = [f"{f.path}: {f.message}\n    fix: {f.fix}" for f in result.findings]
     blocking = sum(f.blocking for f in result.findings)
     todo = len(result.findings) - blocking
@@ -226,6 +224,34 @@ def cmd_check(args: argparse.Namespace) -> int:
         verdict = "nothing to do: the repository matches what is published"
     common.emit(args, result.to_dict(), "\n".join([*lines, verdict]))
     return result.exit_code
+
+
+def _component_drift(
+    args: argparse.Namespace, ws: Workspace, services: Services, prepared: Prepared | None = None
+) -> list[Any]:
+    """The committed component YAMLs against what kiln generates now from ``prepared``
+    (prepared here when not given: images built locally, nothing pushed)."""
+    import shutil  # noqa: PLC0415
+
+    from kiln._components.drift import compare  # noqa: PLC0415
+    from kiln._release.stages import generate, prepare  # noqa: PLC0415
+
+    options = common.options_of(args)
+    report = common.report_of(args)
+    if prepared is None:
+        prepared = prepare(
+            ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
+            report=report,
+        )  # fmt: skip
+    refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}
+    scratch = ws.state_dir / "check"
+    shutil.rmtree(scratch, ignore_errors=True)
+    generate(
+        ws, prepared, refs, index_url=services.index.url, report=report,
+        out=scratch / "components",
+    )  # fmt: skip
+    label = str(ws.component_dir.relative_to(ws.root))
+    return compare(ws.component_dir, scratch / "components", label=label)
 
 
 def add_parsers(

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from kiln._components.drift import Drift
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
 from kiln._release.plan import Action, FileCandidate, plan_file
 from kiln._servers.index import Index
@@ -23,16 +24,18 @@ from kiln._workspace.model import Image, Workspace
 
 # What a finding means for the next release, and the exit code it gives.
 BUMP, ALTERED, RELOCK, TODO = "bump", "altered", "relock", "unpublished"
+REGENERATE = "regenerate"  # a committed component YAML differs from what kiln generates
 _EXIT = {
     BUMP: PublishedConflict.exit_code,
     ALTERED: ArtifactAltered.exit_code,
     RELOCK: ConfigError.exit_code,
+    REGENERATE: ConfigError.exit_code,
 }
 
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # BUMP, ALTERED, RELOCK (each blocks a release) or TODO (informative)
+    kind: str  # BUMP, ALTERED, RELOCK, REGENERATE (each blocks a release) or TODO
     subject: str  # the helper or image folder name
     path: str  # the file to look at, relative to the repository
     message: str
@@ -194,3 +197,22 @@ def check(
         else:
             findings += [f for f in image_findings if f.kind != BUMP]
     return Report(tuple(findings), {"helpers": len(wheels), "images": len(workspace.images)})
+
+
+def component_findings(drifts: Sequence[Drift], *, label: str, fix: str) -> list[Finding]:
+    """A REGENERATE finding per committed component YAML (or catalog file) that differs
+    from what kiln generates now (``label``: the committed folder)."""
+    return [
+        Finding(
+            REGENERATE,
+            d.name.removesuffix(".yaml"),
+            f"{label}/{d.name}",
+            {
+                "changed": "differs from what kiln generates now",
+                "missing": "is not committed",
+                "extra": "is committed, but its component no longer exists",
+            }[d.state],
+            fix,
+        )
+        for d in drifts
+    ]

@@ -463,16 +463,11 @@ def _catalog_entry(
     description, inputs, outputs = read_yaml(path)
     # Where it is committed (also when ``path`` is a scratch copy for --check).
     rel = (workspace.component_dir / path.name).relative_to(workspace.root).as_posix()
-    snippet = (
-        "from kfp import components\n"
-        f'{component.name} = components.load_component_from_file("{rel}")'
-    )
+    where, how = f'"{rel}"', "load_component_from_file"  # in a clone of this repository
     if workspace.source and workspace.source.startswith("https://github.com/"):
         raw = workspace.source.replace("https://github.com/", "https://raw.githubusercontent.com/")
-        snippet = (
-            "from kfp import components\n# at release tag vX.Y.Z of this repository:\n"
-            f'{component.name} = components.load_component_from_url(\n    "{raw}/vX.Y.Z/{rel}"\n)'
-        )
+        where, how = f'"{raw}/vX.Y.Z/{rel}"  # vX.Y.Z: the release tag', "load_component_from_url"
+    snippet = f"from kfp import components\n\n{component.name} = components.{how}(\n    {where}\n)"
     return Entry(
         name=component.name,
         source=component.path.relative_to(workspace.root).as_posix(),

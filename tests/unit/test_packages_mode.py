@@ -1,0 +1,300 @@
+"""Packages mode and inferred dependencies: how a component says where it runs, what
+kiln reads from its imports, and the hash-pinned install list its YAML carries."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kiln._components.drift import compare, describe
+from kiln._components.packages import (
+    Installed,
+    check_imports,
+    closure,
+    install_items,
+    pip_options,
+)
+from kiln._errors import ConfigError
+from kiln._release.stages import generate, prepare
+from kiln._wheels.build import BuiltWheel, build_wheels
+from kiln._wheels.wheelhouse import WheelFile, Wheelhouse
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Workspace
+from tests import factory
+from tests.unit.cli import run
+from tests.unit.fakes import Setup, fake_sha, release_setup, write_fake_lock
+
+LIGHT = '''
+PACKAGES = True
+
+
+def light_step(x: int) -> float:
+    """Scale x with imgproc's answer."""
+    import json
+
+    import numpy as np
+    from imgproc import answer
+
+    return float(np.float64(x * answer())) + len(json.dumps({}))
+'''
+
+
+# ------------------------------------------------------------------ discovery
+def _repo(tmp_path: Path) -> Path:
+    root = factory.sample(tmp_path)
+    factory.helper(
+        tmp_path, "tabular", deps=("pandas>=2",), body="def frame() -> int:\n    return 1\n"
+    )
+    factory.image(tmp_path, "analytics", helpers=("tabular",))
+    return root
+
+
+def test_imports_inside_the_function_are_read_and_mapped_to_helpers(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    factory.write(root / "pipelines" / "components" / "light.py", LIGHT)
+    ws = discover(root)
+    (light,) = [c for c in ws.components if c.name == "light_step"]
+    assert (light.mode, light.image) == ("packages", None)
+    assert light.imports == ("imgproc", "json", "numpy")
+    assert light.helpers == ("imgproc",)
+    # Packages mode's pseudo-image holds every helper, locked in pipelines/.
+    assert ws.packages is not None
+    assert (ws.packages.name, ws.packages.path) == ("packages", root / "pipelines")
+    assert ws.packages.helpers == ("imgproc", "tabular")
+    assert ws.image("packages") is ws.packages
+
+
+def test_packages_can_name_functions_and_image_mode_stays_for_the_rest(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    factory.write(
+        root / "pipelines" / "components" / "mixed.py",
+        'IMAGE = "base"\nPACKAGES = ["quick"]\n\n\ndef quick() -> int:\n    return 1\n\n\n'
+        "def slow() -> int:\n    return 2\n",
+    )
+    by_name = {c.name: c for c in discover(root).components}
+    assert (by_name["quick"].mode, by_name["slow"].mode) == ("packages", "image")
+    assert by_name["slow"].image == "base"
+    assert discover(factory.sample(tmp_path / "plain")).packages is None  # nobody uses it
+
+
+def test_a_helper_missing_from_the_image_names_the_images_that_have_it(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    factory.write(
+        root / "pipelines" / "components" / "wrong.py",
+        'IMAGE = "base"\n\n\ndef uses_tables() -> int:\n    from tabular import frame\n\n'
+        "    return frame()\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        discover(root)
+    message = str(err.value)
+    assert "pipelines/components/wrong.py: uses_tables imports tabular (helper tabular)" in message
+    assert "which image base does not contain; images containing it: analytics" in message
+    assert 'set IMAGE = "analytics"' in message
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (
+            "PACKAGES = ['nosuch']\nIMAGE = 'base'\n",
+            r"PACKAGES names nosuch, which is not a public",
+        ),
+        ("PACKAGES = 'yes'\n", r"PACKAGES must be True .* or a list of function names"),
+        ("", r"IMAGE = None must name an image folder .* or PACKAGES = True"),
+    ],
+)
+def test_a_bad_mode_names_the_file_and_the_fix(tmp_path: Path, header: str, message: str) -> None:
+    root = _repo(tmp_path)
+    factory.write(
+        root / "pipelines" / "components" / "bad.py",
+        header + "\n\ndef step() -> int:\n    return 1\n",
+    )
+    with pytest.raises(ConfigError, match=message) as err:
+        discover(root)
+    assert "pipelines/components/bad.py" in str(err.value)
+
+
+def test_an_image_folder_named_packages_is_refused(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    factory.image(root, "packages", helpers=("imgproc",))
+    with pytest.raises(ConfigError, match=r"images/packages: the name 'packages' is kiln's"):
+        discover(root)
+
+
+# ------------------------------------------------------------------ the install list
+def _wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> WheelFile:
+    module = name.replace("-", "_")
+    buffer = io.BytesIO()
+    meta = f"Name: {name}\nVersion: {version}\n" + "".join(
+        f"Requires-Dist: {r}\n" for r in requires
+    )
+    with zipfile.ZipFile(buffer, "w") as zf:
+        zf.writestr(f"{module}/__init__.py", "")
+        zf.writestr(f"{module}-{version}.dist-info/METADATA", meta)
+    path = directory / f"{module}-{version}-py3-none-any.whl"
+    path.write_bytes(buffer.getvalue())
+    return WheelFile(name, version, path, f"{name}-sha")
+
+
+def test_the_closure_follows_requires_dist_for_the_pods_python(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    factory.write(root / "pipelines" / "components" / "light.py", LIGHT)
+    ws = discover(root)
+    (light,) = [c for c in ws.components if c.name == "light_step"]
+    wheels = (
+        _wheel(tmp_path, "numpy", "2.0", ("old-backport; python_version < '3.8'",)),
+        _wheel(tmp_path, "pandas", "2.2", ("numpy>=1.26", "tzdata")),
+        _wheel(tmp_path, "tzdata", "2025.1"),
+        _wheel(tmp_path, "old-backport", "1.0"),
+        _wheel(tmp_path, "kfp", "2.17.3", ("protobuf",)),
+    )
+    helper = _helper_wheel(tmp_path, ws)
+    house = Wheelhouse("packages", (), wheels, (helper,))
+    names = [i.name for i in closure(ws, light, house, "3.11")]
+    # imgproc needs numpy; kfp goes --no-deps (protobuf not followed); pandas not imported.
+    assert names == ["acme-imgproc", "kfp", "numpy"]
+
+
+def _helper_wheel(tmp_path: Path, ws: Workspace) -> BuiltWheel:
+    (built,) = build_wheels([ws.helper("imgproc")], tmp_path / "built")
+    return built
+
+
+def test_install_items_are_flags_then_hash_pinned_urls(tmp_path: Path) -> None:
+    installed = [
+        Installed(
+            "acme-imgproc", "0.1.0", "acme_imgproc-0.1.0-py3-none-any.whl", "a" * 64, tmp_path
+        ),
+        Installed("kfp", "2.17.3", "kfp-2.17.3-py3-none-any.whl", "b" * 64, tmp_path),
+    ]
+    items = install_items(installed, index_url="https://pypi.acme.example/")
+    assert items == [
+        "--no-deps",
+        "--require-hashes",
+        (
+            "acme-imgproc @ https://pypi.acme.example/packages/acme_imgproc-0.1.0-py3-none-any.whl"
+            f"#sha256={'a' * 64}"
+        ),
+        f"kfp @ https://pypi.acme.example/packages/kfp-2.17.3-py3-none-any.whl#sha256={'b' * 64}",
+    ]
+
+
+def test_only_a_plain_http_loopback_index_is_trusted_and_only_by_host_port() -> None:
+    local = pip_options("http://127.0.0.1:8765")
+    assert local == {
+        "pip_index_urls": ["http://127.0.0.1:8765/simple/"],
+        "pip_trusted_hosts": ["127.0.0.1:8765"],
+    }
+    assert pip_options("https://pypi.acme.example")["pip_trusted_hosts"] == []
+    assert pip_options("http://10.0.0.9:8080")["pip_trusted_hosts"] == []
+
+
+def test_an_import_nobody_provides_is_named(tmp_path: Path) -> None:
+    root = _repo(tmp_path)
+    factory.write(
+        root / "pipelines" / "components" / "light.py",
+        LIGHT.replace("import json\n", "import json\n    import sklearn\n"),
+    )
+    ws = discover(root)
+    (light,) = [c for c in ws.components if c.name == "light_step"]
+    numpy = _wheel(tmp_path, "numpy", "2.0").path
+    with pytest.raises(ConfigError) as err:
+        check_imports(light, [numpy, _helper_wheel(tmp_path, ws).path], where="its packages")
+    assert "light_step imports sklearn, which nothing in its packages provides" in str(err.value)
+
+
+# ------------------------------------------------------------------ generation
+@pytest.fixture
+def packages_setup(tmp_path: Path) -> Setup:
+    setup = release_setup(tmp_path)
+    factory.write(setup.ws.root / "pipelines" / "components" / "light.py", LIGHT)
+    setup.ws = discover(setup.ws.root)
+    assert setup.ws.packages is not None
+    write_fake_lock(setup.ws, setup.ws.packages)
+    return setup
+
+
+def test_a_packages_mode_yaml_pins_every_file_by_hash_on_the_private_index_only(
+    packages_setup: Setup,
+) -> None:
+    setup = packages_setup
+    setup.release()
+    path = setup.ws.component_dir / "light_step.yaml"
+    text = path.read_text()
+    assert text.startswith("# Generated by kiln ")
+    assert "from pipelines/components/light.py (light_step, packages mode): do not edit." in text
+    spec = yaml.safe_load(text)
+    container = spec["deploymentSpec"]["executors"]["exec-light-step"]["container"]
+    assert container["image"] == "python:3.11-slim"  # the lock could not pin it here
+    command = container["command"][2]
+    assert "--index-url http://index.invalid/simple/" in command
+    assert "--extra-index-url" not in command
+    assert "--trusted-host" not in command  # not a loopback index
+    assert "'--no-deps' '--require-hashes'" in command
+    helper = next((setup.ws.dist_dir / "wheels").glob("acme_imgproc-*.whl"))
+    assert f"#sha256={fake_sha('numpy', '1.0')}'" in command
+    assert f"acme-imgproc @ http://index.invalid/packages/{helper.name}#sha256=" in command
+    assert "kfp @ http://index.invalid/packages/kfp-2.17.3-py3-none-any.whl#sha256=" in command
+    assert "'kfp==" not in command  # KFP's own unpinned kfp line is off
+    # The catalog beside it lists both components with their pins.
+    catalog = (setup.ws.component_dir / "README.md").read_text()
+    assert "`light_step`" in catalog
+    assert "acme-imgproc==0.1.0" in catalog
+    assert "registry.invalid:5000/acme/base@sha256:" in catalog
+
+
+def test_same_inputs_same_bytes_and_a_removed_component_loses_its_yaml(
+    packages_setup: Setup,
+) -> None:
+    setup = packages_setup
+    setup.release()
+    before = {p.name: p.read_bytes() for p in setup.ws.component_dir.iterdir()}
+    setup.release()
+    assert {p.name: p.read_bytes() for p in setup.ws.component_dir.iterdir()} == before
+    (setup.ws.root / "pipelines" / "components" / "light.py").unlink()
+    setup.ws = discover(setup.ws.root)
+    prepared = prepare(setup.ws, setup.services)
+    refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}
+    generate(setup.ws, prepared, refs, index_url=setup.index.url)
+    assert not (setup.ws.component_dir / "light_step.yaml").exists()
+    assert (setup.ws.component_dir / "double.yaml").exists()
+
+
+# ------------------------------------------------------------------ drift
+def test_drift_names_changed_missing_and_extra_files_with_a_diff(tmp_path: Path) -> None:
+    committed, generated = tmp_path / "committed", tmp_path / "generated"
+    factory.write(committed / "a.yaml", "x: 1\n")
+    factory.write(committed / "gone.yaml", "x: 1\n")
+    factory.write(committed / "same.yaml", "x: 1\n")
+    factory.write(generated / "a.yaml", "x: 2\n")
+    factory.write(generated / "new.yaml", "x: 1\n")
+    factory.write(generated / "same.yaml", "x: 1\n")
+    drifts = compare(committed, generated, label="gen")
+    assert [(d.name, d.state) for d in drifts] == [
+        ("a.yaml", "changed"),
+        ("gone.yaml", "extra"),
+        ("new.yaml", "missing"),
+    ]
+    text = describe(drifts, label="gen")
+    assert "gen/a.yaml differs from what kiln generates now" in text
+    assert "-x: 1\n+x: 2" in text
+    assert "gen/gone.yaml is committed, but its component no longer exists" in text
+    assert compare(generated, generated, label="gen") == []
+
+
+def test_kiln_components_stops_on_a_missing_helper_with_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _repo(tmp_path)
+    factory.write(
+        root / "pipelines" / "components" / "wrong.py",
+        'IMAGE = "base"\n\n\ndef uses_tables() -> int:\n    import tabular\n\n    return 1\n',
+    )
+    code, out, err = run(capsys, "components", "--local", "--repo", str(root))
+    assert (code, out) == (3, "")
+    assert "uses_tables imports tabular (helper tabular), which image base" in err
+    assert not (root / "pipelines" / "components" / "generated").exists()
