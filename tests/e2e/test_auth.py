@@ -24,6 +24,7 @@ import docker
 import docker.errors
 import pytest
 import requests
+import yaml
 
 from kiln._errors import AuthenticationFailed, CommandFailed
 from kiln._images.docker import OsBaseBuilder
@@ -239,6 +240,11 @@ def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
     factory.helper(root, "authhelper", deps=())
     factory.image(root, "authimage", helpers=("authhelper",))
     factory.component(root, "maths.py", image_name="authimage")
+    factory.write(  # packages mode: its YAML names the index, and must hold no credential
+        root / "pipelines" / "components" / "light.py",
+        "PACKAGES = True\n\n\ndef light(x: int) -> int:\n    from authhelper import answer\n\n"
+        "    return x * answer()\n",
+    )
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     home = tmp_path / "home"  # no ~/.netrc, no ~/.docker: the environment is the only source
     home.mkdir()
@@ -280,6 +286,13 @@ def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
     assert "index credentials: the environment (KILN_INDEX_USERNAME/" in log
     assert _files_holding(root / ".kiln", canary) == []
     assert _files_holding(root / "dist", canary) == []
+    generated = root / "pipelines" / "components" / "generated"
+    assert _files_holding(generated, canary) == []  # YAMLs and the catalog
+    spec = yaml.safe_load((generated / "light.yaml").read_text())
+    (executor,) = spec["deploymentSpec"]["executors"].values()
+    command = executor["container"]["command"][2]
+    assert f"--index-url {servers.index_url}/simple/" in command
+    assert f"'acme-authhelper @ {servers.index_url}/packages/acme_authhelper-0.1.0-py3" in command
     tagged, digest = pushed.split("@")
     image = engine.images.get(f"{tagged.rsplit(':', 1)[0]}@{digest}")  # the smoke check's pull
     assert PASSWORD not in json.dumps(image.attrs)

@@ -51,7 +51,7 @@ def test_run_prints_a_line_per_task_and_openable_artifacts(
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in proc.stderr + proc.stdout
     assert proc.stderr.splitlines() == [
-        "==> run contrast_compare with kfp.local.DockerRunner (network none)",
+        "==> run contrast_compare with kfp.local.DockerRunner (network host)",
         "    make-sample-images: ok",
         "    enhance-contrast: ok",
         "    compare-images: ok",
@@ -132,6 +132,8 @@ def test_another_name_for_the_same_base_image_changes_nothing(
         proc = repo.kiln("release", "--local", "--json", env={"KILN_BASE_IMAGE": f"{alias}:1"})
     finally:
         docker_client.images.remove(f"{alias}:1")
+        # Packages-mode YAMLs name the stand-in base as given: put the usual one back.
+        assert repo.kiln("components", "--local").returncode == 0
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert (result["uploaded"], result["pushed"]) == ([], [])
@@ -187,7 +189,9 @@ def test_the_consumer_guides_commands_work(
     blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.DOTALL)
     (script,) = [b for b in blocks if "local.init" in b]
     component = by(released["manifest"]["components"], "name")["stretch_contrast_demo"]
-    shutil.copy(repo.root / component["path"], tmp_path / "stretch_contrast_demo.yaml")
+    target = tmp_path / component["path"]  # the guide loads it from its committed path
+    target.parent.mkdir(parents=True)
+    shutil.copy(repo.root / component["path"], target)
     run = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
     )

@@ -88,8 +88,12 @@ def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[
     for component in components.values():
         yaml = (repo.root / component["path"]).read_text()
         pinned = set(re.findall(r"(?m)^\s+image: (\S+)$", yaml))
-        assert pinned == {images[component["image"]]["ref"]}, component["name"]
-        assert "pip install" not in yaml
+        if component.get("image"):  # image mode: the digest, and nothing installed at start
+            assert pinned == {images[component["image"]]["ref"]}, component["name"]
+            assert "pip install" not in yaml
+        else:  # packages mode: the plain base, and hash-pinned installs
+            assert pinned == {BASE_IMAGE}, component["name"]
+            assert "'--require-hashes'" in yaml
         assert component["sha256"] == hashlib.sha256(yaml.encode()).hexdigest()
     for pipeline in manifest["pipelines"]:
         assert Path(repo.root / pipeline["path"]).is_file()
@@ -165,7 +169,8 @@ def test_component_yaml_runs_in_docker_runner(
         repo.root / by(released["manifest"]["components"], "name")["stretch_contrast_demo"]["path"]
     )
     component = components.load_component_from_file(str(path))
-    local.init(runner=local.DockerRunner(network_mode="none"), pipeline_root=str(tmp_path / "root"))
+    # packages mode: the pod installs imgproc, numpy and kfp from the local index at start
+    local.init(runner=local.DockerRunner(network_mode="host"), pipeline_root=str(tmp_path / "root"))
     task = component(seed=7, low_percentile=2.0, high_percentile=98.0)
     assert task.output == pytest.approx(expected, rel=1e-9)
 
