@@ -37,7 +37,7 @@ def test_a_packages_mode_yaml_installs_hash_pinned_files_from_the_private_index(
     assert f"--index-url {repo.index_url}/simple/ --trusted-host 127.0.0.1:{port} " in command
     assert "--extra-index-url" not in command
     pip_line = next(line for line in command.splitlines() if "pip install" in line)
-    items = shlex.split(pip_line.split(f"127.0.0.1:{port} ", 2)[2].split(" && ")[0])
+    items = shlex.split(pip_line.split(f"--trusted-host 127.0.0.1:{port} ", 1)[1].split(" && ")[0])
     assert items[:2] == ["--no-deps", "--require-hashes"]
     pins = dict(item.split(" @ ") for item in items[2:])
     lock = parse_lock(

@@ -159,6 +159,10 @@ def plan_text(plan: ReleasePlan) -> str:
 def cmd_release(args: argparse.Namespace) -> int:
     from kiln._release.stages import execute  # noqa: PLC0415
 
+    if args.tag:
+        from kiln._cli.train import release_tag  # noqa: PLC0415
+
+        return release_tag(args)
     ws, services, prepared, plan = release_parts(args)
     if args.dry_run:
         common.emit(args, plan.to_dict(), plan_text(plan))
@@ -305,6 +309,13 @@ examples:
     )
     p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     p.add_argument("--version", metavar="X.Y.Z", help="stamp the manifest with this release")
+    p.add_argument(
+        "--tag",
+        metavar="vX.Y.Z",
+        help="release the tagged commit (what CI runs for a pushed tag): refuses a dirty tree, "
+        "a tag not on HEAD, a version at or below the last release, stale locks or YAMLs; "
+        "publishes what is new, the <org>-components bundle, and dist/release/",
+    )
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser(

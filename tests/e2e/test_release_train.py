@@ -1,0 +1,210 @@
+"""`kiln release --tag` on the real local stack: v0.1.0 publishes wheels, images and the
+components bundle, which a fresh venv installs from the private index alone and whose
+`load()` runs a component in kfp.local and refuses a tampered YAML; v0.2.0 after a helper
+change publishes only what changed, says so in its notes, and leaves 0.1.0's bundle
+pinned to 0.1.0's digests; a release killed after the wheel upload completes when run
+again; and what a release must refuse, it refuses before publishing anything."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.e2e.conftest import BASE_IMAGE, PRIVATE_PIP_ENV, PROJECT, Repo, free_port
+
+pytestmark = pytest.mark.e2e
+
+GIT = ["git", "-c", "user.name=kiln-test", "-c", "user.email=kiln@example.invalid"]
+_IGNORE = shutil.ignore_patterns(".kiln", "dist", "__pycache__", "*.egg-info", ".pytest_cache")
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def train(
+    repo: Repo, released: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Repo]:
+    """A git copy of this repo on its own stack, with the session repo's caches (the
+    wheels and layers it already fetched and built) and its committed tree regenerated
+    for the new ports."""
+    root = tmp_path_factory.mktemp("train")
+    for name in ("helpers", "images", "pipelines"):
+        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+    index_port, registry_port = free_port(), free_port()
+    text = (PROJECT / "pyproject.toml").read_text()
+    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
+    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
+    (root / "pyproject.toml").write_text(text)
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
+    shutil.copytree(repo.root / ".kiln" / "cache", root / ".kiln" / "cache", symlinks=True)
+    train = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+    assert train.kiln("components", "--local").returncode == 0
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "the monorepo")
+    yield train
+    train.kiln("stack", "down")
+
+
+def _bundle_site(tmp_path: Path, index_url: str, version: str) -> Path:
+    """A fresh venv with only ``acme-components==version`` from the private index; its
+    site-packages (kfp and docker come from the test's own environment)."""
+    venv.create(tmp_path, with_pip=True)
+    subprocess.run(
+        [str(tmp_path / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet",
+         "--index-url", f"{index_url}/simple/", f"acme-components=={version}"],
+        env=PRIVATE_PIP_ENV, check=True,
+    )  # fmt: skip
+    (site,) = tmp_path.glob("lib/python3*/site-packages")
+    return site
+
+
+def _python(site: Path, script: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
+        check=False, timeout=600,
+    )  # fmt: skip
+
+
+def _index_files(repo: Repo, project: str) -> list[str]:
+    page = requests.get(f"{repo.index_url}/simple/{project}/", timeout=10).text
+    return re.findall(r">([^<]+\.whl)<", page)
+
+
+def test_tag_releases_the_bundle_then_only_what_changed(train: Repo, tmp_path: Path) -> None:
+    digests = _first_release(train, tmp_path)
+    _second_release_killed_and_completed(train)
+    # 0.1.0's bundle still loads 0.1.0's digests.
+    site = _bundle_site(tmp_path / "v1-again", train.index_url, "0.1.0")
+    old = _python(site, (
+        "from acme_components import load\n"
+        "print(load('enhance_contrast').component_spec.implementation.container.image)\n"
+    ), tmp_path)  # fmt: skip
+    assert old.returncode == 0, old.stderr
+    assert old.stdout.split() == [digests["base"]]
+
+
+def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
+    """v0.1.0: refusals first, then the release, its record and its bundle."""
+    root = train.root
+    # Refused before anything is published: no tag, a dirty tree, a tag not on HEAD.
+    assert train.kiln("release", "--tag", "v0.1.0", "--local").returncode == 3
+    git(root, "tag", "v0.1.0")
+    (root / "stray.txt").write_text("x\n")
+    dirty = train.kiln("release", "--tag", "v0.1.0", "--local")
+    assert dirty.returncode == 3
+    assert "the working tree has changes" in dirty.stderr
+    (root / "stray.txt").unlink()
+    assert _index_files(train, "acme-imgproc") == []  # nothing was published
+
+    first = train.kiln_json("release", "--tag", "v0.1.0", "--local")
+    assert "acme_components-0.1.0-py3-none-any.whl" in first["uploaded"]
+    assert len(first["pushed"]) == 2
+    record = Path(first["record"])
+    assert sorted(p.name for p in record.iterdir()) == [
+        "RELEASE_NOTES.md", "acme_components-0.1.0-py3-none-any.whl", "catalog.html",
+        "catalog.md", "manifest.json", "sbom",
+    ]  # fmt: skip
+    manifest = json.loads((record / "manifest.json").read_text())
+    assert manifest["release"] == "0.1.0"
+    assert manifest["revision"] == git(root, "rev-parse", "HEAD")
+    assert "(the first release)" in (record / "RELEASE_NOTES.md").read_text()
+    assert git(root, "status", "--porcelain") == ""  # the tagged tree was already exact
+    digests = {i["name"]: i["ref"] for i in manifest["images"]}
+
+    # The bundle from the private index alone: load() runs a component in kfp.local.
+    site = _bundle_site(tmp_path / "v1", train.index_url, "0.1.0")
+    run = _python(site, (
+        "from kfp import local\n"
+        "from acme_components import load\n"
+        "local.init(runner=local.DockerRunner(network_mode='none'), pipeline_root='runs')\n"
+        "import numpy as np\n"
+        "step = load('enhance_contrast')\n"
+        "print(step.component_spec.implementation.container.image)\n"
+    ), tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [digests["base"]]
+    run = _python(site, (
+        "from kfp import local\n"
+        "from acme_components import load\n"
+        "local.init(runner=local.DockerRunner(network_mode='host'), pipeline_root='runs')\n"
+        "step = load('stretch_contrast_demo')\n"
+        "print(step(seed=7, low_percentile=2.0, high_percentile=98.0).output)\n"
+    ), tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert 40.0 < float(run.stdout.split()[-1]) < 80.0
+    # A YAML altered inside the installed bundle is refused by load().
+    yaml_file = site / "acme_components" / "components" / "enhance_contrast.yaml"
+    yaml_file.write_text(yaml_file.read_text().replace("image: ", "image:  "))
+    tampered = _python(site, "from acme_components import load; load('enhance_contrast')", tmp_path)
+    assert tampered.returncode != 0
+    assert "the installed file was altered" in tampered.stderr
+
+    # The same tag again: nothing to do, and it says so.
+    again = train.kiln_json("release", "--tag", "v0.1.0", "--local")
+    assert (again["uploaded"], again["pushed"]) == ([], [])
+    return digests
+
+
+def _second_release_killed_and_completed(train: Repo) -> None:
+    root = train.root
+
+    # A helper change, bumped, regenerated, committed, tagged v0.2.0. The release is
+    # killed right after the wheel upload, then run again.
+    source = root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
+    source.write_text(source.read_text() + "\n\nRELEASE_TRAIN = 2\n")
+    assert train.kiln("bump", "imgproc", "patch").returncode == 0
+    assert train.kiln("components", "--local").returncode == 0
+    git(root, "commit", "-qam", "imgproc 0.2.1")
+    # A version below the last release is refused.
+    git(root, "tag", "v0.0.9")
+    below = train.kiln("release", "--tag", "v0.0.9", "--local")
+    assert below.returncode == 4, below.stderr
+    assert "below the last released version 0.1.0" in below.stderr
+    git(root, "tag", "v0.2.0")
+    env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE}
+    command = ["release", "--tag", "v0.2.0", "--local", "--repo", str(root)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kiln", *command],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while "acme_imgproc-0.2.1-py3-none-any.whl" not in _index_files(train, "acme-imgproc"):
+        assert proc.poll() is None, "the release ended before its wheel was on the index"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert "acme_components-0.2.0-py3-none-any.whl" not in _index_files(train, "acme-components")
+
+    second = train.kiln_json("release", "--tag", "v0.2.0", "--local")
+    assert "acme_imgproc-0.2.1-py3-none-any.whl" not in second["uploaded"]  # the killed run's
+    assert "acme_components-0.2.0-py3-none-any.whl" in second["uploaded"]
+    assert _index_files(train, "acme-imgproc").count("acme_imgproc-0.2.1-py3-none-any.whl") == 1
+    notes = (Path(second["record"]) / "RELEASE_NOTES.md").read_text()
+    assert "Changes since v0.1.0:" in notes
+    assert "- `acme-imgproc`: `0.2.0` -> `0.2.1`" in notes
+    assert "acme-tabular" not in notes
+    assert "acme-viz" not in notes
+    assert "- `make_sample_images`" not in notes  # numpy only: its YAML did not move
+    assert "- `stretch_contrast_demo`" in notes
+    assert "- `enhance_contrast`" in notes
