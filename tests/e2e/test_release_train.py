@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import requests
 
+from kiln._servers.registry import RegistryClient
 from tests.e2e.conftest import BASE_IMAGE, PRIVATE_PIP_ENV, PROJECT, Repo, free_port
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +71,8 @@ def _bundle_site(tmp_path: Path, index_url: str, version: str) -> Path:
     venv.create(tmp_path, with_pip=True)
     subprocess.run(
         [str(tmp_path / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet",
-         "--index-url", f"{index_url}/simple/", f"acme-components=={version}"],
+         "--index-url", f"{index_url}/simple/",
+         f"acme-components=={version}" if version else "acme-components"],
         env=PRIVATE_PIP_ENV, check=True,
     )  # fmt: skip
     (site,) = tmp_path.glob("lib/python3*/site-packages")
@@ -93,6 +95,7 @@ def _index_files(repo: Repo, project: str) -> list[str]:
 def test_tag_releases_the_bundle_then_only_what_changed(train: Repo, tmp_path: Path) -> None:
     digests = _first_release(train, tmp_path)
     _second_release_killed_and_completed(train)
+    _dev_release(train, tmp_path)
     # 0.1.0's bundle still loads 0.1.0's digests.
     site = _bundle_site(tmp_path / "v1-again", train.index_url, "0.1.0")
     old = _python(site, (
@@ -208,3 +211,31 @@ def _second_release_killed_and_completed(train: Repo) -> None:
     assert "- `make_sample_images`" not in notes  # numpy only: its YAML did not move
     assert "- `stretch_contrast_demo`" in notes
     assert "- `enhance_contrast`" in notes
+
+
+def _dev_release(train: Repo, tmp_path: Path) -> None:
+    """Edit one helper, `kiln release --dev`, `kiln run --dev`: dev versions only, timed."""
+    root = train.root
+    registry = RegistryClient(train.registry)
+    stable = {name: registry.digest(f"acme/{name}", v) for name, v in (("base", "0.2.3"),)}
+    source = root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
+    source.write_text(source.read_text() + "\n\nDEV_LOOP = 1\n")
+    started = time.monotonic()
+    dev = train.kiln_json("release", "--dev", "--local")
+    released_at = time.monotonic()
+    run = train.kiln_json("run", "--dev", "contrast_demo")
+    finished = time.monotonic()
+    print(
+        f"dev loop: release --dev {released_at - started:.1f} s, run --dev "
+        f"{finished - released_at:.1f} s, total {finished - started:.1f} s"
+    )
+    assert 40.0 < run["Output"] < 80.0
+    assert re.fullmatch(r"0\.2\.2\.dev\d{14}", dev["helpers"]["imgproc"])  # 0.2.1 is published
+    assert dev["image_tag"].startswith("dev-")
+    assert all(":dev-" in pushed for pushed in dev["pushed"])
+    assert re.fullmatch(r"acme_components-0\.2\.1\.dev\d{14}-py3-none-any\.whl", dev["bundle"])
+    # Stable versions and tags untouched; pip picks the stable bundle unless asked.
+    assert {name: registry.digest(f"acme/{name}", "0.2.3") for name in stable} == stable
+    site = _bundle_site(tmp_path / "latest", train.index_url, "")  # no version asked
+    assert (site / "acme_components-0.2.0.dist-info").is_dir()
+    assert git(root, "status", "--porcelain") == "M helpers/imgproc/src/imgproc/__init__.py"

@@ -4,6 +4,7 @@ and the components bundle's loader (built with the pinned hatchling, loaded with
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import zipfile
@@ -15,6 +16,7 @@ from packaging.version import Version
 from kiln._components.generate import generate_component
 from kiln._errors import ConfigError, PublishedConflict
 from kiln._release.bundle import build_bundle
+from kiln._release.dev import dev_plan, dev_stamp
 from kiln._release.train import (
     Snapshot,
     check_train,
@@ -26,6 +28,7 @@ from kiln._release.train import (
     snapshot,
     tag_version,
 )
+from kiln._workspace.discovery import discover
 from kiln._workspace.model import Component
 from tests import factory
 
@@ -202,3 +205,52 @@ def test_the_bundle_loads_checked_components_and_names_the_known_ones(
     with pytest.raises(ValueError, match=r"double.yaml in acme-components==0.1.0 has sha256"):
         module.load("double")
     sys.modules.pop("acme_components", None)
+
+
+# ------------------------------------------------------------------ the dev channel
+def test_dev_versions_move_changed_helpers_their_dependants_and_images(tmp_path: Path) -> None:
+    root = factory.workspace(tmp_path / "repo")
+    factory.helper(root, "dataquality", version="0.1.0")
+    factory.helper(root, "viz", version="0.1.1", deps=("acme-dataquality==0.1.0",))
+    factory.helper(root, "imgproc", version="0.2.0")
+    factory.image(root, "analytics", helpers=("viz",), version="0.1.3")
+    factory.image(root, "base", helpers=("imgproc",), version="0.2.2")
+    ws = discover(root)
+    published = {"dataquality": {"0.1.0"}, "viz": {"0.1.1"}, "imgproc": {"0.2.0"}}
+    plan = dev_plan(ws, {"dataquality"}, published, 20261129103231)
+    moves = {c.name: (c.old_version, c.new_version) for c in plan.changes}
+    assert moves == {  # published versions: the next patch's dev; imgproc untouched
+        "dataquality": ("0.1.0", "0.1.1.dev20261129103231"),
+        "viz": ("0.1.1", "0.1.2.dev20261129103231"),
+        "analytics": ("0.1.3", "0.1.3.dev20261129103231"),
+    }
+    (viz,) = [c for c in plan.changes if c.name == "viz"]
+    assert [(p.distribution, p.new_version) for p in viz.pins] == [
+        ("acme-dataquality", "0.1.1.dev20261129103231")
+    ]
+    # A version not published yet keeps its number: its dev sorts before the release.
+    unreleased = dev_plan(ws, {"imgproc"}, {}, 7)
+    assert {c.name: c.new_version for c in unreleased.changes} == {
+        "imgproc": "0.2.0.dev7",
+        "base": "0.2.2.dev7",
+    }
+    assert Version("0.2.0.dev7") < Version("0.2.0")
+
+
+def test_the_dev_number_follows_the_commit_or_the_clock(tmp_path: Path) -> None:
+    root = tmp_path / "repo"
+    factory.write(root / "a.txt", "1\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    subprocess.run(
+        [*GIT, "-C", str(root), "commit", "-qm", "one"],
+        check=True, env={**os.environ, "GIT_COMMITTER_DATE": "2026-11-29T10:00:00+00:00"},
+    )  # fmt: skip
+    clean = dev_stamp(root, now=0.0)
+    assert (clean.number, clean.dirty) == (20261129100000, False)
+    assert clean.image_tag == f"dev-{clean.sha}"
+    assert dev_stamp(root, now=0.0) == clean  # the same commit: the same versions
+    (root / "a.txt").write_text("2\n")
+    dirty = dev_stamp(root, now=1_800_000_000.0)
+    assert (dirty.number, dirty.dirty) == (20270115080000, True)
+    assert dirty.image_tag == f"dev-{clean.sha}-20270115080000"

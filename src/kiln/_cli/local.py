@@ -38,9 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if pipeline is None:
         known = ", ".join(p.name for p in ws.pipelines) or "none"
         raise ConfigError(f"no pipeline {args.pipeline!r} under pipelines/ (known: {known})")
-    component_dir = ws.component_dir
+    component_dir = ws.dist_dir / "dev" / "components" if args.dev else ws.component_dir
     if not any(component_dir.glob("*.yaml")):
-        raise ConfigError(f"{component_dir}: no generated components; run `kiln release --local`")
+        command = "kiln release --dev --local" if args.dev else "kiln release --local"
+        raise ConfigError(f"{component_dir}: no generated components; run `{command}`")
     network = args.network
     if network == "auto":  # packages-mode pods install from the index, on loopback
         network = "host" if any(c.image is None for c in ws.components) else "none"
@@ -77,6 +78,9 @@ def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
     )
     p.add_argument("pipeline", help="name of pipelines/<name>.py")
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument(
+        "--dev", action="store_true", help="run the last dev release's YAMLs (dist/dev/)"
+    )
     p.add_argument(
         "--network",
         default="auto",

@@ -159,10 +159,16 @@ def plan_text(plan: ReleasePlan) -> str:
 def cmd_release(args: argparse.Namespace) -> int:
     from kiln._release.stages import execute  # noqa: PLC0415
 
+    if args.tag and args.dev:
+        raise ConfigError("--tag and --dev are two different releases: give one of them")
     if args.tag:
         from kiln._cli.train import release_tag  # noqa: PLC0415
 
         return release_tag(args)
+    if args.dev:
+        from kiln._cli.dev import release_dev  # noqa: PLC0415
+
+        return release_dev(args)
     ws, services, prepared, plan = release_parts(args)
     if args.dry_run:
         common.emit(args, plan.to_dict(), plan_text(plan))
@@ -315,6 +321,12 @@ examples:
         help="release the tagged commit (what CI runs for a pushed tag): refuses a dirty tree, "
         "a tag not on HEAD, a version at or below the last release, stale locks or YAMLs; "
         "publishes what is new, the <org>-components bundle, and dist/release/",
+    )
+    p.add_argument(
+        "--dev",
+        action="store_true",
+        help="the dev channel: changed helpers as X.Y.Z.devN, their images as dev-<sha>, dev "
+        "YAMLs in dist/dev/ and a dev bundle; stable versions and tags untouched",
     )
     p.set_defaults(func=cmd_release)
 
