@@ -175,7 +175,11 @@ def test_the_consumer_guides_commands_work(
 ) -> None:
     guide = (PROJECT / "docs" / "consumer-guide.md").read_text()
     # The guide's pip command, against this run's index instead of the default port.
-    (command,) = [line for line in guide.splitlines() if line.startswith("pip install --index")]
+    (command,) = [
+        line
+        for line in guide.splitlines()
+        if line.startswith("pip install --index") and "acme-imgproc" in line
+    ]
     args = shlex.split(command.replace("http://127.0.0.1:8765", repo.index_url))[2:]
     venv.create(tmp_path / "venv", with_pip=True)
     python = str(tmp_path / "venv" / "bin" / "python")

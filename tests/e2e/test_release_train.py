@@ -162,6 +162,27 @@ def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
     assert tampered.returncode != 0
     assert "the installed file was altered" in tampered.stderr
 
+    # The tagged commit's YAMLs as they are (`git show v0.1.0:path` bytes): all load,
+    # and one runs in kfp.local.
+    tagged = git(root, "ls-tree", "--name-only", "v0.1.0", "pipelines/components/generated/")
+    names = [p for p in tagged.split() if p.endswith(".yaml")]
+    assert len(names) == 9
+    for path in names:
+        (tmp_path / "tag" / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "tag" / path).write_text(git(root, "show", f"v0.1.0:{path}") + "\n")
+    run = _python(site, (
+        "import pathlib\n"
+        "from kfp import components, local\n"
+        "yamls = sorted(pathlib.Path('tag').rglob('*.yaml'))\n"
+        "loaded = {p.stem: components.load_component_from_text(p.read_text()) for p in yamls}\n"
+        "local.init(runner=local.DockerRunner(network_mode='host'), pipeline_root='runs')\n"
+        "step = loaded['stretch_contrast_demo']\n"
+        "print(len(loaded), step(seed=7, low_percentile=2.0, high_percentile=98.0).output)\n"
+    ), tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    count, value = run.stdout.split()[-2:]
+    assert (count, 40.0 < float(value) < 80.0) == ("9", True)
+
     # The same tag again: nothing to do, and it says so.
     again = train.kiln_json("release", "--tag", "v0.1.0", "--local")
     assert (again["uploaded"], again["pushed"]) == ([], [])

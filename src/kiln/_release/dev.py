@@ -125,7 +125,7 @@ def copy_tree(ws: Workspace, target: Path) -> Path:
         (target / ".git").mkdir(exist_ok=True)
     state = target / ".kiln"
     state.mkdir(exist_ok=True)
-    for shared in ("cache", "stack"):
+    for shared in ("cache", "stack", "wheelhouse"):
         (ws.state_dir / shared).mkdir(parents=True, exist_ok=True)
         (state / shared).symlink_to(ws.state_dir / shared)
     return target
