@@ -95,6 +95,7 @@ def _index_files(repo: Repo, project: str) -> list[str]:
 def test_tag_releases_the_bundle_then_only_what_changed(train: Repo, tmp_path: Path) -> None:
     digests = _first_release(train, tmp_path)
     _second_release_killed_and_completed(train)
+    _two_releases_of_one_tag_at_once(train, tmp_path)
     _dev_release(train, tmp_path)
     # 0.1.0's bundle still loads 0.1.0's digests.
     site = _bundle_site(tmp_path / "v1-again", train.index_url, "0.1.0")
@@ -189,16 +190,21 @@ def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
     return digests
 
 
+def _change_and_commit(train: Repo, helper: str, line: str) -> None:
+    """A change to ``helper``, bumped (patch), its YAMLs regenerated, committed."""
+    source = train.root / "helpers" / helper / "src" / helper / "__init__.py"
+    source.write_text(source.read_text() + f"\n\n{line}\n")
+    assert train.kiln("bump", helper, "patch").returncode == 0
+    assert train.kiln("components", "--local").returncode == 0
+    git(train.root, "commit", "-qam", f"{helper}: {line}")
+
+
 def _second_release_killed_and_completed(train: Repo) -> None:
     root = train.root
 
     # A helper change, bumped, regenerated, committed, tagged v0.2.0. The release is
     # killed right after the wheel upload, then run again.
-    source = root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
-    source.write_text(source.read_text() + "\n\nRELEASE_TRAIN = 2\n")
-    assert train.kiln("bump", "imgproc", "patch").returncode == 0
-    assert train.kiln("components", "--local").returncode == 0
-    git(root, "commit", "-qam", "imgproc 0.2.1")
+    _change_and_commit(train, "imgproc", "RELEASE_TRAIN = 2")
     # A version below the last release is refused.
     git(root, "tag", "v0.0.9")
     below = train.kiln("release", "--tag", "v0.0.9", "--local")
@@ -254,9 +260,42 @@ def _dev_release(train: Repo, tmp_path: Path) -> None:
     assert re.fullmatch(r"0\.2\.2\.dev\d{14}", dev["helpers"]["imgproc"])  # 0.2.1 is published
     assert dev["image_tag"].startswith("dev-")
     assert all(":dev-" in pushed for pushed in dev["pushed"])
-    assert re.fullmatch(r"acme_components-0\.2\.1\.dev\d{14}-py3-none-any\.whl", dev["bundle"])
+    assert re.fullmatch(r"acme_components-0\.3\.1\.dev\d{14}-py3-none-any\.whl", dev["bundle"])
     # Stable versions and tags untouched; pip picks the stable bundle unless asked.
     assert {name: registry.digest(f"acme/{name}", "0.2.3") for name in stable} == stable
     site = _bundle_site(tmp_path / "latest", train.index_url, "")  # no version asked
-    assert (site / "acme_components-0.2.0.dist-info").is_dir()
+    assert (site / "acme_components-0.3.0.dist-info").is_dir()
     assert git(root, "status", "--porcelain") == "M helpers/imgproc/src/imgproc/__init__.py"
+
+
+def _two_releases_of_one_tag_at_once(train: Repo, tmp_path: Path) -> None:
+    """v0.3.0 released from two clones at the same moment (as two CI runners would):
+    both end well, and each artifact is on the index once."""
+    root = train.root
+    _change_and_commit(train, "tabular", "RACED = 3")
+    git(root, "tag", "v0.3.0")
+    other = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(root), str(other))
+    for shared in ("cache", "wheelhouse"):
+        shutil.copytree(root / ".kiln" / shared, other / ".kiln" / shared, symlinks=True)
+    target = ["--index", train.index_url, "--registry", train.registry, "--json"]
+    env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "kiln", "release", "--tag", "v0.3.0", *target, "--repo", str(r)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (root, other)
+    ]
+    results = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    outputs = [json.loads(out) for out, _ in results]
+    assert {o["bundle"]["sha256"] for o in outputs} == {outputs[0]["bundle"]["sha256"]}
+    for project, filename in (
+        ("acme-tabular", "acme_tabular-0.1.1-py3-none-any.whl"),
+        ("acme-components", "acme_components-0.3.0-py3-none-any.whl"),
+    ):
+        assert _index_files(train, project).count(filename) == 1

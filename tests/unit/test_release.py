@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -360,3 +361,39 @@ def test_a_kiln_built_image_without_kiln_s_builder_is_named(kiln_built: Setup) -
     services = dataclasses.replace(setup.services, oci=None)
     with pytest.raises(ConfigError, match=r"images/base: this command runs without kiln's"):
         prepare(setup.ws, services)
+
+
+def test_an_upload_raced_by_another_run_of_the_same_release_still_succeeds(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one release at once: the second one's upload is refused for a file the
+    first one published meanwhile, with the same bytes. That file counts as published;
+    what is still missing is uploaded."""
+    real_upload = setup.index.upload
+    calls: list[list[str]] = []
+
+    def raced(paths: Sequence[Path]) -> None:
+        calls.append([p.name for p in paths])
+        if len(calls) == 1:
+            real_upload(paths[:1])  # the other run got there first
+            raise CommandFailed("twine upload: 409 Conflict")
+        real_upload(paths)
+
+    monkeypatch.setattr(setup.index, "upload", raced)
+    outcome = setup.release()
+    assert len(calls) == 2
+    assert calls[1] == calls[0][1:]  # only what was still missing, once more
+    assert sorted(outcome.uploaded) == sorted(calls[0])
+    assert sorted(setup.index.uploads) == sorted(calls[0])  # each file once
+
+
+def test_an_upload_that_failed_with_nothing_published_is_the_error(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(paths: Sequence[Path]) -> None:
+        raise CommandFailed("twine upload: connection reset")
+
+    monkeypatch.setattr(setup.index, "upload", refused)
+    with pytest.raises(CommandFailed, match="connection reset"):
+        setup.release()
+    assert setup.registry.tags == {}  # nothing pushed after a failed publish

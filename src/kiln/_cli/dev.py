@@ -20,7 +20,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from kiln._cli import common
-from kiln._errors import CommandFailed, PublishedConflict
+from kiln._errors import PublishedConflict
 
 
 def release_dev(args: argparse.Namespace) -> int:
@@ -122,8 +122,8 @@ def _publish_bundle(services: Any, wheel: Any, name: str, report: Any) -> tuple[
             f"{wheel.filename} is already published with other bytes: commit, or run again "
             "(an uncommitted tree gets a new dev number each second)"
         )
+    from kiln._release.stages import upload_checked  # noqa: PLC0415
+
     report.stage("bundle", f"bundle: uploading {wheel.filename}")
-    services.index.upload([wheel.path])
-    if services.index.files(name).get(wheel.filename) != wheel.sha256:
-        raise CommandFailed(f"after upload, the index does not list {wheel.filename} as built")
+    upload_checked(services.index, [(name, wheel.path, wheel.sha256)], report=report)
     return wheel.filename, [wheel.filename]

@@ -17,14 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from kiln._cli import common
-from kiln._errors import CommandFailed, ConfigError, PublishedConflict
+from kiln._errors import ConfigError, PublishedConflict
 
 
 def release_tag(args: argparse.Namespace) -> int:
     from kiln._cli.release import _component_drift, plan_text  # noqa: PLC0415
     from kiln._components.drift import describe  # noqa: PLC0415
     from kiln._release.bundle import build_bundle, bundle_name  # noqa: PLC0415
-    from kiln._release.stages import check_refusals, execute, make_plan, prepare  # noqa: PLC0415
+    from kiln._release.stages import (  # noqa: PLC0415
+        check_refusals,
+        execute,
+        make_plan,
+        prepare,
+        upload_checked,
+    )
     from kiln._release.train import (  # noqa: PLC0415
         check_train,
         check_tree,
@@ -78,9 +84,7 @@ def release_tag(args: argparse.Namespace) -> int:
     outcome = execute(ws, prepared, plan, services, release_version=str(version), report=report)
     if there is None:
         report.stage("bundle", f"bundle: uploading {wheel.filename} to {services.index.url}")
-        services.index.upload([wheel.path])
-        if services.index.files(bundle).get(wheel.filename) != wheel.sha256:
-            raise CommandFailed(f"after upload, the index does not list {wheel.filename} as built")
+        upload_checked(services.index, [(bundle, wheel.path, wheel.sha256)], report=report)
     previous = previous_tag(ws.root, version)
     notes = release_notes(
         version,

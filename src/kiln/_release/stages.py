@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -279,15 +279,44 @@ def publish(plan: ReleasePlan, services: Services, report: Reporter) -> list[str
         report.stage("publish", "publish: everything is already on the index")
         return []
     report.stage("publish", f"publish: uploading {len(todo)} file(s) to {services.index.url}")
-    services.index.upload([s.path for s in todo if s.path is not None])
-    for step in todo:  # ask the index, don't trust the upload's exit code alone
-        there = services.index.files(step.project).get(step.filename)
-        if there != step.sha256:
-            raise CommandFailed(
-                f"after upload, the index lists {step.filename} with sha256 {there}, "
-                f"expected {step.sha256}"
-            )
+    upload_checked(
+        services.index,
+        [(s.project, s.path, s.sha256) for s in todo if s.path is not None],
+        report=report,
+    )
     return [s.filename for s in todo]
+
+
+def upload_checked(
+    index: Index, files: Sequence[tuple[str, Path, str]], *, report: Reporter | None = None
+) -> None:
+    """Upload ``files`` ((project, path, sha256)) and check the index then lists each with
+    that sha256 (the upload's exit code alone is not trusted). A failed upload whose
+    files then turn out to be there with those bytes was raced by another run of the
+    same release, which published them: that is success; what is still missing is
+    uploaded once more."""
+
+    def listed(project: str, path: Path) -> str | None:
+        return index.files(project).get(path.name)
+
+    try:
+        index.upload([path for _, path, _ in files])
+    except CommandFailed:
+        missing = [(p, path, sha) for p, path, sha in files if listed(p, path) != sha]
+        if len(missing) == len(files):
+            raise
+        (report or Reporter.null()).detail(
+            f"    {len(files) - len(missing)} file(s) were uploaded meanwhile, with the same "
+            "bytes (another run of this release)"
+        )
+        if missing:
+            index.upload([path for _, path, _ in missing])
+    for project, path, sha in files:
+        there = listed(project, path)
+        if there != sha:
+            raise CommandFailed(
+                f"after upload, the index lists {path.name} with sha256 {there}, expected {sha}"
+            )
 
 
 def _inputs(step: ImageStep) -> ImageInputs:
