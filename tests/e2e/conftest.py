@@ -1,6 +1,6 @@
 """End-to-end fixtures: a copy of this monorepo, its own local stack on free ports,
-the real Docker Engine. In CI (CI=true) a missing engine or base image fails the
-run instead of skipping it."""
+the real Docker Engine, and an index and registry that require credentials (``servers``).
+In CI (CI=true) a missing engine or base image fails the run instead of skipping it."""
 
 from __future__ import annotations
 
@@ -12,15 +12,19 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
+import uuid
 import venv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import bcrypt
 import docker
 import docker.errors
 import pytest
+import requests
 from packaging.utils import canonicalize_name
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -153,3 +157,89 @@ def released(repo: Repo) -> dict[str, Any]:
     result: dict[str, Any] = repo.kiln_json("release", "--local")
     result["on_disk"] = json.loads((repo.root / "dist" / "manifest.json").read_text())
     return result
+
+
+# ------------------------------------------------------------------ authenticated servers
+USER = "kiln-e2e"
+# The password is a canary: a test fails wherever it shows up.
+PASSWORD = f"canary-{uuid.uuid4()}"
+
+
+@dataclass(frozen=True)
+class Servers:
+    index_url: str
+    registry: str
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Credentials the way a CI job passes them, plus ``extra``."""
+        return {
+            "KILN_INDEX_USERNAME": USER,
+            "KILN_INDEX_PASSWORD": PASSWORD,
+            "KILN_REGISTRY_USERNAME": USER,
+            "KILN_REGISTRY_PASSWORD": PASSWORD,
+            **extra,
+        }
+
+
+def _wait_for_401(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()}")
+        with contextlib.suppress(requests.RequestException):
+            if requests.get(url, timeout=2).status_code == 401:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"{url} did not ask for credentials within 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    registry_binary = shutil.which("docker-registry") or shutil.which("registry")
+    if registry_binary is None:
+        reason = "no docker-registry/registry binary on PATH"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("auth-servers")
+    # One user; bcrypt's lowest cost, because both servers check it on every request.
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    htpasswd = root / "htpasswd"
+    htpasswd.write_text(f"{USER}:{hashed}\n")
+    index_port, registry_port = free_port(), free_port()
+    (root / "packages").mkdir()
+    (root / "registry").mkdir()
+    config = root / "registry.yml"
+    config.write_text(
+        "version: 0.1\n"
+        "log:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {root / 'registry'}\n"
+        f"http:\n  addr: 127.0.0.1:{registry_port}\n"
+        f"auth:\n  htpasswd:\n    realm: kiln-e2e\n    path: {htpasswd}\n"
+    )
+    commands = {
+        "index": [
+            sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(index_port),
+            "--disable-fallback", "-P", str(htpasswd), "-a", "update,download,list",
+            str(root / "packages"),
+        ],
+        "registry": [registry_binary, "serve", str(config)],
+    }  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, argv in commands.items():
+            with (root / f"{name}.log").open("wb") as log:
+                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root))
+        servers = Servers(f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+        _wait_for_401(f"{servers.index_url}/simple/", procs[0], root / "index.log")
+        _wait_for_401(f"http://{servers.registry}/v2/", procs[1], root / "registry.log")
+        yield servers
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,7 +1,7 @@
-"""Authenticated servers, for real: pypiserver with an htpasswd file and the registry
-with ``auth: htpasswd``, on loopback. Without credentials the clients answer
-``AuthenticationFailed``; with them, uploads, reads and pushes work; and a full
-``kiln release`` with the credentials only in its environment writes the password
+"""Authenticated servers, for real (conftest's ``servers``: pypiserver with an htpasswd
+file and the registry with ``auth: htpasswd``, on loopback). Without credentials the
+clients answer ``AuthenticationFailed``; with them, uploads, reads and pushes work; and a
+full ``kiln release`` with the credentials only in its environment writes the password
 nowhere (files, image, output)."""
 
 from __future__ import annotations
@@ -9,21 +9,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
 
-import bcrypt
 import docker
 import docker.errors
 import pytest
-import requests
 import yaml
 
 from kiln._errors import AuthenticationFailed, CommandFailed
@@ -34,93 +28,9 @@ from kiln._servers.registry import RegistryClient
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import BASE_IMAGE, IN_CI, free_port
+from tests.e2e.conftest import BASE_IMAGE, PASSWORD, USER, Servers, free_port
 
 pytestmark = pytest.mark.e2e
-
-USER = "kiln-e2e"
-# The password is a canary: a test fails wherever it shows up.
-PASSWORD = f"canary-{uuid.uuid4()}"
-
-
-@dataclass(frozen=True)
-class Servers:
-    index_url: str
-    registry: str
-
-    def env(self, **extra: str) -> dict[str, str]:
-        """Credentials the way a CI job passes them, plus ``extra``."""
-        return {
-            "KILN_INDEX_USERNAME": USER,
-            "KILN_INDEX_PASSWORD": PASSWORD,
-            "KILN_REGISTRY_USERNAME": USER,
-            "KILN_REGISTRY_PASSWORD": PASSWORD,
-            **extra,
-        }
-
-
-def _wait_for_401(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"{proc.args!r} exited with {proc.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(requests.RequestException):
-            if requests.get(url, timeout=2).status_code == 401:
-                return
-        time.sleep(0.2)
-    pytest.fail(f"{url} did not ask for credentials within 30 s:\n{log.read_text()}")
-
-
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
-    registry_binary = shutil.which("docker-registry") or shutil.which("registry")
-    if registry_binary is None:
-        reason = "no docker-registry/registry binary on PATH"
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("auth-servers")
-    # One user; bcrypt's lowest cost, because both servers check it on every request.
-    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    htpasswd = root / "htpasswd"
-    htpasswd.write_text(f"{USER}:{hashed}\n")
-    index_port, registry_port = free_port(), free_port()
-    (root / "packages").mkdir()
-    (root / "registry").mkdir()
-    config = root / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'registry'}\n"
-        f"http:\n  addr: 127.0.0.1:{registry_port}\n"
-        f"auth:\n  htpasswd:\n    realm: kiln-e2e\n    path: {htpasswd}\n"
-    )
-    commands = {
-        "index": [
-            sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(index_port),
-            "--disable-fallback", "-P", str(htpasswd), "-a", "update,download,list",
-            str(root / "packages"),
-        ],
-        "registry": [registry_binary, "serve", str(config)],
-    }  # fmt: skip
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for name, argv in commands.items():
-            with (root / f"{name}.log").open("wb") as log:
-                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root))
-        servers = Servers(f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
-        _wait_for_401(f"{servers.index_url}/simple/", procs[0], root / "index.log")
-        _wait_for_401(f"http://{servers.registry}/v2/", procs[1], root / "registry.log")
-        yield servers
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _untag(client: docker.DockerClient, registry: str) -> None:

@@ -1,0 +1,574 @@
+"""A rehearsal of `.github/workflows/release.yml`: the `run:` steps of its `release` job,
+run as GitHub runs them for a pushed tag v0.1.0, in a fresh checkout of a git copy of
+this repository, against an index and a registry that require credentials (conftest's
+``servers``). It publishes the wheels, the images and `acme-components==0.1.0`, writes
+`dist/release/`, hands it to `gh`, and writes the password nowhere; the same tag again
+publishes nothing; a workflow broken in a way that matters fails the rehearsal.
+
+What runs as-is, what is emulated or stubbed, and why:
+
+- ``actions/checkout`` (a `uses:` step) is emulated: every run starts from a fresh
+  checkout of the tag, fetched the way checkout v4 does it (by default only the tagged
+  commit, at depth 1, no other tag; `fetch-depth: 0` fetches every branch and tag). The
+  session repo's `.kiln/cache` and `.kiln/wheelhouse` are copied in, only so that
+  nothing is downloaded or built again: a runner starts with neither, and kiln fills
+  them with the same files.
+- ``actions/setup-python`` is emulated by the test's own interpreter: its bin folder is
+  on PATH (`python`, and the twine and uv kiln calls), as on the runner.
+- ``python -m pip install -e .`` is stubbed (skipped): run here, it would install kiln
+  into the test's own environment, or need PyPI for kiln's dependencies. What it gives
+  the next steps, a `kiln` command of this checkout's code, is a wrapper first on PATH
+  that runs this interpreter's ``-m kiln`` with this checkout's `src/` on PYTHONPATH.
+  The stub matches the script exactly: another install script fails the test.
+- ``kiln release --tag ...`` runs as-is, with the environment the workflow gives it.
+- the `gh release` step runs as-is, with a fake `gh` first on PATH, since there is no
+  GitHub to talk to: it keeps the releases it made in a folder (so a second run takes
+  the `gh release upload --clobber` branch), records each call, checks `--verify-tag`
+  against the checkout's tags, and fails as gh does on a missing file or no file.
+
+Every ``${{ ... }}`` expression is replaced by its rehearsal value (``_expressions``);
+an expression it does not know fails the test naming it, as do a `uses:` action or an
+action input it does not emulate, and a step or job key it does not honour (`if:`,
+`shell:`, `working-directory:`, `defaults:`, ...), so the workflow and its rehearsal
+cannot drift apart silently. The environment is GitHub's (CI, GITHUB_*, RUNNER_TEMP)
+plus the step's, not the test's: HOME is an empty folder (no netrc, no docker config),
+and HTTP(S)_PROXY name a closed port on 127.0.0.1 with NO_PROXY=127.0.0.1,localhost,
+so nothing but loopback answers kiln, pip, twine or uv.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+import kiln
+from kiln._servers.credentials import Credentials
+from kiln._servers.registry import RegistryClient
+from tests.e2e.conftest import (
+    BASE_IMAGE,
+    HELPERS,
+    IMAGES,
+    PASSWORD,
+    PROJECT,
+    USER,
+    Repo,
+    Servers,
+    free_port,
+)
+from tests.workflow_steps import SHELL, run_steps
+
+pytestmark = pytest.mark.e2e
+
+WORKFLOW = PROJECT / ".github" / "workflows" / "release.yml"
+JOB = "release"
+TAG = "v0.1.0"
+GITHUB_REPOSITORY = "acme/monorepo"
+GH_TOKEN = "ghs_rehearsal-dummy-token"  # noqa: S105 (github.token: a dummy)
+GIT = ["git", "-c", "user.name=kiln-test", "-c", "user.email=kiln@example.invalid"]
+
+# Run scripts the rehearsal does not run, exactly as the workflow has them, and why.
+STUBBED = {
+    "python -m pip install -e .": "installs kiln: the `kiln` wrapper on PATH stands for it",
+}
+# `uses:` actions the rehearsal emulates, with the inputs it honours.
+EMULATED = {
+    "actions/checkout": {"persist-credentials", "fetch-depth", "fetch-tags"},
+    "actions/setup-python": {"python-version"},
+}
+RUN_STEP_KEYS = {"name", "env", "run"}
+JOB_KEYS = {"name", "runs-on", "timeout-minutes", "permissions", "steps", "env"}
+EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+
+
+def _expressions(servers: Servers) -> dict[str, str]:
+    """What each expression of the workflow stands for in the rehearsal."""
+    return {
+        "vars.KILN_INDEX_URL": servers.index_url,
+        "vars.KILN_REGISTRY": servers.registry,
+        "vars.KILN_BASE_IMAGE": BASE_IMAGE,
+        **{f"secrets.{name}": value for name, value in servers.env().items()},
+        "github.token": GH_TOKEN,
+        "github.repository": GITHUB_REPOSITORY,
+        "github.ref": f"refs/tags/{TAG}",
+        "github.ref_name": TAG,
+    }
+
+
+# ------------------------------------------------------------------ the workflow, read
+@dataclass(frozen=True)
+class Step:
+    name: str
+    env: dict[str, str]
+    script: str
+
+
+@dataclass(frozen=True)
+class Job:
+    steps: list[Step]
+    fetch_depth: int
+    fetch_tags: bool
+
+
+def _substitute(text: str, values: dict[str, str], where: str, unknown: list[str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        if match.group(1) not in values:
+            unknown.append(f"{where}: ${{{{ {match.group(1)} }}}}")
+            return match.group(0)
+        return values[match.group(1)]
+
+    return EXPRESSION.sub(one, text)
+
+
+def read_job(workflow: Path, values: dict[str, str]) -> Job:
+    """The job's run steps with their expressions replaced; a failure naming everything
+    in the job the rehearsal does not know how to reproduce."""
+    spec = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"][JOB]
+    problems = [f"job key `{k}`" for k in sorted(set(spec) - JOB_KEYS)]
+    names, depth, tags = [], 1, False
+    for number, raw in enumerate(spec["steps"], start=1):
+        if "uses" in raw:
+            action = str(raw["uses"]).split("@", 1)[0]
+            inputs = raw.get("with") or {}
+            if action not in EMULATED:
+                problems.append(f"step {number}: action {action} is not emulated")
+                continue
+            problems += [
+                f"step {number}: {action} input `{k}` is not emulated"
+                for k in sorted(set(inputs) - EMULATED[action])
+            ]
+            problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - {"uses", "with"})]
+            if action == "actions/checkout":
+                depth = int(inputs.get("fetch-depth", 1))
+                tags = bool(inputs.get("fetch-tags", False))
+        else:
+            problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - RUN_STEP_KEYS)]
+            names.append(str(raw.get("name") or raw["run"]))
+    steps = []
+    for name, (raw_env, raw_script) in zip(names, run_steps(workflow, JOB), strict=True):
+        env = {
+            k: _substitute(v, values, f"step {name!r}, env {k}", problems)
+            for k, v in raw_env.items()
+        }
+        script = _substitute(raw_script, values, f"step {name!r}, run", problems)
+        steps.append(Step(name, env, script))
+    stubbed = {s.script.strip() for s in steps} & set(STUBBED)
+    problems += [f"stubbed script {s!r} is not in the job" for s in sorted(set(STUBBED) - stubbed)]
+    if problems:
+        pytest.fail(f"{workflow.name}: the rehearsal cannot reproduce:\n  " + "\n  ".join(problems))
+    return Job(steps, depth, tags)
+
+
+# ------------------------------------------------------------------ the runner
+@dataclass
+class StepRun:
+    step: Step
+    returncode: int | None  # None: stubbed
+    stdout: str = ""
+    stderr: str = ""
+
+
+@dataclass
+class Rehearsal:
+    workspace: Path
+    runs: list[StepRun] = field(default_factory=list)
+
+    @property
+    def failed(self) -> StepRun | None:
+        return next((r for r in self.runs if r.returncode not in (None, 0)), None)
+
+    def output(self) -> str:
+        return "".join(f"--- {r.step.name}\n{r.stdout}{r.stderr}" for r in self.runs)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """The repository the tag was pushed to, and what a runner gets besides it."""
+
+    root: Path
+    sha: str
+    caches: Path  # .kiln of a session release: cache/ and wheelhouse/
+    tools: Path  # the `kiln` wrapper and the fake `gh`
+    github: Path  # the fake GitHub's state: releases made, calls
+
+
+def checkout(origin: Origin, workspace: Path, job: Job) -> None:
+    """actions/checkout for a tag push: the tag alone at depth 1, unless fetch-depth: 0."""
+    git = [*GIT, "-C", str(workspace)]
+    subprocess.run([*GIT, "init", "-q", str(workspace)], check=True)
+    subprocess.run([*git, "remote", "add", "origin", origin.root.as_uri()], check=True)
+    if job.fetch_depth == 0:
+        refspecs = ["+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"]
+        fetch = ["fetch", "-q", "--prune", "--tags", "origin", *refspecs]
+    else:
+        tags = "--tags" if job.fetch_tags else "--no-tags"
+        fetch = ["fetch", "-q", tags, f"--depth={job.fetch_depth}", "origin"]
+        fetch.append(f"+refs/tags/{TAG}:refs/tags/{TAG}")
+    subprocess.run([*git, *fetch], check=True)
+    subprocess.run([*git, "checkout", "-q", "--force", f"refs/tags/{TAG}"], check=True)
+    for name in ("cache", "wheelhouse"):
+        # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
+        shutil.copytree(origin.caches / name, workspace / ".kiln" / name, symlinks=True)
+
+
+def rehearse(origin: Origin, workflow: Path, servers: Servers, tmp_path: Path) -> Rehearsal:
+    """Every run step of the job, in order, in a fresh checkout; stops at a failing one."""
+    job = read_job(workflow, _expressions(servers))
+    workspace, home, temp = tmp_path / "work", tmp_path / "home", tmp_path / "runner-temp"
+    home.mkdir(parents=True)
+    temp.mkdir()
+    checkout(origin, workspace, job)
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    github = {
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKFLOW": "release",
+        "GITHUB_JOB": JOB,
+        "GITHUB_EVENT_NAME": "push",
+        "GITHUB_REF": f"refs/tags/{TAG}",
+        "GITHUB_REF_NAME": TAG,
+        "GITHUB_REF_TYPE": "tag",
+        "GITHUB_SHA": origin.sha,
+        "GITHUB_REPOSITORY": GITHUB_REPOSITORY,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_WORKSPACE": str(workspace),
+        "RUNNER_OS": "Linux",
+        "RUNNER_TEMP": str(temp),
+        "HOME": str(home),
+        "PATH": os.pathsep.join(
+            [
+                str(origin.tools),
+                str(Path(sys.executable).parent),
+                "/usr/local/bin",
+                "/usr/bin",
+                "/bin",
+            ]
+        ),
+        "LANG": "C.UTF-8",
+        "HTTP_PROXY": closed,
+        "HTTPS_PROXY": closed,
+        "http_proxy": closed,
+        "https_proxy": closed,
+        "NO_PROXY": "127.0.0.1,localhost",
+        "no_proxy": "127.0.0.1,localhost",
+        "FAKE_GITHUB": str(origin.github),
+    }
+    if "DOCKER_HOST" in os.environ:  # the runner's engine is the test's
+        github["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
+    # The install step's stand-in: `kiln` is the wrapper, whatever else is on PATH.
+    assert shutil.which("kiln", path=github["PATH"]) == str(origin.tools / "kiln")
+    rehearsal = Rehearsal(workspace)
+    for number, step in enumerate(job.steps, start=1):
+        if step.script.strip() in STUBBED:
+            rehearsal.runs.append(StepRun(step, None))
+            continue
+        script = temp / f"step-{number}.sh"
+        script.write_text(step.script, encoding="utf-8")
+        proc = subprocess.run(
+            [*SHELL, str(script)], cwd=workspace, env={**github, **step.env},
+            capture_output=True, text=True, check=False, timeout=1200,
+        )  # fmt: skip
+        rehearsal.runs.append(StepRun(step, proc.returncode, proc.stdout, proc.stderr))
+        (temp / f"step-{number}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
+        if proc.returncode != 0:
+            break
+    return rehearsal
+
+
+# ------------------------------------------------------------------ the fakes
+FAKE_GH = '''\
+"""gh, as the release workflow uses it, against a folder standing for GitHub."""
+import json, os, subprocess, sys
+from pathlib import Path
+
+state = Path(os.environ["FAKE_GITHUB"])
+args = sys.argv[1:]
+with (state / "calls.jsonl").open("a") as log:
+    log.write(json.dumps({"args": args, "cwd": os.getcwd(),
+                          "repo": os.environ.get("GH_REPO", "")}) + "\\n")
+
+
+def fail(message):
+    print(f"gh (fake): {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+if not os.environ.get("GH_TOKEN") or not os.environ.get("GH_REPO"):
+    fail("GH_TOKEN and GH_REPO must be set")
+if args[:1] != ["release"] or len(args) < 3:
+    fail(f"not emulated: gh {' '.join(args)}")
+command, tag, rest = args[1], args[2], args[3:]
+release = state / "releases" / tag
+files, options, flags = [], {}, set()
+while rest:
+    arg = rest.pop(0)
+    if arg in ("--title", "--notes-file"):
+        options[arg] = rest.pop(0)
+    elif arg.startswith("--"):
+        flags.add(arg)
+    else:
+        files.append(arg)
+missing = [f for f in [*files, *options.get("--notes-file", "").split()] if not Path(f).is_file()]
+if command == "view" and not (files or options or flags):
+    if not release.is_dir():
+        fail("release not found")
+    print(json.loads((release / "release.json").read_text())["title"])
+elif command == "create" and flags <= {"--verify-tag"}:
+    if release.exists():
+        fail(f"a release with the same tag name already exists: {tag}")
+    tagged = subprocess.run(["git", "rev-parse", "-q", "--verify", f"refs/tags/{tag}"],
+                            capture_output=True, check=False)
+    if "--verify-tag" in flags and tagged.returncode != 0:
+        fail(f"tag {tag} doesn't exist in the repo")
+    if missing:
+        fail(f"no such file: {missing}")
+    release.mkdir(parents=True)
+    notes = Path(options["--notes-file"]).read_text() if "--notes-file" in options else ""
+    info = {"title": options.get("--title", tag), "notes": notes, "assets": sorted(
+        Path(f).name for f in files)}
+    (release / "release.json").write_text(json.dumps(info))
+elif command == "upload" and flags <= {"--clobber"}:
+    if not files:
+        fail("accepts at least 2 arg(s), received 1")
+    if not release.is_dir():
+        fail("release not found")
+    if missing:
+        fail(f"no such file: {missing}")
+else:
+    fail(f"not emulated: gh {' '.join(args)}")
+'''
+
+
+def _tools(folder: Path) -> Path:
+    """``kiln``: this checkout's kiln on this interpreter; ``gh``: the fake."""
+    folder.mkdir()
+    source = Path(kiln.__file__).resolve().parents[1]  # src/ of the kiln under test
+    wrapper = f"""\
+        #!/bin/sh
+        PYTHONPATH={source}${{PYTHONPATH:+:$PYTHONPATH}} exec {sys.executable} -m kiln "$@"
+        """
+    (folder / "kiln").write_text(textwrap.dedent(wrapper))
+    (folder / "gh").write_text(f"#!{sys.executable}\n{FAKE_GH}")
+    for name in ("kiln", "gh"):
+        (folder / name).chmod(0o755)
+    return folder
+
+
+# ------------------------------------------------------------------ fixtures
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def _tracked(project: Path) -> list[str]:
+    """What a clone of ``project`` holds: its tracked and untracked, not ignored files,
+    as they are in the working tree (the workflow under test is the one on disk)."""
+    out = git(project, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+    return sorted({p for p in out.split("\0") if p and (project / p).is_file()})
+
+
+@pytest.fixture(scope="module")
+def origin(
+    repo: Repo,
+    released: dict[str, Any],
+    servers: Servers,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Origin:
+    """A git copy of this repository, its component tree regenerated for the rehearsal's
+    servers and committed, tagged v0.1.0; and the session release's caches."""
+    base = tmp_path_factory.mktemp("rehearsal")
+    root = base / "origin"
+    for path in _tracked(PROJECT):
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(PROJECT / path, root / path)
+    caches = base / "caches"
+    for name in ("cache", "wheelhouse"):
+        shutil.copytree(repo.root / ".kiln" / name, caches / name, symlinks=True)
+        shutil.copytree(caches / name, root / ".kiln" / name, symlinks=True)
+    git(base, "init", "-q", str(root))
+    env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, **servers.env()}
+    target = ("--index", servers.index_url, "--registry", servers.registry)
+    generated = subprocess.run(
+        [sys.executable, "-m", "kiln", "components", *target, "--repo", str(root)],
+        env=env, capture_output=True, text=True, check=False, timeout=900,
+    )  # fmt: skip
+    assert generated.returncode == 0, generated.stderr
+    assert PASSWORD not in generated.stdout + generated.stderr
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "the monorepo, its components pinned to the rehearsal's servers")
+    git(root, "tag", TAG)
+    github = base / "github"
+    github.mkdir()
+    return Origin(root, git(root, "rev-parse", "HEAD"), caches, _tools(base / "tools"), github)
+
+
+# ------------------------------------------------------------------ checks
+def _files_holding(folder: Path, needle: bytes) -> list[str]:
+    return [
+        str(p.relative_to(folder))
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and needle in p.read_bytes()
+    ]
+
+
+def _assert_no_password(rehearsal: Rehearsal) -> None:
+    assert PASSWORD not in rehearsal.output()
+    canary = PASSWORD.encode()
+    for folder in ("dist", ".kiln/logs", "pipelines/components/generated"):
+        path = rehearsal.workspace / folder
+        assert _files_holding(path, canary) == [], folder
+
+
+def _index_files(servers: Servers, project: str) -> list[str]:
+    page = requests.get(f"{servers.index_url}/simple/{project}/", auth=(USER, PASSWORD), timeout=10)
+    page.raise_for_status()
+    return sorted(re.findall(r">([^<]+\.whl)<", page.text))
+
+
+def _gh_calls(origin: Origin) -> list[dict[str, Any]]:
+    log = origin.github / "calls.jsonl"
+    if not log.is_file():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines()]
+
+
+def _record(workspace: Path) -> list[str]:
+    """dist/release's files, as the gh step's `find dist/release -type f | sort` lists them."""
+    found = [p.relative_to(workspace).as_posix() for p in (workspace / "dist/release").rglob("*")]
+    return sorted(f for f in found if (workspace / f).is_file())
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ------------------------------------------------------------------ the tests
+def test_rehearsal_releases_the_tag_then_is_a_no_op(
+    origin: Origin, servers: Servers, tmp_path: Path
+) -> None:
+    first = rehearse(origin, WORKFLOW, servers, tmp_path / "first")
+    assert first.failed is None, first.output()
+    assert [r.returncode for r in first.runs] == [None, 0, 0]  # install stubbed
+    _assert_no_password(first)
+    work = first.workspace
+    assert git(work, "status", "--porcelain") == ""  # the release changed no tracked file
+
+    # What kiln published, read back with the credentials.
+    for helper, version in HELPERS.items():
+        assert f"acme_{helper}-{version}-py3-none-any.whl" in _index_files(
+            servers, f"acme-{helper}"
+        )
+    assert _index_files(servers, "acme-components") == ["acme_components-0.1.0-py3-none-any.whl"]
+    manifest = json.loads((work / "dist/release/manifest.json").read_text())
+    assert manifest["release"] == "0.1.0"
+    assert manifest["revision"] == origin.sha
+    registry = RegistryClient(servers.registry, credentials=Credentials(USER, PASSWORD))
+    images = {i["name"]: i for i in manifest["images"]}
+    assert set(images) == set(IMAGES)
+    for name, version in IMAGES.items():
+        ref = images[name]["ref"]
+        assert ref.startswith(f"{servers.registry}/acme/{name}@sha256:")
+        assert registry.digest(f"acme/{name}", version) == ref.split("@", 1)[1]
+    notes = (work / "dist/release/RELEASE_NOTES.md").read_text()
+    assert notes.startswith("# Release 0.1.0 (v0.1.0)")
+    assert "(the first release)" in notes
+
+    # gh got the record: `view` found no release, `create` made it with every file.
+    record = _record(work)
+    assert {"dist/release/manifest.json", "dist/release/RELEASE_NOTES.md"} <= set(record)
+    assert "dist/release/acme_components-0.1.0-py3-none-any.whl" in record
+    view, create = _gh_calls(origin)
+    assert view["args"] == ["release", "view", TAG]
+    assert create["args"] == [
+        "release", "create", TAG, "--verify-tag", "--title", TAG,
+        "--notes-file", "dist/release/RELEASE_NOTES.md", *record,
+    ]  # fmt: skip
+    assert create["cwd"] == str(work)
+    assert create["repo"] == GITHUB_REPOSITORY
+    published = {p: _index_files(servers, p) for p in ("acme-imgproc", "acme-components")}
+    bundle = _sha256(work / "dist/release/acme_components-0.1.0-py3-none-any.whl")
+
+    # The same tag again (a re-run of the workflow): nothing published, the same record
+    # uploaded again to the existing GitHub Release.
+    second = rehearse(origin, WORKFLOW, servers, tmp_path / "second")
+    assert second.failed is None, second.output()
+    _assert_no_password(second)
+    assert "release 0.1.0 is already published: nothing uploaded, nothing pushed" in (
+        second.runs[1].stdout + second.runs[1].stderr
+    )
+    assert {p: _index_files(servers, p) for p in published} == published
+    assert _sha256(second.workspace / "dist/release/acme_components-0.1.0-py3-none-any.whl") == (
+        bundle
+    )
+    view, upload = _gh_calls(origin)[2:]
+    assert view["args"] == ["release", "view", TAG]
+    assert upload["args"] == ["release", "upload", TAG, "--clobber", *_record(second.workspace)]
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> Path:
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert old in text, f"release.yml no longer holds {old!r}: update the test"
+    copy = tmp_path / "release.yml"
+    copy.write_text(text.replace(old, new, 1), encoding="utf-8")
+    return copy
+
+
+@dataclass(frozen=True)
+class Breakage:
+    old: str  # replaced in release.yml by
+    new: str
+    step: str  # the step that must fail (the start of its name)
+    message: str  # in that step's stderr
+
+
+BREAKAGES = {
+    # A plain release: dist/release/ is never written, so gh has nothing to attach.
+    "release-without-tag": Breakage(
+        ' --tag "$GITHUB_REF_NAME"', "", "attach the release record", "gh (fake): "
+    ),
+    # The registry password under another name: kiln sees a user and no password.
+    "misspelled-env": Breakage(
+        "KILN_REGISTRY_PASSWORD: $",
+        "KILN_REGISTRY_PASWORD: $",
+        "kiln release --tag",
+        "KILN_REGISTRY_USERNAME is set but KILN_REGISTRY_PASSWORD is not",
+    ),
+}
+
+
+@pytest.mark.parametrize("breakage", list(BREAKAGES.values()), ids=list(BREAKAGES))
+def test_a_broken_workflow_fails_the_rehearsal(
+    origin: Origin, servers: Servers, tmp_path: Path, breakage: Breakage
+) -> None:
+    workflow = _broken(tmp_path, breakage.old, breakage.new)
+    broken = rehearse(origin, workflow, servers, tmp_path)
+    assert broken.failed is not None, broken.output()
+    assert broken.failed.step.name.startswith(breakage.step), broken.output()
+    assert breakage.message in broken.failed.stderr, broken.output()
+    _assert_no_password(broken)
+
+
+def test_an_unknown_expression_fails_the_rehearsal(servers: Servers, tmp_path: Path) -> None:
+    broken = _broken(
+        tmp_path, "${{ secrets.KILN_INDEX_PASSWORD }}", "${{ secrets.KILN_INDEX_PASWORD }}"
+    )
+    with pytest.raises(pytest.fail.Exception, match=r"secrets\.KILN_INDEX_PASWORD"):
+        read_job(broken, _expressions(servers))
+    extra = _broken(tmp_path, "        run: python -m pip install -e .\n", (
+        "        run: python -m pip install -e .\n        working-directory: src\n"
+    ))  # fmt: skip
+    with pytest.raises(pytest.fail.Exception, match="key `working-directory`"):
+        read_job(extra, _expressions(servers))
