@@ -19,6 +19,7 @@ from kiln._release.bundle import build_bundle
 from kiln._release.dev import dev_plan, dev_stamp
 from kiln._release.train import (
     Snapshot,
+    check_history,
     check_train,
     check_tree,
     component_pins,
@@ -63,6 +64,20 @@ def test_the_train_only_moves_forward() -> None:
     assert check_train(Version("0.1.0"), released, "acme-components") is True  # a re-run
     with pytest.raises(PublishedConflict, match=r"below the last released version 0.1.0"):
         check_train(Version("0.0.9"), released, "acme-components")
+
+
+def test_notes_need_the_previous_release_tag_when_the_index_has_that_release() -> None:
+    released = [Version("0.1.0"), Version("0.2.0.dev3")]
+    check_history(Version("0.2.0"), released, "v0.1.0")
+    check_history(Version("0.1.0"), released, None)  # the first release, or its re-run
+    check_history(Version("0.1.0"), [Version("0.1.0.dev1")], None)  # dev releases do not count
+    # A checkout of the tag alone (actions/checkout's default): no tag below it.
+    with pytest.raises(
+        ConfigError,
+        match=r"release 0\.1\.0 is on the index.*no release tag "
+        r"below v0\.2\.0.*fetch-depth: 0",
+    ):
+        check_history(Version("0.2.0"), released, None)
 
 
 def test_the_tree_must_be_clean_and_the_tag_on_head(tmp_path: Path) -> None:

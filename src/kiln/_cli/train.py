@@ -1,11 +1,11 @@
 """`kiln release --tag vX.Y.Z`: the tagged commit, published, with its release record.
 
 Order matters for recovery: every check that can refuse runs before anything is
-published (tree, tag, train version, locks, committed YAMLs, the plan's refusals,
-the bundle already on the index with other bytes). Then the usual stages publish
-what is new, the components bundle goes last, and ``dist/release/`` is written. A
-run killed anywhere completes when run again; the same tag again publishes nothing
-and says so.
+published (tree, tag, train version, the previous release's tag for the notes, locks,
+committed YAMLs, the plan's refusals, the bundle already on the index with other bytes).
+Then the usual stages publish what is new, the components bundle goes last, and
+``dist/release/`` is written. A run killed anywhere completes when run again; the same
+tag again publishes nothing and says so.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def release_tag(args: argparse.Namespace) -> int:
         upload_checked,
     )
     from kiln._release.train import (  # noqa: PLC0415
+        check_history,
         check_train,
         check_tree,
         previous_tag,
@@ -47,7 +48,10 @@ def release_tag(args: argparse.Namespace) -> int:
     head = check_tree(ws.root, args.tag)
     services = common.services(args, ws)
     bundle = bundle_name(ws.org)
-    rerun = check_train(version, released_versions(services.index.files(bundle)), bundle)
+    released = released_versions(services.index.files(bundle))
+    rerun = check_train(version, released, bundle)
+    previous = previous_tag(ws.root, version)
+    check_history(version, released, previous)
     report.stage("train", f"release {version} ({args.tag} at {head[:12]})")
     prepared = prepare(
         ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
@@ -85,7 +89,6 @@ def release_tag(args: argparse.Namespace) -> int:
     if there is None:
         report.stage("bundle", f"bundle: uploading {wheel.filename} to {services.index.url}")
         upload_checked(services.index, [(bundle, wheel.path, wheel.sha256)], report=report)
-    previous = previous_tag(ws.root, version)
     notes = release_notes(
         version,
         args.tag,

@@ -93,6 +93,21 @@ def check_train(version: Version, released: Sequence[Version], bundle: str) -> b
     return False
 
 
+def check_history(version: Version, released: Sequence[Version], previous: str | None) -> None:
+    """The release notes compare the tagged commit with the previous release tag: a
+    ConfigError when the index holds a stable release below ``version`` but this checkout
+    has no release tag below it (a clone of the tag alone, e.g. actions/checkout's
+    default), whose notes would call this the first release."""
+    below = [v for v in released if not v.is_devrelease and v < version]
+    if below and previous is None:
+        raise ConfigError(
+            f"release {below[-1]} is on the index, but this checkout has no release tag below "
+            f"{TAG_PREFIX}{version} (a clone of the tag alone?), so the release notes cannot say "
+            "what changed since it: fetch the history and the tags (`git fetch --tags "
+            "--unshallow`; in GitHub Actions, actions/checkout with `fetch-depth: 0`)"
+        )
+
+
 def _next(version: Version) -> str:
     major, minor = (*version.release, 0, 0)[:2]
     return f"{major}.{minor + 1}.0"
