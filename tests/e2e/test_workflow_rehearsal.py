@@ -3,7 +3,9 @@ run as GitHub runs them for a pushed tag v0.1.0, in a fresh checkout of a git co
 this repository, against an index and a registry that require credentials (conftest's
 ``servers``). It publishes the wheels, the images and `acme-components==0.1.0`, writes
 `dist/release/`, hands it to `gh`, and writes the password nowhere; the same tag again
-publishes nothing; a workflow broken in a way that matters fails the rehearsal.
+publishes nothing; a workflow broken in a way that matters fails the rehearsal; and a
+v0.2.0 tagged after it gets notes that compare it with v0.1.0, which needs the
+checkout's `fetch-depth: 0` (the last test: it adds a commit and a tag to the origin).
 
 What runs as-is, what is emulated or stubbed, and why:
 
@@ -93,7 +95,7 @@ JOB_KEYS = {"name", "runs-on", "timeout-minutes", "permissions", "steps", "env"}
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
 
-def _expressions(servers: Servers) -> dict[str, str]:
+def _expressions(servers: Servers, tag: str = TAG) -> dict[str, str]:
     """What each expression of the workflow stands for in the rehearsal."""
     return {
         "vars.KILN_INDEX_URL": servers.index_url,
@@ -102,8 +104,8 @@ def _expressions(servers: Servers) -> dict[str, str]:
         **{f"secrets.{name}": value for name, value in servers.env().items()},
         "github.token": GH_TOKEN,
         "github.repository": GITHUB_REPOSITORY,
-        "github.ref": f"refs/tags/{TAG}",
-        "github.ref_name": TAG,
+        "github.ref": f"refs/tags/{tag}",
+        "github.ref_name": tag,
     }
 
 
@@ -198,13 +200,13 @@ class Origin:
     """The repository the tag was pushed to, and what a runner gets besides it."""
 
     root: Path
-    sha: str
+    sha: str  # v0.1.0's commit
     caches: Path  # .kiln of a session release: cache/ and wheelhouse/
     tools: Path  # the `kiln` wrapper and the fake `gh`
     github: Path  # the fake GitHub's state: releases made, calls
 
 
-def checkout(origin: Origin, workspace: Path, job: Job) -> None:
+def checkout(origin: Origin, workspace: Path, job: Job, tag: str) -> None:
     """actions/checkout for a tag push: the tag alone at depth 1, unless fetch-depth: 0."""
     git = [*GIT, "-C", str(workspace)]
     subprocess.run([*GIT, "init", "-q", str(workspace)], check=True)
@@ -215,21 +217,24 @@ def checkout(origin: Origin, workspace: Path, job: Job) -> None:
     else:
         tags = "--tags" if job.fetch_tags else "--no-tags"
         fetch = ["fetch", "-q", tags, f"--depth={job.fetch_depth}", "origin"]
-        fetch.append(f"+refs/tags/{TAG}:refs/tags/{TAG}")
+        fetch.append(f"+refs/tags/{tag}:refs/tags/{tag}")
     subprocess.run([*git, *fetch], check=True)
-    subprocess.run([*git, "checkout", "-q", "--force", f"refs/tags/{TAG}"], check=True)
+    subprocess.run([*git, "checkout", "-q", "--force", f"refs/tags/{tag}"], check=True)
     for name in ("cache", "wheelhouse"):
         # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
         shutil.copytree(origin.caches / name, workspace / ".kiln" / name, symlinks=True)
 
 
-def rehearse(origin: Origin, workflow: Path, servers: Servers, tmp_path: Path) -> Rehearsal:
-    """Every run step of the job, in order, in a fresh checkout; stops at a failing one."""
-    job = read_job(workflow, _expressions(servers))
+def rehearse(
+    origin: Origin, workflow: Path, servers: Servers, tmp_path: Path, tag: str = TAG
+) -> Rehearsal:
+    """Every run step of the job for a push of ``tag``, in order, in a fresh checkout;
+    stops at a failing one."""
+    job = read_job(workflow, _expressions(servers, tag))
     workspace, home, temp = tmp_path / "work", tmp_path / "home", tmp_path / "runner-temp"
     home.mkdir(parents=True)
     temp.mkdir()
-    checkout(origin, workspace, job)
+    checkout(origin, workspace, job, tag)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     github = {
         "CI": "true",
@@ -237,10 +242,10 @@ def rehearse(origin: Origin, workflow: Path, servers: Servers, tmp_path: Path) -
         "GITHUB_WORKFLOW": "release",
         "GITHUB_JOB": JOB,
         "GITHUB_EVENT_NAME": "push",
-        "GITHUB_REF": f"refs/tags/{TAG}",
-        "GITHUB_REF_NAME": TAG,
+        "GITHUB_REF": f"refs/tags/{tag}",
+        "GITHUB_REF_NAME": tag,
         "GITHUB_REF_TYPE": "tag",
-        "GITHUB_SHA": origin.sha,
+        "GITHUB_SHA": git(origin.root, "rev-parse", f"{tag}^{{commit}}"),
         "GITHUB_REPOSITORY": GITHUB_REPOSITORY,
         "GITHUB_SERVER_URL": "https://github.com",
         "GITHUB_WORKSPACE": str(workspace),
@@ -320,7 +325,8 @@ while rest:
         flags.add(arg)
     else:
         files.append(arg)
-missing = [f for f in [*files, *options.get("--notes-file", "").split()] if not Path(f).is_file()]
+notes_file = [options["--notes-file"]] if "--notes-file" in options else []
+missing = [f for f in [*files, *notes_file] if not Path(f).is_file()]
 if command == "view" and not (files or options or flags):
     if not release.is_dir():
         fail("release not found")
@@ -572,3 +578,37 @@ def test_an_unknown_expression_fails_the_rehearsal(servers: Servers, tmp_path: P
     ))  # fmt: skip
     with pytest.raises(pytest.fail.Exception, match="key `working-directory`"):
         read_job(extra, _expressions(servers))
+
+
+def test_the_next_tag_notes_what_changed_since_the_last(
+    origin: Origin, servers: Servers, tmp_path: Path
+) -> None:
+    """v0.2.0 on a commit after v0.1.0 (a docs change): the notes compare it with v0.1.0,
+    which a checkout of the tag alone (checkout's default, depth 1, no other tag) cannot
+    do: kiln refuses such a checkout before publishing anything."""
+    readme = origin.root / "README.md"
+    readme.write_text(readme.read_text() + "\nA rehearsal's docs change.\n")
+    git(origin.root, "commit", "-qam", "docs")
+    git(origin.root, "tag", "v0.2.0")
+    calls = len(_gh_calls(origin))
+
+    shallow = _broken(tmp_path, "          fetch-depth: 0\n", "")
+    refused = rehearse(origin, shallow, servers, tmp_path / "shallow", tag="v0.2.0")
+    assert refused.failed is not None, refused.output()
+    assert refused.failed.step.name == "kiln release --tag", refused.output()
+    assert "no release tag below v0.2.0" in refused.failed.stderr, refused.output()
+    assert _index_files(servers, "acme-components") == ["acme_components-0.1.0-py3-none-any.whl"]
+    assert len(_gh_calls(origin)) == calls  # the gh step did not run
+
+    second = rehearse(origin, WORKFLOW, servers, tmp_path / "v0.2.0", tag="v0.2.0")
+    assert second.failed is None, second.output()
+    _assert_no_password(second)
+    assert _index_files(servers, "acme-components") == [
+        "acme_components-0.1.0-py3-none-any.whl", "acme_components-0.2.0-py3-none-any.whl",
+    ]  # fmt: skip
+    notes = (second.workspace / "dist/release/RELEASE_NOTES.md").read_text()
+    assert "Changes since v0.1.0:" in notes
+    assert notes.count("- no change") == 3, notes  # helpers, images, components
+    view, create = _gh_calls(origin)[calls:]
+    assert view["args"] == ["release", "view", "v0.2.0"]
+    assert create["args"][:3] == ["release", "create", "v0.2.0"]
