@@ -298,3 +298,12 @@ def test_kiln_components_stops_on_a_missing_helper_with_exit_3(
     assert (code, out) == (3, "")
     assert "uses_tables imports tabular (helper tabular), which image base" in err
     assert not (root / "pipelines" / "components" / "generated").exists()
+
+
+def test_a_helper_named_like_kfp_is_refused(tmp_path: Path) -> None:
+    """KFP silently skips installing kfp when a package in packages_to_install starts with
+    'kfp' (FIELD-NOTES): a pod would then start without it."""
+    factory.workspace(tmp_path, org="kfpx")
+    factory.helper(tmp_path, "imgproc", org="kfpx")
+    with pytest.raises(ConfigError, match=r"\[project\] name 'kfpx-imgproc' starts with 'kfp'"):
+        discover(tmp_path)

@@ -95,6 +95,12 @@ def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
             f"helpers carry the organisation prefix from [tool.kiln] org ({org!r}); "
             f'set name = "{expected}"'
         )
+    if canonicalize_name(name).startswith("kfp"):
+        raise ConfigError(
+            f"{pyproject}: [project] name {name!r} starts with 'kfp': KFP skips installing kfp "
+            "for a component whose packages_to_install holds such a name, so its pod would "
+            "start without kfp; choose an organisation prefix that does not start with 'kfp'"
+        )
     if "version" in project.get("dynamic", []):
         raise ConfigError(f"{pyproject}: a dynamic version is not supported; set version = '...'")
     version = _check_version(get_str(project, "version", pyproject, "project"), pyproject)
