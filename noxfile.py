@@ -3,6 +3,7 @@
 nox -s demo          full local release on the embedded stack, then run every pipeline
 nox -s lint tests    the whole test suite: static checks, unit and end-to-end tests
 nox -s release       `kiln release --local` only
+nox -s bench         benchmarks (not tests): `nox -s bench -- --preset scale`
 """
 
 from __future__ import annotations
@@ -57,3 +58,13 @@ def demo(session: nox.Session) -> None:
     session.run("kiln", "release", "--local")
     for pipeline in PIPELINES:
         session.run("kiln", "run", pipeline)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks, not tests: every scenario on generated repos and their own local stacks.
+
+    nox -s bench -- --preset scale --repeat 3      (see bench/README.md; writes bench/results/)
+    """
+    session.install(".")
+    session.run("python", "-m", "bench.run", *session.posargs)

@@ -5,13 +5,19 @@
     python -m bench.generate OUT --helpers 20 --images 3 --components 40
 
 Run it from kiln's repository root: it grows the repo out of ``tests/factory.py``'s
-writers. Helpers are pure Python (no third-party dependency) except every tenth,
-which uses numpy; each helper pins 0-2 earlier helpers exactly (``acme-h002==0.1.0``)
-and imports them. Helper ``i`` goes in image ``i % M`` (kiln adds the siblings it
-needs); component ``c`` runs on image ``c % M`` and imports one of its helpers;
-each image gets one pipeline. The same seed writes the same bytes, so a generated
-repo can be released on the local stack: its own ports (default 8865/5865) keep it
-apart from kiln's own repo.
+writers. Helpers are pure Python (no third-party dependency) except two in ten:
+``h003``, ``h013``, ... use numpy, ``h004``, ``h014``, ... use pandas and matplotlib.
+Each helper pins 0-2 earlier helpers exactly (``acme-h002==0.1.0``) and imports them;
+no helper pins a pandas one, so pandas and matplotlib stay in the images that list a
+pandas helper. Helper ``i`` goes in image ``i % M`` (kiln adds the siblings it needs);
+component ``c`` imports one helper of image ``c % M`` and runs on that image (image
+mode, ``IMAGE = "img03"``) or, one component in five (``c % 5 == 4``), in packages
+mode (``PACKAGES = True``); each image gets one pipeline. With a numpy and a pandas
+helper (N >= 5) the repo also gets four start-up probes besides the K components:
+``s_np_image``, ``s_np_packages``, ``s_pd_image``, ``s_pd_packages`` (the first numpy
+or pandas helper, in each pin mode), each with a one-step pipeline of the same name.
+The same seed writes the same bytes, so a generated repo can be released on the local
+stack: its own ports (default 8865/5865) keep it apart from kiln's own repo.
 """
 
 from __future__ import annotations
@@ -34,11 +40,22 @@ class Shape:
     components: int
 
 
-PRESETS = {"small": Shape(5, 2, 10), "scale": Shape(50, 10, 100)}
+# n10 / n200 / n500 are the scale curve's other points (images capped at 10, K = 2N).
+PRESETS = {
+    "small": Shape(5, 2, 10),
+    "n10": Shape(10, 2, 20),
+    "scale": Shape(50, 10, 100),
+    "n200": Shape(200, 10, 400),
+    "n500": Shape(500, 10, 1000),
+}
 ORG = "acme"
 VERSION = "0.1.0"
-NUMPY_EVERY = 10  # helper i uses numpy when i % NUMPY_EVERY == NUMPY_AT
+THIRD_PARTY_EVERY = 10  # helper i uses numpy when i % 10 == 3, pandas when i % 10 == 4
 NUMPY_AT = 3
+PANDAS_AT = 4
+PACKAGES_EVERY = 5  # component c is in packages mode when c % 5 == PACKAGES_AT
+PACKAGES_AT = 4
+PROBES = ("s_np_image", "s_np_packages", "s_pd_image", "s_pd_packages")
 
 
 def helper_name(i: int) -> str:
@@ -54,7 +71,16 @@ def component_name(c: int) -> str:
 
 
 def uses_numpy(i: int) -> bool:
-    return i % NUMPY_EVERY == NUMPY_AT
+    return i % THIRD_PARTY_EVERY == NUMPY_AT
+
+
+def uses_pandas(i: int) -> bool:
+    """pandas and matplotlib: the heavy helper of start-up scenario."""
+    return i % THIRD_PARTY_EVERY == PANDAS_AT
+
+
+def in_packages_mode(c: int) -> bool:
+    return c % PACKAGES_EVERY == PACKAGES_AT
 
 
 _HELPER_BODY = '''
@@ -83,6 +109,9 @@ def _helper_body(i: int, siblings: Sequence[int]) -> str:
     if uses_numpy(i):
         imports.insert(0, "import numpy as np\n")
         scale = f"int(np.arange({i + 2}).sum())"
+    elif uses_pandas(i):
+        imports[:0] = ["import matplotlib\n", "import pandas as pd\n"]
+        scale = f"int(pd.Series(range({i + 2})).sum()) + len(matplotlib.__version__) * 0"
     else:
         scale = f"sum(range({i + 2}))"
     calls = "".join(f" + _answer_{s}()" for s in siblings)
@@ -106,18 +135,20 @@ def _helper_test(name: str) -> str:
     )
 
 
-def _component(c: int, image: str, helper: str | None) -> str:
-    """A lightweight component: its imports sit inside the function, as KFP needs."""
+def _component(name: str, image: str | None, helper: str | None) -> str:
+    """A lightweight component: its imports sit inside the function, as KFP needs.
+    ``image`` None: packages mode."""
     body = (
         [f"    from {helper} import answer\n", "\n", "    return x + answer()\n"]
         if helper
         else ["    return 2 * x\n"]
     )
+    where = f"on {image}" if image else "in packages mode"
     head = [
-        f'IMAGE = "{image}"\n',
+        f'IMAGE = "{image}"\n' if image else "PACKAGES = True\n",
         "\n\n",
-        f"def {component_name(c)}(x: int) -> int:\n",
-        f'    """Component {c} on {image}."""\n',
+        f"def {name}(x: int) -> int:\n",
+        f'    """Component {name} {where}."""\n',
     ]
     return "".join(head + body)
 
@@ -130,8 +161,10 @@ def generate(
     index_port: int = 8865,
     registry_port: int = 5865,
     upstream_index: str = "https://pypi.org/simple",
+    pin_modes: bool = True,
 ) -> Path:
-    """Write the repo at ``root`` (which must not exist yet) and return it."""
+    """Write the repo at ``root`` (which must not exist yet) and return it. Without
+    ``pin_modes`` every component is in image mode and there are no start-up probes."""
     if shape.helpers < 1 or shape.images < 1 or shape.components < 0:
         raise ValueError(f"{shape}: give at least one helper and one image")
     root.mkdir(parents=True)  # refuses an existing folder: never write over a repo
@@ -142,15 +175,23 @@ def generate(
     )
     doc = tomlkit.parse(pyproject.read_text())
     doc["tool"]["kiln"]["upstream-index"] = upstream_index
+    packages = tomlkit.table()
+    packages["base"] = "python:3.11-slim"  # KILN_BASE_IMAGE replaces it offline
+    packages["python"] = "3.11"
+    doc["tool"]["kiln"]["packages"] = packages
     pyproject.write_text(tomlkit.dumps(doc))
     factory.write(root / ".gitignore", ".kiln/\ndist/\n__pycache__/\n")
 
     members: list[list[str]] = [[] for _ in range(shape.images)]
     for i in range(shape.helpers):
-        siblings = sorted(rng.sample(range(i), min(i, rng.choice((0, 0, 1, 2)))))
+        pinnable = [s for s in range(i) if not uses_pandas(s)]
+        count = rng.choice((0, 0, 1, 2))
+        siblings = sorted(rng.sample(pinnable, min(len(pinnable), count)))
         deps = [f"{ORG}-{helper_name(s)}=={VERSION}" for s in siblings]
         if uses_numpy(i):
             deps.append("numpy>=1.26")
+        elif uses_pandas(i):
+            deps.extend(("pandas>=2.2", "matplotlib>=3.8"))
         name = helper_name(i)
         path = factory.helper(
             root, name, org=ORG, version=VERSION, deps=tuple(deps), body=_helper_body(i, siblings)
@@ -165,13 +206,22 @@ def generate(
     for c in range(shape.components):
         j = c % shape.images
         helper = rng.choice(members[j]) if members[j] else None
+        mode = None if pin_modes and in_packages_mode(c) else image_name(j)
         factory.write(
             root / "pipelines" / "components" / f"{component_name(c)}.py",
-            _component(c, image_name(j), helper),
+            _component(component_name(c), mode, helper),
         )
         first.setdefault(j, component_name(c))
     for j, comp in sorted(first.items()):
         factory.pipeline(root, f"p_{image_name(j)}", component_name=comp)
+    if pin_modes and shape.helpers > PANDAS_AT:
+        for probe, i in zip(PROBES, (NUMPY_AT, NUMPY_AT, PANDAS_AT, PANDAS_AT), strict=True):
+            mode = None if probe.endswith("_packages") else image_name(i % shape.images)
+            factory.write(
+                root / "pipelines" / "components" / f"{probe}.py",
+                _component(probe, mode, helper_name(i)),
+            )
+            factory.pipeline(root, probe, component_name=probe)
     return root
 
 

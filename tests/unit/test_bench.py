@@ -15,14 +15,32 @@ def test_the_small_preset_is_a_repo_kiln_discovers(tmp_path: Path) -> None:
 
     assert [h.name for h in ws.helpers] == ["h000", "h001", "h002", "h003", "h004"]
     assert [i.name for i in ws.images] == ["img00", "img01"]
-    assert len(ws.components) == 10
-    assert [p.name for p in ws.pipelines] == ["p_img00", "p_img01"]
+    # K components, and the four start-up probes (a numpy and a pandas helper, both modes)
+    probes = ["s_np_image", "s_np_packages", "s_pd_image", "s_pd_packages"]
+    assert sorted(c.name for c in ws.components) == [f"c{c:03d}" for c in range(10)] + probes
+    assert [p.name for p in ws.pipelines] == ["p_img00", "p_img01", *probes]
+    # Both pin modes: one component in five in packages mode.
+    assert [c.name for c in ws.components if c.image is None] == [
+        "c004",
+        "c009",
+        "s_np_packages",
+        "s_pd_packages",
+    ]
     assert (ws.stack.index_port, ws.stack.registry_port) == (8865, 5865)
     assert ws.upstream_index == "https://pypi.org/simple"
-    # Pure Python but for numpy; siblings pinned exactly (discovery checks the pins) and
-    # only ever earlier ones, at most two.
-    third_party = {d for h in ws.helpers for d in h.dependencies if not d.startswith("acme-")}
-    assert third_party == {"numpy>=1.26"}
+    # Pure Python but for numpy (h003) and pandas + matplotlib (h004); siblings pinned
+    # exactly (discovery checks the pins), only ever earlier ones, at most two, never h004.
+    third_party = {
+        h.name: [d for d in h.dependencies if not d.startswith("acme-")] for h in ws.helpers
+    }
+    assert third_party == {
+        "h000": [],
+        "h001": [],
+        "h002": [],
+        "h003": ["numpy>=1.26"],
+        "h004": ["pandas>=2.2", "matplotlib>=3.8"],
+    }
+    assert not any("h004" in h.siblings for h in ws.helpers)
     assert any(h.siblings for h in ws.helpers)
     for index, helper in enumerate(ws.helpers):
         assert len(helper.siblings) <= 2
@@ -42,8 +60,9 @@ def test_the_small_preset_is_a_repo_kiln_discovers(tmp_path: Path) -> None:
             if isinstance(n, ast.FunctionDef) and n.name == comp.name
         )
         used = {n.module for n in ast.walk(func) if isinstance(n, ast.ImportFrom)}
-        assert comp.image is not None
-        assert used <= set(ws.image(comp.image).helpers), comp.name
+        assert len(used) == 1, comp.name
+        if comp.image is not None:
+            assert used <= set(ws.image(comp.image).helpers), comp.name
 
 
 def test_the_same_seed_writes_the_same_repo(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""kiln's benchmarks: see bench/README.md."""

@@ -1,0 +1,384 @@
+"""The benchmark's scenarios, numbered as in the issue; each returns an :class:`Outcome`.
+
+Ratios are of medians measured in the same run. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from bench.generate import Shape
+from bench.harness import (
+    Bench,
+    BenchError,
+    Measurement,
+    Outcome,
+    Repo,
+    Sample,
+    Scenario,
+    free_port,
+    measured,
+    run,
+)
+from bench.kfp_build import ComponentDir, build_all, registry_bytes
+from kiln._servers.stack import LocalStack
+from kiln._wheels.build import SOURCE_DATE_EPOCH
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import StackConfig
+
+PY = sys.executable
+KFP = metadata.version("kfp")
+
+
+def _naive_env(b: Bench) -> dict[str, str]:
+    """kiln's constant wheel timestamp, so `python -m build` can give the same bytes."""
+    return {**b.env, "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
+
+
+def _noop(sample: Sample) -> Sample:
+    result = json.loads(sample.stdout)
+    if result["uploaded"] or result["pushed"]:
+        raise BenchError(f"not a no-op: uploaded {result['uploaded']}, pushed {result['pushed']}")
+    return sample
+
+
+def _ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else float("inf")
+
+
+def _wheelhouse(b: Bench, repo: Repo) -> Path:
+    """Each image's locked third-party wheels from the repo's index (untimed)."""
+    out = b.workdir / f"{repo.root.name}-wheelhouse"
+    ws = discover(repo.root)
+    for image in ws.images:
+        if (out / image.name).exists():
+            continue
+        run(
+            (PY, "-m", "pip", "download", "--quiet", "--no-deps", "--require-hashes",
+             "--only-binary", ":all:", "--python-version", image.python,
+             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
+             "--index-url", f"http://127.0.0.1:{ws.stack.index_port}/simple",
+             "-r", str(image.path / "requirements.lock"), "-d", str(out / image.name)),
+            env=b.env,
+        )  # fmt: skip
+    return out
+
+
+def noop_release(b: Bench) -> Outcome:
+    o = Outcome(
+        1,
+        "no-op release vs naive rebuild",
+        "kiln < 3 s and >= 20x faster than the naive script",
+    )
+    repo = b.repo()
+    repo.release()
+    wheelhouse = _wheelhouse(b, repo)
+    registry = f"127.0.0.1:{discover(repo.root).stack.registry_port}"
+    kiln: list[Sample] = []
+    naive: list[Sample] = []
+    phases: dict[str, list[float]] = {"wheels": [], "images": [], "compile": []}
+    out = b.workdir / f"{repo.root.name}-naive"
+    argv = (PY, "-m", "bench.naive", str(repo.root), "--registry", registry,
+            "--wheelhouse", str(wheelhouse), "--out", str(out))  # fmt: skip
+    run(argv, env=_naive_env(b))  # warm-up: Docker's build cache and the registry hold it all
+    for _ in range(b.repeat):
+        kiln.append(_noop(repo.kiln("release", "--local", "--json")))
+        sample = run(argv, env=_naive_env(b))
+        naive.append(sample)
+        for name, seconds in json.loads(sample.stdout)["phases"].items():
+            phases.setdefault(name, []).append(seconds)
+    b.memo["naive_wheels"] = (phases["wheels"], out / "wheels")
+    o.rows = [
+        measured("kiln release --local (no-op)", kiln),
+        measured("naive: everything rebuilt and re-pushed", naive),
+        Measurement("naive: python -m build --wheel per helper", tuple(phases["wheels"])),
+        Measurement("naive: docker build + push per image", tuple(phases["images"])),
+        Measurement("naive: KFP compile per component", tuple(phases["compile"])),
+    ]
+    k, n = o.rows[0].median, o.rows[1].median
+    o.figures = {"kiln s": round(k, 2), "naive / kiln": _ratio(n, k)}
+    o.note = (
+        "The naive script runs once untimed first, so its timed runs have Docker's build "
+        "cache warm and the registry holding every layer (docker push sends nothing new)."
+    )
+    return o.judge(k < 3 and n / k >= 20)
+
+
+def _sha256s(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.glob("*.whl")}
+
+
+def wheel_builds(b: Bench) -> Outcome:
+    o = Outcome(
+        3,
+        "wheel builds (cold) vs python -m build",
+        ">= 5x faster than isolated `python -m build` per helper, byte-identical wheels",
+    )
+    repo = b.repo()
+    ws = discover(repo.root)
+    kiln = []
+    for _ in range(b.repeat):
+        shutil.rmtree(repo.root / ".kiln" / "cache" / "wheels", ignore_errors=True)
+        kiln.append(repo.kiln("build", "--json"))
+    if "naive_wheels" in b.memo:
+        seconds, naive_dir = b.memo["naive_wheels"]
+        o.note = "python -m build timings are scenario 1's wheel phase."
+    else:
+        naive_dir = b.workdir / f"{repo.root.name}-build"
+        seconds = []
+        for _ in range(b.repeat):
+            shutil.rmtree(naive_dir, ignore_errors=True)
+            total = 0.0
+            for helper in ws.helpers:
+                argv = (PY, "-m", "build", "--wheel", "--outdir", str(naive_dir), str(helper.path))
+                total += run(argv, env=_naive_env(b)).seconds
+            seconds.append(total)
+    o.note += f" Both with SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH} (kiln's constant)."
+    o.rows = [
+        measured(f"kiln build, wheel cache emptied ({len(ws.helpers)} helpers)", kiln),
+        Measurement("python -m build --wheel (isolated) per helper", tuple(seconds)),
+    ]
+    ours, theirs = _sha256s(repo.root / "dist" / "wheels"), _sha256s(naive_dir)
+    differ = sorted(n for n in ours if ours[n] != theirs.get(n))
+    ratio = _ratio(o.rows[1].median, o.rows[0].median)
+    o.figures = {"speed-up": ratio, "wheels": len(ours), "byte-identical": len(ours) - len(differ)}
+    if differ:
+        o.note = f"{o.note} Differ: {', '.join(differ[:5])}".strip()
+    return o.judge(ratio >= 5 and not differ and len(ours) == len(ws.helpers))
+
+
+def _changed_helper(repo: Repo) -> str:
+    """A pure-Python helper that another helper pins: a change with a cascade."""
+    ws = discover(repo.root)
+    pinned = sorted({s for h in ws.helpers for s in h.siblings})
+    return pinned[0]
+
+
+def one_helper_changed(b: Bench) -> Outcome:
+    o = Outcome(
+        2,
+        "one helper changed (bumped, with its cascade)",
+        "release <= 15% of the cold release; only the affected artifacts rebuilt",
+    )
+    repo = b.repo()
+    cold = repo.release()
+    name = _changed_helper(repo)
+    samples = []
+    counts = []
+    for r in range(b.repeat):
+        init = repo.root / "helpers" / name / "src" / name / "__init__.py"
+        init.write_text(init.read_text() + f"\n\ndef changed_{r}() -> int:\n    return {r}\n")
+        bump = json.loads(repo.kiln("bump", name, "patch", "--json").stdout)
+        stale = [i for i in bump["images_to_relock"] if i not in bump["relocked"]]
+        if stale:
+            repo.kiln("lock", *stale)
+        repo.commit(f"change {name}")
+        sample = repo.kiln("release", "--local", "--json")
+        result = json.loads(sample.stdout)
+        repo.commit("components")
+        helpers = [c for c in bump["changes"] if c["kind"] == "helper"]
+        images = [c for c in bump["changes"] if c["kind"] == "image"]
+        wheels = [f for f in result["uploaded"] if f.startswith(f"{discover(repo.root).org}_")]
+        if len(wheels) != len(helpers) or len(result["pushed"]) != len(images):
+            raise BenchError(
+                f"{name} changed: expected {len(helpers)} wheels and {len(images)} images, "
+                f"got {wheels} and {result['pushed']}"
+            )
+        counts.append((len(helpers), len(images)))
+        samples.append(sample)
+    o.rows = [
+        Measurement("kiln release --local, cold (first release)", (cold.seconds,)),
+        measured(f"kiln release --local after changing {name}", samples),
+    ]
+    share = o.rows[1].median / cold.seconds
+    n_helpers, n_images = counts[-1]
+    o.figures = {
+        "share of cold": round(share, 3),
+        "rebuilt": f"{n_helpers} wheels + {n_images} images (asserted)",
+    }
+    return o.judge(share <= 0.15)
+
+
+def scale_curve(b: Bench) -> Outcome:
+    o = Outcome(
+        6,
+        "scale curve: kiln check and a no-op release",
+        "cost follows what changed, not the size of the repo",
+    )
+    points = b.curve
+    medians: dict[str, tuple[int, float, float]] = {}
+    for preset in points:
+        repo = b.repo(preset)
+        repo.release()
+        n = repo.shape.helpers
+        checks = [repo.kiln("check", "--local", "--json") for _ in range(b.repeat)]
+        noops = [_noop(repo.kiln("release", "--local", "--json")) for _ in range(b.repeat)]
+        o.rows += [
+            measured(f"N={n}: kiln check --local", checks),
+            measured(f"N={n}: kiln release --local (no-op)", noops),
+        ]
+        medians[preset] = (n, o.rows[-2].median, o.rows[-1].median)
+    first, last = medians[points[0]], medians[points[-1]]
+    size = last[0] / first[0]
+    o.figures = {
+        "size ratio": round(size, 1),
+        "check time ratio": _ratio(last[1], first[1]),
+        "no-op time ratio": _ratio(last[2], first[2]),
+        "no-op ms per helper (slope)": round(1000 * (last[2] - first[2]) / (last[0] - first[0]), 1),
+    }
+    o.status = "measured"
+    o.note = "No-op cost per helper from the slope between the smallest and largest N."
+    return o
+
+
+STARTUP = """\
+import json, sys, time
+from kfp import components, local
+path, network, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+local.init(runner=local.DockerRunner(network_mode=network), pipeline_root=sys.argv[4])
+comp = components.load_component_from_file(path)
+comp(x=1)  # pulls the image once, untimed
+seconds = []
+for _ in range(runs):
+    start = time.perf_counter()
+    comp(x=1)
+    seconds.append(time.perf_counter() - start)
+print(json.dumps(seconds))
+"""
+
+
+def component_startup(b: Bench) -> Outcome:
+    o = Outcome(
+        4,
+        "component start-up: image mode vs packages mode (kfp.local.DockerRunner)",
+        "image mode >= 10x less start-up overhead, numpy-only and pandas+matplotlib",
+    )
+    repo = b.repo()
+    repo.release()
+    generated = repo.root / "pipelines" / "components" / "generated"
+    ratios = {}
+    for helper, label in (("np", "numpy"), ("pd", "pandas+matplotlib")):
+        medians = []
+        for mode, network in (("image", "none"), ("packages", "host")):
+            yaml = generated / f"s_{helper}_{mode}.yaml"
+            argv = (PY, "-c", STARTUP, str(yaml), network, str(b.repeat),
+                    str(b.workdir / "startup-runs"))  # fmt: skip
+            seconds = tuple(json.loads(run(argv, env=b.env).stdout.strip().splitlines()[-1]))
+            o.rows.append(
+                Measurement(f"{label} helper, {mode} mode: task in a new container", seconds)
+            )
+            medians.append(o.rows[-1].median)
+        ratios[label] = _ratio(medians[1], medians[0])
+    o.figures = {f"{k}: packages / image": v for k, v in ratios.items()}
+    o.note = (
+        "Task wall time in kfp.local (container created, started, run, removed); the "
+        "function body is trivial, so this is the start-up overhead."
+    )
+    return o.judge(all(r >= 10 for r in ratios.values()))
+
+
+def kfp_component_build(b: Bench) -> Outcome:
+    o = Outcome(
+        5,
+        "against `kfp component build` (10 components, 4 helpers)",
+        "kiln <= 0.3x the build+push time and <= 0.2x the registry bytes",
+    )
+    repo = b.repo("kfp-vs-kiln", Shape(4, 1, 10), pin_modes=False)
+    cold = repo.release()
+    ws = discover(repo.root)
+    kiln_bytes = registry_bytes(repo.root / ".kiln" / "stack" / "registry")
+    # The kfp side's index: the helpers kiln built, kfp and every dependency (untimed).
+    state = b.workdir / "kfp-stack"
+    index_dir = state / "index"
+    index_dir.mkdir(parents=True, exist_ok=True)
+    for wheel in (repo.root / "dist" / "wheels").glob("*.whl"):
+        shutil.copy2(wheel, index_dir)
+    third = sorted({d for h in ws.helpers for d in h.dependencies if not d.startswith(ws.org)})
+    run(
+        (PY, "-m", "pip", "download", "--quiet", "-d", str(index_dir),
+         f"kfp=={KFP}", "setuptools", "wheel", *third),
+        env=b.env,
+    )  # fmt: skip
+    stack = LocalStack(StackConfig(index_port=free_port(), registry_port=free_port()), state)
+    stack.up()
+    try:
+        versions = {h.name: f"{h.distribution}=={h.version}" for h in ws.helpers}
+        components = [
+            ComponentDir(c.name, c.path, tuple(versions[h] for h in c.helpers))
+            for c in ws.components
+        ]
+        seconds = build_all(
+            components,
+            work=b.workdir / "kfp-contexts",
+            registry=stack.registry,
+            base=b.env.get("KILN_BASE_IMAGE", "python:3.11-slim"),
+            index=f"{stack.index_url}/simple/",
+            kfp=KFP,
+        )
+    finally:
+        stack.down()
+    kfp_bytes = registry_bytes(state / "registry")
+    o.rows = [
+        Measurement("kiln release --local, cold (1 image, 10 YAMLs)", (cold.seconds,)),
+        Measurement("kfp component build emulation: 10 images built + pushed", (seconds,)),
+    ]
+    time_ratio, byte_ratio = cold.seconds / seconds, kiln_bytes / kfp_bytes
+    o.figures = {
+        "time kiln / kfp": round(time_ratio, 3),
+        "registry bytes kiln": kiln_bytes,
+        "registry bytes kfp": kfp_bytes,
+        "bytes kiln / kfp": round(byte_ratio, 3),
+    }
+    o.note = (
+        "Emulated (bench/kfp_build.py): KFP's Dockerfile template and Docker SDK calls, "
+        "plus network_mode=host so pip reaches the local index. One run each (a cold "
+        "build cannot repeat on the same registry)."
+    )
+    return o.judge(time_ratio <= 0.3 and byte_ratio <= 0.2)
+
+
+def dev_loop(b: Bench) -> Outcome:
+    o = Outcome(
+        7,
+        "dev loop: edit a helper, kiln release --dev --local, kiln run",
+        "total seconds (no target)",
+    )
+    repo = b.repo()
+    helptext = repo.kiln("release", "--help").stdout
+    if "--dev" not in helptext:
+        o.status = "not available"
+        o.note = "`kiln release --help` has no --dev option yet."
+        return o
+    repo.release()
+    ws = discover(repo.root)
+    pipeline = next(p.name for p in ws.pipelines if p.name.startswith("p_"))
+    comp = next(c for c in ws.components if c.helpers and c.image is not None)
+    name = comp.helpers[0]
+    init = repo.root / "helpers" / name / "src" / name / "__init__.py"
+    samples = []
+    for r in range(b.repeat):
+        init.write_text(init.read_text() + f"\n\ndef dev_{r}() -> int:\n    return {r}\n")
+        release = repo.kiln("release", "--dev", "--local", "--json")
+        ran = repo.kiln("run", pipeline, "--json")
+        samples.append(
+            Sample(release.seconds + ran.seconds, max(release.maxrss_mb, ran.maxrss_mb), "")
+        )
+    o.rows = [measured(f"edit {name}, release --dev --local, run {pipeline}", samples)]
+    o.status = "measured"
+    return o
+
+
+SCENARIOS: dict[int, Scenario] = {
+    1: noop_release,
+    3: wheel_builds,
+    2: one_helper_changed,
+    6: scale_curve,
+    4: component_startup,
+    5: kfp_component_build,
+    7: dev_loop,
+}
