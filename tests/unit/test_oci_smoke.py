@@ -16,7 +16,7 @@ import pytest
 
 from kiln._errors import CommandFailed
 from kiln._images.oci.builder import KilnBuilder
-from kiln._images.oci.smoke import Run, import_packages, smoke_check
+from kiln._images.oci.smoke import Run, _import_packages, import_packages, smoke_check
 from kiln._release.stages import prepare
 from tests.unit.fakes import release_setup
 from tests.unit.test_oci_push import an_image, sha
@@ -102,6 +102,18 @@ def test_import_packages_are_read_from_the_wheel(tmp_path: Path) -> None:
     ]  # fmt: skip
     found = import_packages(wheel(tmp_path / "acme_h-0.1.0-py3-none-any.whl", files))
     assert found == ("h", "solo")
+
+
+def test_a_wheel_is_read_once_until_it_changes(tmp_path: Path) -> None:
+    # A release asks for every wheel's import packages once per component.
+    path = wheel(tmp_path / "acme_h-0.1.0-py3-none-any.whl", ["h/__init__.py"])
+    before = _import_packages.cache_info()
+    assert import_packages(path) == ("h",)
+    assert import_packages(path) == ("h",)
+    after = _import_packages.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    wheel(path, ["h/__init__.py", "other/__init__.py"])  # rewritten in place
+    assert import_packages(path) == ("h", "other")
 
 
 class PushedRegistry:

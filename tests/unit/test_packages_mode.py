@@ -13,6 +13,8 @@ import yaml
 from kiln._components.drift import compare, describe
 from kiln._components.packages import (
     Installed,
+    _requires,
+    _requires_of,
     check_imports,
     closure,
     install_items,
@@ -138,6 +140,19 @@ def _wheel(directory: Path, name: str, version: str, requires: tuple[str, ...] =
     path = directory / f"{module}-{version}-py3-none-any.whl"
     path.write_bytes(buffer.getvalue())
     return WheelFile(name, version, path, f"{name}-sha")
+
+
+def test_requires_dist_is_read_once_per_wheel_until_it_changes(tmp_path: Path) -> None:
+    path = _wheel(
+        tmp_path, "acme-h", "0.1.0", ("numpy>=1.26", "pywin32; sys_platform == 'win32'")
+    ).path
+    before = _requires_of.cache_info()
+    assert _requires(path, "3.11") == ["numpy"]
+    assert _requires(path, "3.11") == ["numpy"]
+    after = _requires_of.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
+    _wheel(tmp_path, "acme-h", "0.1.0", ("numpy>=1.26", "pandas>=2.2"))  # rewritten in place
+    assert _requires(path, "3.11") == ["numpy", "pandas"]
 
 
 def test_the_closure_follows_requires_dist_for_the_pods_python(tmp_path: Path) -> None:

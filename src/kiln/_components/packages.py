@@ -16,6 +16,7 @@ its own environment (a netrc or pip configuration the cluster provides).
 
 from __future__ import annotations
 
+import functools
 import sys
 import zipfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -50,7 +51,14 @@ class Installed:
 
 
 def _requires(wheel: Path, python: str) -> list[str]:
-    """The canonical names a wheel requires for a CPython ``python`` pod on Linux."""
+    """The canonical names a wheel requires for a CPython ``python`` pod on Linux (each
+    file read once per process while its size and mtime stay the same)."""
+    stat = wheel.stat()
+    return list(_requires_of(str(wheel), stat.st_size, stat.st_mtime_ns, python))
+
+
+@functools.lru_cache(maxsize=1024)
+def _requires_of(wheel: str, _size: int, _mtime_ns: int, python: str) -> tuple[str, ...]:
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         headers = HeaderParser().parsestr(zf.read(meta).decode("utf-8", errors="replace"))
@@ -73,7 +81,7 @@ def _requires(wheel: Path, python: str) -> list[str]:
             continue
         if req.marker is None or req.marker.evaluate(env):
             found.append(str(canonicalize_name(req.name)))
-    return found
+    return tuple(found)
 
 
 def closure(

@@ -10,6 +10,7 @@ runner is passed in (Docker Engine in a release, a fake in unit tests).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import zipfile
@@ -98,7 +99,15 @@ class DockerContainers:
 
 
 def import_packages(wheel: Path) -> tuple[str, ...]:
-    """The top-level import packages and modules a wheel installs (read from its files)."""
+    """The top-level import packages and modules a wheel installs (read from its files).
+    Each file is read once per process while its size and mtime stay the same: a release
+    asks for every wheel of the wheelhouse once per component."""
+    stat = wheel.stat()
+    return _import_packages(str(wheel), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _import_packages(wheel: str, _size: int, _mtime_ns: int) -> tuple[str, ...]:
     found: set[str] = set()
     with zipfile.ZipFile(wheel) as zf:
         for name in zf.namelist():
