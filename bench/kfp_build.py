@@ -41,10 +41,15 @@ class ComponentDir:
     requirements: tuple[str, ...]  # packages_to_install: "acme-h001==0.1.0"
 
 
+def blob_sizes(data: Path) -> list[int]:
+    """The sizes of a filesystem registry's unique blobs, largest first."""
+    blobs = data / "docker" / "registry" / "v2" / "blobs"
+    return sorted((p.stat().st_size for p in blobs.rglob("data") if p.is_file()), reverse=True)
+
+
 def registry_bytes(data: Path) -> int:
     """The bytes a filesystem registry stores: the sum of its unique blobs."""
-    blobs = data / "docker" / "registry" / "v2" / "blobs"
-    return sum(p.stat().st_size for p in blobs.rglob("data") if p.is_file())
+    return sum(blob_sizes(data))
 
 
 def write_context(work: Path, comp: ComponentDir, *, base: str, index: str, kfp: str) -> Path:
