@@ -389,7 +389,7 @@ def dev_loop(b: Bench) -> Outcome:
     for r in range(b.repeat):
         init.write_text(init.read_text() + f"\n\ndef dev_{r}() -> int:\n    return {r}\n")
         release = repo.kiln("release", "--dev", "--local", "--json")
-        ran = repo.kiln("run", pipeline, "--json")
+        ran = repo.kiln("run", "--dev", pipeline, "--json")  # the dev YAMLs
         samples.append(
             Sample(release.seconds + ran.seconds, max(release.maxrss_mb, ran.maxrss_mb), "")
         )
