@@ -6,11 +6,14 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from kiln._components.drift import compare, describe
+from kiln._components.generate import compile_pipeline as real_compile
+from kiln._components.generate import generate_component as real_generate
 from kiln._components.packages import (
     Installed,
     _requires,
@@ -21,11 +24,12 @@ from kiln._components.packages import (
     pip_options,
 )
 from kiln._errors import ConfigError
+from kiln._release import stages
 from kiln._release.stages import generate, prepare
 from kiln._wheels.build import BuiltWheel, build_wheels
 from kiln._wheels.wheelhouse import WheelFile, Wheelhouse
 from kiln._workspace.discovery import discover
-from kiln._workspace.model import Workspace
+from kiln._workspace.model import Component, Workspace
 from tests import factory
 from tests.unit.cli import run
 from tests.unit.fakes import Setup, fake_sha, release_setup, write_fake_lock
@@ -322,3 +326,42 @@ def test_a_helper_named_like_kfp_is_refused(tmp_path: Path) -> None:
     factory.helper(tmp_path, "imgproc", org="kfpx")
     with pytest.raises(ConfigError, match=r"\[project\] name 'kfpx-imgproc' starts with 'kfp'"):
         discover(tmp_path)
+
+
+def test_unchanged_components_and_pipelines_come_from_the_generation_cache(
+    packages_setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A release where nothing changed compiles nothing with KFP; the files are the same
+    bytes, and a changed source is compiled again."""
+    setup = packages_setup
+    setup.release()
+    before = {p.name: p.read_bytes() for p in setup.ws.component_dir.glob("*.yaml")}
+    pipeline = (setup.ws.dist_dir / "pipelines" / "demo.yaml").read_bytes()
+    calls: list[str] = []
+    real = real_generate
+
+    def counting(component: Component, *args: Any, **kwargs: Any) -> Path:
+        calls.append(component.name)
+        return real(component, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "generate_component", counting)
+    monkeypatch.setattr(stages, "compile_pipeline", _no_compile)
+    setup.release()
+    assert calls == []
+    assert {p.name: p.read_bytes() for p in setup.ws.component_dir.glob("*.yaml")} == before
+    assert (setup.ws.dist_dir / "pipelines" / "demo.yaml").read_bytes() == pipeline
+    light = setup.ws.root / "pipelines" / "components" / "light.py"
+    light.write_text(light.read_text().replace("Scale x", "Scale the x"))
+    setup.ws = discover(setup.ws.root)
+    monkeypatch.setattr(stages, "compile_pipeline", real_compile)
+    generate(setup.ws, prepare(setup.ws, setup.services), _refs(setup), index_url="http://x")
+    assert sorted(calls) == ["double", "light_step"]  # every module's YAML: one key
+
+
+def _no_compile(*_args: object) -> Path:
+    raise AssertionError("an unchanged pipeline was compiled again")
+
+
+def _refs(setup: Setup) -> dict[str, str]:
+    image = setup.ws.image("base")
+    return {image.name: f"registry.invalid:5000/acme/base@sha256:{'0' * 64}"}

@@ -12,9 +12,14 @@ kiln; the same inputs give the same bytes, so a committed YAML can be checked.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
+import os
+import shutil
 import sys
-from collections.abc import Callable, Mapping
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -130,3 +135,53 @@ def pipeline_arguments(pipeline: Pipeline) -> Mapping[str, Any]:
     if not isinstance(args, dict):
         raise ConfigError(f"{pipeline.path}: RUN_ARGS must be a dict of pipeline arguments")
     return args
+
+
+# ------------------------------------------------------------------ the generation cache
+# Compiling with KFP costs ~10 ms per component and reading a YAML back more; a release
+# in which nothing changed regenerates every YAML, so outputs are kept by their inputs.
+CACHE_FORMAT = "1"
+
+
+def inputs_key(**parts: object) -> str:
+    """A cache key over ``parts`` and what else decides a generated file's bytes: the kiln,
+    kfp and Python versions."""
+    from importlib.metadata import version  # noqa: PLC0415
+
+    from kiln import __version__  # noqa: PLC0415
+
+    doc = {
+        **parts,
+        "format": CACHE_FORMAT,
+        "kiln": __version__,
+        "kfp": version("kfp"),
+        "python": list(sys.version_info[:2]),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def files_digest(paths: Iterable[Path]) -> str:
+    """One sha256 over the names and bytes of ``paths`` (sorted)."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def cached(cache_dir: Path | None, key: str, target: Path, make: Callable[[], Path]) -> Path:
+    """``target`` from the cache entry ``key`` when there is one, else made by ``make()`` and
+    stored (through a temporary file, so a killed run leaves no half entry)."""
+    if cache_dir is None:
+        return make()
+    entry = cache_dir / key[:2] / f"{key}.yaml"
+    if entry.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(entry, target)
+        return target
+    made = make()
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(made.read_bytes())
+    Path(tmp).replace(entry)
+    return made

@@ -19,6 +19,7 @@ import yaml
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
+from kiln._components.catalog import SAFE_LOADER
 from kiln._errors import CommandFailed, ConfigError, PublishedConflict
 
 TAG_PREFIX = "v"
@@ -155,7 +156,7 @@ def _listed(root: Path, rev: str | None, folder: str) -> list[str]:
 
 def component_pins(text: str) -> tuple[str, ...]:
     """A generated YAML's pins: its image, and each hash-pinned package it installs."""
-    spec = yaml.safe_load(text)
+    spec = yaml.load(text, Loader=SAFE_LOADER)  # noqa: S506 - a safe loader (libyaml's)
     pins: list[str] = []
     for executor in spec.get("deploymentSpec", {}).get("executors", {}).values():
         container = executor.get("container", {})
