@@ -19,12 +19,12 @@ and the local stack shared), so no committed file changes.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln._util.git import git_text
 from kiln._wheels.lock import helper_closure
 from kiln._workspace.bump import BumpPlan, FileChange, PinChange, next_version
 from kiln._workspace.model import Workspace
@@ -44,18 +44,15 @@ class DevStamp:
         return f"dev-{self.sha}-{self.number}" if self.dirty else f"dev-{self.sha}"
 
 
-def _git(root: Path, *args: str) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else ""
-
-
 def dev_stamp(root: Path, now: float | None = None) -> DevStamp:
     """N from the commit time of a clean tree, else from ``now``; outside git, ``now``."""
-    sha = _git(root, "rev-parse", "--short=12", "HEAD") or "nogit"
-    dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=normal")) or sha == "nogit"
+    sha = git_text(root, "rev-parse", "--short=12", "HEAD") or "nogit"
+    dirty = (
+        bool(git_text(root, "status", "--porcelain", "--untracked-files=normal")) or sha == "nogit"
+    )
     moment = time.time() if now is None else now
     if not dirty:
-        moment = float(_git(root, "log", "-1", "--format=%ct") or moment)
+        moment = float(git_text(root, "log", "-1", "--format=%ct") or moment)
     number = int(time.strftime("%Y%m%d%H%M%S", time.gmtime(moment)))
     return DevStamp(number, sha, dirty)
 

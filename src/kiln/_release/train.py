@@ -10,7 +10,6 @@ compare the tagged commit with the previous release tag, from git alone.
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,16 +19,10 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from kiln._components.catalog import SAFE_LOADER
-from kiln._errors import CommandFailed, ConfigError, PublishedConflict
+from kiln._errors import ConfigError, PublishedConflict
+from kiln._util.git import git_checked, git_output
 
 TAG_PREFIX = "v"
-
-
-def _git(root: Path, *args: str, check: bool = True) -> str:
-    proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise CommandFailed(f"`git {' '.join(args)}` failed in {root}: {proc.stderr.strip()}")
-    return proc.stdout if proc.returncode == 0 else ""
 
 
 def tag_version(tag: str) -> Version:
@@ -50,22 +43,22 @@ def tag_version(tag: str) -> Version:
 
 def check_tree(root: Path, tag: str) -> str:
     """The commit ``tag`` names, after checking it is HEAD and the tree is clean."""
-    dirty = _git(root, "status", "--porcelain", "--untracked-files=normal").splitlines()
+    dirty = git_checked(root, "status", "--porcelain", "--untracked-files=normal").splitlines()
     if dirty:
         shown = "\n".join(f"  {line}" for line in dirty[:10])
         raise ConfigError(
             f"{root}: the working tree has changes, so it is not what {tag} names:\n{shown}\n"
             "commit or stash them, then tag again"
         )
-    tagged = _git(
-        root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}", check=False
-    )
-    if not tagged.strip():
+    tagged = (
+        git_output(root, "rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}") or ""
+    ).strip()
+    if not tagged:
         raise ConfigError(f"no tag {tag} in {root}: create it with `git tag {tag}` on HEAD")
-    head = _git(root, "rev-parse", "HEAD").strip()
-    if tagged.strip() != head:
+    head = git_checked(root, "rev-parse", "HEAD").strip()
+    if tagged != head:
         raise ConfigError(
-            f"tag {tag} points at {tagged.strip()[:12]}, not HEAD ({head[:12]}): check out "
+            f"tag {tag} points at {tagged[:12]}, not HEAD ({head[:12]}): check out "
             f"the tag (`git checkout {tag}`) and run the release there"
         )
     return head
@@ -117,7 +110,7 @@ def _next(version: Version) -> str:
 def previous_tag(root: Path, version: Version) -> str | None:
     """The highest release tag below ``version`` (None: this is the first release)."""
     below = []
-    for tag in _git(root, "tag", "--list", f"{TAG_PREFIX}*").split():
+    for tag in git_checked(root, "tag", "--list", f"{TAG_PREFIX}*").split():
         try:
             found = tag_version(tag)
         except ConfigError:
@@ -141,17 +134,14 @@ def _read_at(root: Path, rev: str | None, path: str) -> str | None:
     if rev is None:
         full = root / path
         return full.read_text(encoding="utf-8") if full.is_file() else None
-    out = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=root, capture_output=True, text=True, check=False
-    )
-    return out.stdout if out.returncode == 0 else None
+    return git_output(root, "show", f"{rev}:{path}")
 
 
 def _listed(root: Path, rev: str | None, folder: str) -> list[str]:
     if rev is None:
         base = root / folder
         return sorted(p.relative_to(root).as_posix() for p in base.rglob("*") if p.is_file())
-    return _git(root, "ls-tree", "-r", "--name-only", rev, "--", folder).split()
+    return git_checked(root, "ls-tree", "-r", "--name-only", rev, "--", folder).split()
 
 
 def component_pins(text: str) -> tuple[str, ...]:

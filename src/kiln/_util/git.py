@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from kiln._errors import CommandFailed
-from kiln._util.cmd import call
 
 
-def _git(root: Path, *args: str) -> str | None:
-    """``git args`` in ``root``; None outside a git checkout or without git."""
+def git_output(root: Path, *args: str) -> str | None:
+    """The standard output of ``git args`` in ``root``, as git wrote it; None when git
+    fails (outside a checkout, an unknown revision) or is not installed."""
     try:
-        out = call(["git", *args], cwd=root, echo=False).strip()
-    except CommandFailed:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except OSError:
         return None
-    return out or None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def git_checked(root: Path, *args: str) -> str:
+    """The standard output of ``git args`` in ``root``; a CommandFailed with git's message
+    when it fails."""
+    try:
+        proc = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise CommandFailed(f"`git` cannot be run ({exc}): install git") from None
+    if proc.returncode != 0:
+        raise CommandFailed(f"`git {' '.join(args)}` failed in {root}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def git_text(root: Path, *args: str) -> str | None:
+    """``git args`` in ``root``, stripped; None when it fails or prints nothing."""
+    return (git_output(root, *args) or "").strip() or None
 
 
 def strip_credentials(url: str) -> str:
@@ -28,9 +46,9 @@ def strip_credentials(url: str) -> str:
 
 
 def revision(root: Path) -> str | None:
-    return _git(root, "rev-parse", "HEAD")
+    return git_text(root, "rev-parse", "HEAD")
 
 
 def source_url(root: Path) -> str | None:
-    remote = _git(root, "config", "--get", "remote.origin.url")
+    remote = git_text(root, "config", "--get", "remote.origin.url")
     return strip_credentials(remote) if remote else None
