@@ -42,7 +42,7 @@ from kiln._errors import ConfigError
 from kiln._util.cmd import Runner
 from kiln._util.files import sha256_file
 from kiln._wheels.tags import supported_tags, wheels_for
-from kiln._workspace.model import Image, Workspace
+from kiln._workspace.model import Image, Workspace, sibling_closure
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -71,14 +71,7 @@ def lock_path(image: Image) -> Path:
 # ------------------------------------------------------------------ what an image needs
 def helper_closure(workspace: Workspace, names: Sequence[str]) -> tuple[str, ...]:
     """``names`` plus every sibling they depend on, transitively, sorted."""
-    seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(workspace.helper(name).siblings)
-    return tuple(sorted(seen))
+    return sibling_closure(workspace.helpers, names)
 
 
 def closure_requirements(workspace: Workspace, image: Image) -> tuple[str, ...]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from kiln._workspace.model import (
     Pipeline,
     StackConfig,
     Workspace,
+    sibling_closure,
 )
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
@@ -283,18 +284,6 @@ def _parse(path: Path) -> ast.Module:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason}); save it as UTF-8") from None
 
 
-def _closure(helpers: Sequence[Helper], names: Iterable[str]) -> set[str]:
-    by_name = {h.name: h for h in helpers}
-    seen: set[str] = set()
-    todo = list(names)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo.extend(by_name[name].siblings)
-    return seen
-
-
 def function_imports(func: ast.FunctionDef) -> tuple[str, ...]:
     """The top-level modules ``func`` imports in its body (what its pod must provide: KFP
     ships the function's source alone), sorted; relative imports cannot work there."""
@@ -361,11 +350,11 @@ def _component(
     provides = {package: h.name for h in helpers for package in h.packages}
     needed = tuple(sorted({provides[i] for i in imports if i in provides}))
     if image is not None:
-        inside = _closure(helpers, image.helpers)
+        inside = sibling_closure(helpers, image.helpers)
         for helper in needed:
             if helper in inside:
                 continue
-            having = [i.name for i in images if helper in _closure(helpers, i.helpers)]
+            having = [i.name for i in images if helper in sibling_closure(helpers, i.helpers)]
             package = next(p for p, h in provides.items() if h == helper and p in imports)
             fix = (
                 f'set IMAGE = "{having[0]}"' if having else f'add "{helper}" to `helpers`'

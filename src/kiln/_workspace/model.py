@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,19 @@ class Helper:
     def wheel_stem(self) -> str:
         """The wheel filename prefix: normalized name and version."""
         return f"{self.distribution.replace('-', '_')}-{self.version}"
+
+
+def sibling_closure(helpers: Iterable[Helper], names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` plus every sibling helper they pin, transitively, sorted."""
+    by_name = {h.name: h for h in helpers}
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(by_name[name].siblings)
+    return tuple(sorted(seen))
 
 
 @dataclass(frozen=True)
