@@ -6,6 +6,7 @@ really wrote (not hand-made ones that may drift from what KFP 2.17 writes).
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 from kiln._components.catalog import Entry, read_yaml
@@ -112,3 +113,50 @@ def entries(directory: Path) -> list[Entry]:
             )
         )
     return result
+
+
+class CatalogDom(HTMLParser):
+    """A catalog page as parsed: every start tag, the text under each element that has an
+    id, and the cells of each table row under a ``component-<name>`` element."""
+
+    VOID = frozenset({"meta", "br", "hr", "img", "link", "input", "wbr"})
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.tags: list[str] = []
+        self.text: dict[str, str] = {}
+        self.rows: dict[str, list[tuple[str, ...]]] = {}
+        self._open: list[tuple[str, str | None]] = []
+        self._cells: list[str] | None = None
+
+    def _section(self) -> str | None:
+        return next((i for _, i in reversed(self._open) if i and i.startswith("component-")), None)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        if tag in self.VOID:
+            return
+        element_id = dict(attrs).get("id")
+        self._open.append((tag, element_id))
+        if element_id:
+            self.text[element_id] = ""
+        if tag == "tr":
+            self._cells = []
+        elif tag in ("td", "th") and self._cells is not None:
+            self._cells.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self._cells is not None:
+            section = self._section()
+            if section:
+                self.rows.setdefault(section, []).append(tuple(self._cells))
+            self._cells = None
+        while self._open and self._open.pop()[0] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        for _, element_id in self._open:
+            if element_id:
+                self.text[element_id] += data
+        if self._cells:
+            self._cells[-1] += data

@@ -119,6 +119,30 @@ _IGNORE = shutil.ignore_patterns(
 )
 
 
+def copy_project(root: Path) -> tuple[int, int]:
+    """This monorepo's helpers, images and pipelines copied into ``root``, with its
+    pyproject.toml putting the local stack on free loopback ports: (index, registry)."""
+    for name in ("helpers", "images", "pipelines"):
+        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+    index_port, registry_port = free_port(), free_port()
+    text = (PROJECT / "pyproject.toml").read_text()
+    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
+    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
+    (root / "pyproject.toml").write_text(text)
+    return index_port, registry_port
+
+
+def untag(client: docker.DockerClient, registry: str) -> None:
+    """Remove the local tags and digest references of images made for ``registry`` (a
+    test's throwaway one), so repeated runs do not pile up images."""
+    for image in client.images.list():
+        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+            if reference.startswith(f"{registry}/"):
+                # Untagging can drop the digest reference with it.
+                with contextlib.suppress(docker.errors.ImageNotFound):
+                    client.images.remove(reference)
+
+
 @pytest.fixture(scope="session")
 def repo(
     tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
@@ -127,26 +151,12 @@ def repo(
 
     Tests that edit files in it restore them before they return."""
     root = tmp_path_factory.mktemp("monorepo")
-    for name in ("helpers", "images", "pipelines"):
-        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
-    index_port, registry_port = free_port(), free_port()
-    text = (PROJECT / "pyproject.toml").read_text()
-    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
-    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
-    (root / "pyproject.toml").write_text(text)
+    index_port, registry_port = copy_project(root)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
-    # The images this run built and pulled are tagged for its throwaway registry: untag
-    # them (tags and digest references), so repeated runs do not pile up images.
-    for image in docker_client.images.list():
-        references = [*image.tags, *image.attrs.get("RepoDigests", [])]
-        for reference in references:
-            if reference.startswith(f"{repo.registry}/"):
-                # Untagging can drop the digest reference with it.
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    docker_client.images.remove(reference)
+    untag(docker_client, repo.registry)
 
 
 @pytest.fixture(scope="session")

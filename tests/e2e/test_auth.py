@@ -6,7 +6,6 @@ nowhere (files, image, output)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
@@ -28,24 +27,15 @@ from kiln._servers.registry import RegistryClient
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import BASE_IMAGE, PASSWORD, USER, Servers, free_port
+from tests.e2e.conftest import BASE_IMAGE, PASSWORD, USER, Servers, free_port, untag
 
 pytestmark = pytest.mark.e2e
-
-
-def _untag(client: docker.DockerClient, registry: str) -> None:
-    """Remove the local tags and digest references this module made for its registry."""
-    for image in client.images.list():
-        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
-            if reference.startswith(f"{registry}/"):
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    client.images.remove(reference)
 
 
 @pytest.fixture(scope="module")
 def engine(docker_client: docker.DockerClient, servers: Servers) -> Iterator[docker.DockerClient]:
     yield docker_client
-    _untag(docker_client, servers.registry)
+    untag(docker_client, servers.registry)
 
 
 def _tiny_wheel(tmp_path: Path, name: str) -> Path:

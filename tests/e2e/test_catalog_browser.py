@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -52,50 +51,6 @@ def chromium() -> str:
     return path
 
 
-class _Dom(HTMLParser):
-    """The text under each element that has an id, and the cells of each table row."""
-
-    VOID = frozenset({"meta", "br", "hr", "img", "link", "input", "wbr"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.text: dict[str, str] = {}
-        self.rows: dict[str, list[tuple[str, ...]]] = {}
-        self._open: list[tuple[str, str | None]] = []
-        self._cells: list[str] | None = None
-
-    def _section(self) -> str | None:
-        return next((i for _, i in reversed(self._open) if i and i.startswith("component-")), None)
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self.VOID:
-            return
-        element_id = dict(attrs).get("id")
-        self._open.append((tag, element_id))
-        if element_id:
-            self.text[element_id] = ""
-        if tag == "tr":
-            self._cells = []
-        elif tag in ("td", "th") and self._cells is not None:
-            self._cells.append("")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "tr" and self._cells is not None:
-            section = self._section()
-            if section:
-                self.rows.setdefault(section, []).append(tuple(self._cells))
-            self._cells = None
-        while self._open and self._open.pop()[0] != tag:
-            pass
-
-    def handle_data(self, data: str) -> None:
-        for _, element_id in self._open:
-            if element_id:
-                self.text[element_id] += data
-        if self._cells:
-            self._cells[-1] += data
-
-
 def dump_dom(page: Path, profile: Path) -> str:
     """The DOM Chromium built from ``page``, serialized after load."""
     proc = subprocess.run(
@@ -125,7 +80,7 @@ def test_the_rendered_catalog_shows_each_component_its_pins_and_inputs(
     dom = dump_dom(page, tmp_path / "profile")
     assert time.monotonic() - started < 15, "chromium took too long to render a static page"
 
-    parser = _Dom()
+    parser = sample.CatalogDom()
     parser.feed(dom)
     assert len(entries) == 3
     for entry in entries:

@@ -7,7 +7,6 @@ it are left out to keep this test short; tests/e2e/test_release_local.py has bot
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,13 +24,10 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import BASE_IMAGE, PROJECT, free_port, pip_list
+from tests.e2e.conftest import BASE_IMAGE, copy_project, pip_list, untag
 
 pytestmark = pytest.mark.e2e
 
-_IGNORE = shutil.ignore_patterns(
-    ".kiln", "dist", ".nox", ".git", "__pycache__", "*.egg-info", ".pytest_cache"
-)
 # What runs on the analytics image: left out of the copy with it.
 _ANALYTICS = (
     "images/analytics",
@@ -73,16 +69,10 @@ def kiln_repo(
 ) -> Iterator[KilnRepo]:
     """A copy of this repo, on its own stack, whose base image is kiln-built."""
     root = tmp_path_factory.mktemp("oci-release")
-    for name in ("helpers", "images", "pipelines"):
-        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+    _index_port, registry_port = copy_project(root)
     for rel in _ANALYTICS:
         target = root / rel
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    index_port, registry_port = free_port(), free_port()
-    text = (PROJECT / "pyproject.toml").read_text()
-    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
-    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
-    (root / "pyproject.toml").write_text(text)
     assert not (root / "images" / "base" / "Dockerfile").exists()  # no OS base: none needed
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
@@ -90,11 +80,7 @@ def kiln_repo(
     repo = KilnRepo(root, f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
-    for found in docker_client.images.list():
-        for reference in [*found.tags, *found.attrs.get("RepoDigests", [])]:
-            if reference.startswith(f"{repo.registry}/"):
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    docker_client.images.remove(reference)
+    untag(docker_client, repo.registry)
 
 
 def check_sbom_and_smoke(

@@ -4,7 +4,6 @@ those bytes, with the digest known before the push and no engine needed to know 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 from kiln._servers.registry import RegistryClient
 from kiln._wheels.lock import parse_lock
 from tests import factory
-from tests.e2e.conftest import BASE_IMAGE, Repo, free_port
+from tests.e2e.conftest import BASE_IMAGE, Repo, free_port, untag
 
 pytestmark = pytest.mark.e2e
 
@@ -48,11 +47,7 @@ def os_repo(
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
-    for found in docker_client.images.list():
-        for reference in [*found.tags, *found.attrs.get("RepoDigests", [])]:
-            if reference.startswith(f"{repo.registry}/"):
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    docker_client.images.remove(reference)
+    untag(docker_client, repo.registry)
 
 
 def test_an_os_base_is_built_once_pinned_and_layered_on_by_kiln(

@@ -15,8 +15,9 @@ import yaml
 
 from kiln._wheels.lock import parse_lock
 from kiln._workspace.discovery import discover
+from tests.catalog_sample import CatalogDom
 from tests.e2e.conftest import Repo
-from tests.e2e.test_catalog_browser import _Dom, dump_dom
+from tests.e2e.test_catalog_browser import dump_dom
 
 pytestmark = pytest.mark.e2e
 
@@ -117,7 +118,7 @@ def test_the_catalog_renders_in_chromium_with_every_component_and_its_pins(
     repo: Repo, released: dict[str, Any], tmp_path: Path
 ) -> None:
     ws = discover(repo.root)
-    parser = _Dom()
+    parser = CatalogDom()
     parser.feed(dump_dom(repo.root / GENERATED / "catalog.html", tmp_path / "profile"))
     images = {i["name"]: i["ref"] for i in released["manifest"]["images"]}
     for component in ws.components:

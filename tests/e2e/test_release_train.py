@@ -24,12 +24,11 @@ import pytest
 import requests
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import BASE_IMAGE, PRIVATE_PIP_ENV, PROJECT, Repo, free_port
+from tests.e2e.conftest import BASE_IMAGE, PRIVATE_PIP_ENV, Repo, copy_project
 
 pytestmark = pytest.mark.e2e
 
 GIT = ["git", "-c", "user.name=kiln-test", "-c", "user.email=kiln@example.invalid"]
-_IGNORE = shutil.ignore_patterns(".kiln", "dist", "__pycache__", "*.egg-info", ".pytest_cache")
 
 
 def git(root: Path, *args: str) -> str:
@@ -46,13 +45,7 @@ def train(
     wheels and layers it already fetched and built) and its committed tree regenerated
     for the new ports."""
     root = tmp_path_factory.mktemp("train")
-    for name in ("helpers", "images", "pipelines"):
-        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
-    index_port, registry_port = free_port(), free_port()
-    text = (PROJECT / "pyproject.toml").read_text()
-    text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
-    text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
-    (root / "pyproject.toml").write_text(text)
+    index_port, registry_port = copy_project(root)
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
     shutil.copytree(repo.root / ".kiln" / "cache", root / ".kiln" / "cache", symlinks=True)

@@ -4,7 +4,6 @@ rebuilds it, mirrors its sdist and build backend, bakes it, and the image import
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import subprocess
@@ -17,7 +16,7 @@ import requests
 
 from kiln._wheels.lock import parse_lock
 from tests import factory
-from tests.e2e.conftest import Repo, free_port
+from tests.e2e.conftest import Repo, free_port, untag
 
 pytestmark = pytest.mark.e2e
 
@@ -49,11 +48,7 @@ def sdist_repo(
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo
     repo.kiln("stack", "down")
-    for image in docker_client.images.list():
-        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
-            if reference.startswith(f"{repo.registry}/"):
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    docker_client.images.remove(reference)
+    untag(docker_client, repo.registry)
 
 
 def test_an_sdist_only_requirement_is_built_locked_released_and_imported(

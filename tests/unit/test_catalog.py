@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -99,39 +98,11 @@ def test_markdown_shows_markup_in_a_docstring_as_text(entries: list[Entry]) -> N
     assert r"exceed \`threshold\` \| are counted" in text
 
 
-class _Elements(HTMLParser):
-    """Every element's id and tag; the text under each id'd element."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.tags: list[str] = []
-        self.text: dict[str, str] = {}
-        self._open: list[tuple[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append(tag)
-        if tag in ("meta", "br", "hr", "img", "link", "input"):
-            return
-        element_id = dict(attrs).get("id")
-        self._open.append((tag, element_id))
-        if element_id:
-            self.text[element_id] = ""
-
-    def handle_endtag(self, tag: str) -> None:
-        while self._open and self._open.pop()[0] != tag:
-            pass
-
-    def handle_data(self, data: str) -> None:
-        for _, element_id in self._open:
-            if element_id:
-                self.text[element_id] += data
-
-
 def test_html_has_one_section_per_component_with_its_pins_and_interface(
     entries: list[Entry],
 ) -> None:
     page = render_html(entries, title=TITLE, generated_by=GENERATED_BY)
-    parser = _Elements()
+    parser = sample.CatalogDom()
     parser.feed(page)
     assert page.startswith(f"<!DOCTYPE html>\n<!-- {GENERATED_BY} -->\n")
     assert f'<p class="generated">{GENERATED_BY}</p>' in page

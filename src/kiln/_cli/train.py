@@ -14,10 +14,15 @@ import argparse
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiln._cli import common
 from kiln._errors import ConfigError, PublishedConflict
+
+if TYPE_CHECKING:
+    from kiln._release.plan import ReleasePlan
+    from kiln._release.stages import Prepared
+    from kiln._workspace.model import Workspace
 
 
 def release_tag(args: argparse.Namespace) -> int:
@@ -32,6 +37,7 @@ def release_tag(args: argparse.Namespace) -> int:
         upload_checked,
     )
     from kiln._release.train import (  # noqa: PLC0415
+        Snapshot,
         check_history,
         check_train,
         check_tree,
@@ -93,7 +99,7 @@ def release_tag(args: argparse.Namespace) -> int:
         version,
         args.tag,
         previous,
-        snapshot(ws.root, previous, label) if previous else snapshot_empty(),
+        snapshot(ws.root, previous, label) if previous else Snapshot({}, {}, {}),
         snapshot(ws.root, head, label),
     )
     directory = _write_record(ws, outcome.manifest_path, notes, wheel.path, label)
@@ -117,13 +123,9 @@ def release_tag(args: argparse.Namespace) -> int:
     return 0
 
 
-def snapshot_empty() -> Any:
-    from kiln._release.train import Snapshot  # noqa: PLC0415
-
-    return Snapshot({}, {}, {})
-
-
-def _bundle_record(ws: Any, prepared: Any, plan: Any, head: str) -> dict[str, Any]:
+def _bundle_record(
+    ws: Workspace, prepared: Prepared, plan: ReleasePlan, head: str
+) -> dict[str, Any]:
     """What the bundle's manifest records besides each YAML's sha256 (all of it fixed by
     the tagged commit, so a re-run builds the same bytes)."""
     from kiln import __version__  # noqa: PLC0415
@@ -154,9 +156,9 @@ def _bundle_record(ws: Any, prepared: Any, plan: Any, head: str) -> dict[str, An
     }
 
 
-def _write_record(ws: Any, manifest: Path, notes: str, bundle: Path, label: str) -> Path:
+def _write_record(ws: Workspace, manifest: Path, notes: str, bundle: Path, label: str) -> Path:
     """``dist/release/``: the manifest, the notes, the SBOMs, the catalog, the bundle."""
-    directory: Path = ws.dist_dir / "release"
+    directory = ws.dist_dir / "release"
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
     shutil.copy2(manifest, directory / "manifest.json")

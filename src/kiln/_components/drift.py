@@ -18,6 +18,14 @@ class Drift:
     state: str  # "changed", "missing" (not committed) or "extra" (its component is gone)
     diff: str  # unified diff, committed -> generated ("" when missing or extra)
 
+    @property
+    def meaning(self) -> str:
+        return {
+            "changed": "differs from what kiln generates now",
+            "missing": "is not committed",
+            "extra": "is committed, but its component no longer exists",
+        }[self.state]
+
 
 # What kiln writes into the committed folder: one YAML per component and the catalog.
 CATALOG = ("README.md", "catalog.html")
@@ -53,13 +61,6 @@ def compare(committed: Path, generated: Path, *, label: str) -> list[Drift]:
 
 def describe(drifts: list[Drift], *, label: str) -> str:
     """The drifts for a person: one line each, then the diffs."""
-    lines = []
-    for d in drifts:
-        what = {
-            "changed": "differs from what kiln generates now",
-            "missing": "is not committed",
-            "extra": "is committed, but its component no longer exists",
-        }[d.state]
-        lines.append(f"  {label}/{d.name} {what}")
+    lines = [f"  {label}/{d.name} {d.meaning}" for d in drifts]
     diffs = [d.diff for d in drifts if d.diff]
     return "\n".join(lines) + ("\n" + "".join(diffs) if diffs else "")

@@ -207,11 +207,7 @@ def component_findings(drifts: Sequence[Drift], *, label: str, fix: str) -> list
             REGENERATE,
             d.name.removesuffix(".yaml"),
             f"{label}/{d.name}",
-            {
-                "changed": "differs from what kiln generates now",
-                "missing": "is not committed",
-                "extra": "is committed, but its component no longer exists",
-            }[d.state],
+            d.meaning,
             fix,
         )
         for d in drifts
