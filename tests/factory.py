@@ -16,8 +16,16 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
+UPSTREAM = "https://upstream.invalid/simple"  # unit tests' upstream: never reached
+
+
 def workspace(
-    root: Path, *, org: str = "acme", index_port: int = 8765, registry_port: int = 5765
+    root: Path,
+    *,
+    org: str = "acme",
+    index_port: int = 8765,
+    registry_port: int = 5765,
+    upstream: str = UPSTREAM,
 ) -> Path:
     write(
         root / "pyproject.toml",
@@ -28,7 +36,7 @@ def workspace(
 
         [tool.kiln]
         org = "{org}"
-        upstream-index = "https://upstream.invalid/simple"
+        upstream-index = "{upstream}"
 
         [tool.kiln.stack]
         index-port = {index_port}

@@ -131,12 +131,11 @@ def _files_holding(folder: Path, needle: bytes) -> list[str]:
 def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
     servers: Servers, engine: docker.DockerClient, tmp_path: Path
 ) -> None:
-    root = factory.workspace(tmp_path / "repo", index_port=free_port(), registry_port=free_port())
     # Third-party wheels come from public PyPI (kfp alone: the helper has no dependencies).
-    text = (root / "pyproject.toml").read_text()
-    (root / "pyproject.toml").write_text(
-        text.replace("https://upstream.invalid/simple", "https://pypi.org/simple")
-    )
+    root = factory.workspace(
+        tmp_path / "repo", index_port=free_port(), registry_port=free_port(),
+        upstream="https://pypi.org/simple",
+    )  # fmt: skip
     factory.helper(root, "authhelper", deps=())
     factory.image(root, "authimage", helpers=("authhelper",))
     factory.component(root, "maths.py", image_name="authimage")

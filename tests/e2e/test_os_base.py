@@ -34,10 +34,8 @@ def os_repo(
     """One helper, one image with an OS base Dockerfile; PyPI as the upstream index."""
     root = tmp_path_factory.mktemp("os-repo")
     index_port, registry_port = free_port(), free_port()
-    factory.workspace(root, index_port=index_port, registry_port=registry_port)
-    config = root / "pyproject.toml"
-    config.write_text(
-        config.read_text().replace("https://upstream.invalid/simple", "https://pypi.org/simple")
+    factory.workspace(
+        root, index_port=index_port, registry_port=registry_port, upstream="https://pypi.org/simple"
     )
     factory.helper(root, "tagger", body="def tag(x: str) -> str:\n    return f'[{x}]'\n")
     image = factory.image(root, "tools", helpers=("tagger",))

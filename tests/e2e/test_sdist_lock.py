@@ -37,10 +37,8 @@ def sdist_repo(
     """One helper depending on docopt, one image holding it; PyPI as the upstream index."""
     root = tmp_path_factory.mktemp("sdist-repo")
     index_port, registry_port = free_port(), free_port()
-    factory.workspace(root, index_port=index_port, registry_port=registry_port)
-    config = root / "pyproject.toml"
-    config.write_text(
-        config.read_text().replace("https://upstream.invalid/simple", "https://pypi.org/simple")
+    factory.workspace(
+        root, index_port=index_port, registry_port=registry_port, upstream="https://pypi.org/simple"
     )
     factory.helper(root, "cli", deps=(SDIST_ONLY,), body=CLI)
     factory.image(root, "tools", helpers=("cli",))

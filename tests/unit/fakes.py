@@ -151,7 +151,7 @@ def fake_sha(name: str, version: str) -> str:
     return hashlib.sha256(fake_wheel(name, version)).hexdigest()
 
 
-UPSTREAM = "https://upstream.invalid/simple"  # tests/factory.py's upstream-index
+UPSTREAM = factory.UPSTREAM
 
 
 def fake_upstream(*pins: tuple[str, str]) -> FakeIndex:
