@@ -86,16 +86,19 @@ def image(
     helpers: tuple[str, ...],
     version: str = "0.1.0",
     requirements: tuple[str, ...] = (),
+    base: str | None = None,
 ) -> Path:
+    """``images/<name>/image.toml``; ``base`` None: kiln's OS base (images/os.lock)."""
     path = root / "images" / name
     hl = ", ".join(f'"{h}"' for h in helpers)
     rq = ", ".join(f'"{r}"' for r in requirements)
+    base_line = f'base = "{base}"' if base else ""
     write(
         path / "image.toml",
         f"""
         [image]
         version = "{version}"
-        base = "python:3.11-slim"
+        {base_line}
         python = "{PYTHON}"
         helpers = [{hl}]
         requirements = [{rq}]

@@ -22,11 +22,6 @@ class EnvVar:
 
 
 ENVIRONMENT: tuple[EnvVar, ...] = (
-    EnvVar(
-        "KILN_BASE_IMAGE",
-        "base image for every image (overrides image.toml `base`), e.g. a local "
-        "mirror of python:3.11-slim; --base-image wins over it",
-    ),
     EnvVar("KILN_NO_WHEEL_CACHE", "1: build every helper wheel again instead of reusing"),
     EnvVar("KILN_INDEX_USERNAME", "user name for the package index (not --local)"),
     EnvVar("KILN_INDEX_PASSWORD", "password or token for the package index; never logged"),
@@ -40,13 +35,14 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
     EnvVar("GITHUB_ACTIONS", "true: fold each stage's output into a log group"),
     EnvVar(
         "KILN_OFFLINE",
-        "1: ask no registry but the target (and loopback ones): `kiln lock` pins a base "
-        "image from the local Docker Engine only",
+        "1: ask no registry but the target (and loopback ones): `kiln lock` pins a "
+        "registry base from the local Docker Engine's copy only",
     ),
     EnvVar(
         "PIP_CERT, REQUESTS_CA_BUNDLE, SSL_CERT_FILE",
         "the CA bundle to trust (a TLS-inspecting proxy's CA): given to pip as --cert and "
-        "to uv; the first that names a file wins",
+        "to uv and to kiln's own HTTPS clients (the Debian mirrors too); the first that "
+        "names a file wins",
     ),
 )
 
@@ -69,7 +65,6 @@ def environment_help() -> str:
 class Options:
     """What the environment says, checked. Command-line values are passed alongside."""
 
-    base_image: str | None = None
     wheel_cache: bool = True
     github_actions: bool = False
     ca_bundle: Path | None = None
@@ -77,10 +72,8 @@ class Options:
     offline: bool = False
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str], *, base_image: str | None = None) -> Options:
-        """``base_image``: the --base-image value, which wins over KILN_BASE_IMAGE."""
+    def from_environment(cls, env: Mapping[str, str]) -> Options:
         return cls(
-            base_image=base_image or env.get("KILN_BASE_IMAGE") or None,
             wheel_cache=not _flag(env, "KILN_NO_WHEEL_CACHE"),
             github_actions=env.get("GITHUB_ACTIONS", "").lower() == "true",
             ca_bundle=_ca_bundle(env),

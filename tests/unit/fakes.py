@@ -12,6 +12,10 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
+from kiln._debian.layer import WRITER
+from kiln._debian.lock import OS_LOCK, DebPin, LayerPin, OsLock, PackageSet
+from kiln._debian.lock import render as render_os
+from kiln._debian.locking import os_inputs
 from kiln._errors import ConfigError
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base import BaseImage
@@ -19,7 +23,7 @@ from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
 from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
 from kiln._util.files import sha256_file
-from kiln._wheels.lock import BasePin, Pin, inputs_hash, lock_path, render
+from kiln._wheels.lock import OS_BASE, BasePin, Pin, inputs_hash, lock_path, no_deps_extra, render
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Image, Workspace
 from tests import factory
@@ -68,29 +72,25 @@ class FakeOci:
     # what the registry stores instead of what was sent (None: exactly what was sent)
     rewrite: str | None = None
 
-    # the base's image ID as the fake engine holds it, by reference
-    base_ids: dict[str, str] = field(default_factory=dict)
-
-    def build(
-        self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
-    ) -> tuple[BuiltImage, BaseImage]:
+    def build(self, inputs: ImageInputs, *, source: str | None) -> tuple[BuiltImage, BaseImage]:
         self.builds.append(inputs.ref)
-        base_id = self.base_ids.get(inputs.base)
-        if base_id is None and inputs.base.startswith("python:"):
-            base_id = "sha256:base"  # what the fake engine holds
-        if base_id is None:
-            raise ConfigError(f"base image {inputs.base!r} is not on the Docker Engine")
-        if pinned_id is not None and pinned_id != base_id:
-            raise ConfigError(f"base image {inputs.base!r} is {base_id} here, but the lock pins")
+        if isinstance(inputs.base, str):
+            if "@sha256:" not in inputs.base:
+                raise ConfigError(f"base image {inputs.base!r} is not pinned by digest")
+            base_id = inputs.base.split("@", 1)[1]
+        else:  # kiln's OS base: its identity is its layers'
+            layer = inputs.base.lock.os.layer
+            assert layer is not None
+            base_id = layer.digest
         wh = inputs.wheelhouse
         doc = {
             "base": base_id,
-            "env": dict(inputs.image.env),
+            "env": {**dict(inputs.env), **dict(inputs.image.env)},
             "source": source,
             "wheels": sorted([w.sha256 for w in wh.third_party] + [w.sha256 for w in wh.helpers]),
         }
         built = BuiltImage(config=b"{}", manifest=json.dumps(doc).encode(), layers=())
-        return built, BaseImage(inputs.base, base_id, {}, ())
+        return built, BaseImage(inputs.base_name, base_id, {}, ())
 
     def preflight(self) -> None:
         pass
@@ -178,13 +178,45 @@ def write_fake_lock(
         inputs=inputs_hash(workspace, image, kfp),
         kfp=kfp,
         index=workspace.upstream_index,
-        base=base or BasePin(image.base, "id", "sha256:base"),
+        base=base or _base_pin(image),
         body=body,
-        kfp_pin=Pin("kfp", kfp, (fake_sha("kfp", kfp),), no_deps=True),
+        no_deps=[
+            Pin(n, v, (fake_sha(n, v),), no_deps=True)
+            for n, v in (
+                ("kfp", kfp),
+                *(("pip", "25.0"),) * ("pip" in no_deps_extra(workspace, image)),
+            )
+        ],
     )
     path = lock_path(image)
     path.write_text(text)
     return path
+
+
+def _base_pin(image: Image) -> BasePin:
+    if image.base is None:
+        return BasePin(OS_BASE, "os", "images/os.lock")
+    return BasePin(image.base, "digest", BASE_DIGEST)
+
+
+BASE_DIGEST = "sha256:" + "b" * 64  # what a fake registry base is pinned to
+OS_LAYER = LayerPin("sha256:" + "1" * 64, "sha256:" + "2" * 64, 1000)
+
+
+def write_fake_os_lock(workspace: Workspace, *, release: str = "12.8") -> OsLock:
+    """``images/os.lock`` as `kiln lock` would write it for ``workspace``'s [tool.kiln.os],
+    with one made-up package and layer (FakeOci never reads them)."""
+    pin = DebPin(
+        "libc6", "2.36-9+deb12u9", "amd64", "glibc", "debian",
+        "pool/main/g/glibc/libc6_2.36-9+deb12u9_amd64.deb", 100, "a" * 64,
+    )  # fmt: skip
+    lock = OsLock(
+        path=workspace.root / OS_LOCK, inputs=os_inputs(workspace), writer=WRITER,
+        suite="bookworm", release=release, architecture="amd64", python=factory.PYTHON,
+        os=PackageSet((pin,), (), OS_LAYER),
+    )  # fmt: skip
+    lock.path.write_text(render_os(lock))
+    return lock
 
 
 @dataclass
@@ -217,6 +249,7 @@ class Setup:
 def release_setup(tmp_path: Path) -> Setup:
     registry = FakeRegistry()
     ws = discover(factory.sample(tmp_path / "repo"))
+    write_fake_os_lock(ws)
     write_fake_lock(ws, ws.image("base"))  # numpy==1.0, and kfp==2.17.3 without its deps
     return Setup(
         ws,
@@ -224,5 +257,5 @@ def release_setup(tmp_path: Path) -> Setup:
         registry,
         FakeOci(registry),
         FakePip(),
-        fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")),
+        fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3"), ("pip", "25.0")),
     )

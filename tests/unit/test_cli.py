@@ -18,7 +18,6 @@ def test_help_teaches_the_stages_and_exit_codes(capsys: pytest.CaptureFixture[st
     assert code == 0
     for text in (
         "release --local --dry-run",
-        "KILN_BASE_IMAGE",
         "KILN_NO_WHEEL_CACHE",
         "KILN_REGISTRY_PASSWORD",
         "DOCKER_HOST",

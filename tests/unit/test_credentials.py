@@ -11,8 +11,7 @@ import json
 import stat
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -21,7 +20,6 @@ from requests.adapters import BaseAdapter
 
 from kiln._cli import main
 from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
-from kiln._images.docker import OsBaseBuilder
 from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
 from kiln._servers.index import IndexClient
 from kiln._servers.registry import RegistryClient
@@ -504,24 +502,6 @@ def test_an_index_url_with_credentials_is_refused() -> None:
         IndexClient(f"https://bot:{SECRET}@index.test/")
     assert "https://index.test/" in str(err.value)
     assert SECRET not in str(err.value)
-
-
-# ------------------------------------------------------------------ docker push
-class FakeDockerAPI:
-    def __init__(self) -> None:
-        self.auth_configs: list[dict[str, str] | None] = []
-
-    def push(self, repository: str, *, auth_config: dict[str, str] | None, **_: Any) -> Any:
-        self.auth_configs.append(auth_config)
-        return iter([{"status": "pushed"}, {"aux": {"Tag": "1", "Digest": DIGEST}}])
-
-
-def test_an_os_base_push_sends_the_registry_credentials_to_the_engine() -> None:
-    api = FakeDockerAPI()
-    client = cast(Any, SimpleNamespace(api=api))
-    assert OsBaseBuilder(client, credentials=CREDS).push("reg.test/acme/base", "1") == DIGEST
-    assert OsBaseBuilder(client).push("reg.test/acme/base", "1") == DIGEST
-    assert api.auth_configs == [{"username": "bot", "password": SECRET}, None]
 
 
 # ------------------------------------------------------------------ the CLI

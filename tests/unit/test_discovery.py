@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln._debian.config import OsConfig
 from kiln._errors import ConfigError
 from kiln._workspace.discovery import discover, find_root
 from kiln._workspace.model import Component, Helper, Image, Pipeline
@@ -34,12 +35,14 @@ def test_sample_repo_is_read_into_frozen_data(tmp_path: Path) -> None:
             name="base",
             path=tmp_path / "images" / "base",
             version="0.1.0",
-            base="python:3.11-slim",
+            base=None,  # kiln's OS base
             python="3.11",
             helpers=("imgproc",),
             requirements=(),
         ),
     )
+    assert ws.os == OsConfig()  # [tool.kiln.os]'s defaults
+    assert ws.on_os == ws.images
     components = tmp_path / "pipelines" / "components" / "maths.py"
     assert ws.components == (Component(name="double", path=components, image="base"),)
     assert ws.pipelines == (Pipeline(name="demo", path=tmp_path / "pipelines" / "demo.py"),)
@@ -147,13 +150,76 @@ def test_malformed_image_toml(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
-def test_an_image_needs_no_dockerfile_and_one_names_its_os_base(tmp_path: Path) -> None:
+def test_a_dockerfile_is_refused_with_what_replaces_it(tmp_path: Path) -> None:
     factory.workspace(tmp_path)
     factory.helper(tmp_path, "imgproc")
     path = factory.image(tmp_path, "base", helpers=("imgproc",))
-    assert discover(tmp_path).image("base").os_dockerfile is None
     (path / "Dockerfile").write_text("ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
-    assert discover(tmp_path).image("base").os_dockerfile == path / "Dockerfile"
+    with pytest.raises(ConfigError) as err:
+        discover(tmp_path)
+    message = str(err.value)
+    assert message.startswith(f"{path / 'Dockerfile'}: kiln builds no image with Docker")
+    assert 'os-packages (e.g. os-packages = ["libgomp1"]), then `kiln lock`' in message
+
+
+def test_os_packages_and_a_registry_base_are_read(tmp_path: Path) -> None:
+    factory.workspace(tmp_path)
+    factory.helper(tmp_path, "imgproc")
+    path = factory.image(tmp_path, "base", helpers=("imgproc",))
+    toml = path / "image.toml"
+    toml.write_text(toml.read_text() + 'os-packages = ["libgomp1", "fonts-dejavu-core"]\n')
+    image = discover(tmp_path).image("base")
+    assert (image.base, image.os_packages) == (None, ("libgomp1", "fonts-dejavu-core"))
+
+    factory.image(tmp_path, "gpu", helpers=("imgproc",), base="python:3.11-slim")
+    assert discover(tmp_path).image("gpu").base == "python:3.11-slim"
+    both = tmp_path / "images" / "gpu" / "image.toml"
+    both.write_text(both.read_text() + 'os-packages = ["libgomp1"]\n')
+    with pytest.raises(ConfigError, match=r"names a registry base \(python:3.11-slim\); drop one"):
+        discover(tmp_path)
+    both.write_text(both.read_text().replace('"libgomp1"]', '"Not A Package"]'))
+    with pytest.raises(ConfigError, match=r"'Not A Package' is not a Debian package name"):
+        discover(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ('[tool.kiln.os]\nsuite = "Bookworm"', "suite = 'Bookworm': use a codename"),
+        ('[tool.kiln.os]\narchitecture = "s390x"', "kiln builds amd64 and arm64"),
+        ('[tool.kiln.os]\npackages = []', "packages is empty"),
+        ('[tool.kiln.os]\nmirror = ["x"]', "has no setting mirror (known: architecture,"),
+        ('[tool.kiln.os]\npackages = ["dash"]\nexclude = ["dash"]', "dash is both in packages"),
+        ('[tool.kiln.os.mirrors]\nubuntu = ["https://x"]', "unknown archive ubuntu"),
+        (
+            '[tool.kiln.os.mirrors]\ndebian = ["https://user:pw@proxy/debian"]',
+            "must be an http(s) URL without credentials",
+        ),
+    ],
+)
+def test_a_bad_os_definition_is_named(tmp_path: Path, section: str, message: str) -> None:
+    factory.sample(tmp_path)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + "\n" + section + "\n")
+    with pytest.raises(ConfigError) as err:
+        discover(tmp_path)
+    assert str(err.value).startswith(str(pyproject))
+    assert message in str(err.value)
+    assert "pw" not in str(err.value).replace("pyproject", "")
+
+
+def test_mirrors_put_a_proxy_first_and_keep_the_other_archive(tmp_path: Path) -> None:
+    factory.sample(tmp_path)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        pyproject.read_text()
+        + '\n[tool.kiln.os.mirrors]\ndebian = ["https://proxy.test/debian/", '
+        '"https://deb.debian.org/debian"]\n'
+    )
+    config = discover(tmp_path).os
+    assert config.urls("debian") == ("https://proxy.test/debian", "https://deb.debian.org/debian")
+    assert config.urls("debian-security") == ("https://deb.debian.org/debian-security",)
+    assert config.inputs({}) == OsConfig().inputs({})  # mirrors are no input of the lock
 
 
 def _kiln_image(tmp_path: Path, extra: str) -> Path:

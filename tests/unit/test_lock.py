@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiln._errors import ConfigError, ServiceUnavailable
-from kiln._images.base import kiln_base, resolve_base, split_reference
+from kiln._images.base import build_ref, resolve_base, split_reference
 from kiln._wheels.lock import (
     BasePin,
     Built,
@@ -250,7 +250,7 @@ def test_staleness_names_the_file_and_the_command(ws: Workspace) -> None:
         replace(image, requirements=("six",)),
         replace(image, python="3.12"),
         replace(image, platform="x86_64-manylinux_2_17"),
-        replace(image, base="python:3.12-slim"),
+        replace(image, base="python:3.12-slim"),  # was kiln's OS base
     ):
         with pytest.raises(ConfigError) as err:
             check_fresh(read_lock(image), ws, changed, "2.17.3")
@@ -328,8 +328,9 @@ def test_docker_references_split_like_docker() -> None:
     assert split_reference("ghcr.io/o/p@sha256:ab") == ("ghcr.io", "o/p", "sha256:ab")
 
 
-def test_the_base_is_pinned_by_registry_digest_else_by_the_local_engine() -> None:
+def test_a_registry_base_is_pinned_by_digest_or_refused() -> None:
     asked: list[tuple[str, str, str]] = []
+    where = Path("images/base/image.toml")
 
     def registry(host: str, repository: str, tag: str) -> str | None:
         asked.append((host, repository, tag))
@@ -341,25 +342,35 @@ def test_the_base_is_pinned_by_registry_digest_else_by_the_local_engine() -> Non
     def no_local(ref: str) -> None:
         return None
 
-    pin, _ = resolve_base("python:3.11-slim", registry_digest=registry, local=no_local)
+    pin, _ = resolve_base(
+        "python:3.11-slim", where=str(where), registry_digest=registry, local=no_local
+    )
     assert pin == BasePin("python:3.11-slim", "digest", "sha256:" + "d" * 64)
     assert asked == [("registry-1.docker.io", "library/python", "3.11-slim")]
 
-    pulled = (("python@sha256:" + "e" * 64,), "sha256:id")
-    pin, how = resolve_base("python:3.11-slim", registry_digest=unreachable, local=lambda r: pulled)
+    pulled = ("python@sha256:" + "e" * 64,)
+    pin, how = resolve_base(
+        "python:3.11-slim", where=str(where), registry_digest=unreachable, local=lambda r: pulled
+    )
     assert pin == BasePin("python:3.11-slim", "digest", "sha256:" + "e" * 64)
     assert how == "repo digest from the local engine"
 
-    imported = ((), "sha256:" + "f" * 64)
-    pin, _ = resolve_base(
-        "kiln-local/py:3.11", registry_digest=unreachable, local=lambda r: imported
+    # An imported image (no repo digest) or an unreachable registry: refused, with the fix.
+    for local in (lambda r: (), no_local):
+        with pytest.raises(ConfigError) as err:
+            resolve_base(
+                "kiln-local/py:3.11", where=str(where), registry_digest=unreachable, local=local
+            )
+        message = str(err.value)
+        assert message.startswith(f"{where}: base kiln-local/py:3.11 could not be pinned")
+        assert "registry registry-1.docker.io is not reachable (ConnectionError)" in message
+        assert 'base = "kiln-local/py@sha256:<digest>"' in message
+        assert "delete `base` to build on kiln's OS base" in message
+    # Pinned in image.toml already: nothing is asked.
+    pinned = "python@sha256:" + "f" * 64
+    assert resolve_base(pinned, where="x", registry_digest=unreachable, local=no_local)[0] == (
+        BasePin(pinned, "digest", "sha256:" + "f" * 64)
     )
-    assert pin == BasePin("kiln-local/py:3.11", "id", "sha256:" + "f" * 64)
-
-    pin, how = resolve_base("python:3.11-slim", registry_digest=unreachable, local=no_local)
-    assert pin.kind == "unpinned"
-    assert pin.value == "registry registry-1.docker.io is not reachable (ConnectionError)"
-    assert "the local engine has no python:3.11-slim" in how
 
 
 def _lock(base: BasePin) -> Lock:
@@ -367,29 +378,24 @@ def _lock(base: BasePin) -> Lock:
 
 
 def test_the_release_builds_from_the_locked_base(ws: Workspace) -> None:
-    image = ws.image("base")
-    assert kiln_base(image, _lock(BASE), override=None) == (f"python@sha256:{'b' * 64}", None)
-    # An offline machine's KILN_BASE_IMAGE replaces it.
-    assert kiln_base(image, _lock(BASE), override="mirror/py") == ("mirror/py", None)
-    # A base pinned by image ID is read from the engine, which must hold that ID.
-    pinned_id = BasePin("kiln-local/py:3.11", "id", "sha256:other")
-    assert kiln_base(image, _lock(pinned_id), override=None) == (
-        "kiln-local/py:3.11", "sha256:other",
-    )  # fmt: skip
-    unpinned = BasePin("python:3.11-slim", "unpinned", "not reachable")
-    with pytest.raises(ConfigError, match=r"is not pinned .* or set KILN_BASE_IMAGE"):
-        kiln_base(image, _lock(unpinned), override=None)
+    on_os = ws.image("base")  # no `base` in image.toml: kiln's OS base
+    assert build_ref(on_os, _lock(BasePin("os", "os", "images/os.lock"))) is None
+    with pytest.raises(ConfigError, match=r"stale: written for base python:3.11-slim"):
+        build_ref(on_os, _lock(BASE))
+    on_registry = replace(on_os, base="python:3.11-slim")
+    assert build_ref(on_registry, _lock(BASE)) == f"python@sha256:{'b' * 64}"
+    with pytest.raises(ConfigError, match=r"stale: written for kiln's OS base"):
+        build_ref(on_registry, _lock(BasePin("os", "os", "images/os.lock")))
 
 
-def test_an_os_base_is_kept_when_the_upstream_base_is_overridden(ws: Workspace) -> None:
-    """KILN_BASE_IMAGE replaced the upstream base when `kiln lock` built the OS base on it."""
-    os_base = BasePin(
-        "127.0.0.1:5765/acme/base-os:0123456789abcdef", "digest", "sha256:" + "c" * 64,
-        os_from="kiln-local/python:3.11-bookworm",
-    )  # fmt: skip
-    assert kiln_base(ws.image("base"), _lock(os_base), override="mirror/py") == (
-        f"127.0.0.1:5765/acme/base-os@sha256:{'c' * 64}", None,
-    )  # fmt: skip
+@pytest.mark.parametrize("key", ["base-id", "base-unpinned"])
+def test_a_lock_from_a_machine_local_base_is_refused(ws: Workspace, key: str) -> None:
+    text = lock_text(ws, FakeUv())
+    text = re.sub(r"# base-digest = .*", f'# {key} = "sha256:{"f" * 64}"', text)
+    with pytest.raises(ConfigError) as err:
+        parse_lock(Path("images/base/requirements.lock"), text)
+    assert "does not pin its base by a registry digest" in str(err.value)
+    assert "run `kiln lock base`" in str(err.value)
 
 
 # ------------------------------------------------------------------ fetching the files

@@ -1,5 +1,5 @@
-"""Where kiln's builder takes a base from: its registry (blobs as published, mounted on
-push), or the local engine (and the copy read before, when the engine is away)."""
+"""A registry base: read by digest from its registry (blobs as published, checked, kept in
+the cache), mounted on push; never from a local engine, never by a tag alone."""
 
 from __future__ import annotations
 
@@ -13,16 +13,15 @@ import docker
 import pytest
 import requests
 
-from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._images.oci.base import from_registry, load_base, pull_base
+from kiln._errors import CommandFailed, ConfigError
+from kiln._images.oci.base import pull_base
 from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.cache import LayerCache
-from kiln._images.oci.compress import GZIP
 from kiln._images.oci.push import push_image
 from kiln._images.oci.rootfs import host_machine
 from kiln._servers.registry import RegistryClient
 from tests.unit.test_credentials import FakeTransport, session_with
-from tests.unit.test_oci_build import FakeEngine, FakeImage, a_layer_tar, docker_save
+from tests.unit.test_oci_build import a_layer_tar
 from tests.unit.test_oci_push import FakeRegistry, an_image
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(host_machine(), host_machine())
@@ -79,15 +78,6 @@ class SourceRegistry:
 def registry_of(source: SourceRegistry) -> tuple[RegistryClient, FakeTransport]:
     transport = FakeTransport(source)
     return RegistryClient("docker.test", session=session_with(transport)), transport
-
-
-def test_which_references_are_read_from_a_registry() -> None:
-    assert from_registry("docker.test/library/python:3.11-slim")
-    assert from_registry("127.0.0.1:5000/kiln/python:3.11")
-    assert from_registry("localhost/python:3.11")
-    assert from_registry("python:3.11-slim@sha256:" + "a" * 64)
-    assert not from_registry("python:3.11-slim")  # Docker Hub by name: the engine's copy
-    assert not from_registry("kiln-local/python:3.11-bookworm")
 
 
 def test_a_base_is_pulled_for_this_machine_once_then_read_from_the_cache(tmp_path: Path) -> None:
@@ -147,32 +137,17 @@ def test_base_blobs_in_the_push_registry_are_mounted_not_uploaded(tmp_path: Path
 
 
 def _no_engine() -> docker.DockerClient:
-    raise ServiceUnavailable("Docker Engine is not reachable at unix:///nowhere (no such socket)")
+    raise AssertionError("a build asks no engine")
 
 
-def test_without_the_engine_the_base_read_before_is_used_and_said(tmp_path: Path) -> None:
-    saved, image_id = docker_save(a_layer_tar(tmp_path))
-    cache_dir = tmp_path / "cache"
-    engine = cast(docker.DockerClient, FakeEngine(FakeImage(saved, image_id)))
-    read = load_base(engine, "kiln-local/python:3.11", LayerCache(cache_dir), GZIP)
-
-    said: list[str] = []
-    builder = KilnBuilder(_no_engine, cache_dir, cast(Any, None), log=said.append)
-    assert builder.base("kiln-local/python:3.11") == read
-    assert said == [
-        (
-            "    base kiln-local/python:3.11: the Docker Engine is not reachable; using the "
-            f"copy read before ({image_id[:19]}...)"
-        )
-    ]
-    with pytest.raises(ConfigError, match="but the lock pins sha256:other"):
-        builder.base("kiln-local/python:3.11", pinned_id="sha256:other")
-
-
-def test_without_the_engine_or_a_copy_the_error_says_what_to_do(tmp_path: Path) -> None:
-    builder = KilnBuilder(_no_engine, tmp_path / "cache", cast(Any, None))
-    with pytest.raises(ServiceUnavailable) as err:
-        builder.base("kiln-local/python:3.11")
-    assert "has no copy of it yet: start the engine once, or pin a base that lives in a" in str(
-        err.value
+def test_a_registry_base_is_read_by_digest_and_a_tag_alone_is_refused(tmp_path: Path) -> None:
+    source = SourceRegistry(tmp_path)
+    client, _ = registry_of(source)
+    builder = KilnBuilder(
+        _no_engine, tmp_path / "cache", cast(Any, None), base_registry=lambda host: client
     )
+    pinned = f"docker.test/library/python@{sha(source.index)}"
+    assert builder.base(pinned).image_id == sha(source.config)
+    with pytest.raises(ConfigError) as err:
+        builder.base("docker.test/library/python:3.11-slim")
+    assert "is not pinned by digest; run `kiln lock` to pin it" in str(err.value)

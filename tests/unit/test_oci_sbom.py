@@ -1,5 +1,6 @@
-"""The SBOM of a kiln-built image: every distribution with its hash and purl, the base by
-digest (or image ID), the same bytes for the same inputs; written and recorded by a release."""
+"""The SBOM of a kiln-built image: every distribution with its hash and purl, every Debian
+package of kiln's OS base (or a registry base by digest), the same bytes for the same
+inputs; written and recorded by a release."""
 
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def test_every_distribution_is_listed_with_its_wheel_hash_and_purl(tmp_path: Pat
         "pkg:pypi/acme-imgproc@0.1.0",
     }
     found = components(sbom)
-    libraries = {ref: c for ref, c in found.items() if c["type"] == "library"}
+    libraries = {
+        ref: c for ref, c in found.items() if c["type"] == "library" and "pkg:pypi/" in ref
+    }
     assert {ref: c["purl"] for ref, c in libraries.items()} == {ref: ref for ref in wheels}
     assert {ref: c["hashes"] for ref, c in libraries.items()} == {
         ref: [{"alg": "SHA-256", "content": sha}] for ref, sha in wheels.items()
@@ -68,11 +71,24 @@ def test_the_same_inputs_give_the_same_bytes_anywhere(tmp_path: Path) -> None:
     assert other["serialNumber"] != serial  # derived from the image digest
 
 
-def test_the_base_is_listed_by_digest_or_else_by_image_id(tmp_path: Path) -> None:
+def test_kiln_s_os_base_lists_debian_and_every_package_by_purl_and_deb_hash(
+    tmp_path: Path,
+) -> None:
     inputs = inputs_of(release_setup(tmp_path))
-    by_id = [c for c in components(image_sbom(inputs, DIGEST)).values() if c["type"] == "container"]
-    assert [(c["name"], c["version"]) for c in by_id] == [(inputs.base, "sha256:base")]
+    found = components(image_sbom(inputs, DIGEST))
+    (system,) = [c for c in found.values() if c["type"] == "operating-system"]
+    assert (system["name"], system["version"]) == ("debian", "12.8")
+    debs = {ref: c for ref, c in found.items() if ref.startswith("pkg:deb/")}
+    purl = "pkg:deb/debian/libc6@2.36-9%2Bdeb12u9?arch=amd64&distro=debian-bookworm"
+    assert list(debs) == [purl]
+    assert debs[purl]["hashes"] == [{"alg": "SHA-256", "content": "a" * 64}]
+    properties = {p["name"]: p["value"] for p in debs[purl]["properties"]}
+    assert properties == {"org.kiln:layer": "os", "org.kiln:source-package": "glibc"}
+    assert not [c for c in found.values() if c["type"] == "container"]
 
+
+def test_a_registry_base_is_listed_by_digest(tmp_path: Path) -> None:
+    inputs = inputs_of(release_setup(tmp_path))
     base_digest = "sha256:" + "b" * 64
     pinned = dataclasses.replace(inputs, base=f"mirror.invalid/python@{base_digest}")
     (base,) = [
@@ -83,6 +99,7 @@ def test_the_base_is_listed_by_digest_or_else_by_image_id(tmp_path: Path) -> Non
     assert base["purl"] == (
         f"pkg:oci/python@{base_digest}" + "?repository_url=mirror.invalid/python"
     )
+    assert not [c for c in components(image_sbom(pinned, DIGEST)) if c.startswith("pkg:deb/")]
 
 
 def _git_commit(root: Path) -> str:

@@ -248,8 +248,12 @@ def test_a_packages_mode_yaml_pins_every_file_by_hash_on_the_private_index_only(
     assert "from pipelines/components/light.py (light_step, packages mode): do not edit." in text
     spec = yaml.safe_load(text)
     container = spec["deploymentSpec"]["executors"]["exec-light-step"]["container"]
-    assert container["image"] == "python:3.11-slim"  # the lock could not pin it here
+    # Packages mode's base: kiln's OS base and the locked pip, pinned by digest.
+    (base,) = [i for i in setup.release().manifest.images if i.name == "packages"]
+    assert container["image"] == base.ref == f"registry.invalid:5000/acme/packages@{base.digest}"
+    assert base.tag == f"py{factory.PYTHON}-{base.digest[7:19]}"
     command = container["command"][2]
+    assert "pip @" not in command  # pip is in the base, not installed by the pod
     assert "--index-url http://index.invalid/simple/" in command
     assert "--extra-index-url" not in command
     assert "--trusted-host" not in command  # not a loopback index

@@ -17,13 +17,22 @@ from kiln._errors import (
     PublishedConflict,
     ServiceUnavailable,
 )
+from kiln._images.inputs import OsBase
 from kiln._images.oci.builder import image_labels
 from kiln._release.plan import Action
 from kiln._release.stages import make_plan, prepare
 from kiln._util.files import sha256_file
-from kiln._wheels.lock import BasePin
 from kiln._workspace.discovery import discover
-from tests.unit.fakes import Setup, fake_sha, release_setup, write_fake_lock
+from tests import factory
+from tests.unit.fakes import (
+    BASE_DIGEST,
+    OS_LAYER,
+    Setup,
+    fake_sha,
+    release_setup,
+    write_fake_lock,
+    write_fake_os_lock,
+)
 
 
 @pytest.fixture
@@ -194,19 +203,43 @@ def test_prepare_and_plan_write_nothing_outside_kiln_state(setup: Setup) -> None
     assert setup.oci.pushes == []
 
 
-def test_the_base_image_is_identified_by_its_id_not_its_name(setup: Setup) -> None:
-    setup.release()
-    # Another name for the same image (the fake engine gives every python:* one ID).
-    prepared = prepare(setup.ws, setup.services, base_override="python:3.11-slim-alias")
-    plan = make_plan(setup.ws, prepared, setup.services)
-    assert plan.up_to_date, plan.refusals
+def test_images_build_on_the_os_lock_and_a_stale_one_stops_the_release(setup: Setup) -> None:
+    (inputs,) = prepare(setup.ws, setup.services).images
+    assert isinstance(inputs.base, OsBase)
+    assert inputs.base.lock.os.layer == OS_LAYER
+    assert inputs.base.extras is None
 
-
-def test_a_base_image_that_does_not_exist_is_named(setup: Setup) -> None:
+    pyproject = setup.ws.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.kiln.os]\nsuite = "trixie"\n')
     with pytest.raises(ConfigError) as err:
-        prepare(setup.ws, setup.services, base_override="nosuch/python:3.11")
-    assert "base image 'nosuch/python:3.11' is not on the Docker Engine" in str(err.value)
-    assert setup.registry.tags == {}
+        prepare(discover(setup.ws.root), setup.services)
+    assert str(err.value) == (
+        f"{setup.ws.root / 'images' / 'os.lock'}: stale: [tool.kiln.os] or an image's "
+        "os-packages changed since it was written; run `kiln lock` and commit the result"
+    )
+    assert setup.oci.builds == [inputs.ref]  # the second release built nothing
+
+
+def test_an_image_whose_python_is_not_the_os_lock_s_is_named(setup: Setup) -> None:
+    write_fake_os_lock(setup.ws)
+    lock = setup.ws.root / "images" / "os.lock"
+    lock.write_text(lock.read_text().replace(f'python = "{factory.PYTHON}"', 'python = "3.9"'))
+    with pytest.raises(ConfigError) as err:
+        prepare(setup.ws, setup.services)
+    assert f"python = '{factory.PYTHON}', but kiln's OS base installs Python 3.9" in str(err.value)
+    assert "images/base/image.toml" in str(err.value)
+
+
+def test_a_registry_base_is_built_on_by_its_locked_digest(setup: Setup) -> None:
+    toml = setup.ws.image("base").path / "image.toml"
+    toml.write_text(toml.read_text().replace("[image]\n", '[image]\nbase = "python:3.11-slim"\n'))
+    ws = discover(setup.ws.root)
+    # The lock still says kiln's OS base: stale.
+    with pytest.raises(ConfigError, match=r"stale"):
+        prepare(ws, setup.services)
+    write_fake_lock(ws, ws.image("base"))
+    (inputs,) = prepare(ws, setup.services).images
+    assert inputs.base == f"python@{BASE_DIGEST}"
 
 
 # ---------------------------------------------------------------- the committed lock
@@ -264,15 +297,6 @@ def test_a_hand_edited_hash_is_refused_before_anything_is_published(setup: Setup
     assert f"{lock}: numpy==1.0: http://index.invalid/simple/ serves" in str(err.value)
     assert "`kiln lock base --upgrade numpy`" in str(err.value)
     assert (json.dumps(setup.index.published, sort_keys=True), setup.registry.tags) == before
-
-
-def test_the_base_is_the_locked_one_unless_overridden(setup: Setup) -> None:
-    image = setup.ws.image("base")
-    write_fake_lock(setup.ws, image, base=BasePin(image.base, "id", "sha256:other"))
-    with pytest.raises(ConfigError, match=r"is sha256:base here, but the lock pins"):
-        setup.release()
-    prepared = prepare(setup.ws, setup.services, base_override="python:offline-mirror")
-    assert prepared.images[0].base == "python:offline-mirror"
 
 
 @pytest.fixture

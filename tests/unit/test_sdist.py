@@ -38,6 +38,7 @@ from tests.unit.fakes import (
     FakeRegistry,
     fake_sha,
     fake_upstream,
+    write_fake_os_lock,
 )
 
 PRIVATE = "http://index.invalid/simple/"  # FakeIndex's simple URL, as prepare() names it
@@ -200,7 +201,9 @@ class FakeUvRunner:
 
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
-    return discover(factory.sample(tmp_path / "repo"))
+    ws = discover(factory.sample(tmp_path / "repo"))
+    write_fake_os_lock(ws)
+    return ws
 
 
 def builder(ws: Workspace, sources: FakeSources, **kw: object) -> SdistBuilder:
@@ -220,7 +223,7 @@ def lock(ws: Workspace, sdists: SdistBuilder, sources: FakeSources, **kw: object
         image,
         kfp_version="2.17.3",
         uv=Uv(FakeUvRunner(sha(sources.sdist)), "uv", UPSTREAM),
-        base=BasePin(image.base, "id", "sha256:base"),
+        base=BasePin("os", "os", "images/os.lock"),
         pages=upstream(sources),
         sdists=sdists,
         **kw,  # type: ignore[arg-type]

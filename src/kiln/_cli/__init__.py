@@ -72,9 +72,6 @@ def parser() -> argparse.ArgumentParser:
     )
     targets.add_argument("--index", metavar="URL", help="package index base URL (not --local)")
     targets.add_argument("--registry", metavar="HOST", help="registry host[:port] (not --local)")
-    targets.add_argument(
-        "--base-image", metavar="REF", help="base image for every image (or KILN_BASE_IMAGE)"
-    )
 
     top = argparse.ArgumentParser(
         prog="kiln",
@@ -96,9 +93,7 @@ def main_inner(
     env: Mapping[str, str] | None = None,
 ) -> int:
     args = parser().parse_args(argv)
-    args.options = Options.from_environment(
-        os.environ if env is None else env, base_image=getattr(args, "base_image", None)
-    )
+    args.options = Options.from_environment(os.environ if env is None else env)
     args.report = report or Reporter()
     args.report.verbose, args.report.quiet = args.verbose, args.quiet
     args.report.timings, args.report.github_actions = args.timings, args.options.github_actions

@@ -65,29 +65,33 @@ def local_stack(ws: Workspace) -> LocalStack:
     return LocalStack(ws.stack, ws.state_dir / "stack")
 
 
-def target_registry(args: argparse.Namespace, ws: Workspace) -> tuple[RegistryClient, Any]:
-    """The registry --local (the local stack's, started if needed) or --registry names, and
-    its credentials (from the environment, netrc or docker's config; None for the stack)."""
-    from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
-    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
-
-    if args.local:
-        local_stack(ws).up(echo=report_of(args).step)
-        host, credentials = ws.stack.registry, None
-    elif args.registry:
-        host, credentials = args.registry, registry_credentials(args.registry, os.environ)
-    else:
-        raise ConfigError(
-            "an image with a Dockerfile gets an OS base pushed to the registry its "
-            "releases use: give --local or --registry HOST[:PORT]"
-        )
+def http_session(options: Options) -> requests.Session:
+    """A session for kiln's own HTTPS clients, trusting ``options``' CA bundle."""
     session = requests.Session()
-    ca_bundle = options_of(args).ca_bundle
-    if ca_bundle is not None:
-        session.verify = str(ca_bundle)
-    reg = RegistryClient(host, credentials=credentials, session=session)
-    reg.ping()
-    return reg, credentials
+    if options.ca_bundle is not None:
+        session.verify = str(options.ca_bundle)
+    return session
+
+
+def os_layers(
+    ws: Workspace, options: Options, log: Callable[[str], None], *, copies: Any = None
+) -> Any:
+    """kiln's OS layers for ``ws``: its layer cache, .deb cache and Debian mirrors, and
+    ``copies`` (the registry's copies of layers) as a source."""
+    from kiln._debian.archive import Mirrors  # noqa: PLC0415
+    from kiln._debian.build import OsLayers  # noqa: PLC0415
+    from kiln._images.oci.builder import cache_dir  # noqa: PLC0415
+    from kiln._images.oci.cache import LayerCache  # noqa: PLC0415
+
+    mirrors = Mirrors(ws.os, http_session(options))
+    return OsLayers(
+        LayerCache(cache_dir(ws.state_dir)), debian_cache(ws), mirrors, copies=copies, log=log
+    )
+
+
+def debian_cache(ws: Workspace) -> Path:
+    """Where kiln keeps Debian's checked indexes and .deb files (``.kiln/cache/debian``)."""
+    return ws.state_dir / "cache" / "debian"
 
 
 def _kiln_builder(
@@ -99,10 +103,11 @@ def _kiln_builder(
     *,
     credentials: Credentials | None,
 ) -> Any:
-    """kiln's image builder (None: the repo has no image); ``credentials``: the push
+    """kiln's image builder (None: the repo builds no image); ``credentials``: the push
     registry's, which the engine needs to pull an image for its smoke check."""
-    if not ws.images:
+    if not ws.images and (ws.packages is None or ws.packages.base is not None):
         return None
+    from kiln._debian.build import RegistryCopies  # noqa: PLC0415
     from kiln._images.oci.builder import KilnBuilder, cache_dir  # noqa: PLC0415
     from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
     from kiln._servers.registry import RegistryClient  # noqa: PLC0415
@@ -111,16 +116,15 @@ def _kiln_builder(
         """The registry a base is read from (the target registry's own client for it)."""
         if host == reg.host:
             return reg
-        session = requests.Session()
-        if options.ca_bundle is not None:
-            session.verify = str(options.ca_bundle)
         return RegistryClient(
-            host, credentials=registry_credentials(host, os.environ), session=session
+            host, credentials=registry_credentials(host, os.environ), session=http_session(options)
         )
 
+    siblings = [f"{ws.org}/{i.name}" for i in ws.locked]
     return KilnBuilder(
-        engine, cache_dir(ws.state_dir), reg, base_registry=base_registry, log=log,
-        credentials=credentials,
+        engine, cache_dir(ws.state_dir), reg, base_registry=base_registry,
+        os_layers=lambda: os_layers(ws, options, log, copies=RegistryCopies(reg, siblings)),
+        siblings=siblings, log=log, credentials=credentials,
     )  # fmt: skip
 
 
@@ -178,10 +182,7 @@ def services(
     index = IndexClient(
         index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
     )
-    registry_session = requests.Session()
-    if options.ca_bundle is not None:
-        registry_session.verify = str(options.ca_bundle)
-    reg = RegistryClient(registry, credentials=registry_auth, session=registry_session)
+    reg = RegistryClient(registry, credentials=registry_auth, session=http_session(options))
     index.ping()
     reg.ping()
     oci = None

@@ -55,7 +55,7 @@ def release_dev(args: argparse.Namespace) -> int:
         apply_bump(dataclasses.replace(plan, root=root))
         dev_ws = discover(root)
         prepared = prepare(
-            dev_ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
+            dev_ws, services, wheel_cache=options.wheel_cache,
             report=report,
         )  # fmt: skip
         images = [c.name for c in plan.changes if c.kind == "image"]

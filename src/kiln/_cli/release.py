@@ -37,7 +37,6 @@ def release_parts(
     prepared = prepare(
         ws,
         services,
-        base_override=options.base_image,
         images=images,
         wheel_cache=options.wheel_cache,
         report=common.report_of(args),
@@ -95,7 +94,6 @@ def cmd_components(args: argparse.Namespace) -> int:
     prepared = prepare(
         ws,
         services,
-        base_override=options.base_image,
         wheel_cache=options.wheel_cache,
         report=report,
     )
@@ -205,7 +203,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     options = common.options_of(args)
     services = common.services(args, ws, read_only=True)
     prepared = prepare(
-        ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
+        ws, services, wheel_cache=options.wheel_cache,
         report=report, images=False,
     )  # fmt: skip
     report.stage("check", f"check: against {services.index.url} and {services.registry.host}")
@@ -250,7 +248,7 @@ def _component_drift(
     report = common.report_of(args)
     if prepared is None:
         prepared = prepare(
-            ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
+            ws, services, wheel_cache=options.wheel_cache,
             report=report,
         )  # fmt: skip
     refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}

@@ -60,7 +60,7 @@ def release_tag(args: argparse.Namespace) -> int:
     check_history(version, released, previous)
     report.stage("train", f"release {version} ({args.tag} at {head[:12]})")
     prepared = prepare(
-        ws, services, base_override=options.base_image, wheel_cache=options.wheel_cache,
+        ws, services, wheel_cache=options.wheel_cache,
         report=report,
     )  # fmt: skip
     plan = make_plan(ws, prepared, services)

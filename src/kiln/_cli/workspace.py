@@ -96,9 +96,9 @@ def cmd_bump(args: argparse.Namespace) -> int:
 
 
 def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) -> Any:
-    """``ref -> (BasePin, how)``: the registry's manifest digest when it answers, else the
-    local engine's repo digest or image ID (no engine: unpinned). ``offline``: no registry
-    but a loopback one is asked."""
+    """``(ref, where) -> (BasePin, how)``: a registry base pinned by its registry's
+    manifest digest, or a repo digest of the local engine's copy; else a ConfigError
+    naming ``where``. ``offline``: no registry but a loopback one is asked."""
     import docker.errors  # noqa: PLC0415
 
     from kiln._images.base import resolve_base  # noqa: PLC0415
@@ -111,18 +111,22 @@ def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) ->
             raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
         return RegistryClient(host, scheme="http" if loopback else "https").digest(repository, tag)
 
-    def local(ref: str) -> tuple[tuple[str, ...], str] | None:
+    def local(ref: str) -> tuple[str, ...] | None:
         try:
             image = docker_client(docker_host).images.get(ref)
         except (KilnError, docker.errors.DockerException) as exc:
             report.detail(f"    {ref}: not on the local Docker Engine ({type(exc).__name__})")
             return None
-        return tuple(image.attrs.get("RepoDigests") or ()), str(image.id)
+        return tuple(image.attrs.get("RepoDigests") or ())
 
-    return lambda ref: resolve_base(ref, registry_digest=registry_digest, local=local)
+    return lambda ref, where: resolve_base(
+        ref, where=where, registry_digest=registry_digest, local=local
+    )
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
+    from kiln._debian.lock import read_os_lock  # noqa: PLC0415
+    from kiln._debian.locking import check_os_fresh  # noqa: PLC0415
     from kiln._release.stages import kfp_version  # noqa: PLC0415
     from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
 
@@ -137,6 +141,11 @@ def cmd_lock(args: argparse.Namespace) -> int:
     kfp = kfp_version()
     if args.check:
         stale = []
+        if ws.on_os:
+            try:
+                check_os_fresh(read_os_lock(ws.root), ws)
+            except ConfigError as exc:
+                stale.append(str(exc))
         for image in images:
             try:
                 check_fresh(read_lock(image), ws, image, kfp)
@@ -144,13 +153,57 @@ def cmd_lock(args: argparse.Namespace) -> int:
                 stale.append(str(exc))
         if stale:
             raise ConfigError("\n".join(stale))
-        common.emit(args, {i.name: "fresh" for i in images}, f"{len(images)} lock(s) up to date")
+        count = len(images) + (1 if ws.on_os else 0)
+        data = {i.name: "fresh" for i in images} | ({"os": "fresh"} if ws.on_os else {})
+        common.emit(args, data, f"{count} lock(s) up to date")
         return 0
-    rows = _relock(args, ws, images, upgrade=args.upgrade or ())
-    common.emit(args, rows, "\n".join(
-        f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()
-    ))  # fmt: skip
+    rows: dict[str, dict[str, Any]] = {}
+    if ws.on_os:
+        rows["os"] = _lock_os(args, ws, upgrade=args.upgrade_os)
+    rows |= _relock(args, ws, images, upgrade=args.upgrade or ())
+    lines = [f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()]
+    lines += [f"  {line}" for line in rows.get("os", {}).get("changes", [])]
+    common.emit(args, rows, "\n".join(lines))
     return 0
+
+
+def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[str, Any]:
+    """Write images/os.lock when it is stale or ``upgrade``; its row, with every change."""
+    from kiln._debian.archive import Indexes, Mirrors  # noqa: PLC0415
+    from kiln._debian.lock import OS_LOCK, parse_os_lock, render  # noqa: PLC0415
+    from kiln._debian.locking import changes, lock_os, stale_reason  # noqa: PLC0415
+    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
+
+    report, options = common.report_of(args), common.options_of(args)
+    path = ws.root / OS_LOCK
+    previous = None
+    if path.is_file():
+        try:
+            previous = parse_os_lock(path, path.read_text(encoding="utf-8"))
+        except ConfigError as exc:
+            report.step(f"{path}: unreadable, written anew ({exc})")
+    if previous is not None and not upgrade and stale_reason(previous, ws) is None:
+        report.stage("os", f"OS lock {OS_LOCK}: up to date")
+        return {"path": str(path), "written": False, "changes": []}
+    how = "moving every package to the newest version" if upgrade else "resolving"
+    report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
+    mirrors = Mirrors(ws.os, common.http_session(options))
+    indexes = Indexes(
+        ws.os, mirrors, reporting_runner(report), common.debian_cache(ws), log=report.detail
+    )
+    layers = common.os_layers(ws, options, report.detail)
+    lock = lock_os(
+        ws, indexes=indexes, layers=layers, previous=previous, upgrade=upgrade,
+        log=report.detail,
+    )  # fmt: skip
+    text = render(lock)
+    same = path.is_file() and path.read_text(encoding="utf-8") == text
+    if not same:
+        path.write_text(text, encoding="utf-8")
+    moved = [c.line for c in changes(previous, lock)]
+    for line in moved:
+        report.detail(f"    {line}")
+    return {"path": str(path), "written": not same, "changes": moved}
 
 
 def _relock(
@@ -161,7 +214,7 @@ def _relock(
 
     from kiln._release.stages import kfp_version  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
-    from kiln._wheels.lock import Uv, lock_path, make_lock  # noqa: PLC0415
+    from kiln._wheels.lock import OS_BASE, BasePin, Uv, lock_path, make_lock  # noqa: PLC0415
     from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir  # noqa: PLC0415
     from kiln._wheels.wheelhouse import PipDownload, SimplePages  # noqa: PLC0415
 
@@ -180,12 +233,18 @@ def _relock(
     kfp = kfp_version()
     rows: dict[str, dict[str, Any]] = {}
     for image in images:
-        if image.base not in bases:
-            bases[image.base] = pin_base(image.base)
-            report.stage("base", f"base {image.base}: {bases[image.base][1]}")
-        base = bases[image.base][0]
-        if image.os_dockerfile is not None:
-            base = _os_base(args, ws, image, base)
+        if image.base is None:
+            base = BasePin(OS_BASE, "os", "images/os.lock")
+        else:
+            if image.base not in bases:
+                where = (
+                    image.path / "image.toml"
+                    if image is not ws.packages
+                    else "[tool.kiln.packages]"
+                )
+                bases[image.base] = pin_base(image.base, where)
+                report.stage("base", f"base {image.base}: {bases[image.base][1]}")
+            base = bases[image.base][0]
         report.stage("lock", f"lock {image.name}: uv pip compile for Python {image.python} on "
                     f"{image.platform}")  # fmt: skip
         text = make_lock(
@@ -198,41 +257,6 @@ def _relock(
             path.write_text(text, encoding="utf-8")
         rows[image.name] = {"path": str(path), "written": not same}
     return rows
-
-
-def _os_base(args: argparse.Namespace, ws: Workspace, image: Image, upstream: Any) -> Any:
-    """The pin of ``image``'s OS base (its Dockerfile built on ``upstream``): kept from
-    its lock when built from the same inputs, else found in or pushed to the registry."""
-    from kiln._images.os_base import built_from, lock_os_base, os_base_ref  # noqa: PLC0415
-    from kiln._wheels.lock import read_lock  # noqa: PLC0415
-
-    report, options = common.report_of(args), common.options_of(args)
-    source = built_from(image, upstream, options.base_image)
-    try:
-        old = read_lock(image).base
-    except ConfigError:
-        old = None
-    if old is not None and old.os_from == source and old.kind == "digest":
-        host = old.ref.split("/", 1)[0]
-        same = os_base_ref(image, registry=host, org=ws.org, built_from=source)
-        target = args.registry or (ws.stack.registry if args.local else None)
-        if same == old.ref and target in (host, None):
-            report.stage("base", f"OS base {image.name}: unchanged ({old.ref})")
-            return old
-    reg, credentials = common.target_registry(args, ws)
-
-    def engine() -> Any:
-        from kiln._images.docker import OsBaseBuilder, docker_client  # noqa: PLC0415
-
-        client = docker_client(options.docker_host)
-        return OsBaseBuilder(client, log=report.detail, credentials=credentials)
-
-    pin, how = lock_os_base(
-        image, org=ws.org, upstream=upstream, override=options.base_image, registry=reg,
-        engine=engine, work=ws.state_dir / "build" / "os", log=report.detail,
-    )  # fmt: skip
-    report.stage("base", f"OS base {image.name}: {how}")
-    return pin
 
 
 def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
@@ -334,24 +358,27 @@ def _add_lock_parser(sub: Any, common_args: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "lock",
         parents=[common_args],
-        help="hash-lock each image's third-party wheels and base (images/<i>/requirements.lock)",
-        description="Resolve each image's third-party closure (its helpers' dependencies and\n"
-        "image.toml `requirements`) with `uv pip compile --generate-hashes` for the image's\n"
-        "Python and platform, add kfp without its dependencies (as KFP's runtime installs\n"
-        "it), pin the base image by digest, and write images/<i>/requirements.lock. Commit\n"
-        "it: a release installs exactly that file. Versions of an existing lock are kept.\n"
-        "An image with a Dockerfile (OS packages) gets an OS base: Docker builds it once,\n"
-        "kiln pushes it (--local or --registry) and the lock pins its digest.",
+        help="lock the OS (images/os.lock) and each image's wheels (images/<i>/requirements.lock)",
+        description="Two kinds of lock, both committed; a release builds from them alone.\n"
+        "images/os.lock: the Debian packages of kiln's OS base ([tool.kiln.os]): the closure\n"
+        "of its roots, resolved from the suite's indexes after their signatures are checked\n"
+        "against Debian's archive keyring (gpgv), each package by version and sha256, and\n"
+        "the layer they make, by digest. It is written only when [tool.kiln.os] or an\n"
+        "image's os-packages changed, or with --upgrade-os, which prints every version that\n"
+        "moves. images/<i>/requirements.lock: each image's third-party closure (its helpers'\n"
+        "dependencies and image.toml `requirements`) from `uv pip compile --generate-hashes`\n"
+        "for the image's Python and platform, kfp without its dependencies (as KFP's runtime\n"
+        "installs it), and a registry base pinned by digest. Versions of an existing lock are\n"
+        "kept.",
         epilog="""\
 examples:
-  kiln lock                      lock every image (keeps locked versions that still fit)
-  kiln lock base --upgrade       re-resolve base to the newest versions
+  kiln lock                      lock what is stale (keeps locked versions that still fit)
+  kiln lock --upgrade-os         move every Debian package to the newest the suites offer
+                                 (the security archive included); prints each change
+  kiln lock base --upgrade       re-resolve base's wheels to the newest versions
   kiln lock base --upgrade numpy move numpy only
-  kiln lock --check              exit 3 naming each lock that image.toml, a helper or kfp
-                                 has made stale (CI); writes nothing
-  kiln lock gpu --local          images/gpu/Dockerfile: Docker builds its OS base (apt
-                                 packages) on the upstream base, kiln pushes it to the
-                                 local stack's registry and pins its digest
+  kiln lock --check              exit 3 naming each stale lock (CI); writes nothing,
+                                 asks no server
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -362,23 +389,12 @@ examples:
         const="",
         action="append",
         metavar="PACKAGE",
-        help="move versions: all of them, or PACKAGE's only (repeatable); put IMAGE first",
-    )
-    p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--local",
-        action="store_true",
-        help="an image with a Dockerfile: push its OS base to the local stack's registry",
-    )
-    where.add_argument(
-        "--registry",
-        metavar="HOST",
-        help="an image with a Dockerfile: push its OS base to this registry (host[:port])",
+        help="move wheel versions: all of them, or PACKAGE's only (repeatable); put IMAGE first",
     )
     p.add_argument(
-        "--base-image",
-        metavar="REF",
-        help="build OS bases FROM this image instead of the upstream base (or KILN_BASE_IMAGE)",
+        "--upgrade-os",
+        action="store_true",
+        help="move images/os.lock to the newest Debian packages (prints every change)",
     )
+    p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
     p.set_defaults(func=cmd_lock)

@@ -1,10 +1,10 @@
-"""The base image: how a lock pins it, and which one a release builds from.
+"""A registry base: how ``kiln lock`` pins it, by its registry's manifest digest only.
 
-``kiln lock`` pins an image's base by its registry's manifest digest when the
-registry answers, else by the local engine's repo digest, else by its image ID
-(an imported image has no repo digest); the lock records it beside the tag. A
-release builds from exactly that, unless ``KILN_BASE_IMAGE`` names a local
-stand-in for machines that cannot pull the real base.
+An image builds on kiln's OS base (``images/os.lock``) unless its image.toml names a
+registry ``base`` (``python:3.11-slim``, an organisation's own). Such a base is pinned
+by the registry's manifest digest, asked of the registry, or read from the local
+engine's repo digests (a copy pulled from that registry); a tag alone or a local
+image ID never reaches a committed lock or YAML: kiln refuses and says how to pin.
 """
 
 from __future__ import annotations
@@ -29,21 +29,32 @@ def split_reference(ref: str) -> tuple[str, str, str]:
     return "registry-1.docker.io", repository, digest or tag
 
 
+def _refused(ref: str, where: str, why: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: base {ref} could not be pinned by its registry digest ({why}). kiln never "
+        "writes a lock from a base pinned only by a tag or a local image ID, whose bytes "
+        f'differ from machine to machine. Pin it: base = "{untagged(ref)}@sha256:<digest>" '
+        "(`docker buildx imagetools inspect` or `skopeo inspect` shows it), let kiln reach "
+        "its registry, or delete `base` to build on kiln's OS base (images/os.lock)"
+    )
+
+
 def resolve_base(
     ref: str,
     *,
+    where: str,
     registry_digest: Callable[[str, str, str], str | None],
-    local: Callable[[str], tuple[tuple[str, ...], str] | None],
+    local: Callable[[str], tuple[str, ...] | None],
 ) -> tuple[BasePin, str]:
-    """Pin ``ref``: its registry's manifest digest when the registry answers, else the
-    local engine's repo digest, else the local image ID; with a sentence saying how.
+    """Pin ``ref``: its registry's manifest digest when the registry answers, else a repo
+    digest of the local engine's copy from that registry; with a sentence saying how.
+    Anything else is a ConfigError naming ``where`` (the image.toml) and the fix.
 
     ``registry_digest(host, repository, tag)`` raises a KilnError when the registry
-    cannot be asked; ``local(ref)`` gives (RepoDigests, ID), or None without that image."""
+    cannot be asked; ``local(ref)`` gives the engine's RepoDigests, or None."""
     if "@sha256:" in ref:
         return BasePin(ref, "digest", ref.split("@", 1)[1]), "pinned in image.toml"
     host, repository, tag = split_reference(ref)
-    reason = ""
     try:
         digest = registry_digest(host, repository, tag)
     except KilnError as exc:  # unreachable, refused, no credentials: ask the engine
@@ -52,41 +63,26 @@ def resolve_base(
         if digest:
             return BasePin(ref, "digest", digest), f"manifest digest from {host}"
         reason = f"{host} has no {repository}:{tag}"
-    found = local(ref)
-    if found is None:
-        return BasePin(ref, "unpinned", reason or "not found"), (
-            f"not pinned: {reason}, and the local engine has no {ref}"
-        )
-    repo_digests, image_id = found
-    for entry in repo_digests:
+    for entry in local(ref) or ():
         name, _, digest = entry.partition("@")
         if split_reference(name)[:2] == (host, repository):
             return BasePin(ref, "digest", digest), "repo digest from the local engine"
-    return BasePin(ref, "id", image_id), "image ID from the local engine (no repo digest)"
+    raise _refused(ref, where, reason)
 
 
-def pinned_base(image: Image, lock: Lock) -> BasePin:
-    """The lock's base pin; a ConfigError saying how to pin it when the lock could not."""
-    base = lock.base
-    if base.kind == "unpinned":
+def build_ref(image: Image, lock: Lock) -> str | None:
+    """The registry reference ``image`` builds on (``repo@sha256:...``), or None when it
+    builds on kiln's OS base; a lock that does not say the same as image.toml is stale."""
+    if image.base is None:
+        if lock.base.kind != "os":
+            raise ConfigError(
+                f"{lock.path}: stale: written for base {lock.base.ref}, and image.toml names "
+                f"none (kiln's OS base); run `kiln lock {image.name}`"
+            )
+        return None
+    if lock.base.kind != "digest":
         raise ConfigError(
-            f"{lock.path}: base {base.ref} is not pinned ({base.value}): run `kiln lock "
-            f"{image.name}` where its registry or a local copy can be reached, or set "
-            "KILN_BASE_IMAGE to a local base image"
+            f"{lock.path}: stale: written for kiln's OS base, and image.toml names base "
+            f"{image.base}; run `kiln lock {image.name}`"
         )
-    return base
-
-
-def kiln_base(image: Image, lock: Lock, *, override: str | None) -> tuple[str, str | None]:
-    """The base kiln's own builder builds ``image`` on: (reference, the image ID the lock
-    pins or None). No engine is asked here: a reference pinned by digest is read from
-    its registry, one pinned by image ID from the engine, which must have that ID.
-
-    ``override`` (KILN_BASE_IMAGE) replaces the upstream base; an OS base (built from
-    the image's Dockerfile) was built on it at `kiln lock` already, so it stays."""
-    if override and not lock.base.os_from:
-        return override, None
-    base = pinned_base(image, lock)
-    if base.kind == "digest":
-        return base.build_ref, None
-    return base.ref, base.value
+    return lock.base.build_ref

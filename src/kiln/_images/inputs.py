@@ -1,7 +1,8 @@
 """Image inputs: what kiln's builder makes an image from, and the builder's interface.
 
 An image's identity is its manifest digest, computed by kiln before any push from
-the base image, the exact wheels and image.toml's settings (``oci``).
+the base (kiln's OS base from ``images/os.lock``, or a registry image by digest), the
+exact wheels and image.toml's settings (``oci``).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from kiln._debian.lock import DebPin, OsLock
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Image
 
@@ -17,15 +19,31 @@ if TYPE_CHECKING:
     from kiln._images.oci.image import BuiltImage
 
 
+@dataclass(frozen=True)
+class OsBase:
+    """kiln's OS base: the OS layer of ``lock`` and, for an image with os-packages, the
+    layer of its extras (``extras``: that image's name)."""
+
+    lock: OsLock
+    extras: str | None = None
+
+    @property
+    def name(self) -> str:
+        """What it is, for people: ``debian bookworm 12.8 (images/os.lock)``."""
+        return f"debian {self.lock.suite} {self.lock.release} (images/{self.lock.path.name})"
+
+    @property
+    def packages(self) -> tuple[DebPin, ...]:
+        extra = self.lock.extras[self.extras].packages if self.extras else ()
+        return (*self.lock.os.packages, *extra)
+
+
 class OciBuilder(Protocol):
     """kiln's own builder: an image's bytes (and digest) are computed locally, before any
     push."""
 
-    def build(
-        self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
-    ) -> tuple[BuiltImage, BaseImage]:
-        """The image's bytes and the base they were built on (``pinned_id``: the image ID
-        the lock pins for an engine base, checked)."""
+    def build(self, inputs: ImageInputs, *, source: str | None) -> tuple[BuiltImage, BaseImage]:
+        """The image's bytes and the base they were built on."""
         ...
 
     def preflight(self) -> None:
@@ -42,10 +60,17 @@ class ImageInputs:
     image: Image
     repository: str  # "<registry>/<org>/<name>"
     tag: str
-    base: str  # the base's reference (by digest once built on a registry base)
+    base: str | OsBase  # a registry base's reference (repo@sha256:...), or kiln's OS base
     wheelhouse: Wheelhouse
     base_id: str = ""  # the base's image ID, once built
     built: BuiltImage | None = None  # the image kiln built from these inputs (digest known)
+    # What the smoke check imports after the push (None: kfp and every helper's packages)
+    smoke: tuple[str, ...] | None = None
+    env: tuple[tuple[str, str], ...] = ()  # set in the config beside the image's own env
+
+    @property
+    def base_name(self) -> str:
+        return self.base.name if isinstance(self.base, OsBase) else self.base
 
     @property
     def ref(self) -> str:
@@ -65,7 +90,7 @@ class ImageInputs:
 
 
 def image_inputs(
-    image: Image, *, registry: str, org: str, base: str, wheelhouse: Wheelhouse
+    image: Image, *, registry: str, org: str, base: str | OsBase, wheelhouse: Wheelhouse
 ) -> ImageInputs:
     return ImageInputs(
         image=image,

@@ -27,9 +27,11 @@ from kiln._components.generate import (
     inputs_key,
 )
 from kiln._components.packages import check_imports, closure, install_items, pip_options
+from kiln._debian.lock import OsLock, read_os_lock
+from kiln._debian.locking import check_os_fresh
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
-from kiln._images.base import kiln_base
-from kiln._images.inputs import ImageInputs, OciBuilder, image_inputs
+from kiln._images.base import build_ref
+from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.sbom import image_sbom, sbom_path
 from kiln._release.manifest import (
@@ -55,7 +57,7 @@ from kiln._util.cmd import Runner, call
 from kiln._util.files import sha256_file
 from kiln._util.git import revision
 from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
-from kiln._wheels.lock import Lock, Pages, check_fresh, read_lock
+from kiln._wheels.lock import Lock, Pages, check_fresh, lock_path, read_lock
 from kiln._wheels.sdist import SdistBuilder, SourceFetch, sdist_cache_dir
 from kiln._wheels.wheelhouse import (
     Downloader,
@@ -64,7 +66,7 @@ from kiln._wheels.wheelhouse import (
     Wheelhouse,
     resolve_wheelhouse,
 )
-from kiln._workspace.model import Component, Pipeline, Workspace
+from kiln._workspace.model import Component, Image, Pipeline, Workspace
 
 
 @dataclass(frozen=True)
@@ -130,11 +132,27 @@ def staging_dir(workspace: Workspace) -> Path:
     return workspace.state_dir / "staging" / "wheels"
 
 
+# Packages mode's base (the OS layer and pip): what its pods' `python3 -m pip install`
+# needs. Debian marks its Python as managed by apt (PEP 668); no apt runs in a pod.
+PACKAGES_ENV: tuple[tuple[str, str], ...] = (
+    ("PIP_BREAK_SYSTEM_PACKAGES", "1"),
+    ("PIP_ROOT_USER_ACTION", "ignore"),
+)
+
+
+def read_os(workspace: Workspace, selected: Sequence[Image]) -> OsLock | None:
+    """The committed OS lock, checked fresh, when an image of ``selected`` is built on it."""
+    if not any(i.base is None for i in selected):
+        return None
+    lock = read_os_lock(workspace.root)
+    check_os_fresh(lock, workspace)
+    return lock
+
+
 def prepare(
     workspace: Workspace,
     services: Services,
     *,
-    base_override: str | None = None,
     images: bool = True,
     wheel_cache: bool = True,
     report: Reporter | None = None,
@@ -150,6 +168,7 @@ def prepare(
     for image in selected:
         locks[image.name] = read_lock(image)
         check_fresh(locks[image.name], workspace, image, kfp_version())
+    os_lock = read_os(workspace, selected)
     report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
     staging = staging_dir(workspace)
     shutil.rmtree(staging, ignore_errors=True)
@@ -173,9 +192,14 @@ def prepare(
     )
     for image in selected:
         lock = locks[image.name]
-        base, pinned_id = kiln_base(image, lock, override=base_override)
-        if base != lock.base.build_ref:
-            report.detail(f"    base {base_override} replaces the lock's {lock.base.build_ref}")
+        registry_base = build_ref(image, lock)
+        base: str | OsBase
+        if registry_base is not None:
+            base = registry_base
+        elif os_lock is not None:
+            base = OsBase(os_lock, image.name if image.os_packages else None)
+        else:  # pragma: no cover - read_os reads the lock whenever an image has no base
+            raise ValueError(f"{image.name}: no OS lock read")
         report.stage(
             "wheelhouse",
             f"wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})",
@@ -193,8 +217,15 @@ def prepare(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
             f"{len(wheelhouse.helpers)} helper wheel(s)"
         )
-        if image is workspace.packages:  # installed by pods at start: nothing to build
-            packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
+        if image is workspace.packages:  # installed by pods at start
+            if isinstance(base, str):
+                packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
+                continue
+            built = _packages_base(
+                workspace, image, base, wheelhouse, services=services, report=report
+            )
+            inputs.append(built)
+            packages = PackagesInputs(f"{built.repository}@{built.digest}", wheelhouse)
             continue
         found = image_inputs(
             image,
@@ -203,8 +234,39 @@ def prepare(
             base=base,
             wheelhouse=wheelhouse,
         )
-        inputs.append(_build_with_kiln(workspace, found, services, report, pinned_id))
+        inputs.append(_build_with_kiln(workspace, found, services, report))
     return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
+
+
+def _packages_base(
+    workspace: Workspace,
+    image: Image,
+    base: OsBase,
+    wheelhouse: Wheelhouse,
+    *,
+    services: Services,
+    report: Reporter,
+) -> ImageInputs:
+    """Packages mode's base, built by kiln: the OS layer and the locked pip, tagged by
+    its own digest (its YAMLs pin the digest; the tag only names it in the registry)."""
+    pip = tuple(w for w in wheelhouse.third_party if w.name == "pip")
+    if not pip:
+        raise ConfigError(
+            f"{lock_path(image)}: it pins no pip, which packages mode's base needs (its pods "
+            "run `python3 -m pip install`): run `kiln lock packages`"
+        )
+    house = Wheelhouse(image=image.name, requirements=(), third_party=pip, helpers=())
+    inputs = ImageInputs(
+        image=dataclasses.replace(image, version=f"python{image.python}-pip{pip[0].version}"),
+        repository=f"{services.registry.host}/{workspace.org}/{image.name}",
+        tag="unbuilt",
+        base=base,
+        wheelhouse=house,
+        smoke=("pip",),
+        env=PACKAGES_ENV,
+    )
+    built = _build_with_kiln(workspace, inputs, services, report)
+    return dataclasses.replace(built, tag=f"py{image.python}-{built.digest[7:19]}")
 
 
 def _oci(services: Services, image: str) -> OciBuilder:
@@ -217,23 +279,16 @@ def _oci(services: Services, image: str) -> OciBuilder:
 
 
 def _build_with_kiln(
-    workspace: Workspace,
-    inputs: ImageInputs,
-    services: Services,
-    report: Reporter,
-    pinned_id: str | None,
+    workspace: Workspace, inputs: ImageInputs, services: Services, report: Reporter
 ) -> ImageInputs:
-    """``inputs`` with the image kiln builds from them: its digest is known from here on,
-    and its base by ID (and by registry digest, when read from a registry)."""
-    report.stage("image", f"image {inputs.ref}: building with kiln from {inputs.base}")
+    """``inputs`` with the image kiln builds from them: its digest is known from here on."""
+    what = inputs.image.name if inputs.tag == "unbuilt" else inputs.ref
+    report.stage("image", f"image {what}: building with kiln on {inputs.base_name}")
     # Only committed values go into the image: the git remote differs from clone to clone.
     oci = _oci(services, inputs.image.name)
-    built, base = oci.build(inputs, source=workspace.source, pinned_id=pinned_id)
-    report.detail(f"    {inputs.ref}: {built.digest}")
-    ref = inputs.base
-    if base.digest is not None and "@" not in ref:
-        ref = f"{ref}@{base.digest}"  # the SBOM and manifest name the base by digest
-    return dataclasses.replace(inputs, built=built, base=ref, base_id=base.image_id)
+    built, base = oci.build(inputs, source=workspace.source)
+    report.detail(f"    {what}: {built.digest}")
+    return dataclasses.replace(inputs, built=built, base_id=base.image_id)
 
 
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:

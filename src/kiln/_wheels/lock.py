@@ -40,7 +40,6 @@ from packaging.utils import (
 
 from kiln._errors import ConfigError
 from kiln._util.cmd import Runner
-from kiln._util.files import sha256_file
 from kiln._wheels.tags import supported_tags, wheels_for
 from kiln._workspace.model import Image, Workspace, sibling_closure
 
@@ -59,6 +58,10 @@ _NO_DEPS_WHY = (
     "# a component's executor needs none of kfp's client dependencies (kubernetes,\n"
     "# google-cloud-storage, kfp-server-api, ...), so they are not in the image.\n"
 )
+_PIP_WHY = (
+    "# pip goes into packages mode's base image alone (Debian's Python has none), for the\n"
+    "# `python3 -m pip install` a packages-mode pod runs at start.\n"
+)
 # uv names the requirements file an entry came from ("# via -r requirements.in").
 _INPUT = "requirements.in"
 SDIST_SUFFIXES = (".tar.gz", ".zip")
@@ -66,6 +69,18 @@ SDIST_SUFFIXES = (".tar.gz", ".zip")
 
 def lock_path(image: Image) -> Path:
     return image.path / LOCK_NAME
+
+
+def locked_name(path: Path) -> str:
+    """The `kiln lock` argument for the lock at ``path``: its image's folder name, or
+    "packages" for packages mode's lock (``pipelines/requirements.lock``)."""
+    return "packages" if path.parent.name == "pipelines" else path.parent.name
+
+
+def committed_path(path: Path) -> str:
+    """Where the lock at ``path`` is in the repository (for `git checkout -- ...`)."""
+    folder = "pipelines" if path.parent.name == "pipelines" else f"images/{path.parent.name}"
+    return f"{folder}/{path.name}"
 
 
 # ------------------------------------------------------------------ what an image needs
@@ -86,6 +101,9 @@ def closure_requirements(workspace: Workspace, image: Image) -> tuple[str, ...]:
     return tuple(sorted(reqs))
 
 
+OS_BASE = "os"  # a lock's base when the image is built on kiln's OS base (images/os.lock)
+
+
 def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
     """What a lock is made from; a lock recording another value is stale."""
     doc = {
@@ -94,27 +112,18 @@ def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
         "platform": image.platform,
         "index": workspace.upstream_index,
         "kfp": kfp_version,
-        "base": image.base,
+        "base": image.base or OS_BASE,
     }
-    if image.os_dockerfile is not None:  # its OS base is built from the image folder's files
-        doc["os"] = os_inputs_hash(image)
+    extra = no_deps_extra(workspace, image)
+    if extra:
+        doc["no-deps"] = list(extra)
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def os_context(image: Image) -> list[Path]:
-    """The files Docker builds an image's OS base from: its folder but image.toml and the
-    lock (neither is read by the Dockerfile; the lock records the OS base)."""
-    skip = {"image.toml", LOCK_NAME}
-    return sorted(
-        p
-        for p in image.path.rglob("*")
-        if p.is_file() and p.relative_to(image.path).as_posix() not in skip
-    )
-
-
-def os_inputs_hash(image: Image) -> str:
-    files = {p.relative_to(image.path).as_posix(): sha256_file(p) for p in os_context(image)}
-    return "sha256:" + hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+def no_deps_extra(workspace: Workspace, image: Image) -> tuple[str, ...]:
+    """What a lock pins ``--no-deps`` besides kfp: pip, for packages mode's base when kiln
+    builds it (its pods run ``python3 -m pip install``; Debian's Python has no pip)."""
+    return ("pip",) if image is workspace.packages and image.base is None else ()
 
 
 # ------------------------------------------------------------------ the file
@@ -160,15 +169,13 @@ def untagged(ref: str) -> str:
 
 @dataclass(frozen=True)
 class BasePin:
-    """The base image the lock was made against: ``ref`` from image.toml and what it was
-    pinned to. ``kind``: "digest" (registry manifest digest), "id" (local engine image
-    ID, for an imported image with no repo digest) or "unpinned" (neither reachable)."""
+    """The base image the lock was made against. ``kind`` "digest": ``ref`` (image.toml's)
+    pinned to its registry manifest digest ``value``; "os": kiln's OS base, whose lock
+    (``value``) pins every byte."""
 
     ref: str
     kind: str
     value: str = ""
-    # An OS base (built from the image's Dockerfile): the base it was built FROM.
-    os_from: str = ""
 
     @property
     def build_ref(self) -> str:
@@ -191,7 +198,9 @@ class Lock:
 
 
 _HEADER_LINE = re.compile(r"^# ([a-z][a-z-]*) = (.*)$")
-_BASE_KEYS = {"base-digest": "digest", "base-id": "id", "base-unpinned": "unpinned"}
+_BASE_KEYS = {"base-digest": "digest", "base-os": "os"}
+# Written by kiln 0.1, refused now: a base pinned by a local image ID, or not at all.
+_UNPINNED_KEYS = ("base-id", "base-unpinned")
 
 
 def _header(path: Path, lines: list[str]) -> dict[str, str]:
@@ -200,7 +209,7 @@ def _header(path: Path, lines: list[str]) -> dict[str, str]:
     except ValueError:
         raise ConfigError(
             f"{path}: no `# [kiln]` header: this is not a lock kiln wrote; "
-            f"regenerate it with `kiln lock {path.parent.name}`"
+            f"regenerate it with `kiln lock {locked_name(path)}`"
         ) from None
     toml = []
     for line in lines[start:]:
@@ -245,7 +254,7 @@ def _parse_pin(path: Path, number: int, line: str, no_deps: bool) -> Pin:
         if key != "hash" or not re.fullmatch(r"sha256:[0-9a-f]{64}", value):
             raise ConfigError(
                 f"{where}: `--{option.strip()}`: a lock line takes only --hash=sha256:<64 hex>; "
-                f"restore the file or regenerate it with `kiln lock {path.parent.name}`"
+                f"restore the file or regenerate it with `kiln lock {locked_name(path)}`"
             )
         hashes.append(value.removeprefix("sha256:"))
     try:
@@ -258,7 +267,7 @@ def _parse_pin(path: Path, number: int, line: str, no_deps: bool) -> Pin:
     if not hashes:
         raise ConfigError(
             f"{where}: {spec} has no --hash: every locked file is hash-pinned; restore the "
-            f"file or regenerate it with `kiln lock {path.parent.name}`"
+            f"file or regenerate it with `kiln lock {locked_name(path)}`"
         )
     return Pin(str(canonicalize_name(req.name)), pinned[0].version, tuple(hashes), no_deps)
 
@@ -273,10 +282,16 @@ def parse_lock(path: Path, text: str) -> Lock:
             f"{path}: lock format {header['format']}, this kiln reads {' and '.join(_READS)}: "
             "upgrade kiln, or regenerate the lock with this one"
         )
+    if any(key in header for key in _UNPINNED_KEYS):
+        raise ConfigError(
+            f"{path}: the lock does not pin its base by a registry digest (it was written by "
+            f"an older kiln, from a machine-local base); run `kiln lock {locked_name(path)}` "
+            "and commit the result"
+        )
     kinds = [(kind, header[key]) for key, kind in _BASE_KEYS.items() if key in header]
     if len(kinds) != 1:
         raise ConfigError(f"{path}: the header needs one of {', '.join(_BASE_KEYS)}")
-    base = BasePin(header["base"], kinds[0][0], kinds[0][1], header.get("os-from", ""))
+    base = BasePin(header["base"], kinds[0][0], kinds[0][1])
     pins = _pins_of(path, text)
     seen = [p.name for p in pins]
     doubled = sorted({n for n in seen if seen.count(n) > 1})
@@ -337,14 +352,17 @@ def render(
     index: str,
     base: BasePin,
     body: str,
-    kfp_pin: Pin,
+    no_deps: Sequence[Pin],
     built: Mapping[str, Built] | None = None,
 ) -> str:
     """The lock's bytes: a function of its arguments only (no time, no absolute path).
+    ``no_deps``: kfp (and pip, for packages mode's base), installed without dependencies;
     ``built``: canonical name -> the wheel kiln built from that pin's sdist."""
     base_key = {v: k for k, v in _BASE_KEYS.items()}[base.kind]
     body = _with_built(lock_path(image), body, built or {})
-    kfp_lines = _with_built(lock_path(image), kfp_pin.lines(), built or {})
+    lines = "\n".join(p.lines() for p in sorted(no_deps, key=lambda p: p.name))
+    kfp_lines = _with_built(lock_path(image), lines, built or {})
+    why = _NO_DEPS_WHY + (_PIP_WHY if any(p.name == "pip" for p in no_deps) else "")
     config = "image.toml" if image.path.name != "pipelines" else "[tool.kiln.packages]"
     inputs_are = (
         "image.toml `requirements` + the helpers' dependencies"
@@ -364,12 +382,8 @@ def render(
         f"# kfp = {json.dumps(kfp)}",
         f"# base = {json.dumps(base.ref)}",
         f"# {base_key} = {json.dumps(base.value)}",
-        *([f"# os-from = {json.dumps(base.os_from)}"] if base.os_from else []),
     ]
-    return (
-        "\n".join(header) + "\n\n" + body.strip() + "\n\n"
-        f"{NO_DEPS_MARK}\n{_NO_DEPS_WHY}{kfp_lines}\n"
-    )
+    return "\n".join(header) + "\n\n" + body.strip() + f"\n\n{NO_DEPS_MARK}\n{why}{kfp_lines}\n"
 
 
 class Pages(Protocol):
@@ -400,8 +414,8 @@ def locked_source(
             raise ConfigError(
                 f"{lock.path}: {pin.requirement}: {url} serves {filename} with sha256 {sha}, "
                 f"which no --hash of the lock allows: the lock was edited or is corrupt. "
-                f"Restore it (`git checkout -- images/{lock.path.parent.name}/{lock.path.name}`) "
-                f"or re-lock the package with `kiln lock {lock.path.parent.name} --upgrade "
+                f"Restore it (`git checkout -- {committed_path(lock.path)}`) "
+                f"or re-lock the package with `kiln lock {locked_name(lock.path)} --upgrade "
                 f"{pin.name}`"
             )
     where = ", ".join(url for url, _ in pages)
@@ -498,14 +512,14 @@ def _pins_of(path: Path, text: str) -> tuple[Pin, ...]:
         if not match or not owners or owners[-1] in built:
             raise ConfigError(
                 f"{path}:{number}: `{raw.strip()}` is not a built-wheel line kiln wrote under "
-                f"a pin; regenerate the lock with `kiln lock {path.parent.name}`"
+                f"a pin; regenerate the lock with `kiln lock {locked_name(path)}`"
             )
         pin = entries[owners[-1]][1]
         name, version, _build, _tags = parse_wheel_filename(match.group(1))
         if (name, str(version)) != (pin.name, pin.version):
             raise ConfigError(
                 f"{path}:{number}: {match.group(1)} is not a wheel of {pin.requirement}; "
-                f"regenerate the lock with `kiln lock {path.parent.name}`"
+                f"regenerate the lock with `kiln lock {locked_name(path)}`"
             )
         backend = tuple(match.group(3).split()) if match.group(3) else ()
         built[owners[-1]] = Built(match.group(1), match.group(2), backend)
@@ -537,7 +551,8 @@ def make_lock(
     ``upgrade`` names them ("" upgrades everything); so is the build environment of a
     wheel built from an sdist whose pin did not move."""
     path = lock_path(image)
-    previous = parse_lock(path, path.read_text(encoding="utf-8")) if path.is_file() else None
+    # Only the previous pins are kept (its header may be an older kiln's).
+    previous = _pins_of(path, path.read_text(encoding="utf-8")) if path.is_file() else None
     with tempfile.TemporaryDirectory(prefix="kiln-lock-") as tmp:
         closure_dir, kfp_dir = Path(tmp) / "closure", Path(tmp) / "kfp"
         closure_dir.mkdir()
@@ -546,12 +561,18 @@ def make_lock(
         (closure_dir / _INPUT).write_text("".join(f"{r}\n" for r in requirements))
         if previous is not None and "" not in upgrade:
             # uv prefers the versions of an existing output file.
-            kept = [p for p in previous.pins if not p.no_deps]
+            kept = [p for p in previous if not p.no_deps]
             (closure_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
         body = uv.compile(image, closure_dir, upgrade=upgrade) if requirements else ""
-        (kfp_dir / _INPUT).write_text(f"kfp=={kfp_version}\n")
-        (kfp_pin,) = _pins_of(path, uv.compile(image, kfp_dir, no_deps=True))
-    kfp_pin = Pin(kfp_pin.name, kfp_pin.version, kfp_pin.hashes, no_deps=True)
+        extra = no_deps_extra(workspace, image)
+        (kfp_dir / _INPUT).write_text("".join(f"{r}\n" for r in (f"kfp=={kfp_version}", *extra)))
+        if previous is not None and "" not in upgrade:
+            kept = [p for p in previous if p.no_deps and p.name in extra]
+            (kfp_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
+        no_deps = tuple(
+            Pin(p.name, p.version, p.hashes, no_deps=True)
+            for p in _pins_of(path, uv.compile(image, kfp_dir, no_deps=True, upgrade=upgrade))
+        )
     pins = _pins_of(path, body)
     if any(p.name == "kfp" for p in pins):
         raise ConfigError(
@@ -559,10 +580,10 @@ def make_lock(
             f"kfp=={kfp_version} itself (without its dependencies): remove that requirement"
         )
     to_build = sdist_only(
-        path, [*pins, kfp_pin], pages, supported_tags(image.python, image.platform),
+        path, [*pins, *no_deps], pages, supported_tags(image.python, image.platform),
         f"Python {image.python} on {image.platform}",
     )  # fmt: skip
-    before = {p.name: p for p in previous.pins} if previous else {}
+    before = {p.name: p for p in previous} if previous else {}
     built = {
         pin.name: sdists.lock(
             path,
@@ -572,7 +593,7 @@ def make_lock(
             platform=image.platform,
             backend=_kept_backend(before.get(pin.name), pin, upgrade),
         )
-        for pin in [*pins, kfp_pin]
+        for pin in [*pins, *no_deps]
         if pin.name in to_build
     }
     return render(
@@ -582,6 +603,6 @@ def make_lock(
         index=workspace.upstream_index,
         base=base,
         body=body,
-        kfp_pin=kfp_pin,
+        no_deps=no_deps,
         built=built,
     )

@@ -45,7 +45,7 @@ from kiln._report import Reporter
 from kiln._util.cmd import Runner, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import SOURCE_DATE_EPOCH
-from kiln._wheels.lock import Built, Lock, Pages, Pin, locked_source, sdists_for
+from kiln._wheels.lock import Built, Lock, Pages, Pin, locked_name, locked_source, sdists_for
 from kiln._wheels.tags import supported_tags
 
 CACHE_FORMAT = "1"
@@ -292,7 +292,7 @@ class SdistBuilder:
                 raise ConfigError(
                     f"{lock.path}: {pin.requirement}: its build backend "
                     f"({' '.join(built.backend)}) was fetched as {' '.join(_pins_in(wheels))}; "
-                    f"re-lock with `kiln lock {lock.path.parent.name} --upgrade {pin.name}`"
+                    f"re-lock with `kiln lock {locked_name(lock.path)} --upgrade {pin.name}`"
                 )
             wheel = self._build(lock.path, pin, path, wheels, folder / "build")
             sha256 = sha256_file(wheel)
@@ -301,7 +301,7 @@ class SdistBuilder:
                     f"{lock.path}: {pin.requirement}: rebuilding it from {filename} gave "
                     f"{wheel.name} with sha256 {sha256}, but the lock records {built.filename} "
                     f"with sha256 {built.sha256}: its build is not reproducible here, or the "
-                    f"lock was edited. Re-lock it with `kiln lock {lock.path.parent.name} "
+                    f"lock was edited. Re-lock it with `kiln lock {locked_name(lock.path)} "
                     f"--upgrade {pin.name}` (and commit the lock)"
                 )
             return self._store(
@@ -467,7 +467,7 @@ def _sdist_source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> t
         pages,
         lambda files: sdists_for(files, pin),
         missing=(
-            f"serves its locked sdist; re-lock with `kiln lock {lock.path.parent.name} "
+            f"serves its locked sdist; re-lock with `kiln lock {locked_name(lock.path)} "
             f"--upgrade {pin.name}`"
         ),
     )
@@ -490,7 +490,7 @@ def _backend_sources(
         else:
             raise ConfigError(
                 f"{lock.path}: {pin.requirement}: no index serves a wheel of {requirement}, "
-                f"its build backend; re-lock with `kiln lock {lock.path.parent.name} --upgrade "
+                f"its build backend; re-lock with `kiln lock {locked_name(lock.path)} --upgrade "
                 f"{pin.name}`"
             )
     return found

@@ -41,6 +41,7 @@ from kiln._wheels.lock import (
     Pin,
     closure_requirements,
     helper_closure,
+    locked_name,
     locked_source,
 )
 from kiln._wheels.sdist import SdistBuilder, SourceFile
@@ -268,7 +269,7 @@ def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:
         lambda files: wheels_for(files, pin.name, pin.version, tags),
         missing=(
             f"serves a wheel of it for Python {lock.python} on {lock.platform}; re-lock with "
-            f"`kiln lock {lock.path.parent.name}`"
+            f"`kiln lock {locked_name(lock.path)}`"
         ),
     )
     return url
@@ -312,7 +313,7 @@ def _check_fetched(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[WheelFile
             got = ", ".join(f"{w.filename} (sha256 {w.sha256})" for w in found) or "nothing"
             raise ConfigError(
                 f"{lock.path}: {pin.requirement}: fetched {got}, which the lock does not allow; "
-                f"restore the lock or run `kiln lock {lock.path.parent.name} --upgrade {pin.name}`"
+                f"restore the lock or run `kiln lock {locked_name(lock.path)} --upgrade {pin.name}`"
             )
         chosen.append(found[0])
     return tuple(sorted(chosen, key=lambda w: w.name))

@@ -16,11 +16,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from kiln._debian.config import read_os, read_os_packages
 from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.model import (
-    DEFAULT_BASE_IMAGE,
     DEFAULT_PLATFORM,
     Component,
     Helper,
@@ -229,9 +229,16 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
     if builder != "kiln":
         raise ConfigError(
             f"{config}: builder = {builder!r}: kiln builds every image itself now (the digest "
-            "is known before the push); delete the line. OS packages go in "
-            f"{path / 'Dockerfile'} (FROM ${{BASE_IMAGE}}, then RUN apt-get ...): `kiln lock` "
-            "builds it with Docker into the image's OS base"
+            "is known before the push); delete the line. Debian packages the image needs go "
+            'in its os-packages (e.g. os-packages = ["libgomp1"]): kiln locks and layers them'
+        )
+    if (path / "Dockerfile").is_file():
+        raise ConfigError(
+            f"{path / 'Dockerfile'}: kiln builds no image with Docker any more (a Docker "
+            "build is not reproducible): list the Debian packages it installs in image.toml "
+            'os-packages (e.g. os-packages = ["libgomp1"]), then `kiln lock`; or build that '
+            "base elsewhere, push it, and name it by digest in image.toml `base`. Then delete "
+            "the Dockerfile"
         )
     env = _read_env(table, config)
     helpers = get_str_list(table, "helpers", config, "image")
@@ -261,17 +268,39 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
             f"or aarch64 and N the base image's glibc minor version or lower, e.g. "
             f"{DEFAULT_PLATFORM!r}"
         )
+    base = _registry_base(table, config, "image")
+    os_packages = read_os_packages(table, config)
+    if base is not None and os_packages:
+        raise ConfigError(
+            f"{config}: os-packages are layered on kiln's OS base, and this image names a "
+            f"registry base ({base}); drop one of the two"
+        )
     return Image(
         name=path.name,
         path=path,
         version=_check_version(get_str(table, "version", config, "image"), config),
-        base=get_str(table, "base", config, "image", default=DEFAULT_BASE_IMAGE),
+        base=base,
         python=python,
         helpers=helpers,
         requirements=requirements,
         platform=platform,
         env=env,
+        os_packages=os_packages,
     )
+
+
+def _registry_base(table: dict[str, Any], config: Path, section: str) -> str | None:
+    """``base``: None (kiln's OS base, built from images/os.lock) or a registry image's
+    reference, which `kiln lock` pins by digest."""
+    if "base" not in table:
+        return None
+    base = get_str(table, "base", config, section)
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._:/-]*(@sha256:[0-9a-f]{64})?", base):
+        raise ConfigError(
+            f"{config}: [{section}] base = {base!r} is not an image reference; use e.g. "
+            "'python:3.11-slim@sha256:<digest>', or delete the line to build on kiln's OS base"
+        )
+    return base
 
 
 def _parse(path: Path) -> ast.Module:
@@ -438,9 +467,7 @@ def _packages_image(
     table = kiln.get("packages", {})
     section = "tool.kiln.packages"
     if not isinstance(table, dict):
-        raise ConfigError(
-            f'{pyproject}: [{section}] must be a table, e.g. base = "python:3.11-slim"'
-        )
+        raise ConfigError(f'{pyproject}: [{section}] must be a table, e.g. python = "3.11"')
     python = get_str(table, "python", pyproject, section, default="3.11")
     if not re.fullmatch(r"3\.\d+", python):
         raise ConfigError(f"{pyproject}: [{section}] python = {python!r}; use e.g. '3.11'")
@@ -449,7 +476,7 @@ def _packages_image(
         name=PACKAGES_IMAGE,
         path=root / "pipelines",
         version="0",
-        base=get_str(table, "base", pyproject, section, default=DEFAULT_BASE_IMAGE),
+        base=_registry_base(table, pyproject, section),
         python=python,
         helpers=tuple(sorted(h.name for h in helpers)),
         requirements=(),
@@ -532,4 +559,5 @@ def discover(root: Path) -> Workspace:
         components=components,
         pipelines=_read_pipelines(root),
         packages=_packages_image(root, kiln, pyproject, components, helpers),
+        os=read_os(kiln, pyproject),
     )

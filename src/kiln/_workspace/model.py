@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-DEFAULT_BASE_IMAGE = "python:3.11-slim"
+from kiln._debian.config import OsConfig
+
 # The platform an image's wheels are locked for (uv's --python-platform): glibc 2.28 wheels
 # run on the default bases (python:3.11-slim and Debian bookworm have glibc 2.36).
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
@@ -45,26 +46,21 @@ def sibling_closure(helpers: Iterable[Helper], names: Iterable[str]) -> tuple[st
 
 @dataclass(frozen=True)
 class Image:
-    """One image under ``images/<name>/``: ``image.toml``, its ``requirements.lock``, and
-    optionally a Dockerfile for OS packages (the OS base kiln layers the image on)."""
+    """One image under ``images/<name>/``: ``image.toml`` and its ``requirements.lock``."""
 
     name: str
     path: Path
     version: str
-    base: str  # base image reference (an OS base Dockerfile's BASE_IMAGE build arg)
+    # None: kiln's OS base (images/os.lock); else a registry image pinned by digest
+    base: str | None
     python: str  # "3.11": the interpreter in the base image
     helpers: tuple[str, ...]
     requirements: tuple[str, ...]  # extra third-party requirements
     platform: str = DEFAULT_PLATFORM  # "<arch>-manylinux_<glibc>": what its wheels are locked for
     # [image.env]: environment variables set in the image config
     env: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def os_dockerfile(self) -> Path | None:
-        """``images/<name>/Dockerfile``, when the image needs OS packages: Docker builds it
-        into the OS base at `kiln lock`, and kiln builds the image on that."""
-        path = self.path / "Dockerfile"
-        return path if path.is_file() else None
+    # Debian packages beyond the shared OS layer's: a layer of their own (kiln's OS base)
+    os_packages: tuple[str, ...] = ()
 
 
 # How a component pins what it runs on: an image by digest, or exact helper versions
@@ -129,6 +125,14 @@ class Workspace:
     # start from and the lock of what they install (pipelines/requirements.lock); None
     # when no component uses packages mode.
     packages: Image | None = None
+    # [tool.kiln.os]: the OS layer kiln builds from Debian packages (images/os.lock)
+    os: OsConfig = field(default_factory=OsConfig)
+
+    @property
+    def on_os(self) -> tuple[Image, ...]:
+        """What is built on kiln's OS base: the images without a registry base, and
+        packages mode's base when it has none either."""
+        return tuple(i for i in self.locked if i.base is None)
 
     def helper(self, name: str) -> Helper:
         return next(h for h in self.helpers if h.name == name)

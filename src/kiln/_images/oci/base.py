@@ -1,12 +1,9 @@
-"""The base image, from the local Docker Engine: its config, its layers, its install scheme.
+"""The base image: its config, its layers, its install scheme.
 
-``docker save`` (engine 20.10, the legacy format) gives the config JSON, whose
-sha256 is the engine's image ID, and uncompressed ``layer.tar`` files, whose sha256s
-are the config's diff_ids. Each layer is compressed once (kiln's pinned gzip) and
-kept in the layer cache by diff_id, the config by its digest: a base seen before
-is not saved again; while they are compressed, the same tars are unpacked for the
-base's interpreter. (Copying, or cross-repository mounting, the blobs of a base that
-lives in a registry is the other source, still to come.)
+A base is kiln's OS base (``kiln._debian``: its layers are built from the OS lock)
+or an image in a registry, pinned by digest: its config and layer blobs are read
+from there (``pull_base``) and kept in the layer cache; a push to the same registry
+mounts them instead of uploading them again.
 
 The install scheme is asked of the base's own interpreter, once per image ID, run
 from its unpacked layers (``rootfs``): no container.
@@ -14,36 +11,26 @@ from its unpacked layers (``rootfs``): no container.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import io
 import json
 import os
-import shutil
-import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO, Protocol
-
-import docker
-import docker.errors
-import requests
+from typing import Any, Protocol
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.base import split_reference
 from kiln._images.oci.cache import Blob, LayerCache, key_of
-from kiln._images.oci.compress import BlobWriter, Compression, Written
 from kiln._images.oci.install import InstallScheme
-from kiln._images.oci.rootfs import BasePython, host_machine, rootfs_path, unpack_from
+from kiln._images.oci.rootfs import BasePython, host_machine
 
 
 @dataclass(frozen=True)
 class BaseImage:
-    ref: str  # as configured, e.g. kiln-local/python:3.11-bookworm
-    image_id: str  # sha256 of the config bytes (the engine's image ID)
+    ref: str  # a registry reference, or kiln's OS base by name (OsBase.name)
+    image_id: str  # sha256 of the config bytes (an engine would call it the image ID)
     config: Mapping[str, Any]  # the image config JSON
     layers: tuple[Blob, ...]
     # Read from a registry: (host, repository), so a push there can mount its blobs.
@@ -61,194 +48,6 @@ class BlobSource(Protocol):
     def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes: ...
 
     def download_blob(self, repository: str, digest: str, target: Path) -> int: ...
-
-
-def from_registry(ref: str) -> bool:
-    """Whether kiln reads base ``ref`` from its registry (else from the local engine): a
-    reference pinned by digest, or one that names its registry host. One rule, so one
-    reference always gives the same layer blobs, and so the same image digest."""
-    first, _, rest = ref.partition("@")[0].partition("/")
-    return "@sha256:" in ref or bool(
-        rest and ("." in first or ":" in first or first == "localhost")
-    )
-
-
-def _not_found(ref: str) -> ConfigError:
-    return ConfigError(
-        f"base image {ref!r} is not on the Docker Engine; `docker pull` or build it, or set "
-        "KILN_BASE_IMAGE / --base-image to a local image"
-    )
-
-
-def _unreachable(ref: str, exc: Exception) -> ServiceUnavailable:
-    return ServiceUnavailable(
-        f"Docker Engine failed while reading base image {ref!r} ({type(exc).__name__}: {exc}); "
-        "check that the engine runs (`docker info`)"
-    )
-
-
-class _Chunks(io.RawIOBase):
-    """A readable file over an iterator of byte chunks (the ``docker save`` stream)."""
-
-    def __init__(self, chunks: Iterable[bytes]) -> None:
-        self._chunks: Iterator[bytes] = iter(chunks)
-        self._left = memoryview(b"")  # what is left of the current chunk (sliced, not copied)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        while not self._left:
-            try:
-                self._left = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(buffer), len(self._left))
-        buffer[:n] = self._left[:n]
-        self._left = self._left[n:]
-        return n
-
-
-def _layer_key(diff_id: str, compression: Compression) -> str:
-    return key_of("base layer", diff_id, compression.name)
-
-
-def _compress(source: IO[bytes], cache: LayerCache, compression: Compression) -> Blob:
-    def write(out: BinaryIO) -> Written:
-        writer = BlobWriter(out, compression)
-        while chunk := source.read(1 << 20):
-            writer.write(chunk)
-        return writer.finish()
-
-    return cache.store(write, compression)
-
-
-def _open_binary(path: Path) -> IO[bytes]:
-    return path.open("rb")
-
-
-def _read_save(ref: str, image: Any, spool: Path) -> tuple[dict[str, Path], dict[str, bytes]]:
-    """``docker save`` of ``image``: its layer tars written to files in ``spool`` (by
-    their name in the archive), its JSON files read."""
-    layers: dict[str, Path] = {}
-    files: dict[str, bytes] = {}
-    try:
-        stream = io.BufferedReader(_Chunks(image.save(named=False)), 1 << 20)
-        with tarfile.open(fileobj=stream, mode="r|") as tar:
-            for member in tar:
-                source = tar.extractfile(member) if member.isfile() else None
-                if source is None:
-                    continue
-                if member.name.endswith("/layer.tar"):
-                    path = spool / f"{len(layers)}.tar"
-                    with path.open("wb") as out:
-                        shutil.copyfileobj(source, out, 1 << 20)
-                    layers[member.name] = path
-                elif member.name.endswith(".json"):
-                    files[member.name] = source.read()
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        raise _unreachable(ref, exc) from None
-    return layers, files
-
-
-def _save(ref: str, image: Any, cache: LayerCache, compression: Compression) -> BaseImage:
-    """``docker save`` of ``image``: each layer compressed into the cache and, at the
-    same time (the unpacking waits on the disk, the compression on the CPU), the
-    layers unpacked for the base's python3 (``rootfs``) from the same uncompressed tars
-    (spooled to the cache's temporary folder: ``docker save`` gives the layers in no
-    particular order, the manifest, last, tells it)."""
-    staging = cache.root / "tmp"
-    staging.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="save-", dir=staging) as tmp:
-        by_name, files = _read_save(ref, image, Path(tmp))
-        try:
-            (entry,) = json.loads(files["manifest.json"])
-            config_bytes = files[entry["Config"]]
-            spooled = [by_name[name] for name in entry["Layers"]]
-        except (KeyError, ValueError, TypeError):
-            raise _unreachable(
-                ref, ValueError("docker save gave no usable manifest.json")
-            ) from None
-        image_id = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
-        unpacked_before = rootfs_path(image_id, cache).is_dir()
-        with ThreadPoolExecutor(1, thread_name_prefix="kiln-unpack") as pool:
-            openers = [functools.partial(_open_binary, path) for path in spooled]
-            unpacking = pool.submit(unpack_from, image_id, openers, cache)
-            blobs = []
-            for path in spooled:
-                with path.open("rb") as source:
-                    blobs.append(_compress(source, cache, compression))
-            unpacking.result()
-    config = json.loads(config_bytes)
-    diff_ids = list(config.get("rootfs", {}).get("diff_ids", []))
-    if diff_ids != [b.diff_id for b in blobs]:
-        if not unpacked_before:  # unpacked from the wrong layers: not to be used
-            shutil.rmtree(rootfs_path(image_id, cache), ignore_errors=True)
-        raise ServiceUnavailable(
-            f"docker save of base image {ref!r} gave layers whose sha256s are not the image's "
-            "diff_ids; the engine's storage may be damaged: remove and re-create the image"
-        )
-    for blob in blobs:
-        cache.record(_layer_key(blob.diff_id, compression), blob)
-    digest = cache.put_bytes(config_bytes)
-    return BaseImage(ref, digest, config, tuple(blobs))
-
-
-def _cached_engine_base(
-    ref: str, image_id: str, cache: LayerCache, compression: Compression
-) -> BaseImage | None:
-    config_bytes = cache.read_blob(image_id)
-    if config_bytes is None:
-        return None
-    config = json.loads(config_bytes)
-    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
-    blobs = [cache.lookup(_layer_key(d, compression)) for d in diff_ids]
-    if not all(b is not None for b in blobs):
-        return None
-    return BaseImage(ref, image_id, config, tuple(b for b in blobs if b is not None))
-
-
-def _seen_path(cache: LayerCache, ref: str) -> Path:
-    return cache.root / "bases" / f"engine-{key_of('engine base', ref)}.json"
-
-
-def last_seen(ref: str, cache: LayerCache, compression: Compression) -> BaseImage | None:
-    """The engine's base ``ref`` as kiln last read it, whole in the cache, or None: what
-    a digest is computed from when the engine cannot be asked (the release, which reads
-    the engine, then checks the digest it pushes against the one computed here)."""
-    try:
-        image_id = json.loads(_seen_path(cache, ref).read_text(encoding="utf-8"))["image_id"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return _cached_engine_base(ref, str(image_id), cache, compression)
-
-
-def load_base(
-    client: docker.DockerClient, ref: str, cache: LayerCache, compression: Compression
-) -> BaseImage:
-    """The base image ``ref`` of the local engine, its layers compressed in ``cache``."""
-    try:
-        image = client.images.get(ref)
-    except docker.errors.ImageNotFound:
-        raise _not_found(ref) from None
-    except (docker.errors.APIError, requests.RequestException) as exc:
-        raise _unreachable(ref, exc) from None
-    image_id = str(image.id)
-    seen = _seen_path(cache, ref)
-    seen.parent.mkdir(parents=True, exist_ok=True)
-    found = _cached_engine_base(ref, image_id, cache, compression)
-    if found is not None:
-        seen.write_text(json.dumps({"ref": ref, "image_id": image_id}), encoding="utf-8")
-        return found
-    base = _save(ref, image, cache, compression)
-    if base.image_id != image_id:
-        raise ServiceUnavailable(
-            f"docker save of base image {ref!r} gave a config whose sha256 is "
-            f"{base.image_id}, not the image ID {image_id}; it changed while kiln read it: "
-            "run again"
-        )
-    seen.write_text(json.dumps({"ref": ref, "image_id": image_id}), encoding="utf-8")
-    return base
 
 
 # -- a base from its registry ---------------------------------------------------------

@@ -19,15 +19,12 @@ from typing import TYPE_CHECKING
 
 import docker
 
-from kiln._errors import ConfigError, ServiceUnavailable
+from kiln._errors import ConfigError
 from kiln._images.base import split_reference
 from kiln._images.oci.base import (
     BaseImage,
     BlobSource,
     base_python,
-    from_registry,
-    last_seen,
-    load_base,
     probe_scheme,
     pull_base,
 )
@@ -49,7 +46,8 @@ from kiln._servers.credentials import Credentials
 from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:
-    from kiln._images.inputs import ImageInputs
+    from kiln._debian.build import OsLayers
+    from kiln._images.inputs import ImageInputs, OsBase
 
 
 def cache_dir(state_dir: Path) -> Path:
@@ -61,16 +59,20 @@ def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
     """The labels (and manifest annotations) of an image: no fingerprint, no
     revision, a fixed ``created``. ``source`` must already be free of credentials."""
     wh = inputs.wheelhouse
+    extra = {
+        "org.kiln.helpers": ",".join(f"{w.distribution}=={w.version}" for w in wh.helpers),
+        "org.kiln.third-party": ",".join(f"{w.name}=={w.version}" for w in wh.third_party),
+    }
+    if not isinstance(inputs.base, str):
+        lock = inputs.base.lock
+        extra["org.kiln.os"] = f"debian {lock.suite} {lock.release} {lock.architecture}"
     return labels(
         title=inputs.image.name,
         version=inputs.image.version,
         created=rfc3339(MTIME),
         source=source,
-        base_name=inputs.image.base,  # image.toml's, not a local stand-in's name
-        extra={
-            "org.kiln.helpers": ",".join(f"{w.distribution}=={w.version}" for w in wh.helpers),
-            "org.kiln.third-party": ",".join(f"{w.name}=={w.version}" for w in wh.third_party),
-        },
+        base_name=inputs.image.base,  # image.toml's registry base (None: kiln's OS base)
+        extra={k: v for k, v in extra.items() if v},
     )
 
 
@@ -127,10 +129,11 @@ class _LazyContainers:
 class KilnBuilder:
     """Builds from the base and the wheelhouse; pushes to ``registry``.
 
-    The base comes from its registry when its reference is pinned by digest or names a
-    registry host (``base_registry(host)`` gives the client), else from the local
-    engine (``engine()``, asked only then; when it cannot be reached, the copy read
-    before is used, if the cache holds one). The engine also runs the smoke check."""
+    The base is kiln's OS base (``os_layers()`` gives its layers: from the cache, the
+    registry or the Debian mirrors) or a registry image pinned by digest
+    (``base_registry(host)`` gives the client). The engine runs the smoke check only.
+    ``siblings``: the workspace's other repositories in ``registry``, whose blobs a push
+    mounts instead of uploading (the shared OS layer is stored once)."""
 
     def __init__(
         self,
@@ -139,6 +142,8 @@ class KilnBuilder:
         registry: BlobRegistry,
         *,
         base_registry: Callable[[str], BlobSource] | None = None,
+        os_layers: Callable[[], OsLayers] | None = None,
+        siblings: Sequence[str] = (),
         log: Callable[[str], None] = lambda _line: None,
         containers: ContainerRunner | None = None,
         credentials: Credentials | None = None,
@@ -147,55 +152,45 @@ class KilnBuilder:
         self._cache = LayerCache(cache)
         self._registry = registry
         self._base_registry = base_registry
+        self._os_layers = os_layers
+        self._siblings = tuple(siblings)
         self._log = log
         # ``credentials``: the push registry's, for the engine's pull of the smoke check.
         self._containers = containers or _LazyContainers(engine, credentials)
 
-    def base(self, ref: str, *, pinned_id: str | None = None) -> BaseImage:
-        """The base ``ref``; ``pinned_id`` is the image ID its lock pins, if it does."""
-        if from_registry(ref):
-            if self._base_registry is None:
-                raise ConfigError(f"base image {ref!r} is in a registry, and kiln has no client")
-            return pull_base(self._base_registry(split_reference(ref)[0]), ref, self._cache)
-        try:
-            client = self._engine()
-        except ServiceUnavailable as exc:
-            seen = last_seen(ref, self._cache, GZIP)
-            if seen is None:
-                raise ServiceUnavailable(
-                    f"{exc}. kiln reads base image {ref!r} from the engine (its reference "
-                    "names no registry) and has no copy of it yet: start the engine once, or "
-                    "pin a base that lives in a registry"
-                ) from None
-            self._log(
-                f"    base {ref}: the Docker Engine is not reachable; using the copy read "
-                f"before ({seen.image_id[:19]}...)"
-            )
-            base = seen
-        else:
-            base = load_base(client, ref, self._cache, GZIP)
-        if pinned_id is not None and base.image_id != pinned_id:
+    def base(self, ref: str | OsBase) -> BaseImage:
+        """The base: kiln's OS base, or a registry image pinned by digest."""
+        if not isinstance(ref, str):
+            if self._os_layers is None:
+                raise ConfigError(f"{ref.name}: kiln has no source for its OS layers here")
+            return self._os_layers().base_image(ref.lock, ref.extras)
+        if "@sha256:" not in ref:
             raise ConfigError(
-                f"base image {ref!r} is {base.image_id} here, but the lock pins {pinned_id}: "
-                "run `kiln lock` if the new base is intended"
+                f"base image {ref!r} is not pinned by digest; run `kiln lock` to pin it"
             )
-        return base
+        if self._base_registry is None:
+            raise ConfigError(f"base image {ref!r} is in a registry, and kiln has no client")
+        return pull_base(self._base_registry(split_reference(ref)[0]), ref, self._cache)
 
-    def build(
-        self, inputs: ImageInputs, *, source: str | None, pinned_id: str | None = None
-    ) -> tuple[BuiltImage, BaseImage]:
+    def build(self, inputs: ImageInputs, *, source: str | None) -> tuple[BuiltImage, BaseImage]:
         """The image's bytes (so its digest), and the base it was built on."""
         what = f"image {inputs.ref}"
-        base = self.base(inputs.base, pinned_id=pinned_id)
+        base = self.base(inputs.base)
         groups = (
             ("third-party", [w.path for w in inputs.wheelhouse.third_party]),
             ("helpers", [w.path for w in inputs.wheelhouse.helpers]),
         )
-        built, _layers, _scheme = build_on(
-            base, self._cache, groups, platform=inputs.image.platform,
-            env={**KFP_ENV, **dict(inputs.image.env)},
+        env = {**KFP_ENV, **dict(inputs.env), **dict(inputs.image.env)}
+        built, _layers, scheme = build_on(
+            base, self._cache, groups, platform=inputs.image.platform, env=env,
             labels=image_labels(inputs, source=source), what=what, log=self._log,
         )  # fmt: skip
+        if scheme.python != inputs.image.python:
+            raise ConfigError(
+                f"{inputs.image.path / 'image.toml'}: python = {inputs.image.python!r}, but "
+                f"its base ({base.ref}) runs Python {scheme.python}; set python = "
+                f"{scheme.python!r} (then `kiln lock {inputs.image.name}`), or change the base"
+            )
         if base.origin is not None and base.origin[0] == self._registry.host:
             # Blob digest -> the push registry's repository that holds it already.
             mounts = {b.digest: base.origin[1] for b in base.layers}
@@ -207,13 +202,33 @@ class KilnBuilder:
         if isinstance(self._containers, _LazyContainers):
             self._engine()
 
+    def _mounts(self, repository: str, image: BuiltImage) -> BuiltImage:
+        """``image`` with a sibling repository to mount each blob from that the target
+        repository lacks and a sibling holds (the shared OS layer, pushed once)."""
+        mounts = dict(image.mounts)
+        for blob in image.layers:
+            if blob.digest in mounts or self._registry.blob_exists(repository, blob.digest):
+                continue
+            for sibling in self._siblings:
+                if sibling != repository and self._registry.blob_exists(sibling, blob.digest):
+                    mounts[blob.digest] = sibling
+                    break
+        return dataclasses.replace(image, mounts=mounts)
+
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
         """Push ``image`` (its digest checked by the registry), then smoke-check it there."""
+        repository = inputs.path_in_registry
         pushed = push_image(
-            self._registry, inputs.path_in_registry, inputs.tag, image, log=self._log
-        )
-        packages = [p for w in inputs.wheelhouse.helpers for p in import_packages(w.path)]
+            self._registry, repository, inputs.tag, self._mounts(repository, image),
+            log=self._log,
+        )  # fmt: skip
+        modules = inputs.smoke
+        if modules is None:
+            modules = (
+                "kfp",
+                *(p for w in inputs.wheelhouse.helpers for p in import_packages(w.path)),
+            )
         smoke_check(
-            self._containers, f"{inputs.repository}@{pushed.digest}", packages, log=self._log
+            self._containers, f"{inputs.repository}@{pushed.digest}", modules, log=self._log
         )
         return pushed.digest

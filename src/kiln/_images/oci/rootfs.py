@@ -491,3 +491,23 @@ class BasePython:
             f"base image {self._image_id}: its python3 reported {path}, outside its own "
             "filesystem; use a base whose Python is installed the usual way"
         )
+
+
+class FolderPython:
+    """The ``python3`` of a filesystem written out in ``root`` (an OS layer being built,
+    before it is a blob): run as ``BasePython`` runs the base's."""
+
+    def __init__(self, root: Path, image_python: str, identity: str) -> None:
+        self.identity = identity
+        self.image_python = image_python
+        self._argv = loader_argv(root, image_python, identity)
+
+    def run(
+        self,
+        script: str,
+        args: Sequence[str] = (),
+        *,
+        stdin: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        return _run([*self._argv, "-S", "-s", "-c", script, *args], self.image_python, stdin, env)

@@ -2,10 +2,12 @@
 
 One ``library`` component per distribution kiln installs (the third-party wheels of the
 lock and the helper wheels): name, version, ``pkg:pypi/<name>@<version>`` and the
-wheel's sha256. The base is a ``container`` component by its registry digest (or, for a
-base the lock pins by engine image ID, by that ID); the image itself is the metadata's
-component, by digest. The distributions the base itself carries (its own pip, say) are
-inside the base component's identity, not listed one by one.
+wheel's sha256. On kiln's OS base, the base is an ``operating-system`` component
+(Debian and its point release) and every Debian package of the OS lock is a
+``library`` with its ``pkg:deb/debian/<name>@<version>?arch=...&distro=...`` purl and
+the ``.deb``'s sha256. A registry base is a ``container`` component by its digest; the
+distributions it carries are inside its identity, not listed one by one. The image
+itself is the metadata's component, by digest.
 
 Same inputs, same bytes: the library's defaults are random (``serialNumber`` is a
 uuid4, every ``bom-ref`` a random string) or the current time (``metadata.timestamp``),
@@ -32,7 +34,7 @@ from packageurl import PackageURL
 from kiln._images.oci.layers import MTIME
 
 if TYPE_CHECKING:
-    from kiln._images.inputs import ImageInputs
+    from kiln._images.inputs import ImageInputs, OsBase
 
 # The namespace of the serial numbers: uuid5(this, image digest).
 _SERIALS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/kiln/sbom")
@@ -69,22 +71,46 @@ def _distribution(name: str, version: str, sha256: str, layer: str) -> Component
     )
 
 
-def _base(ref: str, image_id: str) -> Component:
-    """The base by digest when the reference carries one (``repo@sha256:...``), else by
-    the engine's image ID (a base pinned by ID, or KILN_BASE_IMAGE)."""
+def _base(ref: str) -> Component:
+    """A registry base, by the digest its reference carries (``repo@sha256:...``)."""
     repository, _, digest = ref.partition("@")
-    if digest:
-        purl = _oci_purl(repository, digest)
-        return Component(
-            name=repository, version=digest, type=ComponentType.CONTAINER, purl=purl,
-            bom_ref=purl.to_string(), hashes=[_sha256(digest)],
-            properties=[Property(name=f"{_PREFIX}:base", value="registry digest")],
-        )  # fmt: skip
+    purl = _oci_purl(repository, digest)
     return Component(
-        name=ref, version=image_id, type=ComponentType.CONTAINER, bom_ref=f"base:{image_id}",
-        hashes=[_sha256(image_id)],
-        properties=[Property(name=f"{_PREFIX}:base", value="image ID (no registry digest)")],
+        name=repository, version=digest, type=ComponentType.CONTAINER, purl=purl,
+        bom_ref=purl.to_string(), hashes=[_sha256(digest)],
+        properties=[Property(name=f"{_PREFIX}:base", value="registry digest")],
     )  # fmt: skip
+
+
+def _os(base: OsBase) -> list[Component]:
+    """kiln's OS base: Debian itself, and every package of the OS lock."""
+    lock = base.lock
+    system = Component(
+        name="debian", version=lock.release or lock.suite, type=ComponentType.OPERATING_SYSTEM,
+        bom_ref=f"os:debian:{lock.suite}:{lock.architecture}",
+        properties=[Property(name=f"{_PREFIX}:base", value=f"images/{lock.path.name}")],
+    )  # fmt: skip
+    packages = []
+    for pin in base.packages:
+        purl = PackageURL(
+            type="deb", namespace="debian", name=pin.name, version=pin.version,
+            qualifiers={"arch": pin.architecture, "distro": f"debian-{lock.suite}"},
+        )  # fmt: skip
+        packages.append(
+            Component(
+                name=pin.name,
+                version=pin.version,
+                type=ComponentType.LIBRARY,
+                purl=purl,
+                bom_ref=purl.to_string(),
+                hashes=[_sha256(pin.sha256)],
+                properties=[
+                    Property(name=f"{_PREFIX}:layer", value="os"),
+                    Property(name=f"{_PREFIX}:source-package", value=pin.source),
+                ],
+            )
+        )
+    return [system, *packages]
 
 
 def image_sbom(inputs: ImageInputs, digest: str) -> bytes:
@@ -96,7 +122,7 @@ def image_sbom(inputs: ImageInputs, digest: str) -> bytes:
         name=inputs.image.name, version=inputs.image.version, type=ComponentType.CONTAINER,
         purl=image_purl, bom_ref=image_purl.to_string(), hashes=[_sha256(digest)],
     )  # fmt: skip
-    base = _base(inputs.base, inputs.base_id)
+    base = [_base(inputs.base)] if isinstance(inputs.base, str) else _os(inputs.base)
     distributions = [
         *(_distribution(w.name, w.version, w.sha256, "third-party") for w in wh.third_party),
         *(_distribution(w.distribution, w.version, w.sha256, "helpers") for w in wh.helpers),
@@ -105,8 +131,8 @@ def image_sbom(inputs: ImageInputs, digest: str) -> bytes:
     bom = Bom(
         serial_number=uuid.uuid5(_SERIALS, digest),
         metadata=BomMetaData(component=image, timestamp=moment),
-        components=[base, *distributions],
+        components=[*base, *distributions],
     )
-    bom.register_dependency(image, [base, *distributions])
+    bom.register_dependency(image, [*base, *distributions])
     text = JsonV1Dot6(bom).output_as_string()
     return (json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n").encode()
