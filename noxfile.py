@@ -1,13 +1,18 @@
-"""Thin sessions over the kiln CLI.
+"""Thin sessions over the kiln CLI. Run them through ./noxw, which sets itself up.
 
-nox -s demo          full local release on the embedded stack, then run every pipeline
-nox -s lint tests    the whole test suite: static checks, unit and end-to-end tests
-nox -s release       `kiln release --local` only
-nox -s bench         benchmarks (not tests): `nox -s bench -- --preset scale`
+./noxw -s demo          full local release on the embedded stack, then run every pipeline
+./noxw -s lint tests    the whole test suite: static checks, unit and end-to-end tests
+./noxw -s release       `kiln release --local` only
+./noxw -s bench         benchmarks (not tests): `./noxw -s bench -- --preset scale`
+
+What a session needs from the machine and cannot install itself (Docker Engine, Debian's
+registry, Chromium, ...) is checked first: a missing one is named with its apt line.
 """
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import nox
@@ -20,6 +25,42 @@ nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.default_venv_backend = "venv"
 
+# What the sessions need from the machine: a check, and the Debian package that gives it.
+DOCKER = ("Docker Engine (running)", "docker.io", "then: sudo systemctl start docker")
+PROGRAMS = {
+    "docker-registry": ("Debian's CNCF registry, the local stack's", "docker-registry"),
+    "chromium": ("headless Chromium, which renders the component catalog", "chromium"),
+    "gpgv": ("gpgv, which checks Debian's signed indexes", "gpgv"),
+    "skopeo": ("skopeo, which reads kiln's images as other clients do", "skopeo"),
+    "umoci": ("umoci, which unpacks kiln's images as other clients do", "umoci"),
+}
+KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+
+
+def _engine_runs() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    done = subprocess.run(["docker", "info"], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+def _require(session: nox.Session, *programs: str, engine: bool = True) -> None:
+    """Stop ``session`` naming what this machine lacks, with the apt line that adds it."""
+    missing = [(PROGRAMS[p][0], PROGRAMS[p][1], "") for p in programs if not shutil.which(p)]
+    if "gpgv" in programs and not KEYRING.is_file():
+        missing.append(("Debian's archive keyring", "debian-archive-keyring", ""))
+    if engine and not _engine_runs():
+        missing.insert(0, DOCKER)
+    if missing:
+        lines = [f"  - {what}: sudo apt-get install {package}" for what, package, _ in missing]
+        lines += [f"    {then}" for _what, _package, then in missing if then]
+        packages = " ".join(package for _what, package, _ in missing)
+        session.error(
+            "this machine lacks what the session needs:\n"
+            + "\n".join(lines)
+            + f"\nall at once: sudo apt-get install --no-install-recommends {packages}"
+        )
+
 
 def _install_workspace(session: nox.Session, *extras: str) -> None:
     spec = f".[{','.join(extras)}]" if extras else "."
@@ -29,9 +70,9 @@ def _install_workspace(session: nox.Session, *extras: str) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Unit tests (no network), helper tests, and end-to-end tests on real servers."""
+    _require(session, "docker-registry", "chromium", "gpgv", "skopeo", "umoci")
     _install_workspace(session, "test")
-    # Tests reach only loopback servers and the package registries: `kiln lock` in them
-    # pins base images from the local engine, never from Docker Hub.
+    # Tests reach only loopback servers, Debian's archive and the package registries.
     session.run("pytest", *session.posargs, env={"KILN_OFFLINE": "1"})
 
 
@@ -47,14 +88,34 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def release(session: nox.Session) -> None:
     """A full local release: wheels -> index, images -> registry, pinned YAMLs, manifest."""
+    _require(session, "docker-registry")
     session.install(".")
     session.run("kiln", "release", "--local", *session.posargs)
+
+
+def _os_pins_served(session: nox.Session) -> None:
+    """A checkout older than Debian's archive pins packages no mirror serves any more: move
+    its OS lock in place (and say so), so the demo still runs; `git diff` shows the move."""
+    kiln = str(Path(session.bin) / "kiln")
+    session.log("kiln lock --check --sources")
+    code = subprocess.run([kiln, "lock", "--check", "--sources"], check=False).returncode
+    if code not in (0, 5):
+        session.error(f"kiln lock --check --sources failed (exit {code}); see its message above")
+    if code == 5:
+        session.warn(
+            "images/os.lock pins Debian packages no mirror serves any more (this checkout "
+            "is older than Debian's archive): moving it with `kiln lock --upgrade-os`. "
+            "`git diff` shows what moved; `git checkout -- .` undoes it."
+        )
+        session.run("kiln", "lock", "--upgrade-os")
 
 
 @nox.session
 def demo(session: nox.Session) -> None:
     """The main job: a full local release, then every example pipeline in local containers."""
+    _require(session, "docker-registry")
     session.install(".")
+    _os_pins_served(session)
     session.run("kiln", "release", "--local")
     for pipeline in PIPELINES:
         session.run("kiln", "run", pipeline)
@@ -64,7 +125,8 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmarks, not tests: every scenario on generated repos and their own local stacks.
 
-    nox -s bench -- --preset scale --repeat 3      (see bench/README.md; writes bench/results/)
+    ./noxw -s bench -- --preset scale --repeat 3      (see bench/README.md; writes bench/results/)
     """
+    _require(session, "docker-registry")
     session.install(".")
     session.run("python", "-m", "bench.run", *session.posargs)

@@ -46,6 +46,10 @@ class CommandFailed(KilnError):
         self.output = output
 
 
+class CommandNotFound(CommandFailed):
+    """The program a step runs is not installed (the caller names the package)."""
+
+
 class RunFailed(KilnError):
     """A pipeline or component run failed."""
 

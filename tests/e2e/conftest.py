@@ -1,6 +1,11 @@
 """End-to-end fixtures: a copy of this monorepo, its own local stack on free ports,
 the real Docker Engine, and an index and registry that require credentials (``servers``).
-In CI (CI=true) a missing engine or base image fails the run instead of skipping it."""
+In CI (CI=true) a missing engine fails the run instead of skipping it.
+
+The copies build on kiln's OS base from the committed ``images/os.lock``. Debian drops
+superseded packages from its mirrors, so ``os_pins`` first fetches every pinned .deb:
+when some are gone, the copies are made from a copy relocked with ``kiln lock
+--upgrade-os`` (and it says so), instead of failing the day Debian moves a package."""
 
 from __future__ import annotations
 
@@ -27,14 +32,26 @@ import pytest
 import requests
 from packaging.utils import canonicalize_name
 
+from kiln._debian.archive import Mirrors
+from kiln._debian.build import OsLayers, fetch_debs
+from kiln._debian.lock import read_os_lock
+from kiln._images.oci.cache import LayerCache
+from kiln._workspace.discovery import discover
+
 PROJECT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-BASE_IMAGE = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
 # What this monorepo releases: helper and image versions, as in their config files.
-HELPERS = {"dataquality": "0.1.0", "imgproc": "0.2.0", "tabular": "0.1.0", "viz": "0.1.1"}
-IMAGES = {"analytics": "0.1.3", "base": "0.2.2"}
+_WORKSPACE = discover(PROJECT)
+HELPERS = {h.name: h.version for h in _WORKSPACE.helpers}
+IMAGES = {i.name: i.version for i in _WORKSPACE.images}
 # pip in a test venv sees neither the machine's pip config nor its extra indexes.
 PRIVATE_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
+
+
+def patch(version: str) -> str:
+    """``version`` with its last part raised: what `kiln bump NAME patch` gives."""
+    head, _, last = version.rpartition(".")
+    return f"{head}.{int(last) + 1}"
 
 
 def _unavailable(reason: str) -> None:
@@ -50,11 +67,49 @@ def docker_client() -> docker.DockerClient:
         client.ping()
     except docker.errors.DockerException as exc:
         _unavailable(f"Docker Engine not reachable: {exc}")
-    try:
-        client.images.get(BASE_IMAGE)
-    except docker.errors.ImageNotFound:
-        _unavailable(f"base image {BASE_IMAGE} is not present; set KILN_BASE_IMAGE")
     return client
+
+
+@dataclass(frozen=True)
+class OsPins:
+    """Where the copies of this repo come from, and a warm cache to seed them with."""
+
+    source: Path  # this repo, or a copy of it relocked with `kiln lock --upgrade-os`
+    fetchable: bool  # whether the committed images/os.lock can be built on this machine
+    cache: Path  # .kiln/cache of a workspace that fetched the pins and built the layer
+
+
+@pytest.fixture(scope="session")
+def os_pins(tmp_path_factory: pytest.TempPathFactory) -> OsPins:
+    """Fetch every .deb the committed OS lock pins (checked by sha256) and build its layer
+    once; when a pin is gone from the mirrors, relock a copy of this repo instead."""
+    root = tmp_path_factory.mktemp("os-pins")
+    lock = read_os_lock(PROJECT)
+    cache = root / "cache"
+    mirrors = Mirrors(_WORKSPACE.os)
+    fetched = fetch_debs(lock.os.packages, mirrors, cache / "debian")
+    source = PROJECT
+    if fetched.gone:
+        gone = ", ".join(f"{p.name} {p.version}" for p in fetched.gone)
+        source = root / "relocked"
+        for name in ("helpers", "images", "pipelines"):
+            shutil.copytree(PROJECT / name, source / name, ignore=_IGNORE)
+        shutil.copy(PROJECT / "pyproject.toml", source / "pyproject.toml")
+        proc = subprocess.run(
+            [sys.executable, "-m", "kiln", "lock", "--upgrade-os", "--repo", str(source)],
+            capture_output=True, text=True, check=False, timeout=600,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        print(
+            f"\nNOTE: the committed images/os.lock pins packages no mirror serves any more "
+            f"({gone}); the end-to-end tests use a copy relocked with `kiln lock --upgrade-os`:"
+            f"\n{proc.stdout}"
+        )
+        lock = read_os_lock(source)
+        fetched = fetch_debs(lock.os.packages, mirrors, cache / "debian")
+    layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
+    layers.layer(lock)
+    return OsPins(source, not fetched.gone and source == PROJECT, cache)
 
 
 def by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -75,13 +130,20 @@ def private_venv(directory: Path, index_url: str, *requirements: str) -> str:
     return python
 
 
-def pip_list(docker_client: docker.DockerClient, image: str) -> set[tuple[str, str]]:
-    """(canonical name, version) of what ``pip list`` shows in ``image``, run with no network."""
+_DISTRIBUTIONS = (
+    "import json, importlib.metadata as m; "
+    "print(json.dumps([[d.metadata['Name'], d.version] for d in m.distributions()]))"
+)
+
+
+def installed(docker_client: docker.DockerClient, image: str) -> set[tuple[str, str]]:
+    """(canonical name, version) of every distribution ``image``'s python3 finds (what
+    ``pip list`` would show; the image needs no pip), run with no network."""
     out = docker_client.containers.run(
-        image, ["-m", "pip", "list", "--format", "json"], entrypoint=["python3"],
+        image, ["-c", _DISTRIBUTIONS], entrypoint=["python3"],
         network_mode="none", remove=True, stdout=True, stderr=False,
     )  # fmt: skip
-    return {(canonicalize_name(d["name"]), d["version"]) for d in json.loads(out)}
+    return {(canonicalize_name(name), version) for name, version in json.loads(out)}
 
 
 def free_port() -> int:
@@ -101,7 +163,7 @@ class Repo:
     ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
-            env={**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, **(env or {})},
+            env={**os.environ, **(env or {})},
             capture_output=True,
             text=True,
             check=False,
@@ -119,13 +181,27 @@ _IGNORE = shutil.ignore_patterns(
 )
 
 
-def copy_project(root: Path) -> tuple[int, int]:
+def seed_os(root: Path, pins: OsPins) -> None:
+    """Give the workspace at ``root`` the OS lock of ``pins`` (a repo written by
+    ``tests.factory`` has this repo's [tool.kiln.os], so the same lock is fresh there)
+    and a cache holding its .debs and OS layer (hard links: kiln checks them again)."""
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    shutil.copy(pins.source / "images" / "os.lock", root / "images" / "os.lock")
+    shutil.copytree(pins.cache, root / ".kiln" / "cache", copy_function=os.link, dirs_exist_ok=True)
+
+
+def copy_project(root: Path, pins: OsPins | None = None) -> tuple[int, int]:
     """This monorepo's helpers, images and pipelines copied into ``root``, with its
-    pyproject.toml putting the local stack on free loopback ports: (index, registry)."""
+    pyproject.toml putting the local stack on free loopback ports: (index, registry).
+    ``pins``: copy from its source, and seed the copy's cache with its .debs and OS
+    layer (content-addressed and checked again when used); None: a cold copy."""
+    source = pins.source if pins is not None else PROJECT
     for name in ("helpers", "images", "pipelines"):
-        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+        shutil.copytree(source / name, root / name, ignore=_IGNORE)
+    if pins is not None:
+        seed_os(root, pins)
     index_port, registry_port = free_port(), free_port()
-    text = (PROJECT / "pyproject.toml").read_text()
+    text = (source / "pyproject.toml").read_text()
     text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {index_port}", text)
     text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
     (root / "pyproject.toml").write_text(text)
@@ -145,13 +221,13 @@ def untag(client: docker.DockerClient, registry: str) -> None:
 
 @pytest.fixture(scope="session")
 def repo(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
 ) -> Iterator[Repo]:
     """A copy of this monorepo's helpers, images and pipelines with its own stack.
 
     Tests that edit files in it restore them before they return."""
     root = tmp_path_factory.mktemp("monorepo")
-    index_port, registry_port = copy_project(root)
+    index_port, registry_port = copy_project(root, os_pins)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo

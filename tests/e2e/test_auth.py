@@ -19,15 +19,16 @@ import docker.errors
 import pytest
 import yaml
 
-from kiln._errors import AuthenticationFailed, CommandFailed
-from kiln._images.docker import OsBaseBuilder
+from kiln._errors import AuthenticationFailed
+from kiln._images.oci.image import BuiltImage, canonical_json, image_manifest
+from kiln._images.oci.push import push_image
 from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
 from kiln._servers.index import IndexClient
 from kiln._servers.registry import RegistryClient
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import BASE_IMAGE, PASSWORD, USER, Servers, free_port, untag
+from tests.e2e.conftest import PASSWORD, USER, OsPins, Servers, free_port, seed_os, untag
 
 pytestmark = pytest.mark.e2e
 
@@ -90,22 +91,17 @@ def test_registry_needs_credentials_and_a_push_with_them_works(
     registry.ping()
     assert registry.digest("kiln-e2e/tiny", "1") is None
 
-    context = tmp_path / "context"
-    factory.write(context / "Dockerfile", "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\n")
-    repository = f"{servers.registry}/kiln-e2e/tiny"
-    builder = OsBaseBuilder(engine, credentials=creds)
-    builder.build(
-        context,
-        f"{repository}:1",
-        buildargs={"BASE_IMAGE": BASE_IMAGE},
-        labels={"org.kiln.e2e": "auth"},
-    )
-    with pytest.raises(CommandFailed, match=r"docker push of .* failed"):
-        OsBaseBuilder(engine).push(repository, "1")
-    digest = builder.push(repository, "1")
-    assert registry.digest("kiln-e2e/tiny", "1") == digest
-    assert registry.labels("kiln-e2e/tiny", "1")["org.kiln.e2e"] == "auth"
+    config_bytes = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    image = BuiltImage(config=config_bytes, manifest=_manifest(config_bytes), layers=())
+    with pytest.raises(AuthenticationFailed, match="requires credentials"):
+        push_image(RegistryClient(servers.registry), "kiln-e2e/tiny", "1", image)
+    pushed = push_image(registry, "kiln-e2e/tiny", "1", image)
+    assert registry.digest("kiln-e2e/tiny", "1") == pushed.digest == image.digest
     assert "kiln-e2e/tiny" in registry.catalog()
+
+
+def _manifest(config: bytes) -> bytes:
+    return canonical_json(image_manifest(config, (), {"org.kiln.e2e": "auth"}))
 
 
 # ------------------------------------------------------------------ a full release
@@ -129,7 +125,7 @@ def _files_holding(folder: Path, needle: bytes) -> list[str]:
 
 
 def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
-    servers: Servers, engine: docker.DockerClient, tmp_path: Path
+    servers: Servers, engine: docker.DockerClient, tmp_path: Path, os_pins: OsPins
 ) -> None:
     # Third-party wheels come from public PyPI (kfp alone: the helper has no dependencies).
     root = factory.workspace(
@@ -144,6 +140,7 @@ def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
         "PACKAGES = True\n\n\ndef light(x: int) -> int:\n    from authhelper import answer\n\n"
         "    return x * answer()\n",
     )
+    seed_os(root, os_pins)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     home = tmp_path / "home"  # no ~/.netrc, no ~/.docker: the environment is the only source
     home.mkdir()
@@ -153,7 +150,6 @@ def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
     base_env = {
         **inherited,
         "HOME": str(home),
-        "KILN_BASE_IMAGE": BASE_IMAGE,
         "NETRC": str(home / "no-netrc"),
         "DOCKER_CONFIG": str(home / "no-docker"),
     }
@@ -171,12 +167,16 @@ def test_release_with_credentials_only_in_the_environment_leaks_them_nowhere(
     released = _kiln(root, "release", "-v", "--json", *target, env=base_env | servers.env())
     assert released.returncode == 0, released.stderr
     result = json.loads(released.stdout)
-    assert sorted(result["uploaded"]) == [  # the helper, and kfp mirrored from PyPI
+    # The helper, and kfp and pip (packages mode's base) mirrored from PyPI.
+    uploaded = sorted(result["uploaded"])
+    assert uploaded[:2] == [
         "acme_authhelper-0.1.0-py3-none-any.whl",
         f"kfp-{dist_version('kfp')}-py3-none-any.whl",
     ]
-    (pushed,) = result["pushed"]
+    assert [u.split("-")[0] for u in uploaded[2:]] == ["pip"]
+    pushed, packages_base = result["pushed"]
     assert pushed.startswith(f"{servers.registry}/acme/authimage:0.1.0@sha256:")
+    assert packages_base.startswith(f"{servers.registry}/acme/packages:py")
 
     canary = PASSWORD.encode()
     for output in (released.stdout, released.stderr, refused.stdout, refused.stderr):

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Repo
+from tests.e2e.conftest import HELPERS, IMAGES, Repo, patch
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,8 @@ def test_check_then_bump_then_release_moves_only_the_dependants(
         touched[0].write_text(touched[0].read_text() + "\n# a change nobody bumped\n")
         checked = repo.kiln("check", "--local")
         assert checked.returncode == 4, checked.stdout + checked.stderr
-        assert "helpers/dataquality changed since acme-dataquality 0.1.0 was published" in (
+        quality = HELPERS["dataquality"]
+        assert f"helpers/dataquality changed since acme-dataquality {quality} was published" in (
             checked.stdout
         )
         assert "    fix: kiln bump dataquality patch" in checked.stdout
@@ -40,19 +41,20 @@ def test_check_then_bump_then_release_moves_only_the_dependants(
         assert bumped.returncode == 0, bumped.stderr
         plan = json.loads(bumped.stdout)["changes"]
         changes = {c["path"]: (c["old_version"], c["new_version"]) for c in plan}
+        viz, analytics = HELPERS["viz"], IMAGES["analytics"]
         assert changes == {
-            "helpers/dataquality/pyproject.toml": ("0.1.0", "0.1.1"),
-            "helpers/viz/pyproject.toml": ("0.1.1", "0.1.2"),
-            "images/analytics/image.toml": ("0.1.3", "0.1.4"),
+            "helpers/dataquality/pyproject.toml": (quality, patch(quality)),
+            "helpers/viz/pyproject.toml": (viz, patch(viz)),
+            "images/analytics/image.toml": (analytics, patch(analytics)),
         }
 
         result = repo.kiln_json("release", "--local")
         assert sorted(result["uploaded"]) == [
-            "acme_dataquality-0.1.1-py3-none-any.whl",
-            "acme_viz-0.1.2-py3-none-any.whl",
+            f"acme_dataquality-{patch(quality)}-py3-none-any.whl",
+            f"acme_viz-{patch(viz)}-py3-none-any.whl",
         ]
         assert [ref.split("@")[0] for ref in result["pushed"]] == [
-            f"{repo.registry}/acme/analytics:0.1.4"
+            f"{repo.registry}/acme/analytics:{patch(analytics)}"
         ]
         again = repo.kiln("check", "--local")
         assert again.returncode == 0, again.stdout
@@ -81,3 +83,7 @@ def test_a_second_clean_clone_releases_and_fetches_nothing(
     assert "pip download --isolated" in log
     assert f"--index-url {repo.index_url}/simple/" in log
     assert "pypi.org" not in log
+    # Nor from Debian: the OS layer came from the registry, checked against the lock.
+    assert "OS layer sha256:" in log
+    assert ": taken from the registry" in log
+    assert "fetched " not in log  # no .deb

@@ -1,6 +1,6 @@
 """What a newcomer meets, on real servers: short output, openable artifacts, dry runs
-that change nothing, an altered index told apart from a source change, base images
-named by what they are, and failed builds that clean up after themselves."""
+that change nothing, an altered index told apart from a source change, and a stale OS
+lock named with its fix before anything is built."""
 
 from __future__ import annotations
 
@@ -11,19 +11,14 @@ import shlex
 import shutil
 import subprocess
 import sys
-import uuid
 import venv
 from pathlib import Path
 from typing import Any
 
-import docker
-import docker.errors
 import pytest
 import requests
 
-from kiln._errors import CommandFailed
-from kiln._images.docker import OsBaseBuilder
-from tests.e2e.conftest import BASE_IMAGE, HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, by
+from tests.e2e.conftest import HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, by
 
 pytestmark = pytest.mark.e2e
 
@@ -123,51 +118,26 @@ def test_a_file_altered_on_the_index_is_reported_and_restorable(
     assert _index_sha(repo, "acme-imgproc", filename) == recorded
 
 
-def test_another_name_for_the_same_base_image_changes_nothing(
-    repo: Repo, released: dict[str, Any], docker_client: docker.DockerClient
+def test_a_changed_os_definition_stops_the_release_naming_the_lock(
+    repo: Repo, released: dict[str, Any]
 ) -> None:
-    alias = f"kiln-test/alias-{uuid.uuid4().hex[:8]}"
-    docker_client.images.get(BASE_IMAGE).tag(alias, "1")
+    pyproject = repo.root / "pyproject.toml"
+    original = pyproject.read_text()
+    pyproject.write_text(original.replace('"zlib1g",', '"zlib1g", "libgomp1",'))
     try:
-        proc = repo.kiln("release", "--local", "--json", env={"KILN_BASE_IMAGE": f"{alias}:1"})
+        proc = repo.kiln("release", "--local")
+        check = repo.kiln("lock", "--check")
     finally:
-        docker_client.images.remove(f"{alias}:1")
-        # Packages-mode YAMLs name the stand-in base as given: put the usual one back.
-        assert repo.kiln("components", "--local").returncode == 0
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(proc.stdout)
-    assert (result["uploaded"], result["pushed"]) == ([], [])
-
-
-def test_a_base_image_that_does_not_exist_is_named(repo: Repo, released: dict[str, Any]) -> None:
-    missing = f"{repo.registry}/nosuch/python:3.11"
-    proc = repo.kiln("release", "--local", "--base-image", missing)
+        pyproject.write_text(original)
     assert proc.returncode == 3, proc.stderr
-    # A reference naming a registry is read from it (kiln's builder): that registry is named.
-    assert f"base image {missing!r}: registry {repo.registry} has no nosuch/python:3.11" in (
-        proc.stderr
+    expected = (
+        f"kiln: bad input: {repo.root / 'images' / 'os.lock'}: stale: [tool.kiln.os] or an "
+        "image's os-packages changed since it was written; run `kiln lock` and commit the result"
     )
-    assert "KILN_BASE_IMAGE" in proc.stderr
-    assert "bump" not in proc.stderr
-
-
-def test_a_failed_os_base_build_leaves_no_image_behind(
-    docker_client: docker.DockerClient, tmp_path: Path
-) -> None:
-    token = uuid.uuid4().hex  # new layers, never a cache hit
-    (tmp_path / "Dockerfile").write_text(
-        f"FROM {BASE_IMAGE}\nRUN echo {token} > /one\nRUN echo {token} > /two\nRUN exit 3\n"
-    )
-    lines: list[str] = []
-    before = {i.id for i in docker_client.images.list(all=True)}
-    with pytest.raises(CommandFailed, match="docker build of kiln-test/broken:1 failed"):
-        OsBaseBuilder(docker_client, log=lines.append).build(
-            tmp_path, "kiln-test/broken:1", buildargs={}, labels={}
-        )
-    assert sum("Running in" in line for line in lines) == 3  # two layers were committed
-    assert {i.id for i in docker_client.images.list(all=True)} == before
-    with pytest.raises(docker.errors.ImageNotFound):
-        docker_client.images.get("kiln-test/broken:1")
+    assert expected in proc.stderr
+    assert "==> wheels" not in proc.stderr  # nothing was built
+    assert check.returncode == 3
+    assert "images/os.lock: stale" in check.stderr
 
 
 def test_the_consumer_guides_commands_work(

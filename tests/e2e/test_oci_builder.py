@@ -1,7 +1,7 @@
 """kiln's OCI builder on the real Docker Engine and a real registry: this repo's ``base``
-image built twice from different folders gives one manifest, the registry stores it
-under the predicted digest, the pulled image runs, and a helper change moves only the
-helper layer."""
+image (on kiln's OS base, from the committed OS lock) built twice from different
+folders gives one manifest, the registry stores it under the predicted digest, the
+pulled image runs, and a helper change moves only the helper layer."""
 
 from __future__ import annotations
 
@@ -22,11 +22,13 @@ import matplotlib  # the analytics helpers need it: the test environment has it
 import pytest
 from packaging.utils import parse_wheel_filename
 
-from kiln._images.oci.base import base_python, load_base, probe_scheme
-from kiln._images.oci.build import KFP_ENV, PythonLayer
+from kiln._debian.archive import Mirrors
+from kiln._debian.build import OsLayers
+from kiln._debian.lock import read_os_lock
+from kiln._images.oci.base import BaseImage, base_python, probe_scheme
+from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
-from kiln._images.oci.compress import GZIP
 from kiln._images.oci.image import BuiltImage, labels
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.push import push_image
@@ -37,7 +39,7 @@ from kiln._wheels.lock import Lock, read_lock
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Helper, StackConfig
-from tests.e2e.conftest import BASE_IMAGE, PROJECT, _unavailable, free_port
+from tests.e2e.conftest import OsPins, _unavailable, free_port, installed
 from tests.unit.test_oci_install import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -72,13 +74,22 @@ def spread(wheels: Sequence[Path], folder: Path, *, reverse: bool, seed: int) ->
     return copies
 
 
+def os_base(source: Path, cache: LayerCache, debs: Path) -> BaseImage:
+    """kiln's OS base of the repo at ``source``: its layer built in ``cache`` from the
+    .debs in ``debs`` (fetched from Debian's mirrors when missing)."""
+    lock = read_os_lock(source)
+    return OsLayers(cache, debs, Mirrors(discover(source).os)).base_image(lock)
+
+
 def build(
-    docker_client: docker.DockerClient,
+    source: Path,
     cache: LayerCache,
     third: Sequence[Path],
     helpers: Sequence[Path],
+    *,
+    debs: Path,
 ) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
-    base = load_base(docker_client, BASE_IMAGE, cache, GZIP)
+    base = os_base(source, cache, debs)
     helper_pins = " ".join(
         f"{name}=={version}"
         for name, version, _, _ in map(parse_wheel_filename, (w.name for w in helpers))
@@ -100,6 +111,8 @@ def run(docker_client: docker.DockerClient, ref: str, script: str) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class BaseWheels:
+    source: Path  # the repo (this one, or its relocked copy: see conftest.os_pins)
+    debs: Path  # its .debs, fetched and checked once
     lock: Lock
     imgproc: Helper
     third: list[Path]  # the lock's wheels
@@ -107,10 +120,10 @@ class BaseWheels:
 
 
 @pytest.fixture(scope="module")
-def base_wheels(tmp_path_factory: pytest.TempPathFactory) -> BaseWheels:
+def base_wheels(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> BaseWheels:
     """This repo's ``base`` image inputs: its locked wheels (from PyPI) and its helper."""
     tmp_path = tmp_path_factory.mktemp("base-wheels")
-    workspace = discover(PROJECT)
+    workspace = discover(os_pins.source)
     lock = read_lock(workspace.image("base"))
     fetched = fetch_locked(
         lock,
@@ -120,7 +133,8 @@ def base_wheels(tmp_path_factory: pytest.TempPathFactory) -> BaseWheels:
     )
     imgproc = workspace.helper("imgproc")
     helper = build_wheel(imgproc, tmp_path / "helpers").path
-    return BaseWheels(lock, imgproc, [w.path for w in fetched], helper)
+    debs = os_pins.cache / "debian"
+    return BaseWheels(os_pins.source, debs, lock, imgproc, [w.path for w in fetched], helper)
 
 
 def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer(
@@ -133,20 +147,23 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     # Two cold builds from different folders: wheels copied in other orders, other
     # mtimes, another umask, separate caches.
     started = time.perf_counter()
+    repo_root, debs = base_wheels.source, base_wheels.debs
     first, first_layers, scheme = build(
-        docker_client,
+        repo_root,
         LayerCache(tmp_path / "cache-a"),
         spread(third, tmp_path / "a", reverse=False, seed=1),
         spread([helper], tmp_path / "a-helpers", reverse=False, seed=2),
+        debs=debs,
     )
     cold = time.perf_counter() - started
     old_umask = os.umask(0o077)
     try:
         second, _, _ = build(
-            docker_client,
+            repo_root,
             LayerCache(tmp_path / "cache-b"),
             spread(third, tmp_path / "b", reverse=True, seed=3),
             spread([helper], tmp_path / "b-helpers", reverse=True, seed=4),
+            debs=debs,
         )
     finally:
         os.umask(old_umask)
@@ -163,17 +180,13 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     try:
         assert run(docker_client, ref, 'python3 -c "import imgproc, kfp, numpy"') == ""
         assert "_KFP_RUNTIME=true" in json.loads(first.config)["config"]["Env"]
-        # What kiln installed: the distributions in the scheme's folder (the base's own
-        # pip, setuptools and wheel live in Debian's /usr/lib/python3/dist-packages).
-        listed = json.loads(
-            run(docker_client, ref, f"python3 -m pip list --format json --path {scheme.purelib}")
-        )
-        assert sorted((d["name"], d["version"]) for d in listed) == sorted(
-            [(p.name, p.version) for p in lock.pins] + [("acme-imgproc", imgproc.version)]
-        )
-        check = run(docker_client, ref, "python3 -m pip check || true").splitlines()
-        assert check
-        assert all(line.startswith("kfp ") and "which is not installed" in line for line in check)
+        # What kiln installed, in Debian's scheme for it: the distributions the image's
+        # python3 finds are exactly the lock's and the helper (the OS base has none).
+        assert scheme.purelib == "/usr/local/lib/python3.11/dist-packages"
+        assert installed(docker_client, ref) == {
+            *((p.name, p.version) for p in lock.pins),
+            ("acme-imgproc", imgproc.version),
+        }
     finally:
         docker_client.images.remove(str(pulled.id), force=True)
 
@@ -186,7 +199,7 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     changed = build_wheel(dataclasses.replace(imgproc, path=source), tmp_path / "changed").path
     started = time.perf_counter()
     third_image, layers, _ = build(
-        docker_client, LayerCache(tmp_path / "cache-a"), third, [changed]
+        repo_root, LayerCache(tmp_path / "cache-a"), third, [changed], debs=debs
     )
     incremental_push = push_image(client, REPOSITORY, "0.2.1-changed", third_image)
     incremental = time.perf_counter() - started
@@ -205,19 +218,27 @@ def test_base_image_is_reproducible_pushes_as_predicted_runs_and_moves_one_layer
     )
 
 
+def push_base(base: BaseImage, registry: str, tag: str) -> str:
+    """The base alone, pushed as an image (kiln's OS base is no image of its own); its ref."""
+    image = assemble(base, [], env={}, labels={}, annotations={}, what=f"kiln/os:{tag}")
+    push_image(RegistryClient(registry), "kiln/os", tag, image)
+    return f"{registry}/kiln/os@{image.digest}"
+
+
 def test_the_unpacked_base_python_is_the_image_s_own(
-    docker_client: docker.DockerClient, tmp_path: Path
+    docker_client: docker.DockerClient, registry: str, base_wheels: BaseWheels, tmp_path: Path
 ) -> None:
     """The base's python3 run from its unpacked layers (no container) reports the scheme
     and writes the bytecode that the same python3 inside a container does."""
     cache = LayerCache(tmp_path / "cache")
-    base = load_base(docker_client, BASE_IMAGE, cache, GZIP)
+    base = os_base(base_wheels.source, cache, base_wheels.debs)
+    ref = push_base(base, registry, "unpacked")
     python = base_python(base, cache)
     scheme = probe_scheme(base, cache, python)
     inside = json.loads(
         run(
             docker_client,
-            base.image_id,
+            ref,
             "python3 -c 'import json, sys, sysconfig; print(json.dumps("
             '[sys.version, sysconfig.get_paths()["purelib"]]))\'',
         )
@@ -239,7 +260,7 @@ def test_the_unpacked_base_python_is_the_image_s_own(
     names = sorted(p.name for p in sources.iterdir())
     sources.chmod(0o777)
     docker_client.containers.run(
-        base.image_id,
+        ref,
         ["python3", "-S", "-c", script.replace("TAG", "ctr"), *names],
         environment={"PYTHONHASHSEED": "0"},
         volumes={str(sources): {"bind": "/src", "mode": "rw"}},
@@ -252,52 +273,64 @@ def test_the_unpacked_base_python_is_the_image_s_own(
         assert built_here == (sources / f"{name}.ctr.pyc").read_bytes(), name
 
 
-# Run inside the base image by Debian's own python3.11 (3.11.2; the host's may be another
+# Run inside kiln's OS base by Debian's own python3.11 (3.11.2; the host's may be another
 # patch release): the same build as this module's ``build``, with kiln imported from
-# this checkout and its dependencies from the test environment, read-only.
+# this checkout and its dependencies from the test environment, read-only; its caches
+# empty but for the .debs (no network in the container).
 _IN_CONTAINER = """\
 import sys
 from pathlib import Path
-import docker
 from kiln._images.oci.cache import LayerCache
 from tests.e2e.test_oci_builder import build
 third = sorted(Path("/wheels/third").iterdir())
 helpers = sorted(Path("/wheels/helpers").iterdir())
-image, _, _ = build(docker.from_env(), LayerCache(Path("/cache")), third, helpers)
+image, _, _ = build(Path(sys.argv[1]), LayerCache(Path("/cache")), third, helpers,
+                    debs=Path("/debs"))
 print(sys.version.split()[0], image.digest)
 """
 
 
 def test_kiln_on_another_distribution_s_python_builds_the_same_digest(
-    docker_client: docker.DockerClient, base_wheels: BaseWheels, tmp_path: Path
+    docker_client: docker.DockerClient, registry: str, base_wheels: BaseWheels, tmp_path: Path
 ) -> None:
     """kiln on this machine's Python and kiln inside a Debian container (its python3.11,
-    reading the base through the engine's socket) build one manifest digest."""
+    building the OS layer and the image from the .debs and wheels alone) build one
+    manifest digest."""
     # A module whose bytecode differs between Python 3.11.2 and 3.11.7: were it compiled
     # by the interpreter kiln runs on, the digests would differ.
     afm = (Path(matplotlib.__file__).parent / "_afm.py").read_bytes()
     probe = make_wheel(tmp_path / "probe", "acme-probe", "1.0", {"acme_probe.py": afm})
     helpers = [base_wheels.helper, probe]
     here, _, _ = build(
-        docker_client, LayerCache(tmp_path / "host-cache"), base_wheels.third, helpers
-    )
+        base_wheels.source, LayerCache(tmp_path / "host-cache"), base_wheels.third, helpers,
+        debs=base_wheels.debs,
+    )  # fmt: skip
+    ref = push_base(os_base(base_wheels.source, LayerCache(tmp_path / "host-cache"),
+                            base_wheels.debs), registry, "kiln")  # fmt: skip
     wheels = tmp_path / "wheels"
     for name, files in (("third", base_wheels.third), ("helpers", helpers)):
         (wheels / name).mkdir(parents=True)
         for wheel in files:
             shutil.copy(wheel, wheels / name / wheel.name)
     (tmp_path / "cache").mkdir()
+    (tmp_path / "cache").chmod(0o777)
     site = sysconfig.get_paths()["purelib"]
+    project = Path(__file__).resolve().parents[2]
+    mounts = {str(project): {"bind": "/project", "mode": "ro"}}
+    source = "/project"  # the repo, unless its OS lock had to be relocked in a copy
+    if base_wheels.source != project:
+        source = "/source"
+        mounts[str(base_wheels.source)] = {"bind": source, "mode": "ro"}
     output = docker_client.containers.run(
-        BASE_IMAGE,
-        ["python3", "-c", _IN_CONTAINER],
-        environment={"PYTHONPATH": f"/project/src:/project:{site}", "KILN_BASE_IMAGE": BASE_IMAGE},
+        ref,
+        ["python3", "-c", _IN_CONTAINER, source],
+        environment={"PYTHONPATH": f"/project/src:/project:{site}"},
         volumes={
-            str(PROJECT): {"bind": "/project", "mode": "ro"},
+            **mounts,
             site: {"bind": site, "mode": "ro"},
             str(wheels): {"bind": "/wheels", "mode": "ro"},
+            str(base_wheels.debs): {"bind": "/debs", "mode": "ro"},
             str(tmp_path / "cache"): {"bind": "/cache", "mode": "rw"},
-            "/var/run/docker.sock": {"bind": "/var/run/docker.sock", "mode": "rw"},
         },
         network_mode="none",
         remove=True,

@@ -23,8 +23,9 @@ import docker.errors
 import pytest
 from packaging.utils import canonicalize_name
 
+from kiln._debian.lock import read_os_lock
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import BASE_IMAGE, copy_project, pip_list, untag
+from tests.e2e.conftest import OsPins, copy_project, installed, untag
 
 pytestmark = pytest.mark.e2e
 
@@ -44,7 +45,7 @@ class KilnRepo:
         self.registry = registry
 
     def kiln(self, *args: str, **env_vars: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, "KILN_OFFLINE": "1", **env_vars}
+        env = {**os.environ, "KILN_OFFLINE": "1", **env_vars}
         return subprocess.run(
             [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
             env=env, capture_output=True, text=True, check=False, timeout=600,
@@ -65,15 +66,14 @@ def commit(root: Path, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def kiln_repo(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
 ) -> Iterator[KilnRepo]:
     """A copy of this repo, on its own stack, whose base image is kiln-built."""
     root = tmp_path_factory.mktemp("oci-release")
-    _index_port, registry_port = copy_project(root)
+    _index_port, registry_port = copy_project(root, os_pins)
     for rel in _ANALYTICS:
         target = root / rel
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    assert not (root / "images" / "base" / "Dockerfile").exists()  # no OS base: none needed
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     commit(root, "the copy")
@@ -86,30 +86,37 @@ def kiln_repo(
 def check_sbom_and_smoke(
     kiln_repo: KilnRepo, docker_client: docker.DockerClient, record: dict[str, Any]
 ) -> None:
-    """The SBOM lists exactly what ``pip list`` shows in the image beyond its base, each
-    wheel with a hash; the base by its ID (KILN_BASE_IMAGE has no digest); and the
-    release's log shows the smoke check that ran on the pushed image."""
+    """The SBOM lists exactly the distributions the image's python3 finds (kiln's OS base
+    has none of its own), each wheel with a hash, and every Debian package of the OS
+    lock by purl and .deb sha256; and the release's log shows the smoke check that ran
+    on the pushed image."""
     assert record["sbom"]["path"] == "dist/sbom/base.cdx.json"
     sbom_bytes = (kiln_repo.root / record["sbom"]["path"]).read_bytes()
     assert hashlib.sha256(sbom_bytes).hexdigest() == record["sbom"]["sha256"]
     sbom = json.loads(sbom_bytes)
-    libraries = [c for c in sbom["components"] if c["type"] == "library"]
+    libraries = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
     listed = {(canonicalize_name(c["name"]), c["version"]) for c in libraries}
     assert len(listed) == len(libraries)
     assert all(c["purl"] == f"pkg:pypi/{c['name']}@{c['version']}" for c in libraries)
     assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
-    in_image = pip_list(docker_client, record["ref"])
-    in_base = pip_list(docker_client, BASE_IMAGE)
-    assert listed == in_image - in_base
-    assert in_image == listed | in_base
-    (base,) = [c for c in sbom["components"] if c["type"] == "container"]
-    assert (base["name"], base["version"]) == (BASE_IMAGE, docker_client.images.get(BASE_IMAGE).id)
+    assert installed(docker_client, record["ref"]) == listed
+    lock = read_os_lock(kiln_repo.root)
+    debs = {c["name"]: c for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/")}
+    assert sorted(debs) == sorted(p.name for p in lock.os.packages)
+    for pin in lock.os.packages:
+        assert debs[pin.name]["hashes"] == [{"alg": "SHA-256", "content": pin.sha256}]
+        assert debs[pin.name]["version"] == pin.version
+    (system,) = [c for c in sbom["components"] if c["type"] == "operating-system"]
+    assert (system["name"], system["version"]) == ("debian", lock.release)
     assert sbom["metadata"]["component"]["hashes"][0]["content"] == record["digest"][7:]
-    print(f"SBOM of the base image: {len(sbom_bytes)} bytes, {len(libraries)} distributions")
+    print(
+        f"SBOM of the base image: {len(sbom_bytes)} bytes, {len(libraries)} distributions, "
+        f"{len(debs)} Debian packages"
+    )
 
     log = (kiln_repo.root / ".kiln" / "logs" / "release.log").read_text()
     smoked = f"smoke check {record['ref']}"
-    assert f"{smoked}: import imgproc, kfp; python3 -m pip check" in log
+    assert f"{smoked}: import imgproc, kfp; requirements of every distribution" in log
     assert f"{smoked}: ok" in log
 
 
@@ -117,18 +124,20 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
     kiln_repo: KilnRepo, docker_client: docker.DockerClient
 ) -> None:
     plan = kiln_repo.json("release", "--local", "--dry-run")
-    (image,) = plan["images"]
-    assert (image["name"], image["action"]) == ("base", "build")
+    images = {i["name"]: i for i in plan["images"]}
+    assert sorted(images) == ["base", "packages"]  # packages mode's base is kiln's too
+    image = images["base"]
+    assert image["action"] == "build"
     predicted = image["digest"]
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", predicted)
     pins = {c["name"]: c["digest"] for c in plan["components"]}
     assert pins
-    assert set(pins.values()) == {predicted}
+    assert set(pins.values()) == {predicted}  # image mode's (packages mode pins its base)
 
     released = kiln_repo.json("release", "--local")
-    (record,) = released["manifest"]["images"]
+    (record,) = [i for i in released["manifest"]["images"] if i["name"] == "base"]
     assert record["digest"] == predicted
-    assert released["pushed"] == [f"{record['repository']}:{record['tag']}@{predicted}"]
+    assert f"{record['repository']}:{record['tag']}@{predicted}" in released["pushed"]
     path = record["repository"].split("/", 1)[1]
     registry = RegistryClient(kiln_repo.registry)
     assert registry.digest(path, record["tag"]) == predicted
@@ -151,9 +160,10 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
     again = kiln_repo.json("release", "--local")
     assert again["manifest"]["revision"] != released["manifest"]["revision"]
     assert (again["uploaded"], again["pushed"]) == ([], [])
-    assert again["manifest"]["images"][0]["digest"] == predicted
-    assert again["manifest"]["images"][0]["revision"] is None  # not pushed by this release
-    assert again["manifest"]["images"][0]["sbom"] == record["sbom"]  # the same bytes
+    (unchanged,) = [i for i in again["manifest"]["images"] if i["name"] == "base"]
+    assert unchanged["digest"] == predicted
+    assert unchanged["revision"] is None  # not pushed by this release
+    assert unchanged["sbom"] == record["sbom"]  # the same bytes
 
     # Runs in kfp.local.DockerRunner on the image pulled by digest from the local registry.
     outputs = kiln_repo.json("run", "contrast_demo")
@@ -164,39 +174,58 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
 def test_a_base_in_a_registry_gives_the_digest_with_no_engine_and_is_mounted(
     kiln_repo: KilnRepo, docker_client: docker.DockerClient
 ) -> None:
-    """The base lives in the registry (pushed there by Docker, so its layer blobs are
-    Docker's, not kiln's): `kiln components` computes the digest with no Docker Engine at
-    all and pins it; the release then pushes exactly that, mounting the base's layers
-    from the base's repository instead of uploading them."""
-    assert kiln_repo.kiln("stack", "up").returncode == 0
-    base_ref = f"{kiln_repo.registry}/kiln/python:3.11"
-    docker_client.images.get(BASE_IMAGE).tag(f"{kiln_repo.registry}/kiln/python", "3.11")
-    for line in docker_client.images.push(
-        f"{kiln_repo.registry}/kiln/python", "3.11", stream=True, decode=True
-    ):
-        assert "error" not in line, line
+    """A registry base (here kiln's own packages-mode base, pushed by the first release:
+    any image in a registry will do): `kiln lock` pins its tag by digest, `kiln components`
+    computes the image's digest with no Docker Engine at all and pins it, and the release
+    pushes exactly that, mounting the base's layers from the base's repository instead of
+    uploading them. A base named by a tag that cannot be pinned is refused."""
+    released = kiln_repo.json("release", "--local")
+    (python,) = [i for i in released["manifest"]["images"] if i["name"] == "packages"]
+    base_ref = f"{python['repository']}:{python['tag']}"
     toml = kiln_repo.root / "images" / "base" / "image.toml"
-    toml.write_text(re.sub(r'(?m)^version = ".*"$', 'version = "9.0.0"', toml.read_text()))
-    commit(kiln_repo.root, "base 9.0.0 on the registry's base")
+    original = toml.read_text()
+    on_registry = re.sub(r'(?m)^version = ".*"$', 'version = "9.0.0"', original)
+    toml.write_text(on_registry.replace("[image]\n", f'[image]\nbase = "{base_ref}"\n'))
 
-    no_engine = {"KILN_BASE_IMAGE": base_ref, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    unpinnable = f"{kiln_repo.registry}/acme/nothing:1"
+    toml.write_text(on_registry.replace("[image]\n", f'[image]\nbase = "{unpinnable}"\n'))
+    refused = kiln_repo.kiln("lock", "base")
+    assert refused.returncode == 3, refused.stderr
+    assert f"base {unpinnable} could not be pinned by its registry digest" in refused.stderr
+    assert "images/base/requirements.lock" not in refused.stdout  # nothing written
+
+    toml.write_text(on_registry.replace("[image]\n", f'[image]\nbase = "{base_ref}"\n'))
+    locked = kiln_repo.kiln("lock", "base")
+    assert locked.returncode == 0, locked.stderr
+    header = (toml.parent / "requirements.lock").read_text()
+    assert f'# base-digest = "{python["digest"]}"' in header
+    commit(kiln_repo.root, "base 9.0.0 on a registry base")
+
+    no_engine = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     pinned = kiln_repo.json("components", "--local", **no_engine)
     predicted = pinned["images"]["base"].split("@", 1)[1]
-    for component in [c for c in pinned["components"] if c.get("image")]:
+    for component in [c for c in pinned["components"] if c.get("image") == "base"]:
         yaml = (kiln_repo.root / component["path"]).read_text()
         assert f"image: {kiln_repo.registry}/acme/base@{predicted}" in yaml
     registry = RegistryClient(kiln_repo.registry)
     assert registry.digest("acme/base", "9.0.0") is None  # nothing pushed yet
 
-    released = kiln_repo.json("release", "--local", KILN_BASE_IMAGE=base_ref)
-    record = next(i for i in released["manifest"]["images"] if i["tag"] == "9.0.0")
+    again = kiln_repo.json("release", "--local")
+    record = next(i for i in again["manifest"]["images"] if i["tag"] == "9.0.0")
     assert record["digest"] == predicted
     assert registry.digest("acme/base", "9.0.0") == predicted
-    base_manifest = json.loads(registry.manifest("kiln/python", "3.11"))
     log = (kiln_repo.root / ".kiln" / "logs" / "release.log").read_text()
-    for layer in base_manifest["layers"]:  # Docker's blobs, linked, not sent again
-        assert f"{layer['digest'][:19]} mounted from kiln/python" in log
+    base_manifest = json.loads(registry.manifest("acme/packages", python["tag"]))
+    for layer in base_manifest["layers"]:  # the base's blobs: there already, never sent
+        assert f"{layer['digest'][:19]} uploaded" not in log.split("acme/base:9.0.0")[-1]
     sbom = json.loads((kiln_repo.root / record["sbom"]["path"]).read_bytes())
     (base,) = [c for c in sbom["components"] if c["type"] == "container"]
-    base_digest = f"sha256:{hashlib.sha256(registry.manifest('kiln/python', '3.11')).hexdigest()}"
-    assert (base["name"], base["version"]) == (base_ref, base_digest)
+    assert (base["name"], base["version"]) == (python["repository"], python["digest"])
+    toml.write_text(original)
+    (toml.parent / "requirements.lock").write_text(
+        subprocess.run(
+            ["git", "-C", str(kiln_repo.root), "show", "HEAD~1:images/base/requirements.lock"],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    )  # fmt: skip
+    commit(kiln_repo.root, "back on kiln's OS base")

@@ -17,11 +17,11 @@ from kfp import components, local
 from packaging.utils import canonicalize_name
 
 from kiln._wheels.lock import parse_lock
-from tests.e2e.conftest import BASE_IMAGE, HELPERS, IMAGES, Repo, by, pip_list, private_venv
+from tests.e2e.conftest import HELPERS, IMAGES, Repo, by, installed, private_venv
 
 pytestmark = pytest.mark.e2e
 
-DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/(base|analytics)@sha256:[0-9a-f]{64}$")
+DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/(base|analytics|packages)@sha256:[0-9a-f]{64}$")
 # What the component computes, run on the host against the published wheel.
 STRETCH_STD = """
 import numpy as np
@@ -63,7 +63,7 @@ def registry_state(repo: Repo) -> dict[str, Any]:
 def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[str, Any]) -> None:
     manifest = released["manifest"]
     assert released["uploaded"], "the first release uploads the helpers and the mirror"
-    assert len(released["pushed"]) == len(IMAGES)
+    assert len(released["pushed"]) == len(IMAGES) + 1  # and packages mode's base
 
     wheels = by(manifest["wheels"], "filename")
     assert sorted(wheels) == [f"acme_{h}-{v}-py3-none-any.whl" for h, v in HELPERS.items()]
@@ -75,6 +75,8 @@ def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[
         assert f"{filename}#sha256={wheel['sha256']}" in page
 
     images = by(manifest["images"], "name")
+    packages = images.pop("packages")  # packages mode's base, tagged by its own digest
+    assert packages["tag"] == f"py3.11-{packages['digest'][7:19]}"
     assert {name: image["version"] for name, image in images.items()} == IMAGES
     for image in images.values():
         assert DIGEST_REF.match(image["ref"]), image["ref"]
@@ -91,8 +93,8 @@ def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[
         if component.get("image"):  # image mode: the digest, and nothing installed at start
             assert pinned == {images[component["image"]]["ref"]}, component["name"]
             assert "pip install" not in yaml
-        else:  # packages mode: the plain base, and hash-pinned installs
-            assert pinned == {BASE_IMAGE}, component["name"]
+        else:  # packages mode: kiln's base with pip, by digest, and hash-pinned installs
+            assert pinned == {packages["ref"]}, component["name"]
             assert "'--require-hashes'" in yaml
         assert component["sha256"] == hashlib.sha256(yaml.encode()).hexdigest()
     for pipeline in manifest["pipelines"]:
@@ -144,19 +146,25 @@ def test_image_by_digest_contains_helper_and_kfp(
 def test_each_image_holds_exactly_its_lock_and_helpers_and_its_sbom_says_so(
     repo: Repo, released: dict[str, Any], docker_client: docker.DockerClient
 ) -> None:
-    """``pip list`` in each example image, beyond its base, is the lock's pins plus the
-    image's helpers at their versions; the SBOM lists exactly that, each with a hash."""
-    in_base = pip_list(docker_client, BASE_IMAGE)
+    """The distributions each example image's python3 finds (kiln's OS base has none) are
+    the lock's pins plus the image's helpers at their versions (packages mode's base: the
+    locked pip alone); the SBOM lists exactly that, each with a hash."""
     for record in released["manifest"]["images"]:
-        image = repo.root / "images" / record["name"]
-        lock = parse_lock(image / "requirements.lock", (image / "requirements.lock").read_text())
-        helpers = {
-            (canonicalize_name(h.split("==")[0]), h.split("==")[1]) for h in record["helpers"]
-        }
-        expected = {(p.name, p.version) for p in lock.pins} | helpers
-        assert pip_list(docker_client, record["ref"]) - in_base == expected, record["name"]
+        if record["name"] == "packages":
+            path = repo.root / "pipelines" / "requirements.lock"
+            lock = parse_lock(path, path.read_text())
+            expected = {(p.name, p.version) for p in lock.pins if p.name == "pip"}
+        else:
+            image = repo.root / "images" / record["name"]
+            path = image / "requirements.lock"
+            lock = parse_lock(path, path.read_text())
+            helpers = {
+                (canonicalize_name(h.split("==")[0]), h.split("==")[1]) for h in record["helpers"]
+            }
+            expected = {(p.name, p.version) for p in lock.pins} | helpers
+        assert installed(docker_client, record["ref"]) == expected, record["name"]
         sbom = json.loads((repo.root / record["sbom"]["path"]).read_bytes())
-        libraries = [c for c in sbom["components"] if c["type"] == "library"]
+        libraries = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
         assert {(canonicalize_name(c["name"]), c["version"]) for c in libraries} == expected
         assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
         print(f"{record['name']}: {len(expected)} distributions, as locked, in image and SBOM")
@@ -198,7 +206,7 @@ def test_second_release_uploads_and_pushes_nothing(repo: Repo, released: dict[st
 def test_dry_run_prints_the_plan(repo: Repo, released: dict[str, Any]) -> None:
     plan = repo.kiln_json("release", "--local", "--dry-run")
     assert {f["action"] for f in plan["files"]} == {"skip"}
-    assert [i["action"] for i in plan["images"]] == ["skip"] * len(IMAGES)
+    assert [i["action"] for i in plan["images"]] == ["skip"] * (len(IMAGES) + 1)
     assert plan["refusals"] == []
 
 

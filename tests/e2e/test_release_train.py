@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import BASE_IMAGE, PRIVATE_PIP_ENV, Repo, copy_project
+from tests.e2e.conftest import IMAGES, PRIVATE_PIP_ENV, OsPins, Repo, copy_project, patch
 
 pytestmark = pytest.mark.e2e
 
@@ -37,18 +37,30 @@ def git(root: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def _copy_new(source: str, target: str) -> None:
+    """Copy a cache file the seeded cache lacks (what it has is the same content)."""
+    if not Path(target).exists():
+        shutil.copy2(source, target)
+
+
 @pytest.fixture(scope="module")
 def train(
-    repo: Repo, released: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+    repo: Repo,
+    released: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+    os_pins: OsPins,
 ) -> Iterator[Repo]:
     """A git copy of this repo on its own stack, with the session repo's caches (the
     wheels and layers it already fetched and built) and its committed tree regenerated
     for the new ports."""
     root = tmp_path_factory.mktemp("train")
-    index_port, registry_port = copy_project(root)
+    index_port, registry_port = copy_project(root, os_pins)
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
-    shutil.copytree(repo.root / ".kiln" / "cache", root / ".kiln" / "cache", symlinks=True)
+    shutil.copytree(
+        repo.root / ".kiln" / "cache", root / ".kiln" / "cache", symlinks=True,
+        dirs_exist_ok=True, copy_function=_copy_new,
+    )  # fmt: skip
     train = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     assert train.kiln("components", "--local").returncode == 0
     git(root.parent, "init", "-q", str(root))
@@ -204,7 +216,7 @@ def _second_release_killed_and_completed(train: Repo) -> None:
     assert below.returncode == 4, below.stderr
     assert "below the last released version 0.1.0" in below.stderr
     git(root, "tag", "v0.2.0")
-    env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE}
+    env = dict(os.environ)
     command = ["release", "--tag", "v0.2.0", "--local", "--repo", str(root)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "kiln", *command],
@@ -237,7 +249,8 @@ def _dev_release(train: Repo, tmp_path: Path) -> None:
     """Edit one helper, `kiln release --dev`, `kiln run --dev`: dev versions only, timed."""
     root = train.root
     registry = RegistryClient(train.registry)
-    stable = {name: registry.digest(f"acme/{name}", v) for name, v in (("base", "0.2.3"),)}
+    # base, bumped once by the v0.2.0 release's helper change
+    stable = {"base": registry.digest("acme/base", patch(IMAGES["base"]))}
     source = root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
     source.write_text(source.read_text() + "\n\nDEV_LOOP = 1\n")
     started = time.monotonic()
@@ -272,7 +285,7 @@ def _two_releases_of_one_tag_at_once(train: Repo, tmp_path: Path) -> None:
     for shared in ("cache", "wheelhouse"):
         shutil.copytree(root / ".kiln" / shared, other / ".kiln" / shared, symlinks=True)
     target = ["--index", train.index_url, "--registry", train.registry, "--json"]
-    env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE}
+    env = dict(os.environ)
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "kiln", "release", "--tag", "v0.3.0", *target, "--repo", str(r)],

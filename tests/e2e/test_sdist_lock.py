@@ -16,7 +16,7 @@ import requests
 
 from kiln._wheels.lock import parse_lock
 from tests import factory
-from tests.e2e.conftest import Repo, free_port, untag
+from tests.e2e.conftest import OsPins, Repo, free_port, seed_os, untag
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +32,7 @@ def parse(argv: list[str]) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def sdist_repo(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
 ) -> Iterator[Repo]:
     """One helper depending on docopt, one image holding it; PyPI as the upstream index."""
     root = tmp_path_factory.mktemp("sdist-repo")
@@ -42,6 +42,7 @@ def sdist_repo(
     )
     factory.helper(root, "cli", deps=(SDIST_ONLY,), body=CLI)
     factory.image(root, "tools", helpers=("cli",))
+    seed_os(root, os_pins)
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     yield repo

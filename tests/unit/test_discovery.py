@@ -187,7 +187,7 @@ def test_os_packages_and_a_registry_base_are_read(tmp_path: Path) -> None:
     [
         ('[tool.kiln.os]\nsuite = "Bookworm"', "suite = 'Bookworm': use a codename"),
         ('[tool.kiln.os]\narchitecture = "s390x"', "kiln builds amd64 and arm64"),
-        ('[tool.kiln.os]\npackages = []', "packages is empty"),
+        ("[tool.kiln.os]\npackages = []", "packages is empty"),
         ('[tool.kiln.os]\nmirror = ["x"]', "has no setting mirror (known: architecture,"),
         ('[tool.kiln.os]\npackages = ["dash"]\nexclude = ["dash"]', "dash is both in packages"),
         ('[tool.kiln.os.mirrors]\nubuntu = ["https://x"]', "unknown archive ubuntu"),
@@ -212,8 +212,7 @@ def test_mirrors_put_a_proxy_first_and_keep_the_other_archive(tmp_path: Path) ->
     factory.sample(tmp_path)
     pyproject = tmp_path / "pyproject.toml"
     pyproject.write_text(
-        pyproject.read_text()
-        + '\n[tool.kiln.os.mirrors]\ndebian = ["https://proxy.test/debian/", '
+        pyproject.read_text() + '\n[tool.kiln.os.mirrors]\ndebian = ["https://proxy.test/debian/", '
         '"https://deb.debian.org/debian"]\n'
     )
     config = discover(tmp_path).os

@@ -36,7 +36,9 @@ CLEAN = {
     "kfp": ["2.17.3", ["kubernetes<31,>=8.0.0", "click<9,>=8.1.8"]],
     "numpy": ["2.4.6", []],
     "acme-imgproc": ["0.2.0", ["numpy>=1.26"]],
-    "pandas": ["2.2.0", ["numpy>=1.26", 'tomli; python_version < "3.11"', 'pytest; extra == "test"']],
+    "pandas": [
+        "2.2.0", ["numpy>=1.26", 'tomli; python_version < "3.11"', 'pytest; extra == "test"']
+    ],
 }  # fmt: skip
 
 
@@ -110,7 +112,7 @@ def test_the_real_script_lists_what_this_interpreter_has_installed() -> None:
     )
     result = json.loads(proc.stdout)
     assert result["distributions"]["pytest"][0] == pytest.__version__
-    assert result["environment"]["python_version"] == "%d.%d" % sys.version_info[:2]
+    assert result["environment"]["python_version"] == "{}.{}".format(*sys.version_info[:2])
 
 
 def test_an_image_whose_python_prints_no_result_fails_with_its_output() -> None:
@@ -193,7 +195,11 @@ def test_what_the_smoke_check_imports_can_be_given(tmp_path: Path) -> None:
     setup = release_setup(tmp_path / "repo")
     (inputs,) = prepare(setup.ws, setup.services).images
     runner = FakeContainers()
-    builder = KilnBuilder(lambda: None, tmp_path / "cache", PushedRegistry(), containers=runner)
+
+    def no_engine() -> Any:
+        raise AssertionError("the fake runner stands in for the engine")
+
+    builder = KilnBuilder(no_engine, tmp_path / "cache", PushedRegistry(), containers=runner)
     builder.push(dataclasses.replace(inputs, smoke=("pip",)), an_image(tmp_path))
     ((_ran, command),) = runner.runs
     assert command[3:] == ["pip"]  # packages mode's base: pip, no kfp

@@ -139,13 +139,19 @@ def cmd_lock(args: argparse.Namespace) -> int:
         )
     images = [known[n] for n in sorted(set(args.images))] or list(ws.locked)
     kfp = kfp_version()
+    if args.sources and not args.check:
+        args.usage_error("--sources goes with --check: `kiln lock --check --sources`")
     if args.check:
         stale = []
         if ws.on_os:
             try:
-                check_os_fresh(read_os_lock(ws.root), ws)
+                os_lock = read_os_lock(ws.root)
+                check_os_fresh(os_lock, ws)
             except ConfigError as exc:
                 stale.append(str(exc))
+            else:
+                if args.sources:
+                    _check_sources(args, ws, os_lock)
         for image in images:
             try:
                 check_fresh(read_lock(image), ws, image, kfp)
@@ -165,6 +171,27 @@ def cmd_lock(args: argparse.Namespace) -> int:
     lines += [f"  {line}" for line in rows.get("os", {}).get("changes", [])]
     common.emit(args, rows, "\n".join(lines))
     return 0
+
+
+def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
+    """Every .deb ``lock`` pins is in kiln's cache or on a mirror, else ServiceUnavailable
+    naming the packages gone and the fix."""
+    from kiln._debian.archive import Mirrors  # noqa: PLC0415
+    from kiln._debian.build import unavailable  # noqa: PLC0415
+
+    report, options = common.report_of(args), common.options_of(args)
+    pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]
+    report.stage("os", f"OS lock: is each of its {len(pins)} packages still served?")
+    mirrors = Mirrors(ws.os, common.http_session(options))
+    gone = unavailable(pins, mirrors, common.debian_cache(ws))
+    if gone:
+        names = ", ".join(f"{p.name} {p.version}" for p in gone)
+        raise ServiceUnavailable(
+            f"{lock.path}: no mirror serves {names} any more, and kiln's cache lacks them "
+            "(Debian drops superseded versions); a registry holding the OS layer still "
+            "builds it (kiln release takes it from there), else move the lock: "
+            "`kiln lock --upgrade-os`, then commit images/os.lock"
+        )
 
 
 def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[str, Any]:
@@ -379,6 +406,8 @@ examples:
   kiln lock base --upgrade numpy move numpy only
   kiln lock --check              exit 3 naming each stale lock (CI); writes nothing,
                                  asks no server
+  kiln lock --check --sources    also exit 5 when a pinned .deb is neither in kiln's cache
+                                 nor on any mirror any more (Debian drops superseded ones)
 """,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -397,4 +426,9 @@ examples:
         help="move images/os.lock to the newest Debian packages (prints every change)",
     )
     p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
-    p.set_defaults(func=cmd_lock)
+    p.add_argument(
+        "--sources",
+        action="store_true",
+        help="with --check: also ask the mirrors whether each pinned .deb is still served",
+    )
+    p.set_defaults(func=cmd_lock, usage_error=p.error)

@@ -27,7 +27,13 @@ import requests
 from debian import deb822
 
 from kiln._debian.config import OsConfig
-from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, ServiceUnavailable
+from kiln._errors import (
+    ArtifactAltered,
+    CommandFailed,
+    CommandNotFound,
+    ConfigError,
+    ServiceUnavailable,
+)
 from kiln._util.cmd import Runner
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
@@ -91,6 +97,27 @@ class Mirrors:
             f"check the network or the mirrors in [tool.kiln.os.mirrors]"
         )
 
+    def has(self, archive: str, path: str) -> bool:
+        """Whether a mirror of ``archive`` serves ``path`` (HEAD); a ServiceUnavailable
+        when none answers either way."""
+        down = []
+        for url in self._config.urls(archive):
+            try:
+                resp = self._session.head(f"{url}/{path}", timeout=_TIMEOUT, allow_redirects=True)
+            except requests.RequestException as exc:
+                down.append(f"{url}: {type(exc).__name__}")
+                continue
+            if resp.status_code == 200:
+                return True
+            if resp.status_code not in (404, 410):
+                down.append(f"{url}: HTTP {resp.status_code}")
+        if down:
+            raise ServiceUnavailable(
+                f"no mirror of the {archive} archive answers for {path} ({'; '.join(down)}); "
+                "check the network or the mirrors in [tool.kiln.os.mirrors]"
+            )
+        return False
+
     def fetch_to(self, archive: str, path: str, target: Path) -> str | None:
         """Stream ``path`` into ``target`` from the first mirror that has it; the mirror's
         URL, or None when every mirror answers that it has no such file. A mirror that
@@ -131,9 +158,9 @@ def verify_release(inrelease: bytes, runner: Runner, *, where: str, keyring: Pat
         signed.write_bytes(inrelease)
         try:
             runner(["gpgv", "--keyring", str(keyring), "--output", str(text), str(signed)])
+        except CommandNotFound:
+            raise ConfigError(f"`gpgv` is not installed; kiln needs it: {_INSTALL}") from None
         except CommandFailed as exc:
-            if exc.returncode is None and "was not found on PATH" in str(exc):
-                raise ConfigError(f"`gpgv` is not installed; kiln needs it: {_INSTALL}") from None
             raise ArtifactAltered(
                 f"{where}: its signature does not verify against Debian's archive keyring "
                 f"({keyring}); the mirror serves an altered or foreign index: use another "
@@ -153,14 +180,22 @@ def _check_release(
 ) -> None:
     """The Release names ``suite``, still valid, for ``architecture``: a mirror replaying
     an old or another suite's signed index is refused as apt refuses it."""
-    names = {release.get("Codename", ""), release.get("Suite", "")}
+    names = {release.get("Codename", ""), release.get("Suite", "")} - {""}
     if suite not in names:
+        named = " / ".join(sorted(names)) or "no suite at all"
         raise ArtifactAltered(
-            f"{where}: the signed index is for {' / '.join(sorted(n for n in names if n))}, not "
-            f"{suite}; the mirror serves another suite under this name: use another mirror"
+            f"{where}: the signed index is for {named}, not {suite}; the mirror serves "
+            "another suite under this name: use another mirror"
         )
     until = release.get("Valid-Until")
-    if until and parsedate_to_datetime(until).timestamp() < now:
+    try:
+        expires = parsedate_to_datetime(until).timestamp() if until else None
+    except (TypeError, ValueError):
+        raise ArtifactAltered(
+            f"{where}: its Valid-Until ({until!r}) is not a date; the index is malformed: use "
+            "another mirror"
+        ) from None
+    if expires is not None and expires < now:
         raise ServiceUnavailable(
             f"{where}: the signed index expired on {until} (Valid-Until); the mirror is stale "
             "or replays an old index: use another mirror, or try again later"

@@ -38,7 +38,7 @@ from kiln._debian.layer import (
 )
 from kiln._debian.lock import DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry, normalize
-from kiln._errors import ArtifactAltered, ConfigError, ServiceUnavailable
+from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.oci.base import BaseImage
 from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.compress import GZIP, BlobWriter, Written
@@ -149,13 +149,24 @@ def fetch_debs(
     return Fetched(tuple(found), tuple(gone))
 
 
+def unavailable(pins: Sequence[DebPin], mirrors: Mirrors, cache: Path) -> list[DebPin]:
+    """The pins neither kiln's cache (checked by sha256) nor any mirror holds any more."""
+    return [p for p in pins if _cached(cache, p) is None and not mirrors.has(p.archive, p.path)]
+
+
 def extract(tree: Mapping[str, Entry], root: Path) -> None:
-    """Write what the image's python3 reads of ``tree`` under ``root`` (folders first)."""
+    """Write what the image's python3 reads of ``tree`` under ``root`` (folders first).
+    Nothing is written through a link: a path whose folder leads out of ``root`` (a link
+    to an absolute path, as ``usr/lib/ssl/certs`` is) is left out."""
+    top = os.path.realpath(root)
     for path in sorted(tree, key=lambda p: p.split("/")):
         entry = tree[path]
         if not needed(path):
             continue
         target = root / path
+        folder = os.path.realpath(target.parent)
+        if folder != top and not folder.startswith(top + os.sep):
+            continue
         if entry.kind == DIR:
             target.mkdir(parents=True, exist_ok=True)
         elif entry.kind == SYMLINK:
@@ -302,7 +313,12 @@ class OsLayers:
         os.close(fd)
         tmp = Path(name)
         try:
-            if not self._copies.fetch(pin, tmp):
+            try:
+                found = self._copies.fetch(pin, tmp)
+            except (ServiceUnavailable, CommandFailed) as exc:  # the mirrors may still serve
+                self._log(f"    OS layer {pin.digest[:19]}: the registry's copy failed ({exc})")
+                return None
+            if not found:
                 return None
             if f"sha256:{sha256_file(tmp)}" != pin.digest:
                 raise ArtifactAltered(
@@ -331,11 +347,20 @@ class OsLayers:
             )
         return _reads(fetched.debs)
 
-    def build(self, lock: OsLock, packages: PackageSet, *, below: str | None = None) -> Blob:
+    def build(
+        self,
+        lock: OsLock,
+        packages: PackageSet,
+        *,
+        below: str | None = None,
+        debs: Sequence[Deb] | None = None,
+    ) -> Blob:
         """The layer of ``packages`` (``lock.os``, or an image's extras over the OS layer
-        when ``below`` names that image): built here, no lock pin consulted."""
+        when ``below`` names that image), from ``debs`` (default: fetched): built here,
+        no lock pin consulted."""
         release = Release(lock.suite, lock.release)
-        debs = self._debs_of(packages, lock.path, mirrors=True) or []
+        if debs is None:
+            debs = self._debs_of(packages, lock.path, mirrors=True) or []
         if below is None:
             entries, python = os_tree(debs, release, work=self._work())
             if python != lock.python:
@@ -391,7 +416,7 @@ class OsLayers:
         if found is None:
             cached = self._debs_of(packages, lock.path, mirrors=False)
             if cached is not None:
-                found = self.build(lock, packages, below=image)
+                found = self.build(lock, packages, below=image, debs=cached)
             else:
                 found = self._from_registry(pin) or self.build(lock, packages, below=image)
             check_layer(found, pin, lock.path, what)

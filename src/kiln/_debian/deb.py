@@ -9,6 +9,7 @@ out (as Debian's own minimal images do), but for each package's ``copyright``.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import tarfile
 from dataclasses import dataclass
@@ -64,7 +65,7 @@ def read_deb(data: bytes, *, name: str, where: str) -> Deb:
     try:
         deb = debfile.DebFile(fileobj=io.BytesIO(data))
         control = deb.control.get_content("control") or b""
-        md5sums = deb.control.get_content("md5sums") or b""
+        md5sums = deb.control.get_content("md5sums") if deb.control.has_file("md5sums") else None
         tar = deb.data.tgz()
     except (
         debfile.DebError,
@@ -88,7 +89,7 @@ def read_deb(data: bytes, *, name: str, where: str) -> Deb:
             source = files.get(usr_merged(normalize(member.linkname)))
             if source is None:
                 raise ArtifactAltered(f"{where}: {path} is a hard link to a file it lacks")
-            entries.append(Entry(path, FILE, source.mode, data=source.data, owner=name))
+            entries.append(dataclasses.replace(source, path=path))
             continue
         if not (member.isdir() or member.issym() or member.isfile()):
             continue  # devices and fifos: not in any package kiln locks
@@ -100,5 +101,5 @@ def read_deb(data: bytes, *, name: str, where: str) -> Deb:
         entries.append(entry)
         if entry.kind == FILE:
             files[path] = entry
-    return Deb(name, control if isinstance(control, bytes) else control.encode(), md5sums,
+    return Deb(name, control if isinstance(control, bytes) else control.encode(), md5sums or b"",
                tuple(entries))  # fmt: skip

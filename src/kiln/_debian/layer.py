@@ -78,10 +78,23 @@ class TreeBuilder:
         self.entries: dict[str, Entry] = {}
         self._below = below or {}  # the layers underneath (an extras layer's OS layer)
 
-    def add(self, entry: Entry) -> None:
+    def _parents(self, entry: Entry) -> None:
+        """The folders above ``entry``, made where missing; one that is a file or a link
+        in the layer (or below it) is a conflict: the path would land elsewhere."""
         for folder in parents(entry.path):
-            if folder not in self.entries and folder not in self._below:
+            there = self.entries.get(folder) or self._below.get(folder)
+            if there is None:
                 self.entries[folder] = Entry(folder, DIR, 0o755, owner=entry.owner)
+            elif there.kind != DIR:
+                raise ConfigError(
+                    f"/{entry.path}: {entry.owner or 'kiln'} ships it under /{folder}, which "
+                    f"{there.owner or 'kiln'} ships as a {there.kind}; a path must belong to "
+                    "one package: drop one of them from [tool.kiln.os] packages (or the "
+                    "image's os-packages)"
+                )
+
+    def add(self, entry: Entry) -> None:
+        self._parents(entry)
         there = self.entries.get(entry.path) or self._below.get(entry.path)
         if there is None:
             self.entries[entry.path] = entry
@@ -92,9 +105,7 @@ class TreeBuilder:
 
     def replace(self, entry: Entry) -> None:
         """kiln's own version of a path (one a maintainer script would rewrite)."""
-        for folder in parents(entry.path):
-            if folder not in self.entries and folder not in self._below:
-                self.entries[folder] = Entry(folder, DIR, 0o755)
+        self._parents(entry)
         self.entries[entry.path] = entry
 
     def merged(self) -> dict[str, Entry]:
@@ -245,9 +256,9 @@ def add_bytecode(
 
 
 def _source_of(pyc: str) -> str:
-    """``a/__pycache__/b.cpython-311.pyc`` -> ``a/b.py``."""
+    """``a/__pycache__/b.cpython-311.pyc`` -> ``a/b.py`` (``b`` may hold dots)."""
     folder, name = pyc.rsplit("/__pycache__/", 1)
-    return f"{folder}/{name.split('.', 1)[0]}.py"
+    return f"{folder}/{name.rsplit('.', 2)[0]}.py"
 
 
 def _info(entry: Entry) -> tarfile.TarInfo:

@@ -165,8 +165,9 @@ def render(lock: OsLock) -> str:
     ]
     for image in sorted(lock.extras):
         extra = lock.extras[image]
-        lines += ["", f"[extras.{image}]", f"roots = {_q(list(extra.roots))}"]
-        lines += _set_lines(f"extras.{image}", extra)
+        table = f"extras.{_q(image)}"  # quoted: an image's folder name may hold a dot
+        lines += ["", f"[{table}]", f"roots = {_q(list(extra.roots))}"]
+        lines += _set_lines(table, extra)
     return "\n".join(lines) + "\n"
 
 
@@ -225,23 +226,34 @@ def _set(doc: Any, where: str) -> PackageSet:
     doubled = sorted({n for n in names if names.count(n) > 1})
     if doubled:
         raise ConfigError(f"{where}: {', '.join(doubled)} locked more than once")
-    omitted = tuple(
-        Omitted(_str(o, "package", where), _str(o, "field", where), _str(o, "relation", where))
-        for o in doc.get("omitted", [])
-        if isinstance(o, dict)
-    )
+    rows = doc.get("omitted", [])
+    if not isinstance(rows, list):
+        raise ConfigError(f"{where}.omitted must be a list of tables")
+    omitted = []
+    for i, row in enumerate(rows):
+        at = f"{where}.omitted[{i}]"
+        if not isinstance(row, dict):
+            raise ConfigError(f"{at} must be a table")
+        omitted.append(
+            Omitted(_str(row, "package", at), _str(row, "field", at), _str(row, "relation", at))
+        )
     roots = doc.get("roots", [])
     if not isinstance(roots, list) or not all(isinstance(r, str) for r in roots):
         raise ConfigError(f"{where}: roots must be a list of package names")
-    return PackageSet(tuple(packages), omitted, layer, tuple(roots))
+    return PackageSet(tuple(packages), tuple(omitted), layer, tuple(roots))
 
 
-def _format(path: Path, os_doc: Mapping[str, Any]) -> None:
+def _os_table(path: Path, doc: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The lock's [os] table, in a format this kiln reads."""
+    os_doc = doc["os"]
+    if not isinstance(os_doc, dict):
+        raise ConfigError(f"{path}: [os] must be a table")
     if os_doc.get("format") != FORMAT:
         raise ConfigError(
             f"{path}: lock format {os_doc.get('format')!r}, this kiln reads {FORMAT}: "
             "upgrade kiln, or write the lock again with this one (`kiln lock`)"
         )
+    return os_doc
 
 
 def _extras(path: Path, doc: Mapping[str, Any]) -> dict[str, PackageSet]:
@@ -254,8 +266,7 @@ def _extras(path: Path, doc: Mapping[str, Any]) -> dict[str, PackageSet]:
 def parse_os_lock(path: Path, text: str) -> OsLock:
     try:
         doc = tomllib.loads(text)
-        os_doc = doc["os"]
-        _format(path, os_doc)
+        os_doc = _os_table(path, doc)
         where = f"{path} [os]"
         return OsLock(
             path=path,

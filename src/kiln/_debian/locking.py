@@ -113,7 +113,12 @@ def lock_os(
     suites = indexes.load()
     candidates = by_name(suites)
     keep = previous is not None and not upgrade
-    prefer = previous.os.versions() if keep and previous is not None else {}
+    # Every version the previous lock holds, the extras' too (a package moving from an
+    # image's os-packages into the OS keeps its version), unless upgrading.
+    prefer: dict[str, str] = {}
+    if keep and previous is not None:
+        for packages in (*previous.extras.values(), previous.os):
+            prefer.update(packages.versions())
     closure = Resolver(
         candidates, architecture=config.architecture, exclude=config.exclude, prefer=prefer,
         where=where,
@@ -124,14 +129,18 @@ def lock_os(
     for image in workspace.images:
         if not image.os_packages:
             continue
-        old = previous.extras.get(image.name) if keep and previous is not None else None
         found = extra_closure(
             candidates, closure, image.os_packages, architecture=config.architecture,
-            exclude=config.exclude, prefer=old.versions() if old else {},
+            exclude=config.exclude, prefer=prefer,
             where=f"{image.path / 'image.toml'}: os-packages",
         )  # fmt: skip
         extras[image.name] = PackageSet.of(found, image.os_packages)
-    release = previous.release if keep and previous is not None else suites[0].version
+    # The point release the lock says (os-release, /etc/debian_version) moves with its
+    # packages: kept when they are, for the same suite and architecture.
+    same = previous is not None and (previous.suite, previous.architecture) == (
+        config.suite, config.architecture,
+    )  # fmt: skip
+    release = previous.release if keep and same and previous is not None else suites[0].version
     lock = OsLock(
         path=workspace.root / OS_LOCK,
         inputs=os_inputs(workspace),

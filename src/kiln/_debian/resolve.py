@@ -7,9 +7,13 @@ Rules, each deterministic:
 - ``a | b``: satisfied by an alternative already chosen, else by the first one
   that can be (apt's order);
 - a virtual package (``Provides``) is satisfied by a chosen provider, else by its
-  only provider; several providers and none chosen is an error naming them;
-- a relation that names an excluded package (one only maintainer scripts need) is
-  left out, and listed as such;
+  only provider, at a version that provides it; several providers and none chosen
+  is an error naming them;
+- an excluded package (one only maintainer scripts need) is never chosen: a
+  relation naming it is met by another alternative already chosen or a real package
+  that can be (``libfoo | debconf``: libfoo), else it is left out and listed as such
+  (``debconf | debconf-2.0``);
+- the roots are taken in name order, so the order they are written in changes nothing;
 - relations that apply to another architecture (``[arm64]``) are ignored, and
   ``:any`` / ``:native`` qualifiers read as the package itself.
 Conflicts and Breaks are not read: files that two packages ship differently are
@@ -133,36 +137,68 @@ class Resolver:
                 return candidate
         return next((c for c in found if _fits(c.version, constraint)), None)
 
-    def _satisfy(
-        self, relation: Mapping[str, Any], chosen: Mapping[str, Candidate], owner: str
+    def _met(
+        self, relation: Mapping[str, Any], chosen: Mapping[str, Candidate]
     ) -> Candidate | None:
-        """A candidate satisfying one alternative (None: this alternative cannot be)."""
+        """The chosen package that meets ``relation`` already: itself, or a provider."""
         name = str(relation["name"])
         constraint = relation.get("version")
         if name in chosen:
             return chosen[name] if _fits(chosen[name].version, constraint) else None
+        for provider, provided in self._universe.providers.get(name, []):
+            if chosen.get(provider.name) == provider and (
+                constraint is None or (provided is not None and _fits(provided, constraint))
+            ):
+                return provider
+        return None
+
+    def _candidate(
+        self, relation: Mapping[str, Any], chosen: Mapping[str, Candidate], owner: str
+    ) -> Candidate | None:
+        """A package not chosen yet that meets ``relation`` (None: there is none): the real
+        package ``_pick`` takes, else the only package providing it, at a version that
+        provides it (the preferred one, else the newest). Several providers and none
+        chosen is an error naming them."""
+        name = str(relation["name"])
+        constraint = relation.get("version")
+        if name in chosen:
+            return None  # chosen at a version that does not fit: one version per package
         picked = self._pick(name, constraint)
         if picked is not None:
             return picked
-        providers = [
+        providing = [
             c
             for c, provided in self._universe.providers.get(name, [])
-            if constraint is None or (provided is not None and _fits(provided, constraint))
+            if c.name not in chosen
+            and c.name not in self._exclude
+            and (constraint is None or (provided is not None and _fits(provided, constraint)))
         ]
-        names = sorted({c.name for c in providers})
-        for provider in names:
-            if provider in chosen:
-                return chosen[provider]
-        if len(names) == 1:
-            return self._pick(names[0], None)
+        names = sorted({c.name for c in providing})
         if len(names) > 1:
             raise ConfigError(
                 f"{owner} needs {name}, which several packages provide ({', '.join(names)}) "
                 f"and none is chosen; add the one you want to {self._where} packages"
             )
-        return None
+        preferred = [c for c in providing if c.version == self._prefer.get(c.name)]
+        found = preferred or providing
+        return found[0] if found else None
 
-    def _unsatisfied(self, owner: str, field: str, group: Sequence[Mapping[str, Any]]) -> str:
+    def _unsatisfied(
+        self,
+        owner: str,
+        field: str,
+        group: Sequence[Mapping[str, Any]],
+        fixed: Sequence[Candidate],
+    ) -> str:
+        below = {c.name: c.version for c in fixed}
+        shared = [str(r["name"]) for r in group if str(r["name"]) in below]
+        if shared:
+            name = shared[0]
+            return (
+                f"{self._where} need {owner} ({field} {_text(group)}), which the shared OS "
+                f"layer's {name} {below[name]} does not meet; add what needs it to "
+                "[tool.kiln.os] packages instead, so every image shares one version"
+            )
         offered = []
         for relation in group:
             found = self._universe.real.get(str(relation["name"]), [])
@@ -176,14 +212,17 @@ class Resolver:
             "needs it) or drop the package that needs it"
         )
 
-    def resolve(self, roots: Sequence[str]) -> Closure:
-        chosen: dict[str, Candidate] = {}
+    def resolve(self, roots: Sequence[str], *, fixed: Sequence[Candidate] = ()) -> Closure:
+        """The closure of ``roots``. ``fixed``: packages already installed below (the shared
+        OS layer, for an image's os-packages): they meet what they can, at their
+        versions, and are not in the result."""
+        chosen: dict[str, Candidate] = {c.name: c for c in fixed}
         omitted: list[Omitted] = []
-        todo: list[tuple[Candidate, str]] = []
-        for root in roots:
+        todo: list[Candidate] = []
+        for root in sorted(roots):  # the order they are written in changes nothing
             if root in chosen:
                 continue
-            candidate = self._satisfy({"name": root}, chosen, self._where)
+            candidate = self._candidate({"name": root}, chosen, self._where)
             if candidate is None:
                 raise ConfigError(
                     f"{self._where}: no suite has a package {root!r} for "
@@ -191,29 +230,41 @@ class Resolver:
                     "Debian machine) and the suite"
                 )
             chosen[candidate.name] = candidate
-            todo.append((candidate, root))
+            todo.append(candidate)
         while todo:
-            package, _why = todo.pop(0)
+            package = todo.pop(0)
             for field, text in (("Pre-Depends", package.pre_depends), ("Depends", package.depends)):
                 for parsed in _relations(text):
                     group = [r for r in parsed if self._universe.applies(r)]
                     if not group:
                         continue
-                    if any(str(r["name"]) in self._exclude for r in group):
-                        omitted.append(Omitted(package.name, field, _text(group)))
+                    if any(self._met(r, chosen) is not None for r in group):
                         continue
                     owner = f"{package.name} {package.version}"
-                    options = [self._satisfy(r, chosen, owner) for r in group]
-                    found = next((c for c in options if c is not None and c.name in chosen), None)
-                    found = found or next((c for c in options if c is not None), None)
-                    if found is None:
-                        raise ConfigError(self._unsatisfied(owner, field, group))
-                    if found.name in chosen:
+                    excluded = any(str(r["name"]) in self._exclude for r in group)
+                    wanted = [
+                        r
+                        for r in group
+                        if str(r["name"]) not in self._exclude
+                        # beside an excluded package, only a real one: a virtual one would
+                        # bring in another provider of what was excluded (debconf-2.0)
+                        and (not excluded or str(r["name"]) in self._universe.real)
+                    ]
+                    found = None
+                    for relation in wanted:  # apt's order: the first that can be met
+                        found = self._candidate(relation, chosen, owner)
+                        if found is not None:
+                            break
+                    if found is None and excluded:  # only maintainer scripts need it
+                        omitted.append(Omitted(package.name, field, _text(group)))
                         continue
+                    if found is None:
+                        raise ConfigError(self._unsatisfied(owner, field, group, fixed))
                     chosen[found.name] = found
-                    todo.append((found, package.name))
+                    todo.append(found)
+        extra = {c.name for c in fixed}
         return Closure(
-            packages=tuple(chosen[n] for n in sorted(chosen)),
+            packages=tuple(chosen[n] for n in sorted(chosen) if n not in extra),
             omitted=tuple(sorted(set(omitted), key=lambda o: (o.package, o.field, o.relation))),
         )
 
@@ -229,26 +280,8 @@ def extra_closure(
     where: str,
 ) -> Closure:
     """The packages an image's ``os-packages`` add to the shared OS closure ``base``: its
-    own layer holds those, the base's versions satisfy what they share."""
-    shared = {c.name: c.version for c in base.packages}
+    own layer holds those; the base's packages meet what they can, at their versions."""
     resolver = Resolver(
-        candidates,
-        architecture=architecture,
-        exclude=exclude,
-        prefer={**(prefer or {}), **shared},
-        where=where,
+        candidates, architecture=architecture, exclude=exclude, prefer=prefer, where=where
     )
-    whole = resolver.resolve([*(c.name for c in base.packages), *roots])
-    moved = [c for c in whole.packages if c.name in shared and c.version != shared[c.name]]
-    if moved:
-        c = moved[0]
-        raise ConfigError(
-            f"{where}: os-packages need {c.name} other than the shared OS layer's "
-            f"{shared[c.name]} ({c.version}); add what needs it to [tool.kiln.os] packages "
-            "instead, so every image shares one version"
-        )
-    base_omitted = set(base.omitted)
-    return Closure(
-        packages=tuple(c for c in whole.packages if c.name not in shared),
-        omitted=tuple(o for o in whole.omitted if o not in base_omitted),
-    )
+    return resolver.resolve(roots, fixed=base.packages)

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from kiln._errors import CommandFailed
+from kiln._errors import CommandFailed, CommandNotFound
 from kiln._report import Reporter
 
 _TAIL_LINES = 25
@@ -52,7 +52,7 @@ def call(
     """
     exe = shutil.which(args[0])
     if exe is None:
-        raise CommandFailed(f"`{args[0]}` was not found on PATH: install it or fix PATH")
+        raise CommandNotFound(f"`{args[0]}` was not found on PATH: install it or fix PATH")
     if echo:
         print(f"    $ {shlex.join(args)}", file=sys.stderr, flush=True)
     full_env = {**os.environ, **(env or {})}

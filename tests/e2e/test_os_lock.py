@@ -1,0 +1,228 @@
+"""kiln's OS base end to end, without the live mirror: a local HTTP server serves a copy
+of Debian's signed indexes and the pinned .debs, as a mirror does.
+
+- A clean copy with an empty cache builds the OS layer from that mirror and pushes
+  exactly the digests the committed YAMLs pin.
+- `kiln lock` checks the copy's signatures (gpgv, Debian's keyring): an altered index is
+  refused, and so is a mirror that is down.
+- One .deb deleted from the mirror: a machine whose cache lacks it builds from the
+  registry's copy of the layer; with no registry copy either, the error names the
+  package and `kiln lock --upgrade-os`. A .deb with other bytes is refused by sha256."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from kiln._debian.archive import Indexes, Mirrors, by_name
+from kiln._debian.build import fetch_debs
+from kiln._debian.lock import DebPin, read_os_lock
+from kiln._debian.resolve import Resolver
+from kiln._util.cmd import call
+from kiln._workspace.discovery import discover
+from tests.e2e.conftest import OsPins, Repo, copy_project, untag
+
+pytestmark = pytest.mark.e2e
+
+
+class _Quiet(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class LocalMirror:
+    root: Path  # <root>/<archive>/{dists,pool}/...
+    url: str
+
+    def deb(self, archive: str, path: str) -> Path:
+        return self.root / archive / path
+
+
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> Iterator[LocalMirror]:
+    """Debian's current signed indexes (fetched and checked once) and the .debs the OS
+    lock pins, served on 127.0.0.1 in the archive's own layout."""
+    root = tmp_path_factory.mktemp("mirror")
+    cache = tmp_path_factory.mktemp("index-cache")
+    config = discover(os_pins.source).os
+    suites = Indexes(config, Mirrors(config), call, cache).load()  # keeps what it checked
+    shutil.copytree(cache / "mirror", root, dirs_exist_ok=True)
+    # The pinned .debs, and those of today's closure (what a relock resolves to).
+    today = Resolver(by_name(suites), architecture=config.architecture, exclude=config.exclude)
+    current = [DebPin.of(c) for c in today.resolve(config.packages).packages]
+    pins = [*read_os_lock(os_pins.source).os.packages, *current]
+    fetched = fetch_debs(pins, Mirrors(config), os_pins.cache / "debian")
+    assert not fetched.gone
+    for pin, data in fetched.debs:
+        target = root / pin.archive / pin.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield LocalMirror(root, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _mirrors_at(root: Path, url: str) -> None:
+    """Point the copy's [tool.kiln.os.mirrors] at ``url`` (the lock stays fresh: mirrors
+    are no input of it)."""
+    pyproject = root / "pyproject.toml"
+    text = re.sub(r"(?m)^debian = \[.*\]$", f'debian = ["{url}/debian"]', pyproject.read_text())
+    text = re.sub(
+        r"(?m)^debian-security = \[.*\]$", f'debian-security = ["{url}/debian-security"]', text
+    )
+    pyproject.write_text(text)
+
+
+@pytest.fixture(scope="module")
+def clean(
+    tmp_path_factory: pytest.TempPathFactory,
+    mirror: LocalMirror,
+    docker_client: docker.DockerClient,
+    os_pins: OsPins,
+) -> Iterator[Repo]:
+    """A copy of this repo with an empty kiln cache, on its own stack, whose OS mirrors
+    are the local one."""
+    root = tmp_path_factory.mktemp("clean")
+    index_port, registry_port = copy_project(root, None if os_pins.fetchable else os_pins)
+    if not os_pins.fetchable:
+        shutil.copy(os_pins.source / "images" / "os.lock", root / "images" / "os.lock")
+        shutil.rmtree(root / ".kiln")
+    _mirrors_at(root, mirror.url)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+    yield repo
+    repo.kiln("stack", "down")
+    untag(docker_client, repo.registry)
+
+
+def _pinned(root: Path) -> dict[str, str]:
+    """image name -> the digest the committed YAMLs pin it to."""
+    found: dict[str, str] = {}
+    for path in (root / "pipelines" / "components" / "generated").glob("*.yaml"):
+        for name, digest in re.findall(
+            r"image: \S+/acme/(\w+)@(sha256:[0-9a-f]{64})", path.read_text()
+        ):
+            assert found.setdefault(name, digest) == digest
+    return found
+
+
+def _log(repo: Repo, command: str) -> str:
+    return (repo.root / ".kiln" / "logs" / f"{command}.log").read_text()
+
+
+def test_a_clean_copy_builds_from_the_mirror_and_pushes_the_committed_digests(
+    clean: Repo, os_pins: OsPins
+) -> None:
+    assert not (clean.root / ".kiln").exists()  # no cache at all
+    if not os_pins.fetchable:
+        print("NOTE: the committed pins are gone from Debian: comparing with the relocked copy's")
+        assert clean.kiln("components", "--local").returncode == 0
+    committed = _pinned(clean.root)
+    assert sorted(committed) == ["analytics", "base", "packages"]
+    released = clean.kiln_json("release", "--local")
+    pushed = {i["name"]: i["digest"] for i in released["manifest"]["images"]}
+    assert pushed == committed
+    log = _log(clean, "release")
+    lock = read_os_lock(clean.root)
+    assert all(f"fetched {p.filename}" in log for p in lock.os.packages)
+    assert "taken from the registry" not in log
+    check = clean.kiln("check", "--local")
+    assert check.returncode == 0, check.stdout + check.stderr
+    print(f"clean copy, empty cache: pushed {pushed}")
+
+
+def test_lock_checks_the_mirror_s_signatures_and_names_a_mirror_that_is_down(
+    clean: Repo, mirror: LocalMirror
+) -> None:
+    # A root added: the lock is stale and resolved again, from the local mirror's copy.
+    pyproject = clean.root / "pyproject.toml"
+    original, lock = pyproject.read_text(), (clean.root / "images" / "os.lock").read_text()
+    release = mirror.root / "debian" / "dists" / "bookworm" / "InRelease"
+    signed = release.read_bytes()
+    try:
+        pyproject.write_text(
+            original.replace('exclude = ["debconf",', 'exclude = ["nothing",\n  "debconf",')
+        )
+        release.write_bytes(signed.replace(b"Suite: oldstable", b"Suite: oldstablX", 1))
+        altered = clean.kiln("lock")
+        assert altered.returncode == 8, altered.stderr
+        assert "debian bookworm (dists/bookworm/InRelease): its signature does not verify" in (
+            altered.stderr
+        )
+        assert (clean.root / "images" / "os.lock").read_text() == lock  # nothing written
+
+        release.write_bytes(signed)
+        _mirrors_at(clean.root, "http://127.0.0.1:9")  # nothing listens on port 9
+        down = clean.kiln("lock")
+        assert down.returncode == 5, down.stderr
+        assert "no mirror of the debian archive serves dists/bookworm/InRelease" in down.stderr
+        assert "http://127.0.0.1:9/debian: ConnectionError" in down.stderr
+
+        _mirrors_at(clean.root, mirror.url)
+        relocked = clean.kiln_json("lock")
+        assert relocked["os"]["written"] is True  # its inputs changed: written again
+        log = _log(clean, "lock")
+        assert "gpgv --keyring /usr/share/keyrings/debian-archive-keyring.gpg" in log
+    finally:
+        release.write_bytes(signed)
+        pyproject.write_text(original)
+        (clean.root / "images" / "os.lock").write_text(lock)
+    assert clean.kiln("lock", "--check").returncode == 0
+
+
+def test_a_deb_gone_from_the_mirror_is_built_from_the_registry_s_layer_or_named(
+    clean: Repo, mirror: LocalMirror, tmp_path: Path
+) -> None:
+    lock = read_os_lock(clean.root)
+    assert lock.os.layer is not None
+    gone = next(p for p in lock.os.packages if p.name == "libssl3")
+    deb = mirror.deb(gone.archive, gone.path)
+    kept = tmp_path / gone.filename
+    shutil.move(deb, kept)
+    try:
+        # This machine's cache emptied: the .deb is on no mirror, the registry has the layer.
+        shutil.rmtree(clean.root / ".kiln" / "cache")
+        again = clean.kiln_json("release", "--local")
+        assert (again["uploaded"], again["pushed"]) == ([], [])
+        log = _log(clean, "release")
+        assert f"OS layer {lock.os.layer.digest[:19]}: taken from the registry" in log
+
+        # A fresh registry (another machine's stack) and no cache: no source has it.
+        assert clean.kiln("stack", "down").returncode == 0
+        shutil.rmtree(clean.root / ".kiln")
+        proc = clean.kiln("components", "--local")
+        assert proc.returncode == 5, proc.stderr
+        assert f"no mirror serves {gone.name} {gone.version} any more" in proc.stderr
+        assert "`kiln lock --upgrade-os`, then commit images/os.lock" in proc.stderr
+        sources = clean.kiln("lock", "--check", "--sources")
+        assert sources.returncode == 5, sources.stderr
+        assert f"{gone.name} {gone.version}" in sources.stderr
+
+        # Other bytes under the pinned name: refused by sha256, naming the URL.
+        deb.write_bytes(kept.read_bytes()[:-1] + b"x")
+        proc = clean.kiln("components", "--local")
+        assert proc.returncode == 8, proc.stderr
+        assert f"{mirror.url}/{gone.archive}/{gone.path}: sha256 " in proc.stderr
+        assert f"images/os.lock pins {gone.name} {gone.version} to {gone.sha256}" in proc.stderr
+    finally:
+        shutil.move(kept, deb)
+    assert clean.kiln("lock", "--check", "--sources").returncode == 0
+    assert json.loads(clean.kiln("components", "--local", "--json").stdout)["images"]
