@@ -127,7 +127,7 @@ def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
 
     first = train.kiln_json("release", "--tag", "v0.1.0", "--local")
     assert "acme_components-0.1.0-py3-none-any.whl" in first["uploaded"]
-    assert len(first["pushed"]) == 2
+    assert len(first["pushed"]) == 3  # base, analytics, and packages mode's base
     record = Path(first["record"])
     assert sorted(p.name for p in record.iterdir()) == [
         "RELEASE_NOTES.md", "acme_components-0.1.0-py3-none-any.whl", "catalog.html",
@@ -188,6 +188,27 @@ def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
     assert run.returncode == 0, run.stderr
     count, value = run.stdout.split()[-2:]
     assert (count, 40.0 < float(value) < 80.0) == ("9", True)
+    # A consumer's own pipeline of two released YAMLs: a packages-mode step (kiln's
+    # packages base, pinned by digest) feeding an image-mode one (the base image).
+    run = _python(site, (
+        "from kfp import components, dsl, local\n"
+        "g = 'tag/pipelines/components/generated/'\n"
+        "make = components.load_component_from_file(g + 'make_sample_images.yaml')\n"
+        "enhance = components.load_component_from_file(g + 'enhance_contrast.yaml')\n"
+        "@dsl.pipeline(name='consumer')\n"
+        "def consumer() -> float:\n"
+        "    images = make(seed=3, count=2, size=32).outputs['images']\n"
+        "    return enhance(images=images, method='stretch').outputs['Output']\n"
+        "local.init(runner=local.DockerRunner(network_mode='host'), pipeline_root='runs')\n"
+        "print(make.component_spec.implementation.container.image)\n"
+        "print(enhance.component_spec.implementation.container.image)\n"
+        "print(consumer().output)\n"
+    ), tmp_path)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    packages_base, image, gain = run.stdout.split()[-3:]
+    assert packages_base == digests["packages"]
+    assert image == digests["base"]
+    assert float(gain) > 1.0  # stretched: more spread than the low-contrast input
 
     # The same tag again: nothing to do, and it says so.
     again = train.kiln_json("release", "--tag", "v0.1.0", "--local")
