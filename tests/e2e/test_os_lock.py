@@ -226,3 +226,68 @@ def test_a_deb_gone_from_the_mirror_is_built_from_the_registry_s_layer_or_named(
         shutil.move(kept, deb)
     assert clean.kiln("lock", "--check", "--sources").returncode == 0
     assert json.loads(clean.kiln("components", "--local", "--json").stdout)["images"]
+
+
+@pytest.fixture(scope="module")
+def with_extras(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
+) -> Iterator[Repo]:
+    """A copy of this repo (Debian's own mirrors) whose base image lists an os-package."""
+    root = tmp_path_factory.mktemp("extras")
+    index_port, registry_port = copy_project(root, os_pins)
+    toml = root / "images" / "base" / "image.toml"
+    toml.write_text(toml.read_text().replace("[image]\n", '[image]\nos-packages = ["libgomp1"]\n'))
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+    yield repo
+    repo.kiln("stack", "down")
+    untag(docker_client, repo.registry)
+
+
+def test_an_image_s_os_packages_are_a_layer_of_their_own_over_the_shared_one(
+    with_extras: Repo, docker_client: docker.DockerClient
+) -> None:
+    repo = with_extras
+    stale = repo.kiln("release", "--local")
+    assert stale.returncode == 3, stale.stderr
+    assert "images/os.lock: stale: [tool.kiln.os] or an image's os-packages changed" in (
+        stale.stderr
+    )
+    locked = repo.kiln_json("lock")
+    assert locked["os"]["written"] is True
+    lock = read_os_lock(repo.root)
+    extra = lock.extras["base"]
+    assert extra.roots == ("libgomp1",)
+    assert "libgomp1" in {p.name for p in extra.packages}
+    assert not {p.name for p in extra.packages} & {p.name for p in lock.os.packages}
+    assert '[extras."base"]' in (repo.root / "images" / "os.lock").read_text()
+    assert "+ libgomp1 (base) " in "\n".join(locked["os"]["changes"])
+
+    released = repo.kiln_json("release", "--local")
+    refs = {i["name"]: i["ref"] for i in released["manifest"]["images"]}
+    layers = {}
+    for name, ref in refs.items():
+        manifest = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                capture_output=True, text=True, check=True,
+            ).stdout
+        )  # fmt: skip
+        layers[name] = [layer["digest"] for layer in manifest["layers"]]
+    assert lock.os.layer is not None
+    assert extra.layer is not None
+    # One OS layer for every image; base alone has its os-packages' layer next.
+    assert {digests[0] for digests in layers.values()} == {lock.os.layer.digest}
+    assert layers["base"][1] == extra.layer.digest
+    assert extra.layer.digest not in layers["analytics"]
+    log = _log(repo, "release")
+    assert f"{lock.os.layer.digest[:19]} mounted from acme/" in log  # pushed once, then mounted
+    found = docker_client.containers.run(
+        refs["base"],
+        ["python3", "-c", "import ctypes.util; print(ctypes.util.find_library('gomp'))"],
+        network_mode="none", remove=True,
+    ).decode()  # fmt: skip
+    assert found.strip() == "libgomp.so.1"  # the extras layer's ld.so.cache knows it
+    sbom = json.loads((repo.root / "dist" / "sbom" / "base.cdx.json").read_text())
+    purls = [c.get("purl", "") for c in sbom["components"]]
+    assert any(p.startswith("pkg:deb/debian/libgomp1@") for p in purls)
