@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from kiln._debian.lock import read_os_lock
+from kiln._debian.locking import check_os_fresh
 from kiln._release.stages import kfp_version
 from kiln._wheels.lock import check_fresh, read_lock
 from kiln._workspace.discovery import discover
@@ -41,3 +43,28 @@ def test_this_repos_committed_locks_are_fresh() -> None:
     ws = discover(ROOT)
     for image in ws.images:
         check_fresh(read_lock(image), ws, image, kfp_version())
+
+
+def test_this_repos_os_lock_is_fresh() -> None:
+    ws = discover(ROOT)
+    check_os_fresh(read_os_lock(ROOT), ws)
+
+
+def _quick_start() -> list[str]:
+    """The commands of the README's quick start block (comments dropped)."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, flags=re.DOTALL)
+    return [line.split("#", 1)[0].strip() for b in blocks for line in b.splitlines() if line]
+
+
+def test_the_quick_start_is_two_commands_and_ci_runs_the_test_one() -> None:
+    assert _quick_start() == ["./noxw -s demo", "./noxw -s lint tests"]
+    ci = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert ci[-1] == "./noxw -s lint tests"  # exactly the README's test command, last
+    assert "KILN_BASE_IMAGE" not in (ROOT / ".ci" / "run").read_text()
+    assert (ROOT / "noxw").stat().st_mode & 0o111  # executable, as committed
