@@ -22,27 +22,25 @@ import fnmatch
 import posixpath
 import re
 import struct
-from collections.abc import Iterator, Mapping
-from typing import NamedTuple
+from collections.abc import Mapping
 
+from kiln._debian.elf import (
+    ARCH_SOURCES,
+    ARCHES,
+    ELFMAG,
+    FLAG_ANY,
+    FLAG_ELF,
+    FLAG_LIBC5,
+    FLAG_LIBC6,
+    LIB_TYPES,
+    Arch,
+    read_library,
+    soname,
+)
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry, resolve
 from kiln._errors import ConfigError
 
-_ELFMAG = b"\x7fELF"
-_ET_DYN = 3
-_EM_386, _EM_X86_64, _EM_AARCH64 = 3, 62, 183
-_PT_LOAD, _PT_DYNAMIC, _PT_INTERP, _PT_GNU_PROPERTY = 1, 2, 3, 0x6474E553
-_DT_NULL, _DT_NEEDED, _DT_STRTAB, _DT_SONAME = 0, 1, 5, 14
-_NT_GNU_PROPERTY_TYPE_0 = 5
-_X86_ISA_1_NEEDED = 0xC0008002
-_AOUT_MAGICS = (0o413, 0o314)  # ZMAGIC, QMAGIC: an a.out (libc4) library
-
-# ldconfig's library flags (sysdeps/generic/ldconfig.h): a type in the low byte, an ABI above.
-_FLAG_ANY, _FLAG_LIBC4, _FLAG_ELF, _FLAG_LIBC5, _FLAG_LIBC6 = -1, 0, 1, 2, 3
-_FLAG_X8664_LIB64, _FLAG_X8664_LIBX32 = 0x0300, 0x0800
-_FLAG_ARM_LIBHF, _FLAG_AARCH64_LIB64, _FLAG_ARM_LIBSF = 0x0900, 0x0A00, 0x0B00
-_LIB_TYPES = {"libc4": _FLAG_LIBC4, "libc5": _FLAG_LIBC5, "libc6": _FLAG_LIBC6, "glibc2": 3}
-_KNOWN_LIBS = (b"libc.so.6", b"libm.so.6")  # a DT_NEEDED on these makes a library libc6
+__all__ = ["ld_so_cache", "soname"]
 
 _MAGIC = b"glibc-ld.so.cache1.1"
 _HEADER = struct.Struct("<20sIIB3xI12x")  # both supported machines are little-endian
@@ -50,322 +48,10 @@ _ENTRY = struct.Struct("<iIIIQ")  # flags, key, value, osversion (unused), hwcap
 _ENDIAN_LITTLE = 2
 _EXTENSION_MAGIC = 0xEAA42174
 _HWCAP_EXTENSION = 1 << 62
-_TLS_BIT = 63
 _C_SPACE = " \t\n\v\f\r"
 _GLOB_MAGIC = re.compile(r"[*?\[]")
 _LIBCMP_TOKENS = re.compile(rb"[0-9]+|[^0-9]")
 _GENERATOR = re.compile(rb"(?<=\x00)ldconfig \([ -~]*\) [ -~]*release version [ -~]+(?=\x00)")
-
-
-@dataclasses.dataclass(frozen=True)
-class _Arch:
-    """What ldconfig for one machine has built in (Debian's glibc 2.36 build)."""
-
-    triplet: str
-    interpreters: frozenset[bytes]  # a PT_INTERP on these makes a library libc6
-    hwcaps: tuple[str, ...]  # legacy hwcap subfolder names; the index is the hwcap bit
-    important: int  # the hwcap bits whose subfolders ldconfig descends into
-    platforms: tuple[str, ...]  # platform subfolder names, bits from 48 on
-    signed_char: bool  # how _dl_cache_libcmp compares bytes above 127
-    isa_levels: bool  # whether GNU property notes give glibc-hwcaps entries an ISA level
-
-    @property
-    def system_dirs(self) -> tuple[str, ...]:
-        """Debian's trusted folders (slibdir, libdir, then /lib and /usr/lib), which
-        ldconfig adds after ld.so.conf's. With their trailing slash kept, the
-        lib64/libx32 expansion of ldconfig's add_system_dir never applies to them."""
-        return (f"/lib/{self.triplet}", f"/usr/lib/{self.triplet}", "/lib", "/usr/lib")
-
-    def hwcap_bit(self, name: str) -> int | None:
-        if name in self.hwcaps:
-            return self.hwcaps.index(name)
-        if name in self.platforms:
-            return 48 + self.platforms.index(name)
-        return _TLS_BIT if name == "tls" else None
-
-    def is_hwcap_dir(self, name: str) -> bool:
-        if name in self.hwcaps:
-            return bool((1 << self.hwcaps.index(name)) & self.important)
-        return name in self.platforms or name == "tls"
-
-    def path_hwcap(self, path: str) -> int:
-        """The hwcap bits of a folder's trailing hwcap components (ldconfig's path_hwcap)."""
-        hwcap = 0
-        for part in reversed(path.split("/")[1:]):
-            bit = self.hwcap_bit(part)
-            if bit is None:
-                break
-            hwcap = (hwcap + (1 << bit)) & (2**64 - 1)
-        return hwcap
-
-
-_X86_64 = _Arch(
-    triplet="x86_64-linux-gnu",
-    interpreters=frozenset(
-        b"/lib/ld-linux-x86-64.so.2 /lib/ld-linux.so.2 /libx32/ld-linux-x32.so.2 "
-        b"/lib64/ld-linux-x86-64.so.2".split()
-    ),
-    hwcaps=("sse2", "x86_64", "avx512_1"),
-    important=0b111,
-    platforms=("i586", "i686", "haswell", "xeon_phi"),
-    signed_char=True,
-    isa_levels=True,
-)
-_AARCH64 = _Arch(
-    triplet="aarch64-linux-gnu",
-    interpreters=frozenset(
-        b"/lib/ld-linux-aarch64.so.1 /lib/ld-linux-aarch64_be.so.1 /lib/ld-linux.so.3 "
-        b"/lib/ld-linux-aarch64_ilp32.so.1 /lib/ld-linux-aarch64_be_ilp32.so.1 "
-        b"/lib/ld-linux-armhf.so.3".split()
-    ),
-    hwcaps=(
-        *("fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp"),
-        *("asimdhp", "cpuid", "asimdrdm", "jscvt", "fcma", "lrcpc", "dcpop", "sha3", "sm3"),
-        *("sm4", "asimddp", "sha512", "sve", "asimdfhm", "dit", "uscat", "ilrcpc", "flagm"),
-        *("ssbs", "sb", "paca", "pacg"),
-    ),
-    important=1 << 8,  # atomics
-    platforms=(),
-    signed_char=False,
-    isa_levels=False,
-)
-_ARCHES = {_EM_X86_64: _X86_64, _EM_AARCH64: _AARCH64}
-# Where the architecture is read from: the ldconfig that would write the cache, or a loader.
-_ARCH_SOURCES = ("sbin/ldconfig", "lib64/ld-linux-x86-64.so.2", "lib/ld-linux-aarch64.so.1")
-
-
-# ------------------------------------------------------------------ ELF, as ldconfig reads it
-
-
-class _Truncated(Exception):
-    """A header, table or string lies (partly) outside the file."""
-
-
-class _Reader:
-    """Fields of one ELF class at file offsets; anything out of range is truncation."""
-
-    def __init__(self, data: bytes, order: str, bits: int) -> None:
-        self.data = data
-        self.order = order
-        self.bits = bits
-        self.word = "Q" if bits == 64 else "I"
-
-    def get(self, code: str, offset: int) -> int:
-        fmt = self.order + code
-        if offset < 0 or offset + struct.calcsize(fmt) > len(self.data):
-            raise _Truncated
-        return int(struct.unpack_from(fmt, self.data, offset)[0])
-
-    def cstr(self, offset: int) -> bytes:
-        end = self.data.find(b"\0", offset) if 0 <= offset <= len(self.data) else -1
-        if end < 0:
-            raise _Truncated
-        return self.data[offset:end]
-
-    def dynamic(self, offset: int) -> Iterator[tuple[int, int]]:
-        """(d_tag, d_val) from ``offset`` up to DT_NULL."""
-        tag_code, size = ("q", 16) if self.bits == 64 else ("i", 8)
-        while (tag := self.get(tag_code, offset)) != _DT_NULL:
-            yield tag, self.get(self.word, offset + size // 2)
-            offset += size
-
-    def segments(self) -> list[_Segment]:
-        """The program headers (at e_phoff, e_phnum of them)."""
-        wide = self.bits == 64
-        phoff, phnum = self.get(self.word, 32 if wide else 28), self.get("H", 56 if wide else 44)
-        if phoff > len(self.data):
-            raise _Truncated
-        # where p_offset, p_vaddr, p_filesz and p_align are in a header, and its size
-        at_off, at_vaddr, at_filesz, at_align, size = (
-            (8, 16, 32, 48, 56) if wide else (4, 8, 16, 28, 32)
-        )
-        return [
-            _Segment(
-                *(self.get("I", seg),),
-                *(self.get(self.word, seg + at) for at in (at_off, at_vaddr, at_filesz, at_align)),
-            )
-            for seg in range(phoff, phoff + phnum * size, size)
-        ]
-
-
-class _Segment(NamedTuple):
-    kind: int
-    offset: int
-    vaddr: int
-    filesz: int
-    align: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _ElfInfo:
-    flag: int
-    soname: bytes | None
-    isa_level: int
-    dynamic_segments: int
-
-
-def _scan(
-    data: bytes, order: str, bits: int, interpreters: frozenset[bytes], isa: bool
-) -> _ElfInfo | None:
-    """ldconfig's process_elf32_file/process_elf64_file: the type flag, DT_SONAME and ISA
-    level of a shared object of that class; None where ldconfig quietly skips the file."""
-    r = _Reader(data, order, bits)
-    if data[4:5] != bytes((1 if bits == 32 else 2,)) or r.get("H", 16) != _ET_DYN:
-        return None
-    segments = r.segments()
-    flag, level = _FLAG_ELF, 0
-    for seg in segments:
-        if seg.kind == _PT_INTERP and r.cstr(seg.offset) in interpreters:
-            flag = _FLAG_LIBC6
-        elif seg.kind == _PT_GNU_PROPERTY and isa:
-            level = _isa_level(r, seg, level)
-    dynamic = [seg for seg in segments if seg.kind == _PT_DYNAMIC]  # ldconfig uses the last
-    if not dynamic or dynamic[-1].filesz == 0:
-        return None
-    offset = dynamic[-1].offset & 0xFFFFFFFF  # ldconfig keeps it in an unsigned int
-    strings = _strtab(r, offset, segments)
-    if strings is None:
-        return None
-    soname = None
-    for tag, value in r.dynamic(offset):
-        if tag == _DT_NEEDED:
-            if flag == _FLAG_ELF and r.cstr(strings + value) in _KNOWN_LIBS:
-                flag = _FLAG_LIBC6
-        elif tag == _DT_SONAME:
-            soname = r.cstr(strings + value)
-        else:
-            continue
-        if soname is not None and flag != _FLAG_ELF:
-            break
-    return _ElfInfo(flag, soname, level, len(dynamic))
-
-
-def _strtab(r: _Reader, dynamic: int, segments: list[_Segment]) -> int | None:
-    """The file offset of the dynamic string table (the first DT_STRTAB), through the
-    PT_LOAD that maps it; with none, ldconfig takes the address as an offset."""
-    for tag, value in r.dynamic(dynamic):
-        if tag == _DT_STRTAB:
-            for seg in segments:
-                if seg.kind == _PT_LOAD and 0 <= value - seg.vaddr < seg.filesz:
-                    return value - (seg.vaddr - seg.offset) % (1 << r.bits)
-            return value
-    return None
-
-
-def _isa_level(r: _Reader, seg: _Segment, level: int) -> int:
-    """The x86 ISA level a PT_GNU_PROPERTY note asks for (its highest
-    GNU_PROPERTY_X86_ISA_1_NEEDED bit), or ``level`` when it names none."""
-    word, align = r.bits // 8, seg.align
-    if align != word:
-        return level
-    note = seg.offset
-    while note + 12 - seg.offset < seg.filesz:
-        namesz, descsz, kind = r.get("I", note), r.get("I", note + 4), r.get("I", note + 8)
-        if (
-            namesz == 4
-            and kind == _NT_GNU_PROPERTY_TYPE_0
-            and r.data[note + 12 : note + 16] == b"GNU\0"
-        ):
-            if descsz < 8 or descsz % word:
-                return level
-            ptr, end, last = note + 16, note + 16 + descsz, 0
-            while True:
-                prop, datasz = r.get("I", ptr), r.get("I", ptr + 4)
-                ptr += 8
-                if prop < last or ptr + datasz > end or prop > _X86_ISA_1_NEEDED:
-                    return level
-                if prop == _X86_ISA_1_NEEDED:
-                    needed = r.get("I", ptr) if datasz == 4 else 0
-                    return needed.bit_length() - 1 if needed else level
-                last = prop
-                ptr += -(-datasz // word) * word
-                if end - ptr < 8:
-                    return level
-        note += -(-(-(-(12 + namesz) // align) * align + descsz) // align) * align
-    return level
-
-
-def soname(data: bytes) -> str | None:
-    """The DT_SONAME of an ELF shared object (either class, either byte order); None for
-    anything else, or when it has none."""
-    if data[:4] != _ELFMAG or len(data) < 6 or data[4] not in (1, 2) or data[5] not in (1, 2):
-        return None
-    order = "<" if data[5] == 1 else ">"
-    try:
-        info = _scan(data, order, 32 if data[4] == 1 else 64, frozenset(), isa=False)
-    except _Truncated:
-        return None
-    if info is None or info.soname is None:
-        return None
-    return info.soname.decode("utf-8", "surrogateescape")
-
-
-_FIX = "remove it from the layer, or rename it so it does not look like a library (lib*.so*)"
-
-
-def _read_library(arch: _Arch, data: bytes, name: str, path: str) -> _ElfInfo | None:
-    """ldconfig's process_file for ``data`` (named ``name``, at image path ``path``): None
-    where it skips the file quietly, ConfigError where it complains."""
-    if len(data) < 64 or data[:4] != _ELFMAG:  # 64: the size of an ELF64 or a.out header
-        return _read_other(data, name, path)
-    if int.from_bytes(data[16:18], "little") != _ET_DYN:
-        return None
-    bits = 32 if data[4] == 1 else 64
-    x86_flag = _x86_flag(data, path) if arch is _X86_64 else 0
-    try:
-        info = _scan(data, "<", bits, arch.interpreters, arch.isa_levels)
-    except _Truncated:
-        raise ConfigError(f"{path} is a truncated ELF file: ldconfig warns; {_FIX}") from None
-    if info is None:
-        return None
-    if info.dynamic_segments > 1:
-        raise ConfigError(f"{path} has more than one PT_DYNAMIC segment: ldconfig warns; {_FIX}")
-    flag = x86_flag or (_arm_flag(data, bits, info.flag) if arch is _AARCH64 else info.flag)
-    return dataclasses.replace(info, flag=flag)
-
-
-def _read_other(data: bytes, name: str, path: str) -> _ElfInfo | None:
-    """What ldconfig makes of a file that is small, or not ELF."""
-    if not data:
-        raise ConfigError(f"{path} is empty: ldconfig warns about it; {_FIX}")
-    if len(data) < 64:
-        if data[:4] == _ELFMAG[: len(data)]:
-            raise ConfigError(f"{path} is too small to be an ELF file: ldconfig warns; {_FIX}")
-        return None
-    if int.from_bytes(data[:2], "little") in _AOUT_MAGICS:  # its SONAME is its name to the major
-        head, sep, tail = name.partition(".so.")
-        short = head + sep + tail.split(".", 1)[0] if sep else name
-        return _ElfInfo(_FLAG_LIBC4, _b(short), 0, 0)
-    if b"GROUP" in data[:512] or b"GNU ld script" in data[:512] or path.endswith("-gdb.py"):
-        return None
-    raise ConfigError(f"{path} is neither an ELF file nor a linker script: ldconfig warns; {_FIX}")
-
-
-def _x86_flag(data: bytes, path: str) -> int:
-    """The flags x86-64's ldconfig gives a library of that machine whatever it links (0 for
-    i386, whose flags come from what it links)."""
-    machine = int.from_bytes(data[18:20], "little")
-    if machine == _EM_X86_64:
-        return (_FLAG_X8664_LIB64 if data[4] == 2 else _FLAG_X8664_LIBX32) | _FLAG_LIBC6
-    if machine == _EM_386 and data[4] == 1:
-        return 0
-    raise ConfigError(
-        f"{path} is a shared object for ELF machine {machine}, not x86-64 or i386: "
-        f"ldconfig warns about it and leaves it out; {_FIX}"
-    )
-
-
-def _arm_flag(data: bytes, bits: int, flag: int) -> int:
-    """arm64's ldconfig: every 64-bit library is AArch64 (its machine unchecked); a 32-bit
-    one of ARM EABI 5 is hard- or soft-float by its e_flags."""
-    if bits == 64:
-        return _FLAG_AARCH64_LIB64 | _FLAG_LIBC6
-    e_flags = int.from_bytes(data[36:40], "little")
-    if e_flags >> 24 != 5:
-        return flag
-    if e_flags & 0x400:
-        return _FLAG_ARM_LIBHF | _FLAG_LIBC6
-    return (_FLAG_ARM_LIBSF | _FLAG_LIBC6) if e_flags & 0x200 else _FLAG_LIBC6
 
 
 # ------------------------------------------------------------------ the folders and their libraries
@@ -426,7 +112,7 @@ def _libcmp_key(name: bytes, signed: bool) -> tuple[tuple[int, int], ...]:
 class _Ldconfig:
     """One run of ldconfig over a tree: the folders to search, then the cache entries."""
 
-    def __init__(self, tree: Mapping[str, Entry], arch: _Arch) -> None:
+    def __init__(self, tree: Mapping[str, Entry], arch: Arch) -> None:
         self.tree = tree
         self.arch = arch
         self.dirs: list[_Dir] = []
@@ -504,14 +190,14 @@ class _Ldconfig:
     def add_dir(self, line: str, where: str) -> None:
         """One folder line of ld.so.conf, or a built-in folder (ldconfig's add_dir_1)."""
         path, eq, kind = line.partition("=")
-        flag = _FLAG_ANY
+        flag = FLAG_ANY
         if eq:
-            if kind not in _LIB_TYPES:
+            if kind not in LIB_TYPES:
                 raise ConfigError(
                     f"{where}: {kind!r} is not a library type ldconfig knows "
                     f"(libc4, libc5, libc6, glibc2): drop the `={kind}`"
                 )
-            flag = _LIB_TYPES[kind]
+            flag = LIB_TYPES[kind]
         path = path.rstrip(_C_SPACE).rstrip("/")
         real = resolve(self.tree, path) if path else None
         if real is None:
@@ -583,7 +269,7 @@ class _Ldconfig:
             return None
         if is_dir:
             raise ConfigError(f"{path} links to a folder; ldconfig cannot map it: remove the link")
-        lib = _read_library(self.arch, self.tree[target].data, name, path)
+        lib = read_library(self.arch, self.tree[target].data, name, path)
         if lib is None:
             return None
         soname = lib.soname if lib.soname is not None else _b(name)
@@ -592,7 +278,7 @@ class _Ldconfig:
             # only a link named as the SONAME, or a libfoo.so dev link, counts as a link
             is_link = name.endswith(".so") and soname.startswith(_b(name))
         flag = lib.flag
-        if flag == _FLAG_ELF and entry.flag in (_FLAG_LIBC5, _FLAG_LIBC6):
+        if flag == FLAG_ELF and entry.flag in (FLAG_LIBC5, FLAG_LIBC6):
             flag = entry.flag
         return _Found(name, _b(name) if is_link else soname, flag, is_link, lib.isa_level)
 
@@ -608,10 +294,10 @@ class _Ldconfig:
         if not ((not new.is_link and old.is_link) or (new.is_link == old.is_link and newer)):
             return
         if old.flag != new.flag:
-            libc56 = (_FLAG_LIBC5, _FLAG_LIBC6)
+            libc56 = (FLAG_LIBC5, FLAG_LIBC6)
             if not (
-                (old.flag == _FLAG_ELF and new.flag in libc56)
-                or (old.flag in libc56 and new.flag == _FLAG_ELF)
+                (old.flag == FLAG_ELF and new.flag in libc56)
+                or (old.flag in libc56 and new.flag == FLAG_ELF)
             ):
                 raise ConfigError(
                     f"{entry.path}/{old.name} and {entry.path}/{new.name} have one SONAME "
@@ -693,16 +379,16 @@ def _write(scan: _Ldconfig, generator: bytes | None) -> bytes:
     return header + bytes(body) + extension
 
 
-def _arch(tree: Mapping[str, Entry]) -> tuple[_Arch, bytes | None]:
+def _arch(tree: Mapping[str, Entry]) -> tuple[Arch, bytes | None]:
     """The tree's machine (from its ldconfig, else its dynamic loader), and the generator
     string its ldconfig writes into caches, if it has one."""
-    for path in _ARCH_SOURCES:
+    for path in ARCH_SOURCES:
         real = resolve(tree, path)
         data = tree[real].data if real and tree[real].kind == FILE else b""
-        if data[:4] != _ELFMAG or len(data) < 20 or data[5] not in (1, 2):
+        if data[:4] != ELFMAG or len(data) < 20 or data[5] not in (1, 2):
             continue
         machine = int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
-        arch = _ARCHES.get(machine)
+        arch = ARCHES.get(machine)
         if arch is None or data[4] != 2 or data[5] != 1:
             raise ConfigError(
                 f"/{path} is for ELF machine {machine} ({32 if data[4] == 1 else 64}-bit): kiln "
