@@ -47,30 +47,28 @@ import re
 import shutil
 import subprocess
 import sys
-import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import yaml
 
-import kiln
 from kiln._servers.credentials import Credentials
 from kiln._servers.registry import RegistryClient
+from tests import workflow_steps
 from tests.e2e.conftest import (
-    BASE_IMAGE,
     HELPERS,
     IMAGES,
     PASSWORD,
     PROJECT,
     USER,
+    OsPins,
     Repo,
     Servers,
     free_port,
 )
-from tests.workflow_steps import SHELL, run_steps
+from tests.workflow_steps import GIT, Rehearsal, git, run_job, tools, tracked_files
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +77,6 @@ JOB = "release"
 TAG = "v0.1.0"
 GITHUB_REPOSITORY = "acme/monorepo"
 GH_TOKEN = "ghs_rehearsal-dummy-token"  # noqa: S105 (github.token: a dummy)
-GIT = ["git", "-c", "user.name=kiln-test", "-c", "user.email=kiln@example.invalid"]
 
 # Run scripts the rehearsal does not run, exactly as the workflow has them, and why.
 STUBBED = {
@@ -90,9 +87,7 @@ EMULATED = {
     "actions/checkout": {"persist-credentials", "fetch-depth", "fetch-tags"},
     "actions/setup-python": {"python-version"},
 }
-RUN_STEP_KEYS = {"name", "env", "run"}
 JOB_KEYS = {"name", "runs-on", "timeout-minutes", "permissions", "steps", "env"}
-EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 
 
 def _expressions(servers: Servers, tag: str = TAG) -> dict[str, str]:
@@ -100,7 +95,6 @@ def _expressions(servers: Servers, tag: str = TAG) -> dict[str, str]:
     return {
         "vars.KILN_INDEX_URL": servers.index_url,
         "vars.KILN_REGISTRY": servers.registry,
-        "vars.KILN_BASE_IMAGE": BASE_IMAGE,
         **{f"secrets.{name}": value for name, value in servers.env().items()},
         "github.token": GH_TOKEN,
         "github.repository": GITHUB_REPOSITORY,
@@ -111,90 +105,26 @@ def _expressions(servers: Servers, tag: str = TAG) -> dict[str, str]:
 
 # ------------------------------------------------------------------ the workflow, read
 @dataclass(frozen=True)
-class Step:
-    name: str
-    env: dict[str, str]
-    script: str
-
-
-@dataclass(frozen=True)
 class Job:
-    steps: list[Step]
+    job: workflow_steps.Job
     fetch_depth: int
     fetch_tags: bool
-
-
-def _substitute(text: str, values: dict[str, str], where: str, unknown: list[str]) -> str:
-    def one(match: re.Match[str]) -> str:
-        if match.group(1) not in values:
-            unknown.append(f"{where}: ${{{{ {match.group(1)} }}}}")
-            return match.group(0)
-        return values[match.group(1)]
-
-    return EXPRESSION.sub(one, text)
 
 
 def read_job(workflow: Path, values: dict[str, str]) -> Job:
     """The job's run steps with their expressions replaced; a failure naming everything
     in the job the rehearsal does not know how to reproduce."""
-    spec = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"][JOB]
-    problems = [f"job key `{k}`" for k in sorted(set(spec) - JOB_KEYS)]
-    names, depth, tags = [], 1, False
-    for number, raw in enumerate(spec["steps"], start=1):
-        if "uses" in raw:
-            action = str(raw["uses"]).split("@", 1)[0]
-            inputs = raw.get("with") or {}
-            if action not in EMULATED:
-                problems.append(f"step {number}: action {action} is not emulated")
-                continue
-            problems += [
-                f"step {number}: {action} input `{k}` is not emulated"
-                for k in sorted(set(inputs) - EMULATED[action])
-            ]
-            problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - {"uses", "with"})]
-            if action == "actions/checkout":
-                depth = int(inputs.get("fetch-depth", 1))
-                tags = bool(inputs.get("fetch-tags", False))
-        else:
-            problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - RUN_STEP_KEYS)]
-            names.append(str(raw.get("name") or raw["run"]))
-    steps = []
-    for name, (raw_env, raw_script) in zip(names, run_steps(workflow, JOB), strict=True):
-        env = {
-            k: _substitute(v, values, f"step {name!r}, env {k}", problems)
-            for k, v in raw_env.items()
-        }
-        script = _substitute(raw_script, values, f"step {name!r}, run", problems)
-        steps.append(Step(name, env, script))
-    stubbed = {s.script.strip() for s in steps} & set(STUBBED)
-    problems += [f"stubbed script {s!r} is not in the job" for s in sorted(set(STUBBED) - stubbed)]
-    if problems:
-        pytest.fail(f"{workflow.name}: the rehearsal cannot reproduce:\n  " + "\n  ".join(problems))
-    return Job(steps, depth, tags)
+    try:
+        job = workflow_steps.read_job(
+            workflow, JOB, values, emulated=EMULATED, stubbed=STUBBED, job_keys=JOB_KEYS
+        )
+    except workflow_steps.Unreproducible as exc:
+        pytest.fail(str(exc))
+    checkout = job.uses.get("actions/checkout", {})
+    return Job(job, int(checkout.get("fetch-depth", 1)), bool(checkout.get("fetch-tags", False)))
 
 
 # ------------------------------------------------------------------ the runner
-@dataclass
-class StepRun:
-    step: Step
-    returncode: int | None  # None: stubbed
-    stdout: str = ""
-    stderr: str = ""
-
-
-@dataclass
-class Rehearsal:
-    workspace: Path
-    runs: list[StepRun] = field(default_factory=list)
-
-    @property
-    def failed(self) -> StepRun | None:
-        return next((r for r in self.runs if r.returncode not in (None, 0)), None)
-
-    def output(self) -> str:
-        return "".join(f"--- {r.step.name}\n{r.stdout}{r.stderr}" for r in self.runs)
-
-
 @dataclass(frozen=True)
 class Origin:
     """The repository the tag was pushed to, and what a runner gets besides it."""
@@ -274,22 +204,7 @@ def rehearse(
         github["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
     # The install step's stand-in: `kiln` is the wrapper, whatever else is on PATH.
     assert shutil.which("kiln", path=github["PATH"]) == str(origin.tools / "kiln")
-    rehearsal = Rehearsal(workspace)
-    for number, step in enumerate(job.steps, start=1):
-        if step.script.strip() in STUBBED:
-            rehearsal.runs.append(StepRun(step, None))
-            continue
-        script = temp / f"step-{number}.sh"
-        script.write_text(step.script, encoding="utf-8")
-        proc = subprocess.run(
-            [*SHELL, str(script)], cwd=workspace, env={**github, **step.env},
-            capture_output=True, text=True, check=False, timeout=1200,
-        )  # fmt: skip
-        rehearsal.runs.append(StepRun(step, proc.returncode, proc.stdout, proc.stderr))
-        (temp / f"step-{number}.log").write_text(proc.stdout + proc.stderr, encoding="utf-8")
-        if proc.returncode != 0:
-            break
-    return rehearsal
+    return run_job(job.job, workspace=workspace, env=github, temp=temp, stubbed=STUBBED)
 
 
 # ------------------------------------------------------------------ the fakes
@@ -357,55 +272,30 @@ else:
 '''
 
 
-def _tools(folder: Path) -> Path:
-    """``kiln``: this checkout's kiln on this interpreter; ``gh``: the fake."""
-    folder.mkdir()
-    source = Path(kiln.__file__).resolve().parents[1]  # src/ of the kiln under test
-    wrapper = f"""\
-        #!/bin/sh
-        PYTHONPATH={source}${{PYTHONPATH:+:$PYTHONPATH}} exec {sys.executable} -m kiln "$@"
-        """
-    (folder / "kiln").write_text(textwrap.dedent(wrapper))
-    (folder / "gh").write_text(f"#!{sys.executable}\n{FAKE_GH}")
-    for name in ("kiln", "gh"):
-        (folder / name).chmod(0o755)
-    return folder
-
-
 # ------------------------------------------------------------------ fixtures
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
-def _tracked(project: Path) -> list[str]:
-    """What a clone of ``project`` holds: its tracked and untracked, not ignored files,
-    as they are in the working tree (the workflow under test is the one on disk)."""
-    out = git(project, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
-    return sorted({p for p in out.split("\0") if p and (project / p).is_file()})
-
-
 @pytest.fixture(scope="module")
 def origin(
     repo: Repo,
     released: dict[str, Any],
     servers: Servers,
     tmp_path_factory: pytest.TempPathFactory,
+    os_pins: OsPins,
 ) -> Origin:
     """A git copy of this repository, its component tree regenerated for the rehearsal's
-    servers and committed, tagged v0.1.0; and the session release's caches."""
+    servers and committed, tagged v0.1.0; and the session release's caches. Its OS lock
+    is the one the session's copies use (relocked, where Debian dropped a pin)."""
     base = tmp_path_factory.mktemp("rehearsal")
     root = base / "origin"
-    for path in _tracked(PROJECT):
+    for path in tracked_files(PROJECT):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / path, root / path)
+    shutil.copy2(os_pins.source / "images" / "os.lock", root / "images" / "os.lock")
     caches = base / "caches"
     for name in ("cache", "wheelhouse"):
         shutil.copytree(repo.root / ".kiln" / name, caches / name, symlinks=True)
         shutil.copytree(caches / name, root / ".kiln" / name, symlinks=True)
     git(base, "init", "-q", str(root))
-    env = {**os.environ, "KILN_BASE_IMAGE": BASE_IMAGE, **servers.env()}
+    env = {**os.environ, **servers.env()}
     target = ("--index", servers.index_url, "--registry", servers.registry)
     generated = subprocess.run(
         [sys.executable, "-m", "kiln", "components", *target, "--repo", str(root)],
@@ -418,7 +308,9 @@ def origin(
     git(root, "tag", TAG)
     github = base / "github"
     github.mkdir()
-    return Origin(root, git(root, "rev-parse", "HEAD"), caches, _tools(base / "tools"), github)
+    return Origin(
+        root, git(root, "rev-parse", "HEAD"), caches, tools(base / "tools", FAKE_GH), github
+    )
 
 
 # ------------------------------------------------------------------ checks
@@ -483,11 +375,13 @@ def test_rehearsal_releases_the_tag_then_is_a_no_op(
     assert manifest["revision"] == origin.sha
     registry = RegistryClient(servers.registry, credentials=Credentials(USER, PASSWORD))
     images = {i["name"]: i for i in manifest["images"]}
-    assert set(images) == set(IMAGES)
-    for name, version in IMAGES.items():
+    # packages mode's base is kiln's too, tagged by its own digest
+    assert set(images) == {*IMAGES, "packages"}
+    tags = {**IMAGES, "packages": images["packages"]["tag"]}
+    for name, tag in tags.items():
         ref = images[name]["ref"]
         assert ref.startswith(f"{servers.registry}/acme/{name}@sha256:")
-        assert registry.digest(f"acme/{name}", version) == ref.split("@", 1)[1]
+        assert registry.digest(f"acme/{name}", tag) == ref.split("@", 1)[1]
     notes = (work / "dist/release/RELEASE_NOTES.md").read_text()
     assert notes.startswith("# Release 0.1.0 (v0.1.0)")
     assert "(the first release)" in notes

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from kiln._debian.lock import render
 from kiln._release.check import ALTERED, BUMP, RELOCK, TODO, Report, check
 from kiln._release.manifest import recorded_wheels
 from kiln._release.stages import kfp_version, prepare
 from kiln._workspace.discovery import discover
-from tests.unit.fakes import Setup, release_setup
+from tests.unit.fakes import OS_LAYER, Setup, release_setup, write_fake_os_lock
 
 WHEEL = "acme_imgproc-0.1.0-py3-none-any.whl"
 
@@ -103,3 +105,33 @@ def test_a_bumped_helper_in_an_unbumped_image_asks_for_the_image_bump(setup: Set
     message = report.findings[1].message
     assert "acme/base:0.1.0 was pushed from other inputs" in message
     assert "helpers: pushed acme-imgproc==0.1.0, now acme-imgproc==0.1.1" in message
+
+
+def test_a_moved_os_lock_names_the_bump_of_every_image_on_it(setup: Setup) -> None:
+    setup.release()
+    before = write_fake_os_lock(setup.ws)  # the lock the release built on, again
+    assert before.os.layer == OS_LAYER
+    moved = dataclasses.replace(
+        before.os, layer=dataclasses.replace(OS_LAYER, digest="sha256:" + "9" * 64)
+    )
+    before.path.write_text(render(dataclasses.replace(before, os=moved)))
+    report = run_check(setup)
+    assert kinds(report) == [(BUMP, "base", "kiln bump base patch")]
+    (finding,) = report.findings
+    assert finding.message == (
+        "acme/base:0.1.0 was pushed from other inputs (its OS layers (images/os.lock): "
+        f"pushed {OS_LAYER.digest}, now sha256:{'9' * 64})"
+    )
+    assert report.exit_code == 4
+
+
+def test_a_stale_os_lock_names_kiln_lock(setup: Setup) -> None:
+    setup.release()
+    pyproject = setup.ws.root / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + '\n[tool.kiln.os]\nsuite = "trixie"\n')
+    setup.ws = discover(setup.ws.root)
+    report = run_check(setup)
+    assert (RELOCK, "os", "kiln lock") in kinds(report)
+    (finding,) = [f for f in report.findings if f.subject == "os"]
+    assert finding.path == "images/os.lock"
+    assert "stale: [tool.kiln.os] or an image's os-packages changed" in finding.message

@@ -3,23 +3,28 @@
 check-jsonschema validates each workflow against the GitHub workflow schema it bundles
 (`--builtin-schema`, `--no-cache`: nothing is downloaded); zizmor audits them with its
 offline audits only. Each check must also fail on a copy broken the way it should catch.
+Then what the tools cannot know: least privilege job by job, the commands each job runs
+(ci.yml's are the README's, on the machine .ci/run sets up; os-lock.yml's move the OS
+lock weekly), and the rehearsals' reading of a job (tests/workflow_steps.py).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
-from tests.workflow_steps import run_steps
+from tests.workflow_steps import Unreproducible, read_job, run_steps
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
-NAMES = ["ci.yml", "release.yml", "dev.yml"]
+NAMES = ["ci.yml", "release.yml", "dev.yml", "os-lock.yml"]
 ZIZMOR = Path(sys.executable).parent / "zizmor"
 # --offline: only the audits that need no GitHub API (and no download of anything).
 # --persona=pedantic: the regular audits (unpinned uses, template injection, credential
@@ -141,6 +146,134 @@ def test_scripts_take_every_value_from_the_environment(name: str) -> None:
             assert "${{" not in script, f"{name}, job {job}: {script!r}"
 
 
+def load(name: str) -> dict[Any, Any]:
+    doc = yaml.safe_load((WORKFLOWS / name).read_text(encoding="utf-8"))
+    assert isinstance(doc, dict), name
+    return doc
+
+
+def apt_packages(script: str) -> list[str]:
+    """The packages of the one `apt-get install` command in ``script``."""
+    lines = script.replace("\\\n", " ").splitlines()
+    (line,) = [line for line in lines if "apt-get install" in line]
+    words = shlex.split(line.split("apt-get install", 1)[1])
+    return [w for w in words if not w.startswith(("-", ">"))]
+
+
+# Write access, job by job: only where a job writes, and only what it writes.
+WRITES = {
+    ("release.yml", "release"): {"contents": "write"},
+    ("os-lock.yml", "os-lock"): {"contents": "write", "pull-requests": "write"},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_each_job_asks_for_what_it_uses_and_no_more(name: str) -> None:
+    doc = load(name)
+    assert doc["permissions"] == {}, f"{name}: nothing at the top; each job asks for its own"
+    for job, spec in doc["jobs"].items():
+        wanted = WRITES.get((name, job), {"contents": "read"})
+        assert spec.get("permissions") == wanted, f"{name}, job {job}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zizmor_fails_on_write_access_for_the_whole_workflow(tmp_path: Path, name: str) -> None:
+    copy = broken_copy(tmp_path, name, "\npermissions: {}\n", "\npermissions: write-all\n")
+    proc = zizmor(copy)
+    assert proc.returncode != 0, proc.stdout
+    assert "excessive-permissions" in proc.stdout
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_zizmor_fails_on_a_checkout_that_keeps_the_token(tmp_path: Path, name: str) -> None:
+    # Without the input, as checkout's default (`true` written out is taken as meant).
+    text = (WORKFLOWS / name).read_text(encoding="utf-8")
+    alone = "        with:\n          persist-credentials: false\n      - "  # checkout's one input
+    old, new = (
+        (alone, "      - ") if alone in text else ("          persist-credentials: false\n", "")
+    )
+    copy = broken_copy(tmp_path, name, old, new)
+    proc = zizmor(copy)
+    assert proc.returncode != 0, proc.stdout
+    assert "artipacked" in proc.stdout
+
+
+def test_no_base_image_is_built_or_named_any_more() -> None:
+    # kiln writes the OS layer from images/os.lock: KILN_BASE_IMAGE is read by nothing, and
+    # .ci/build-base-image (debootstrap) is gone.
+    docs = [ROOT / ".github" / "README.md", ROOT / "docs" / "releasing.md"]
+    for path in [*sorted(WORKFLOWS.glob("*.yml")), *docs]:
+        text = path.read_text(encoding="utf-8")
+        for gone in ("KILN_BASE_IMAGE", "debootstrap", "build-base-image"):
+            assert gone not in text, f"{path.relative_to(ROOT)} still names {gone}"
+
+
+def test_ci_runs_the_readmes_commands_on_the_machine_ci_run_sets_up() -> None:
+    ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "./noxw -s lint tests" in (ROOT / "README.md").read_text(encoding="utf-8")
+    assert ci_run.rstrip().splitlines()[-1] == "./noxw -s lint tests"
+    # The README's command, split across the two jobs: lint, then tests on the machine.
+    assert [s for _, s in run_steps(WORKFLOWS / "ci.yml", "lint")] == ["./noxw -s lint"]
+    tests = load("ci.yml")["jobs"]["tests"]
+    assert tests["container"]["image"] == "debian:bookworm"
+    steps = {str(s.get("name")): str(s.get("run", "")).strip() for s in tests["steps"]}
+    assert apt_packages(steps["system packages (as .ci/run)"]) == apt_packages(ci_run)
+    scripts = [s.strip() for _, s in run_steps(WORKFLOWS / "ci.yml", "tests")]
+    assert scripts[-3:] == [".ci/start-dockerd", "./noxw -s tests", ".venv/bin/kiln check --local"]
+
+
+def test_ci_caches_kilns_cache_by_every_lock() -> None:
+    steps = load("ci.yml")["jobs"]["tests"]["steps"]
+    (cache,) = [s for s in steps if str(s.get("uses", "")).startswith("actions/cache@")]
+    assert cache["with"]["path"] == ".kiln/cache"
+    (hashed,) = re.findall(r"hashFiles\((.*?)\)", cache["with"]["key"])
+    assert re.findall(r"'([^']+)'", hashed) == [
+        "images/os.lock",
+        "images/*/requirements.lock",
+        "pipelines/requirements.lock",
+    ]
+
+
+def test_os_lock_runs_weekly_and_on_demand() -> None:
+    doc = load("os-lock.yml")
+    on = doc["on"] if "on" in doc else doc[True]  # YAML 1.1 reads the key `on` as true
+    assert set(on) == {"schedule", "workflow_dispatch"}
+    (schedule,) = on["schedule"]
+    minute, hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month) == ("*", "*"), schedule
+    assert minute.isdigit(), schedule
+    assert hour.isdigit(), schedule
+    assert weekday in list("0123456"), schedule
+
+
+def test_os_lock_steps_from_os_lock_yml() -> None:
+    steps = run_steps(WORKFLOWS / "os-lock.yml", "os-lock")
+    scripts = [script.strip() for _, script in steps]
+    assert apt_packages(scripts[0]) == ["gpgv", "debian-archive-keyring", "docker-registry"]
+    assert scripts[1:3] == [
+        "python -m pip install -e .",
+        'kiln lock --upgrade-os --json >"$RUNNER_TEMP/os-lock.json"',
+    ]
+    # Each image whose OS layers moved (the JSON's os.images) gets a patch bump.
+    assert '["os"]["images"]' in scripts[3]
+    assert 'kiln bump "$image" patch --image' in scripts[3]
+    assert scripts[4:6] == ["kiln components --local", "kiln check --local"]
+    # The pull request step alone holds a token; it opens or updates one pull request.
+    assert [env for env, _ in steps[:-1]] == [{}] * (len(steps) - 1)
+    env, script = steps[-1]
+    token = env["GH_TOKEN"]
+    assert token == "${{ secrets.KILN_OS_LOCK_TOKEN || github.token }}"  # noqa: S105 (an expression)
+    assert env["GH_REPO"] == "${{ github.repository }}"
+    for needle in (
+        "git push",
+        "gh pr list",
+        "gh pr create",
+        "gh pr edit",
+        "os-lock.json",
+    ):
+        assert needle in script
+
+
 def test_release_steps_from_release_yml() -> None:
     steps = run_steps(WORKFLOWS / "release.yml", "release")
     scripts = [script for _, script in steps]
@@ -153,7 +286,6 @@ def test_release_steps_from_release_yml() -> None:
     assert env == {
         "KILN_INDEX_URL": "${{ vars.KILN_INDEX_URL }}",
         "KILN_REGISTRY": "${{ vars.KILN_REGISTRY }}",
-        "KILN_BASE_IMAGE": "${{ vars.KILN_BASE_IMAGE }}",
         "KILN_INDEX_USERNAME": "${{ secrets.KILN_INDEX_USERNAME }}",
         "KILN_INDEX_PASSWORD": "${{ secrets.KILN_INDEX_PASSWORD }}",
         "KILN_REGISTRY_USERNAME": "${{ secrets.KILN_REGISTRY_USERNAME }}",
@@ -172,7 +304,6 @@ def test_dev_steps_from_dev_yml() -> None:
         'kiln release --dev --index "$KILN_INDEX_URL" --registry "$KILN_REGISTRY"',
     ]
     assert sorted(steps[1][0]) == [
-        "KILN_BASE_IMAGE",
         "KILN_INDEX_PASSWORD",
         "KILN_INDEX_URL",
         "KILN_INDEX_USERNAME",
@@ -206,3 +337,46 @@ def test_run_steps_merges_env_and_skips_uses_steps(tmp_path: Path) -> None:
     ]
     with pytest.raises(ValueError, match=r"no job 'k' \(jobs: j\)"):
         run_steps(workflow, "k")
+
+
+def test_read_job_substitutes_and_refuses_what_it_cannot_reproduce(tmp_path: Path) -> None:
+    workflow = tmp_path / "w.yml"
+    workflow.write_text(
+        "on: push\n"
+        "jobs:\n"
+        "  j:\n"
+        "    runs-on: ubuntu-24.04\n"
+        "    steps:\n"
+        "      - uses: actions/checkout@v4\n"
+        "        with: {fetch-depth: 0}\n"
+        "      - run: pip install .\n"
+        "      - name: token\n"
+        "        env: {T: '${{ github.token }}'}\n"
+        '        run: echo "$T" ${{ github.ref_name }}\n',
+        encoding="utf-8",
+    )
+    job = read_job(
+        workflow, "j", {"github.token": "dummy", "github.ref_name": "v1"},
+        emulated={"actions/checkout": {"fetch-depth"}}, stubbed={"pip install ."},
+        job_keys={"runs-on", "steps"},
+    )  # fmt: skip
+    assert job.uses == {"actions/checkout": {"fetch-depth": 0}}
+    assert [(s.name, s.env, s.script) for s in job.steps] == [
+        ("pip install .", {}, "pip install ."),
+        ("token", {"T": "dummy"}, 'echo "$T" v1'),
+    ]
+    with pytest.raises(Unreproducible) as caught:
+        read_job(
+            workflow, "j", {}, emulated={"actions/checkout": ()}, stubbed={"make"},
+            job_keys={"steps"},
+        )  # fmt: skip
+    for problem in (
+        "job key `runs-on`",
+        "actions/checkout input `fetch-depth` is not emulated",
+        "env T: ${{ github.token }}",
+        "run: ${{ github.ref_name }}",
+        "stubbed script 'make' is not in the job",
+    ):
+        assert problem in str(caught.value)
+    with pytest.raises(Unreproducible, match="action actions/checkout is not emulated"):
+        read_job(workflow, "j", {}, emulated={}, stubbed=(), job_keys={"runs-on", "steps"})

@@ -166,11 +166,25 @@ def cmd_lock(args: argparse.Namespace) -> int:
     rows: dict[str, dict[str, Any]] = {}
     if ws.on_os:
         rows["os"] = _lock_os(args, ws, upgrade=args.upgrade_os)
+    if args.upgrade_os and not args.images and not args.upgrade:
+        # Moving the OS moves no wheel: only image locks that are stale are written
+        # (which needs no upstream index when none is).
+        images = [i for i in images if not _fresh(ws, i, kfp)]
     rows |= _relock(args, ws, images, upgrade=args.upgrade or ())
     lines = [f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()]
     lines += [f"  {line}" for line in rows.get("os", {}).get("changes", [])]
     common.emit(args, rows, "\n".join(lines))
     return 0
+
+
+def _fresh(ws: Workspace, image: Image, kfp: str) -> bool:
+    from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
+
+    try:
+        check_fresh(read_lock(image), ws, image, kfp)
+    except ConfigError:
+        return False
+    return True
 
 
 def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
@@ -198,7 +212,7 @@ def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[
     """Write images/os.lock when it is stale or ``upgrade``; its row, with every change."""
     from kiln._debian.archive import Indexes, Mirrors  # noqa: PLC0415
     from kiln._debian.lock import OS_LOCK, parse_os_lock, render  # noqa: PLC0415
-    from kiln._debian.locking import changes, lock_os, stale_reason  # noqa: PLC0415
+    from kiln._debian.locking import changes, lock_os, moved_images, stale_reason  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
 
     report, options = common.report_of(args), common.options_of(args)
@@ -211,7 +225,7 @@ def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[
             report.step(f"{path}: unreadable, written anew ({exc})")
     if previous is not None and not upgrade and stale_reason(previous, ws) is None:
         report.stage("os", f"OS lock {OS_LOCK}: up to date")
-        return {"path": str(path), "written": False, "changes": []}
+        return {"path": str(path), "written": False, "changes": [], "images": []}
     how = "moving every package to the newest version" if upgrade else "resolving"
     report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
     mirrors = Mirrors(ws.os, common.http_session(options))
@@ -230,7 +244,13 @@ def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[
     moved = [c.line for c in changes(previous, lock)]
     for line in moved:
         report.detail(f"    {line}")
-    return {"path": str(path), "written": not same, "changes": moved}
+    images = moved_images(previous, lock, ws) if not same else []
+    if images:
+        report.step(
+            f"the OS layers of {', '.join(images)} moved: a version of them already pushed "
+            f"must be bumped before the next release (kiln bump NAME patch; kiln check says which)"
+        )
+    return {"path": str(path), "written": not same, "changes": moved, "images": images}
 
 
 def _relock(

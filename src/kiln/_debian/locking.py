@@ -92,6 +92,21 @@ def changes(old: OsLock | None, new: OsLock) -> list[Change]:
     return found
 
 
+def _layers(lock: OsLock, image: str) -> tuple[str | None, ...]:
+    sets = [lock.os, *([lock.extras[image]] if image in lock.extras else [])]
+    return tuple(s.layer.digest if s.layer else None for s in sets)
+
+
+def moved_images(old: OsLock | None, new: OsLock, workspace: Workspace) -> list[str]:
+    """The images on kiln's OS base whose OS layers differ between ``old`` and ``new``:
+    their bytes move, so a version already pushed must be bumped (`kiln check` says so)."""
+    return [
+        i.name
+        for i in workspace.images
+        if i.base is None and (old is None or _layers(old, i.name) != _layers(new, i.name))
+    ]
+
+
 def lock_os(
     workspace: Workspace,
     *,

@@ -33,6 +33,12 @@ class OsBase:
         return f"debian {self.lock.suite} {self.lock.release} (images/{self.lock.path.name})"
 
     @property
+    def layers(self) -> tuple[str, ...]:
+        """The digests of its layers, as the lock records them."""
+        sets = [self.lock.os, *([self.lock.extras[self.extras]] if self.extras else [])]
+        return tuple(s.layer.digest for s in sets if s.layer is not None)
+
+    @property
     def packages(self) -> tuple[DebPin, ...]:
         extra = self.lock.extras[self.extras].packages if self.extras else ()
         return (*self.lock.os.packages, *extra)
@@ -99,3 +105,16 @@ def image_inputs(
         base=base,
         wheelhouse=wheelhouse,
     )
+
+
+# The label recording what an image was built on: its registry base's digest (the OCI
+# annotation), or the layers of kiln's OS base. `kiln check` compares it with the locks.
+BASE_DIGEST_LABEL = "org.opencontainers.image.base.digest"
+OS_LAYERS_LABEL = "org.kiln.os-layers"
+
+
+def base_label(base: str | OsBase) -> tuple[str, str]:
+    """(label, value) naming exactly the bytes ``base`` puts under an image."""
+    if isinstance(base, OsBase):
+        return OS_LAYERS_LABEL, ",".join(base.layers)
+    return BASE_DIGEST_LABEL, base.partition("@")[2]

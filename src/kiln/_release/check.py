@@ -2,9 +2,11 @@
 
 Compares the repository with what is published, reading only: the helper wheels
 (from kiln's build cache, so no backend runs for unchanged helpers) against the
-index's ``#sha256=``, each image's committed lock against its inputs, and each
-pushed image's recorded helpers and third-party set (its labels) against the
-repository. Needs no Docker Engine. Findings are data; the CLI prints them.
+index's ``#sha256=``, each image's committed lock (and the OS lock) against its
+inputs, and each pushed image's recorded helpers, third-party set and base (its
+labels: the OS layers' digests, or a registry base's) against the repository: a new
+OS lock moves every image on it, which then needs a bump. Needs no Docker Engine.
+Findings are data; the CLI prints them.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kiln._components.drift import Drift
+from kiln._debian.lock import OS_LOCK, read_os_lock
+from kiln._debian.locking import check_os_fresh
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
+from kiln._images.inputs import OsBase, base_label
 from kiln._release.plan import Action, FileCandidate, plan_file
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry
 from kiln._wheels.build import BuiltWheel
-from kiln._wheels.lock import check_fresh, helper_closure, read_lock
+from kiln._wheels.lock import Lock, check_fresh, helper_closure, read_lock
 from kiln._workspace.model import Image, Workspace
 
 # What a finding means for the next release, and the exit code it gives.
@@ -135,6 +140,30 @@ def _lock_findings(workspace: Workspace, image: Image, kfp_version: str) -> list
     return []
 
 
+def _base_now(workspace: Workspace, image: Image, lock: Lock) -> tuple[str, str] | None:
+    """The base label ``image`` would get now (None: its OS lock cannot say, which the OS
+    lock's own finding reports)."""
+    if image.base is not None:
+        return base_label(lock.base.build_ref)
+    try:
+        os_lock = read_os_lock(workspace.root)
+        check_os_fresh(os_lock, workspace)
+    except ConfigError:
+        return None
+    return base_label(OsBase(os_lock, image.name if image.os_packages else None))
+
+
+def _os_findings(workspace: Workspace) -> list[Finding]:
+    """A RELOCK finding when the OS lock is missing or stale."""
+    if not workspace.on_os:
+        return []
+    try:
+        check_os_fresh(read_os_lock(workspace.root), workspace)
+    except ConfigError as exc:
+        return [Finding(RELOCK, "os", str(OS_LOCK), str(exc), "kiln lock")]
+    return []
+
+
 def _image_findings(
     workspace: Workspace, image: Image, registry: Registry, kfp_version: str
 ) -> list[Finding]:
@@ -162,6 +191,10 @@ def _image_findings(
         )
         if was != now
     ]
+    base = _base_now(workspace, image, lock)
+    if base is not None and labels.get(base[0]) != base[1]:
+        what = "its OS layers (images/os.lock)" if image.base is None else "its base"
+        moved.append(f"{what}: pushed {labels.get(base[0]) or 'unknown'}, now {base[1]}")
     if not moved:
         return []
     return [
@@ -186,6 +219,7 @@ def check(
 ) -> Report:
     """Every finding, helpers first; ``recorded``: the last manifest's wheel sha256s."""
     findings = _helper_findings(workspace, wheels, index, recorded)
+    findings += _os_findings(workspace)
     bumped = {f.subject for f in findings if f.kind == BUMP}
     if workspace.packages is not None:  # packages mode's lock: fresh, or relock
         findings += _lock_findings(workspace, workspace.packages, kfp_version)

@@ -21,6 +21,7 @@ import docker
 
 from kiln._errors import ConfigError
 from kiln._images.base import split_reference
+from kiln._images.inputs import base_label
 from kiln._images.oci.base import (
     BaseImage,
     BlobSource,
@@ -66,6 +67,8 @@ def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
     if not isinstance(inputs.base, str):
         lock = inputs.base.lock
         extra["org.kiln.os"] = f"debian {lock.suite} {lock.release} {lock.architecture}"
+    key, value = base_label(inputs.base)
+    extra[key] = value
     return labels(
         title=inputs.image.name,
         version=inputs.image.version,
