@@ -29,8 +29,7 @@ COMMENTED_IMAGE = f"""\
 # The light image: numpy + imgproc, kfp preinstalled.
 [image]
 version = "0.1.0"
-# Official slim image by default; CI sets KILN_BASE_IMAGE.
-base = "python:3.11-slim"
+# No `base`: kiln's OS base (images/os.lock).
 python = "{factory.PYTHON}"
 helpers = ["imgproc"]  # baked into the image
 # Third-party requirements beyond the helpers' own.

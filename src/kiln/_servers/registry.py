@@ -366,7 +366,7 @@ class RegistryClient:
         if resp.status_code == 404:
             raise ConfigError(
                 f"registry {self.host} has no {repository}:{reference}; check the reference "
-                "(image.toml's base, its lock, or KILN_BASE_IMAGE)"
+                "(image.toml's base, or the digest its lock pins: `kiln lock` pins it again)"
             )
         if resp.status_code != 200:
             raise self._unexpected("GET", url, resp)

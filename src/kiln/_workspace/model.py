@@ -9,7 +9,7 @@ from pathlib import Path
 from kiln._debian.config import OsConfig
 
 # The platform an image's wheels are locked for (uv's --python-platform): glibc 2.28 wheels
-# run on the default bases (python:3.11-slim and Debian bookworm have glibc 2.36).
+# run on kiln's OS base (Debian bookworm: glibc 2.36) and on python:3.11-slim.
 DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
 
 

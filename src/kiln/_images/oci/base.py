@@ -133,7 +133,7 @@ def pull_base(registry: BlobSource, ref: str, cache: LayerCache) -> BaseImage:
         if found is None:
             raise ConfigError(
                 f"base image {ref!r}: registry {host} has no {repository}:{reference}; check "
-                "image.toml's base (or KILN_BASE_IMAGE)"
+                "image.toml's base"
             )
         reference = found
     record = _record_path(cache, host, repository, reference)
