@@ -188,8 +188,18 @@ def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
     assert run.returncode == 0, run.stderr
     count, value = run.stdout.split()[-2:]
     assert (count, 40.0 < float(value) < 80.0) == ("9", True)
-    # A consumer's own pipeline of two released YAMLs: a packages-mode step (kiln's
-    # packages base, pinned by digest) feeding an image-mode one (the base image).
+    _consumer_pipeline(site, tmp_path, digests)
+
+    # The same tag again: nothing to do, and it says so.
+    again = train.kiln_json("release", "--tag", "v0.1.0", "--local")
+    assert (again["uploaded"], again["pushed"]) == ([], [])
+    return digests
+
+
+def _consumer_pipeline(site: Path, tmp_path: Path, digests: dict[str, str]) -> None:
+    """A consumer's own pipeline of two released YAMLs (the tagged commit's, in
+    ``tmp_path/tag``): a packages-mode step (kiln's packages base, pinned by digest)
+    feeding an image-mode one (the base image)."""
     run = _python(site, (
         "from kfp import components, dsl, local\n"
         "g = 'tag/pipelines/components/generated/'\n"
@@ -200,20 +210,16 @@ def _first_release(train: Repo, tmp_path: Path) -> dict[str, str]:
         "    images = make(seed=3, count=2, size=32).outputs['images']\n"
         "    return enhance(images=images, method='stretch').outputs['Output']\n"
         "local.init(runner=local.DockerRunner(network_mode='host'), pipeline_root='runs')\n"
-        "print(make.component_spec.implementation.container.image)\n"
-        "print(enhance.component_spec.implementation.container.image)\n"
-        "print(consumer().output)\n"
+        "gain = consumer().output\n"
+        "print('PINS', make.component_spec.implementation.container.image,\n"
+        "      enhance.component_spec.implementation.container.image, gain)\n"
     ), tmp_path)  # fmt: skip
     assert run.returncode == 0, run.stderr
-    packages_base, image, gain = run.stdout.split()[-3:]
+    (pins,) = [line for line in run.stdout.splitlines() if line.startswith("PINS ")]
+    packages_base, image, gain = pins.split()[1:]
     assert packages_base == digests["packages"]
     assert image == digests["base"]
     assert float(gain) > 1.0  # stretched: more spread than the low-contrast input
-
-    # The same tag again: nothing to do, and it says so.
-    again = train.kiln_json("release", "--tag", "v0.1.0", "--local")
-    assert (again["uploaded"], again["pushed"]) == ([], [])
-    return digests
 
 
 def _change_and_commit(train: Repo, helper: str, line: str) -> None:
@@ -289,7 +295,7 @@ def _dev_release(train: Repo, tmp_path: Path) -> None:
     assert all(":dev-" in pushed for pushed in dev["pushed"])
     assert re.fullmatch(r"acme_components-0\.3\.1\.dev\d{14}-py3-none-any\.whl", dev["bundle"])
     # Stable versions and tags untouched; pip picks the stable bundle unless asked.
-    assert {name: registry.digest(f"acme/{name}", "0.2.3") for name in stable} == stable
+    assert {name: registry.digest(f"acme/{name}", patch(IMAGES[name])) for name in stable} == stable
     site = _bundle_site(tmp_path / "latest", train.index_url, "")  # no version asked
     assert (site / "acme_components-0.3.0.dist-info").is_dir()
     assert git(root, "status", "--porcelain") == "M helpers/imgproc/src/imgproc/__init__.py"
