@@ -15,13 +15,14 @@ import posixpath
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from kiln._util.paths import follow
+
 FILE = "file"
 DIR = "dir"
 SYMLINK = "symlink"
 
 # Debian bookworm installs merged /usr: these top-level folders are links into /usr.
 MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
-_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -75,31 +76,14 @@ def resolve(tree: Mapping[str, Entry], path: str) -> str | None:
     """The path ``path`` leads to inside ``tree``, symlinks followed as they are inside
     the image (an absolute target starts again at the root); None when something on
     the way is missing or the links loop."""
-    parts = [p for p in path.split("/") if p]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = "/".join([*done, part])
+
+    def look(here: str) -> tuple[bool, str | None]:
         entry = tree.get(here)
         if entry is None:
-            return None
-        if entry.kind == SYMLINK:
-            links += 1
-            if links > _MAX_LINKS:
-                return None
-            if entry.target.startswith("/"):
-                done = []
-            parts = [p for p in entry.target.split("/") if p] + parts
-            continue
-        done.append(part)
-    return "/".join(done)
+            return False, None
+        return True, entry.target if entry.kind == SYMLINK else None
+
+    return follow(path, look)
 
 
 def listdir(tree: Mapping[str, Entry], folder: str) -> list[str]:

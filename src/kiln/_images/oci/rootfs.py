@@ -39,9 +39,9 @@ from typing import IO, Protocol, cast
 
 from kiln._errors import CommandFailed, ConfigError
 from kiln._images.oci.cache import Blob, LayerCache
+from kiln._util.paths import follow
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_MAX_LINKS = 40
 
 # e_machine of an ELF file -> what platform.machine() says on such a machine.
 _MACHINES = {3: "i686", 40: "armv7l", 62: "x86_64", 183: "aarch64", 243: "riscv64", 21: "ppc64le"}
@@ -313,31 +313,15 @@ def unpack_from(
 def resolve(root: Path, image_path: str) -> Path | None:
     """The file at ``image_path`` inside ``root``, symlinks followed the way they are
     inside the image (an absolute target starts again at ``root``); None if missing."""
-    parts = [p for p in image_path.split("/") if p]
-    done: list[str] = []
-    links = 0
-    while parts:
-        part = parts.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if done:
-                done.pop()
-            continue
-        here = root.joinpath(*done, part)
-        if here.is_symlink():
-            links += 1
-            if links > _MAX_LINKS:
-                return None
-            target = str(here.readlink())
-            if target.startswith("/"):
-                done = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        if not here.exists():
-            return None
-        done.append(part)
-    return root.joinpath(*done)
+
+    def look(here: str) -> tuple[bool, str | None]:
+        path = root / here
+        if path.is_symlink():
+            return True, str(path.readlink())
+        return path.exists(), None
+
+    found = follow(image_path, look)
+    return None if found is None else root / found
 
 
 def elf_interpreter(path: Path) -> tuple[str, str | None]:
