@@ -289,6 +289,7 @@ class OsLayers:
         self._copies = copies
         self._log = log
         self._trees: dict[str, dict[str, Entry]] = {}
+        self._checked: dict[str, Blob] = {}  # layer digest -> its blob, checked once
 
     def _work(self) -> Path:
         work = self._cache.root / "tmp"
@@ -296,13 +297,19 @@ class OsLayers:
         return work
 
     def _from_cache(self, pin: LayerPin) -> Blob | None:
+        """The cached blob of ``pin``, its sha256 checked (once per run: every image of a
+        release asks for the same OS layer)."""
+        if pin.digest in self._checked:
+            return self._checked[pin.digest]
         path = self._cache.blob_path(pin.digest)
         try:
             if path.stat().st_size != pin.size or f"sha256:{sha256_file(path)}" != pin.digest:
                 return None
         except OSError:
             return None
-        return Blob(GZIP.media_type, pin.digest, pin.size, pin.diff_id, path)
+        blob = Blob(GZIP.media_type, pin.digest, pin.size, pin.diff_id, path)
+        self._checked[pin.digest] = blob
+        return blob
 
     def _from_registry(self, pin: LayerPin) -> Blob | None:
         if self._copies is None:

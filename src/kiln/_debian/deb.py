@@ -81,7 +81,7 @@ def read_deb(data: bytes, *, name: str, where: str) -> Deb:
         ) from None
     entries: list[Entry] = []
     files: dict[str, Entry] = {}
-    for member in tar.getmembers():
+    for member in tar:  # in archive order: each file read as it comes, no seeking back
         path = usr_merged(normalize(member.name))
         if not path or dropped(path):
             continue
