@@ -16,6 +16,10 @@ mode (``PACKAGES = True``); each image gets one pipeline. With a numpy and a pan
 helper (N >= 5) the repo also gets four start-up probes besides the K components:
 ``s_np_image``, ``s_np_packages``, ``s_pd_image``, ``s_pd_packages`` (the first numpy
 or pandas helper, in each pin mode), each with a one-step pipeline of the same name.
+Images name no ``base``: they build on kiln's OS base. The repo gets kiln's
+``[tool.kiln.os]`` default, which is this repository's, and a copy of this repository's
+``images/os.lock`` (``os_lock``), so ``kiln lock`` finds that lock fresh and resolves
+nothing from Debian; packages-mode components run on kiln's ``<org>/packages`` base.
 The same seed writes the same bytes, so a generated repo can be released on the local
 stack: its own ports (default 8865/5865) keep it apart from kiln's own repo.
 """
@@ -31,6 +35,9 @@ from pathlib import Path
 
 import tomlkit
 from tests import factory
+
+ROOT = Path(__file__).resolve().parents[1]
+OS_LOCK = ROOT / "images" / "os.lock"  # this repository's: the generated repos share it
 
 
 @dataclass(frozen=True)
@@ -162,9 +169,12 @@ def generate(
     registry_port: int = 5865,
     upstream_index: str = "https://pypi.org/simple",
     pin_modes: bool = True,
+    os_lock: Path = OS_LOCK,
 ) -> Path:
     """Write the repo at ``root`` (which must not exist yet) and return it. Without
-    ``pin_modes`` every component is in image mode and there are no start-up probes."""
+    ``pin_modes`` every component is in image mode and there are no start-up probes.
+    ``os_lock`` is copied to ``images/os.lock`` (its ``[tool.kiln.os]`` must be kiln's
+    default, as this repository's is)."""
     if shape.helpers < 1 or shape.images < 1 or shape.components < 0:
         raise ValueError(f"{shape}: give at least one helper and one image")
     root.mkdir(parents=True)  # refuses an existing folder: never write over a repo
@@ -176,11 +186,12 @@ def generate(
     doc = tomlkit.parse(pyproject.read_text())
     doc["tool"]["kiln"]["upstream-index"] = upstream_index
     packages = tomlkit.table()
-    packages["base"] = "python:3.11-slim"  # KILN_BASE_IMAGE replaces it offline
-    packages["python"] = "3.11"
+    packages["python"] = "3.11"  # no base: kiln's <org>/packages (the OS layer and pip)
     doc["tool"]["kiln"]["packages"] = packages
     pyproject.write_text(tomlkit.dumps(doc))
     factory.write(root / ".gitignore", ".kiln/\ndist/\n__pycache__/\n")
+    (root / "images").mkdir()
+    (root / "images" / "os.lock").write_bytes(os_lock.read_bytes())
 
     members: list[list[str]] = [[] for _ in range(shape.images)]
     for i in range(shape.helpers):

@@ -5,6 +5,13 @@ once (``bench/generate.py``), locks and cold-releases it on its own local stack 
 scenario first asks for it, and stops every stack it started at the end. Every timed
 command is a subprocess; its wall-clock seconds and its peak resident memory (``ru_maxrss``
 of the process and the children it waited for, from ``wait4``) are recorded.
+
+Every repo builds on kiln's OS base from this repository's ``images/os.lock``: its 43
+``.deb`` files are fetched once per run (untimed) and hard-linked into each repo's
+``.kiln/cache/debian``, so a repo's first release builds the OS layer from a warm .deb
+cache and nothing else of the OS is seeded (no layer). The Docker baselines build FROM
+kiln's ``<org>/packages`` base (the OS layer and pip), pulled into the engine by digest
+from the first released repo's registry (``Bench.python_base``).
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
 import socket
 import statistics
 import subprocess
@@ -26,10 +35,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.generate import PRESETS, Shape, generate
+from kiln._debian.archive import Mirrors
+from kiln._debian.build import deb_path, fetch_debs
+from kiln._debian.lock import OsLock, read_os_lock
+from kiln._workspace.discovery import discover
 
 ROOT = Path(__file__).resolve().parents[1]
 KILN = (sys.executable, "-m", "kiln")  # the kiln this Python imports
 STATUSES = ("met", "not met", "measured", "not measured", "not available", "failed")
+PYTHON_BASE = "kiln-bench/python:3.11-pip"  # the Docker baselines' FROM, tagged in the engine
+_COPY_IGNORE = shutil.ignore_patterns(
+    ".kiln", "dist", ".nox", ".git", "__pycache__", "*.egg-info", ".pytest_cache"
+)
 
 
 class BenchError(Exception):
@@ -111,6 +128,8 @@ class Outcome:
     rows: list[Measurement] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    # Compressed bytes read from a registry: (image, layer, bytes) rows, if any.
+    sizes: list[tuple[str, str, int]] = field(default_factory=list)
 
     def judge(self, met: bool, note: str = "") -> Outcome:
         self.status = "met" if met else "not met"
@@ -128,6 +147,36 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@dataclass(frozen=True)
+class OsSeed:
+    """The OS lock the repos get and a .kiln/cache/debian folder holding its .debs."""
+
+    lock: OsLock
+    debs: Path
+    relocked: str = ""  # what `kiln lock --upgrade-os` moved, when the committed pins are gone
+
+
+def fetch_seed(work: Path, env: Mapping[str, str]) -> OsSeed:
+    """This repository's OS lock and its .debs (each checked by sha256). Debian drops
+    superseded versions from its mirrors: when a pin is gone, a generated repo's lock is
+    moved with `kiln lock --upgrade-os` and used instead (the results say so)."""
+    lock = read_os_lock(ROOT)
+    mirrors = Mirrors(discover(ROOT).os)
+    fetched = fetch_debs(lock.os.packages, mirrors, work / "debian")
+    if not fetched.gone:
+        return OsSeed(lock, work / "debian")
+    gone = ", ".join(f"{p.name} {p.version}" for p in fetched.gone)
+    relock = generate(work / "relocked", Shape(1, 1, 0))
+    moved = run((*KILN, "lock", "--upgrade-os", "--repo", str(relock)), env=env).stdout
+    lock = read_os_lock(relock)
+    fetched = fetch_debs(lock.os.packages, mirrors, work / "debian")
+    if fetched.gone:
+        raise BenchError(f"no mirror serves {', '.join(p.name for p in fetched.gone)}")
+    changes = "; ".join(line.strip() for line in moved.splitlines() if "->" in line)
+    why = f"moved by `kiln lock --upgrade-os` ({gone} gone): {changes}"
+    return OsSeed(lock, work / "debian", why)
 
 
 class Repo:
@@ -192,6 +241,26 @@ class Bench:
         self.env.setdefault("GIT_COMMITTER_EMAIL", "bench@example.invalid")
         self.repos: dict[str, Repo] = {}
         self.memo: dict[str, Any] = {}  # what one scenario measured and another reuses
+        self._seed: OsSeed | None = None
+        self.docker_base = ""  # what the Docker baselines built FROM, once pulled
+
+    def seed(self) -> OsSeed:
+        """The OS lock every repo gets and its .debs, fetched once (see module)."""
+        if self._seed is None:
+            self._seed = fetch_seed(self.workdir / "os-seed", self.env)
+        return self._seed
+
+    def _add(self, name: str, root: Path, shape: Shape) -> Repo:
+        seed = self.seed()
+        debs = root / ".kiln" / "cache" / "debian" / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        for pin in seed.lock.os.packages:  # hard links: kiln checks each sha256 again
+            os.link(deb_path(seed.debs, pin), deb_path(debs.parent, pin))
+        repo = Repo(root, shape, self.env)
+        repo.git("init", "-q")
+        repo.commit("generated")
+        self.repos[name] = repo
+        return repo
 
     def repo(self, name: str | None = None, shape: Shape | None = None, **options: Any) -> Repo:
         """The repo of preset ``name`` (default: the run's), or of ``shape`` under ``name``;
@@ -200,12 +269,62 @@ class Bench:
         if name not in self.repos:
             shape = shape or PRESETS[name]
             root = self.workdir / name
-            generate(root, shape, index_port=free_port(), registry_port=free_port(), **options)
-            repo = Repo(root, shape, self.env)
-            repo.git("init", "-q")
-            repo.commit("generated")
-            self.repos[name] = repo
+            generate(root, shape, index_port=free_port(), registry_port=free_port(),
+                     os_lock=self.seed().lock.path, **options)  # fmt: skip
+            self._add(name, root, shape)
         return self.repos[name]
+
+    def example(self) -> Repo:
+        """A copy of this repository's helpers, images and pipelines (the example repo:
+        ``base``, ``analytics`` and packages mode) on its own stack ports."""
+        name = "example"
+        if name not in self.repos:
+            root = self.workdir / name
+            for folder in ("helpers", "images", "pipelines"):
+                shutil.copytree(ROOT / folder, root / folder, ignore=_COPY_IGNORE)
+            (root / "images" / "os.lock").write_bytes(self.seed().lock.path.read_bytes())
+            text = (ROOT / "pyproject.toml").read_text()
+            text = re.sub(r"(?m)^index-port = \d+$", f"index-port = {free_port()}", text)
+            text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {free_port()}", text)
+            (root / "pyproject.toml").write_text(text)
+            (root / ".gitignore").write_text(".kiln/\ndist/\n__pycache__/\n")
+            ws = discover(root)
+            self._add(name, root, Shape(len(ws.helpers), len(ws.images), len(ws.components)))
+        return self.repos[name]
+
+    def python_base(self) -> str:
+        """A Python with pip in the engine for the Docker baselines: kiln's packages-mode
+        base (Debian's python3.11, the locked pip, PIP_BREAK_SYSTEM_PACKAGES=1) of the run's
+        repo, released first if needed, pulled by digest and tagged ``PYTHON_BASE``."""
+        if not self.docker_base:
+            repo = self.repo()
+            repo.release()
+            manifest = json.loads((repo.root / "dist" / "manifest.json").read_text())
+            ref = next(i["ref"] for i in manifest["images"] if i["name"] == "packages")
+            run(("docker", "pull", "-q", ref), env=self.env)
+            run(("docker", "tag", ref, PYTHON_BASE), env=self.env)
+            self.docker_base = ref
+        return PYTHON_BASE
+
+    def setup(self) -> dict[str, str]:
+        """What the run built on, for the results."""
+        seed = self._seed
+        lock = seed.lock if seed else read_os_lock(ROOT)
+        layer = lock.os.layer
+        digest = f"{layer.digest[:19]} ({layer.size} bytes)" if layer else "none"
+        return {
+            "os_base": (
+                f"debian {lock.suite} {lock.release} {lock.architecture}, "
+                f"{len(lock.os.packages)} packages, OS layer {digest}"
+            ),
+            "os_lock": seed.relocked if seed and seed.relocked else "this repository's",
+            "os_seed": ".debs only (each repo's first release builds the OS layer from them)",
+            "docker_base": (
+                f"{PYTHON_BASE}: kiln's packages base {self.docker_base.split('@')[-1][:19]}"
+                if self.docker_base
+                else "not used"
+            ),
+        }
 
     def close(self) -> None:
         for repo in self.repos.values():
@@ -249,7 +368,6 @@ def machine() -> dict[str, Any]:
         "kiln": _version("kiln"),
         "kiln_revision": revision.stdout.strip(),
         "kfp": _version("kfp"),
-        "base_image": os.environ.get("KILN_BASE_IMAGE", "unset"),
     }
 
 
@@ -259,14 +377,17 @@ def _cell(value: float) -> str:
 
 def markdown(result: Mapping[str, Any]) -> str:
     m = result["machine"]
+    setup = result.get("setup") or {}
+    on = "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in setup.items())
     lines = [
         f"# kiln benchmarks, {result['date']}",
         "",
         (
             f"Preset `{result['preset']}` ({result['shape']}), {result['repeat']} repetition(s) "
             f"per case; {m['cores']} cores, {m['memory_gb']} GB, {m['os']}, Python {m['python']}, "
-            f"Docker {m['docker']}, kiln {m['kiln']} ({m['kiln_revision']}), kfp {m['kfp']}, "
-            f"base image `{m['base_image']}`. Seconds: min / median / max."
+            f"Docker {m['docker']}, kiln {m['kiln']} ({m['kiln_revision']}), kfp {m['kfp']}. "
+            + (f"Built on: {on}. " if on else "")
+            + "Seconds: min / median / max."
         ),
         "",
         "| # | scenario | case | seconds | peak RSS MB |",
@@ -282,7 +403,14 @@ def markdown(result: Mapping[str, Any]) -> str:
                 continue
             times = " / ".join(_cell(row[k]) for k in ("min", "median", "max"))
             rss = f"{row['peak_rss_mb']:.0f}" if "peak_rss_mb" in row else "-"
-            lines.append(head + f"| {row['label']} | {times} | {rss} |")
+            label = row["label"].replace("|", "\\|")
+            lines.append(head + f"| {label} | {times} | {rss} |")
+    sized = [s for s in result["scenarios"] if s.get("sizes")]
+    if sized:
+        lines += ["", "| # | image | layer | compressed bytes | MB |", "|---|---|---|---|---|"]
+        for s in sized:
+            for image, layer, size in s["sizes"]:
+                lines.append(f"| {s['number']} | {image} | {layer} | {size:,} | {size / 1e6:.1f} |")
     lines += ["", "| # | target | status | figures and note |", "|---|---|---|---|"]
     for s in result["scenarios"]:
         figures = ", ".join(f"{k} {_figure(v)}" for k, v in s["figures"].items())
@@ -296,9 +424,16 @@ def _figure(value: Any) -> str:
 
 
 def write_results(
-    out_dir: Path, *, date: str, preset: str, repeat: int, outcomes: Sequence[Outcome]
+    out_dir: Path,
+    *,
+    date: str,
+    preset: str,
+    repeat: int,
+    outcomes: Sequence[Outcome],
+    setup: Mapping[str, str] | None = None,
 ) -> tuple[Path, Path]:
-    """``<out_dir>/<date>.json`` and ``<date>.md``; returns both paths."""
+    """``<out_dir>/<date>.json`` and ``<date>.md``; returns both paths. ``setup``: what
+    the run built on (``Bench.setup``)."""
     shape = PRESETS[preset]
     result = {
         "date": date,
@@ -306,6 +441,7 @@ def write_results(
         "shape": f"N={shape.helpers}, M={shape.images}, K={shape.components}",
         "repeat": repeat,
         "machine": machine(),
+        "setup": dict(setup or {}),
         "scenarios": [o.as_json() for o in outcomes],
     }
     out_dir.mkdir(parents=True, exist_ok=True)

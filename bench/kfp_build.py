@@ -3,8 +3,9 @@
 `kfp component build DIR` writes ``runtime-requirements.txt`` (the components'
 ``packages_to_install``) and a Dockerfile from KFP's template into the component folder,
 then builds it with ``docker.from_env().api.build`` and pushes it: one image per component
-folder, pip at build time. Here it cannot run as is: no image can be pulled (its base
-must be ``KILN_BASE_IMAGE``) and the build's pip needs an index, which only the host's
+folder, pip at build time. Here it cannot run as is: no image can be pulled (its base,
+python:3.11 by default, is replaced by a Python with pip in the engine: the bench gives
+kiln's packages base) and the build's pip needs an index, which only the host's
 loopback offers, while KFP's build call takes no ``network_mode``. So this module writes
 the same two files from the same template (kfp 2.17's ``kfp/cli/component.py``, with
 ``--index-url`` for the local index) and makes the same build and push calls, adding
@@ -13,6 +14,7 @@ the same two files from the same template (kfp 2.17's ``kfp/cli/component.py``, 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
+
+from kiln._servers.registry import RegistryClient
 
 # kfp/cli/component.py's _DOCKERFILE_TEMPLATE, with what `kfp component build` fills in.
 DOCKERFILE = """
@@ -50,6 +54,13 @@ def blob_sizes(data: Path) -> list[int]:
 def registry_bytes(data: Path) -> int:
     """The bytes a filesystem registry stores: the sum of its unique blobs."""
     return sum(blob_sizes(data))
+
+
+def layer_bytes(registry: str, repository: str, tag: str, count: int) -> int:
+    """The compressed bytes of the first ``count`` layers of ``repository:tag`` (its
+    base's, for an image built FROM a base of ``count`` layers)."""
+    manifest = json.loads(RegistryClient(registry).manifest(repository, tag))
+    return sum(int(layer["size"]) for layer in manifest["layers"][:count])
 
 
 def write_context(work: Path, comp: ComponentDir, *, base: str, index: str, kfp: str) -> Path:

@@ -1,6 +1,6 @@
 """What a team does by hand without kiln: rebuild and re-push everything, every time.
 
-    python -m bench.naive REPO --registry HOST:PORT --wheelhouse DIR --out DIR
+    python -m bench.naive REPO --registry HOST:PORT --wheelhouse DIR --out DIR --base-image IMG
 
 Three phases, each timed, all serial as such a script is:
 
@@ -13,15 +13,16 @@ Three phases, each timed, all serial as such a script is:
    and ``packages_to_install``), one YAML each.
 
 ``--wheelhouse DIR`` holds ``DIR/<image>/*.whl``, the image's locked third-party wheels
-(prepared once, untimed: a favour to the naive side, which would download them). Prints
-the seconds per phase as JSON on stdout.
+(prepared once, untimed: a favour to the naive side, which would download them).
+``--base-image`` is what the Dockerfiles build FROM: a Python with pip in the engine (no
+image can be pulled here; the bench gives kiln's packages base: Debian's python3.11, pip
+and ``PIP_BREAK_SYSTEM_PACKAGES=1``). Prints the seconds per phase as JSON on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--wheelhouse", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
-        "--base-image", default=os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
+        "--base-image", required=True, help="the FROM image: a Python with pip in the engine"
     )
     args = parser.parse_args(argv)
     ws = discover(args.repo.resolve())

@@ -8,8 +8,9 @@ that everything is published, then runs each measured command N times with the
 wheel cache on and with ``KILN_NO_WHEEL_CACHE=1`` (the baseline), interleaved so
 that a busy machine slows both alike. `kiln build` is also timed cold (the cache
 folder emptied before each run). Each `release` must be a no-op (nothing uploaded,
-nothing pushed), or the benchmark stops. ``KILN_BASE_IMAGE`` and the rest of the
-environment are passed through to kiln.
+nothing pushed), or the benchmark stops. The environment is passed through to kiln.
+The images build on kiln's OS base (``images/os.lock``): the warm-up release builds
+(or finds) the OS layer, and the timed runs take it from kiln's cache.
 """
 
 from __future__ import annotations
@@ -157,10 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache_dir = wheel_cache_dir(ws.state_dir)
     if cache_dir is None:
         parser.error(f"unset {NO_CACHE_ENV}: the benchmark sets it itself for the baseline")
-    base = os.environ.get("KILN_BASE_IMAGE") or "unset: each image.toml's base"
     print(
         f"{repo}: {len(ws.helpers)} helpers, {len(ws.images)} images, "
-        f"{len(ws.components)} components; {args.runs} runs per case; KILN_BASE_IMAGE={base}",
+        f"{len(ws.components)} components; {args.runs} runs per case",
         file=sys.stderr,
     )
     uses_stack = bool({"release", "dry-run", "check"} & set(args.measure))

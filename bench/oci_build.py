@@ -2,15 +2,20 @@
 
     python -m bench.oci_build [--runs N] [--image NAME] [--json]
 
-Run it from kiln's repository root with the dev venv's Python, Docker Engine running
-and ``KILN_BASE_IMAGE`` naming the base. ``--image`` names the repo's image to build
-(default ``base``: its locked wheels and the ``imgproc`` helper; ``analytics`` is the
-big one). Each run starts a registry of its own (Debian's docker-registry, on a free
-loopback port, stopped after the run), so neither builder finds a blob it pushed in
-an earlier run. Each run times, for both builders:
+Run it from kiln's repository root with the dev venv's Python and Docker Engine running.
+``--image`` names the repo's image to build (default ``base``: its locked wheels and the
+``imgproc`` helper; ``analytics`` is the big one). kiln builds on its OS base: the OS
+layer written from the ``.deb`` files ``images/os.lock`` pins (fetched into the run's
+.deb cache once, untimed). Docker builds FROM kiln's packages base, the same OS layer
+and the locked pip (Debian's python3.11 has no pip, and the Dockerfile runs pip; no
+image can be pulled here): kiln builds it, pushes it to a registry of its own and the
+engine pulls it by digest, once, untimed. Each run starts a registry of its own
+(Debian's docker-registry, on a free loopback port, stopped after the run), so neither
+builder finds a blob it pushed in an earlier run. Each run times, for both builders:
 
-- **cold**: build and push into an empty registry (kiln: an empty layer cache too;
-  Docker: ``--no-cache``, its base already in the engine, as kiln's is);
+- **cold**: build and push into an empty registry (kiln: an empty layer cache too, so
+  the OS layer is written from the cached .debs; Docker: ``--no-cache``, its base
+  already in the engine);
 - **helper**: one helper changed (another wheel, same version), build and push again
   (kiln: layer cache warm; Docker: its build cache warm).
 
@@ -18,10 +23,10 @@ Docker builds the way kiln built images before it had its own builder: the wheel
 copied into the context, ``pip install --no-index`` in a ``RUN`` with no network, a
 layer for the third-party wheels and one for the helper. Bytes are what each
 repository holds after the cold push (the sum of its manifest's layer and config
-sizes: what a cluster pulls), split into the base's layers (the same tars, each
-builder's own gzip) and the layers added on top, and what the helper push sent. The
-time ratios are Docker over kiln (above 1: kiln is faster), the byte ratios kiln over
-Docker (below 1: kiln is smaller).
+sizes: what a cluster pulls), split into the base's layers (kiln: the OS layer;
+Docker: the OS layer and pip, each as Docker compresses them) and the layers added on
+top, and what the helper push sent. The time ratios are Docker over kiln (above 1:
+kiln is faster), the byte ratios kiln over Docker (below 1: kiln is smaller).
 """
 
 from __future__ import annotations
@@ -29,9 +34,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -41,21 +46,24 @@ from pathlib import Path
 
 import docker
 
-from kiln._images.oci.base import load_base
+from kiln._debian.archive import Mirrors
+from kiln._debian.build import OsLayers, fetch_debs
+from kiln._debian.lock import OsLock, read_os_lock
 from kiln._images.oci.build import KFP_ENV
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
-from kiln._images.oci.compress import GZIP
 from kiln._images.oci.push import push_image
+from kiln._release.stages import PACKAGES_ENV
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel
 from kiln._wheels.lock import read_lock
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
-from kiln._workspace.model import StackConfig
+from kiln._workspace.model import Image, StackConfig, Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCKER_BASE = "kiln-bench/python:3.11-pip"  # kiln's packages base, tagged in the engine
 DOCKERFILE = """\
 ARG BASE_IMAGE
 FROM ${BASE_IMAGE}
@@ -69,11 +77,14 @@ RUN python3 -m pip install --no-index --no-deps /tmp/helpers/*.whl && rm -rf /tm
 
 @dataclasses.dataclass
 class Inputs:
-    base: str
+    lock: OsLock
+    debs: Path  # a .deb cache holding every package of the lock
+    platform: str
     third: list[Path]
     helpers: list[Path]
     changed: list[Path]  # the helpers, the first with one line added
-    base_layers: int  # how many layers of a pushed image are the base's
+    docker_base: str
+    docker_base_layers: int  # how many layers of a Docker-built image are its base's
 
 
 def free_port() -> int:
@@ -95,14 +106,43 @@ def registry_server(state: Path) -> Iterator[str]:
         stack.down()
 
 
-def inputs(work: Path, image: str, client: docker.DockerClient) -> Inputs:
-    base = os.environ.get("KILN_BASE_IMAGE", "python:3.11-slim")
+def _wheels(ws: Workspace, image: Image, cache: Path) -> list[Path]:
+    pages = [(ws.upstream_index, SimplePages(ws.upstream_index))]
+    found = fetch_locked(read_lock(image), pages=pages, cache_dir=cache, download=PipDownload())
+    return [w.path for w in found]
+
+
+def docker_base(work: Path, ws: Workspace, lock: OsLock, debs: Path) -> tuple[str, int]:
+    """kiln's packages base (the OS layer and the locked pip), built by kiln, pushed to
+    a registry of its own, pulled into the engine by digest and tagged ``DOCKER_BASE``;
+    the tag and its number of layers."""
+    if ws.packages is None:
+        raise SystemExit(f"{ws.root}: no packages-mode component, so no pip is locked")
+    pip = [w for w in _wheels(ws, ws.packages, work / "wheels") if w.name.startswith("pip-")]
+    cache = LayerCache(work / "packages-cache")
+    base = OsLayers(cache, debs, None).base_image(lock)
+    image, _, _ = build_on(
+        base, cache, (("third-party", pip),), platform=ws.packages.platform,
+        env={**KFP_ENV, **dict(PACKAGES_ENV)}, labels={}, what="packages base",
+    )  # fmt: skip
+    with registry_server(work / "packages-stack") as registry:
+        pushed = push_image(RegistryClient(registry), "bench/packages", "base", image)
+        ref = f"{registry}/bench/packages@{pushed.digest}"
+        for argv in (("docker", "pull", "-q", ref), ("docker", "tag", ref, DOCKER_BASE)):
+            subprocess.run(argv, check=True, capture_output=True)
+    return DOCKER_BASE, len(image.layers)
+
+
+def inputs(work: Path, image: str) -> Inputs:
     ws = discover(ROOT)
     spec = ws.image(image)
-    lock = read_lock(spec)
-    pages = [(ws.upstream_index, SimplePages(ws.upstream_index))]
-    third = [w.path for w in fetch_locked(lock, pages=pages, cache_dir=work / "wheels",
-                                         download=PipDownload())]  # fmt: skip
+    lock = read_os_lock(ROOT)
+    debs = work / "debian"
+    fetched = fetch_debs(lock.os.packages, Mirrors(ws.os), debs)
+    if fetched.gone:
+        gone = ", ".join(f"{p.name} {p.version}" for p in fetched.gone)
+        raise SystemExit(f"no mirror serves {gone} any more: `kiln lock --upgrade-os` first")
+    third = _wheels(ws, spec, work / "wheels")
     helpers = [build_wheel(ws.helper(name), work / "helpers").path for name in spec.helpers]
     first = ws.helper(spec.helpers[0])
     copy = work / f"{first.name}-changed"
@@ -110,8 +150,8 @@ def inputs(work: Path, image: str, client: docker.DockerClient) -> Inputs:
     init = next(copy.glob("src/*/__init__.py"))
     init.write_text(init.read_text() + "\nBENCH_CHANGED = True\n")
     changed = build_wheel(dataclasses.replace(first, path=copy), work / "changed").path
-    layers = len(client.images.get(base).attrs["RootFS"]["Layers"])
-    return Inputs(base, third, helpers, [changed, *helpers[1:]], layers)
+    base, layers = docker_base(work, ws, lock, debs)
+    return Inputs(lock, debs, spec.platform, third, helpers, [changed, *helpers[1:]], base, layers)
 
 
 def stored_bytes(registry: RegistryClient, repository: str, tag: str) -> int:
@@ -126,14 +166,15 @@ def added_bytes(registry: RegistryClient, repository: str, tag: str, base_layers
 
 
 def kiln_push(
-    client: docker.DockerClient, cache: LayerCache, registry: RegistryClient, repo: str,
-    tag: str, *, third: Sequence[Path], helpers: Sequence[Path], base_ref: str,
+    cache: LayerCache, registry: RegistryClient, repo: str, tag: str, given: Inputs, *,
+    helpers: Sequence[Path],
 ) -> int:  # fmt: skip
-    """Build and push with kiln's builder; the bytes sent."""
-    base = load_base(client, base_ref, cache, GZIP)
+    """Build on kiln's OS base (its layer from ``cache``, else written from the cached
+    .debs) and push with kiln's builder; the bytes sent."""
+    base = OsLayers(cache, given.debs, None).base_image(given.lock)
     image, _, _ = build_on(
-        base, cache, (("third-party", third), ("helpers", helpers)),
-        platform="x86_64-manylinux_2_28", env=KFP_ENV, labels={}, what=f"image {repo}",
+        base, cache, (("third-party", given.third), ("helpers", helpers)),
+        platform=given.platform, env=KFP_ENV, labels={}, what=f"image {repo}",
     )  # fmt: skip
     return push_image(registry, repo, tag, image).uploaded_bytes
 
@@ -172,14 +213,14 @@ def one_run(
     row: dict[str, float] = {}
     cache = LayerCache(work / f"cache-{run}")
     repo = f"bench/kiln{run}"
-    row["kiln cold s"], _ = timed(lambda: kiln_push(
-        client, cache, reg, repo, "cold", third=given.third, helpers=given.helpers,
-        base_ref=given.base))  # fmt: skip
+    row["kiln cold s"], _ = timed(
+        lambda: kiln_push(cache, reg, repo, "cold", given, helpers=given.helpers)
+    )
     row["kiln bytes"] = stored_bytes(reg, repo, "cold")
-    row["kiln added bytes"] = added_bytes(reg, repo, "cold", given.base_layers)
-    row["kiln helper s"], sent = timed(lambda: kiln_push(
-        client, cache, reg, repo, "helper", third=given.third, helpers=given.changed,
-        base_ref=given.base))  # fmt: skip
+    row["kiln added bytes"] = added_bytes(reg, repo, "cold", 1)  # on the OS layer
+    row["kiln helper s"], sent = timed(
+        lambda: kiln_push(cache, reg, repo, "helper", given, helpers=given.changed)
+    )
     row["kiln helper bytes sent"] = float(sent)  # type: ignore[arg-type]  # an int
 
     ref = f"{registry}/bench/docker{run}"
@@ -187,12 +228,14 @@ def one_run(
     context.mkdir()
     row["docker cold s"], _ = timed(lambda: docker_push(
         client, context, ref, "cold", third=given.third, helpers=given.helpers,
-        base_ref=given.base, cold=True))  # fmt: skip
+        base_ref=given.docker_base, cold=True))  # fmt: skip
     row["docker bytes"] = stored_bytes(reg, f"bench/docker{run}", "cold")
-    row["docker added bytes"] = added_bytes(reg, f"bench/docker{run}", "cold", given.base_layers)
+    row["docker added bytes"] = added_bytes(
+        reg, f"bench/docker{run}", "cold", given.docker_base_layers
+    )
     row["docker helper s"], _ = timed(lambda: docker_push(
         client, context, ref, "helper", third=given.third, helpers=given.changed,
-        base_ref=given.base, cold=False))  # fmt: skip
+        base_ref=given.docker_base, cold=False))  # fmt: skip
     for tag in ("cold", "helper"):
         client.images.remove(f"{ref}:{tag}", force=True)
     return row
@@ -215,11 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = docker.from_env()
     with tempfile.TemporaryDirectory(prefix="kiln-bench-oci-") as tmp:
         work = Path(tmp)
-        given = inputs(work, args.image, client)
+        given = inputs(work, args.image)
         rows = []
         for run in range(args.runs):
-            # Docker's base layers are in its engine either way; kiln reads the base
-            # once per cache (docker save + its own gzip), inside "cold".
+            # Docker's base layers are in its engine either way; kiln writes its OS layer
+            # from the cached .debs once per layer cache, inside "cold".
             with registry_server(work / f"stack-{run}") as registry:
                 rows.append(one_run(client, registry, work, given, run))
     result = summary(rows)

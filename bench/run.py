@@ -3,9 +3,10 @@
     python -m bench.run [--preset small|scale] [--repeat N] [--scenarios 1 3 2 ...]
                         [--curve 10 50 200 500] [--out bench/results] [--workdir DIR]
 
-Run it from kiln's repository root (``nox -s bench -- --preset scale``) with Docker
-Engine running and ``KILN_BASE_IMAGE`` set when python:3.11-slim cannot be pulled. Each
-generated repo gets its own local stack on free loopback ports, stopped at the end. Writes
+Run it from kiln's repository root (``./noxw -s bench -- --preset scale``) with Docker
+Engine running; nothing is pulled from a public registry (the repos build on kiln's OS
+base, the Docker baselines on kiln's packages base). Each generated repo gets its own
+local stack on free loopback ports, stopped at the end. Writes
 ``<out>/<date>.json`` and ``<out>/<date>.md`` (machine info, min / median / max per case,
 each scenario's target and whether it was met). A scenario that fails is reported as
 failed with its error; the others still run.
@@ -32,9 +33,10 @@ def _run_one(b: Bench, number: int) -> Outcome:
     print(f"bench: scenario {number} ...", file=sys.stderr, flush=True)
     try:
         outcome = scenarios.SCENARIOS[number](b)
-    except BenchError as exc:
+    except Exception as exc:  # any failure is this scenario's: the others still run
         title = scenarios.SCENARIOS[number].__name__.replace("_", " ")
-        outcome = Outcome(number, title, "-", status="failed", note=str(exc)[-800:])
+        text = str(exc) if isinstance(exc, BenchError) else f"{type(exc).__name__}: {exc}"
+        outcome = Outcome(number, title, "-", status="failed", note=text[-800:])
     took = time.perf_counter() - start
     print(f"bench: scenario {number}: {outcome.status} ({took:.0f} s)", file=sys.stderr)
     return outcome
@@ -53,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(scenarios.SCENARIOS),
         default=list(scenarios.SCENARIOS),
         metavar="S",
-        help="scenario numbers, run in the order given (default: 1 3 2 6 4 5 7)",
+        help="scenario numbers, run in the order given (default: 1 3 2 6 4 5 7 8)",
     )
     parser.add_argument(
         "--curve",
@@ -73,9 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     curve = [CURVE_PRESETS[n] for n in sorted(args.curve)]
     with bench(args.workdir, args.preset, args.repeat, curve) as b:
         outcomes = [_run_one(b, n) for n in args.scenarios]
+        setup = b.setup()
     json_path, md_path = write_results(
-        args.out, date=args.date, preset=args.preset, repeat=args.repeat, outcomes=outcomes
-    )
+        args.out, date=args.date, preset=args.preset, repeat=args.repeat, outcomes=outcomes,
+        setup=setup,
+    )  # fmt: skip
     print(md_path.read_text())
     print(f"bench: wrote {json_path} and {md_path}", file=sys.stderr)
     return 0

@@ -1,9 +1,10 @@
 """The benchmark harness runs on the `small` preset and writes its JSON and Markdown.
 
 Benchmarks are not tests: this only checks that the harness works, with one repetition
-and two scenarios that need no stack and no image build (3: kiln's wheel stage against
-`python -m build`, which gets hatchling from the package registry; 7: the dev loop,
-"not available" until `kiln release --dev` exists). `nox -s bench` runs them all.
+and two scenarios: 3 (kiln's wheel stage against `python -m build`, which gets hatchling
+from the package registry; no stack) and 7 (the dev loop: the generated repo locked,
+released cold on its own stack on kiln's OS base, its .debs seeded from one fetch, then
+`kiln release --dev` and `kiln run --dev`). `./noxw -s bench` runs them all.
 """
 
 from __future__ import annotations
@@ -34,9 +35,18 @@ def test_the_harness_writes_results_on_the_small_preset(tmp_path: Path) -> None:
     assert set(machine) >= {"cores", "memory_gb", "python", "docker", "kiln", "kfp"}
     assert machine["cores"] >= 1
     assert machine["kfp"] == "2.17.3"
+    # Built on kiln's OS base from this repository's lock, only the .debs seeded.
+    setup = result["setup"]
+    assert setup["os_base"].startswith("debian bookworm "), setup
+    assert "43 packages" in setup["os_base"]
+    assert setup["os_seed"].startswith(".debs only")
+    assert setup["docker_base"] == "not used"  # neither scenario builds with Docker
     wheels, dev = result["scenarios"]
     assert wheels["number"] == 3
-    assert wheels["status"] in ("met", "not met")
+    # The status follows the figures: >= 5x and every wheel byte-identical, or not met.
+    figures = wheels["figures"]
+    reached = figures["speed-up"] >= 5 and figures["byte-identical"] == figures["wheels"] == 5
+    assert wheels["status"] == ("met" if reached else "not met"), wheels
     assert [r["label"] for r in wheels["rows"]] == [
         "kiln build, wheel cache emptied (5 helpers)",
         "python -m build --wheel (isolated) per helper",
@@ -46,11 +56,17 @@ def test_the_harness_writes_results_on_the_small_preset(tmp_path: Path) -> None:
         assert row["min"] == row["median"] == row["max"] > 0
     # kiln's wheels are the bytes `python -m build` writes with kiln's SOURCE_DATE_EPOCH.
     assert wheels["figures"]["wheels"] == wheels["figures"]["byte-identical"] == 5
-    assert dev["number"] == 7
-    assert dev["status"] in ("not available", "measured")
+    # `kiln release --dev` exists: the loop runs (a failure would be "failed").
+    assert (dev["number"], dev["status"]) == (7, "measured"), dev
+    [loop] = dev["rows"]
+    assert loop["label"].startswith("edit h0"), loop
+    assert loop["label"].endswith(", release --dev --local, run p_img00")
+    assert len(loop["seconds"]) == 1
+    assert loop["seconds"][0] > 0
 
     markdown = (tmp_path / "results" / "2000-01-02.md").read_text()
     assert markdown.startswith("# kiln benchmarks, 2000-01-02\n")
+    assert f"Built on: os base: {setup['os_base']}; " in markdown
     assert "| 3 | wheel builds (cold) vs python -m build | kiln build" in markdown
     assert f"| 3 | {wheels['target']} | **{wheels['status']}** |" in markdown
     assert f"| 7 | {dev['target']} | **{dev['status']}** |" in markdown
