@@ -84,13 +84,3 @@ def resolve(tree: Mapping[str, Entry], path: str) -> str | None:
         return True, entry.target if entry.kind == SYMLINK else None
 
     return follow(path, look)
-
-
-def listdir(tree: Mapping[str, Entry], folder: str) -> list[str]:
-    """The names directly inside ``folder`` (an image path, "" for the root), sorted."""
-    prefix = f"{folder}/" if folder else ""
-    return sorted(
-        path[len(prefix) :]
-        for path in tree
-        if path.startswith(prefix) and "/" not in path[len(prefix) :] and path != folder
-    )

@@ -98,11 +98,6 @@ class LayerCache:
             return None
         return data if f"sha256:{hashlib.sha256(data).hexdigest()}" == digest else None
 
-    def put_bytes(self, data: bytes) -> str:
-        digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
-        self._write_atomic(self.blob_path(digest), data)
-        return digest
-
     def _write_atomic(self, target: Path, data: bytes) -> None:
         tmp = None
         try:
