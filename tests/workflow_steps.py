@@ -10,6 +10,7 @@ checked out.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -229,3 +230,43 @@ def tools(folder: Path, gh: str) -> Path:
     for name in ("kiln", "gh"):
         (folder / name).chmod(0o755)
     return folder
+
+
+def runner_env(
+    *,
+    workflow: str,
+    job: str,
+    event: str,
+    ref: str,
+    sha: str,
+    repository: str,
+    workspace: Path,
+    temp: Path,
+    home: Path,
+    tools: Path,
+) -> dict[str, str]:
+    """What GitHub's runner sets for a job's steps (a rehearsal adds its own): ``ref`` is
+    ``refs/tags/...`` or ``refs/heads/...``; ``tools`` (fakes and wrappers) come first on
+    PATH, then the test's Python, then the system's."""
+    kind, _, name = ref.removeprefix("refs/").partition("/")
+    return {
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKFLOW": workflow,
+        "GITHUB_JOB": job,
+        "GITHUB_EVENT_NAME": event,
+        "GITHUB_REF": ref,
+        "GITHUB_REF_NAME": name,
+        "GITHUB_REF_TYPE": "tag" if kind == "tags" else "branch",
+        "GITHUB_SHA": sha,
+        "GITHUB_REPOSITORY": repository,
+        "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_WORKSPACE": str(workspace),
+        "RUNNER_OS": "Linux",
+        "RUNNER_TEMP": str(temp),
+        "HOME": str(home),
+        "PATH": os.pathsep.join(
+            [str(tools), str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]
+        ),
+        "LANG": "C.UTF-8",
+    }

@@ -75,6 +75,7 @@ from tests.workflow_steps import (
     git,
     read_job,
     run_job,
+    runner_env,
     tools,
     tracked_files,
 )
@@ -396,32 +397,19 @@ def rehearse(origin: Origin, workflow: Path, tmp_path: Path) -> Rehearsal:
     sha = checkout(origin, workspace)
     (temp / "summary.md").touch()
     github = {
-        "CI": "true",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_WORKFLOW": "os-lock",
-        "GITHUB_JOB": JOB,
-        "GITHUB_EVENT_NAME": "schedule",
-        "GITHUB_REF": f"refs/heads/{BASE}",
-        "GITHUB_REF_NAME": BASE,
-        "GITHUB_REF_TYPE": "branch",
-        "GITHUB_SHA": sha,
-        "GITHUB_REPOSITORY": GITHUB_REPOSITORY,
-        "GITHUB_SERVER_URL": "https://github.com",
-        "GITHUB_WORKSPACE": str(workspace),
-        "GITHUB_STEP_SUMMARY": str(temp / "summary.md"),
-        "RUNNER_OS": "Linux",
-        "RUNNER_TEMP": str(temp),
-        "HOME": str(home),
-        "PATH": os.pathsep.join(
-            [
-                str(origin.tools),
-                str(Path(sys.executable).parent),
-                "/usr/local/bin",
-                "/usr/bin",
-                "/bin",
-            ]
+        **runner_env(
+            workflow="os-lock",
+            job=JOB,
+            event="schedule",
+            ref=f"refs/heads/{BASE}",
+            sha=sha,
+            repository=GITHUB_REPOSITORY,
+            workspace=workspace,
+            temp=temp,
+            home=home,
+            tools=origin.tools,
         ),
-        "LANG": "C.UTF-8",
+        "GITHUB_STEP_SUMMARY": str(temp / "summary.md"),
         **_loopback_only(f"http://127.0.0.1:{free_port()}"),
         "FAKE_GITHUB": str(origin.github),
         "FAKE_GITHUB_ORIGIN": str(origin.root),

@@ -68,7 +68,7 @@ from tests.e2e.conftest import (
     Servers,
     free_port,
 )
-from tests.workflow_steps import GIT, Rehearsal, git, run_job, tools, tracked_files
+from tests.workflow_steps import GIT, Rehearsal, git, run_job, runner_env, tools, tracked_files
 
 pytestmark = pytest.mark.e2e
 
@@ -167,31 +167,18 @@ def rehearse(
     checkout(origin, workspace, job, tag)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     github = {
-        "CI": "true",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_WORKFLOW": "release",
-        "GITHUB_JOB": JOB,
-        "GITHUB_EVENT_NAME": "push",
-        "GITHUB_REF": f"refs/tags/{tag}",
-        "GITHUB_REF_NAME": tag,
-        "GITHUB_REF_TYPE": "tag",
-        "GITHUB_SHA": git(origin.root, "rev-parse", f"{tag}^{{commit}}"),
-        "GITHUB_REPOSITORY": GITHUB_REPOSITORY,
-        "GITHUB_SERVER_URL": "https://github.com",
-        "GITHUB_WORKSPACE": str(workspace),
-        "RUNNER_OS": "Linux",
-        "RUNNER_TEMP": str(temp),
-        "HOME": str(home),
-        "PATH": os.pathsep.join(
-            [
-                str(origin.tools),
-                str(Path(sys.executable).parent),
-                "/usr/local/bin",
-                "/usr/bin",
-                "/bin",
-            ]
+        **runner_env(
+            workflow="release",
+            job=JOB,
+            event="push",
+            ref=f"refs/tags/{tag}",
+            sha=git(origin.root, "rev-parse", f"{tag}^{{commit}}"),
+            repository=GITHUB_REPOSITORY,
+            workspace=workspace,
+            temp=temp,
+            home=home,
+            tools=origin.tools,
         ),
-        "LANG": "C.UTF-8",
         "HTTP_PROXY": closed,
         "HTTPS_PROXY": closed,
         "http_proxy": closed,
