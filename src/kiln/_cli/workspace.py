@@ -419,7 +419,8 @@ def _add_lock_parser(sub: Any, common_args: argparse.ArgumentParser) -> None:
         "kept.",
         epilog="""\
 examples:
-  kiln lock                      lock what is stale (keeps locked versions that still fit)
+  kiln lock                      the OS lock if stale, and every image's (locked versions
+                                 that still fit are kept)
   kiln lock --upgrade-os         move every Debian package to the newest the suites offer
                                  (the security archive included); prints each change
   kiln lock base --upgrade       re-resolve base's wheels to the newest versions
