@@ -1,14 +1,19 @@
-"""The shell-out runner, credential stripping, and service errors that need no network."""
+"""The shell-out runner, credential stripping, the engine kiln connects to, and service
+errors that need no network."""
 
 from __future__ import annotations
 
 import gc
+import http.server
 import json
 import signal
+import socketserver
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
 import pytest
 
@@ -20,6 +25,8 @@ from kiln._util.cmd import call
 from kiln._util.git import strip_credentials
 from kiln._wheels.wheelhouse import SimplePages
 from kiln._workspace.model import StackConfig
+from tests import factory
+from tests.unit.cli import run
 
 
 def test_call_echoes_and_returns_output(capsys: pytest.CaptureFixture[str]) -> None:
@@ -156,3 +163,63 @@ def test_the_ca_bundle_reaches_every_https_client(tmp_path: Path) -> None:
     assert argv[argv.index("--cert") + 1] == str(bundle)
     pages = SimplePages("https://pypi.invalid/simple", ca_bundle=bundle)
     assert pages._client.s.verify == str(bundle)
+
+
+class _Engine(http.server.BaseHTTPRequestHandler):
+    """Docker Engine's API as far as connecting asks: /_ping and /version."""
+
+    seen: ClassVar[list[str]] = []
+
+    def address_string(self) -> str:  # a unix socket has no client address
+        return "unix"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        _Engine.seen.append(self.path)
+        body = b"OK" if self.path.endswith("/_ping") else b'{"ApiVersion": "1.41"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Api-Version", "1.41")
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def test_the_engine_asked_is_the_one_named_not_docker_s_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Options.docker_host wins: DOCKER_HOST naming another engine is not followed."""
+    socket_path = tmp_path / "engine.sock"
+    server = _UnixServer(str(socket_path), _Engine)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/elsewhere.sock")
+    _Engine.seen.clear()
+    try:
+        client = docker_client(f"unix://{socket_path}")
+        try:
+            assert client.ping()
+        finally:
+            client.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert any(path.endswith("/_ping") for path in _Engine.seen), _Engine.seen
+
+
+def test_kiln_run_without_an_engine_is_service_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path / "repo")
+    generated = root / "pipelines" / "components" / "generated"
+    generated.mkdir(parents=True)
+    (generated / "double.yaml").write_text("# a generated component stands here\n")
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    code, _out, err = run(capsys, "run", "demo", "--repo", str(root))
+    assert code == 5, err  # the service, not the pipeline (7)
+    assert f"Docker Engine is not reachable at unix://{tmp_path}/no-engine.sock" in err

@@ -32,6 +32,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from kiln._components.generate import pipeline_arguments  # noqa: PLC0415
     from kiln._components.run import run_pipeline, show  # noqa: PLC0415
+    from kiln._images.docker import docker_client  # noqa: PLC0415
 
     ws = common.workspace(args)
     pipeline = next((p for p in ws.pipelines if p.name == args.pipeline), None)
@@ -55,6 +56,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             arguments[key] = value
     report = common.report_of(args)
+    # The engine runs every task: one that cannot be reached is the service's fault
+    # (exit 5), not the pipeline's.
+    docker_client(common.options_of(args).docker_host).close()
     report.stage("run", f"run {pipeline.name} with kfp.local.DockerRunner (network {network})")
     outputs = run_pipeline(
         pipeline,

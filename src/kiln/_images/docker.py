@@ -11,13 +11,22 @@ from pathlib import Path
 import docker
 import docker.constants
 import docker.errors
+import docker.utils
 import requests
 
 from kiln._errors import ServiceUnavailable
 
 
+def _client(where: str, version: str) -> docker.DockerClient:
+    """A client for ``where``, with the TLS settings docker's environment gives (as
+    ``docker.from_env`` reads them), but never another engine than ``where``."""
+    kwargs = docker.utils.kwargs_from_env()
+    kwargs["base_url"] = where
+    return docker.DockerClient(version=version, **kwargs)
+
+
 def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerClient:
-    """A client for the engine at ``where`` (DOCKER_HOST, which docker-py reads too), or a
+    """A client for the engine at ``where`` (``Options.docker_host``: DOCKER_HOST), or a
     clear error."""
     fix = "start it (e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a running engine"
     if where.startswith("unix://") and not Path(where.removeprefix("unix://")).exists():
@@ -27,7 +36,7 @@ def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerCl
         )
     # Ping with a fixed API version first: docker-py's auto-negotiation runs in its
     # constructor, where a failure leaves no client to close.
-    probe = docker.DockerClient.from_env(version=docker.constants.MINIMUM_DOCKER_API_VERSION)
+    probe = _client(where, docker.constants.MINIMUM_DOCKER_API_VERSION)
     try:
         probe.ping()
     except (docker.errors.DockerException, requests.RequestException) as exc:
@@ -36,4 +45,4 @@ def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerCl
         ) from None
     finally:
         probe.close()
-    return docker.from_env()
+    return _client(where, "auto")
