@@ -69,7 +69,7 @@ def release_tag(args: argparse.Namespace) -> int:
     if drifts:
         raise ConfigError(
             f"{label}: the tagged commit's component YAMLs are stale ({len(drifts)} file(s)), "
-            "so they are not what this release would publish: run `kiln components` and "
+            "so they are not what this release would publish: run `kiln components --local` and "
             f"`kiln check`, commit, and tag again\n" + describe(drifts, label=label)
         )
     check_refusals(plan)

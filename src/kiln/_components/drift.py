@@ -2,7 +2,7 @@
 
 Generation is deterministic (same inputs, same bytes), so any difference means
 the committed tree is stale: a source, a helper, a lock or an image changed and
-`kiln components` was not run (or a YAML was edited by hand).
+`kiln components --local` was not run (or a YAML was edited by hand).
 """
 
 from __future__ import annotations

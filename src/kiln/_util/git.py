@@ -47,8 +47,3 @@ def strip_credentials(url: str) -> str:
 
 def revision(root: Path) -> str | None:
     return git_text(root, "rev-parse", "HEAD")
-
-
-def source_url(root: Path) -> str | None:
-    remote = git_text(root, "config", "--get", "remote.origin.url")
-    return strip_credentials(remote) if remote else None
