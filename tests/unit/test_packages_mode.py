@@ -4,6 +4,7 @@ kiln reads from its imports, and the hash-pinned install list its YAML carries."
 from __future__ import annotations
 
 import io
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from kiln._components import generate as generate_module
 from kiln._components.drift import compare, describe
 from kiln._components.generate import compile_pipeline as real_compile
 from kiln._components.generate import generate_component as real_generate
@@ -360,6 +362,36 @@ def test_unchanged_components_and_pipelines_come_from_the_generation_cache(
     monkeypatch.setattr(stages, "compile_pipeline", real_compile)
     generate(setup.ws, prepare(setup.ws, setup.services), _refs(setup), index_url="http://x")
     assert sorted(calls) == ["double", "light_step"]  # every module's YAML: one key
+
+
+def test_a_changed_generator_is_not_served_the_yamls_its_previous_code_wrote(
+    packages_setup: Setup, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """kiln's version stays 0.1.0 in a checkout while its generator changes (a new YAML
+    header, say): the cache key holds the generator's bytes, so every YAML is written again."""
+    setup = packages_setup
+    setup.release()
+    package = Path(generate_module.__file__).parent
+    copy = tmp_path / "generator"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(generate_module, "generator_digest", lambda: _digest(copy))
+    calls: list[str] = []
+
+    def counting(component: Component, *args: Any, **kwargs: Any) -> Path:
+        calls.append(component.name)
+        return real_generate(component, *args, **kwargs)
+
+    monkeypatch.setattr(stages, "generate_component", counting)
+    setup.release()  # the same bytes as the real package: every YAML from the cache
+    assert calls == []
+    source = copy / "generate.py"
+    source.write_text(source.read_text().replace("then run", "then please run"))
+    setup.release()
+    assert sorted(calls) == ["double", "light_step"]
+
+
+def _digest(package: Path) -> str:
+    return generate_module.files_digest(package.glob("*.py"))
 
 
 def _no_compile(*_args: object) -> Path:
