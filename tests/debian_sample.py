@@ -17,7 +17,7 @@ import requests
 
 from kiln._debian.archive import Candidate, Mirrors
 from kiln._debian.config import OsConfig
-from kiln._debian.lock import DebPin
+from kiln._debian.lock import DebPin, OsLock, PackageSet
 from kiln._errors import CommandFailed, CommandNotFound
 from tests.unit.test_credentials import FakeTransport, session_with
 
@@ -345,3 +345,18 @@ def publish(
     mirrors.serve(mirror, f"dists/{suite}/InRelease", sign(text))
     mirrors.serve(mirror, f"dists/{suite}/{PACKAGES_XZ}", packages)
     return packages
+
+
+def bookworm_lock(path: Path, os: PackageSet, extras: Mapping[str, PackageSet]) -> OsLock:
+    """An OS lock of bookworm 12.8 for Python 3.11 on amd64 holding ``os`` and ``extras``."""
+    return OsLock(
+        path=path,
+        inputs="sha256:" + "ee" * 32,
+        writer="1",
+        suite="bookworm",
+        release="12.8",
+        architecture="amd64",
+        python="3.11",
+        os=os,
+        extras=extras,
+    )

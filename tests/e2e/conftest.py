@@ -219,6 +219,21 @@ def untag(client: docker.DockerClient, registry: str) -> None:
                     client.images.remove(reference)
 
 
+@contextlib.contextmanager
+def on_stack(
+    root: Path, index_port: int, registry_port: int, client: docker.DockerClient
+) -> Iterator[Repo]:
+    """The workspace at ``root``, made a git repository, as a Repo on its own stack (the
+    ports its pyproject.toml names); the stack stopped and its images untagged after."""
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+    try:
+        yield repo
+    finally:
+        repo.kiln("stack", "down")
+        untag(client, repo.registry)
+
+
 @pytest.fixture(scope="session")
 def repo(
     tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
@@ -228,11 +243,8 @@ def repo(
     Tests that edit files in it restore them before they return."""
     root = tmp_path_factory.mktemp("monorepo")
     index_port, registry_port = copy_project(root, os_pins)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
-    yield repo
-    repo.kiln("stack", "down")
-    untag(docker_client, repo.registry)
+    with on_stack(root, index_port, registry_port, docker_client) as repo:
+        yield repo
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,7 @@ from kiln._debian.lock import DebPin, read_os_lock
 from kiln._debian.resolve import Resolver
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import OsPins, Repo, copy_project, untag
+from tests.e2e.conftest import OsPins, Repo, copy_project, on_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -106,11 +106,8 @@ def clean(
         shutil.copy(os_pins.source / "images" / "os.lock", root / "images" / "os.lock")
         shutil.rmtree(root / ".kiln")
     _mirrors_at(root, mirror.url)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
-    yield repo
-    repo.kiln("stack", "down")
-    untag(docker_client, repo.registry)
+    with on_stack(root, index_port, registry_port, docker_client) as repo:
+        yield repo
 
 
 def _pinned(root: Path) -> dict[str, str]:
@@ -237,11 +234,8 @@ def with_extras(
     index_port, registry_port = copy_project(root, os_pins)
     toml = root / "images" / "base" / "image.toml"
     toml.write_text(toml.read_text().replace("[image]\n", '[image]\nos-packages = ["libgomp1"]\n'))
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
-    yield repo
-    repo.kiln("stack", "down")
-    untag(docker_client, repo.registry)
+    with on_stack(root, index_port, registry_port, docker_client) as repo:
+        yield repo
 
 
 def test_an_image_s_os_packages_are_a_layer_of_their_own_over_the_shared_one(

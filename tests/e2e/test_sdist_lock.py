@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from collections.abc import Iterator
 
 import docker
@@ -16,7 +15,7 @@ import requests
 
 from kiln._wheels.lock import parse_lock
 from tests import factory
-from tests.e2e.conftest import OsPins, Repo, free_port, seed_os, untag
+from tests.e2e.conftest import OsPins, Repo, free_port, on_stack, seed_os
 
 pytestmark = pytest.mark.e2e
 
@@ -43,11 +42,8 @@ def sdist_repo(
     factory.helper(root, "cli", deps=(SDIST_ONLY,), body=CLI)
     factory.image(root, "tools", helpers=("cli",))
     seed_os(root, os_pins)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
-    yield repo
-    repo.kiln("stack", "down")
-    untag(docker_client, repo.registry)
+    with on_stack(root, index_port, registry_port, docker_client) as repo:
+        yield repo
 
 
 def test_an_sdist_only_requirement_is_built_locked_released_and_imported(

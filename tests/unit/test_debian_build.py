@@ -40,6 +40,7 @@ from tests.debian_sample import (
     DEBIAN,
     SECURITY,
     FakeMirrors,
+    bookworm_lock,
     deb,
     file,
     folder,
@@ -120,16 +121,10 @@ class Setup:
         )
         ml_layer = store_tree(ml_entries, scratch)
         self.os_blob, self.ml_blob = os_layer.path.read_bytes(), ml_layer.path.read_bytes()
-        self.lock = OsLock(
-            path=self.root / "images" / "os.lock",
-            inputs="sha256:" + "ee" * 32,
-            writer="1",
-            suite="bookworm",
-            release="12.8",
-            architecture="amd64",
-            python="3.11",
-            os=PackageSet((DASH, LIBC), (), _pin(os_layer)),
-            extras={"ml": PackageSet((GOMP,), (), _pin(ml_layer), ("libgomp1",))},
+        self.lock = bookworm_lock(
+            self.root / "images" / "os.lock",
+            PackageSet((DASH, LIBC), (), _pin(os_layer)),
+            {"ml": PackageSet((GOMP,), (), _pin(ml_layer), ("libgomp1",))},
         )
 
     @property

@@ -21,7 +21,7 @@ from kiln._debian.lock import (
 )
 from kiln._debian.resolve import Closure, Omitted
 from kiln._errors import ConfigError
-from tests.debian_sample import candidate
+from tests.debian_sample import bookworm_lock, candidate
 
 LOCK = Path("/ws") / OS_LOCK
 FIX = "restore it (`git checkout -- os.lock`) or write it again with `kiln lock`"
@@ -70,16 +70,10 @@ def a_lock(
     extras: Mapping[str, PackageSet] | None = None,
 ) -> OsLock:
     """A lock of bookworm 12.8: dash and libc6, and the ml image's libgomp1."""
-    return OsLock(
-        path=path,
-        inputs="sha256:" + "ee" * 32,
-        writer="1",
-        suite="bookworm",
-        release="12.8",
-        architecture="amd64",
-        python="3.11",
-        os=os or PackageSet((DASH, LIBC), (OMITTED,), OS_LAYER),
-        extras={"ml": ML} if extras is None else extras,
+    return bookworm_lock(
+        path,
+        os or PackageSet((DASH, LIBC), (OMITTED,), OS_LAYER),
+        {"ml": ML} if extras is None else extras,
     )
 
 

@@ -209,6 +209,23 @@ class FakeLayers(OsLayers):
         )
 
 
+def locked(
+    workspace: Workspace,
+    indexes: Indexes,
+    *,
+    previous: OsLock | None = None,
+    upgrade: bool = False,
+) -> OsLock:
+    """``lock_os`` over ``indexes`` with a fresh fake layer builder."""
+    return lock_os(
+        workspace,
+        indexes=indexes,
+        layers=FakeLayers(workspace.root),
+        previous=previous,
+        upgrade=upgrade,
+    )
+
+
 def suites(*, updated: bool) -> tuple[Suite, ...]:
     """bookworm 12.8 (12.9 when ``updated``), its updates, its security archive."""
     main = [
@@ -297,36 +314,16 @@ def test_lock_os_resolves_every_set_builds_its_layer_and_pins_it(workspace: Work
 
 
 def test_lock_os_again_keeps_the_locked_versions_and_release(workspace: Workspace) -> None:
-    first = lock_os(
-        workspace,
-        indexes=FakeIndexes(*suites(updated=False)),
-        layers=FakeLayers(workspace.root),
-        previous=None,
-        upgrade=False,
-    )
+    first = locked(workspace, FakeIndexes(*suites(updated=False)))
     later = FakeIndexes(*suites(updated=True))
-    again = lock_os(
-        workspace, indexes=later, layers=FakeLayers(workspace.root), previous=first, upgrade=False
-    )
+    again = locked(workspace, later, previous=first)
     assert again == first
     assert changes(first, again) == []
 
 
 def test_lock_os_upgrade_takes_the_newest_of_everything(workspace: Workspace) -> None:
-    first = lock_os(
-        workspace,
-        indexes=FakeIndexes(*suites(updated=False)),
-        layers=FakeLayers(workspace.root),
-        previous=None,
-        upgrade=False,
-    )
-    upgraded = lock_os(
-        workspace,
-        indexes=FakeIndexes(*suites(updated=True)),
-        layers=FakeLayers(workspace.root),
-        previous=first,
-        upgrade=True,
-    )
+    first = locked(workspace, FakeIndexes(*suites(updated=False)))
+    upgraded = locked(workspace, FakeIndexes(*suites(updated=True)), previous=first, upgrade=True)
     assert upgraded.release == "12.9"
     assert [c.line for c in changes(first, upgraded)] == [
         "  libc6 2.36-9 -> 2.36-9+deb12u10",
@@ -337,23 +334,11 @@ def test_lock_os_upgrade_takes_the_newest_of_everything(workspace: Workspace) ->
 
 
 def test_lock_os_with_new_roots_keeps_the_versions_it_can(workspace: Workspace) -> None:
-    first = lock_os(
-        workspace,
-        indexes=FakeIndexes(*suites(updated=False)),
-        layers=FakeLayers(workspace.root),
-        previous=None,
-        upgrade=False,
-    )
+    first = locked(workspace, FakeIndexes(*suites(updated=False)))
     grown = dataclasses.replace(
         workspace, os=dataclasses.replace(workspace.os, packages=(*ROOTS, "gcc-12-base"))
     )
-    again = lock_os(
-        grown,
-        indexes=FakeIndexes(*suites(updated=True)),
-        layers=FakeLayers(workspace.root),
-        previous=first,
-        upgrade=False,
-    )
+    again = locked(grown, FakeIndexes(*suites(updated=True)), previous=first)
     assert versions(again.os)["libc6"] == "2.36-9"  # kept
     assert "gcc-12-base" in versions(again.os)
     assert "gcc-12-base" not in versions(again.extras["ml"])  # now shared
@@ -365,13 +350,7 @@ def test_lock_os_without_a_python_root_says_what_to_add(tmp_path: Path) -> None:
     config = OsConfig(packages=("dash",), path=tmp_path / "pyproject.toml")
     indexes = FakeIndexes(*suites(updated=False))
     with pytest.raises(ConfigError) as err:
-        lock_os(
-            a_workspace(tmp_path, os=config),
-            indexes=indexes,
-            layers=FakeLayers(tmp_path),
-            previous=None,
-            upgrade=False,
-        )
+        locked(a_workspace(tmp_path, os=config), indexes)
     assert str(err.value) == (
         f"{tmp_path}/pyproject.toml: [tool.kiln.os] packages install no Python: add "
         "python3.X-minimal and libpython3.X-stdlib (e.g. python3.11-minimal, "
@@ -385,26 +364,14 @@ def test_lock_os_names_the_image_whose_os_packages_cannot_be_resolved(
 ) -> None:
     workspace = a_workspace(tmp_path, an_image(tmp_path, "ml", os_packages=("libgomp2",)))
     with pytest.raises(ConfigError) as err:
-        lock_os(
-            workspace,
-            indexes=FakeIndexes(*suites(updated=False)),
-            layers=FakeLayers(tmp_path),
-            previous=None,
-            upgrade=False,
-        )
+        locked(workspace, FakeIndexes(*suites(updated=False)))
     assert str(err.value).startswith(
         f"{tmp_path}/images/ml/image.toml: os-packages: no suite has a package 'libgomp2' for amd64"
     )
 
 
 def test_lock_os_for_another_suite_takes_that_suite_s_release(workspace: Workspace) -> None:
-    first = lock_os(
-        workspace,
-        indexes=FakeIndexes(*suites(updated=False)),
-        layers=FakeLayers(workspace.root),
-        previous=None,
-        upgrade=False,
-    )
+    first = locked(workspace, FakeIndexes(*suites(updated=False)))
     trixie = dataclasses.replace(workspace, os=dataclasses.replace(workspace.os, suite="trixie"))
     offered = [
         dataclasses.replace(
@@ -412,13 +379,7 @@ def test_lock_os_for_another_suite_takes_that_suite_s_release(workspace: Workspa
         )
         for s in suites(updated=True)
     ]
-    again = lock_os(
-        trixie,
-        indexes=FakeIndexes(*offered),
-        layers=FakeLayers(workspace.root),
-        previous=first,
-        upgrade=False,
-    )
+    again = locked(trixie, FakeIndexes(*offered), previous=first)
     assert (again.suite, again.release) == ("trixie", "13.1")
 
 
@@ -438,14 +399,6 @@ def test_the_order_of_the_roots_changes_neither_the_inputs_nor_the_lock(tmp_path
     for roots in (ROOTS, ROOTS[::-1]):
         config = OsConfig(packages=roots, exclude=(), path=tmp_path / "pyproject.toml")
         workspace = a_workspace(tmp_path, os=config)
-        locks.append(
-            lock_os(
-                workspace,
-                indexes=FakeIndexes(offered),
-                layers=FakeLayers(tmp_path),
-                previous=None,
-                upgrade=False,
-            )
-        )
+        locks.append(locked(workspace, FakeIndexes(offered)))
     assert locks[0].inputs == locks[1].inputs
     assert versions(locks[0].os) == versions(locks[1].os)
