@@ -58,7 +58,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 def cmd_bump(args: argparse.Namespace) -> int:
     from kiln._release.stages import kfp_version  # noqa: PLC0415
-    from kiln._wheels.lock import check_fresh, lock_path, read_lock  # noqa: PLC0415
+    from kiln._wheels.lock import lock_path  # noqa: PLC0415
     from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
     from kiln._workspace.discovery import discover  # noqa: PLC0415
 
@@ -73,11 +73,8 @@ def cmd_bump(args: argparse.Namespace) -> int:
     stale = []
     for name in plan.images_to_relock:
         image = after.image(name)
-        if not lock_path(image).is_file():
-            continue  # never locked: `kiln check` and the release say so
-        try:
-            check_fresh(read_lock(image), after, image, kfp_version())
-        except ConfigError:
+        # One never locked is left to `kiln check` and the release, which say so.
+        if lock_path(image).is_file() and not _fresh(after, image, kfp_version()):
             stale.append(image)
     relocked = {} if args.dry_run or not stale else _relock(args, after, stale, upgrade=())
     data = {**plan.to_dict(), "written": not args.dry_run, "relocked": sorted(relocked)}
@@ -125,8 +122,7 @@ def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) ->
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from kiln._debian.lock import read_os_lock  # noqa: PLC0415
-    from kiln._debian.locking import check_os_fresh  # noqa: PLC0415
+    from kiln._debian.locking import fresh_os_lock  # noqa: PLC0415
     from kiln._release.stages import kfp_version  # noqa: PLC0415
     from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
 
@@ -145,8 +141,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
         stale = []
         if ws.on_os:
             try:
-                os_lock = read_os_lock(ws.root)
-                check_os_fresh(os_lock, ws)
+                os_lock = fresh_os_lock(ws)
             except ConfigError as exc:
                 stale.append(str(exc))
             else:
@@ -284,12 +279,7 @@ def _relock(
             base = BasePin(OS_BASE, "os", "images/os.lock")
         else:
             if image.base not in bases:
-                where = (
-                    image.path / "image.toml"
-                    if image is not ws.packages
-                    else "[tool.kiln.packages]"
-                )
-                bases[image.base] = pin_base(image.base, where)
+                bases[image.base] = pin_base(image.base, ws.settings_of(image))
                 report.stage("base", f"base {image.base}: {bases[image.base][1]}")
             base = bases[image.base][0]
         report.stage("lock", f"lock {image.name}: uv pip compile for Python {image.python} on "

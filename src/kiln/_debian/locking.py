@@ -17,7 +17,7 @@ from kiln._debian.archive import Indexes, by_name
 from kiln._debian.build import OsLayers
 from kiln._debian.config import SECTION, python_of
 from kiln._debian.layer import WRITER
-from kiln._debian.lock import OS_LOCK, LayerPin, OsLock, PackageSet
+from kiln._debian.lock import OS_LOCK, LayerPin, OsLock, PackageSet, read_os_lock
 from kiln._debian.resolve import Resolver, extra_closure
 from kiln._errors import ConfigError
 from kiln._workspace.model import Workspace
@@ -49,16 +49,19 @@ def check_os_fresh(lock: OsLock, workspace: Workspace) -> None:
         raise ConfigError(f"{lock.path}: stale: {why}; run `kiln lock` and commit the result")
     for image in workspace.on_os:
         if image.python != lock.python:
-            where = (
-                image.path / "image.toml"
-                if image is not workspace.packages
-                else "[tool.kiln.packages]"
-            )
             raise ConfigError(
-                f"{where}: python = {image.python!r}, but kiln's OS base installs Python "
-                f"{lock.python} ({lock.path}); set python = {lock.python!r}, or change the "
-                f"Python of [{SECTION}] packages"
+                f"{workspace.settings_of(image)}: python = {image.python!r}, but kiln's OS "
+                f"base installs Python {lock.python} ({lock.path}); set python = "
+                f"{lock.python!r}, or change the Python of [{SECTION}] packages"
             )
+
+
+def fresh_os_lock(workspace: Workspace) -> OsLock:
+    """The committed OS lock (``images/os.lock``), checked against ``workspace``: a
+    ConfigError naming the lock and the fix when it is missing or stale."""
+    lock = read_os_lock(workspace.root)
+    check_os_fresh(lock, workspace)
+    return lock
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,12 @@ class OsBase:
     lock: OsLock
     extras: str | None = None
 
+    @classmethod
+    def of(cls, lock: OsLock, image: Image) -> OsBase:
+        """``image``'s OS base: the OS layer, and its own extras layer when it lists
+        os-packages."""
+        return cls(lock, image.name if image.os_packages else None)
+
     @property
     def name(self) -> str:
         """What it is, for people: ``debian bookworm 12.8 (images/os.lock)``."""

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from kiln._components.drift import Drift
-from kiln._debian.lock import OS_LOCK, read_os_lock
-from kiln._debian.locking import check_os_fresh
+from kiln._debian.lock import OS_LOCK, OsLock
+from kiln._debian.locking import fresh_os_lock
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
 from kiln._images.inputs import OsBase, base_label
 from kiln._release.plan import Action, FileCandidate, plan_file
@@ -140,32 +140,33 @@ def _lock_findings(workspace: Workspace, image: Image, kfp_version: str) -> list
     return []
 
 
-def _base_now(workspace: Workspace, image: Image, lock: Lock) -> tuple[str, str] | None:
+def _base_now(image: Image, lock: Lock, os_lock: OsLock | None) -> tuple[str, str] | None:
     """The base label ``image`` would get now (None: its OS lock cannot say, which the OS
     lock's own finding reports)."""
     if image.base is not None:
         return base_label(lock.base.build_ref)
-    try:
-        os_lock = read_os_lock(workspace.root)
-        check_os_fresh(os_lock, workspace)
-    except ConfigError:
+    if os_lock is None:
         return None
-    return base_label(OsBase(os_lock, image.name if image.os_packages else None))
+    return base_label(OsBase.of(os_lock, image))
 
 
-def _os_findings(workspace: Workspace) -> list[Finding]:
-    """A RELOCK finding when the OS lock is missing or stale."""
+def _os_state(workspace: Workspace) -> tuple[OsLock | None, list[Finding]]:
+    """The fresh OS lock (None when no image is on kiln's OS base or the lock is missing
+    or stale), and a RELOCK finding for the latter."""
     if not workspace.on_os:
-        return []
+        return None, []
     try:
-        check_os_fresh(read_os_lock(workspace.root), workspace)
+        return fresh_os_lock(workspace), []
     except ConfigError as exc:
-        return [Finding(RELOCK, "os", str(OS_LOCK), str(exc), "kiln lock")]
-    return []
+        return None, [Finding(RELOCK, "os", str(OS_LOCK), str(exc), "kiln lock")]
 
 
 def _image_findings(
-    workspace: Workspace, image: Image, registry: Registry, kfp_version: str
+    workspace: Workspace,
+    image: Image,
+    registry: Registry,
+    kfp_version: str,
+    os_lock: OsLock | None,
 ) -> list[Finding]:
     config = str((image.path / "image.toml").relative_to(workspace.root))
     stale = _lock_findings(workspace, image, kfp_version)
@@ -191,7 +192,7 @@ def _image_findings(
         )
         if was != now
     ]
-    base = _base_now(workspace, image, lock)
+    base = _base_now(image, lock, os_lock)
     if base is not None and labels.get(base[0]) != base[1]:
         what = "its OS layers (images/os.lock)" if image.base is None else "its base"
         moved.append(f"{what}: pushed {labels.get(base[0]) or 'unknown'}, now {base[1]}")
@@ -219,12 +220,13 @@ def check(
 ) -> Report:
     """Every finding, helpers first; ``recorded``: the last manifest's wheel sha256s."""
     findings = _helper_findings(workspace, wheels, index, recorded)
-    findings += _os_findings(workspace)
+    os_lock, os_findings = _os_state(workspace)
+    findings += os_findings
     bumped = {f.subject for f in findings if f.kind == BUMP}
     if workspace.packages is not None:  # packages mode's lock: fresh, or relock
         findings += _lock_findings(workspace, workspace.packages, kfp_version)
     for image in workspace.images:
-        image_findings = _image_findings(workspace, image, registry, kfp_version)
+        image_findings = _image_findings(workspace, image, registry, kfp_version, os_lock)
         # A helper bump already cascades to the images containing it: say it once.
         if not set(helper_closure(workspace, image.helpers)) & bumped:
             findings += image_findings

@@ -27,8 +27,7 @@ from kiln._components.generate import (
     inputs_key,
 )
 from kiln._components.packages import check_imports, closure, install_items, pip_options
-from kiln._debian.lock import OsLock, read_os_lock
-from kiln._debian.locking import check_os_fresh
+from kiln._debian.locking import fresh_os_lock
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
 from kiln._images.base import build_ref
 from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
@@ -140,15 +139,6 @@ PACKAGES_ENV: tuple[tuple[str, str], ...] = (
 )
 
 
-def read_os(workspace: Workspace, selected: Sequence[Image]) -> OsLock | None:
-    """The committed OS lock, checked fresh, when an image of ``selected`` is built on it."""
-    if not any(i.base is None for i in selected):
-        return None
-    lock = read_os_lock(workspace.root)
-    check_os_fresh(lock, workspace)
-    return lock
-
-
 def prepare(
     workspace: Workspace,
     services: Services,
@@ -168,7 +158,8 @@ def prepare(
     for image in selected:
         locks[image.name] = read_lock(image)
         check_fresh(locks[image.name], workspace, image, kfp_version())
-    os_lock = read_os(workspace, selected)
+    # The committed OS lock, checked fresh, when a selected image is built on it.
+    os_lock = fresh_os_lock(workspace) if any(i.base is None for i in selected) else None
     report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
     staging = staging_dir(workspace)
     shutil.rmtree(staging, ignore_errors=True)
@@ -197,8 +188,8 @@ def prepare(
         if registry_base is not None:
             base = registry_base
         elif os_lock is not None:
-            base = OsBase(os_lock, image.name if image.os_packages else None)
-        else:  # pragma: no cover - read_os reads the lock whenever an image has no base
+            base = OsBase.of(os_lock, image)
+        else:  # pragma: no cover - the OS lock is read whenever an image has no base
             raise ValueError(f"{image.name}: no OS lock read")
         report.stage(
             "wheelhouse",

@@ -134,6 +134,11 @@ class Workspace:
         packages mode's base when it has none either."""
         return tuple(i for i in self.locked if i.base is None)
 
+    def settings_of(self, image: Image) -> Path | str:
+        """Where ``image`` is configured, for messages: its image.toml, or packages mode's
+        ``[tool.kiln.packages]``."""
+        return "[tool.kiln.packages]" if image is self.packages else image.path / "image.toml"
+
     def helper(self, name: str) -> Helper:
         return next(h for h in self.helpers if h.name == name)
 
