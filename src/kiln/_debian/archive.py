@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import lzma
-import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,6 +34,7 @@ from kiln._errors import (
     ServiceUnavailable,
 )
 from kiln._util.cmd import Runner
+from kiln._util.files import write_atomic
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 _INSTALL = "sudo apt-get install gpgv debian-archive-keyring"
@@ -282,7 +282,7 @@ class Indexes:
             self._keep(archive, f"dists/{suite}/{name}", compressed)
             text_bytes = lzma.decompress(compressed)
             packages = tuple(_candidates(text_bytes, archive, suite))
-            self._keep_text(parsed, json.dumps([asdict(p) for p in packages]))
+            write_atomic(parsed, json.dumps([asdict(p) for p in packages]).encode())
         self._keep(archive, f"dists/{suite}/InRelease", inrelease)
         self._log(f"    {archive} {suite}: {len(packages)} packages ({release.get('Date', '')})")
         return Suite(archive, suite, str(release.get("Version", "")), packages)
@@ -290,25 +290,11 @@ class Indexes:
     def _keep(self, archive: str, path: str, data: bytes) -> None:
         """Keep a checked index file in the archive's own layout (``mirror/<archive>/``):
         the newest copy of what kiln read, which a local mirror can serve again."""
-        _write_atomic(self._cache / "mirror" / archive / path, data)
-
-    def _keep_text(self, target: Path, text: str) -> None:
-        _write_atomic(target, text.encode())
+        write_atomic(self._cache / "mirror" / archive / path, data)
 
     def load(self) -> tuple[Suite, ...]:
         now = self._now() if self._now else time.time()
         return tuple(self._suite(archive, suite, now) for archive, suite in self._config.suites())
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        Path(tmp).replace(target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def by_name(suites: Sequence[Suite]) -> Mapping[str, list[Candidate]]:

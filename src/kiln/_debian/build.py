@@ -46,7 +46,7 @@ from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest
 from kiln._images.oci.install import compile_bytecode
 from kiln._images.oci.layers import MTIME
 from kiln._images.oci.rootfs import FolderPython, needed
-from kiln._util.files import sha256_file
+from kiln._util.files import sha256_file, temporary_beside
 
 # The environment of kiln's OS base: Debian's PATH, and the C.UTF-8 locale glibc has built in.
 OS_ENV = (
@@ -118,15 +118,10 @@ def fetch_debs(
     the cache only). A file whose sha256 is not the lock's is an error naming it."""
     found: list[tuple[DebPin, bytes]] = []
     gone: list[DebPin] = []
-    folder = cache / "debs"
     for pin in pins:
         data = _cached(cache, pin)
         if data is None and mirrors is not None:
-            folder.mkdir(parents=True, exist_ok=True)
-            fd, name = tempfile.mkstemp(prefix=".tmp-", dir=folder)
-            os.close(fd)
-            tmp = Path(name)
-            try:
+            with temporary_beside(deb_path(cache, pin)) as tmp:
                 url = mirrors.fetch_to(pin.archive, pin.path, tmp)
                 if url is not None:
                     sha = sha256_file(tmp)
@@ -140,8 +135,6 @@ def fetch_debs(
                     log(f"    fetched {pin.filename} ({pin.size} bytes)")
                     tmp.replace(deb_path(cache, pin))
                     data = deb_path(cache, pin).read_bytes()
-            finally:
-                tmp.unlink(missing_ok=True)
         if data is None:
             gone.append(pin)
         else:
@@ -315,11 +308,7 @@ class OsLayers:
         if self._copies is None:
             return None
         target = self._cache.blob_path(pin.digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        os.close(fd)
-        tmp = Path(name)
-        try:
+        with temporary_beside(target) as tmp:
             try:
                 found = self._copies.fetch(pin, tmp)
             except (ServiceUnavailable, CommandFailed) as exc:  # the mirrors may still serve
@@ -333,8 +322,6 @@ class OsLayers:
                     "the registry's storage is damaged or was altered: delete the blob there"
                 )
             tmp.replace(target)
-        finally:
-            tmp.unlink(missing_ok=True)
         self._log(f"    OS layer {pin.digest[:19]}: taken from the registry")
         return self._from_cache(pin)
 
@@ -409,8 +396,7 @@ class OsLayers:
             "history": [{"created": rfc3339(MTIME), "created_by": line} for line in history],
         }
         image_id = sha256_digest(canonical_json(config))
-        name = f"debian {lock.suite} {lock.release} (images/{lock.path.name})"
-        return BaseImage(name, image_id, config, tuple(layers))
+        return BaseImage(lock.name, image_id, config, tuple(layers))
 
     def layer(self, lock: OsLock, image: str | None = None) -> Blob:
         """The lock's OS layer (or ``image``'s extras layer), as the lock records it."""

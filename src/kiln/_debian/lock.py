@@ -99,6 +99,11 @@ class OsLock:
     os: PackageSet
     extras: Mapping[str, PackageSet] = field(default_factory=dict)
 
+    @property
+    def name(self) -> str:
+        """What it is, for people: ``debian bookworm 12.8 (images/os.lock)``."""
+        return f"debian {self.suite} {self.release} (images/{self.path.name})"
+
 
 def _q(value: object) -> str:
     return json.dumps(value, ensure_ascii=False)

@@ -36,7 +36,7 @@ class OsBase:
     @property
     def name(self) -> str:
         """What it is, for people: ``debian bookworm 12.8 (images/os.lock)``."""
-        return f"debian {self.lock.suite} {self.lock.release} (images/{self.lock.path.name})"
+        return self.lock.name
 
     @property
     def layers(self) -> tuple[str, ...]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from kiln._images.base import split_reference
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.rootfs import BasePython, host_machine
+from kiln._util.files import temporary_beside
 
 
 @dataclass(frozen=True)
@@ -112,15 +111,9 @@ def _fetch(
     target = cache.blob_path(digest)
     if target.is_file() and target.stat().st_size == size:
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)  # one per kiln at work
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with temporary_beside(target) as tmp:  # one per kiln at work
         registry.download_blob(repository, digest, tmp)
         tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def pull_base(registry: BlobSource, ref: str, cache: LayerCache) -> BaseImage:

@@ -24,6 +24,7 @@ from typing import BinaryIO
 
 from kiln._errors import CommandFailed
 from kiln._images.oci.compress import Compression, Written
+from kiln._util.files import write_atomic
 
 FORMAT = "1"  # bump when a key or an entry's layout changes: older entries are then ignored
 
@@ -99,18 +100,10 @@ class LayerCache:
         return data if f"sha256:{hashlib.sha256(data).hexdigest()}" == digest else None
 
     def _write_atomic(self, target: Path, data: bytes) -> None:
-        tmp = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            Path(tmp).replace(target)
+            write_atomic(target, data)
         except OSError as exc:
             raise self._unwritable(exc) from None
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
 
     def store(
         self,
