@@ -313,7 +313,7 @@ def _read_other(data: bytes, name: str, path: str) -> ElfInfo | None:
     if int.from_bytes(data[:2], "little") in _AOUT_MAGICS:  # its SONAME is its name to the major
         head, sep, tail = name.partition(".so.")
         short = head + sep + tail.split(".", 1)[0] if sep else name
-        return ElfInfo(FLAG_LIBC4, _b(short), 0, 0)
+        return ElfInfo(FLAG_LIBC4, fs_bytes(short), 0, 0)
     if b"GROUP" in data[:512] or b"GNU ld script" in data[:512] or path.endswith("-gdb.py"):
         return None
     raise ConfigError(f"{path} is neither an ELF file nor a linker script: ldconfig warns; {_FIX}")
@@ -346,5 +346,6 @@ def _arm_flag(data: bytes, bits: int, flag: int) -> int:
     return (_FLAG_ARM_LIBSF | FLAG_LIBC6) if e_flags & 0x200 else FLAG_LIBC6
 
 
-def _b(text: str) -> bytes:
+def fs_bytes(text: str) -> bytes:
+    """A file name as the filesystem holds it (what a name read as text came from)."""
     return text.encode("utf-8", "surrogateescape")

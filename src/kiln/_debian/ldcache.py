@@ -34,6 +34,7 @@ from kiln._debian.elf import (
     FLAG_LIBC6,
     LIB_TYPES,
     Arch,
+    fs_bytes,
     read_library,
     soname,
 )
@@ -82,10 +83,6 @@ class _CacheEntry:
     hwcap: int
     hwcaps: bytes | None
     isa_level: int
-
-
-def _b(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
 
 
 def _is_dso(name: str) -> bool:
@@ -185,7 +182,7 @@ class _Ldconfig:
                     if fnmatch.fnmatchcase(name, part) and (last or self.is_dir(child)):
                         step.append((prefix + name, child))
             found = step
-        return sorted((shown for shown, _ in found), key=_b)
+        return sorted((shown for shown, _ in found), key=fs_bytes)
 
     def add_dir(self, line: str, where: str) -> None:
         """One folder line of ld.so.conf, or a built-in folder (ldconfig's add_dir_1)."""
@@ -224,7 +221,7 @@ class _Ldconfig:
                 continue
             real = resolve(self.tree, f"{base}/{name}")
             if real is not None and self.is_dir(real):
-                self.hwcaps_names.add(_b(name))  # ldconfig keeps the name even if unused
+                self.hwcaps_names.add(fs_bytes(name))  # ldconfig keeps the name even if unused
                 self.add_single(_Dir(f"{entry.path}/glibc-hwcaps/{name}", real, entry.flag, name))
 
     def search(self, entry: _Dir) -> None:
@@ -237,12 +234,12 @@ class _Ldconfig:
             if lib is not None:
                 self.keep(found, lib, entry)
         hwcap = 0 if entry.hwcaps is not None else self.arch.path_hwcap(entry.path)
-        hwcaps = None if entry.hwcaps is None else _b(entry.hwcaps)
+        hwcaps = None if entry.hwcaps is None else fs_bytes(entry.hwcaps)
         # ldconfig puts each new library at the head of its list, then adds the list in order;
         # the cache names a library by its SONAME, in a glibc-hwcaps subfolder by its file
         for lib in reversed(found.values()):
-            filename = lib.soname if hwcaps is None else _b(lib.name)
-            value = _b(entry.path) + b"/" + filename
+            filename = lib.soname if hwcaps is None else fs_bytes(lib.name)
+            value = fs_bytes(entry.path) + b"/" + filename
             self.entries.append(
                 _CacheEntry(lib.soname, value, lib.flag, hwcap, hwcaps, lib.isa_level)
             )
@@ -272,15 +269,15 @@ class _Ldconfig:
         lib = read_library(self.arch, self.tree[target].data, name, path)
         if lib is None:
             return None
-        soname = lib.soname if lib.soname is not None else _b(name)
+        soname = lib.soname if lib.soname is not None else fs_bytes(name)
         is_link = kind == SYMLINK
-        if is_link and _b(name) != soname:
+        if is_link and fs_bytes(name) != soname:
             # only a link named as the SONAME, or a libfoo.so dev link, counts as a link
-            is_link = name.endswith(".so") and soname.startswith(_b(name))
+            is_link = name.endswith(".so") and soname.startswith(fs_bytes(name))
         flag = lib.flag
         if flag == FLAG_ELF and entry.flag in (FLAG_LIBC5, FLAG_LIBC6):
             flag = entry.flag
-        return _Found(name, _b(name) if is_link else soname, flag, is_link, lib.isa_level)
+        return _Found(name, fs_bytes(name) if is_link else soname, flag, is_link, lib.isa_level)
 
     def keep(self, found: dict[bytes, _Found], new: _Found, entry: _Dir) -> None:
         """Add ``new`` unless its SONAME is taken; of two, keep a file over a link, else
@@ -290,7 +287,7 @@ class _Ldconfig:
             found[new.soname] = new
             return
         signed = self.arch.signed_char
-        newer = _libcmp_key(_b(old.name), signed) < _libcmp_key(_b(new.name), signed)
+        newer = _libcmp_key(fs_bytes(old.name), signed) < _libcmp_key(fs_bytes(new.name), signed)
         if not ((not new.is_link and old.is_link) or (new.is_link == old.is_link and newer)):
             return
         if old.flag != new.flag:
