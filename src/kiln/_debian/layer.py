@@ -178,10 +178,9 @@ def add_packages(builder: TreeBuilder, debs: Sequence[Deb]) -> None:
     for deb in sorted(debs, key=lambda d: d.name):
         for entry in deb.entries:
             builder.add(entry)
-        builder.add(Entry(f"var/lib/dpkg/status.d/{deb.name}", FILE, 0o644, data=_status(deb)))
+        builder.add(_file(f"var/lib/dpkg/status.d/{deb.name}", _status(deb)))
         if deb.md5sums:
-            path = f"var/lib/dpkg/status.d/{deb.name}.md5sums"
-            builder.add(Entry(path, FILE, 0o644, data=deb.md5sums))
+            builder.add(_file(f"var/lib/dpkg/status.d/{deb.name}.md5sums", deb.md5sums))
 
 
 def add_system(builder: TreeBuilder, release: Release) -> str:

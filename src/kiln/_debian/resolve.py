@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from debian.debian_support import Version
+from debian.debian_support import Version, version_compare
 
 from kiln._debian.archive import Candidate
 from kiln._errors import ConfigError
@@ -55,16 +55,11 @@ class Closure:
     omitted: tuple[Omitted, ...]  # sorted
 
 
-def _compare(a: str, b: str) -> int:
-    va, vb = Version(a), Version(b)
-    return (va > vb) - (va < vb)
-
-
 def _fits(version: str, constraint: tuple[str, str] | None) -> bool:
     if constraint is None:
         return True
     op, wanted = constraint
-    return bool(_OPS[op](_compare(version, wanted)))
+    return bool(_OPS[op](version_compare(version, wanted)))
 
 
 def _relations(text: str) -> list[list[dict[str, Any]]]:
