@@ -7,13 +7,14 @@ import json
 from dataclasses import asdict
 from typing import Any
 
+from kiln import _context
 from kiln._cli import common
 from kiln._errors import ConfigError
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
     ws = common.workspace(args)
-    stack = common.local_stack(ws)
+    stack = _context.local_stack(ws)
     if args.action == "up":
         stack.up(echo=common.report_of(args).step)
     elif args.action == "down":

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from kiln import _context
 from kiln._cli import common
 from kiln._errors import ConfigError, KilnError, ServiceUnavailable
 from kiln._report import Reporter
@@ -191,8 +192,8 @@ def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
     report, options = common.report_of(args), common.options_of(args)
     pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]
     report.stage("os", f"OS lock: is each of its {len(pins)} packages still served?")
-    mirrors = Mirrors(ws.os, common.http_session(options))
-    gone = unavailable(pins, mirrors, common.debian_cache(ws))
+    mirrors = Mirrors(ws.os, _context.http_session(options))
+    gone = unavailable(pins, mirrors, _context.debian_cache(ws))
     if gone:
         names = ", ".join(f"{p.name} {p.version}" for p in gone)
         raise ServiceUnavailable(
@@ -223,11 +224,11 @@ def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[
         return {"path": str(path), "written": False, "changes": [], "images": []}
     how = "moving every package to the newest version" if upgrade else "resolving"
     report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
-    mirrors = Mirrors(ws.os, common.http_session(options))
+    mirrors = Mirrors(ws.os, _context.http_session(options))
     indexes = Indexes(
-        ws.os, mirrors, reporting_runner(report), common.debian_cache(ws), log=report.detail
+        ws.os, mirrors, reporting_runner(report), _context.debian_cache(ws), log=report.detail
     )
-    layers = common.os_layers(ws, options, report.detail)
+    layers = _context.os_layers(ws, options, report.detail)
     lock = lock_os(
         ws, indexes=indexes, layers=layers, previous=previous, upgrade=upgrade,
         log=report.detail,

@@ -1,0 +1,191 @@
+"""How a flow reaches its servers: the context it runs in, where it publishes, and the
+clients, builder and runner built from them.
+
+A ``Context`` is what every flow gets from whoever calls it (the CLI, a test): the
+``Options`` read once from the environment, the ``Reporter``, and ``cleanup`` (callbacks
+the caller runs when the flow ends, failed or not). A ``Target`` says where it publishes:
+the repository's local stack, or an index URL and a registry host. ``connect`` turns the
+two into the ``Services`` a release passes down.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+import requests
+
+from kiln._debian.archive import Mirrors
+from kiln._debian.build import OsLayers, RegistryCopies
+from kiln._errors import ConfigError
+from kiln._images.docker import docker_client
+from kiln._images.oci.builder import KilnBuilder, cache_dir
+from kiln._images.oci.cache import LayerCache
+from kiln._options import Options
+from kiln._release.stages import Services
+from kiln._report import Reporter
+from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
+from kiln._servers.index import IndexClient
+from kiln._servers.registry import RegistryClient
+from kiln._servers.stack import LocalStack
+from kiln._util.cmd import reporting_runner
+from kiln._wheels.wheelhouse import PipDownload, SimplePages
+from kiln._workspace.model import Workspace
+
+
+@dataclass
+class Context:
+    """What a flow runs with: settings, the progress reporter, and callbacks to run when
+    it ends (the caller runs them, in order, failed or not)."""
+
+    options: Options
+    report: Reporter
+    cleanup: list[Callable[[], object]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a flow publishes: the repository's local stack (``local``, started if
+    needed), or the index at ``index`` (base URL) and the registry at ``registry``
+    (host[:port])."""
+
+    local: bool = True
+    index: str | None = None
+    registry: str | None = None
+
+
+LOCAL = Target()
+
+
+def local_stack(ws: Workspace) -> LocalStack:
+    return LocalStack(ws.stack, ws.state_dir / "stack")
+
+
+def http_session(options: Options) -> requests.Session:
+    """A session for kiln's own HTTPS clients, trusting ``options``' CA bundle."""
+    session = requests.Session()
+    if options.ca_bundle is not None:
+        session.verify = str(options.ca_bundle)
+    return session
+
+
+def os_layers(
+    ws: Workspace,
+    options: Options,
+    log: Callable[[str], None],
+    *,
+    copies: RegistryCopies | None = None,
+) -> OsLayers:
+    """kiln's OS layers for ``ws``: its layer cache, .deb cache and Debian mirrors, and
+    ``copies`` (the registry's copies of layers) as a source."""
+    mirrors = Mirrors(ws.os, http_session(options))
+    return OsLayers(
+        LayerCache(cache_dir(ws.state_dir)), debian_cache(ws), mirrors, copies=copies, log=log
+    )
+
+
+def debian_cache(ws: Workspace) -> Path:
+    """Where kiln keeps Debian's checked indexes and .deb files (``.kiln/cache/debian``)."""
+    return ws.state_dir / "cache" / "debian"
+
+
+def _kiln_builder(
+    ws: Workspace,
+    reg: RegistryClient,
+    options: Options,
+    engine: Callable[[], docker.DockerClient],
+    log: Callable[[str], None],
+    *,
+    credentials: Credentials | None,
+) -> KilnBuilder | None:
+    """kiln's image builder (None: the repo builds no image); ``credentials``: the push
+    registry's, which the engine needs to pull an image for its smoke check."""
+    if not ws.images and (ws.packages is None or ws.packages.base is not None):
+        return None
+
+    def base_registry(host: str) -> RegistryClient:
+        """The registry a base is read from (the target registry's own client for it)."""
+        if host == reg.host:
+            return reg
+        return RegistryClient(
+            host, credentials=registry_credentials(host, os.environ), session=http_session(options)
+        )
+
+    siblings = [f"{ws.org}/{i.name}" for i in ws.locked]
+    return KilnBuilder(
+        engine, cache_dir(ws.state_dir), reg, base_registry=base_registry,
+        os_layers=lambda: os_layers(ws, options, log, copies=RegistryCopies(reg, siblings)),
+        siblings=siblings, log=log, credentials=credentials,
+    )  # fmt: skip
+
+
+def connect(
+    ws: Workspace,
+    ctx: Context,
+    target: Target = LOCAL,
+    *,
+    images: bool = True,
+    read_only: bool = False,
+) -> Services:
+    """Clients for ``target``'s index and registry (the local stack started if needed),
+    kiln's image builder (unless not ``images``), and the logged runner; every server
+    answers first.
+
+    ``read_only``: a local stack this flow had to start is stopped when it ends (through
+    ``ctx.cleanup``), so the machine is left as it was found."""
+    report, options = ctx.report, ctx.options
+    runner = reporting_runner(report)
+    index_storage = None
+    # Credentials come from the environment, netrc or docker's config, never from an
+    # argument; the local stack needs none.
+    index_auth: Credentials | None = None
+    registry_auth: Credentials | None = None
+    if target.local:
+        stack = local_stack(ws)
+        was_running = any(s.running for s in stack.status())
+        stack.up(echo=report.step)
+        if read_only and not was_running:
+            # A dry run leaves the machine as it found it: stop what it had to start.
+            ctx.cleanup.append(stack.down)
+        index_url, registry = ws.stack.index_url, ws.stack.registry
+        index_storage = stack.dir / "index"
+    else:
+        if not target.index or not target.registry:
+            raise ConfigError("give --local, or both --index URL and --registry HOST[:PORT]")
+        index_url, registry = target.index, target.registry
+        index_auth = index_credentials(index_url, os.environ)
+        registry_auth = registry_credentials(registry, os.environ)
+        for what, auth in (("index", index_auth), ("registry", registry_auth)):
+            report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
+
+    engines: list[docker.DockerClient] = []
+
+    def engine() -> docker.DockerClient:  # connected on first use: the builder may not need it
+        if not engines:
+            engines.append(docker_client(options.docker_host))
+        return engines[0]
+
+    index = IndexClient(
+        index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
+    )
+    reg = RegistryClient(registry, credentials=registry_auth, session=http_session(options))
+    index.ping()
+    reg.ping()
+    oci = None
+    if images:
+        oci = _kiln_builder(ws, reg, options, engine, report.detail, credentials=registry_auth)
+    private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
+    download = PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle)
+    return Services(
+        index=index,
+        registry=reg,
+        runner=runner,
+        index_storage=index_storage,
+        download=download,
+        sources=download,
+        oci=oci,
+        upstream_pages=lambda url: SimplePages(url, ca_bundle=options.ca_bundle),
+    )
