@@ -22,7 +22,7 @@ _CHOICES = re.compile(r"[\w-]+(\|[\w-]+)+")
 def kiln_commands(text: str) -> list[list[str]]:
     """Each `kiln ...` line of a shell block, as argv without `kiln`: comments and
     redirections dropped, and `a|b|c` (the docs' way to list choices) one argv each."""
-    found = []
+    found: list[list[str]] = []
     for block in _FENCE.findall(text):
         for raw in block.splitlines():
             line = raw.strip().removeprefix("$ ")
