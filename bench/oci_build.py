@@ -53,7 +53,7 @@ from kiln._images.oci.build import KFP_ENV
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.push import push_image
-from kiln._release.stages import PACKAGES_ENV
+from kiln._release.prepare import PACKAGES_ENV
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel

@@ -25,7 +25,7 @@ from kiln._images.docker import docker_client
 from kiln._images.oci.builder import KilnBuilder, cache_dir
 from kiln._images.oci.cache import LayerCache
 from kiln._options import Options
-from kiln._release.stages import Services
+from kiln._release.services import Services
 from kiln._report import Reporter
 from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
 from kiln._servers.index import IndexClient

@@ -21,7 +21,9 @@ from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base import BaseImage
 from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
-from kiln._release.stages import Outcome, Services, execute, make_plan, prepare
+from kiln._release.prepare import prepare
+from kiln._release.services import Services
+from kiln._release.stages import Outcome, execute, make_plan
 from kiln._util.files import sha256_file
 from kiln._wheels.lock import OS_BASE, BasePin, Pin, inputs_hash, lock_path, no_deps_extra, render
 from kiln._workspace.discovery import discover

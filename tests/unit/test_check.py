@@ -11,7 +11,7 @@ import pytest
 from kiln._debian.lock import render
 from kiln._release.check import ALTERED, BUMP, RELOCK, TODO, Report, check
 from kiln._release.manifest import recorded_wheels
-from kiln._release.stages import kfp_version, prepare
+from kiln._release.prepare import kfp_version, prepare
 from kiln._workspace.discovery import discover
 from tests.unit.fakes import OS_LAYER, Setup, release_setup, write_fake_os_lock
 

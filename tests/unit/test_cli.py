@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli.release import plan_text as _plan_text
 from kiln._release.plan import FileCandidate, ImageCandidate, plan_release
+from kiln._release.plan import plan_text as _plan_text
 from tests import factory
 from tests.unit.cli import run
 

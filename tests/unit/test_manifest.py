@@ -6,8 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
+from kiln._components.yamls import FileRecord
 from kiln._release.manifest import (
-    FileRecord,
     ImageRecord,
     Manifest,
     SbomRecord,

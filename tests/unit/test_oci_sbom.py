@@ -13,7 +13,7 @@ from typing import Any
 
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.sbom import image_sbom
-from kiln._release.stages import prepare
+from kiln._release.prepare import prepare
 from tests.unit.fakes import Setup, release_setup
 
 DIGEST = "sha256:" + "d" * 64

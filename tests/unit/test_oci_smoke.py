@@ -19,7 +19,7 @@ import pytest
 from kiln._errors import CommandFailed
 from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.smoke import Run, _import_packages, import_packages, smoke_check
-from kiln._release.stages import prepare
+from kiln._release.prepare import prepare
 from tests.unit.fakes import release_setup
 from tests.unit.test_oci_push import an_image, sha
 

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kiln._components import generate as generate_module
+from kiln._components import yamls
 from kiln._components.drift import compare, describe
 from kiln._components.generate import compile_pipeline as real_compile
 from kiln._components.generate import generate_component as real_generate
@@ -25,9 +26,9 @@ from kiln._components.packages import (
     install_items,
     pip_options,
 )
+from kiln._components.yamls import generate
 from kiln._errors import ConfigError
-from kiln._release import stages
-from kiln._release.stages import generate, prepare
+from kiln._release.prepare import prepare
 from kiln._wheels.build import BuiltWheel, build_wheels
 from kiln._wheels.wheelhouse import WheelFile, Wheelhouse
 from kiln._workspace.discovery import discover
@@ -283,8 +284,10 @@ def test_same_inputs_same_bytes_and_a_removed_component_loses_its_yaml(
     (setup.ws.root / "pipelines" / "components" / "light.py").unlink()
     setup.ws = discover(setup.ws.root)
     prepared = prepare(setup.ws, setup.services)
-    refs = {i.image.name: f"{i.repository}@{i.digest}" for i in prepared.images}
-    generate(setup.ws, prepared, refs, index_url=setup.index.url)
+    generate(
+        setup.ws, prepared.wheelhouses, prepared.image_refs, packages=prepared.packages,
+        index_url=setup.index.url,
+    )  # fmt: skip
     assert not (setup.ws.component_dir / "light_step.yaml").exists()
     assert (setup.ws.component_dir / "double.yaml").exists()
 
@@ -350,8 +353,8 @@ def test_unchanged_components_and_pipelines_come_from_the_generation_cache(
         calls.append(component.name)
         return real(component, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "generate_component", counting)
-    monkeypatch.setattr(stages, "compile_pipeline", _no_compile)
+    monkeypatch.setattr(yamls, "generate_component", counting)
+    monkeypatch.setattr(yamls, "compile_pipeline", _no_compile)
     setup.release()
     assert calls == []
     assert {p.name: p.read_bytes() for p in setup.ws.component_dir.glob("*.yaml")} == before
@@ -359,8 +362,12 @@ def test_unchanged_components_and_pipelines_come_from_the_generation_cache(
     light = setup.ws.root / "pipelines" / "components" / "light.py"
     light.write_text(light.read_text().replace("Scale x", "Scale the x"))
     setup.ws = discover(setup.ws.root)
-    monkeypatch.setattr(stages, "compile_pipeline", real_compile)
-    generate(setup.ws, prepare(setup.ws, setup.services), _refs(setup), index_url="http://x")
+    monkeypatch.setattr(yamls, "compile_pipeline", real_compile)
+    prepared = prepare(setup.ws, setup.services)
+    generate(
+        setup.ws, prepared.wheelhouses, _refs(setup), packages=prepared.packages,
+        index_url="http://x",
+    )  # fmt: skip
     assert sorted(calls) == ["double", "light_step"]  # every module's YAML: one key
 
 
@@ -381,7 +388,7 @@ def test_a_changed_generator_is_not_served_the_yamls_its_previous_code_wrote(
         calls.append(component.name)
         return real_generate(component, *args, **kwargs)
 
-    monkeypatch.setattr(stages, "generate_component", counting)
+    monkeypatch.setattr(yamls, "generate_component", counting)
     setup.release()  # the same bytes as the real package: every YAML from the cache
     assert calls == []
     source = copy / "generate.py"

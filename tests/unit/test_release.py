@@ -20,7 +20,8 @@ from kiln._errors import (
 from kiln._images.inputs import OsBase
 from kiln._images.oci.builder import image_labels
 from kiln._release.plan import Action
-from kiln._release.stages import make_plan, prepare
+from kiln._release.prepare import prepare
+from kiln._release.stages import make_plan
 from kiln._util.files import sha256_file
 from kiln._workspace.discovery import discover
 from tests import factory

@@ -21,7 +21,9 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._release.stages import Services, execute, make_plan, prepare
+from kiln._release.prepare import prepare
+from kiln._release.services import Services
+from kiln._release.stages import execute, make_plan
 from kiln._report import Reporter
 from kiln._util.cmd import call
 from kiln._wheels.lock import BasePin, Uv, lock_path, make_lock, parse_lock, read_lock

@@ -10,7 +10,8 @@ import pytest
 
 from kiln._cli import main
 from kiln._errors import CommandFailed
-from kiln._release.stages import Services, prepare
+from kiln._release.prepare import prepare
+from kiln._release.services import Services
 from kiln._util.files import sha256_file
 from kiln._wheels.build import (
     NO_CACHE_ENV,

@@ -2,9 +2,11 @@
 
 A short pipeline: parse the arguments, compute ``Options`` from the environment
 once, make the Reporter, run the command. Commands live by what they touch:
-``release`` (build, publish, bake, components, release), ``workspace`` (new,
-bump, lock), ``local`` (stack, run). Progress goes to stderr; ``--json`` puts
-the machine-readable result on stdout.
+``release`` (build, publish, bake, components, release, check), ``workspace`` (new,
+bump, lock), ``local`` (stack, run); each calls its flow in the library with a typed
+context (``context``) and renders the result. ``parsers`` holds the arguments of the
+release and local commands, whose modules are imported only when one of them runs.
+Progress goes to stderr; ``--json`` puts the machine-readable result on stdout.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from kiln import __version__
-from kiln._cli import local, release, workspace
+from kiln._cli import parsers, workspace
 from kiln._errors import EXIT_CODES, CommandFailed, KilnError, RunFailed
 from kiln._options import Options, environment_help
 from kiln._report import Reporter
@@ -81,9 +83,9 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--version", action="version", version=f"kiln {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    release.add_parsers(sub, common, targets)
+    parsers.release_parsers(sub, common, targets)
     workspace.add_parsers(sub, common)
-    local.add_parsers(sub, common)
+    parsers.local_parsers(sub, common)
     return top
 
 

@@ -2,8 +2,8 @@
 
 Each command gets the parsed arguments with three things the entry point adds:
 ``report`` (the Reporter), ``options`` (the environment, checked once) and
-``cleanup`` (callbacks run when the command ends, failed or not); ``context`` and
-``target`` hand them to the library's flows as typed values.
+``cleanup`` (callbacks run when the command ends, failed or not); ``_cli/context.py``
+hands them to the library's flows as typed values.
 """
 
 from __future__ import annotations
@@ -13,9 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kiln._context import Context, Target, connect
 from kiln._options import Options
-from kiln._release.stages import Services
 from kiln._report import Reporter
 from kiln._workspace.discovery import discover, find_root
 from kiln._workspace.model import Workspace
@@ -29,23 +27,6 @@ def report_of(args: argparse.Namespace) -> Reporter:
 def options_of(args: argparse.Namespace) -> Options:
     options: Options = args.options
     return options
-
-
-def context(args: argparse.Namespace) -> Context:
-    """The flow's context: the entry point's options, reporter and cleanup list (shared, so
-    what a flow registers runs when the command ends)."""
-    cleanup: list[Any] = args.cleanup
-    return Context(options_of(args), report_of(args), cleanup)
-
-
-def target(args: argparse.Namespace) -> Target:
-    """Where the command publishes: --local (also for commands without the target options),
-    or --index and --registry."""
-    return Target(
-        local=getattr(args, "local", True),
-        index=getattr(args, "index", None),
-        registry=getattr(args, "registry", None),
-    )
 
 
 def emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -64,11 +45,3 @@ def workspace(args: argparse.Namespace) -> Workspace:
     ws = discover(root)
     report_of(args).open_log(ws.state_dir / "logs" / f"{args.command}.log")
     return ws
-
-
-def services(
-    args: argparse.Namespace, ws: Workspace, *, images: bool = True, read_only: bool = False
-) -> Services:
-    """``kiln._context.connect`` for the command's target; --dry-run is ``read_only``."""
-    read_only = read_only or getattr(args, "dry_run", False)
-    return connect(ws, context(args), target(args), images=images, read_only=read_only)

@@ -6,7 +6,6 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from kiln import _context
 from kiln._cli import common
 from kiln._errors import ConfigError, KilnError, ServiceUnavailable
 from kiln._report import Reporter
@@ -58,7 +57,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_bump(args: argparse.Namespace) -> int:
-    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._release.prepare import kfp_version  # noqa: PLC0415
     from kiln._wheels.lock import lock_path  # noqa: PLC0415
     from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
     from kiln._workspace.discovery import discover  # noqa: PLC0415
@@ -124,7 +123,7 @@ def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) ->
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from kiln._debian.locking import fresh_os_lock  # noqa: PLC0415
-    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._release.prepare import kfp_version  # noqa: PLC0415
     from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
 
     ws = common.workspace(args)
@@ -186,14 +185,15 @@ def _fresh(ws: Workspace, image: Image, kfp: str) -> bool:
 def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
     """Every .deb ``lock`` pins is in kiln's cache or on a mirror, else ServiceUnavailable
     naming the packages gone and the fix."""
+    from kiln._context import debian_cache, http_session  # noqa: PLC0415
     from kiln._debian.archive import Mirrors  # noqa: PLC0415
     from kiln._debian.build import unavailable  # noqa: PLC0415
 
     report, options = common.report_of(args), common.options_of(args)
     pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]
     report.stage("os", f"OS lock: is each of its {len(pins)} packages still served?")
-    mirrors = Mirrors(ws.os, _context.http_session(options))
-    gone = unavailable(pins, mirrors, _context.debian_cache(ws))
+    mirrors = Mirrors(ws.os, http_session(options))
+    gone = unavailable(pins, mirrors, debian_cache(ws))
     if gone:
         names = ", ".join(f"{p.name} {p.version}" for p in gone)
         raise ServiceUnavailable(
@@ -206,6 +206,7 @@ def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
 
 def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[str, Any]:
     """Write images/os.lock when it is stale or ``upgrade``; its row, with every change."""
+    from kiln._context import debian_cache, http_session, os_layers  # noqa: PLC0415
     from kiln._debian.archive import Indexes, Mirrors  # noqa: PLC0415
     from kiln._debian.lock import OS_LOCK, parse_os_lock, render  # noqa: PLC0415
     from kiln._debian.locking import changes, lock_os, moved_images, stale_reason  # noqa: PLC0415
@@ -224,11 +225,9 @@ def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[
         return {"path": str(path), "written": False, "changes": [], "images": []}
     how = "moving every package to the newest version" if upgrade else "resolving"
     report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
-    mirrors = Mirrors(ws.os, _context.http_session(options))
-    indexes = Indexes(
-        ws.os, mirrors, reporting_runner(report), _context.debian_cache(ws), log=report.detail
-    )
-    layers = _context.os_layers(ws, options, report.detail)
+    mirrors = Mirrors(ws.os, http_session(options))
+    indexes = Indexes(ws.os, mirrors, reporting_runner(report), debian_cache(ws), log=report.detail)
+    layers = os_layers(ws, options, report.detail)
     lock = lock_os(
         ws, indexes=indexes, layers=layers, previous=previous, upgrade=upgrade,
         log=report.detail,
@@ -255,7 +254,7 @@ def _relock(
     """Write the lock of each of ``images``; name -> {path, written (False: unchanged)}."""
     import uv  # noqa: PLC0415
 
-    from kiln._release.stages import kfp_version  # noqa: PLC0415
+    from kiln._release.prepare import kfp_version  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
     from kiln._wheels.lock import OS_BASE, BasePin, Uv, lock_path, make_lock  # noqa: PLC0415
     from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir  # noqa: PLC0415

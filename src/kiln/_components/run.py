@@ -16,10 +16,11 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln._components.generate import pipeline_function
-from kiln._errors import RunFailed
+from kiln._components.generate import pipeline_arguments, pipeline_function
+from kiln._errors import ConfigError, RunFailed
+from kiln._images.docker import docker_client
 from kiln._report import Reporter, strip_ansi
-from kiln._workspace.model import Pipeline
+from kiln._workspace.model import Pipeline, Workspace
 
 # kfp.local's own lines about a task's progress.
 _TASK_START = re.compile(r"Executing task '([^']+)'")
@@ -155,3 +156,43 @@ def run_pipeline(
     if isinstance(outputs, Mapping):
         return {name: _plain(v) for name, v in outputs.items()}
     return {"output": _plain(getattr(task, "output", None))}
+
+
+def run(
+    ws: Workspace,
+    name: str,
+    *,
+    docker_host: str,
+    arguments: Mapping[str, Any],
+    dev: bool = False,
+    network: str = "auto",
+    report: Reporter | None = None,
+) -> dict[str, Any]:
+    """Run the pipeline ``name`` (``pipelines/<name>.py``) on its generated YAMLs (the last
+    dev release's with ``dev``), ``arguments`` over its ``RUN_ARGS``; its outputs by name.
+    ``network`` "auto": the host's when a component is in packages mode (its pod installs
+    from the local index), else none."""
+    report = report or Reporter.null()
+    pipeline = next((p for p in ws.pipelines if p.name == name), None)
+    if pipeline is None:
+        known = ", ".join(p.name for p in ws.pipelines) or "none"
+        raise ConfigError(f"no pipeline {name!r} under pipelines/ (known: {known})")
+    component_dir = ws.dist_dir / "dev" / "components" if dev else ws.component_dir
+    if not any(component_dir.glob("*.yaml")):
+        command = "kiln release --dev --local" if dev else "kiln release --local"
+        raise ConfigError(f"{component_dir}: no generated components; run `{command}`")
+    if network == "auto":  # packages-mode pods install from the index, on loopback
+        network = "host" if any(c.image is None for c in ws.components) else "none"
+    merged = {**pipeline_arguments(pipeline), **arguments}
+    # The engine runs every task: one that cannot be reached is the service's fault
+    # (exit 5), not the pipeline's.
+    docker_client(docker_host).close()
+    report.stage("run", f"run {pipeline.name} with kfp.local.DockerRunner (network {network})")
+    return run_pipeline(
+        pipeline,
+        component_dir,
+        pipeline_root=ws.state_dir / "runs" / pipeline.name,
+        arguments=merged,
+        network_mode=network,
+        report=report,
+    )

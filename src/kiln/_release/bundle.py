@@ -22,6 +22,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from kiln._errors import PublishedConflict
+from kiln._release.stages import upload_checked
+from kiln._report import Reporter
+from kiln._servers.index import Index
 from kiln._wheels.build import BuiltWheel, build_wheel
 from kiln._workspace.model import Helper
 
@@ -151,3 +155,27 @@ def build_bundle(
             siblings=(),
         )
         return build_wheel(helper, outdir)
+
+
+def bundle_published(index: Index, name: str, wheel: BuiltWheel, *, fix: str) -> bool:
+    """Whether the index has the bundle ``wheel`` (project ``name``) with these bytes;
+    PublishedConflict, ending with ``fix``, when it has it with other bytes."""
+    there = index.files(name).get(wheel.filename)
+    if there is not None and there != wheel.sha256:
+        raise PublishedConflict(
+            f"{wheel.filename} is already published with other bytes (index sha256 "
+            f"{there[:12]}..., this one {wheel.sha256[:12]}...): {fix}"
+        )
+    return there is not None
+
+
+def publish_bundle(
+    index: Index, name: str, wheel: BuiltWheel, report: Reporter, *, fix: str
+) -> tuple[str, ...]:
+    """Upload the bundle ``wheel`` unless the index has it (identical: skipped; other
+    bytes: PublishedConflict ending with ``fix``); what was uploaded."""
+    if bundle_published(index, name, wheel, fix=fix):
+        return ()
+    report.stage("bundle", f"bundle: uploading {wheel.filename} to {index.url}")
+    upload_checked(index, [(name, wheel.path, wheel.sha256)], report=report)
+    return (wheel.filename,)

@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from kiln._components.yamls import FileRecord
+
 
 @dataclass(frozen=True)
 class WheelRecord:
@@ -42,20 +44,6 @@ class ImageRecord:
     status: str  # "pushed" by this release, or "unchanged"
     sbom: SbomRecord | None = None
     revision: str | None = None  # the git revision of the release that pushed it (if this one)
-
-
-@dataclass(frozen=True)
-class FileRecord:
-    """A generated file (component YAML, compiled pipeline), relative to the repo."""
-
-    name: str
-    path: str
-    sha256: str
-    image: str | None = None  # the image a component runs on
-
-    def to_json(self) -> dict[str, str]:
-        row = {"name": self.name, "path": self.path, "sha256": self.sha256}
-        return {**row, "image": self.image} if self.image is not None else row
 
 
 @dataclass(frozen=True)

@@ -246,3 +246,35 @@ def plan_release(
         components=tuple(plan_component(n, i, by_name) for n, i in components if i in by_name),
         pipelines=tuple(pipelines),
     )
+
+
+def plan_text(plan: ReleasePlan) -> str:
+    """The plan for a person: each action with its reason; refusals last, in full."""
+    lines = [
+        f"  {s.action.value:8} {s.filename}: {s.reason}"
+        for s in plan.files
+        if s.kind == "helper" and s.action.value != "refuse"
+    ]
+    mirror = [s for s in plan.files if s.kind == "mirror"]
+    todo = sum(1 for s in mirror if s.action.value == "publish")
+    same = sum(1 for s in mirror if s.action.value == "skip")
+    lines.append(
+        f"  mirror   {len(mirror)} third-party wheel(s): {todo} not on the index yet, "
+        f"{same} already there with identical bytes"
+    )
+    lines += [
+        f"  {s.action.value:8} image {s.repository}:{s.version}: {s.reason}"
+        for s in plan.images
+        if s.action.value != "refuse"
+    ]
+    by_image: dict[str, list[str]] = {}
+    for c in plan.components:
+        by_image.setdefault(c.image, []).append(c.name)
+    lines += [
+        f"  generate {len(names)} component(s) on {image} ({', '.join(names)}): "
+        + next(c.reason for c in plan.components if c.image == image)
+        for image, names in by_image.items()
+    ]
+    lines += [f"  {s.action.value:8} {s.reason}" for s in plan.files if s.action.value == "refuse"]
+    lines += [f"  {s.action.value:8} {s.reason}" for s in plan.images if s.action.value == "refuse"]
+    return "plan:\n" + "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The release: prepare (local only) -> plan (ask the servers) -> execute (stage by stage).
+"""The release: prepare (local only, ``kiln._release.prepare``) -> plan (ask the servers)
+-> execute (stage by stage).
 
 Stages: wheels -> publish (helpers + third-party mirror) -> bake -> push ->
 components -> pipelines -> manifest. Every stage is idempotent: re-running an
@@ -7,34 +8,18 @@ interrupted release skips what is already published and finishes the rest.
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any
-
-from packaging.utils import canonicalize_name
 
 from kiln import __version__
-from kiln._components.catalog import Entry, read_yaml, write_catalog
-from kiln._components.generate import (
-    cached,
-    compile_pipeline,
-    files_digest,
-    generate_component,
-    inputs_key,
-)
-from kiln._components.packages import check_imports, closure, install_items, pip_options
-from kiln._debian.locking import fresh_os_lock
-from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, PublishedConflict
-from kiln._images.base import build_ref
-from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
+from kiln._components.yamls import generate
+from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
+from kiln._images.inputs import ImageInputs
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.sbom import image_sbom, sbom_path
 from kiln._release.manifest import (
-    FileRecord,
     ImageRecord,
     Manifest,
     SbomRecord,
@@ -49,68 +34,14 @@ from kiln._release.plan import (
     ReleasePlan,
     plan_release,
 )
+from kiln._release.prepare import Prepared, image_builder, kfp_version
+from kiln._release.services import Services
 from kiln._report import Reporter
 from kiln._servers.index import Index
-from kiln._servers.registry import Registry
-from kiln._util.cmd import Runner, call
 from kiln._util.files import sha256_file
 from kiln._util.git import revision
-from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
-from kiln._wheels.lock import Lock, Pages, check_fresh, lock_path, read_lock
-from kiln._wheels.sdist import SdistBuilder, SourceFetch, sdist_cache_dir
-from kiln._wheels.wheelhouse import (
-    Downloader,
-    PipDownload,
-    SimplePages,
-    Wheelhouse,
-    resolve_wheelhouse,
-)
-from kiln._workspace.model import Component, Image, Pipeline, Workspace
-
-
-@dataclass(frozen=True)
-class Services:
-    """The side effects a release needs, passed in (fakes in unit tests)."""
-
-    index: Index
-    registry: Registry
-    # kiln's image builder (None: a command that builds no image, e.g. `kiln publish`)
-    oci: OciBuilder | None = None
-    runner: Runner = call
-    # Where the index keeps its files, when kiln knows (the local stack), for messages.
-    index_storage: Path | None = None
-    # The upstream index's simple pages, by URL; fetches locked wheels (None: pip download).
-    upstream_pages: Callable[[str], Pages] = SimplePages
-    download: Downloader | None = None
-    # Fetches the sdists and build backends of wheels a lock builds (the CLI passes the
-    # same PipDownload as `download`: it holds the private index's credentials).
-    sources: SourceFetch | None = None
-
-
-@dataclass(frozen=True)
-class PackagesInputs:
-    """Packages mode: the plain Python base its pods start from (reference as pinned) and
-    the wheelhouse of its lock, whose files the pods install by URL and sha256."""
-
-    base: str
-    wheelhouse: Wheelhouse
-
-
-@dataclass(frozen=True)
-class Prepared:
-    wheels: tuple[BuiltWheel, ...]
-    images: tuple[ImageInputs, ...]
-    packages: PackagesInputs | None = None
-
-    def mirror_candidates(self) -> tuple[FileCandidate, ...]:
-        seen: dict[str, FileCandidate] = {}
-        houses = [i.wheelhouse for i in self.images]
-        if self.packages is not None:
-            houses.append(self.packages.wheelhouse)
-        for house in houses:
-            for w in house.mirror():  # wheels kiln built from sdists: their sources
-                seen[w.filename] = FileCandidate("mirror", w.name, w.version, w.path, w.sha256)
-        return tuple(seen[k] for k in sorted(seen))
+from kiln._wheels.build import BuiltWheel
+from kiln._workspace.model import Workspace
 
 
 @dataclass
@@ -120,166 +51,6 @@ class Outcome:
     manifest_path: Path
     uploaded: list[str] = field(default_factory=list)
     pushed: list[str] = field(default_factory=list)
-
-
-def kfp_version() -> str:
-    return dist_version("kfp")
-
-
-def staging_dir(workspace: Workspace) -> Path:
-    """Where a release builds its wheels before the plan is accepted (kiln's own state)."""
-    return workspace.state_dir / "staging" / "wheels"
-
-
-# Packages mode's base (the OS layer and pip): what its pods' `python3 -m pip install`
-# needs. Debian marks its Python as managed by apt (PEP 668); no apt runs in a pod.
-PACKAGES_ENV: tuple[tuple[str, str], ...] = (
-    ("PIP_BREAK_SYSTEM_PACKAGES", "1"),
-    ("PIP_ROOT_USER_ACTION", "ignore"),
-)
-
-
-def prepare(
-    workspace: Workspace,
-    services: Services,
-    *,
-    images: bool = True,
-    wheel_cache: bool = True,
-    report: Reporter | None = None,
-) -> Prepared:
-    """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
-    and nothing is written outside kiln's state folder. Without ``images``, only the
-    wheels."""
-    report = report or Reporter.null()
-    selected = list(workspace.locked) if images else []
-    # Every image is built from its committed lock: a missing or stale one stops the
-    # release before anything is built.
-    locks: dict[str, Lock] = {}
-    for image in selected:
-        locks[image.name] = read_lock(image)
-        check_fresh(locks[image.name], workspace, image, kfp_version())
-    # The committed OS lock, checked fresh, when a selected image is built on it.
-    os_lock = fresh_os_lock(workspace) if any(i.base is None for i in selected) else None
-    report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
-    staging = staging_dir(workspace)
-    shutil.rmtree(staging, ignore_errors=True)
-    wheels = build_wheels(
-        workspace.helpers,
-        staging,
-        cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
-    )
-    for w in wheels:
-        report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
-    inputs: list[ImageInputs] = []
-    packages: PackagesInputs | None = None
-    pages = [
-        (f"{services.index.url}/simple/", services.index),
-        (workspace.upstream_index, services.upstream_pages(workspace.upstream_index)),
-    ]
-    download = services.download or PipDownload(services.runner)
-    fetch = services.sources or PipDownload(services.runner)
-    sdists = SdistBuilder(
-        fetch, services.runner, cache_dir=sdist_cache_dir(workspace.state_dir), report=report
-    )
-    for image in selected:
-        lock = locks[image.name]
-        registry_base = build_ref(image, lock)
-        base: str | OsBase
-        if registry_base is not None:
-            base = registry_base
-        elif os_lock is not None:
-            base = OsBase.of(os_lock, image)
-        else:  # pragma: no cover - the OS lock is read whenever an image has no base
-            raise ValueError(f"{image.name}: no OS lock read")
-        report.stage(
-            "wheelhouse",
-            f"wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})",
-        )
-        wheelhouse = resolve_wheelhouse(
-            workspace,
-            image,
-            wheels,
-            lock=lock,
-            pages=pages,
-            download=download,
-            sdists=sdists,
-        )
-        report.detail(
-            f"    {len(wheelhouse.third_party)} third-party wheel(s), "
-            f"{len(wheelhouse.helpers)} helper wheel(s)"
-        )
-        if image is workspace.packages:  # installed by pods at start
-            if isinstance(base, str):
-                packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
-                continue
-            built = _packages_base(
-                workspace, image, base, wheelhouse, services=services, report=report
-            )
-            inputs.append(built)
-            packages = PackagesInputs(f"{built.repository}@{built.digest}", wheelhouse)
-            continue
-        found = image_inputs(
-            image,
-            registry=services.registry.host,
-            org=workspace.org,
-            base=base,
-            wheelhouse=wheelhouse,
-        )
-        inputs.append(_build_with_kiln(workspace, found, services, report))
-    return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
-
-
-def _packages_base(
-    workspace: Workspace,
-    image: Image,
-    base: OsBase,
-    wheelhouse: Wheelhouse,
-    *,
-    services: Services,
-    report: Reporter,
-) -> ImageInputs:
-    """Packages mode's base, built by kiln: the OS layer and the locked pip, tagged by
-    its own digest (its YAMLs pin the digest; the tag only names it in the registry)."""
-    pip = tuple(w for w in wheelhouse.third_party if w.name == "pip")
-    if not pip:
-        raise ConfigError(
-            f"{lock_path(image)}: it pins no pip, which packages mode's base needs (its pods "
-            "run `python3 -m pip install`): run `kiln lock packages`"
-        )
-    house = Wheelhouse(image=image.name, requirements=(), third_party=pip, helpers=())
-    inputs = ImageInputs(
-        image=dataclasses.replace(image, version=f"python{image.python}-pip{pip[0].version}"),
-        repository=f"{services.registry.host}/{workspace.org}/{image.name}",
-        tag="unbuilt",
-        base=base,
-        wheelhouse=house,
-        smoke=("pip",),
-        env=PACKAGES_ENV,
-    )
-    built = _build_with_kiln(workspace, inputs, services, report)
-    return dataclasses.replace(built, tag=f"py{image.python}-{built.digest[7:19]}")
-
-
-def _oci(services: Services, image: str) -> OciBuilder:
-    if services.oci is None:
-        raise ConfigError(
-            f"images/{image}: this command runs without kiln's image builder: run "
-            "`kiln release`, `kiln bake` or `kiln components --local`"
-        )
-    return services.oci
-
-
-def _build_with_kiln(
-    workspace: Workspace, inputs: ImageInputs, services: Services, report: Reporter
-) -> ImageInputs:
-    """``inputs`` with the image kiln builds from them: its digest is known from here on."""
-    what = inputs.image.name if inputs.tag == "unbuilt" else inputs.ref
-    report.stage("image", f"image {what}: building with kiln on {inputs.base_name}")
-    # Only committed values go into the image: the git remote differs from clone to clone.
-    oci = _oci(services, inputs.image.name)
-    built, base = oci.build(inputs, source=workspace.source)
-    report.detail(f"    {what}: {built.digest}")
-    return dataclasses.replace(inputs, built=built, base_id=base.image_id)
 
 
 def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> ReleasePlan:
@@ -402,7 +173,7 @@ def _push_kiln_built(
 ) -> str:
     """Push an image kiln built; the digest the plan (and the components) pinned, checked."""
     report.stage("push", f"image {inputs.ref}: pushing {built.digest[:19]}...")
-    digest = _oci(services, step.name).push(inputs, built)
+    digest = image_builder(services, step.name).push(inputs, built)
     there = services.registry.digest(inputs.path_in_registry, inputs.tag)
     if digest != step.digest or there != digest:
         raise CommandFailed(
@@ -463,128 +234,6 @@ def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
             shutil.copy2(w.path, target / w.filename)
 
 
-def generate(
-    workspace: Workspace,
-    prepared: Prepared,
-    image_refs: Mapping[str, str],
-    *,
-    index_url: str,
-    report: Reporter | None = None,
-    out: Path | None = None,
-) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...]]:
-    """Write the pinned component YAMLs (the committed tree, ``workspace.component_dir``,
-    or ``out``; a YAML of a component that no longer exists is removed) and compile the
-    pipelines (under dist/, or beside ``out``). ``index_url``: the private index
-    packages-mode pods install from."""
-    pipelines_out = workspace.dist_dir / "pipelines" if out is None else out.parent / "pipelines"
-    out = out or workspace.component_dir
-    modes = [c.mode for c in workspace.components]
-    (report or Reporter.null()).stage(
-        "components",
-        f"components: {modes.count('image')} pinned to image digests, "
-        f"{modes.count('packages')} to hash-checked packages",
-    )
-    houses = {i.image.name: i.wheelhouse for i in prepared.images}
-    records = []
-    entries = []
-    cache = workspace.state_dir / "cache" / "components"
-    # Every component module's bytes: one may import another (a generated YAML holds its
-    # function's source, read by KFP from the loaded module).
-    sources = files_digest((workspace.root / "pipelines" / "components").glob("*.py"))
-
-    def generated(c: Component, image: str, source: str, **packages: Any) -> Path:
-        key = inputs_key(
-            kind="component", sources=sources, name=c.name, image=image, source=source,
-            packages=packages,
-        )  # fmt: skip
-        return cached(
-            cache, key, out / f"{c.name}.yaml",
-            lambda: generate_component(c, image, out, packages=packages or None, source=source),
-        )  # fmt: skip
-
-    for c in workspace.components:
-        source = str(c.path.relative_to(workspace.root))
-        if c.image is not None:
-            house = houses[c.image]
-            wheels = [w.path for w in house.third_party] + [w.path for w in house.helpers]
-            check_imports(c, wheels, where=f"image {c.image}")
-            path = generated(c, image_refs[c.image], source)
-            pins: tuple[str, ...] = (image_refs[c.image],)
-            inside = tuple(f"{w.distribution}=={w.version}" for w in house.helpers)
-        else:
-            if prepared.packages is None or workspace.packages is None:
-                raise ValueError("packages mode's wheelhouse was not prepared")
-            installed = closure(
-                workspace, c, prepared.packages.wheelhouse, workspace.packages.python
-            )
-            check_imports(c, [i.path for i in installed], where="its packages")
-            options = {
-                "packages_to_install": install_items(installed, index_url=index_url),
-                **pip_options(index_url),
-            }
-            path = generated(c, prepared.packages.base, source, **options)
-            pins = (
-                f"base {prepared.packages.base}",
-                *(f"{i.name}=={i.version}" for i in installed),
-            )
-            helper_dists = {str(canonicalize_name(h.distribution)) for h in workspace.helpers}
-            inside = tuple(f"{i.name}=={i.version}" for i in installed if i.name in helper_dists)
-        records.append(_file_record(c.name, path, workspace.root, image=c.image))
-        entries.append(_catalog_entry(workspace, c, path, pins, inside))
-    written = {Path(r.path).name for r in records}
-    for stale in out.glob("*.yaml"):
-        if stale.name not in written:
-            stale.unlink()  # its component is gone
-    write_catalog(
-        entries, out, title=f"{workspace.org} components",
-        generated_by=f"Generated by kiln {__version__} from pipelines/components/: do not edit; "
-        "run `kiln components --local`.",
-    )  # fmt: skip
-    yamls = files_digest(out.glob("*.yaml"))  # what a pipeline's load(name) reads
-
-    def compiled(p: Pipeline) -> Path:
-        key = inputs_key(kind="pipeline", source=p.path.read_bytes().hex(), yamls=yamls)
-        return cached(
-            cache, key, pipelines_out / f"{p.name}.yaml",
-            lambda: compile_pipeline(p, out, pipelines_out),
-        )  # fmt: skip
-
-    pipelines = tuple(
-        _file_record(p.name, compiled(p), workspace.root) for p in workspace.pipelines
-    )
-    return tuple(records), pipelines
-
-
-def _catalog_entry(
-    workspace: Workspace,
-    component: Component,
-    path: Path,
-    pins: tuple[str, ...],
-    helpers: tuple[str, ...],
-) -> Entry:
-    """The catalog's row of ``component``: its interface read back from its YAML."""
-    description, inputs, outputs = read_yaml(path)
-    # Where it is committed (also when ``path`` is a scratch copy for --check).
-    rel = (workspace.component_dir / path.name).relative_to(workspace.root).as_posix()
-    where, how = f'"{rel}"', "load_component_from_file"  # in a clone of this repository
-    if workspace.source and workspace.source.startswith("https://github.com/"):
-        raw = workspace.source.replace("https://github.com/", "https://raw.githubusercontent.com/")
-        where, how = f'"{raw}/vX.Y.Z/{rel}"  # vX.Y.Z: the release tag', "load_component_from_url"
-    snippet = f"from kfp import components\n\n{component.name} = components.{how}(\n    {where}\n)"
-    return Entry(
-        name=component.name,
-        source=component.path.relative_to(workspace.root).as_posix(),
-        yaml=rel,
-        description=description,
-        inputs=inputs,
-        outputs=outputs,
-        mode=component.mode,
-        pins=pins,
-        helpers=helpers,
-        snippet=snippet,
-    )
-
-
 def check_engine(plan: ReleasePlan, services: Services) -> None:
     """An image is smoke-checked by the engine after its push: an engine that cannot be
     reached stops the release before anything is published."""
@@ -611,8 +260,9 @@ def execute(
     images = _image_records(workspace, plan, digests, rev)
     components, pipelines = generate(
         workspace,
-        prepared,
+        prepared.wheelhouses,
         {i.name: i.ref for i in images},
+        packages=prepared.packages,
         index_url=services.index.url,
         report=report,
     )
@@ -643,8 +293,3 @@ def execute(
     manifest.write(manifest_path)
     report.stage("manifest", f"manifest: {manifest_path}")
     return Outcome(plan, manifest, manifest_path, uploaded, pushed)
-
-
-def _file_record(name: str, path: Path, root: Path, image: str | None = None) -> FileRecord:
-    rel = str(path.relative_to(root))
-    return FileRecord(name=name, path=rel, sha256=sha256_file(path), image=image)

@@ -10,62 +10,91 @@ tag again publishes nothing and says so.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from kiln._cli import common
-from kiln._errors import ConfigError, PublishedConflict
+from kiln import __version__
+from kiln._components.drift import describe
+from kiln._context import Context, Target, connect
+from kiln._errors import ConfigError
+from kiln._release.bundle import build_bundle, bundle_name, bundle_published, publish_bundle
+from kiln._release.components import committed_label, component_drift
+from kiln._release.plan import ReleasePlan, plan_text
+from kiln._release.prepare import Prepared, kfp_version, prepare
+from kiln._release.stages import check_refusals, execute, make_plan
+from kiln._release.train import (
+    Snapshot,
+    check_history,
+    check_train,
+    check_tree,
+    component_pins,
+    previous_tag,
+    release_notes,
+    released_versions,
+    snapshot,
+    tag_version,
+)
+from kiln._wheels.build import BuiltWheel
+from kiln._workspace.model import Workspace
 
-if TYPE_CHECKING:
-    from kiln._release.plan import ReleasePlan
-    from kiln._release.stages import Prepared
-    from kiln._workspace.model import Workspace
+
+@dataclass(frozen=True)
+class TagRelease:
+    """What `kiln release --tag` did: the release and its tag, the tagged commit, the
+    previous release's tag, what was uploaded and pushed, the bundle, and the record."""
+
+    release: str  # X.Y.Z
+    tag: str
+    revision: str
+    previous: str | None
+    uploaded: tuple[str, ...]
+    pushed: tuple[str, ...]
+    bundle: BuiltWheel
+    record: Path  # dist/release/
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "release": self.release,
+            "tag": self.tag,
+            "revision": self.revision,
+            "previous": self.previous,
+            "uploaded": list(self.uploaded),
+            "pushed": list(self.pushed),
+            "bundle": {"filename": self.bundle.filename, "sha256": self.bundle.sha256},
+            "record": str(self.record),
+        }
+
+    @property
+    def summary(self) -> str:
+        if not self.uploaded and not self.pushed:
+            return f"release {self.release} is already published: nothing uploaded, nothing pushed"
+        return (
+            f"release {self.release}: uploaded {len(self.uploaded)} file(s), pushed "
+            f"{len(self.pushed)} image(s)"
+        )
 
 
-def release_tag(args: argparse.Namespace) -> int:
-    from kiln._cli.release import _component_drift, plan_text  # noqa: PLC0415
-    from kiln._components.drift import describe  # noqa: PLC0415
-    from kiln._release.bundle import build_bundle, bundle_name  # noqa: PLC0415
-    from kiln._release.stages import (  # noqa: PLC0415
-        check_refusals,
-        execute,
-        make_plan,
-        prepare,
-        upload_checked,
-    )
-    from kiln._release.train import (  # noqa: PLC0415
-        Snapshot,
-        check_history,
-        check_train,
-        check_tree,
-        previous_tag,
-        release_notes,
-        released_versions,
-        snapshot,
-        tag_version,
-    )
-
-    ws = common.workspace(args)
-    report, options = common.report_of(args), common.options_of(args)
-    version = tag_version(args.tag)
-    head = check_tree(ws.root, args.tag)
-    services = common.services(args, ws)
+def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRelease:
+    """Release the commit ``tag`` (``vX.Y.Z``) names, which must be HEAD of a clean tree."""
+    report = ctx.report
+    version = tag_version(tag)
+    head = check_tree(ws.root, tag)
+    services = connect(ws, ctx, target)
     bundle = bundle_name(ws.org)
     released = released_versions(services.index.files(bundle))
     rerun = check_train(version, released, bundle)
     previous = previous_tag(ws.root, version)
     check_history(version, released, previous)
-    report.stage("train", f"release {version} ({args.tag} at {head[:12]})")
-    prepared = prepare(
-        ws, services, wheel_cache=options.wheel_cache,
-        report=report,
-    )  # fmt: skip
+    report.stage("train", f"release {version} ({tag} at {head[:12]})")
+    prepared = prepare(ws, services, wheel_cache=ctx.options.wheel_cache, report=report)
     plan = make_plan(ws, prepared, services)
-    label = str(ws.component_dir.relative_to(ws.root))
-    drifts = _component_drift(args, ws, services, prepared)
+    label = committed_label(ws)
+    drifts = component_drift(
+        ws, services, report, wheel_cache=ctx.options.wheel_cache, prepared=prepared
+    )
     if drifts:
         raise ConfigError(
             f"{label}: the tagged commit's component YAMLs are stale ({len(drifts)} file(s)), "
@@ -81,46 +110,36 @@ def release_tag(args: argparse.Namespace) -> int:
     staging = ws.state_dir / "release" / "bundle"
     shutil.rmtree(staging, ignore_errors=True)
     wheel = build_bundle(staging, org=ws.org, version=str(version), yamls=yamls, record=record)
-    there = services.index.files(bundle).get(wheel.filename)
-    if there is not None and there != wheel.sha256:
-        raise PublishedConflict(
-            f"{bundle} {version} is already published with other bytes (index sha256 "
-            f"{there[:12]}..., this release {wheel.sha256[:12]}...): a published version never "
-            "changes; tag a new version"
-        )
-    if rerun and there is not None and plan.up_to_date:
+    there = bundle_published(
+        services.index, bundle, wheel,
+        fix="a published version never changes; tag a new version",
+    )  # fmt: skip
+    if rerun and there and plan.up_to_date:
         report.stage("train", f"release {version} is already published: nothing to do")
 
     outcome = execute(ws, prepared, plan, services, release_version=str(version), report=report)
-    if there is None:
-        report.stage("bundle", f"bundle: uploading {wheel.filename} to {services.index.url}")
-        upload_checked(services.index, [(bundle, wheel.path, wheel.sha256)], report=report)
+    uploaded = publish_bundle(
+        services.index, bundle, wheel, report,
+        fix="a published version never changes; tag a new version",
+    )  # fmt: skip
     notes = release_notes(
         version,
-        args.tag,
+        tag,
         previous,
         snapshot(ws.root, previous, label) if previous else Snapshot({}, {}, {}),
         snapshot(ws.root, head, label),
     )
     directory = _write_record(ws, outcome.manifest_path, notes, wheel.path, label)
-    uploaded = outcome.uploaded + ([wheel.filename] if there is None else [])
-    result = {
-        "release": str(version),
-        "tag": args.tag,
-        "revision": head,
-        "previous": previous,
-        "uploaded": uploaded,
-        "pushed": outcome.pushed,
-        "bundle": {"filename": wheel.filename, "sha256": wheel.sha256},
-        "record": str(directory),
-    }
-    if not uploaded and not outcome.pushed:
-        summary = f"release {version} is already published: nothing uploaded, nothing pushed"
-    else:
-        pushed = len(outcome.pushed)
-        summary = f"release {version}: uploaded {len(uploaded)} file(s), pushed {pushed} image(s)"
-    common.emit(args, result, f"{summary}\nrecord: {directory}")
-    return 0
+    return TagRelease(
+        release=str(version),
+        tag=tag,
+        revision=head,
+        previous=previous,
+        uploaded=(*outcome.uploaded, *uploaded),
+        pushed=tuple(outcome.pushed),
+        bundle=wheel,
+        record=directory,
+    )
 
 
 def _bundle_record(
@@ -128,10 +147,6 @@ def _bundle_record(
 ) -> dict[str, Any]:
     """What the bundle's manifest records besides each YAML's sha256 (all of it fixed by
     the tagged commit, so a re-run builds the same bytes)."""
-    from kiln import __version__  # noqa: PLC0415
-    from kiln._release.stages import kfp_version  # noqa: PLC0415
-    from kiln._release.train import component_pins  # noqa: PLC0415
-
     components = {}
     for component in ws.components:
         path = ws.component_dir / f"{component.name}.yaml"

@@ -1,0 +1,175 @@
+"""The committed component YAMLs of a workspace, pinned, with their catalog, and the
+pipelines compiled from them.
+
+Image mode pins each component to its image's ``repository@digest``; packages mode to
+the hash-checked files its pod installs from the index. The YAMLs and compiled
+pipelines come from the generation cache when their inputs are unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from packaging.utils import canonicalize_name
+
+from kiln import __version__
+from kiln._components.catalog import Entry, read_yaml, write_catalog
+from kiln._components.generate import (
+    cached,
+    compile_pipeline,
+    files_digest,
+    generate_component,
+    inputs_key,
+)
+from kiln._components.packages import check_imports, closure, install_items, pip_options
+from kiln._report import Reporter
+from kiln._util.files import sha256_file
+from kiln._wheels.wheelhouse import Wheelhouse
+from kiln._workspace.model import Component, Pipeline, Workspace
+
+
+@dataclass(frozen=True)
+class PackagesInputs:
+    """Packages mode: the plain Python base its pods start from (reference as pinned) and
+    the wheelhouse of its lock, whose files the pods install by URL and sha256."""
+
+    base: str
+    wheelhouse: Wheelhouse
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """A generated file (component YAML, compiled pipeline), relative to the repo."""
+
+    name: str
+    path: str
+    sha256: str
+    image: str | None = None  # the image a component runs on
+
+    def to_json(self) -> dict[str, str]:
+        row = {"name": self.name, "path": self.path, "sha256": self.sha256}
+        return {**row, "image": self.image} if self.image is not None else row
+
+
+def generate(
+    workspace: Workspace,
+    houses: Mapping[str, Wheelhouse],
+    image_refs: Mapping[str, str],
+    *,
+    packages: PackagesInputs | None,
+    index_url: str,
+    report: Reporter | None = None,
+    out: Path | None = None,
+) -> tuple[tuple[FileRecord, ...], tuple[FileRecord, ...]]:
+    """Write the pinned component YAMLs (the committed tree, ``workspace.component_dir``,
+    or ``out``; a YAML of a component that no longer exists is removed) and compile the
+    pipelines (under dist/, or beside ``out``). ``houses``: each image's wheelhouse,
+    ``image_refs`` its ``repository@digest``; ``packages``: packages mode's base and
+    wheelhouse; ``index_url``: the private index packages-mode pods install from."""
+    pipelines_out = workspace.dist_dir / "pipelines" if out is None else out.parent / "pipelines"
+    out = out or workspace.component_dir
+    modes = [c.mode for c in workspace.components]
+    (report or Reporter.null()).stage(
+        "components",
+        f"components: {modes.count('image')} pinned to image digests, "
+        f"{modes.count('packages')} to hash-checked packages",
+    )
+    records = []
+    entries = []
+    cache = workspace.state_dir / "cache" / "components"
+    # Every component module's bytes: one may import another (a generated YAML holds its
+    # function's source, read by KFP from the loaded module).
+    sources = files_digest((workspace.root / "pipelines" / "components").glob("*.py"))
+
+    def generated(c: Component, image: str, source: str, **options: Any) -> Path:
+        key = inputs_key(
+            kind="component", sources=sources, name=c.name, image=image, source=source,
+            packages=options,
+        )  # fmt: skip
+        return cached(
+            cache, key, out / f"{c.name}.yaml",
+            lambda: generate_component(c, image, out, packages=options or None, source=source),
+        )  # fmt: skip
+
+    for c in workspace.components:
+        source = str(c.path.relative_to(workspace.root))
+        if c.image is not None:
+            house = houses[c.image]
+            wheels = [w.path for w in house.third_party] + [w.path for w in house.helpers]
+            check_imports(c, wheels, where=f"image {c.image}")
+            path = generated(c, image_refs[c.image], source)
+            pins: tuple[str, ...] = (image_refs[c.image],)
+            inside = tuple(f"{w.distribution}=={w.version}" for w in house.helpers)
+        else:
+            if packages is None or workspace.packages is None:
+                raise ValueError("packages mode's wheelhouse was not prepared")
+            installed = closure(workspace, c, packages.wheelhouse, workspace.packages.python)
+            check_imports(c, [i.path for i in installed], where="its packages")
+            options = {
+                "packages_to_install": install_items(installed, index_url=index_url),
+                **pip_options(index_url),
+            }
+            path = generated(c, packages.base, source, **options)
+            pins = (f"base {packages.base}", *(f"{i.name}=={i.version}" for i in installed))
+            helper_dists = {str(canonicalize_name(h.distribution)) for h in workspace.helpers}
+            inside = tuple(f"{i.name}=={i.version}" for i in installed if i.name in helper_dists)
+        records.append(file_record(c.name, path, workspace.root, image=c.image))
+        entries.append(_catalog_entry(workspace, c, path, pins, inside))
+    written = {Path(r.path).name for r in records}
+    for stale in out.glob("*.yaml"):
+        if stale.name not in written:
+            stale.unlink()  # its component is gone
+    write_catalog(
+        entries, out, title=f"{workspace.org} components",
+        generated_by=f"Generated by kiln {__version__} from pipelines/components/: do not edit; "
+        "run `kiln components --local`.",
+    )  # fmt: skip
+    yamls = files_digest(out.glob("*.yaml"))  # what a pipeline's load(name) reads
+
+    def compiled(p: Pipeline) -> Path:
+        key = inputs_key(kind="pipeline", source=p.path.read_bytes().hex(), yamls=yamls)
+        return cached(
+            cache, key, pipelines_out / f"{p.name}.yaml",
+            lambda: compile_pipeline(p, out, pipelines_out),
+        )  # fmt: skip
+
+    pipelines = tuple(file_record(p.name, compiled(p), workspace.root) for p in workspace.pipelines)
+    return tuple(records), pipelines
+
+
+def _catalog_entry(
+    workspace: Workspace,
+    component: Component,
+    path: Path,
+    pins: tuple[str, ...],
+    helpers: tuple[str, ...],
+) -> Entry:
+    """The catalog's row of ``component``: its interface read back from its YAML."""
+    description, inputs, outputs = read_yaml(path)
+    # Where it is committed (also when ``path`` is a scratch copy for --check).
+    rel = (workspace.component_dir / path.name).relative_to(workspace.root).as_posix()
+    where, how = f'"{rel}"', "load_component_from_file"  # in a clone of this repository
+    if workspace.source and workspace.source.startswith("https://github.com/"):
+        raw = workspace.source.replace("https://github.com/", "https://raw.githubusercontent.com/")
+        where, how = f'"{raw}/vX.Y.Z/{rel}"  # vX.Y.Z: the release tag', "load_component_from_url"
+    snippet = f"from kfp import components\n\n{component.name} = components.{how}(\n    {where}\n)"
+    return Entry(
+        name=component.name,
+        source=component.path.relative_to(workspace.root).as_posix(),
+        yaml=rel,
+        description=description,
+        inputs=inputs,
+        outputs=outputs,
+        mode=component.mode,
+        pins=pins,
+        helpers=helpers,
+        snippet=snippet,
+    )
+
+
+def file_record(name: str, path: Path, root: Path, image: str | None = None) -> FileRecord:
+    rel = str(path.relative_to(root))
+    return FileRecord(name=name, path=rel, sha256=sha256_file(path), image=image)

@@ -1,0 +1,213 @@
+"""A release's local work: build the helper wheels (into kiln's staging folder), resolve
+each image's wheelhouse from its committed lock, and build each image with kiln, so its
+digest is known before anything is asked of a server or published."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+from kiln._components.yamls import PackagesInputs
+from kiln._debian.locking import fresh_os_lock
+from kiln._errors import ConfigError
+from kiln._images.base import build_ref
+from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
+from kiln._release.plan import FileCandidate
+from kiln._release.services import Services
+from kiln._report import Reporter
+from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
+from kiln._wheels.lock import Lock, check_fresh, lock_path, read_lock
+from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir
+from kiln._wheels.wheelhouse import PipDownload, Wheelhouse, resolve_wheelhouse
+from kiln._workspace.model import Image, Workspace
+
+# Packages mode's base (the OS layer and pip): what its pods' `python3 -m pip install`
+# needs. Debian marks its Python as managed by apt (PEP 668); no apt runs in a pod.
+PACKAGES_ENV: tuple[tuple[str, str], ...] = (
+    ("PIP_BREAK_SYSTEM_PACKAGES", "1"),
+    ("PIP_ROOT_USER_ACTION", "ignore"),
+)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    wheels: tuple[BuiltWheel, ...]
+    images: tuple[ImageInputs, ...]
+    packages: PackagesInputs | None = None
+
+    @property
+    def wheelhouses(self) -> Mapping[str, Wheelhouse]:
+        """Each image's wheelhouse, by image name."""
+        return {i.image.name: i.wheelhouse for i in self.images}
+
+    @property
+    def image_refs(self) -> Mapping[str, str]:
+        """Each image's ``repository@digest``, by image name (what its YAMLs pin)."""
+        return {i.image.name: f"{i.repository}@{i.digest}" for i in self.images}
+
+    def mirror_candidates(self) -> tuple[FileCandidate, ...]:
+        seen: dict[str, FileCandidate] = {}
+        houses = [i.wheelhouse for i in self.images]
+        if self.packages is not None:
+            houses.append(self.packages.wheelhouse)
+        for house in houses:
+            for w in house.mirror():  # wheels kiln built from sdists: their sources
+                seen[w.filename] = FileCandidate("mirror", w.name, w.version, w.path, w.sha256)
+        return tuple(seen[k] for k in sorted(seen))
+
+
+def kfp_version() -> str:
+    return dist_version("kfp")
+
+
+def staging_dir(workspace: Workspace) -> Path:
+    """Where a release builds its wheels before the plan is accepted (kiln's own state)."""
+    return workspace.state_dir / "staging" / "wheels"
+
+
+def prepare(
+    workspace: Workspace,
+    services: Services,
+    *,
+    images: bool = True,
+    wheel_cache: bool = True,
+    report: Reporter | None = None,
+) -> Prepared:
+    """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
+    and nothing is written outside kiln's state folder. Without ``images``, only the
+    wheels."""
+    report = report or Reporter.null()
+    selected = list(workspace.locked) if images else []
+    # Every image is built from its committed lock: a missing or stale one stops the
+    # release before anything is built.
+    locks: dict[str, Lock] = {}
+    for image in selected:
+        locks[image.name] = read_lock(image)
+        check_fresh(locks[image.name], workspace, image, kfp_version())
+    # The committed OS lock, checked fresh, when a selected image is built on it.
+    os_lock = fresh_os_lock(workspace) if any(i.base is None for i in selected) else None
+    report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
+    staging = staging_dir(workspace)
+    shutil.rmtree(staging, ignore_errors=True)
+    wheels = build_wheels(
+        workspace.helpers,
+        staging,
+        cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
+    )
+    for w in wheels:
+        report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
+    inputs: list[ImageInputs] = []
+    packages: PackagesInputs | None = None
+    pages = [
+        (f"{services.index.url}/simple/", services.index),
+        (workspace.upstream_index, services.upstream_pages(workspace.upstream_index)),
+    ]
+    download = services.download or PipDownload(services.runner)
+    fetch = services.sources or PipDownload(services.runner)
+    sdists = SdistBuilder(
+        fetch, services.runner, cache_dir=sdist_cache_dir(workspace.state_dir), report=report
+    )
+    for image in selected:
+        lock = locks[image.name]
+        registry_base = build_ref(image, lock)
+        base: str | OsBase
+        if registry_base is not None:
+            base = registry_base
+        elif os_lock is not None:
+            base = OsBase.of(os_lock, image)
+        else:  # pragma: no cover - the OS lock is read whenever an image has no base
+            raise ValueError(f"{image.name}: no OS lock read")
+        report.stage(
+            "wheelhouse",
+            f"wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})",
+        )
+        wheelhouse = resolve_wheelhouse(
+            workspace,
+            image,
+            wheels,
+            lock=lock,
+            pages=pages,
+            download=download,
+            sdists=sdists,
+        )
+        report.detail(
+            f"    {len(wheelhouse.third_party)} third-party wheel(s), "
+            f"{len(wheelhouse.helpers)} helper wheel(s)"
+        )
+        if image is workspace.packages:  # installed by pods at start
+            if isinstance(base, str):
+                packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
+                continue
+            built = _packages_base(
+                workspace, image, base, wheelhouse, services=services, report=report
+            )
+            inputs.append(built)
+            packages = PackagesInputs(f"{built.repository}@{built.digest}", wheelhouse)
+            continue
+        found = image_inputs(
+            image,
+            registry=services.registry.host,
+            org=workspace.org,
+            base=base,
+            wheelhouse=wheelhouse,
+        )
+        inputs.append(_build_with_kiln(workspace, found, services, report))
+    return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
+
+
+def _packages_base(
+    workspace: Workspace,
+    image: Image,
+    base: OsBase,
+    wheelhouse: Wheelhouse,
+    *,
+    services: Services,
+    report: Reporter,
+) -> ImageInputs:
+    """Packages mode's base, built by kiln: the OS layer and the locked pip, tagged by
+    its own digest (its YAMLs pin the digest; the tag only names it in the registry)."""
+    pip = tuple(w for w in wheelhouse.third_party if w.name == "pip")
+    if not pip:
+        raise ConfigError(
+            f"{lock_path(image)}: it pins no pip, which packages mode's base needs (its pods "
+            "run `python3 -m pip install`): run `kiln lock packages`"
+        )
+    house = Wheelhouse(image=image.name, requirements=(), third_party=pip, helpers=())
+    inputs = ImageInputs(
+        image=dataclasses.replace(image, version=f"python{image.python}-pip{pip[0].version}"),
+        repository=f"{services.registry.host}/{workspace.org}/{image.name}",
+        tag="unbuilt",
+        base=base,
+        wheelhouse=house,
+        smoke=("pip",),
+        env=PACKAGES_ENV,
+    )
+    built = _build_with_kiln(workspace, inputs, services, report)
+    return dataclasses.replace(built, tag=f"py{image.python}-{built.digest[7:19]}")
+
+
+def image_builder(services: Services, image: str) -> OciBuilder:
+    """``services``' image builder, or an error naming the commands that have one."""
+    if services.oci is None:
+        raise ConfigError(
+            f"images/{image}: this command runs without kiln's image builder: run "
+            "`kiln release`, `kiln bake` or `kiln components --local`"
+        )
+    return services.oci
+
+
+def _build_with_kiln(
+    workspace: Workspace, inputs: ImageInputs, services: Services, report: Reporter
+) -> ImageInputs:
+    """``inputs`` with the image kiln builds from them: its digest is known from here on."""
+    what = inputs.image.name if inputs.tag == "unbuilt" else inputs.ref
+    report.stage("image", f"image {what}: building with kiln on {inputs.base_name}")
+    # Only committed values go into the image: the git remote differs from clone to clone.
+    oci = image_builder(services, inputs.image.name)
+    built, base = oci.build(inputs, source=workspace.source)
+    report.detail(f"    {what}: {built.digest}")
+    return dataclasses.replace(inputs, built=built, base_id=base.image_id)
