@@ -1,0 +1,73 @@
+"""The tag release as a library call, no command line: a small repo (one helper, no
+image) released as v0.1.0 on its own local stack, the typed result checked against the
+index and the record on disk; the same tag again publishes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import docker
+import pytest
+
+from kiln._context import LOCAL, Context
+from kiln._options import Options
+from kiln._release.bundle import bundle_name
+from kiln._release.components import components
+from kiln._release.tag import release_tag
+from kiln._report import Reporter
+from kiln._servers.index import IndexClient
+from kiln._workspace.discovery import discover
+from tests import factory
+from tests.e2e.conftest import free_port, on_stack
+
+pytestmark = pytest.mark.e2e
+
+GIT = ["git", "-c", "user.name=kiln-test", "-c", "user.email=kiln@example.invalid"]
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_a_tag_release_is_a_function_with_a_typed_result(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    index_port, registry_port = free_port(), free_port()
+    root = factory.workspace(tmp_path / "repo", index_port=index_port, registry_port=registry_port)
+    factory.helper(root, "textstats", deps=())
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    ctx = Context(Options(), Reporter.null())
+    with on_stack(root, index_port, registry_port, docker_client) as repo:
+        # The committed tree a tag needs: its catalog, written by the components flow.
+        written = components(discover(root), ctx, LOCAL)
+        assert (written.components, written.pipelines) == ((), ())
+        git(root, "add", "-A")
+        git(root, "commit", "-qm", "one helper")
+        git(root, "tag", "v0.1.0")
+
+        result = release_tag(discover(root), ctx, LOCAL, "v0.1.0")
+
+        wheel = "acme_textstats-0.1.0-py3-none-any.whl"
+        bundle = "acme_components-0.1.0-py3-none-any.whl"
+        assert (result.release, result.tag, result.previous) == ("0.1.0", "v0.1.0", None)
+        assert result.revision == git(root, "rev-parse", "HEAD")
+        assert result.uploaded == (wheel, bundle)
+        assert result.pushed == ()
+        assert result.bundle.filename == bundle
+        index = IndexClient(repo.index_url)
+        assert index.files(bundle_name("acme"))[bundle] == result.bundle.sha256
+        assert wheel in index.files("acme-textstats")
+        assert result.record == root / "dist" / "release"
+        record = json.loads((result.record / "manifest.json").read_text())
+        assert (record["release"], record["bundle"]) == ("0.1.0", bundle)
+        assert (result.record / bundle).read_bytes() == result.bundle.path.read_bytes()
+        assert result.summary == "release 0.1.0: uploaded 2 file(s), pushed 0 image(s)"
+
+        again = release_tag(discover(root), ctx, LOCAL, "v0.1.0")
+        assert (again.uploaded, again.pushed) == ((), ())
+        assert again.bundle.sha256 == result.bundle.sha256
+        assert again.summary.endswith("already published: nothing uploaded, nothing pushed")
