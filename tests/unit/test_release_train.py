@@ -15,7 +15,7 @@ from packaging.version import Version
 
 from kiln._components.generate import generate_component
 from kiln._errors import ConfigError, PublishedConflict
-from kiln._release.bundle import build_bundle
+from kiln._release.bundle import build_bundle, publish_bundle
 from kiln._release.dev import dev_plan, dev_stamp
 from kiln._release.train import (
     Snapshot,
@@ -29,9 +29,11 @@ from kiln._release.train import (
     snapshot,
     tag_version,
 )
+from kiln._report import Reporter
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Component
 from tests import factory
+from tests.unit.fakes import FakeIndex
 
 GIT = ["git", "-c", "user.name=k", "-c", "user.email=k@example.invalid"]
 
@@ -220,6 +222,25 @@ def test_the_bundle_loads_checked_components_and_names_the_known_ones(
     with pytest.raises(ValueError, match=r"double.yaml in acme-components==0.1.0 has sha256"):
         module.load("double")
     sys.modules.pop("acme_components", None)
+
+
+def test_a_bundle_is_uploaded_once_and_never_replaced(tmp_path: Path) -> None:
+    wheel = build_bundle(tmp_path, org="acme", version="1.0.0", yamls=[], record={})
+    index = FakeIndex()
+    fix = "a published version never changes; tag a new version"
+    report = Reporter.null()
+    assert publish_bundle(index, "acme-components", wheel, report, fix=fix) == (wheel.filename,)
+    assert index.files("acme-components") == {wheel.filename: wheel.sha256}
+    assert publish_bundle(index, "acme-components", wheel, report, fix=fix) == ()  # identical
+    assert index.uploads == [wheel.filename]
+    index.published["acme-components"][wheel.filename] = "0" * 64  # other bytes
+    with pytest.raises(PublishedConflict) as err:
+        publish_bundle(index, "acme-components", wheel, report, fix=fix)
+    assert str(err.value) == (
+        f"{wheel.filename} is already published with other bytes (index sha256 000000000000..., "
+        f"this one {wheel.sha256[:12]}...): a published version never changes; tag a new version"
+    )
+    assert index.uploads == [wheel.filename]
 
 
 # ------------------------------------------------------------------ the dev channel

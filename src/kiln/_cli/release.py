@@ -12,7 +12,7 @@ from kiln._cli import common
 from kiln._cli.context import context, target
 from kiln._errors import ConfigError
 from kiln._release.check_release import check_release
-from kiln._release.components import components
+from kiln._release.components import committed_label, components
 from kiln._release.dev_release import release_dev
 from kiln._release.flows import bake_images, publish_wheels, release
 from kiln._release.plan import plan_text
@@ -54,8 +54,8 @@ def cmd_components(args: argparse.Namespace) -> int:
     result = components(ws, context(args), target(args), check=args.check)
     refs = dict(result.images)
     if args.check:
-        label = str(ws.component_dir.relative_to(ws.root))
         checked = {"images": refs, "stale": []}
+        label = committed_label(ws)
         common.emit(args, checked, f"{label}: {len(ws.components)} component YAML(s) up to date")
         return 0
     rows = {
