@@ -61,7 +61,7 @@ LOCAL = Target()
 
 
 def local_stack(ws: Workspace) -> LocalStack:
-    return LocalStack(ws.stack, ws.state_dir / "stack")
+    return LocalStack(ws.stack, ws.stack_dir)
 
 
 def http_session(options: Options) -> requests.Session:

@@ -156,6 +156,11 @@ class Workspace:
         return self.root / ".kiln"
 
     @property
+    def stack_dir(self) -> Path:
+        """The local stack's data, logs and process records."""
+        return self.state_dir / "stack"
+
+    @property
     def dist_dir(self) -> Path:
         return self.root / "dist"
 
