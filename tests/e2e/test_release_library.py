@@ -1,6 +1,7 @@
-"""The tag release as a library call, no command line: a small repo (one helper, no
-image) released as v0.1.0 on its own local stack, the typed result checked against the
-index and the record on disk; the same tag again publishes nothing."""
+"""The tag and dev releases as library calls, no command line: a small repo (one helper,
+no image) released as v0.1.0 on its own local stack, the typed result checked against the
+index and the record on disk; the same tag again publishes nothing; a changed helper then
+goes out as a dev release."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from kiln._context import LOCAL, Context
 from kiln._options import Options
 from kiln._release.bundle import bundle_name
 from kiln._release.components import components
+from kiln._release.dev_release import release_dev
 from kiln._release.tag import release_tag
 from kiln._report import Reporter
 from kiln._servers.index import IndexClient
@@ -71,3 +73,17 @@ def test_a_tag_release_is_a_function_with_a_typed_result(
         assert (again.uploaded, again.pushed) == ((), ())
         assert again.bundle.sha256 == result.bundle.sha256
         assert again.summary.endswith("already published: nothing uploaded, nothing pushed")
+
+        source = root / "helpers" / "textstats" / "src" / "textstats" / "__init__.py"
+        source.write_text(source.read_text() + "\nVERSION = 2\n")
+        dev = release_dev(discover(root), ctx, LOCAL)
+        version = f"0.1.1.dev{dev.number}"
+        assert (dict(dev.moved), dev.version) == ({"textstats": version}, version)
+        wheels = (
+            f"acme_textstats-{version}-py3-none-any.whl",
+            f"acme_components-{version}-py3-none-any.whl",
+        )
+        assert (dev.uploaded, dev.pushed, dev.bundle) == (wheels, (), wheels[1])
+        assert wheels[0] in index.files("acme-textstats")
+        assert dev.components == root / "dist" / "dev" / "components"
+        assert (dev.components / "README.md").is_file()
