@@ -39,11 +39,13 @@ from kiln._workspace.model import Workspace
 @dataclass
 class Context:
     """What a flow runs with: settings, the progress reporter, and callbacks to run when
-    it ends (the caller runs them, in order, failed or not)."""
+    it ends (the caller runs them, in order, failed or not). ``services``: what every
+    flow uses instead of connecting to its target (unit tests hand in fakes)."""
 
     options: Options
     report: Reporter
     cleanup: list[Callable[[], object]] = field(default_factory=list)
+    services: Services | None = None
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,10 @@ def connect(
     answers first.
 
     ``read_only``: a local stack this flow had to start is stopped when it ends (through
-    ``ctx.cleanup``), so the machine is left as it was found."""
+    ``ctx.cleanup``), so the machine is left as it was found. A context that carries
+    ``services`` gets those, and nothing is started or asked."""
+    if ctx.services is not None:
+        return ctx.services
     report, options = ctx.report, ctx.options
     runner = reporting_runner(report)
     index_storage = None
