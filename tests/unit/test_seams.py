@@ -21,7 +21,7 @@ from kiln._errors import CommandFailed, ServiceUnavailable
 from kiln._images.docker import docker_client
 from kiln._servers.index import IndexClient
 from kiln._servers.stack import LocalStack
-from kiln._util.cmd import call
+from kiln._util.cmd import CalledProcessError, call, capture, hook_runner
 from kiln._util.git import strip_credentials
 from kiln._wheels.wheelhouse import SimplePages
 from kiln._workspace.model import StackConfig
@@ -61,6 +61,20 @@ def test_call_failure_carries_code_and_tail() -> None:
 def test_call_missing_executable() -> None:
     with pytest.raises(CommandFailed, match=r"`no-such-tool-kiln` was not found on PATH"):
         call(["no-such-tool-kiln"])
+
+
+def test_capture_keeps_the_streams_apart_and_leaves_the_exit_code_to_the_caller() -> None:
+    script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(1)"
+    done = capture([sys.executable, "-c", script])
+    assert (done.returncode, done.stdout, done.stderr) == (1, "out\n", "err\n")
+
+
+def test_the_build_backend_s_runner_adds_its_environment_and_fails_as_build_expects() -> None:
+    # build names the failing hook for a CalledProcessError and keeps its output.
+    script = "import os, sys; print(os.environ['HOOK_VALUE']); sys.exit(2)"
+    with pytest.raises(CalledProcessError) as err:
+        hook_runner([sys.executable, "-c", script], extra_environ={"HOOK_VALUE": "given"})
+    assert (err.value.returncode, err.value.output) == (2, b"given\n")
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,12 @@
-"""The one way kiln shells out.
+"""The one way kiln starts another program.
 
 ``call`` resolves the executable, echoes the command when asked, and raises
 ``CommandFailed`` with the return code and the tail of the output.
 A ``Runner`` is handed to the code that needs it, so tests can pass a fake.
+``capture`` keeps a command's output and errors apart and leaves its exit code to the
+caller (git answers some questions with one); ``hook_runner`` is the same runner in
+the shape ``pyproject_hooks`` calls a build backend with; ``spawn`` starts a server
+that outlives the call.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +25,14 @@ from kiln._errors import CommandFailed, CommandNotFound
 from kiln._report import Reporter
 
 _TAIL_LINES = 25
+
+# What a build backend's hook (through ``hook_runner``) and ``build``'s own isolated
+# environment installer raise when their command fails; ``build`` names the hook for it.
+CalledProcessError = subprocess.CalledProcessError
+
+# The processes ``spawn`` started in this Python process, by pid, so that whoever stops
+# one here (a test, a long-lived caller) reaps it instead of leaving a zombie.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class Runner(Protocol):
@@ -32,8 +45,30 @@ class Runner(Protocol):
     ) -> str: ...
 
 
+@dataclass(frozen=True)
+class Completed:
+    """A finished command: its exit code, and what it wrote to each stream."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
 def _tail(text: str, lines: int = _TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _resolved(args: Sequence[str]) -> list[str]:
+    """``args`` with its executable found on PATH (or given as a path), or a clear error."""
+    exe = shutil.which(args[0])
+    if exe is None:
+        raise CommandNotFound(f"`{args[0]}` was not found on PATH: install it or fix PATH")
+    return [exe, *args[1:]]
+
+
+def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """The environment a command runs with: kiln's own, plus ``env``."""
+    return {**os.environ, **(env or {})}
 
 
 def call(
@@ -50,16 +85,13 @@ def call(
     values are never echoed, so credentials passed that way stay out of logs; nor
     is ``stdin``, the text given to the command's standard input.
     """
-    exe = shutil.which(args[0])
-    if exe is None:
-        raise CommandNotFound(f"`{args[0]}` was not found on PATH: install it or fix PATH")
+    argv = _resolved(args)
     if echo:
         print(f"    $ {shlex.join(args)}", file=sys.stderr, flush=True)
-    full_env = {**os.environ, **(env or {})}
     proc = subprocess.run(
-        [exe, *args[1:]],
+        argv,
         cwd=cwd,
-        env=full_env,
+        env=_child_env(env),
         input=stdin,
         stdin=None if stdin is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE,
@@ -74,6 +106,67 @@ def call(
             output=proc.stdout,
         )
     return proc.stdout
+
+
+def capture(args: Sequence[str], *, cwd: Path | None = None) -> Completed:
+    """Run ``args`` with its standard output and error kept apart; a non-zero exit is
+    the caller's to judge. ``CommandNotFound`` when the program is not installed."""
+    proc = subprocess.run(
+        _resolved(args),
+        cwd=cwd,
+        env=_child_env(None),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return Completed(proc.returncode, proc.stdout, proc.stderr)
+
+
+def hook_runner(
+    cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+) -> None:
+    """Run a build backend's hook as ``pyproject_hooks`` asks a runner to: quietly, with
+    ``extra_environ`` added to the environment. A failure raises ``CalledProcessError``
+    carrying the output, as pyproject_hooks' own runners do, so ``build`` reports it as
+    the hook that failed."""
+    proc = subprocess.run(
+        _resolved(cmd),
+        cwd=cwd,
+        env=_child_env(extra_environ),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise CalledProcessError(proc.returncode, list(cmd), output=proc.stdout)
+
+
+def spawn(args: Sequence[str], *, cwd: Path, log: Path) -> int:
+    """Start ``args`` in the background as the leader of a new session (so a group
+    signal reaches all of it), its input closed and its output appended to ``log``;
+    return its pid. ``spawned_exited`` tells when it has ended."""
+    argv = _resolved(args)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, cwd=cwd, env=_child_env(None), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    _CHILDREN[proc.pid] = proc
+    return proc.pid
+
+
+def spawned_exited(pid: int) -> bool | None:
+    """Whether the process ``spawn`` started as ``pid`` has ended (then it is reaped,
+    and its pid free for the system to reuse); None when ``spawn`` did not start it."""
+    child = _CHILDREN.get(pid)
+    if child is None:
+        return None
+    if child.poll() is None:
+        return False
+    del _CHILDREN[pid]
+    return True
 
 
 def reporting_runner(report: Reporter) -> Runner:

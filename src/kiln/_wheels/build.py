@@ -1,8 +1,10 @@
 """Build helper wheels, byte-reproducibly, with the pinned hatchling.
 
-The backend is called in-process through ``build.ProjectBuilder`` when the
-running environment already satisfies the helper's ``[build-system]`` (the fast
-path, ~0.3 s per helper); otherwise an isolated build environment is made.
+``build.ProjectBuilder`` runs the backend's hooks in a subprocess of kiln's own
+interpreter (through ``kiln._util.cmd.hook_runner``) when that interpreter already
+satisfies the helper's ``[build-system]`` (the fast path, ~0.3 s per helper);
+otherwise in an isolated build environment that ``build`` makes and fills with its
+own pip or uv runs, the one command kiln cannot hand a runner to.
 ``SOURCE_DATE_EPOCH`` is a constant, never the commit time: an unchanged helper
 must give the same bytes at every commit.
 
@@ -22,7 +24,6 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,9 +32,9 @@ from pathlib import Path
 
 import build
 import build.env
-import pyproject_hooks
 
 from kiln._errors import CommandFailed
+from kiln._util.cmd import CalledProcessError, hook_runner
 from kiln._util.files import sha256_file
 from kiln._util.toml import load_toml
 from kiln._workspace.model import Helper
@@ -85,7 +86,7 @@ def _hook_runner(
     cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
 ) -> None:
     env = {**(extra_environ or {}), "SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH}
-    pyproject_hooks.quiet_subprocess_runner(cmd, cwd, env)
+    hook_runner(cmd, cwd, env)
 
 
 def _build_one(helper: Helper, outdir: Path) -> Path:
@@ -132,7 +133,7 @@ def _build_checked(helper: Helper, outdir: Path) -> Path:
             f"building the wheel of {helper.path} failed: {exc}{_backend_output(exc)}\n"
             f"fix the helper, then check with `python -m build --wheel {helper.path}`"
         ) from None
-    except subprocess.CalledProcessError as exc:  # installing an isolated build env
+    except CalledProcessError as exc:  # build's pip or uv filling an isolated env
         raise CommandFailed(
             f"preparing an isolated build environment for {helper.path} failed "
             f"(`{shlex.join(str(a) for a in exc.cmd)}` exited {exc.returncode})"
