@@ -62,8 +62,8 @@ class Target:
 LOCAL = Target()
 
 
-def local_stack(ws: Workspace) -> LocalStack:
-    return LocalStack(ws.stack, ws.stack_dir)
+def local_stack(ws: Workspace, options: Options) -> LocalStack:
+    return LocalStack(ws.stack, ws.stack_dir, docker_host=options.docker_host)
 
 
 def http_session(options: Options) -> requests.Session:
@@ -149,7 +149,7 @@ def connect(
     index_auth: Credentials | None = None
     registry_auth: Credentials | None = None
     if target.local:
-        stack = local_stack(ws)
+        stack = local_stack(ws, options)
         was_running = any(s.running for s in stack.status())
         stack.up(echo=report.step)
         if read_only and not was_running:

@@ -47,6 +47,7 @@ ENVIRONMENT: tuple[EnvVar, ...] = (
 )
 
 CA_BUNDLE_VARS = ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"  # as docker's own clients assume
 _TRUE = ("1", "true", "yes")
 
 
@@ -68,7 +69,7 @@ class Options:
     wheel_cache: bool = True
     github_actions: bool = False
     ca_bundle: Path | None = None
-    docker_host: str = "unix:///var/run/docker.sock"
+    docker_host: str = DEFAULT_DOCKER_HOST
     offline: bool = False
 
     @classmethod
@@ -77,7 +78,7 @@ class Options:
             wheel_cache=not _flag(env, "KILN_NO_WHEEL_CACHE"),
             github_actions=env.get("GITHUB_ACTIONS", "").lower() == "true",
             ca_bundle=_ca_bundle(env),
-            docker_host=env.get("DOCKER_HOST") or "unix:///var/run/docker.sock",
+            docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             offline=_flag(env, "KILN_OFFLINE"),
         )
 

@@ -21,6 +21,8 @@ import pytest
 from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._servers import stack as _stack
 from kiln._servers.stack import LocalStack
+from kiln._servers.supervision import ServerRecord, StateFile, start_ticks
+from kiln._util import cmd
 from kiln._workspace.model import StackConfig
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -56,7 +58,7 @@ def servers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Servers]:
     def spawn(self: LocalStack, name: str, argv: list[str]) -> int:
         pid = real_spawn(self, name, argv)
         port = self.config.index_port if name == "index" else self.config.registry_port
-        fake.spawned.append((name, port, _stack._CHILDREN[pid]))
+        fake.spawned.append((name, port, cmd._CHILDREN[pid]))
         return pid
 
     monkeypatch.setattr(LocalStack, "_spawn", spawn)
@@ -168,7 +170,7 @@ def test_down_stops_every_recorded_server_including_extra_and_legacy_entries(
 def test_a_recycled_pid_is_not_ours_and_down_leaves_it_alone(tmp_path: Path, mismatch: str) -> None:
     stranger = subprocess.Popen([SLEEP, "60"], start_new_session=True)
     try:
-        ticks = _stack._start_ticks(stranger.pid)
+        ticks = start_ticks(stranger.pid)
         assert ticks is not None
         entry: dict[str, object] = {
             "kind": "pypiserver", "pid": stranger.pid, "host": "127.0.0.1", "port": 18765,
@@ -225,8 +227,8 @@ def test_a_corrupt_state_file_names_the_file_and_the_fix(tmp_path: Path, text: s
 def test_an_interrupted_save_keeps_the_old_state_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = LocalStack(PORTS_A, tmp_path)
-    stack._save({"index": {"pid": 1}})
+    state = StateFile(tmp_path / "state.json")
+    state.save({"index": ServerRecord(pid=1)})
     before = (tmp_path / "state.json").read_bytes()
 
     def interrupted(fd: int) -> None:
@@ -234,7 +236,7 @@ def test_an_interrupted_save_keeps_the_old_state_whole(
 
     monkeypatch.setattr(os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        stack._save({"index": {"pid": 2}, "registry": {"pid": 3}})
+        state.save({"index": ServerRecord(pid=2), "registry": ServerRecord(pid=3)})
 
     assert (tmp_path / "state.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]  # no temp file left
@@ -246,3 +248,57 @@ def test_the_index_command_serves_the_configured_port_and_data(tmp_path: Path) -
     assert argv[argv.index("-p") + 1] == "18766"
     assert "--disable-fallback" in argv
     assert argv[-1] == str(tmp_path / "index")
+
+
+@linux_only
+def test_without_a_registry_binary_the_named_engine_runs_the_registry(
+    tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LocalStack, "_registry_command", lambda self, data: None)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/elsewhere.sock")  # not followed
+    engine = f"unix://{tmp_path}/engine.sock"
+    stack = LocalStack(PORTS_A, tmp_path, docker_host=engine)
+    with pytest.raises(ServiceUnavailable) as err:
+        stack.up()
+    assert str(err.value).startswith(
+        "no registry binary on PATH and the registry:2 container failed (Docker Engine is "
+        f"not reachable at {engine} (no such socket); "
+    )
+    assert str(err.value).endswith(
+        "install Debian's `docker-registry` package or make registry:2 pullable"
+    )
+    assert list(state_of(tmp_path)) == ["index"]  # what it did start, for down to stop
+    assert [s.name for s in stack.down()] == ["index"]
+
+
+def test_down_forgets_a_registry_container_whose_engine_is_gone(tmp_path: Path) -> None:
+    record = {
+        "pid": None, "kind": "container registry:2", "container": "kiln-registry",
+        "host": "127.0.0.1", "port": 15765,
+    }  # fmt: skip
+    (tmp_path / "state.json").write_text(json.dumps({"registry": record}))
+    stack = LocalStack(PORTS_A, tmp_path, docker_host=f"unix://{tmp_path}/none.sock")
+    assert [str(s) for s in stack.down()] == [
+        "stopped the registry on 127.0.0.1:15765 (container, docker stop)"
+    ]
+    assert state_of(tmp_path) == {}
+
+
+def test_a_record_keeps_what_it_recorded_and_ignores_what_it_cannot_read(tmp_path: Path) -> None:
+    state = StateFile(tmp_path / "state.json")
+    raw = {
+        "old": {"pid": 7},  # written before kiln recorded more than the pid
+        "registry": {"pid": None, "kind": "container registry:2", "container": "kiln-registry"},
+        "odd": {"pid": True, "port": "5765", "argv": ["sleep", 60], "started_ticks": 1.5},
+    }
+    (tmp_path / "state.json").write_text(json.dumps(raw))
+    records = state.load()
+    assert records["old"] == ServerRecord(pid=7)
+    assert records["odd"] == ServerRecord(argv=("sleep", "60"))
+    assert records["registry"].address == ""
+    state.save(records)
+    assert state_of(tmp_path) == {
+        "old": {"pid": 7},
+        "registry": raw["registry"],
+        "odd": {"pid": None, "argv": ["sleep", "60"]},
+    }

@@ -16,7 +16,8 @@ from kiln._servers.stack import LocalStack
 def cmd_stack(args: argparse.Namespace) -> int:
     ws = common.workspace(args)
     # The stack's own client, not kiln._context's: `kiln stack` loads in 0.15 s, not 0.4.
-    stack = LocalStack(ws.stack, ws.stack_dir)
+    options = common.options_of(args)
+    stack = LocalStack(ws.stack, ws.stack_dir, docker_host=options.docker_host)
     if args.action == "up":
         stack.up(echo=common.report_of(args).step)
     elif args.action == "down":

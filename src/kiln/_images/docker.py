@@ -1,11 +1,14 @@
 """Docker Engine (``docker`` SDK): the client.
 
 kiln builds every image itself, Docker none: the engine runs containers (`kiln run`,
-the smoke check of a pushed image).
+the smoke check of a pushed image, the local stack's registry:2 where no registry
+binary is installed). kiln reaches an engine only through ``docker_client``, at
+``Options.docker_host``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import docker
@@ -25,7 +28,7 @@ def _client(where: str, version: str) -> docker.DockerClient:
     return docker.DockerClient(version=version, **kwargs)
 
 
-def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerClient:
+def docker_client(where: str) -> docker.DockerClient:
     """A client for the engine at ``where`` (``Options.docker_host``: DOCKER_HOST), or a
     clear error."""
     fix = "start it (e.g. `sudo systemctl start docker`) or point DOCKER_HOST at a running engine"
@@ -46,3 +49,44 @@ def docker_client(where: str = "unix:///var/run/docker.sock") -> docker.DockerCl
     finally:
         probe.close()
     return _client(where, "auto")
+
+
+def start_container(
+    where: str,
+    image: str,
+    *,
+    name: str,
+    environment: Mapping[str, str],
+    volumes: Mapping[str, str],
+) -> None:
+    """Start ``image`` as ``name`` on the engine at ``where``, detached, on the host's
+    network, ``volumes`` (host folder -> container folder) bound read-write; it removes
+    itself when it stops. ``ServiceUnavailable`` says why the engine could not."""
+    client = docker_client(where)
+    try:
+        client.containers.run(
+            image, name=name, detach=True, network_mode="host", environment=dict(environment),
+            volumes={host: {"bind": inside, "mode": "rw"} for host, inside in volumes.items()},
+            remove=True,
+        )  # fmt: skip
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise ServiceUnavailable(
+            f"Docker Engine at {where} could not start {image} as {name}: {exc}"
+        ) from None
+    finally:
+        client.close()
+
+
+def stop_container(where: str, name: str) -> bool:
+    """Stop the container ``name`` on the engine at ``where``; False when it no longer
+    exists. ``ServiceUnavailable`` when the engine cannot be reached or refuses."""
+    client = docker_client(where)
+    try:
+        client.containers.get(name).stop()
+    except docker.errors.NotFound:
+        return False
+    except (docker.errors.DockerException, requests.RequestException) as exc:
+        raise ServiceUnavailable(f"Docker Engine at {where} could not stop {name}: {exc}") from None
+    finally:
+        client.close()
+    return True
