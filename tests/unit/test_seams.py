@@ -12,18 +12,27 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import pytest
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
+from kiln._debian.archive import Mirrors
+from kiln._debian.config import OsConfig
 from kiln._errors import CommandFailed, ServiceUnavailable
 from kiln._images.docker import docker_client
 from kiln._servers.index import IndexClient
+from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
+from kiln._util import http as kiln_http
 from kiln._util.cmd import CalledProcessError, call, capture, hook_runner
 from kiln._util.git import strip_credentials
-from kiln._wheels.wheelhouse import SimplePages
+from kiln._wheels.wheelhouse import PipDownload, SimplePages
 from kiln._workspace.model import StackConfig
 from tests import factory
 from tests.unit.cli import run
@@ -160,10 +169,31 @@ def test_stack_up_refuses_a_server_it_did_not_start(
     )
 
 
-def test_the_ca_bundle_reaches_every_https_client(tmp_path: Path) -> None:
+@dataclass
+class _Transport:
+    """Every request kiln's HTTP clients send, answered 404 at the transport (no socket):
+    per URL, what the request was sent with."""
+
+    sent: dict[str, dict[str, object]] = field(default_factory=dict)
+
+    def __call__(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
+        self.sent[str(request.url)] = {**kwargs, "auth": request.headers.get("Authorization")}
+        answer = requests.Response()
+        answer.status_code, answer.url, answer.request = 404, str(request.url), request
+        answer._content = b""
+        return answer
+
+
+def test_the_ca_bundle_reaches_every_https_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Behind a TLS-inspecting proxy, PIP_CERT names its CA; requests and twine must hear it too.
     bundle = tmp_path / "proxy-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    # kiln chose PIP_CERT's bundle; requests alone would let this one override it.
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "system-ca.pem"))
+    transport = _Transport()
+    monkeypatch.setattr(HTTPAdapter, "send", transport)
     uploads: list[list[str]] = []
 
     def runner(args: Sequence[str], **_: object) -> str:
@@ -171,12 +201,67 @@ def test_the_ca_bundle_reaches_every_https_client(tmp_path: Path) -> None:
         return ""
 
     index = IndexClient("https://index.invalid", runner=runner, ca_bundle=bundle)
-    assert index._session.verify == str(bundle)
+    assert index.files("a") == {}
     index.upload([tmp_path / "a-1.0-py3-none-any.whl"])
     (argv,) = uploads
     assert argv[argv.index("--cert") + 1] == str(bundle)
-    pages = SimplePages("https://pypi.invalid/simple", ca_bundle=bundle)
-    assert pages._client.s.verify == str(bundle)
+    assert SimplePages("https://pypi.invalid/simple", ca_bundle=bundle).files("a") == {}
+    registry = RegistryClient("registry.invalid", scheme="https", ca_bundle=bundle)
+    assert registry.digest("a/b", "1.0") is None
+    mirrors = Mirrors(
+        OsConfig(mirrors=(("debian", ("https://deb.invalid/debian",)),)), ca_bundle=bundle
+    )
+    assert mirrors.has("debian", "dists/bookworm/InRelease") is False
+    download = PipDownload(
+        ca_bundle=bundle, credentials={"https://own.invalid/simple/": ("u", "p")}
+    )
+    with pytest.raises(ServiceUnavailable):
+        download.fetch_file(
+            "a", "a-1.0.tar.gz", "0" * 64, index_url="https://own.invalid/simple/", dest=tmp_path
+        )
+
+    hosts = {urlsplit(url).hostname for url in transport.sent}
+    assert hosts == {
+        "index.invalid",
+        "pypi.invalid",
+        "registry.invalid",
+        "deb.invalid",
+        "own.invalid",
+    }
+    for url, sent in transport.sent.items():
+        assert sent["verify"] == str(bundle), url
+        assert sent["timeout"] is not None, url  # no request may wait forever
+    own = transport.sent["https://own.invalid/simple/a/"]
+    assert own["auth"] == "Basic dTpw"  # u:p, the private index's credentials
+
+
+def _retry_of(session: requests.Session) -> Retry:
+    adapter = session.get_adapter("https://any.invalid/")
+    assert isinstance(adapter, HTTPAdapter)
+    return adapter.max_retries
+
+
+def test_the_http_session_retries_idempotent_reads_only() -> None:
+    retry = _retry_of(kiln_http.session())
+    assert retry.total == kiln_http.RETRIES
+    assert [retry.is_retry(m, s) for m, s in (("GET", 503), ("HEAD", 502), ("GET", 504))] == [
+        True, True, True,
+    ]  # fmt: skip
+    # Not a server error another try will not mend, nor a write (a client retries its own).
+    assert [retry.is_retry(m, s) for m, s in (("GET", 500), ("POST", 503), ("PUT", 504))] == [
+        False, False, False,
+    ]  # fmt: skip
+    assert _retry_of(kiln_http.session(retries=0)).total == 0
+
+
+def test_the_http_session_gives_every_request_a_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    transport = _Transport()
+    monkeypatch.setattr(HTTPAdapter, "send", transport)
+    made = kiln_http.session(timeout=7.0)
+    made.get("https://a.invalid/")
+    made.get("https://b.invalid/", timeout=2.0)
+    assert transport.sent["https://a.invalid/"]["timeout"] == 7.0
+    assert transport.sent["https://b.invalid/"]["timeout"] == 2.0
 
 
 class _Engine(http.server.BaseHTTPRequestHandler):

@@ -33,6 +33,7 @@ from kiln._errors import (
     ConfigError,
     ServiceUnavailable,
 )
+from kiln._util import http
 from kiln._util.cmd import Runner
 from kiln._util.files import write_atomic
 
@@ -74,11 +75,18 @@ class Suite:
 
 class Mirrors:
     """GETs from an archive's mirrors, each tried in order: the first that serves the
-    file wins. ``session`` carries the CA bundle; no credentials are ever sent."""
+    file wins. ``ca_bundle``: the CA certificates to trust (a TLS-inspecting proxy's);
+    ``session``: the transport (tests). No credentials are ever sent."""
 
-    def __init__(self, config: OsConfig, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        config: OsConfig,
+        session: requests.Session | None = None,
+        *,
+        ca_bundle: Path | None = None,
+    ) -> None:
         self._config = config
-        self._session = session or requests.Session()
+        self._session = session or http.session(ca_bundle)
 
     def get(self, archive: str, path: str, *, what: str) -> bytes:
         """The bytes of ``path`` from the first mirror of ``archive`` that has it."""

@@ -21,6 +21,7 @@ from pypi_simple import NoSuchProjectError, PyPISimple
 
 from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
 from kiln._servers.credentials import Credentials, index_hint, refused
+from kiln._util import http
 from kiln._util.cmd import Runner, call
 from kiln._util.git import strip_credentials
 
@@ -61,7 +62,8 @@ class IndexClient:
         ca_bundle: Path | None = None,
     ) -> None:
         """``ca_bundle``: the CA certificates to trust (a TLS-inspecting proxy's), for the
-        simple-API reads and for twine's uploads."""
+        simple-API reads and for twine's uploads. ``session``: the reads' transport
+        (tests), else ``kiln._util.http.session``'s."""
         for given in (url, upload_url or ""):
             if urlsplit(given).username or urlsplit(given).password:
                 raise ConfigError(
@@ -73,11 +75,9 @@ class IndexClient:
         self.upload_url = upload_url or self.url + "/"
         self._credentials = credentials
         self._runner = runner
-        self._session = session or requests.Session()
+        self._session = session or http.session(ca_bundle)
         self._session.headers["Cache-Control"] = "no-cache"
         self._ca_bundle = ca_bundle
-        if ca_bundle is not None:
-            self._session.verify = str(ca_bundle)
         if credentials is not None:
             self._session.auth = credentials.basic
         self._client = PyPISimple(endpoint=self.simple_url, session=self._session)

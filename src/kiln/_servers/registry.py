@@ -43,6 +43,7 @@ from kiln._servers.credentials import (
     refused,
     registry_hint,
 )
+from kiln._util import http
 
 _TIMEOUT = 30.0
 MANIFEST_TYPES = ", ".join(
@@ -106,10 +107,14 @@ class RegistryClient:
         *,
         scheme: str = "http",
         credentials: Credentials | None = None,
+        ca_bundle: Path | None = None,
         session: requests.Session | None = None,
         retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``ca_bundle``: the CA certificates to trust (a TLS-inspecting proxy's).
+        ``session``: the transport (tests), else ``kiln._util.http.session``'s, which
+        retries nothing: this client retries itself, writes too (``retries``)."""
         if "@" in host or "/" in host:
             raise ConfigError(
                 f"registry {host.rsplit('@', 1)[-1]!r}: give HOST[:PORT] only, without a scheme, "
@@ -118,7 +123,7 @@ class RegistryClient:
             )
         self.host = host
         self._base = f"{scheme}://{host}/v2"
-        self._session = session or requests.Session()
+        self._session = session or http.session(ca_bundle, retries=0)
         self._credentials = credentials
         self._basic = False  # the registry asked for Basic: send it with every request
         self._tokens: dict[str, str] = {}  # scope -> Bearer token

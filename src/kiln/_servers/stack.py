@@ -25,8 +25,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-import requests
-
 from kiln._errors import ServiceUnavailable
 from kiln._images.docker import start_container, stop_container
 from kiln._options import DEFAULT_DOCKER_HOST
@@ -37,6 +35,7 @@ from kiln._servers.supervision import (
     start_ticks,
     terminate,
 )
+from kiln._util import http
 from kiln._util.cmd import spawn
 from kiln._workspace.model import StackConfig
 
@@ -76,10 +75,7 @@ def _port_open(host: str, port: int) -> bool:
 
 
 def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+    return http.answers(url, timeout=2)
 
 
 def _not_ours(record: ServerRecord) -> str | None:

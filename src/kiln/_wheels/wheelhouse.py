@@ -32,6 +32,7 @@ from packaging.utils import parse_wheel_filename
 from pypi_simple import NoSuchProjectError, PyPISimple
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._util import http
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
@@ -92,11 +93,9 @@ class SimplePages:
     """An index's simple API at ``endpoint`` (e.g. https://pypi.org/simple), read-only."""
 
     def __init__(self, endpoint: str, *, ca_bundle: Path | None = None) -> None:
+        """``ca_bundle``: a TLS-inspecting proxy's CA, as pip gets it with --cert."""
         self.endpoint = endpoint.rstrip("/") + "/"
-        session = requests.Session()
-        if ca_bundle is not None:  # a TLS-inspecting proxy's CA, as pip gets it with --cert
-            session.verify = str(ca_bundle)
-        self._client = PyPISimple(endpoint=self.endpoint, session=session)
+        self._client = PyPISimple(endpoint=self.endpoint, session=http.session(ca_bundle))
 
     def files(self, project: str) -> dict[str, str]:
         try:
@@ -176,11 +175,7 @@ class PipDownload:
         """``filename`` as ``index_url``'s page for ``project`` links it, into ``dest``;
         a ConfigError when its bytes do not have ``sha256``. (pip cannot fetch an sdist
         without building its metadata, so this is a plain HTTP download.)"""
-        session = requests.Session()
-        session.verify = str(self._ca_bundle) if self._ca_bundle else True
-        basic = self._credentials.get(index_url)
-        if basic is not None:
-            session.auth = basic
+        session = http.session(self._ca_bundle, credentials=self._credentials.get(index_url))
         target = dest / Path(filename).name
         dest.mkdir(parents=True, exist_ok=True)
         try:
