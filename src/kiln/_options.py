@@ -1,15 +1,17 @@
 """Settings, computed once: command line + environment -> one typed ``Options``.
 
 Library code never reads the environment: the CLI builds ``Options`` here and
-passes the values down. Every variable kiln reads is listed in ``ENVIRONMENT``,
+passes the values down. This module is the one that reads ``os.environ``
+(``process_environment``). Every variable kiln reads is listed in ``ENVIRONMENT``,
 which is also what ``kiln --help`` prints, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import os
 import textwrap
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln._errors import ConfigError
@@ -62,6 +64,12 @@ def environment_help() -> str:
     return "\n".join(lines)
 
 
+def process_environment() -> dict[str, str]:
+    """The environment kiln runs in: what ``Options`` is read from by default, and
+    what every program kiln starts inherits."""
+    return dict(os.environ)
+
+
 @dataclass(frozen=True)
 class Options:
     """What the environment says, checked. Command-line values are passed alongside."""
@@ -71,15 +79,22 @@ class Options:
     ca_bundle: Path | None = None
     docker_host: str = DEFAULT_DOCKER_HOST
     offline: bool = False
+    # The environment itself, for the credential lookups (kiln._servers.credentials:
+    # KILN_*_USERNAME/PASSWORD, NETRC, HOME, DOCKER_CONFIG, PATH). It holds passwords:
+    # never shown.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> Options:
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> Options:
+        """``env``: the environment to read (default: the process's)."""
+        env = process_environment() if env is None else dict(env)
         return cls(
             wheel_cache=not _flag(env, "KILN_NO_WHEEL_CACHE"),
             github_actions=env.get("GITHUB_ACTIONS", "").lower() == "true",
             ca_bundle=_ca_bundle(env),
             docker_host=env.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST,
             offline=_flag(env, "KILN_OFFLINE"),
+            env=env,
         )
 
 

@@ -64,6 +64,12 @@ def test_options_from_the_environment(tmp_path: Path) -> None:
     assert Options.from_environment({}) == Options()
 
 
+def test_options_carry_the_environment_for_credentials_but_never_show_it() -> None:
+    options = Options.from_environment({"KILN_INDEX_PASSWORD": "s3cr3t-value"})
+    assert options.env == {"KILN_INDEX_PASSWORD": "s3cr3t-value"}
+    assert "s3cr3t-value" not in repr(options)
+
+
 def test_a_bad_value_is_named() -> None:
     with pytest.raises(ConfigError, match="KILN_NO_WHEEL_CACHE='maybe': use 1 or 0"):
         Options.from_environment({"KILN_NO_WHEEL_CACHE": "maybe"})

@@ -12,7 +12,6 @@ Progress goes to stderr; ``--json`` puts the machine-readable result on stdout.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -95,7 +94,7 @@ def main_inner(
     env: Mapping[str, str] | None = None,
 ) -> int:
     args = parser().parse_args(argv)
-    args.options = Options.from_environment(os.environ if env is None else env)
+    args.options = Options.from_environment(env)
     args.report = report or Reporter()
     args.report.verbose, args.report.quiet = args.verbose, args.quiet
     args.report.timings, args.report.github_actions = args.timings, args.options.github_actions

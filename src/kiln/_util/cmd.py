@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from kiln._errors import CommandFailed, CommandNotFound
+from kiln._options import process_environment
 from kiln._report import Reporter
 
 _TAIL_LINES = 25
@@ -68,7 +69,7 @@ def _resolved(args: Sequence[str]) -> list[str]:
 
 def _child_env(env: Mapping[str, str] | None) -> dict[str, str]:
     """The environment a command runs with: kiln's own, plus ``env``."""
-    return {**os.environ, **(env or {})}
+    return {**process_environment(), **(env or {})}
 
 
 def call(
