@@ -10,13 +10,11 @@ two into the ``Services`` a release passes down.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
-import requests
 
 from kiln._debian.archive import Mirrors
 from kiln._debian.build import OsLayers, RegistryCopies
@@ -66,14 +64,6 @@ def local_stack(ws: Workspace, options: Options) -> LocalStack:
     return LocalStack(ws.stack, ws.stack_dir, docker_host=options.docker_host)
 
 
-def http_session(options: Options) -> requests.Session:
-    """A session for kiln's own HTTPS clients, trusting ``options``' CA bundle."""
-    session = requests.Session()
-    if options.ca_bundle is not None:
-        session.verify = str(options.ca_bundle)
-    return session
-
-
 def os_layers(
     ws: Workspace,
     options: Options,
@@ -83,7 +73,7 @@ def os_layers(
 ) -> OsLayers:
     """kiln's OS layers for ``ws``: its layer cache, .deb cache and Debian mirrors, and
     ``copies`` (the registry's copies of layers) as a source."""
-    mirrors = Mirrors(ws.os, http_session(options))
+    mirrors = Mirrors(ws.os, ca_bundle=options.ca_bundle)
     return OsLayers(
         LayerCache(cache_dir(ws.state_dir)), debian_cache(ws), mirrors, copies=copies, log=log
     )
@@ -112,9 +102,8 @@ def _kiln_builder(
         """The registry a base is read from (the target registry's own client for it)."""
         if host == reg.host:
             return reg
-        return RegistryClient(
-            host, credentials=registry_credentials(host, os.environ), session=http_session(options)
-        )
+        credentials = registry_credentials(host, options.env)
+        return RegistryClient(host, credentials=credentials, ca_bundle=options.ca_bundle)
 
     siblings = [f"{ws.org}/{i.name}" for i in ws.locked]
     return KilnBuilder(
@@ -161,8 +150,8 @@ def connect(
         if not target.index or not target.registry:
             raise ConfigError("give --local, or both --index URL and --registry HOST[:PORT]")
         index_url, registry = target.index, target.registry
-        index_auth = index_credentials(index_url, os.environ)
-        registry_auth = registry_credentials(registry, os.environ)
+        index_auth = index_credentials(index_url, options.env)
+        registry_auth = registry_credentials(registry, options.env)
         for what, auth in (("index", index_auth), ("registry", registry_auth)):
             report.detail(f"    {what} credentials: {auth.source if auth else 'none'}")
 
@@ -176,7 +165,7 @@ def connect(
     index = IndexClient(
         index_url, runner=runner, credentials=index_auth, ca_bundle=options.ca_bundle
     )
-    reg = RegistryClient(registry, credentials=registry_auth, session=http_session(options))
+    reg = RegistryClient(registry, credentials=registry_auth, ca_bundle=options.ca_bundle)
     index.ping()
     reg.ping()
     oci = None

@@ -138,3 +138,56 @@ def test_the_docker_scan_sees_each_way_round_it() -> None:
         assert _finds(_reaches_docker, snippet), snippet
     harmless = "def f(client: docker.DockerClient) -> None:\n    docker_client(where).ping()"
     assert _finds(_reaches_docker, harmless) == []
+
+
+# ---------------------------------------------------------------- HTTP
+_REQUESTS_CALLS = ("Session", "session", "request", "get", "head", "post", "put", "patch")
+_HTTP_CALLS = {
+    *(f"requests.{name}" for name in (*_REQUESTS_CALLS, "delete", "options")),
+    "urllib3.PoolManager", "urllib3.request", "urllib.request.urlopen", "urlopen",
+}  # fmt: skip
+_HTTP_IMPORTS = (
+    "urllib.request.urlopen", "urllib.request.build_opener", "urllib.request.Request",
+    "http.client", "urllib3", "httpx", "aiohttp",
+)  # fmt: skip
+
+
+def _sends_http(tree: ast.AST) -> Iterator[str]:
+    """A session or request made without the factory, a CA bundle set by hand, or a
+    PyPISimple left to make its own session."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            name = _dotted(node.func)
+            if name in _HTTP_CALLS:
+                yield f"line {node.lineno}: {name}()"
+            elif name == "PyPISimple" and "session" not in {k.arg for k in node.keywords}:
+                yield f"line {node.lineno}: PyPISimple() without a session"
+        elif isinstance(node, ast.Assign | ast.AugAssign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Attribute) and target.attr == "verify":
+                    yield f"line {node.lineno}: sets {_dotted(target) or '.verify'}"
+    for statement, module in _imported(tree):
+        if module.startswith("urllib3.util.retry"):  # the factory's retry policy
+            continue
+        if module in _HTTP_IMPORTS or module.startswith(tuple(f"{m}." for m in _HTTP_IMPORTS)):
+            yield f"line {statement.lineno}: imports {module}"
+
+
+def test_http_sessions_are_made_only_by_util_http() -> None:
+    # kiln._util.http.session: the CA bundle, credentials, retries and a timeout.
+    assert _violations(_sends_http, {"_util/http.py"}) == {}
+
+
+def test_the_http_scan_sees_each_way_round_it() -> None:
+    for snippet in (
+        "import requests\ns = requests.Session()",
+        "import requests\nrequests.get(url, timeout=2)",
+        "session.verify = str(bundle)",
+        "client = PyPISimple(endpoint=url)",
+        "from urllib.request import urlopen",
+        "import http.client",
+    ):
+        assert _finds(_sends_http, snippet), snippet
+    made = "session = http.session(ca_bundle)\nPyPISimple(endpoint=url, session=session)"
+    assert _finds(_sends_http, made) == []

@@ -22,10 +22,13 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from kiln._cli.workspace import base_pinner
 from kiln._debian.archive import Mirrors
 from kiln._debian.config import OsConfig
-from kiln._errors import CommandFailed, ServiceUnavailable
+from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.docker import docker_client
+from kiln._options import Options
+from kiln._report import Reporter
 from kiln._servers.index import IndexClient
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
@@ -171,15 +174,21 @@ def test_stack_up_refuses_a_server_it_did_not_start(
 
 @dataclass
 class _Transport:
-    """Every request kiln's HTTP clients send, answered 404 at the transport (no socket):
-    per URL, what the request was sent with."""
+    """Every request kiln's HTTP clients send, answered at the transport (no socket): 404,
+    or from a host in ``basic`` a Basic challenge while it brings no credentials. Per
+    URL, what the request was sent with."""
 
     sent: dict[str, dict[str, object]] = field(default_factory=dict)
+    basic: frozenset[str] = frozenset()
 
     def __call__(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
-        self.sent[str(request.url)] = {**kwargs, "auth": request.headers.get("Authorization")}
+        auth = request.headers.get("Authorization")
+        self.sent[str(request.url)] = {**kwargs, "auth": auth}
         answer = requests.Response()
         answer.status_code, answer.url, answer.request = 404, str(request.url), request
+        if urlsplit(str(request.url)).hostname in self.basic and auth is None:
+            answer.status_code = 401
+            answer.headers["WWW-Authenticate"] = 'Basic realm="registry"'
         answer._content = b""
         return answer
 
@@ -192,7 +201,7 @@ def test_the_ca_bundle_reaches_every_https_client(
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     # kiln chose PIP_CERT's bundle; requests alone would let this one override it.
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "system-ca.pem"))
-    transport = _Transport()
+    transport = _Transport(basic=frozenset({"base.invalid"}))
     monkeypatch.setattr(HTTPAdapter, "send", transport)
     uploads: list[list[str]] = []
 
@@ -220,19 +229,25 @@ def test_the_ca_bundle_reaches_every_https_client(
             "a", "a-1.0.tar.gz", "0" * 64, index_url="https://own.invalid/simple/", dest=tmp_path
         )
 
+    # kiln lock's base pinner: the base's registry, asked with its credentials.
+    options = Options(
+        ca_bundle=bundle, docker_host=f"unix://{tmp_path}/no-engine.sock",
+        env={"KILN_REGISTRY_USERNAME": "u", "KILN_REGISTRY_PASSWORD": "p"},
+    )  # fmt: skip
+    with pytest.raises(ConfigError):  # no such base here, nor an engine to ask
+        base_pinner(Reporter.null(), options)("base.invalid/a/b:1.0", "images/b/image.toml")
+
     hosts = {urlsplit(url).hostname for url in transport.sent}
     assert hosts == {
-        "index.invalid",
-        "pypi.invalid",
-        "registry.invalid",
-        "deb.invalid",
-        "own.invalid",
-    }
+        "index.invalid", "pypi.invalid", "registry.invalid", "deb.invalid", "own.invalid",
+        "base.invalid",
+    }  # fmt: skip
     for url, sent in transport.sent.items():
         assert sent["verify"] == str(bundle), url
         assert sent["timeout"] is not None, url  # no request may wait forever
-    own = transport.sent["https://own.invalid/simple/a/"]
-    assert own["auth"] == "Basic dTpw"  # u:p, the private index's credentials
+    # u:p, the private index's and the base registry's credentials
+    assert transport.sent["https://own.invalid/simple/a/"]["auth"] == "Basic dTpw"
+    assert transport.sent["https://base.invalid/v2/a/b/manifests/1.0"]["auth"] == "Basic dTpw"
 
 
 def _retry_of(session: requests.Session) -> Retry:

@@ -8,6 +8,7 @@ from typing import Any
 
 from kiln._cli import common
 from kiln._errors import ConfigError, KilnError, ServiceUnavailable
+from kiln._options import Options
 from kiln._report import Reporter
 from kiln._workspace.model import Image, Workspace
 
@@ -92,25 +93,31 @@ def cmd_bump(args: argparse.Namespace) -> int:
     return 0
 
 
-def base_pinner(report: Reporter, docker_host: str, *, offline: bool = False) -> Any:
+def base_pinner(report: Reporter, options: Options) -> Any:
     """``(ref, where) -> (BasePin, how)``: a registry base pinned by its registry's
-    manifest digest, or a repo digest of the local engine's copy; else a ConfigError
-    naming ``where``. ``offline``: no registry but a loopback one is asked."""
+    manifest digest (asked with its credentials and the CA bundle), or a repo digest of
+    the local engine's copy; else a ConfigError naming ``where``. ``options.offline``:
+    no registry but a loopback one is asked."""
     import docker.errors  # noqa: PLC0415
 
     from kiln._images.base import resolve_base  # noqa: PLC0415
     from kiln._images.docker import docker_client  # noqa: PLC0415
+    from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
     from kiln._servers.registry import RegistryClient  # noqa: PLC0415
 
     def registry_digest(host: str, repository: str, tag: str) -> str | None:
         loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
-        if offline and not loopback:
+        if options.offline and not loopback:
             raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
-        return RegistryClient(host, scheme="http" if loopback else "https").digest(repository, tag)
+        client = RegistryClient(
+            host, scheme="http" if loopback else "https", ca_bundle=options.ca_bundle,
+            credentials=registry_credentials(host, options.env),
+        )  # fmt: skip
+        return client.digest(repository, tag)
 
     def local(ref: str) -> tuple[str, ...] | None:
         try:
-            image = docker_client(docker_host).images.get(ref)
+            image = docker_client(options.docker_host).images.get(ref)
         except (KilnError, docker.errors.DockerException) as exc:
             report.detail(f"    {ref}: not on the local Docker Engine ({type(exc).__name__})")
             return None
@@ -185,14 +192,14 @@ def _fresh(ws: Workspace, image: Image, kfp: str) -> bool:
 def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
     """Every .deb ``lock`` pins is in kiln's cache or on a mirror, else ServiceUnavailable
     naming the packages gone and the fix."""
-    from kiln._context import debian_cache, http_session  # noqa: PLC0415
+    from kiln._context import debian_cache  # noqa: PLC0415
     from kiln._debian.archive import Mirrors  # noqa: PLC0415
     from kiln._debian.build import unavailable  # noqa: PLC0415
 
     report, options = common.report_of(args), common.options_of(args)
     pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]
     report.stage("os", f"OS lock: is each of its {len(pins)} packages still served?")
-    mirrors = Mirrors(ws.os, http_session(options))
+    mirrors = Mirrors(ws.os, ca_bundle=options.ca_bundle)
     gone = unavailable(pins, mirrors, debian_cache(ws))
     if gone:
         names = ", ".join(f"{p.name} {p.version}" for p in gone)
@@ -206,7 +213,7 @@ def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
 
 def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[str, Any]:
     """Write images/os.lock when it is stale or ``upgrade``; its row, with every change."""
-    from kiln._context import debian_cache, http_session, os_layers  # noqa: PLC0415
+    from kiln._context import debian_cache, os_layers  # noqa: PLC0415
     from kiln._debian.archive import Indexes, Mirrors  # noqa: PLC0415
     from kiln._debian.lock import OS_LOCK, parse_os_lock, render  # noqa: PLC0415
     from kiln._debian.locking import changes, lock_os, moved_images, stale_reason  # noqa: PLC0415
@@ -225,7 +232,7 @@ def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[
         return {"path": str(path), "written": False, "changes": [], "images": []}
     how = "moving every package to the newest version" if upgrade else "resolving"
     report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
-    mirrors = Mirrors(ws.os, http_session(options))
+    mirrors = Mirrors(ws.os, ca_bundle=options.ca_bundle)
     indexes = Indexes(ws.os, mirrors, reporting_runner(report), debian_cache(ws), log=report.detail)
     layers = os_layers(ws, options, report.detail)
     lock = lock_os(
@@ -269,7 +276,7 @@ def _relock(
     )  # fmt: skip
     pages, pin_base = (
         SimplePages(ws.upstream_index, ca_bundle=options.ca_bundle),
-        base_pinner(report, options.docker_host, offline=options.offline),
+        base_pinner(report, options),
     )
     bases: dict[str, Any] = {}
     kfp = kfp_version()
