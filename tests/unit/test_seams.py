@@ -33,7 +33,7 @@ from kiln._servers.index import IndexClient
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._util import http as kiln_http
-from kiln._util.cmd import CalledProcessError, call, capture, hook_runner
+from kiln._util.cmd import CalledProcessError, ask, call, hook_runner
 from kiln._util.git import strip_credentials
 from kiln._wheels.wheelhouse import PipDownload, SimplePages
 from kiln._workspace.model import StackConfig
@@ -75,9 +75,9 @@ def test_call_missing_executable() -> None:
         call(["no-such-tool-kiln"])
 
 
-def test_capture_keeps_the_streams_apart_and_leaves_the_exit_code_to_the_caller() -> None:
+def test_ask_keeps_the_streams_apart_and_leaves_the_exit_code_to_the_caller() -> None:
     script = "import sys; print('out'); print('err', file=sys.stderr); sys.exit(1)"
-    done = capture([sys.executable, "-c", script])
+    done = ask([sys.executable, "-c", script])
     assert (done.returncode, done.stdout, done.stderr) == (1, "out\n", "err\n")
 
 

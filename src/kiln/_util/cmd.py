@@ -3,7 +3,7 @@
 ``call`` resolves the executable, echoes the command when asked, and raises
 ``CommandFailed`` with the return code and the tail of the output.
 A ``Runner`` is handed to the code that needs it, so tests can pass a fake.
-``capture`` keeps a command's output and errors apart and leaves its exit code to the
+``ask`` keeps a command's output and errors apart and leaves its exit code to the
 caller (git answers some questions with one); ``hook_runner`` is the same runner in
 the shape ``pyproject_hooks`` calls a build backend with; ``spawn`` starts a server
 that outlives the call.
@@ -109,7 +109,7 @@ def call(
     return proc.stdout
 
 
-def capture(args: Sequence[str], *, cwd: Path | None = None) -> Completed:
+def ask(args: Sequence[str], *, cwd: Path | None = None) -> Completed:
     """Run ``args`` with its standard output and error kept apart; a non-zero exit is
     the caller's to judge. ``CommandNotFound`` when the program is not installed."""
     proc = subprocess.run(

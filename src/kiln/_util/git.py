@@ -6,14 +6,14 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from kiln._errors import CommandFailed, CommandNotFound
-from kiln._util.cmd import capture
+from kiln._util.cmd import ask
 
 
 def git_output(root: Path, *args: str) -> str | None:
     """The standard output of ``git args`` in ``root``, as git wrote it; None when git
     fails (outside a checkout, an unknown revision) or is not installed."""
     try:
-        proc = capture(["git", *args], cwd=root)
+        proc = ask(["git", *args], cwd=root)
     except (CommandNotFound, OSError):
         return None
     return proc.stdout if proc.returncode == 0 else None
@@ -23,7 +23,7 @@ def git_checked(root: Path, *args: str) -> str:
     """The standard output of ``git args`` in ``root``; a CommandFailed with git's message
     when it fails."""
     try:
-        proc = capture(["git", *args], cwd=root)  # CommandNotFound says to install git
+        proc = ask(["git", *args], cwd=root)  # CommandNotFound says to install git
     except OSError as exc:
         raise CommandFailed(f"`git` cannot be run ({exc}): install git") from None
     if proc.returncode != 0:
