@@ -23,6 +23,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from kiln._cli.workspace import base_pinner
+from kiln._context import Context, Target, connect
 from kiln._debian.archive import Mirrors
 from kiln._debian.config import OsConfig
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
@@ -36,6 +37,7 @@ from kiln._util import http as kiln_http
 from kiln._util.cmd import CalledProcessError, ask, call, hook_runner
 from kiln._util.git import strip_credentials
 from kiln._wheels.wheelhouse import PipDownload, SimplePages
+from kiln._workspace.discovery import discover
 from kiln._workspace.model import StackConfig
 from tests import factory
 from tests.unit.cli import run
@@ -180,12 +182,14 @@ class _Transport:
 
     sent: dict[str, dict[str, object]] = field(default_factory=dict)
     basic: frozenset[str] = frozenset()
+    found: frozenset[str] = frozenset()  # URLs answered 200
 
     def __call__(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
         auth = request.headers.get("Authorization")
         self.sent[str(request.url)] = {**kwargs, "auth": auth}
         answer = requests.Response()
-        answer.status_code, answer.url, answer.request = 404, str(request.url), request
+        answer.url, answer.request = str(request.url), request
+        answer.status_code = 200 if request.url in self.found else 404
         if urlsplit(str(request.url)).hostname in self.basic and auth is None:
             answer.status_code = 401
             answer.headers["WWW-Authenticate"] = 'Basic realm="registry"'
@@ -254,6 +258,30 @@ def _retry_of(session: requests.Session) -> Retry:
     adapter = session.get_adapter("https://any.invalid/")
     assert isinstance(adapter, HTTPAdapter)
     return adapter.max_retries
+
+
+def test_the_wiring_gives_the_clients_the_ca_bundle_and_options_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws = discover(factory.sample(tmp_path / "repo"))
+    bundle = tmp_path / "proxy-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    found = {"https://index.invalid/simple/", "http://registry.invalid/v2/"}
+    transport = _Transport(found=frozenset(found))
+    monkeypatch.setattr(HTTPAdapter, "send", transport)
+    monkeypatch.setenv("KILN_INDEX_USERNAME", "not-read")  # the process's: Options has its own
+    env = {"KILN_INDEX_USERNAME": "u", "KILN_INDEX_PASSWORD": "p", "HOME": str(tmp_path)}
+    ctx = Context(Options(ca_bundle=bundle, env=env), Reporter.null())
+    target = Target(local=False, index="https://index.invalid", registry="registry.invalid")
+
+    services = connect(ws, ctx, target, images=False)
+    assert services.upstream_pages("https://pypi.invalid/simple").files("a") == {}
+
+    assert {url: (sent["verify"], sent["auth"]) for url, sent in transport.sent.items()} == {
+        "https://index.invalid/simple/": (str(bundle), "Basic dTpw"),  # u:p
+        "http://registry.invalid/v2/": (str(bundle), None),  # asked for none
+        "https://pypi.invalid/simple/a/": (str(bundle), None),
+    }
 
 
 def test_the_http_session_retries_idempotent_reads_only() -> None:
