@@ -20,7 +20,7 @@ from urllib3.util.retry import Retry
 
 TIMEOUT = 30.0
 RETRIES = 3
-# Seconds; urllib3 waits backoff * 2**(n - 1) before the nth retry after the first.
+# urllib3 retries at once, then waits _BACKOFF * 2**(n - 1) s before retry n: 0, 0.5, 1 s.
 _BACKOFF = 0.25
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _IDEMPOTENT_READS = frozenset({"GET", "HEAD"})
