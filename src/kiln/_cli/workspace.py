@@ -96,8 +96,7 @@ def cmd_bump(args: argparse.Namespace) -> int:
 def base_pinner(report: Reporter, options: Options) -> Any:
     """``(ref, where) -> (BasePin, how)``: a registry base pinned by its registry's
     manifest digest (asked with its credentials and the CA bundle), or a repo digest of
-    the local engine's copy; else a ConfigError naming ``where``. ``options.offline``:
-    no registry but a loopback one is asked."""
+    the local engine's copy; else a ConfigError naming ``where``. Offline: loopback only."""
     import docker.errors  # noqa: PLC0415
 
     from kiln._images.base import resolve_base  # noqa: PLC0415
@@ -109,10 +108,8 @@ def base_pinner(report: Reporter, options: Options) -> Any:
         loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
         if options.offline and not loopback:
             raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
-        client = RegistryClient(
-            host, scheme="http" if loopback else "https", ca_bundle=options.ca_bundle,
-            credentials=registry_credentials(host, options.env),
-        )  # fmt: skip
+        scheme, creds = "http" if loopback else "https", registry_credentials(host, options.env)
+        client = RegistryClient(host, scheme=scheme, credentials=creds, ca_bundle=options.ca_bundle)
         return client.digest(repository, tag)
 
     def local(ref: str) -> tuple[str, ...] | None:
