@@ -338,13 +338,13 @@ def test_bearer_flow_gets_a_token_with_basic_auth_and_retries_once() -> None:
     assert client.digest("acme/base", "0.1.0") == DIGEST
     assert client.digest("acme/base", "0.2.0") == DIGEST  # the cached token, no new challenge
     assert transport.lines() == [
-        "GET http://reg.test/v2/",
+        "GET https://reg.test/v2/",
         "GET https://auth.test/token?service=reg.test [Basic]",
-        "GET http://reg.test/v2/ [Bearer]",
-        "HEAD http://reg.test/v2/acme/base/manifests/0.1.0",
+        "GET https://reg.test/v2/ [Bearer]",
+        "HEAD https://reg.test/v2/acme/base/manifests/0.1.0",
         f"GET https://auth.test/token?service=reg.test&scope={SCOPE} [Basic]",
-        "HEAD http://reg.test/v2/acme/base/manifests/0.1.0 [Bearer]",
-        "HEAD http://reg.test/v2/acme/base/manifests/0.2.0 [Bearer]",
+        "HEAD https://reg.test/v2/acme/base/manifests/0.1.0 [Bearer]",
+        "HEAD https://reg.test/v2/acme/base/manifests/0.2.0 [Bearer]",
     ]
     assert transport.seen[1].headers["Authorization"] == basic("bot", SECRET)
     assert transport.seen[5].headers["Authorization"] == f"Bearer {issued[1]}"
@@ -359,9 +359,9 @@ def test_an_expired_token_is_replaced_once() -> None:
     issued.clear()  # the registry forgets every token it gave
     client.ping()
     assert transport.lines()[-3:] == [
-        "GET http://reg.test/v2/ [Bearer]",
+        "GET https://reg.test/v2/ [Bearer]",
         "GET https://auth.test/token?service=reg.test [Basic]",
-        "GET http://reg.test/v2/ [Bearer]",
+        "GET https://reg.test/v2/ [Bearer]",
     ]
 
 
@@ -390,9 +390,9 @@ def test_basic_challenge_is_answered_then_sent_up_front() -> None:
     client.ping()
     assert client.digest("acme/base", "1") == DIGEST
     assert transport.lines() == [
-        "GET http://reg.test/v2/",
-        "GET http://reg.test/v2/ [Basic]",
-        "HEAD http://reg.test/v2/acme/base/manifests/1 [Basic]",
+        "GET https://reg.test/v2/",
+        "GET https://reg.test/v2/ [Basic]",
+        "HEAD https://reg.test/v2/acme/base/manifests/1 [Basic]",
     ]
 
 

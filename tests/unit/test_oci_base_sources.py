@@ -133,7 +133,7 @@ def test_base_blobs_in_the_push_registry_are_mounted_not_uploaded(tmp_path: Path
     assert pushed.mounted == (base_layer,)
     assert base_layer not in pushed.uploaded
     query = f"mount={base_layer.replace(':', '%3A')}&from=kiln%2Fpython"
-    assert f"POST http://reg.test/v2/acme/base/blobs/uploads/?{query}" in transport.lines()
+    assert f"POST https://reg.test/v2/acme/base/blobs/uploads/?{query}" in transport.lines()
 
 
 def _no_engine() -> docker.DockerClient:

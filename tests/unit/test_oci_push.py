@@ -15,7 +15,7 @@ from kiln._images.oci.cache import Blob
 from kiln._images.oci.compress import TAR_GZIP
 from kiln._images.oci.image import BuiltImage, canonical_json, image_manifest
 from kiln._images.oci.push import push_image
-from kiln._servers.registry import RegistryClient, _scope
+from kiln._servers.registry import RegistryClient, _scope, default_scheme
 from tests.unit.test_credentials import FakeTransport, session_with
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -109,15 +109,15 @@ def test_missing_blobs_are_uploaded_then_the_manifest_by_digest_then_by_tag(
     assert registry.manifests == {image.digest: image.manifest, "0.2.1": image.manifest}
     layer, config = image.layers[1].digest, image.config_digest
     assert [line.split("?")[0] for line in transport.lines()] == [
-        f"HEAD http://reg.test/v2/acme/base/blobs/{image.layers[0].digest}",
-        f"HEAD http://reg.test/v2/acme/base/blobs/{layer}",
-        "POST http://reg.test/v2/acme/base/blobs/uploads/",
-        "PUT http://reg.test/v2/acme/base/blobs/uploads/u1",
-        f"HEAD http://reg.test/v2/acme/base/blobs/{config}",
-        "POST http://reg.test/v2/acme/base/blobs/uploads/",
-        "PUT http://reg.test/v2/acme/base/blobs/uploads/u1",
-        f"PUT http://reg.test/v2/acme/base/manifests/{image.digest}",
-        "PUT http://reg.test/v2/acme/base/manifests/0.2.1",
+        f"HEAD https://reg.test/v2/acme/base/blobs/{image.layers[0].digest}",
+        f"HEAD https://reg.test/v2/acme/base/blobs/{layer}",
+        "POST https://reg.test/v2/acme/base/blobs/uploads/",
+        "PUT https://reg.test/v2/acme/base/blobs/uploads/u1",
+        f"HEAD https://reg.test/v2/acme/base/blobs/{config}",
+        "POST https://reg.test/v2/acme/base/blobs/uploads/",
+        "PUT https://reg.test/v2/acme/base/blobs/uploads/u1",
+        f"PUT https://reg.test/v2/acme/base/manifests/{image.digest}",
+        "PUT https://reg.test/v2/acme/base/manifests/0.2.1",
     ]
 
 
@@ -167,8 +167,24 @@ def test_a_registry_that_stays_down_fails_after_the_retries(tmp_path: Path) -> N
 
 
 def test_writes_ask_for_a_push_token() -> None:
-    upload = "http://reg.test/v2/acme/base/blobs/uploads/u1?_state=x"
+    upload = "https://reg.test/v2/acme/base/blobs/uploads/u1?_state=x"
     assert _scope(upload, "PUT") == "repository:acme/base:pull,push"
-    assert _scope("http://reg.test/v2/acme/base/blobs/sha256:ab", "HEAD") == (
+    assert _scope("https://reg.test/v2/acme/base/blobs/sha256:ab", "HEAD") == (
         "repository:acme/base:pull"
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "scheme"),
+    [
+        ("127.0.0.1:5765", "http"),
+        ("localhost:5000", "http"),
+        ("[::1]:5000", "http"),
+        ("ghcr.io", "https"),
+        ("registry.example:5000", "https"),
+        ("localhost.example.com", "https"),
+    ],
+)
+def test_registries_off_this_machine_are_spoken_to_over_https(host: str, scheme: str) -> None:
+    # A base on Docker Hub or a CI target on ghcr.io over plain HTTP would fail.
+    assert default_scheme(host) == scheme

@@ -219,7 +219,7 @@ def test_the_ca_bundle_reaches_every_https_client(
     (argv,) = uploads
     assert argv[argv.index("--cert") + 1] == str(bundle)
     assert SimplePages("https://pypi.invalid/simple", ca_bundle=bundle).files("a") == {}
-    registry = RegistryClient("registry.invalid", scheme="https", ca_bundle=bundle)
+    registry = RegistryClient("registry.invalid", ca_bundle=bundle)
     assert registry.digest("a/b", "1.0") is None
     mirrors = Mirrors(
         OsConfig(mirrors=(("debian", ("https://deb.invalid/debian",)),)), ca_bundle=bundle
@@ -266,7 +266,7 @@ def test_the_wiring_gives_the_clients_the_ca_bundle_and_options_credentials(
     ws = discover(factory.sample(tmp_path / "repo"))
     bundle = tmp_path / "proxy-ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
-    found = {"https://index.invalid/simple/", "http://registry.invalid/v2/"}
+    found = {"https://index.invalid/simple/", "https://registry.invalid/v2/"}
     transport = _Transport(found=frozenset(found))
     monkeypatch.setattr(HTTPAdapter, "send", transport)
     monkeypatch.setenv("KILN_INDEX_USERNAME", "not-read")  # the process's: Options has its own
@@ -279,7 +279,7 @@ def test_the_wiring_gives_the_clients_the_ca_bundle_and_options_credentials(
 
     assert {url: (sent["verify"], sent["auth"]) for url, sent in transport.sent.items()} == {
         "https://index.invalid/simple/": (str(bundle), "Basic dTpw"),  # u:p
-        "http://registry.invalid/v2/": (str(bundle), None),  # asked for none
+        "https://registry.invalid/v2/": (str(bundle), None),  # asked for none
         "https://pypi.invalid/simple/a/": (str(bundle), None),
     }
 

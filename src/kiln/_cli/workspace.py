@@ -108,8 +108,8 @@ def base_pinner(report: Reporter, options: Options) -> Any:
         loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
         if options.offline and not loopback:
             raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
-        scheme, creds = "http" if loopback else "https", registry_credentials(host, options.env)
-        client = RegistryClient(host, scheme=scheme, credentials=creds, ca_bundle=options.ca_bundle)
+        creds = registry_credentials(host, options.env)
+        client = RegistryClient(host, credentials=creds, ca_bundle=options.ca_bundle)
         return client.digest(repository, tag)
 
     def local(ref: str) -> tuple[str, ...] | None:

@@ -95,6 +95,13 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def default_scheme(host: str) -> str:
+    """How a registry at ``host`` is spoken to, as Docker does: plain HTTP on this machine's
+    loopback (the local stack), HTTPS everywhere else."""
+    name = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
+    return "http" if name in ("localhost", "127.0.0.1", "::1") else "https"
+
+
 class RegistryClient:
     """A Docker Registry HTTP API v2 at ``host`` (``127.0.0.1:5765``), plain HTTP on loopback.
 
@@ -105,7 +112,7 @@ class RegistryClient:
         self,
         host: str,
         *,
-        scheme: str = "http",
+        scheme: str | None = None,
         credentials: Credentials | None = None,
         ca_bundle: Path | None = None,
         session: requests.Session | None = None,
@@ -122,7 +129,7 @@ class RegistryClient:
                 "or docker's config)"
             )
         self.host = host
-        self._base = f"{scheme}://{host}/v2"
+        self._base = f"{scheme or default_scheme(host)}://{host}/v2"
         self._session = session or http.session(ca_bundle, retries=0)
         self._credentials = credentials
         self._basic = False  # the registry asked for Basic: send it with every request
