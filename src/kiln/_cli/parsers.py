@@ -76,7 +76,12 @@ examples:
         description="Run every stage; skip what is already published, refuse what would "
         "change a published version. Writes dist/manifest.json.",
     )
-    p.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the plan, change nothing (with --tag or --dev: after every check that "
+        "release makes, publishing nothing)",
+    )
     p.add_argument("--version", metavar="X.Y.Z", help="stamp the manifest with this release")
     p.add_argument(
         "--tag",

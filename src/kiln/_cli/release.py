@@ -13,10 +13,10 @@ from kiln._cli.context import context, target
 from kiln._errors import ConfigError
 from kiln._release.check_release import check_release
 from kiln._release.components import committed_label, components
-from kiln._release.dev_release import release_dev
+from kiln._release.dev_release import plan_dev, release_dev
 from kiln._release.flows import bake_images, publish_wheels, release
 from kiln._release.plan import plan_text
-from kiln._release.tag import release_tag
+from kiln._release.tag import plan_tag, release_tag
 from kiln._wheels.build import build_wheels, wheel_cache_dir
 
 
@@ -96,6 +96,10 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 def _release_tag(args: argparse.Namespace) -> int:
     ws = common.workspace(args)
+    if args.dry_run:
+        planned = plan_tag(ws, context(args), target(args), args.tag)
+        common.emit(args, planned.to_json(), planned.text)
+        return 0
     result = release_tag(ws, context(args), target(args), args.tag)
     common.emit(args, result.to_json(), f"{result.summary}\nrecord: {result.record}")
     return 0
@@ -103,6 +107,10 @@ def _release_tag(args: argparse.Namespace) -> int:
 
 def _release_dev(args: argparse.Namespace) -> int:
     ws = common.workspace(args)
+    if args.dry_run:
+        planned = plan_dev(ws, context(args), target(args))
+        common.emit(args, planned.to_json(), planned.text)
+        return 0
     result = release_dev(ws, context(args), target(args))
     common.emit(args, result.to_json(), result.summary)
     return 0

@@ -179,3 +179,11 @@ def publish_bundle(
     report.stage("bundle", f"bundle: uploading {wheel.filename} to {index.url}")
     upload_checked(index, [(name, wheel.path, wheel.sha256)], report=report)
     return (wheel.filename,)
+
+
+def bundle_line(filename: str, *, there: bool) -> str:
+    """The bundle's line in a dry run's plan, as ``plan_text`` writes a file's: ``there``
+    when the index has it with these bytes."""
+    if there:
+        return f"  skip     bundle {filename}: on the index with identical bytes"
+    return f"  publish  bundle {filename}: not on the index yet"

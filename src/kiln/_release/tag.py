@@ -5,7 +5,8 @@ published (tree, tag, train version, the previous release's tag for the notes, l
 committed YAMLs, the plan's refusals, the bundle already on the index with other bytes).
 Then the usual stages publish what is new, the components bundle goes last, and
 ``dist/release/`` is written. A run killed anywhere completes when run again; the same
-tag again publishes nothing and says so.
+tag again publishes nothing and says so. The dry run (``plan_tag``) runs the same checks
+and stops where publishing would start, with the plan.
 """
 
 from __future__ import annotations
@@ -16,14 +17,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.version import Version
+
 from kiln import __version__
 from kiln._components.drift import describe
 from kiln._context import Context, Target, connect
 from kiln._errors import ConfigError
-from kiln._release.bundle import build_bundle, bundle_name, bundle_published, publish_bundle
+from kiln._release.bundle import (
+    build_bundle,
+    bundle_line,
+    bundle_name,
+    bundle_published,
+    publish_bundle,
+)
 from kiln._release.components import committed_label, component_drift
-from kiln._release.plan import ReleasePlan, plan_text
+from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, kfp_version, prepare
+from kiln._release.services import Services
 from kiln._release.stages import check_refusals, execute, make_plan
 from kiln._release.train import (
     Snapshot,
@@ -77,12 +87,104 @@ class TagRelease:
         )
 
 
+@dataclass(frozen=True)
+class TagPlan:
+    """What `kiln release --tag --dry-run` found: every check passed, and what the release
+    would publish (the plan, and the bundle: ``bundle_there`` when the index has it with
+    these bytes). Nothing was published and nothing written in ``dist/``."""
+
+    release: str
+    tag: str
+    revision: str
+    previous: str | None
+    plan: ReleasePlan
+    bundle: BuiltWheel
+    bundle_there: bool
+
+    def to_json(self) -> dict[str, Any]:
+        action = Action.SKIP if self.bundle_there else Action.PUBLISH
+        return {
+            "release": self.release,
+            "tag": self.tag,
+            "revision": self.revision,
+            "previous": self.previous,
+            "plan": self.plan.to_dict(),
+            "bundle": {
+                "filename": self.bundle.filename,
+                "sha256": self.bundle.sha256,
+                "action": action.value,
+            },
+        }
+
+    @property
+    def text(self) -> str:
+        head = (
+            f"release {self.release} ({self.tag} at {self.revision[:12]}), dry run: nothing "
+            "published, nothing written in dist/"
+        )
+        bundle = bundle_line(self.bundle.filename, there=self.bundle_there)
+        return f"{head}\n{plan_text(self.plan)}\n{bundle}"
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A tag release past every check: what it publishes, and what publishing needs."""
+
+    planned: TagPlan
+    services: Services
+    prepared: Prepared
+    label: str
+
+
+def plan_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagPlan:
+    """`kiln release --tag --dry-run`: every check of ``release_tag`` (each refuses as it
+    does), then the plan; nothing is published, nothing written in ``dist/``, and a local
+    stack this had to start is stopped again (``ctx.cleanup``)."""
+    return _check(ws, ctx, target, tag, read_only=True).planned
+
+
 def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRelease:
     """Release the commit ``tag`` (``vX.Y.Z``) names, which must be HEAD of a clean tree."""
     report = ctx.report
+    checked = _check(ws, ctx, target, tag, read_only=False)
+    planned, services, label = checked.planned, checked.services, checked.label
+    for line in plan_text(planned.plan).splitlines():
+        report.detail(line)
+    outcome = execute(
+        ws, checked.prepared, planned.plan, services, release_version=planned.release,
+        report=report,
+    )  # fmt: skip
+    uploaded = publish_bundle(
+        services.index, bundle_name(ws.org), planned.bundle, report,
+        fix="a published version never changes; tag a new version",
+    )  # fmt: skip
+    previous, head = planned.previous, planned.revision
+    notes = release_notes(
+        Version(planned.release),
+        tag,
+        previous,
+        snapshot(ws.root, previous, label) if previous else Snapshot({}, {}, {}),
+        snapshot(ws.root, head, label),
+    )
+    directory = _write_record(ws, outcome.manifest_path, notes, planned.bundle.path, label)
+    return TagRelease(
+        release=planned.release,
+        tag=tag,
+        revision=head,
+        previous=previous,
+        uploaded=(*outcome.uploaded, *uploaded),
+        pushed=tuple(outcome.pushed),
+        bundle=planned.bundle,
+        record=directory,
+    )
+
+
+def _check(ws: Workspace, ctx: Context, target: Target, tag: str, *, read_only: bool) -> _Checked:
+    """Every check that can refuse, before anything is published (see the module)."""
+    report = ctx.report
     version = tag_version(tag)
     head = check_tree(ws.root, tag)
-    services = connect(ws, ctx, target)
+    services = connect(ws, ctx, target, read_only=read_only)
     bundle = bundle_name(ws.org)
     released = released_versions(services.index.files(bundle))
     rerun = check_train(version, released, bundle)
@@ -102,9 +204,6 @@ def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRel
             f"`kiln check`, commit, and tag again\n" + describe(drifts, label=label)
         )
     check_refusals(plan)
-    for line in plan_text(plan).splitlines():
-        report.detail(line)
-
     yamls = sorted(ws.component_dir.glob("*.yaml"))
     record = _bundle_record(ws, prepared, plan, head)
     staging = ws.state_dir / "release" / "bundle"
@@ -116,30 +215,8 @@ def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRel
     )  # fmt: skip
     if rerun and there and plan.up_to_date:
         report.stage("train", f"release {version} is already published: nothing to do")
-
-    outcome = execute(ws, prepared, plan, services, release_version=str(version), report=report)
-    uploaded = publish_bundle(
-        services.index, bundle, wheel, report,
-        fix="a published version never changes; tag a new version",
-    )  # fmt: skip
-    notes = release_notes(
-        version,
-        tag,
-        previous,
-        snapshot(ws.root, previous, label) if previous else Snapshot({}, {}, {}),
-        snapshot(ws.root, head, label),
-    )
-    directory = _write_record(ws, outcome.manifest_path, notes, wheel.path, label)
-    return TagRelease(
-        release=str(version),
-        tag=tag,
-        revision=head,
-        previous=previous,
-        uploaded=(*outcome.uploaded, *uploaded),
-        pushed=tuple(outcome.pushed),
-        bundle=wheel,
-        record=directory,
-    )
+    planned = TagPlan(str(version), tag, head, previous, plan, wheel, there)
+    return _Checked(planned, services, prepared, label)
 
 
 def _bundle_record(
