@@ -8,7 +8,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from kiln._errors import CommandFailed
 from kiln._images.oci.builder import KilnBuilder
-from kiln._images.oci.smoke import Run, _import_packages, import_packages, smoke_check
+from kiln._images.oci.smoke import Run, smoke_check
 from kiln._release.prepare import prepare
 from tests.unit.fakes import release_setup
 from tests.unit.test_oci_push import an_image, sha
@@ -121,34 +120,6 @@ def test_an_image_whose_python_prints_no_result_fails_with_its_output() -> None:
 
     with pytest.raises(CommandFailed, match=r"(?s)exited 127 without a result.*python3: not found"):
         smoke_check(broken, IMAGE, [])
-
-
-def wheel(path: Path, files: Sequence[str]) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name in files:
-            zf.writestr(name, "")
-    return path
-
-
-def test_import_packages_are_read_from_the_wheel(tmp_path: Path) -> None:
-    files = [
-        "h/__init__.py", "h/sub/x.py", "solo.py", "acme_h-0.1.0.dist-info/RECORD",
-        "acme_h-0.1.0.data/scripts/tool", "acme_h.pth",
-    ]  # fmt: skip
-    found = import_packages(wheel(tmp_path / "acme_h-0.1.0-py3-none-any.whl", files))
-    assert found == ("h", "solo")
-
-
-def test_a_wheel_is_read_once_until_it_changes(tmp_path: Path) -> None:
-    # A release asks for every wheel's import packages once per component.
-    path = wheel(tmp_path / "acme_h-0.1.0-py3-none-any.whl", ["h/__init__.py"])
-    before = _import_packages.cache_info()
-    assert import_packages(path) == ("h",)
-    assert import_packages(path) == ("h",)
-    after = _import_packages.cache_info()
-    assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
-    wheel(path, ["h/__init__.py", "other/__init__.py"])  # rewritten in place
-    assert import_packages(path) == ("h", "other")
 
 
 class PushedRegistry:

@@ -20,7 +20,6 @@ from kiln._components.generate import generate_component as real_generate
 from kiln._components.packages import (
     Installed,
     _requires,
-    _requires_of,
     check_imports,
     closure,
     install_items,
@@ -30,6 +29,7 @@ from kiln._components.yamls import generate
 from kiln._errors import ConfigError
 from kiln._release.prepare import prepare
 from kiln._wheels.build import BuiltWheel, build_wheels
+from kiln._wheels.metadata import _read_wheel
 from kiln._wheels.wheelhouse import WheelFile, Wheelhouse
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Component, Workspace
@@ -153,10 +153,10 @@ def test_requires_dist_is_read_once_per_wheel_until_it_changes(tmp_path: Path) -
     path = _wheel(
         tmp_path, "acme-h", "0.1.0", ("numpy>=1.26", "pywin32; sys_platform == 'win32'")
     ).path
-    before = _requires_of.cache_info()
+    before = _read_wheel.cache_info()
     assert _requires(path, "3.11") == ["numpy"]
     assert _requires(path, "3.11") == ["numpy"]
-    after = _requires_of.cache_info()
+    after = _read_wheel.cache_info()
     assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
     _wheel(tmp_path, "acme-h", "0.1.0", ("numpy>=1.26", "pandas>=2.2"))  # rewritten in place
     assert _requires(path, "3.11") == ["numpy", "pandas"]

@@ -16,12 +16,9 @@ its own environment (a netrc or pip configuration the cluster provides).
 
 from __future__ import annotations
 
-import functools
 import sys
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.parser import HeaderParser
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +26,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from kiln._errors import ConfigError
-from kiln._images.oci.smoke import import_packages
+from kiln._wheels.metadata import import_packages, wheel_metadata
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Component, Workspace
 
@@ -51,17 +48,7 @@ class Installed:
 
 
 def _requires(wheel: Path, python: str) -> list[str]:
-    """The canonical names a wheel requires for a CPython ``python`` pod on Linux (each
-    file read once per process while its size and mtime stay the same)."""
-    stat = wheel.stat()
-    return list(_requires_of(str(wheel), stat.st_size, stat.st_mtime_ns, python))
-
-
-@functools.lru_cache(maxsize=1024)
-def _requires_of(wheel: str, _size: int, _mtime_ns: int, python: str) -> tuple[str, ...]:
-    with zipfile.ZipFile(wheel) as zf:
-        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
-        headers = HeaderParser().parsestr(zf.read(meta).decode("utf-8", errors="replace"))
+    """The canonical names a wheel requires for a CPython ``python`` pod on Linux."""
     env = {
         "python_version": python,
         "python_full_version": f"{python}.0",
@@ -74,14 +61,14 @@ def _requires_of(wheel: str, _size: int, _mtime_ns: int, python: str) -> tuple[s
         "extra": "",
     }
     found = []
-    for raw in headers.get_all("Requires-Dist") or []:
+    for raw in wheel_metadata(wheel).requires:
         try:
             req = Requirement(raw)
         except InvalidRequirement:
             continue
         if req.marker is None or req.marker.evaluate(env):
             found.append(str(canonicalize_name(req.name)))
-    return tuple(found)
+    return found
 
 
 def closure(

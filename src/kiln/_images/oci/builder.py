@@ -40,10 +40,10 @@ from kiln._images.oci.smoke import (
     ContainerRunner,
     DockerContainers,
     Run,
-    import_packages,
     smoke_check,
 )
 from kiln._servers.credentials import Credentials
+from kiln._wheels.metadata import import_packages
 from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:

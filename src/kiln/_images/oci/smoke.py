@@ -13,12 +13,9 @@ fake in unit tests).
 
 from __future__ import annotations
 
-import functools
 import json
-import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import docker
@@ -142,29 +139,6 @@ class DockerContainers:
                 "and can pull from the registry"
             ) from None
         return Run(int(status.get("StatusCode", 1)), output)
-
-
-def import_packages(wheel: Path) -> tuple[str, ...]:
-    """The top-level import packages and modules a wheel installs (read from its files).
-    Each file is read once per process while its size and mtime stay the same: a release
-    asks for every wheel of the wheelhouse once per component."""
-    stat = wheel.stat()
-    return _import_packages(str(wheel), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=1024)
-def _import_packages(wheel: str, _size: int, _mtime_ns: int) -> tuple[str, ...]:
-    found: set[str] = set()
-    with zipfile.ZipFile(wheel) as zf:
-        for name in zf.namelist():
-            first, slash, _rest = name.partition("/")
-            if first.endswith((".dist-info", ".data")):
-                continue
-            if slash:
-                found.add(first)
-            elif first.endswith(".py"):
-                found.add(first.removesuffix(".py"))
-    return tuple(sorted(found))
 
 
 def _tail(text: str) -> str:
