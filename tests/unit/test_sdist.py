@@ -27,7 +27,8 @@ from kiln._release.stages import execute, make_plan
 from kiln._report import Reporter
 from kiln._util.cmd import call
 from kiln._wheels.lock import BasePin, Uv, lock_path, make_lock, parse_lock, read_lock
-from kiln._wheels.sdist import SdistBuilder, differences, sdist_cache_dir
+from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir
+from kiln._wheels.sdist_files import differences
 from kiln._wheels.wheelhouse import PipDownload, build_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace

@@ -21,23 +21,17 @@ rebuilds from the private index alone.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import shutil
 import sys
-import tarfile
 import tempfile
 import warnings
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import build
 import pyproject_hooks
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from kiln._errors import CommandFailed, ConfigError
@@ -46,12 +40,9 @@ from kiln._util.cmd import Runner, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import SOURCE_DATE_EPOCH
 from kiln._wheels.lock import Built, Lock, Pages, Pin, locked_name, locked_source, sdists_for
+from kiln._wheels.sdist_cache import BUILD_ENV, SdistCache, SdistWheel, cache_key
+from kiln._wheels.sdist_files import differences, pins_in, satisfied, unpack
 from kiln._wheels.tags import supported_tags
-
-CACHE_FORMAT = "1"
-# What every build runs with, besides the venv: part of the cache key.
-BUILD_ENV = {"SOURCE_DATE_EPOCH": SOURCE_DATE_EPOCH, "PYTHONHASHSEED": "0"}
-_RECORD = "record.json"
 
 
 class SourceFetch(Protocol):
@@ -71,105 +62,12 @@ class SourceFetch(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class SourceFile:
-    """A file a built wheel came from (its sdist, a backend wheel): mirrored at release."""
-
-    name: str  # canonical project name
-    version: str
-    path: Path
-    sha256: str
-
-    @property
-    def filename(self) -> str:
-        return self.path.name
-
-
-@dataclass(frozen=True)
-class SdistWheel:
-    """A wheel kiln built from a pin's sdist, kept in the cache with its sources."""
-
-    name: str
-    version: str
-    path: Path
-    sha256: str
-    sources: tuple[SourceFile, ...]
-
-
-def running_python() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
 def sdist_cache_dir(state_dir: Path) -> Path:
     return state_dir / "cache" / "sdist-wheels"
 
 
-def cache_key(pin: Pin, python: str, backend: Sequence[str]) -> str:
-    """sha256 over what decides the built wheel's bytes: the sdist (as the pin's locked
-    hashes), the Python, the backend, the build environment and this cache's format."""
-    env = [f"{k}={v}" for k, v in sorted(BUILD_ENV.items())]
-    fields = ["kiln sdist wheel", CACHE_FORMAT, pin.name, pin.version, *sorted(pin.hashes)]
-    fields += [python, *sorted(backend), *env]
-    return hashlib.sha256(json.dumps(fields).encode()).hexdigest()
-
-
-def _pins_in(folder: Path) -> tuple[str, ...]:
-    """``name==version`` of each wheel in ``folder``, sorted."""
-    pins = []
-    for path in sorted(folder.glob("*.whl")):
-        name, version, _build, _tags = parse_wheel_filename(path.name)
-        pins.append(f"{name}=={version}")
-    return tuple(sorted(pins))
-
-
-def _satisfied(requirement: str, pins: Sequence[str]) -> bool:
-    req = Requirement(requirement)
-    if req.marker is not None and not req.marker.evaluate():
-        return True
-    versions = [p.split("==", 1) for p in pins]
-    name = canonicalize_name(req.name)
-    return any(
-        canonicalize_name(n) == name and req.specifier.contains(Version(v), prereleases=True)
-        for n, v in versions
-    )
-
-
-def _unpack(sdist: Path, dest: Path) -> Path:
-    """Unpack ``sdist`` into ``dest``; return the project folder (its one top folder)."""
-    if sdist.name.endswith(".zip"):
-        with zipfile.ZipFile(sdist) as archive:
-            archive.extractall(dest)  # noqa: S202 - zipfile drops ".." and absolute paths
-    else:
-        with tarfile.open(sdist) as archive:
-            if hasattr(tarfile, "data_filter"):
-                archive.extractall(dest, filter="data")
-            else:  # pragma: no cover - Python 3.10 before 3.10.12
-                archive.extractall(dest)  # noqa: S202 - the sdist's hash is the locked one
-    tops = list(dest.iterdir())
-    return tops[0] if len(tops) == 1 and tops[0].is_dir() else dest
-
-
-def differences(first: Path, second: Path, limit: int = 5) -> list[str]:
-    """What differs between two wheels, file by file (at most ``limit`` lines)."""
-    try:
-        with zipfile.ZipFile(first) as a, zipfile.ZipFile(second) as b:
-            left = {i.filename: i for i in a.infolist()}
-            right = {i.filename: i for i in b.infolist()}
-            found = []
-            for name in sorted(set(left) | set(right)):
-                if name not in left or name not in right:
-                    found.append(f"{name}: in one wheel only")
-                elif a.read(name) != b.read(name):
-                    found.append(f"{name}: content")
-                elif (left[name].date_time, left[name].external_attr) != (
-                    right[name].date_time, right[name].external_attr,
-                ):  # fmt: skip
-                    found.append(f"{name}: timestamp or mode")
-            if not found and list(left) != list(right):
-                found.append("the order of the files")
-    except zipfile.BadZipFile:
-        return ["not a zip file"]
-    return found[:limit]
+def running_python() -> str:
+    return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
 class SdistBuilder:
@@ -191,7 +89,7 @@ class SdistBuilder:
     ) -> None:
         self._fetch = fetch
         self._runner = runner
-        self._cache_dir = cache_dir
+        self._cache = SdistCache(cache_dir)
         self._index_url = index_url
         self._executable = executable
         self._python = python or running_python()
@@ -206,7 +104,7 @@ class SdistBuilder:
         """Build ``sdist`` (filename, sha256 from the upstream index) twice and require
         identical wheels; ``backend`` None: resolve the sdist's build requirements."""
         if backend is not None:
-            hit = self._from_cache(cache_key(pin, python, backend))
+            hit = self._cache.get(cache_key(pin, python, backend))
             if hit is not None:
                 self._report.detail(f"    {pin.requirement}: {hit.path.name} from the cache")
                 return Built(hit.path.name, hit.sha256, backend)
@@ -229,8 +127,9 @@ class SdistBuilder:
                     f"of {pin.name} that ships a wheel for the image, or drop it"
                 )
             self._check_wheel(lock_file, pin, first, python, platform)
-            backend = _pins_in(wheels)
-            kept = self._store(pin, python, backend, first, [path, *wheels.glob("*.whl")])
+            backend = pins_in(wheels)
+            key = cache_key(pin, python, backend)
+            kept = self._cache.store(key, first, [path, *wheels.glob("*.whl")])
         return Built(kept.path.name, kept.sha256, backend)
 
     def _backend_for(
@@ -244,7 +143,7 @@ class SdistBuilder:
             fetch = self._fetch.fetch_backend
             fetch(backend, index_url=self._index_url, dest=wheels, resolve=False)
             return wheels, None
-        project = _unpack(sdist, folder / "requires")
+        project = unpack(sdist, folder / "requires")
         requires = sorted(self._static_requires(lock_file, pin, project))
         extra: set[str] = set()
         for _round in range(2):
@@ -256,7 +155,7 @@ class SdistBuilder:
             wheels.mkdir(exist_ok=True)
             env = self._venv(folder / "first" / "env", wheels)
             extra = self._dynamic_requires(lock_file, pin, project, env)
-            if all(_satisfied(r, _pins_in(wheels)) for r in extra):
+            if all(satisfied(r, pins_in(wheels)) for r in extra):
                 return wheels, env
             requires = sorted({*requires, *extra})
         raise ConfigError(
@@ -273,7 +172,7 @@ class SdistBuilder:
             raise ValueError(f"{pin.requirement} is not built from an sdist")
         built = pin.built
         key = cache_key(pin, lock.python, built.backend)
-        hit = self._from_cache(key)
+        hit = self._cache.get(key)
         if hit is not None and (hit.path.name, hit.sha256) == (built.filename, built.sha256):
             self._report.detail(f"    {pin.requirement}: {hit.path.name} from the cache")
             return hit
@@ -288,10 +187,10 @@ class SdistBuilder:
             for index_url, group in _backend_sources(lock, pin, pages).items():
                 self._fetch.fetch_backend(group, index_url=index_url, dest=wheels, resolve=False)
             wheels.mkdir(exist_ok=True)
-            if _pins_in(wheels) != tuple(sorted(built.backend)):
+            if pins_in(wheels) != tuple(sorted(built.backend)):
                 raise ConfigError(
                     f"{lock.path}: {pin.requirement}: its build backend "
-                    f"({' '.join(built.backend)}) was fetched as {' '.join(_pins_in(wheels))}; "
+                    f"({' '.join(built.backend)}) was fetched as {' '.join(pins_in(wheels))}; "
                     f"re-lock with `kiln lock {locked_name(lock.path)} --upgrade {pin.name}`"
                 )
             wheel = self._build(lock.path, pin, path, wheels, folder / "build")
@@ -304,9 +203,7 @@ class SdistBuilder:
                     f"lock was edited. Re-lock it with `kiln lock {locked_name(lock.path)} "
                     f"--upgrade {pin.name}` (and commit the lock)"
                 )
-            return self._store(
-                pin, lock.python, built.backend, wheel, [path, *wheels.glob("*.whl")]
-            )
+            return self._cache.store(key, wheel, [path, *wheels.glob("*.whl")])
 
     # ---------------------------------------------------------------- building
     def _check_python(self, lock_file: Path, pin: Pin, python: str) -> None:
@@ -370,7 +267,7 @@ class SdistBuilder:
     ) -> Path:  # fmt: skip
         """Unpack ``sdist`` and build its wheel in a venv of ``wheels`` (``env``, when one
         was made already), all in ``folder``."""
-        project = _unpack(sdist, folder / "src")
+        project = unpack(sdist, folder / "src")
         python = env or self._venv(folder / "env", wheels)
         with self._backend(lock_file, pin):
             hooks = build.ProjectBuilder(project, str(python), self._hook_runner)
@@ -404,59 +301,6 @@ class SdistBuilder:
                 f"so only pure-Python ones fit. Pin a version of {pin.name} that ships a "
                 f"wheel for the image, or drop it"
             )
-
-    # ---------------------------------------------------------------- the cache
-    def _store(
-        self, pin: Pin, python: str, backend: Sequence[str], wheel: Path, sources: Sequence[Path]
-    ) -> SdistWheel:
-        """Keep ``wheel`` and its ``sources`` under their key (replaced whole); the entry."""
-        entry = self._cache_dir / cache_key(pin, python, backend)
-        self._cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".tmp-", dir=self._cache_dir) as tmp:
-            staged = Path(tmp) / "entry"
-            (staged / "sources").mkdir(parents=True)
-            shutil.copy2(wheel, staged / wheel.name)
-            for path in sources:
-                shutil.copy2(path, staged / "sources" / path.name)
-            record = {
-                "wheel": [wheel.name, sha256_file(wheel)],
-                "sources": sorted([p.name, sha256_file(p)] for p in sources),
-            }
-            (staged / _RECORD).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-            shutil.rmtree(entry, ignore_errors=True)
-            staged.rename(entry)
-        kept = self._from_cache(entry.name)
-        if kept is None:  # pragma: no cover - written just now
-            raise CommandFailed(f"the sdist wheel cache {self._cache_dir} is not writable")
-        return kept
-
-    def _from_cache(self, key: str) -> SdistWheel | None:
-        """The entry under ``key`` when every file in it has its recorded sha256."""
-        entry = self._cache_dir / key
-        try:
-            record = json.loads((entry / _RECORD).read_text(encoding="utf-8"))
-            filename, sha = record["wheel"]
-            sources = []
-            for source, source_sha in record["sources"]:
-                path = entry / "sources" / Path(source).name
-                if sha256_file(path) != source_sha:
-                    return None
-                sources.append(_source_file(path, source_sha))
-            wheel = entry / Path(filename).name
-            if sha256_file(wheel) != sha:
-                return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        name, version, _build, _tags = parse_wheel_filename(wheel.name)
-        return SdistWheel(str(name), str(version), wheel, sha, tuple(sources))
-
-
-def _source_file(path: Path, sha256: str) -> SourceFile:
-    if path.name.endswith(".whl"):
-        name, version, _build, _tags = parse_wheel_filename(path.name)
-    else:
-        name, version = parse_sdist_filename(path.name)
-    return SourceFile(str(name), str(version), path, sha256)
 
 
 def _sdist_source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> tuple[str, str, str]:

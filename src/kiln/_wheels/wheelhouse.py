@@ -44,7 +44,8 @@ from kiln._wheels.lock import (
     locked_name,
     locked_source,
 )
-from kiln._wheels.sdist import SdistBuilder, SourceFile
+from kiln._wheels.sdist import SdistBuilder
+from kiln._wheels.sdist_cache import SourceFile
 from kiln._wheels.tags import supported_tags, wheel_platforms, wheels_for
 from kiln._workspace.model import Image, Workspace
 
