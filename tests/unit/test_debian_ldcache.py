@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from kiln._debian.elf import program_interpreter
 from kiln._debian.ldcache import ld_so_cache, soname
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry, parents
 from kiln._errors import ConfigError
@@ -197,6 +198,20 @@ def test_soname_of_a_truncated_file_is_none() -> None:
     data = elf("libfoo.so.1")
     assert soname(data[: len(data) - 20]) is None  # the string table cut off
     assert soname(data[:100]) is None  # the program headers cut off
+
+
+@pytest.mark.parametrize(("bits", "order"), [(64, "<"), (32, "<"), (64, ">")])
+def test_the_program_interpreter_is_read_with_the_machine(bits: int, order: str) -> None:
+    # What kiln starts an image's python3 through (kiln._images.oci.loader).
+    data = elf(None, bits=bits, order=order, machine=AARCH64, interp="/lib/ld-linux-aarch64.so.1")
+    assert program_interpreter(data) == (AARCH64, "/lib/ld-linux-aarch64.so.1")
+    assert program_interpreter(elf("libfoo.so.1")) == (X86_64, None)  # no PT_INTERP
+
+
+def test_the_program_interpreter_of_another_file_is_a_value_error() -> None:
+    for data in (b"#!/bin/sh\n", b"\x7fELF", elf(None, interp="/lib/ld.so")[:80]):
+        with pytest.raises(ValueError, match="ELF file"):
+            program_interpreter(data)
 
 
 # ------------------------------------------------------------------ the cache

@@ -17,8 +17,8 @@ from kiln._errors import CommandFailed, ConfigError
 from kiln._images.oci.base import pull_base
 from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.cache import LayerCache
+from kiln._images.oci.loader import host_machine
 from kiln._images.oci.push import push_image
-from kiln._images.oci.rootfs import host_machine
 from kiln._servers.registry import RegistryClient
 from tests.unit.test_credentials import FakeTransport, session_with
 from tests.unit.test_oci_build import a_layer_tar

@@ -17,7 +17,7 @@ from packaging.tags import Tag
 from kiln._errors import ConfigError
 from kiln._images.oci import install
 from kiln._images.oci.install import InstallScheme, install_wheels
-from kiln._images.oci.rootfs import HostPython
+from kiln._images.oci.interpreter import HostPython
 
 HOST_PYTHON = HostPython()  # unit tests compile with kiln's own interpreter (no base)
 

@@ -15,15 +15,15 @@ import pytest
 from kiln._errors import ConfigError
 from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.compress import GZIP, BlobWriter
-from kiln._images.oci.rootfs import (
+from kiln._images.oci.loader import (
     elf_interpreter,
     find_python,
     host_machine,
     library_dirs,
     loader_argv,
     resolve,
-    unpack,
 )
+from kiln._images.oci.rootfs import unpack
 
 
 def _entry(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:

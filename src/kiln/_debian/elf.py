@@ -3,8 +3,9 @@
 The ``DT_SONAME``, the library type ldconfig files it under (libc6, and the ABI of
 the machine: ``libc6,x86-64``, ``libc6,AArch64``) and the x86 ISA level a
 ``glibc-hwcaps`` entry carries, read with ``struct`` from the file's bytes alone (it may
-be for another architecture: nothing is run). ``Arch`` holds what each machine's
-ldconfig has built in (Debian's build). ``kiln._debian.ldcache`` writes the cache.
+be for another architecture: nothing is run); and the program interpreter (PT_INTERP)
+an executable is started by. ``Arch`` holds what each machine's ldconfig has built in
+(Debian's build). ``kiln._debian.ldcache`` writes the cache.
 """
 
 from __future__ import annotations
@@ -276,6 +277,22 @@ def soname(data: bytes) -> str | None:
     if info is None or info.soname is None:
         return None
     return info.soname.decode("utf-8", "surrogateescape")
+
+
+def program_interpreter(data: bytes) -> tuple[int, str | None]:
+    """(e_machine, the PT_INTERP path or None for a static executable) of an ELF file of
+    either class and byte order; ValueError for anything else, or a file cut short."""
+    if data[:4] != ELFMAG or len(data) < 6 or data[4] not in (1, 2) or data[5] not in (1, 2):
+        raise ValueError("not an ELF file")
+    r = _Reader(data, "<" if data[5] == 1 else ">", 32 if data[4] == 1 else 64)
+    try:
+        machine = r.get("H", 18)
+        for seg in r.segments():
+            if seg.kind == _PT_INTERP:
+                return machine, r.cstr(seg.offset).decode()
+    except _Truncated:
+        raise ValueError("a truncated ELF file") from None
+    return machine, None
 
 
 _FIX = "remove it from the layer, or rename it so it does not look like a library (lib*.so*)"

@@ -198,3 +198,28 @@ def hermetic_pip_env() -> dict[str, str]:
     Used together with ``--isolated`` and an explicit index.
     """
     return {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def capture(
+    args: Sequence[str], *, what: str, env: Mapping[str, str], stdin: str | None = None
+) -> str:
+    """Run ``args`` with exactly ``env`` (nothing of kiln's own environment) and ``stdin``;
+    its stdout, with stderr kept apart. ``CommandFailed`` naming ``what`` when it cannot
+    start, or with the tail of its stderr when it fails.
+
+    For a program started by its path (an image's own interpreter run from its files),
+    whose output is data: nothing is echoed or looked up on PATH.
+    """
+    try:
+        done = subprocess.run(
+            list(args), input=stdin, capture_output=True, text=True, env=dict(env), check=False
+        )
+    except OSError as exc:
+        raise CommandFailed(f"{what}: cannot start {args[0]} ({exc})") from None
+    if done.returncode != 0:
+        raise CommandFailed(
+            f"{what} failed (exit {done.returncode}):\n{_tail(done.stderr.strip(), 15)}",
+            returncode=done.returncode,
+            output=done.stderr,
+        )
+    return done.stdout

@@ -6,7 +6,7 @@ from there (``pull_base``) and kept in the layer cache; a push to the same regis
 mounts them instead of uploading them again.
 
 The install scheme is asked of the base's own interpreter, once per image ID, run
-from its unpacked layers (``rootfs``): no container.
+from its unpacked layers (``interpreter``, ``rootfs``): no container.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.base import split_reference
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.install import InstallScheme
-from kiln._images.oci.rootfs import BasePython, host_machine
+from kiln._images.oci.interpreter import BasePython
+from kiln._images.oci.loader import host_machine
 from kiln._util.files import temporary_beside
 
 

@@ -30,8 +30,8 @@ from kiln._images.oci.image import (
     rfc3339,
 )
 from kiln._images.oci.install import INSTALLER, InstallScheme, collision, install_wheels
+from kiln._images.oci.interpreter import Interpreter
 from kiln._images.oci.layers import MTIME, write_layer
-from kiln._images.oci.rootfs import Interpreter
 from kiln._util.files import sha256_file
 
 # What today's images/*/Dockerfile sets. kfp is installed without its client

@@ -14,7 +14,7 @@ wheels' paths on the build machine are no part of the image.
 Two wheels writing one file is an error naming both (folders, such as namespace
 packages', are shared freely). Bytecode is compiled with ``checked-hash``
 invalidation (deterministic, and valid in a read-only container) by the image's own
-interpreter (``rootfs``) with a fixed hash seed: its bytes differ between patch
+interpreter (``interpreter``) with a fixed hash seed: its bytes differ between patch
 releases of one Python, so no other interpreter would do.
 """
 
@@ -41,7 +41,7 @@ from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from kiln._errors import ConfigError
-from kiln._images.oci.rootfs import Interpreter
+from kiln._images.oci.interpreter import Interpreter
 
 INSTALLER = b"kiln\n"
 
