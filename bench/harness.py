@@ -36,8 +36,8 @@ from typing import Any
 
 from bench.generate import PRESETS, Shape, generate
 from kiln._debian.archive import Mirrors
-from kiln._debian.build import deb_path, fetch_debs
 from kiln._debian.lock import OsLock, read_os_lock
+from kiln._images.os_layers import deb_path, fetch_debs
 from kiln._workspace.discovery import discover
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -47,12 +47,12 @@ from pathlib import Path
 import docker
 
 from kiln._debian.archive import Mirrors
-from kiln._debian.build import OsLayers, fetch_debs
 from kiln._debian.lock import OsLock, read_os_lock
 from kiln._images.oci.build import KFP_ENV
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.push import push_image
+from kiln._images.os_layers import OsLayers, fetch_debs
 from kiln._release.prepare import PACKAGES_ENV
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack

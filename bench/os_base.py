@@ -38,9 +38,9 @@ from pathlib import Path
 
 from bench.harness import Bench, BenchError, Measurement, Outcome, Repo, Sample, measured, run
 from kiln._debian.archive import Mirrors
-from kiln._debian.build import OsLayers, fetch_debs
 from kiln._debian.lock import read_os_lock
 from kiln._images.oci.cache import LayerCache
+from kiln._images.os_layers import OsLayers, fetch_debs
 from kiln._servers.registry import RegistryClient
 from kiln._workspace.discovery import discover
 

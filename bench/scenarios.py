@@ -31,7 +31,7 @@ from bench.kfp_build import ComponentDir, build_all, layer_bytes, registry_bytes
 from bench.naive import closure
 from bench.os_base import os_base
 from kiln._servers.stack import LocalStack
-from kiln._wheels.build import SOURCE_DATE_EPOCH
+from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import StackConfig
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import docker
 
 from kiln._debian.archive import Mirrors
-from kiln._debian.build import OsLayers, RegistryCopies
 from kiln._errors import ConfigError
 from kiln._images.docker import docker_client
 from kiln._images.oci.builder import KilnBuilder, cache_dir
 from kiln._images.oci.cache import LayerCache
+from kiln._images.os_layers import OsLayers, RegistryCopies
 from kiln._options import Options
 from kiln._release.services import Services
 from kiln._report import Reporter

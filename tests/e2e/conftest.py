@@ -33,9 +33,9 @@ import requests
 from packaging.utils import canonicalize_name
 
 from kiln._debian.archive import Mirrors
-from kiln._debian.build import OsLayers, fetch_debs
 from kiln._debian.lock import read_os_lock
 from kiln._images.oci.cache import LayerCache
+from kiln._images.os_layers import OsLayers, fetch_debs
 from kiln._workspace.discovery import discover
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -23,7 +23,6 @@ import pytest
 from packaging.utils import parse_wheel_filename
 
 from kiln._debian.archive import Mirrors
-from kiln._debian.build import OsLayers
 from kiln._debian.lock import read_os_lock
 from kiln._images.oci.base import BaseImage, base_python, probe_scheme
 from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble
@@ -32,6 +31,7 @@ from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.image import BuiltImage, labels
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.push import push_image
+from kiln._images.os_layers import OsLayers
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel

@@ -27,9 +27,9 @@ import docker
 import pytest
 
 from kiln._debian.archive import Indexes, Mirrors, by_name
-from kiln._debian.build import fetch_debs
 from kiln._debian.lock import DebPin, read_os_lock
 from kiln._debian.resolve import Resolver
+from kiln._images.os_layers import fetch_debs
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
 from tests.e2e.conftest import OsPins, Repo, copy_project, on_stack

@@ -17,7 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from kiln._debian.build import (
+from kiln._debian.deb import read_deb
+from kiln._debian.lock import DebPin, LayerPin, OsLock, PackageSet
+from kiln._debian.tree import DIR, FILE, SYMLINK, Entry
+from kiln._errors import ArtifactAltered, ConfigError, ServiceUnavailable
+from kiln._images.oci.cache import Blob, LayerCache
+from kiln._images.oci.image import canonical_json, sha256_digest
+from kiln._images.os_layers import (
     OS_ENV,
     Blobs,
     OsLayers,
@@ -30,12 +36,6 @@ from kiln._debian.build import (
     read_layer,
     store_tree,
 )
-from kiln._debian.deb import read_deb
-from kiln._debian.lock import DebPin, LayerPin, OsLock, PackageSet
-from kiln._debian.tree import DIR, FILE, SYMLINK, Entry
-from kiln._errors import ArtifactAltered, ConfigError, ServiceUnavailable
-from kiln._images.oci.cache import Blob, LayerCache
-from kiln._images.oci.image import canonical_json, sha256_digest
 from tests.debian_sample import (
     DEBIAN,
     SECURITY,

@@ -24,7 +24,7 @@ from kiln._debian.layer import (
 )
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry
 from kiln._errors import ConfigError
-from kiln._images.oci.layers import MTIME
+from kiln._util.epoch import MTIME
 
 CONFLICT = (
     "both ship it, with different content; a path must belong to one package: drop one of "

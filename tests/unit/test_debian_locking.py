@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from kiln._debian.archive import Indexes, Suite
-from kiln._debian.build import OsLayers
 from kiln._debian.config import OsConfig
 from kiln._debian.deb import Deb
 from kiln._debian.layer import WRITER
@@ -20,6 +19,7 @@ from kiln._debian.locking import Change, changes, check_os_fresh, lock_os, os_in
 from kiln._debian.resolve import Closure, Omitted
 from kiln._errors import ConfigError
 from kiln._images.oci.cache import Blob, LayerCache
+from kiln._images.os_layers import OsLayers
 from kiln._workspace.model import Image, StackConfig, Workspace
 from tests.debian_sample import candidate
 

@@ -23,7 +23,8 @@ from kiln._images.oci.compress import (
     Compression,
     check_pinned,
 )
-from kiln._images.oci.layers import MTIME, write_layer, write_tar
+from kiln._images.oci.layers import write_layer, write_tar
+from kiln._util.epoch import MTIME
 
 FILES = {
     "usr/local/bin/tool": (b"#!/usr/bin/python3\nprint('hi')\n", True),

@@ -191,7 +191,7 @@ def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
     naming the packages gone and the fix."""
     from kiln._context import debian_cache  # noqa: PLC0415
     from kiln._debian.archive import Mirrors  # noqa: PLC0415
-    from kiln._debian.build import unavailable  # noqa: PLC0415
+    from kiln._images.os_layers import unavailable  # noqa: PLC0415
 
     report, options = common.report_of(args), common.options_of(args)
     pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]

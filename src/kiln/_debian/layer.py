@@ -36,7 +36,7 @@ from kiln._debian.deb import Deb
 from kiln._debian.ldcache import ld_so_cache
 from kiln._debian.tree import DIR, FILE, MERGED, SYMLINK, Entry, parents, resolve
 from kiln._errors import ConfigError
-from kiln._images.oci.layers import MTIME
+from kiln._util.epoch import MTIME
 
 WRITER = "1"
 NONROOT = 65532

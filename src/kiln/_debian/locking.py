@@ -12,15 +12,36 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from kiln._debian.archive import Indexes, by_name
-from kiln._debian.build import OsLayers
 from kiln._debian.config import SECTION, python_of
 from kiln._debian.layer import WRITER
 from kiln._debian.lock import OS_LOCK, LayerPin, OsLock, PackageSet, read_os_lock
 from kiln._debian.resolve import Resolver, extra_closure
 from kiln._errors import ConfigError
 from kiln._workspace.model import Workspace
+
+
+class LayerBlob(Protocol):
+    """A built layer as the lock records it."""
+
+    @property
+    def diff_id(self) -> str: ...
+
+    @property
+    def digest(self) -> str: ...
+
+    @property
+    def size(self) -> int: ...
+
+
+class LayerBuilder(Protocol):
+    """What locking needs of ``kiln._images.os_layers.OsLayers``: a lock's layer, built."""
+
+    def build(
+        self, lock: OsLock, packages: PackageSet, *, below: str | None = None
+    ) -> LayerBlob: ...
 
 
 def os_inputs(workspace: Workspace) -> str:
@@ -114,7 +135,7 @@ def lock_os(
     workspace: Workspace,
     *,
     indexes: Indexes,
-    layers: OsLayers,
+    layers: LayerBuilder,
     previous: OsLock | None,
     upgrade: bool,
     log: Callable[[str], None] = lambda _line: None,

@@ -35,12 +35,10 @@ import build.env
 
 from kiln._errors import CommandFailed
 from kiln._util.cmd import CalledProcessError, hook_runner
+from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
 from kiln._util.toml import load_toml
 from kiln._workspace.model import Helper
-
-# 1980-01-01T00:00:00Z, the earliest time a zip file can record.
-SOURCE_DATE_EPOCH = "315532800"
 
 # Bump when the key or the layout of an entry changes: older entries are then ignored.
 CACHE_FORMAT = "1"

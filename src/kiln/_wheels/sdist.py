@@ -37,8 +37,8 @@ from packaging.version import Version
 from kiln._errors import CommandFailed, ConfigError
 from kiln._report import Reporter
 from kiln._util.cmd import Runner, hermetic_pip_env
+from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
-from kiln._wheels.build import SOURCE_DATE_EPOCH
 from kiln._wheels.lock import Built, Lock, Pages, Pin, locked_name, locked_source, sdists_for
 from kiln._wheels.sdist_cache import BUILD_ENV, SdistCache, SdistWheel, cache_key
 from kiln._wheels.sdist_files import differences, pins_in, satisfied, unpack

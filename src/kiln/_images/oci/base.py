@@ -1,6 +1,6 @@
 """The base image: its config, its layers, its install scheme.
 
-A base is kiln's OS base (``kiln._debian``: its layers are built from the OS lock)
+A base is kiln's OS base (``kiln._images.os_layers``: its layers are built from the OS lock)
 or an image in a registry, pinned by digest: its config and layer blobs are read
 from there (``pull_base``) and kept in the layer cache; a push to the same registry
 mounts them instead of uploading them again.

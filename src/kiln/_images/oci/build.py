@@ -31,7 +31,8 @@ from kiln._images.oci.image import (
 )
 from kiln._images.oci.install import INSTALLER, InstallScheme, collision, install_wheels
 from kiln._images.oci.interpreter import Interpreter
-from kiln._images.oci.layers import MTIME, write_layer
+from kiln._images.oci.layers import write_layer
+from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file
 
 # What today's images/*/Dockerfile sets. kfp is installed without its client

@@ -34,7 +34,6 @@ from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
 from kiln._images.oci.install import InstallScheme
-from kiln._images.oci.layers import MTIME
 from kiln._images.oci.push import BlobRegistry, push_image
 from kiln._images.oci.smoke import (
     ContainerRunner,
@@ -42,12 +41,13 @@ from kiln._images.oci.smoke import (
     Run,
     smoke_check,
 )
+from kiln._images.os_layers import OsLayers
 from kiln._servers.credentials import Credentials
+from kiln._util.epoch import MTIME
 from kiln._wheels.metadata import import_packages
 from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:
-    from kiln._debian.build import OsLayers
     from kiln._images.inputs import ImageInputs, OsBase
 
 

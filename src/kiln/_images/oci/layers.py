@@ -17,9 +17,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kiln._images.oci.compress import BlobWriter, Compression, Written
-from kiln._wheels.build import SOURCE_DATE_EPOCH
-
-MTIME = int(SOURCE_DATE_EPOCH)  # 1980-01-01: every entry's mtime
+from kiln._util.epoch import MTIME
 
 
 def _walk(root: Path) -> Iterator[tuple[tuple[str, ...], Path]]:

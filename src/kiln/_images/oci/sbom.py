@@ -31,7 +31,7 @@ from cyclonedx.model.component import Component, ComponentType
 from cyclonedx.output.json import JsonV1Dot6
 from packageurl import PackageURL
 
-from kiln._images.oci.layers import MTIME
+from kiln._util.epoch import MTIME
 
 if TYPE_CHECKING:
     from kiln._images.inputs import ImageInputs, OsBase

@@ -45,8 +45,8 @@ from kiln._images.oci.compress import GZIP, BlobWriter, Written
 from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest
 from kiln._images.oci.install import compile_bytecode
 from kiln._images.oci.interpreter import FolderPython
-from kiln._images.oci.layers import MTIME
 from kiln._images.oci.rootfs import needed
+from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file, temporary_beside
 
 # The environment of kiln's OS base: Debian's PATH, and the C.UTF-8 locale glibc has built in.
