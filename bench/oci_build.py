@@ -48,7 +48,7 @@ import docker
 
 from kiln._debian.archive import Mirrors
 from kiln._debian.lock import OsLock, read_os_lock
-from kiln._images.oci.build import KFP_ENV
+from kiln._images.oci.assemble import KFP_ENV
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.push import push_image

@@ -10,8 +10,8 @@ import shutil
 from pathlib import Path
 from typing import Any, cast
 
+from kiln._images.oci.assemble import python_layer
 from kiln._images.oci.base import BaseImage, probe_scheme
-from kiln._images.oci.build import python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.layers import write_tar

@@ -22,6 +22,7 @@ import docker
 from kiln._errors import ConfigError
 from kiln._images.base import split_reference
 from kiln._images.inputs import base_label
+from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.base import (
     BaseImage,
     BlobSource,
@@ -29,7 +30,6 @@ from kiln._images.oci.base import (
     probe_scheme,
     pull_base,
 )
-from kiln._images.oci.build import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
