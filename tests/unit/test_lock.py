@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiln._errors import ConfigError, ServiceUnavailable
-from kiln._images.base import build_ref, resolve_base, split_reference
+from kiln._images.registry_base import build_ref, resolve_base, split_reference
 from kiln._wheels.lock import (
     BasePin,
     Built,

@@ -99,8 +99,8 @@ def base_pinner(report: Reporter, options: Options) -> Any:
     the local engine's copy; else a ConfigError naming ``where``. Offline: loopback only."""
     import docker.errors  # noqa: PLC0415
 
-    from kiln._images.base import resolve_base  # noqa: PLC0415
     from kiln._images.docker import docker_client  # noqa: PLC0415
+    from kiln._images.registry_base import resolve_base  # noqa: PLC0415
     from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
     from kiln._servers.registry import RegistryClient  # noqa: PLC0415
 

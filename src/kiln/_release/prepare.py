@@ -14,8 +14,8 @@ from pathlib import Path
 from kiln._components.yamls import PackagesInputs
 from kiln._debian.locking import fresh_os_lock
 from kiln._errors import ConfigError
-from kiln._images.base import build_ref
 from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
+from kiln._images.registry_base import build_ref
 from kiln._release.plan import FileCandidate
 from kiln._release.services import Services
 from kiln._report import Reporter

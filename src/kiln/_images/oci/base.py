@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._images.base import split_reference
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.interpreter import BasePython
 from kiln._images.oci.loader import host_machine
+from kiln._images.registry_base import split_reference
 from kiln._util.files import temporary_beside
 
 

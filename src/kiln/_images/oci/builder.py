@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import docker
 
 from kiln._errors import ConfigError
-from kiln._images.base import split_reference
 from kiln._images.inputs import base_label
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.base import (
@@ -42,6 +41,7 @@ from kiln._images.oci.smoke import (
     smoke_check,
 )
 from kiln._images.os_layers import OsLayers
+from kiln._images.registry_base import split_reference
 from kiln._servers.credentials import Credentials
 from kiln._util.epoch import MTIME
 from kiln._wheels.metadata import import_packages
