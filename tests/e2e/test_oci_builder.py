@@ -25,7 +25,7 @@ from packaging.utils import parse_wheel_filename
 from kiln._debian.archive import Mirrors
 from kiln._debian.lock import read_os_lock
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble
-from kiln._images.oci.base import BaseImage, base_python, probe_scheme
+from kiln._images.oci.base_image import BaseImage, base_python, probe_scheme
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.image import BuiltImage, labels

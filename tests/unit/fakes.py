@@ -18,7 +18,7 @@ from kiln._debian.lock import render as render_os
 from kiln._debian.locking import os_inputs
 from kiln._errors import ConfigError
 from kiln._images.inputs import ImageInputs
-from kiln._images.oci.base import BaseImage
+from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
 from kiln._release.prepare import prepare

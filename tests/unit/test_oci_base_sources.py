@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from kiln._errors import CommandFailed, ConfigError
-from kiln._images.oci.base import pull_base
+from kiln._images.oci.base_image import pull_base
 from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.loader import host_machine

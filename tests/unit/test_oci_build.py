@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from kiln._images.oci.assemble import python_layer
-from kiln._images.oci.base import BaseImage, probe_scheme
+from kiln._images.oci.base_image import BaseImage, probe_scheme
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.layers import write_tar

@@ -10,7 +10,7 @@ import pytest
 
 from kiln._errors import ConfigError
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble
-from kiln._images.oci.base import BaseImage
+from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.cache import Blob
 from kiln._images.oci.compress import TAR_GZIP
 from kiln._images.oci.image import labels, merge_env

@@ -15,7 +15,7 @@ from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Image
 
 if TYPE_CHECKING:
-    from kiln._images.oci.base import BaseImage
+    from kiln._images.oci.base_image import BaseImage
     from kiln._images.oci.image import BuiltImage
 
 

@@ -39,7 +39,7 @@ from kiln._debian.layer import (
 from kiln._debian.lock import DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry, normalize
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, ServiceUnavailable
-from kiln._images.oci.base import BaseImage
+from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.compress import GZIP, BlobWriter, Written
 from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest

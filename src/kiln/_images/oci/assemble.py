@@ -19,7 +19,7 @@ from pathlib import Path
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 
-from kiln._images.oci.base import BaseImage
+from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.compress import Compression
 from kiln._images.oci.image import (

@@ -22,7 +22,7 @@ import docker
 from kiln._errors import ConfigError
 from kiln._images.inputs import base_label
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble, python_layer
-from kiln._images.oci.base import (
+from kiln._images.oci.base_image import (
     BaseImage,
     BlobSource,
     base_python,
