@@ -25,7 +25,7 @@ from packaging.utils import parse_wheel_filename
 from kiln._debian.archive import Mirrors
 from kiln._debian.lock import read_os_lock
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble
-from kiln._images.oci.base_image import BaseImage, base_python, probe_scheme
+from kiln._images.oci.base_image import BaseImage, base_image_python, probe_scheme
 from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.image import BuiltImage, labels
@@ -233,7 +233,7 @@ def test_the_unpacked_base_python_is_the_image_s_own(
     cache = LayerCache(tmp_path / "cache")
     base = os_base(base_wheels.source, cache, base_wheels.debs)
     ref = push_base(base, registry, "unpacked")
-    python = base_python(base, cache)
+    python = base_image_python(base, cache)
     scheme = probe_scheme(base, cache, python)
     inside = json.loads(
         run(

@@ -75,7 +75,7 @@ def a_layer_tar(tmp_path: Path) -> bytes:
     return out.getvalue()
 
 
-class FakeBasePython:
+class FakeBaseImagePython:
     """What the probe asks of the base's interpreter: it prints paths under the folder
     the base is unpacked in; the scheme holds them as image paths."""
 
@@ -109,7 +109,7 @@ def test_the_scheme_is_probed_once_per_base_and_read_as_image_paths(tmp_path: Pa
     }
     cache = LayerCache(tmp_path / "cache")
     base = BaseImage("python@sha256:" + "a" * 64, "sha256:" + "b" * 64, {}, ())
-    python = FakeBasePython(root, probe)
+    python = FakeBaseImagePython(root, probe)
 
     scheme = probe_scheme(base, cache, cast(Any, python))
     assert (scheme.purelib, scheme.executable, scheme.include) == (

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.oci.cache import Blob, LayerCache, key_of
 from kiln._images.oci.install import InstallScheme
-from kiln._images.oci.interpreter import BasePython
+from kiln._images.oci.interpreter import BaseImagePython
 from kiln._images.oci.loader import host_machine
 from kiln._images.registry_base import split_reference
 from kiln._util.files import temporary_beside
@@ -200,12 +200,12 @@ def image_env(config: Mapping[str, Any]) -> dict[str, str]:
     return {k: v for k, _, v in pairs}
 
 
-def base_python(base: BaseImage, cache: LayerCache) -> BasePython:
+def base_image_python(base: BaseImage, cache: LayerCache) -> BaseImagePython:
     """The base's own ``python3``, run from its unpacked layers (unpacked on first use)."""
-    return BasePython(base.image_id, base.layers, image_env(base.config), cache)
+    return BaseImagePython(base.image_id, base.layers, image_env(base.config), cache)
 
 
-def probe_scheme(base: BaseImage, cache: LayerCache, python: BasePython) -> InstallScheme:
+def probe_scheme(base: BaseImage, cache: LayerCache, python: BaseImagePython) -> InstallScheme:
     """The install scheme of ``base``'s ``python3`` (``python``); asked once per image ID,
     then cached. No container: the base's interpreter runs from its unpacked layers."""
     kept = cache.root / "probes" / f"{base.image_id.partition(':')[2]}.v{_PROBE_FORMAT}.json"

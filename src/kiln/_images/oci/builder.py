@@ -25,7 +25,7 @@ from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble, python_lay
 from kiln._images.oci.base_image import (
     BaseImage,
     BlobSource,
-    base_python,
+    base_image_python,
     probe_scheme,
     pull_base,
 )
@@ -94,7 +94,7 @@ def build_on(
     into the base's scheme and compiled by the base's own Python; ``labels`` are also
     the manifest's annotations. The image, its Python layers and the scheme."""
     check_pinned()
-    python = base_python(base, cache)
+    python = base_image_python(base, cache)
     scheme = probe_scheme(base, cache, python)
     tags = supported_tags(scheme.python, platform)
     layers: list[PythonLayer] = []

@@ -89,7 +89,7 @@ class HostPython:
         return _run([sys.executable, "-S", "-s", "-c", script, *args], "python", stdin, env)
 
 
-class BasePython:
+class BaseImagePython:
     """The base image's ``python3``, run from its unpacked filesystem (see module doc)."""
 
     def __init__(
@@ -142,7 +142,7 @@ class BasePython:
 
 class FolderPython:
     """The ``python3`` of a filesystem written out in ``root`` (an OS layer being built,
-    before it is a blob): run as ``BasePython`` runs the base's."""
+    before it is a blob): run as ``BaseImagePython`` runs the base's."""
 
     def __init__(self, root: Path, image_python: str, identity: str) -> None:
         self.identity = identity
