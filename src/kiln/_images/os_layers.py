@@ -48,6 +48,7 @@ from kiln._images.oci.interpreter import FolderPython
 from kiln._images.oci.rootfs import needed
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file, temporary_beside
+from kiln._util.paths import stays_inside
 
 # The environment of kiln's OS base: Debian's PATH, and the C.UTF-8 locale glibc has built in.
 OS_ENV = (
@@ -158,8 +159,7 @@ def extract(tree: Mapping[str, Entry], root: Path) -> None:
         if not needed(path):
             continue
         target = root / path
-        folder = os.path.realpath(target.parent)
-        if folder != top and not folder.startswith(top + os.sep):
+        if not stays_inside(target.parent, top):
             continue
         if entry.kind == DIR:
             target.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,11 @@
-"""Following symlinks the way they are followed inside an image, wherever its tree lies."""
+"""Following symlinks the way they are followed inside an image, wherever its tree lies;
+and whether a path on this machine stays inside an unpacked tree."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 
 MAX_LINKS = 40  # as the kernel's ELOOP limit, roughly: more means a loop
 
@@ -39,3 +42,10 @@ def follow(path: str, look: Look) -> str | None:
             continue
         done.append(part)
     return "/".join(done)
+
+
+def stays_inside(path: Path, top: str) -> bool:
+    """Whether ``path``, its symlinks resolved on this machine, is ``top`` or below it
+    (``top`` a real path: ``os.path.realpath`` of the tree's folder)."""
+    real = os.path.realpath(path)
+    return real == top or real.startswith(top + os.sep)

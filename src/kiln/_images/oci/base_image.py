@@ -11,7 +11,6 @@ from its unpacked layers (``interpreter``, ``rootfs``): no container.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.oci.cache import Blob, LayerCache, key_of
+from kiln._images.oci.image import sha256_digest
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.interpreter import BaseImagePython
 from kiln._images.oci.loader import host_machine
@@ -139,7 +139,7 @@ def pull_base(registry: BlobSource, ref: str, cache: LayerCache) -> BaseImage:
     if "manifests" in doc:  # a list of per-platform images: this machine's
         raw = registry.manifest(repository, _pick_platform(doc, ref))
         doc = json.loads(raw)
-    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    digest = sha256_digest(raw)
     config_digest = str(doc["config"]["digest"])
     _fetch(registry, repository, config_digest, int(doc["config"]["size"]), cache)
     config_bytes = cache.read_blob(config_digest)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kiln._debian.elf import program_interpreter
 from kiln._errors import ConfigError
-from kiln._util.paths import follow
+from kiln._util.paths import follow, stays_inside
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -111,8 +111,7 @@ def loader_argv(root: Path, image_python: str, what: str) -> list[str]:
     # Start it by the path the image would (the same sys.executable and prefix search),
     # unless a symlink on the way leads out of the unpacked folder.
     unresolved = root / image_python.lstrip("/")
-    top = os.path.realpath(root)
-    started = unresolved if os.path.realpath(unresolved).startswith(top + os.sep) else program
+    started = unresolved if stays_inside(unresolved, os.path.realpath(root)) else program
     if interp is None:
         return [str(started)]
     loader = resolve(root, interp)

@@ -27,6 +27,7 @@ from typing import IO, cast
 
 from kiln._errors import CommandFailed, ConfigError
 from kiln._images.oci.cache import Blob, LayerCache
+from kiln._util.paths import stays_inside
 
 # Folders (image paths, no leading slash) whose files kiln's runs of the base's python3
 # never read (see the module doc): not unpacked.
@@ -76,8 +77,7 @@ class _Parents:
         parent = target.parent
         if parent in self._safe:
             return True
-        real = os.path.realpath(parent)
-        if real == self._top or real.startswith(self._top + os.sep):
+        if stays_inside(parent, self._top):
             self._safe.add(parent)
             return True
         return False
