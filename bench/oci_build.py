@@ -53,11 +53,11 @@ from kiln._images.oci.builder import build_on
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.push import push_image
 from kiln._images.os_layers import OsLayers, fetch_debs
+from kiln._lock.format import read_lock
 from kiln._release.prepare import PACKAGES_ENV
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel
-from kiln._wheels.lock import read_lock
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Image, StackConfig, Workspace

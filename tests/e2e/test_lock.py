@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from kiln._wheels.lock import parse_lock
+from kiln._lock.format import parse_lock
 from tests.e2e.conftest import Repo
 from tests.e2e.test_release_local import index_state, registry_state
 

@@ -32,10 +32,10 @@ from kiln._images.oci.image import BuiltImage, labels
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.push import push_image
 from kiln._images.os_layers import OsLayers
+from kiln._lock.format import Lock, read_lock
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._wheels.build import build_wheel
-from kiln._wheels.lock import Lock, read_lock
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Helper, StackConfig

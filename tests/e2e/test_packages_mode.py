@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from kiln._wheels.lock import parse_lock
+from kiln._lock.format import parse_lock
 from kiln._workspace.discovery import discover
 from tests.catalog_sample import CatalogDom
 from tests.e2e.conftest import Repo

@@ -16,7 +16,7 @@ import requests
 from kfp import components, local
 from packaging.utils import canonicalize_name
 
-from kiln._wheels.lock import parse_lock
+from kiln._lock.format import parse_lock
 from tests.e2e.conftest import HELPERS, IMAGES, Repo, by, installed, private_venv
 
 pytestmark = pytest.mark.e2e

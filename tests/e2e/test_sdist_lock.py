@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 import requests
 
-from kiln._wheels.lock import parse_lock
+from kiln._lock.format import parse_lock
 from tests import factory
 from tests.e2e.conftest import OsPins, Repo, free_port, on_stack, seed_os
 

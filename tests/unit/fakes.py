@@ -21,11 +21,12 @@ from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
+from kiln._lock.format import BasePin, Pin, lock_path, render
+from kiln._lock.inputs import OS_BASE, inputs_hash, no_deps_extra
 from kiln._release.prepare import prepare
 from kiln._release.services import Services
 from kiln._release.stages import Outcome, execute, make_plan
 from kiln._util.files import sha256_file
-from kiln._wheels.lock import OS_BASE, BasePin, Pin, inputs_hash, lock_path, no_deps_extra, render
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Image, Workspace
 from tests import factory

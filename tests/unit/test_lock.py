@@ -13,18 +13,9 @@ import pytest
 
 from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._images.registry_base import build_ref, resolve_base, split_reference
-from kiln._wheels.lock import (
-    BasePin,
-    Built,
-    Lock,
-    Pin,
-    Uv,
-    check_fresh,
-    lock_path,
-    make_lock,
-    parse_lock,
-    read_lock,
-)
+from kiln._lock.format import BasePin, Built, Lock, Pin, lock_path, parse_lock, read_lock
+from kiln._lock.inputs import check_fresh
+from kiln._lock.make import Uv, make_lock
 from kiln._wheels.wheelhouse import PipDownload, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace

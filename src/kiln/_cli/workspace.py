@@ -58,8 +58,8 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_bump(args: argparse.Namespace) -> int:
+    from kiln._lock.format import lock_path  # noqa: PLC0415
     from kiln._release.prepare import kfp_version  # noqa: PLC0415
-    from kiln._wheels.lock import lock_path  # noqa: PLC0415
     from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
     from kiln._workspace.discovery import discover  # noqa: PLC0415
 
@@ -127,8 +127,9 @@ def base_pinner(report: Reporter, options: Options) -> Any:
 
 def cmd_lock(args: argparse.Namespace) -> int:
     from kiln._debian.locking import fresh_os_lock  # noqa: PLC0415
+    from kiln._lock.format import read_lock  # noqa: PLC0415
+    from kiln._lock.inputs import check_fresh  # noqa: PLC0415
     from kiln._release.prepare import kfp_version  # noqa: PLC0415
-    from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
 
     ws = common.workspace(args)
     known = {i.name: i for i in ws.locked}
@@ -177,7 +178,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
 
 
 def _fresh(ws: Workspace, image: Image, kfp: str) -> bool:
-    from kiln._wheels.lock import check_fresh, read_lock  # noqa: PLC0415
+    from kiln._lock.format import read_lock  # noqa: PLC0415
+    from kiln._lock.inputs import check_fresh  # noqa: PLC0415
 
     try:
         check_fresh(read_lock(image), ws, image, kfp)
@@ -258,9 +260,11 @@ def _relock(
     """Write the lock of each of ``images``; name -> {path, written (False: unchanged)}."""
     import uv  # noqa: PLC0415
 
+    from kiln._lock.format import BasePin, lock_path  # noqa: PLC0415
+    from kiln._lock.inputs import OS_BASE  # noqa: PLC0415
+    from kiln._lock.make import Uv, make_lock  # noqa: PLC0415
     from kiln._release.prepare import kfp_version  # noqa: PLC0415
     from kiln._util.cmd import reporting_runner  # noqa: PLC0415
-    from kiln._wheels.lock import OS_BASE, BasePin, Uv, lock_path, make_lock  # noqa: PLC0415
     from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir  # noqa: PLC0415
     from kiln._wheels.wheelhouse import PipDownload, SimplePages  # noqa: PLC0415
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from kiln._errors import ConfigError, KilnError
-from kiln._wheels.lock import BasePin, Lock, untagged
+from kiln._lock.format import BasePin, Lock, untagged
 from kiln._workspace.model import Image
 
 

@@ -20,12 +20,13 @@ from kiln._debian.lock import OS_LOCK, OsLock
 from kiln._debian.locking import fresh_os_lock
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
 from kiln._images.inputs import OsBase, base_label
+from kiln._lock.format import Lock, read_lock
+from kiln._lock.inputs import check_fresh
 from kiln._release.plan import Action, FileCandidate, plan_file
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry
 from kiln._wheels.build import BuiltWheel
-from kiln._wheels.lock import Lock, check_fresh, helper_closure, read_lock
-from kiln._workspace.model import Image, Workspace
+from kiln._workspace.model import Image, Workspace, helper_closure
 
 # What a finding means for the next release, and the exit code it gives.
 BUMP, ALTERED, RELOCK, TODO = "bump", "altered", "relock", "unpublished"

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln._util.git import git_text
-from kiln._wheels.lock import helper_closure
 from kiln._workspace.bump import BumpPlan, FileChange, PinChange, next_version
-from kiln._workspace.model import Workspace
+from kiln._workspace.model import Workspace, helper_closure
 
 # What the copy holds: everything discovery and the release read.
 _COPIED = ("helpers", "images", "pipelines")

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln._images.inputs import OciBuilder
+from kiln._lock.sources import Pages
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry
 from kiln._util.cmd import Runner, call
-from kiln._wheels.lock import Pages
 from kiln._wheels.sdist import SourceFetch
 from kiln._wheels.wheelhouse import Downloader, SimplePages
 

@@ -35,11 +35,12 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
 from kiln._errors import CommandFailed, ConfigError
+from kiln._lock.format import Built, Lock, Pin, locked_name
+from kiln._lock.sources import Pages, locked_source, sdists_for
 from kiln._report import Reporter
 from kiln._util.cmd import Runner, hermetic_pip_env
 from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
-from kiln._wheels.lock import Built, Lock, Pages, Pin, locked_name, locked_source, sdists_for
 from kiln._wheels.sdist_cache import BUILD_ENV, SdistCache, SdistWheel, cache_key
 from kiln._wheels.sdist_files import differences, pins_in, satisfied, unpack
 from kiln._wheels.tags import supported_tags

@@ -16,9 +16,9 @@ from pathlib import Path
 from packaging.utils import parse_sdist_filename, parse_wheel_filename
 
 from kiln._errors import CommandFailed
+from kiln._lock.format import Pin
 from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
-from kiln._wheels.lock import Pin
 
 CACHE_FORMAT = "1"
 # What every build runs with, besides the venv: part of the cache key.

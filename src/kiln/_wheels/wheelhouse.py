@@ -32,22 +32,16 @@ from packaging.utils import parse_wheel_filename
 from pypi_simple import NoSuchProjectError, PyPISimple
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
+from kiln._lock.format import Lock, Pin, locked_name
+from kiln._lock.sources import Pages, locked_source
 from kiln._util import http
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
-from kiln._wheels.lock import (
-    Lock,
-    Pages,
-    Pin,
-    helper_closure,
-    locked_name,
-    locked_source,
-)
 from kiln._wheels.sdist import SdistBuilder
 from kiln._wheels.sdist_cache import SourceFile
 from kiln._wheels.tags import supported_tags, wheel_platforms, wheels_for
-from kiln._workspace.model import Image, Workspace
+from kiln._workspace.model import Image, Workspace, helper_closure
 
 
 @dataclass(frozen=True)

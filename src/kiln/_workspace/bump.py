@@ -38,9 +38,8 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from kiln._errors import ConfigError
-from kiln._wheels.lock import helper_closure
 from kiln._workspace.discovery import check_no_sibling_cycle
-from kiln._workspace.model import Helper, Image, Workspace
+from kiln._workspace.model import Helper, Image, Workspace, helper_closure
 
 Kind = Literal["helper", "image"]
 LEVELS = ("major", "minor", "patch")

@@ -168,3 +168,8 @@ class Workspace:
     def component_dir(self) -> Path:
         """The committed, generated component YAMLs (one per component) and the catalog."""
         return self.root / "pipelines" / "components" / "generated"
+
+
+def helper_closure(workspace: Workspace, names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` plus every helper of ``workspace`` they pin, transitively, sorted."""
+    return sibling_closure(workspace.helpers, names)

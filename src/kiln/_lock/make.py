@@ -1,0 +1,131 @@
+"""Making an image's lock: ``uv pip compile --generate-hashes`` for the image's Python and
+platform against the upstream index, kfp added ``--no-deps``, and a wheel built from
+the sdist of each pin that has none for the image."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import canonicalize_name
+
+from kiln._errors import ConfigError
+from kiln._lock.format import INPUT, BasePin, Pin, lock_path, pins_of, render
+from kiln._lock.inputs import closure_requirements, inputs_hash, no_deps_extra
+from kiln._lock.sources import Pages, SdistBuilds, sdist_only
+from kiln._util.cmd import Runner
+from kiln._wheels.tags import supported_tags
+from kiln._workspace.model import Image, Workspace
+
+
+@dataclass(frozen=True)
+class Uv:
+    """``uv pip compile``, hermetic: no uv config, an explicit index, the machine's CAs."""
+
+    runner: Runner
+    executable: str
+    index: str
+    ca_bundle: Path | None = None
+
+    def compile(self, image: Image, directory: Path, *, no_deps: bool = False,
+                upgrade: Sequence[str] = ()) -> str:  # fmt: skip
+        """Compile ``directory/requirements.in`` into ``directory/requirements.txt`` (whose
+        versions, when the file exists, uv keeps unless told to upgrade); return it."""
+        out = directory / "requirements.txt"
+        argv = [
+            self.executable, "pip", "compile", "--no-config", "--quiet", "--no-progress",
+            "--generate-hashes", "--no-header", "--python-version", image.python,
+            "--python-platform", image.platform, "--index-url", self.index,
+            *(["--no-deps"] if no_deps else []),
+            *(["--upgrade"] if "" in upgrade else []),
+            *(arg for p in upgrade if p for arg in ("--upgrade-package", p)),
+            "--output-file", out.name, INPUT,
+        ]  # fmt: skip
+        # uv reads the CA bundle from SSL_CERT_FILE (a TLS-inspecting proxy's CA is in there).
+        env = {"SSL_CERT_FILE": str(self.ca_bundle)} if self.ca_bundle else {}
+        self.runner(argv, cwd=directory, env=env)
+        return out.read_text(encoding="utf-8")
+
+
+def _kept_backend(old: Pin | None, pin: Pin, upgrade: Sequence[str]) -> tuple[str, ...] | None:
+    """The build environment ``pin``'s wheel had in the previous lock, unless the pin moved
+    or ``upgrade`` names it; None: resolve it anew."""
+    if old is None or old.built is None or (old.version, old.hashes) != (pin.version, pin.hashes):
+        return None
+    if "" in upgrade or pin.name in {str(canonicalize_name(u)) for u in upgrade if u}:
+        return None
+    return old.built.backend
+
+
+def make_lock(
+    workspace: Workspace,
+    image: Image,
+    *,
+    kfp_version: str,
+    uv: Uv,
+    base: BasePin,
+    pages: Pages,
+    sdists: SdistBuilds,
+    upgrade: Sequence[str] = (),
+) -> str:
+    """The bytes of ``image``'s lock. Versions of an existing lock are kept unless
+    ``upgrade`` names them ("" upgrades everything); so is the build environment of a
+    wheel built from an sdist whose pin did not move."""
+    path = lock_path(image)
+    # Only the previous pins are kept (its header may be an older kiln's).
+    previous = pins_of(path, path.read_text(encoding="utf-8")) if path.is_file() else None
+    with tempfile.TemporaryDirectory(prefix="kiln-lock-") as tmp:
+        closure_dir, kfp_dir = Path(tmp) / "closure", Path(tmp) / "kfp"
+        closure_dir.mkdir()
+        kfp_dir.mkdir()
+        requirements = closure_requirements(workspace, image)
+        (closure_dir / INPUT).write_text("".join(f"{r}\n" for r in requirements))
+        if previous is not None and "" not in upgrade:
+            # uv prefers the versions of an existing output file.
+            kept = [p for p in previous if not p.no_deps]
+            (closure_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
+        body = uv.compile(image, closure_dir, upgrade=upgrade) if requirements else ""
+        extra = no_deps_extra(workspace, image)
+        (kfp_dir / INPUT).write_text("".join(f"{r}\n" for r in (f"kfp=={kfp_version}", *extra)))
+        if previous is not None and "" not in upgrade:
+            kept = [p for p in previous if p.no_deps and p.name in extra]
+            (kfp_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
+        no_deps = tuple(
+            Pin(p.name, p.version, p.hashes, no_deps=True)
+            for p in pins_of(path, uv.compile(image, kfp_dir, no_deps=True, upgrade=upgrade))
+        )
+    pins = pins_of(path, body)
+    if any(p.name == "kfp" for p in pins):
+        raise ConfigError(
+            f"{image.path / 'image.toml'}: kfp is required by the image or a helper; kiln adds "
+            f"kfp=={kfp_version} itself (without its dependencies): remove that requirement"
+        )
+    to_build = sdist_only(
+        path, [*pins, *no_deps], pages, supported_tags(image.python, image.platform),
+        f"Python {image.python} on {image.platform}",
+    )  # fmt: skip
+    before = {p.name: p for p in previous} if previous else {}
+    built = {
+        pin.name: sdists.lock(
+            path,
+            pin,
+            to_build[pin.name],
+            python=image.python,
+            platform=image.platform,
+            backend=_kept_backend(before.get(pin.name), pin, upgrade),
+        )
+        for pin in [*pins, *no_deps]
+        if pin.name in to_build
+    }
+    return render(
+        image,
+        inputs=inputs_hash(workspace, image, kfp_version),
+        kfp=kfp_version,
+        index=workspace.upstream_index,
+        base=base,
+        body=body,
+        no_deps=no_deps,
+        built=built,
+    )
