@@ -30,6 +30,7 @@ from kiln._release.train import (
     tag_version,
 )
 from kiln._report import Reporter
+from kiln._workspace.bump import plan_bump
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Component
 from tests import factory
@@ -271,6 +272,39 @@ def test_dev_versions_move_changed_helpers_their_dependants_and_images(tmp_path:
         "base": "0.2.2.dev7",
     }
     assert Version("0.2.0.dev7") < Version("0.2.0")
+
+
+def test_a_dev_release_moves_the_files_a_bump_of_the_same_helper_moves(tmp_path: Path) -> None:
+    # One cascade: the dev channel's versions differ, the helpers and images that follow do not.
+    root = factory.workspace(tmp_path / "repo")
+    factory.helper(root, "core", version="1.0.0")
+    factory.helper(root, "io", version="0.3.0", deps=("acme-core==1.0.0",))
+    factory.helper(root, "viz", version="0.1.0", deps=("acme-io==0.3.0",))
+    factory.helper(root, "other", version="2.0.0")
+    factory.image(root, "top", helpers=("viz",))
+    factory.image(root, "mid", helpers=("io", "other"))
+    factory.image(root, "alone", helpers=("other",))
+    ws = discover(root)
+    bumped = plan_bump(ws, "io", "patch")
+    dev = dev_plan(ws, {"io"}, {"io": {"0.3.0"}}, 5)
+    assert (
+        sorted(c.path for c in dev.changes)
+        == sorted(c.path for c in bumped.changes)
+        == [
+            "helpers/io/pyproject.toml",
+            "helpers/viz/pyproject.toml",
+            "images/mid/image.toml",
+            "images/top/image.toml",
+        ]
+    )
+    pins = {c.name: [(p.distribution, p.new_version) for p in c.pins] for c in dev.changes}
+    assert pins["viz"] == [("acme-io", "0.3.1.dev5")]
+    assert [(c.name, c.why) for c in dev.changes] == [
+        ("io", "dev"),
+        ("viz", "dev"),
+        ("mid", "contains a dev helper"),
+        ("top", "contains a dev helper"),
+    ]
 
 
 def test_the_dev_number_follows_the_commit_or_the_clock(tmp_path: Path) -> None:

@@ -25,8 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln._util.git import git_text
-from kiln._workspace.bump import BumpPlan, FileChange, PinChange, next_version
-from kiln._workspace.model import Workspace, helper_closure
+from kiln._workspace.bump import (
+    BumpPlan,
+    cascade,
+    containing,
+    helper_change,
+    image_change,
+    next_version,
+)
+from kiln._workspace.model import Workspace
 
 # What the copy holds: everything discovery and the release read.
 _COPIED = ("helpers", "images", "pipelines")
@@ -62,45 +69,18 @@ def dev_plan(
     """The version edits of a dev release: each changed helper and every helper that pins
     one (transitively) to ``X.Y.Z.devN``, and each image containing one of them.
     ``published``: helper folder name -> the versions the index has of it."""
-    moving = set(changed)
-    todo = list(changed)
-    while todo:  # helpers pinning a moving helper move too: their pin changes
-        name = todo.pop()
-        for h in ws.helpers:
-            if name in h.siblings and h.name not in moving:
-                moving.add(h.name)
-                todo.append(h.name)
+    moving = cascade(ws, changed)
     versions = {}
     for name in moving:
-        helper = ws.helper(name)
-        base = helper.version
+        base = ws.helper(name).version
         if base in published.get(name, set()):
             base = next_version(base, "patch")
         versions[name] = f"{base}.dev{number}"
-    changes = []
-    for name in sorted(moving):
-        helper = ws.helper(name)
-        pins = tuple(
-            PinChange(ws.helper(s).distribution, ws.helper(s).version, versions[s])
-            for s in helper.siblings
-            if s in moving
-        )
-        changes.append(
-            FileChange(
-                path=f"helpers/{name}/pyproject.toml", kind="helper", name=name,
-                distribution=helper.distribution, old_version=helper.version,
-                new_version=versions[name], why="dev", pins=pins,
-            )
-        )  # fmt: skip
-    for image in ws.images:
-        if moving.intersection(helper_closure(ws, image.helpers)):
-            changes.append(
-                FileChange(
-                    path=f"images/{image.name}/image.toml", kind="image", name=image.name,
-                    distribution=None, old_version=image.version,
-                    new_version=f"{image.version}.dev{number}", why="contains a dev helper",
-                )
-            )  # fmt: skip
+    changes = [helper_change(ws, name, versions, why="dev") for name in sorted(moving)]
+    changes += [
+        image_change(ws, image, f"{image.version}.dev{number}", "contains a dev helper")
+        for image, _ in containing(ws, moving)
+    ]
     return BumpPlan(root=ws.root, changes=tuple(changes))
 
 

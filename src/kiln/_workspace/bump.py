@@ -5,7 +5,8 @@ Planning is pure: ``plan_bump`` reads a ``Workspace`` and returns a frozen
 of every helper that pins it, and each of those gets a patch bump of its own,
 transitively; every image whose helpers, with the siblings they pin
 (``helper_closure``), include a changed helper gets one patch bump. Bumping an
-image changes only that image.
+image changes only that image. The cascade (``cascade``, ``helper_change``,
+``containing``) is the dev channel's too (``kiln._release.dev.dev_plan``).
 
 ``render_bump`` edits each file's text with tomlkit (comments and layout kept)
 and checks the result; ``apply_bump`` renders every file before it writes any,
@@ -20,7 +21,7 @@ import re
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -174,7 +175,7 @@ def _target(ws: Workspace, name: str, kind: Kind | None) -> Helper | Image:
     )
 
 
-def _image_change(ws: Workspace, image: Image, new: str, why: str) -> FileChange:
+def image_change(ws: Workspace, image: Image, new: str, why: str) -> FileChange:
     return FileChange(
         path=_rel(ws, image.path / "image.toml"),
         kind="image",
@@ -186,15 +187,49 @@ def _image_change(ws: Workspace, image: Image, new: str, why: str) -> FileChange
     )
 
 
-def _dependants(ws: Workspace, name: str) -> set[str]:
-    """``name`` and every helper that pins it, transitively."""
-    seen, todo = set(), [name]
+def cascade(ws: Workspace, changed: Iterable[str]) -> set[str]:
+    """``changed`` and every helper that pins one of them, transitively: the helpers whose
+    version must move with them (each one's pin of a moving sibling moves)."""
+    seen: set[str] = set()
+    todo = list(changed)
     while todo:
         current = todo.pop()
         if current not in seen:
             seen.add(current)
             todo.extend(h.name for h in ws.helpers if current in h.siblings)
     return seen
+
+
+def helper_change(
+    ws: Workspace, name: str, versions: Mapping[str, str], *, why: str | None = None
+) -> FileChange:
+    """Helper ``name`` moving to ``versions[name]``, with its pin of every sibling in
+    ``versions`` moved too; ``why`` (default: the pins it moves, else "bumped")."""
+    helper = ws.helper(name)
+    moved = [ws.helper(s) for s in helper.siblings if s in versions]
+    pins = tuple(PinChange(s.distribution, s.version, versions[s.name]) for s in moved)
+    pinned = "; ".join(f"pins {p.distribution}, now =={p.new_version}" for p in pins)
+    return FileChange(
+        path=_rel(ws, helper.path / "pyproject.toml"),
+        kind="helper",
+        name=name,
+        distribution=helper.distribution,
+        old_version=helper.version,
+        new_version=versions[name],
+        why=why or pinned or "bumped",
+        pins=pins,
+    )
+
+
+def containing(ws: Workspace, moving: set[str]) -> tuple[tuple[Image, tuple[str, ...]], ...]:
+    """Each image whose helpers, with the siblings they pin, include one of ``moving``,
+    with those helpers, sorted: the images that move with them."""
+    found = []
+    for image in ws.images:
+        contained = tuple(sorted(moving.intersection(helper_closure(ws, image.helpers))))
+        if contained:
+            found.append((image, contained))
+    return tuple(found)
 
 
 def _depths(ws: Workspace, changed: set[str]) -> dict[str, int]:
@@ -218,11 +253,11 @@ def plan_bump(ws: Workspace, name: str, level: str, *, kind: Kind | None = None)
     if isinstance(target, Image):
         path = _rel(ws, target.path / "image.toml")
         new = resolve_version(target.version, level, path)
-        return BumpPlan(root=ws.root, changes=(_image_change(ws, target, new, "bumped"),))
+        return BumpPlan(root=ws.root, changes=(image_change(ws, target, new, "bumped"),))
 
     check_no_sibling_cycle(ws.helpers)  # a cascade round a cycle would never settle
     path = _rel(ws, target.path / "pyproject.toml")
-    changed = _dependants(ws, target.name)
+    changed = cascade(ws, [target.name])
     new_versions = {
         n: resolve_version(target.version, level, path)
         if n == target.name
@@ -230,30 +265,13 @@ def plan_bump(ws: Workspace, name: str, level: str, *, kind: Kind | None = None)
         for n in changed
     }
     depths = _depths(ws, changed)
-    helper_changes = []
-    for n in sorted(changed, key=lambda n: (depths[n], n)):
-        helper = ws.helper(n)
-        moved = [ws.helper(s) for s in helper.siblings if s in changed]
-        pins = tuple(PinChange(s.distribution, s.version, new_versions[s.name]) for s in moved)
-        why = "; ".join(f"pins {p.distribution}, now =={p.new_version}" for p in pins)
-        helper_changes.append(
-            FileChange(
-                path=_rel(ws, helper.path / "pyproject.toml"),
-                kind="helper",
-                name=n,
-                distribution=helper.distribution,
-                old_version=helper.version,
-                new_version=new_versions[n],
-                why=why or "bumped",
-                pins=pins,
-            )
-        )
-    image_changes = []
-    for image in ws.images:
-        contained = sorted(changed.intersection(helper_closure(ws, image.helpers)))
-        if contained:
-            new = next_version(image.version, "patch")
-            image_changes.append(_image_change(ws, image, new, f"contains {', '.join(contained)}"))
+    helper_changes = [
+        helper_change(ws, n, new_versions) for n in sorted(changed, key=lambda n: (depths[n], n))
+    ]
+    image_changes = [
+        image_change(ws, image, next_version(image.version, "patch"), f"contains {', '.join(c)}")
+        for image, c in containing(ws, changed)
+    ]
     return BumpPlan(root=ws.root, changes=(*helper_changes, *image_changes))
 
 
