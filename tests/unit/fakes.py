@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the index, the registry, the image builder and pip."""
+"""In-memory stand-ins for the index, the registry, the image builder, pip and uv."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
-from kiln._lock.format import BasePin, Pin, lock_path, render
+from kiln._lock.format import BasePin, Built, Pin, lock_path, render
 from kiln._lock.inputs import OS_BASE, inputs_hash, no_deps_extra
 from kiln._release.prepare import prepare
 from kiln._release.services import Services
@@ -164,6 +164,49 @@ def fake_upstream(*pins: tuple[str, str]) -> FakeIndex:
         filename = f"{name.replace('-', '_')}-{version}-py3-none-any.whl"
         index.published.setdefault(name, {})[filename] = fake_sha(name, version)
     return index
+
+
+NUMPY = (
+    f"numpy==1.0 \\\n    --hash=sha256:{fake_sha('numpy', '1.0')}\n    # via -r requirements.in\n"
+)
+KFP = f"kfp==2.17.3 \\\n    --hash=sha256:{fake_sha('kfp', '2.17.3')}\n"
+
+
+@dataclass
+class FakeUv:
+    """Stands in for uv: answers `uv pip compile` by writing its output file."""
+
+    closure: str = NUMPY
+    calls: list[tuple[list[str], Path | None, dict[str, str]]] = field(default_factory=list)
+    seen_outputs: list[str | None] = field(default_factory=list)  # output file before each run
+
+    def __call__(
+        self,
+        args: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        assert cwd is not None
+        self.calls.append((list(args), cwd, dict(env or {})))
+        out = cwd / args[args.index("--output-file") + 1]
+        self.seen_outputs.append(out.read_text() if out.is_file() else None)
+        out.write_text(KFP if "--no-deps" in args else self.closure)
+        return ""
+
+
+@dataclass
+class FakeSdists:
+    """Stands in for kiln._wheels.sdist: records what it is asked to build."""
+
+    asked: list[tuple[str, tuple[str, str], tuple[str, ...] | None]] = field(default_factory=list)
+
+    def lock(
+        self, lock_file: Path, pin: Pin, sdist: tuple[str, str], *, python: str, platform: str,
+        backend: tuple[str, ...] | None,
+    ) -> Built:  # fmt: skip
+        self.asked.append((pin.requirement, sdist, backend))
+        return Built(f"{pin.name}-{pin.version}-py3-none-any.whl", "e" * 64, ("flit-core==3.9",))
 
 
 def write_fake_lock(

@@ -13,57 +13,26 @@ import pytest
 
 from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._images.registry_base import build_ref, resolve_base, split_reference
-from kiln._lock.format import BasePin, Built, Lock, Pin, lock_path, parse_lock, read_lock
+from kiln._lock.format import BasePin, Built, Lock, lock_path, parse_lock, read_lock
 from kiln._lock.inputs import check_fresh
 from kiln._lock.make import Uv, make_lock
 from kiln._wheels.wheelhouse import PipDownload, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
 from tests import factory
-from tests.unit.fakes import UPSTREAM, FakeIndex, FakePip, fake_sha, fake_upstream
-
-NUMPY = (
-    f"numpy==1.0 \\\n    --hash=sha256:{fake_sha('numpy', '1.0')}\n    # via -r requirements.in\n"
+from tests.unit.fakes import (
+    KFP,
+    NUMPY,
+    UPSTREAM,
+    FakeIndex,
+    FakePip,
+    FakeSdists,
+    FakeUv,
+    fake_sha,
+    fake_upstream,
 )
-KFP = f"kfp==2.17.3 \\\n    --hash=sha256:{fake_sha('kfp', '2.17.3')}\n"
+
 BASE = BasePin("python:3.11-slim", "digest", "sha256:" + "b" * 64)
-
-
-@dataclass
-class FakeUv:
-    """Stands in for uv: answers `uv pip compile` by writing its output file."""
-
-    closure: str = NUMPY
-    calls: list[tuple[list[str], Path | None, dict[str, str]]] = field(default_factory=list)
-    seen_outputs: list[str | None] = field(default_factory=list)  # output file before each run
-
-    def __call__(
-        self,
-        args: Sequence[str],
-        *,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> str:
-        assert cwd is not None
-        self.calls.append((list(args), cwd, dict(env or {})))
-        out = cwd / args[args.index("--output-file") + 1]
-        self.seen_outputs.append(out.read_text() if out.is_file() else None)
-        out.write_text(KFP if "--no-deps" in args else self.closure)
-        return ""
-
-
-@dataclass
-class FakeSdists:
-    """Stands in for kiln._wheels.sdist: records what it is asked to build."""
-
-    asked: list[tuple[str, tuple[str, str], tuple[str, ...] | None]] = field(default_factory=list)
-
-    def lock(
-        self, lock_file: Path, pin: Pin, sdist: tuple[str, str], *, python: str, platform: str,
-        backend: tuple[str, ...] | None,
-    ) -> Built:  # fmt: skip
-        self.asked.append((pin.requirement, sdist, backend))
-        return Built(f"{pin.name}-{pin.version}-py3-none-any.whl", "e" * 64, ("flit-core==3.9",))
 
 
 @pytest.fixture
