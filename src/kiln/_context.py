@@ -84,6 +84,14 @@ def debian_cache(ws: Workspace) -> Path:
     return ws.state_dir / "cache" / "debian"
 
 
+def base_registry_client(host: str, options: Options) -> RegistryClient:
+    """A client for the registry a base is read from (a release's build, ``kiln lock``'s
+    pin): its credentials (``Options.env``: the environment, docker's config) and the CA
+    bundle."""
+    credentials = registry_credentials(host, options.env)
+    return RegistryClient(host, credentials=credentials, ca_bundle=options.ca_bundle)
+
+
 def _kiln_builder(
     ws: Workspace,
     reg: RegistryClient,
@@ -102,8 +110,7 @@ def _kiln_builder(
         """The registry a base is read from (the target registry's own client for it)."""
         if host == reg.host:
             return reg
-        credentials = registry_credentials(host, options.env)
-        return RegistryClient(host, credentials=credentials, ca_bundle=options.ca_bundle)
+        return base_registry_client(host, options)
 
     siblings = [f"{ws.org}/{i.name}" for i in ws.locked]
     return KilnBuilder(

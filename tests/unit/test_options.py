@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from kiln._cli import EPILOG
-from kiln._cli.workspace import base_pinner
 from kiln._errors import ConfigError
+from kiln._lock.tools import base_pinner
 from kiln._options import ENVIRONMENT, Options
 from kiln._report import Reporter
 
@@ -84,9 +84,9 @@ def test_a_bad_value_is_named() -> None:
 def test_offline_lock_asks_no_registry_for_a_base(tmp_path: Path) -> None:
     # tests/unit/conftest.py fails the test on any inet connect: none may be tried.
     options = Options(docker_host=f"unix://{tmp_path}/none.sock", offline=True)
-    pinner = base_pinner(Reporter.null(), options)
+    pinner = base_pinner(options, Reporter.null())
     with pytest.raises(ConfigError) as err:
-        pinner("python:3.11-slim", "images/base/image.toml")
+        pinner.pin("python:3.11-slim", "images/base/image.toml")
     assert str(err.value).startswith(
         "images/base/image.toml: base python:3.11-slim could not be pinned by its registry "
         "digest (KILN_OFFLINE=1: registry-1.docker.io is not asked)"

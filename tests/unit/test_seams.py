@@ -22,12 +22,12 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from kiln._cli.workspace import base_pinner
 from kiln._context import Context, Target, connect
 from kiln._debian.archive import Mirrors
 from kiln._debian.config import OsConfig
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.docker import docker_client
+from kiln._lock.tools import base_pinner
 from kiln._options import Options
 from kiln._report import Reporter
 from kiln._servers.index import IndexClient
@@ -239,7 +239,7 @@ def test_the_ca_bundle_reaches_every_https_client(
         env={"KILN_REGISTRY_USERNAME": "u", "KILN_REGISTRY_PASSWORD": "p"},
     )  # fmt: skip
     with pytest.raises(ConfigError):  # no such base here, nor an engine to ask
-        base_pinner(Reporter.null(), options)("base.invalid/a/b:1.0", "images/b/image.toml")
+        base_pinner(options, Reporter.null()).pin("base.invalid/a/b:1.0", "images/b/image.toml")
 
     hosts = {urlsplit(url).hostname for url in transport.sent}
     assert hosts == {

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from typing import Any
 
 from kiln._cli import common
-from kiln._errors import ConfigError, KilnError, ServiceUnavailable
-from kiln._options import Options
-from kiln._report import Reporter
-from kiln._workspace.model import Image, Workspace
+from kiln._cli.context import context
+from kiln._lock.bump import bump
+from kiln._lock.flow import check, lock, select_images
+from kiln._lock.tools import lock_tools, os_sources
+from kiln._release.prepare import kfp_version
+from kiln._workspace.new import new
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    from kiln._workspace import scaffold as _scaffold  # noqa: PLC0415
-
     if args.kind != "pipeline" and args.component:
         args.usage_error(f"--component is for `kiln new pipeline`, not `kiln new {args.kind}`")
     if args.kind == "pipeline" and args.image:
@@ -23,285 +22,55 @@ def cmd_new(args: argparse.Namespace) -> int:
     if args.kind == "component" and len(args.image) != 1:
         args.usage_error("kiln new component NAME needs exactly one --image IMAGE to run on")
     ws = common.workspace(args)
-    if args.kind == "helper":
-        written = _scaffold.new_helper(ws, args.name, images=args.image)
-        package = args.name.replace("-", "_")
-        hints = [
-            f"write helpers/{args.name}/src/{package}/ and helpers/{args.name}/tests/",
-            f"pip install -e helpers/{args.name} && pytest helpers/{args.name}",
-            "kiln build   (builds its wheel with the others)",
-        ]
-        hints += [
-            f"images/{i}/image.toml now lists {args.name}: if version {ws.image(i).version} "
-            "is already published, bump its `version`"
-            for i in dict.fromkeys(args.image)
-        ]
-        if not args.image:
-            hints.append(f"put it in an image: list {args.name!r} in images/<i>/image.toml")
-    elif args.kind == "component":
-        written = _scaffold.new_component(ws, args.name, image=args.image[0])
-        hints = [
-            f"edit pipelines/components/{args.name}.py, then: kiln release --local",
-            f"run it in a pipeline: kiln new pipeline NAME --component {args.name}",
-        ]
-    else:
-        written = _scaffold.new_pipeline(ws, args.name, component=args.component)
-        hints = [
-            "kiln release --local",
-            f"kiln run {args.name}   (arguments: RUN_ARGS, or --arg NAME=VALUE)",
-        ]
-    paths = [str(p) for p in written]
+    result = new(ws, args.kind, args.name, images=args.image, component=args.component)
+    paths = [str(p) for p in result.written]
     common.emit(args, {"written": paths}, "\n".join(paths))
-    for line in ["next steps:", *(f"  {h}" for h in hints)]:
+    for line in ["next steps:", *(f"  {h}" for h in result.hints)]:
         common.report_of(args).step(line)
     return 0
 
 
 def cmd_bump(args: argparse.Namespace) -> int:
-    from kiln._lock.format import lock_path  # noqa: PLC0415
-    from kiln._release.prepare import kfp_version  # noqa: PLC0415
-    from kiln._workspace.bump import apply_bump, plan_bump, render_bump  # noqa: PLC0415
-    from kiln._workspace.discovery import discover  # noqa: PLC0415
-
     ws = common.workspace(args)
-    plan = plan_bump(ws, args.target, args.level, kind=args.target_kind)
-    if args.dry_run:
-        render_bump(plan)  # every edit checked, nothing written
-    else:
-        apply_bump(plan)
-    # An image whose helpers' dependencies moved needs a fresh lock too.
-    after = ws if args.dry_run else discover(ws.root)
-    stale = []
-    for name in plan.images_to_relock:
-        image = after.image(name)
-        # One never locked is left to `kiln check` and the release, which say so.
-        if lock_path(image).is_file() and not _fresh(after, image, kfp_version()):
-            stale.append(image)
-    relocked = {} if args.dry_run or not stale else _relock(args, after, stale, upgrade=())
-    data = {**plan.to_dict(), "written": not args.dry_run, "relocked": sorted(relocked)}
-    common.emit(args, data, "\n".join(c.line for c in plan.changes))
+    result = bump(
+        ws, args.target, args.level, kind=args.target_kind, dry_run=args.dry_run,
+        kfp=kfp_version(), tools=lambda: lock_tools(ws, context(args)),
+        report=common.report_of(args),
+    )  # fmt: skip
+    plan = result.plan
+    common.emit(args, result.to_dict(), "\n".join(c.line for c in plan.changes))
     count = len(plan.changes)
     common.report_of(args).step(
         f"dry run: {count} file(s) would change, nothing written"
         if args.dry_run
         else f"wrote {count} file(s)"
     )
-    if args.dry_run and stale:
+    if args.dry_run and result.stale:
         common.report_of(args).step(
-            f"their locks would be stale: then `kiln lock {' '.join(i.name for i in stale)}`"
+            f"their locks would be stale: then `kiln lock {' '.join(result.stale)}`"
         )
     return 0
-
-
-def base_pinner(report: Reporter, options: Options) -> Any:
-    """``(ref, where) -> (BasePin, how)``: a registry base pinned by its registry's
-    manifest digest (asked with its credentials and the CA bundle), or a repo digest of
-    the local engine's copy; else a ConfigError naming ``where``. Offline: loopback only."""
-    import docker.errors  # noqa: PLC0415
-
-    from kiln._images.docker import docker_client  # noqa: PLC0415
-    from kiln._images.registry_base import resolve_base  # noqa: PLC0415
-    from kiln._servers.credentials import registry_credentials  # noqa: PLC0415
-    from kiln._servers.registry import RegistryClient  # noqa: PLC0415
-
-    def registry_digest(host: str, repository: str, tag: str) -> str | None:
-        loopback = host.split(":", maxsplit=1)[0] in ("127.0.0.1", "localhost")
-        if options.offline and not loopback:
-            raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
-        creds = registry_credentials(host, options.env)
-        client = RegistryClient(host, credentials=creds, ca_bundle=options.ca_bundle)
-        return client.digest(repository, tag)
-
-    def local(ref: str) -> tuple[str, ...] | None:
-        try:
-            image = docker_client(options.docker_host).images.get(ref)
-        except (KilnError, docker.errors.DockerException) as exc:
-            report.detail(f"    {ref}: not on the local Docker Engine ({type(exc).__name__})")
-            return None
-        return tuple(image.attrs.get("RepoDigests") or ())
-
-    return lambda ref, where: resolve_base(
-        ref, where=where, registry_digest=registry_digest, local=local
-    )
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    from kiln._debian.locking import fresh_os_lock  # noqa: PLC0415
-    from kiln._lock.format import read_lock  # noqa: PLC0415
-    from kiln._lock.inputs import check_fresh  # noqa: PLC0415
-    from kiln._release.prepare import kfp_version  # noqa: PLC0415
-
     ws = common.workspace(args)
-    known = {i.name: i for i in ws.locked}
-    unknown = sorted(set(args.images) - set(known))
-    if unknown:
-        raise ConfigError(
-            f"no image {', '.join(unknown)} under images/ (known: {', '.join(known) or 'none'})"
-        )
-    images = [known[n] for n in sorted(set(args.images))] or list(ws.locked)
+    images = select_images(ws, args.images)
     kfp = kfp_version()
     if args.sources and not args.check:
         args.usage_error("--sources goes with --check: `kiln lock --check --sources`")
+    report, options = common.report_of(args), common.options_of(args)
     if args.check:
-        stale = []
-        if ws.on_os:
-            try:
-                os_lock = fresh_os_lock(ws)
-            except ConfigError as exc:
-                stale.append(str(exc))
-            else:
-                if args.sources:
-                    _check_sources(args, ws, os_lock)
-        for image in images:
-            try:
-                check_fresh(read_lock(image), ws, image, kfp)
-            except ConfigError as exc:
-                stale.append(str(exc))
-        if stale:
-            raise ConfigError("\n".join(stale))
+        sources = os_sources(ws, options) if args.sources else None
+        data = check(ws, images, kfp=kfp, sources=sources, report=report)
         count = len(images) + (1 if ws.on_os else 0)
-        data = {i.name: "fresh" for i in images} | ({"os": "fresh"} if ws.on_os else {})
         common.emit(args, data, f"{count} lock(s) up to date")
         return 0
-    rows: dict[str, dict[str, Any]] = {}
-    if ws.on_os:
-        rows["os"] = _lock_os(args, ws, upgrade=args.upgrade_os)
-    if args.upgrade_os and not args.images and not args.upgrade:
-        # Moving the OS moves no wheel: only image locks that are stale are written
-        # (which needs no upstream index when none is).
-        images = [i for i in images if not _fresh(ws, i, kfp)]
-    rows |= _relock(args, ws, images, upgrade=args.upgrade or ())
-    lines = [f"{r['path']}: {'written' if r['written'] else 'unchanged'}" for r in rows.values()]
-    lines += [f"  {line}" for line in rows.get("os", {}).get("changes", [])]
-    common.emit(args, rows, "\n".join(lines))
+    result = lock(
+        ws, images, kfp=kfp, tools=lock_tools(ws, context(args)), report=report,
+        upgrade=args.upgrade or (), upgrade_os=args.upgrade_os, all_images=not args.images,
+    )  # fmt: skip
+    common.emit(args, result.to_dict(), result.text)
     return 0
-
-
-def _fresh(ws: Workspace, image: Image, kfp: str) -> bool:
-    from kiln._lock.format import read_lock  # noqa: PLC0415
-    from kiln._lock.inputs import check_fresh  # noqa: PLC0415
-
-    try:
-        check_fresh(read_lock(image), ws, image, kfp)
-    except ConfigError:
-        return False
-    return True
-
-
-def _check_sources(args: argparse.Namespace, ws: Workspace, lock: Any) -> None:
-    """Every .deb ``lock`` pins is in kiln's cache or on a mirror, else ServiceUnavailable
-    naming the packages gone and the fix."""
-    from kiln._context import debian_cache  # noqa: PLC0415
-    from kiln._debian.archive import Mirrors  # noqa: PLC0415
-    from kiln._images.os_layers import unavailable  # noqa: PLC0415
-
-    report, options = common.report_of(args), common.options_of(args)
-    pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]
-    report.stage("os", f"OS lock: is each of its {len(pins)} packages still served?")
-    mirrors = Mirrors(ws.os, ca_bundle=options.ca_bundle)
-    gone = unavailable(pins, mirrors, debian_cache(ws))
-    if gone:
-        names = ", ".join(f"{p.name} {p.version}" for p in gone)
-        raise ServiceUnavailable(
-            f"{lock.path}: no mirror serves {names} any more, and kiln's cache lacks them "
-            "(Debian drops superseded versions); a registry holding the OS layer still "
-            "builds it (kiln release takes it from there), else move the lock: "
-            "`kiln lock --upgrade-os`, then commit images/os.lock"
-        )
-
-
-def _lock_os(args: argparse.Namespace, ws: Workspace, *, upgrade: bool) -> dict[str, Any]:
-    """Write images/os.lock when it is stale or ``upgrade``; its row, with every change."""
-    from kiln._context import debian_cache, os_layers  # noqa: PLC0415
-    from kiln._debian.archive import Indexes, Mirrors  # noqa: PLC0415
-    from kiln._debian.lock import OS_LOCK, parse_os_lock, render  # noqa: PLC0415
-    from kiln._debian.locking import changes, lock_os, moved_images, stale_reason  # noqa: PLC0415
-    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
-
-    report, options = common.report_of(args), common.options_of(args)
-    path = ws.root / OS_LOCK
-    previous = None
-    if path.is_file():
-        try:
-            previous = parse_os_lock(path, path.read_text(encoding="utf-8"))
-        except ConfigError as exc:
-            report.step(f"{path}: unreadable, written anew ({exc})")
-    if previous is not None and not upgrade and stale_reason(previous, ws) is None:
-        report.stage("os", f"OS lock {OS_LOCK}: up to date")
-        return {"path": str(path), "written": False, "changes": [], "images": []}
-    how = "moving every package to the newest version" if upgrade else "resolving"
-    report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
-    mirrors = Mirrors(ws.os, ca_bundle=options.ca_bundle)
-    indexes = Indexes(ws.os, mirrors, reporting_runner(report), debian_cache(ws), log=report.detail)
-    layers = os_layers(ws, options, report.detail)
-    lock = lock_os(
-        ws, indexes=indexes, layers=layers, previous=previous, upgrade=upgrade,
-        log=report.detail,
-    )  # fmt: skip
-    text = render(lock)
-    same = path.is_file() and path.read_text(encoding="utf-8") == text
-    if not same:
-        path.write_text(text, encoding="utf-8")
-    moved = [c.line for c in changes(previous, lock)]
-    for line in moved:
-        report.detail(f"    {line}")
-    images = moved_images(previous, lock, ws) if not same else []
-    if images:
-        report.step(
-            f"the OS layers of {', '.join(images)} moved: a version of them already pushed "
-            f"must be bumped before the next release (kiln bump NAME patch; kiln check says which)"
-        )
-    return {"path": str(path), "written": not same, "changes": moved, "images": images}
-
-
-def _relock(
-    args: argparse.Namespace, ws: Workspace, images: Sequence[Image], *, upgrade: Sequence[str]
-) -> dict[str, dict[str, Any]]:
-    """Write the lock of each of ``images``; name -> {path, written (False: unchanged)}."""
-    import uv  # noqa: PLC0415
-
-    from kiln._lock.format import BasePin, lock_path  # noqa: PLC0415
-    from kiln._lock.inputs import OS_BASE  # noqa: PLC0415
-    from kiln._lock.make import Uv, make_lock  # noqa: PLC0415
-    from kiln._release.prepare import kfp_version  # noqa: PLC0415
-    from kiln._util.cmd import reporting_runner  # noqa: PLC0415
-    from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir  # noqa: PLC0415
-    from kiln._wheels.wheelhouse import PipDownload, SimplePages  # noqa: PLC0415
-
-    report, options = common.report_of(args), common.options_of(args)
-    runner = reporting_runner(report)
-    tool = Uv(runner, uv.find_uv_bin(), ws.upstream_index, options.ca_bundle)
-    sdists = SdistBuilder(
-        PipDownload(runner, ca_bundle=options.ca_bundle), runner,
-        cache_dir=sdist_cache_dir(ws.state_dir), index_url=ws.upstream_index, report=report,
-    )  # fmt: skip
-    pages, pin_base = (
-        SimplePages(ws.upstream_index, ca_bundle=options.ca_bundle),
-        base_pinner(report, options),
-    )
-    bases: dict[str, Any] = {}
-    kfp = kfp_version()
-    rows: dict[str, dict[str, Any]] = {}
-    for image in images:
-        if image.base is None:
-            base = BasePin(OS_BASE, "os", "images/os.lock")
-        else:
-            if image.base not in bases:
-                bases[image.base] = pin_base(image.base, ws.settings_of(image))
-                report.stage("base", f"base {image.base}: {bases[image.base][1]}")
-            base = bases[image.base][0]
-        report.stage("lock", f"lock {image.name}: uv pip compile for Python {image.python} on "
-                    f"{image.platform}")  # fmt: skip
-        text = make_lock(
-            ws, image, kfp_version=kfp, uv=tool, base=base, pages=pages,
-            sdists=sdists, upgrade=upgrade,
-        )  # fmt: skip
-        path = lock_path(image)
-        same = path.is_file() and path.read_text(encoding="utf-8") == text
-        if not same:
-            path.write_text(text, encoding="utf-8")
-        rows[image.name] = {"path": str(path), "written": not same}
-    return rows
 
 
 def add_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
