@@ -107,7 +107,8 @@ def test_lock_writes_each_image_s_lock_then_finds_it_unchanged(
     assert read_lock(ws.image("app")).base.build_ref == f"reg.test/acme/base@{DIGEST}"
     again = lock(ws, images, kfp=KFP, tools=tools, report=Reporter.null())
     assert again.text == f"{path}: unchanged"
-    assert check(ws, images, kfp=KFP) == {"app": "fresh"}
+    fresh = check(ws, images, kfp=KFP)
+    assert (fresh.to_dict(), fresh.text) == ({"app": "fresh"}, "1 lock(s) up to date")
 
 
 def test_check_names_every_stale_lock_and_select_names_unknown_images(

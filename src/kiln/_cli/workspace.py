@@ -61,9 +61,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
     report, options = common.report_of(args), common.options_of(args)
     if args.check:
         sources = os_sources(ws, options) if args.sources else None
-        data = check(ws, images, kfp=kfp, sources=sources, report=report)
-        count = len(images) + (1 if ws.on_os else 0)
-        common.emit(args, data, f"{count} lock(s) up to date")
+        fresh = check(ws, images, kfp=kfp, sources=sources, report=report)
+        common.emit(args, fresh.to_dict(), fresh.text)
         return 0
     result = lock(
         ws, images, kfp=kfp, tools=lock_tools(ws, context(args)), report=report,

@@ -3,8 +3,8 @@ it) and the image locks; ``check`` says which are stale, writing nothing; ``relo
 writes the locks of given images (a bump needs that too).
 
 Each takes the workspace, typed arguments and the tools it needs (``LockTools``,
-``OsSources``), reports progress to a ``Reporter``, and returns what it found or
-wrote as data (``LockResult``, ``Written``), which the CLI prints as text or JSON.
+``OsSources``), reports progress to a ``Reporter``, and returns what it found or wrote
+as data (``Fresh``, ``LockResult``, ``Written``), which the CLI prints as text or JSON.
 """
 
 from __future__ import annotations
@@ -72,6 +72,21 @@ class LockResult:
         return "\n".join([*(r.line for r in rows), *(f"  {line}" for line in moved)])
 
 
+@dataclass(frozen=True)
+class Fresh:
+    """What ``check`` found fresh: the locks of ``images``, and the OS lock (``os``)."""
+
+    images: tuple[str, ...]
+    os: bool
+
+    def to_dict(self) -> dict[str, str]:
+        return dict.fromkeys(self.images, "fresh") | ({"os": "fresh"} if self.os else {})
+
+    @property
+    def text(self) -> str:
+        return f"{len(self.images) + (1 if self.os else 0)} lock(s) up to date"
+
+
 # ------------------------------------------------------------------ tools
 @dataclass(frozen=True)
 class OsSources:
@@ -122,9 +137,9 @@ def check(
     kfp: str,
     sources: OsSources | None = None,
     report: Reporter | None = None,
-) -> dict[str, str]:
-    """Name -> "fresh" for each of ``images`` and the OS lock; a ConfigError naming every
-    stale lock otherwise. ``sources``: also require each .deb the OS lock pins to be in
+) -> Fresh:
+    """Each of ``images``' locks and the OS lock, when all are fresh; a ConfigError naming
+    every stale lock otherwise. ``sources``: also require each .deb the OS lock pins to be in
     kiln's cache or on a mirror (else ServiceUnavailable)."""
     stale = []
     if ws.on_os:
@@ -142,7 +157,7 @@ def check(
             stale.append(str(exc))
     if stale:
         raise ConfigError("\n".join(stale))
-    return {i.name: "fresh" for i in images} | ({"os": "fresh"} if ws.on_os else {})
+    return Fresh(tuple(i.name for i in images), os=bool(ws.on_os))
 
 
 def check_sources(lock: OsLock, sources: OsSources, report: Reporter) -> None:
