@@ -5,6 +5,7 @@ bundle). uv and the registry are fakes; nothing opens a socket."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,15 @@ from kiln._servers.credentials import REGISTRY_PASSWORD, REGISTRY_USERNAME
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
 from tests import factory
-from tests.unit.fakes import UPSTREAM, FakeSdists, FakeUv, fake_upstream, write_fake_lock
+from tests.unit.cli import run
+from tests.unit.fakes import (
+    UPSTREAM,
+    FakeSdists,
+    FakeUv,
+    fake_upstream,
+    write_fake_lock,
+    write_fake_os_lock,
+)
 from tests.unit.test_credentials import (
     DIGEST,
     SCOPE,
@@ -135,3 +144,16 @@ def test_a_bump_that_leaves_every_lock_fresh_makes_no_lock_tools(tmp_path: Path)
     assert (result.written, result.stale, result.relocked) == (True, (), ())
     assert result.to_dict()["images_to_relock"] == ["base"]
     assert discover(root).helper("imgproc").version == "0.1.1"
+
+
+def test_kiln_lock_check_prints_what_the_flow_found(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path / "repo")
+    ws = discover(root)
+    write_fake_lock(ws, ws.image("base"))
+    write_fake_os_lock(ws)
+    code, out, err = run(capsys, "lock", "--check", "--json", "--repo", str(root))
+    assert (code, json.loads(out)) == (0, {"base": "fresh", "os": "fresh"}), err
+    code, out, err = run(capsys, "lock", "--check", "--repo", str(root))
+    assert (code, out) == (0, "2 lock(s) up to date\n"), err

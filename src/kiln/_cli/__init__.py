@@ -16,7 +16,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from kiln import __version__
-from kiln._cli import parsers, workspace
+from kiln._cli import parsers
 from kiln._errors import EXIT_CODES, CommandFailed, KilnError, RunFailed
 from kiln._options import Options, environment_help
 from kiln._report import Reporter
@@ -83,7 +83,7 @@ def parser() -> argparse.ArgumentParser:
     top.add_argument("--version", action="version", version=f"kiln {__version__}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers.release_parsers(sub, common, targets)
-    workspace.add_parsers(sub, common)
+    parsers.workspace_parsers(sub, common)
     parsers.local_parsers(sub, common)
     return top
 

@@ -1,5 +1,5 @@
-"""The arguments of the release commands and the local ones; their functions are imported
-only when one of them runs (``deferred``).
+"""The arguments of the release commands, the workspace ones and the local ones; their
+functions are imported only when one of them runs (``deferred``).
 
 The flows behind the commands import about 0.4 s of libraries (docker, pypi_simple and
 bs4, cyclonedx, the Debian and OCI code), which `kiln --help`, `kiln COMMAND --help` and
@@ -113,6 +113,156 @@ examples:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=deferred("release", "cmd_check"))
+
+
+def workspace_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
+    """new, bump, lock: their functions in _cli/workspace.py."""
+    p = sub.add_parser(
+        "new",
+        parents=[common_args],
+        help="write a helper, component or pipeline skeleton in the repo's conventions",
+        description="Write a working, tested skeleton in the repo's conventions: it builds,\n"
+        "its test passes, it compiles with KFP. Nothing is overwritten, and nothing is\n"
+        "written when a value is bad. Prints the paths written, then next steps.",
+        epilog="""\
+examples:
+  kiln new helper textstats --image analytics
+      helpers/textstats/: pyproject.toml (distribution acme-textstats, hatchling
+      pinned, packages = ["src/textstats"]), src/textstats/, tests/; and
+      "textstats" appended to `helpers` in images/analytics/image.toml
+  kiln new helper text-stats
+      folder and distribution use dashes (acme-text-stats); the import package
+      uses underscores (text_stats)
+  kiln new component word_counts --image analytics
+      pipelines/components/word_counts.py: IMAGE = "analytics" and a function
+      word_counts whose imports sit inside it
+  kiln new pipeline word_report --component word_counts
+      pipelines/word_report.py: RUN_ARGS and build(load) running word_counts
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("kind", choices=["helper", "component", "pipeline"], help="what to write")
+    p.add_argument(
+        "name",
+        help="helper: folder name (lowercase, digits, dashes); component, pipeline: a "
+        "lowercase Python identifier",
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="IMAGE",
+        help="component: the image under images/ it runs on (required); helper: add the "
+        "helper to this image's `helpers` (repeatable)",
+    )
+    p.add_argument(
+        "--component",
+        metavar="NAME",
+        help="pipeline: the component it runs (default: the first one whose inputs are "
+        "plain values)",
+    )
+    p.set_defaults(func=deferred("workspace", "cmd_new"), usage_error=p.error)
+
+    p = sub.add_parser(
+        "bump",
+        parents=[common_args],
+        help="raise a helper's or an image's version; pins and images that must follow do",
+        description="Raise the version of a helper (helpers/<h>/pyproject.toml) or an image\n"
+        "(images/<i>/image.toml) in place, comments and layout kept. A helper bump cascades:\n"
+        "every helper that pins it gets the new pin and a patch bump (and so on, up the\n"
+        "chain), and every image that contains a changed helper gets one patch bump.\n"
+        "Prints one line per file; every edit is checked before any file is written.",
+        epilog="""\
+examples:
+  kiln bump dataquality patch
+      helpers/dataquality/pyproject.toml: acme-dataquality 0.1.0 -> 0.1.1 (bumped)
+      helpers/viz/pyproject.toml: acme-viz 0.1.1 -> 0.1.2 (pins acme-dataquality, now ==0.1.1)
+      images/analytics/image.toml: analytics 0.1.1 -> 0.1.2 (contains dataquality, viz)
+  kiln bump imgproc minor --dry-run   print what would change, write nothing
+  kiln bump base 1.0.0                an explicit version, above the current one
+  kiln bump base patch --image        when a helper and an image share the name
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", metavar="NAME", help="a folder under helpers/ or images/")
+    p.add_argument(
+        "level",
+        metavar="major|minor|patch|X.Y.Z",
+        help="raise that part of X.Y.Z (0.2.0: patch 0.2.1, minor 0.3.0, major 1.0.0), "
+        "or set a PEP 440 version above the current one",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--helper",
+        dest="target_kind",
+        action="store_const",
+        const="helper",
+        help="NAME is the helper (when an image has the same name)",
+    )
+    which.add_argument(
+        "--image",
+        dest="target_kind",
+        action="store_const",
+        const="image",
+        help="NAME is the image (when a helper has the same name)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="print the changes, write nothing")
+    p.set_defaults(func=deferred("workspace", "cmd_bump"))
+    _add_lock_parser(sub, common_args)
+
+
+def _add_lock_parser(sub: Any, common_args: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "lock",
+        parents=[common_args],
+        help="lock the OS (images/os.lock) and each image's wheels (images/<i>/requirements.lock)",
+        description="Two kinds of lock, both committed; a release builds from them alone.\n"
+        "images/os.lock: the Debian packages of kiln's OS base ([tool.kiln.os]): the closure\n"
+        "of its roots, resolved from the suite's indexes after their signatures are checked\n"
+        "against Debian's archive keyring (gpgv), each package by version and sha256, and\n"
+        "the layer they make, by digest. It is written only when [tool.kiln.os] or an\n"
+        "image's os-packages changed, or with --upgrade-os, which prints every version that\n"
+        "moves. images/<i>/requirements.lock: each image's third-party closure (its helpers'\n"
+        "dependencies and image.toml `requirements`) from `uv pip compile --generate-hashes`\n"
+        "for the image's Python and platform, kfp without its dependencies (as KFP's runtime\n"
+        "installs it), and a registry base pinned by digest. Versions of an existing lock are\n"
+        "kept.",
+        epilog="""\
+examples:
+  kiln lock                      the OS lock if stale, and every image's (locked versions
+                                 that still fit are kept)
+  kiln lock --upgrade-os         move every Debian package to the newest the suites offer
+                                 (the security archive included); prints each change
+  kiln lock base --upgrade       re-resolve base's wheels to the newest versions
+  kiln lock base --upgrade numpy move numpy only
+  kiln lock --check              exit 3 naming each stale lock (CI); writes nothing,
+                                 asks no server
+  kiln lock --check --sources    also exit 5 when a pinned .deb is neither in kiln's cache
+                                 nor on any mirror any more (Debian drops superseded ones)
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="images to lock (default: all)")
+    p.add_argument(
+        "--upgrade",
+        nargs="?",
+        const="",
+        action="append",
+        metavar="PACKAGE",
+        help="move wheel versions: all of them, or PACKAGE's only (repeatable); put IMAGE first",
+    )
+    p.add_argument(
+        "--upgrade-os",
+        action="store_true",
+        help="move images/os.lock to the newest Debian packages (prints every change)",
+    )
+    p.add_argument("--check", action="store_true", help="fail on stale locks, write nothing")
+    p.add_argument(
+        "--sources",
+        action="store_true",
+        help="with --check: also ask the mirrors whether each pinned .deb is still served",
+    )
+    p.set_defaults(func=deferred("workspace", "cmd_lock"), usage_error=p.error)
 
 
 def local_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:
