@@ -424,6 +424,32 @@ def test_files_come_from_the_private_index_first_then_upstream_and_are_cached(
     assert len(download.asked) == 2  # the second answer came from the cache
 
 
+def test_two_kilns_fetching_one_lock_into_one_cache_both_get_its_wheels(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """A second fetch of the same lock starts (and ends) while the first downloads, as
+    when a release and `kiln release --dev` share the cache: neither breaks the other."""
+    lock = _written(ws)
+    pages = [(UPSTREAM, fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")))]
+    cache = tmp_path / "cache"
+    inner = RecordingDownload()
+    nested: list[tuple[object, ...]] = []
+
+    def racing(lock: Lock, pins: Sequence[object], *, index_url: str, dest: Path) -> None:
+        if not nested:
+            nested.append(fetch_locked(lock, pages=pages, cache_dir=cache, download=inner))
+        PipDownload(FakePip())(lock, pins, index_url=index_url, dest=dest)  # type: ignore[arg-type]
+
+    outer = fetch_locked(lock, pages=pages, cache_dir=cache, download=racing)
+
+    assert [(w.name, w.sha256) for w in outer] == [
+        ("kfp", fake_sha("kfp", "2.17.3")),
+        ("numpy", fake_sha("numpy", "1.0")),
+    ]
+    assert nested == [outer]
+    assert [p.name for p in cache.iterdir()] == [lock.sha256[:16]]  # no folder left behind
+
+
 def test_a_hash_no_index_serves_names_the_lock_the_package_and_the_fix(
     ws: Workspace, tmp_path: Path
 ) -> None:

@@ -267,14 +267,24 @@ def fetch_locked(
         sources: dict[str, list[Pin]] = {}
         for pin in (p for p in lock.pins if p.built is None):
             sources.setdefault(_source(lock, pin, pages), []).append(pin)
-        partial = cache_dir / f"{target.name}.partial"
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for url, pins in sources.items():
-            download(lock, pins, index_url=url, dest=partial)
-        (partial / "complete").write_text(lock.sha256 + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        # Fetched into a folder of this call's own, then renamed into place: two kilns
+        # sharing the cache (`kiln release --dev` shares the checkout's) never write into
+        # one folder, nor remove the other's.
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".tmp-{target.name}-", dir=cache_dir) as tmp:
+            partial = Path(tmp) / "wheels"
+            partial.mkdir()
+            for url, pins in sources.items():
+                download(lock, pins, index_url=url, dest=partial)
+            (partial / "complete").write_text(lock.sha256 + "\n")
+            if target.is_dir() and not (target / "complete").is_file():
+                shutil.rmtree(target)  # left by an interrupted older kiln
+            try:
+                partial.rename(target)
+            except OSError:
+                if not (target / "complete").is_file():
+                    raise
+                # another kiln fetched the same lock meanwhile: its folder is as good
     return _check_fetched(lock, _read_dir(target))
 
 
