@@ -25,7 +25,7 @@ from packaging.utils import canonicalize_name
 
 from kiln._debian.lock import read_os_lock
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import OsPins, copy_project, installed, untag
+from tests.e2e.conftest import HELPERS, OsPins, copy_project, installed, untag
 
 pytestmark = pytest.mark.e2e
 
@@ -143,7 +143,7 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
     assert registry.digest(path, record["tag"]) == predicted
     labels = registry.labels(path, record["tag"])
     assert labels["org.opencontainers.image.created"] == "1980-01-01T00:00:00Z"
-    assert labels["org.kiln.helpers"] == "acme-imgproc==0.2.0"
+    assert labels["org.kiln.helpers"] == f"acme-imgproc=={HELPERS['imgproc']}"
     assert "org.opencontainers.image.revision" not in labels  # the manifest.json has it
     assert "org.kiln.fingerprint" not in labels
     assert released["manifest"]["revision"]

@@ -123,7 +123,7 @@ def test_helper_installs_from_private_index_alone(expected: float) -> None:
 
 
 def test_image_by_digest_contains_helper_and_kfp(
-    docker_client: docker.DockerClient, released: dict[str, Any]
+    docker_client: docker.DockerClient, repo: Repo, released: dict[str, Any]
 ) -> None:
     image = by(released["manifest"]["images"], "name")["base"]
     ref = image["ref"]
@@ -135,9 +135,11 @@ def test_image_by_digest_contains_helper_and_kfp(
         network_mode="none",
         remove=True,
     )
-    assert out.decode().split() == ["2.17.3", "imgproc"]
+    path = repo.root / "images" / "base" / "requirements.lock"
+    (kfp,) = [p.version for p in parse_lock(path, path.read_text()).pins if p.name == "kfp"]
+    assert out.decode().split() == [kfp, "imgproc"]
     labels = docker_client.images.get(ref).labels
-    assert labels["org.kiln.helpers"] == "acme-imgproc==0.2.0"
+    assert labels["org.kiln.helpers"] == f"acme-imgproc=={HELPERS['imgproc']}"
     # kiln builds it: its identity is the digest itself, no fingerprint label.
     assert "org.kiln.fingerprint" not in labels
     assert docker_client.images.get_registry_data(ref).id == digest
@@ -276,6 +278,7 @@ def test_changed_helper_without_bump_is_refused(repo: Repo, released: dict[str, 
     finally:
         source.write_text(original)
     assert proc.returncode == 4
-    assert "acme-imgproc 0.2.0 is already published with different bytes" in proc.stderr
+    published = f"acme-imgproc {HELPERS['imgproc']} is already published with different bytes"
+    assert published in proc.stderr
     assert "bump version in helpers/imgproc/pyproject.toml" in proc.stderr
     assert (index_state(repo), registry_state(repo)) == before

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import IMAGES, PRIVATE_PIP_ENV, OsPins, Repo, copy_project, patch
+from tests.e2e.conftest import HELPERS, IMAGES, PRIVATE_PIP_ENV, OsPins, Repo, copy_project, patch
 
 pytestmark = pytest.mark.e2e
 
@@ -237,6 +237,8 @@ def _second_release_killed_and_completed(train: Repo) -> None:
     # A helper change, bumped, regenerated, committed, tagged v0.2.0. The release is
     # killed right after the wheel upload, then run again.
     _change_and_commit(train, "imgproc", "RELEASE_TRAIN = 2")
+    old, new = HELPERS["imgproc"], patch(HELPERS["imgproc"])
+    wheel = f"acme_imgproc-{new}-py3-none-any.whl"
     # A version below the last release is refused.
     git(root, "tag", "v0.0.9")
     below = train.kiln("release", "--tag", "v0.0.9", "--local")
@@ -250,7 +252,7 @@ def _second_release_killed_and_completed(train: Repo) -> None:
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     deadline = time.monotonic() + 300
-    while "acme_imgproc-0.2.1-py3-none-any.whl" not in _index_files(train, "acme-imgproc"):
+    while wheel not in _index_files(train, "acme-imgproc"):
         assert proc.poll() is None, "the release ended before its wheel was on the index"
         assert time.monotonic() < deadline
         time.sleep(0.05)
@@ -259,12 +261,12 @@ def _second_release_killed_and_completed(train: Repo) -> None:
     assert "acme_components-0.2.0-py3-none-any.whl" not in _index_files(train, "acme-components")
 
     second = train.kiln_json("release", "--tag", "v0.2.0", "--local")
-    assert "acme_imgproc-0.2.1-py3-none-any.whl" not in second["uploaded"]  # the killed run's
+    assert wheel not in second["uploaded"]  # the killed run's
     assert "acme_components-0.2.0-py3-none-any.whl" in second["uploaded"]
-    assert _index_files(train, "acme-imgproc").count("acme_imgproc-0.2.1-py3-none-any.whl") == 1
+    assert _index_files(train, "acme-imgproc").count(wheel) == 1
     notes = (Path(second["record"]) / "RELEASE_NOTES.md").read_text()
     assert "Changes since v0.1.0:" in notes
-    assert "- `acme-imgproc`: `0.2.0` -> `0.2.1`" in notes
+    assert f"- `acme-imgproc`: `{old}` -> `{new}`" in notes
     assert "acme-tabular" not in notes
     assert "acme-viz" not in notes
     assert "- `make_sample_images`" not in notes  # numpy only: its YAML did not move
@@ -290,7 +292,8 @@ def _dev_release(train: Repo, tmp_path: Path) -> None:
         f"{finished - released_at:.1f} s, total {finished - started:.1f} s"
     )
     assert 40.0 < run["Output"] < 80.0
-    assert re.fullmatch(r"0\.2\.2\.dev\d{14}", dev["helpers"]["imgproc"])  # 0.2.1 is published
+    published = patch(HELPERS["imgproc"])  # by the v0.2.0 release: dev counts from the next
+    assert re.fullmatch(rf"{re.escape(patch(published))}\.dev\d{{14}}", dev["helpers"]["imgproc"])
     assert dev["image_tag"].startswith("dev-")
     assert all(":dev-" in pushed for pushed in dev["pushed"])
     assert re.fullmatch(r"acme_components-0\.3\.1\.dev\d{14}-py3-none-any\.whl", dev["bundle"])
@@ -328,7 +331,7 @@ def _two_releases_of_one_tag_at_once(train: Repo, tmp_path: Path) -> None:
     outputs = [json.loads(out) for out, _ in results]
     assert {o["bundle"]["sha256"] for o in outputs} == {outputs[0]["bundle"]["sha256"]}
     for project, filename in (
-        ("acme-tabular", "acme_tabular-0.1.1-py3-none-any.whl"),
+        ("acme-tabular", f"acme_tabular-{patch(HELPERS['tabular'])}-py3-none-any.whl"),
         ("acme-components", "acme_components-0.3.0-py3-none-any.whl"),
     ):
         assert _index_files(train, project).count(filename) == 1
