@@ -35,6 +35,9 @@ PROGRAMS = {
     "umoci": ("umoci, which unpacks kiln's images as other clients do", "umoci"),
 }
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# The tests session's pytest-xdist workers: the end-to-end tests wait on servers,
+# containers and downloads as much as they compute, so one more than two cores.
+WORKERS = "3"
 
 
 def _engine_runs() -> bool:
@@ -73,7 +76,10 @@ def tests(session: nox.Session) -> None:
     _require(session, "docker-registry", "chromium", "gpgv", "skopeo", "umoci")
     _install_workspace(session, "test")
     # Tests reach only loopback servers, Debian's archive and the package registries.
-    session.run("pytest", *session.posargs, env={"KILN_OFFLINE": "1"})
+    # WORKERS pytest-xdist workers; tests/e2e/conftest.py puts what shares a stack in one
+    # group, so each stack is made once. `./noxw -s tests -- -n 0` runs in one process.
+    parallel = ("-n", WORKERS, "--dist", "loadgroup")
+    session.run("pytest", *parallel, *session.posargs, env={"KILN_OFFLINE": "1"})
 
 
 @nox.session

@@ -5,11 +5,19 @@ In CI (CI=true) a missing engine fails the run instead of skipping it.
 The copies build on kiln's OS base from the committed ``images/os.lock``. Debian drops
 superseded packages from its mirrors, so ``os_pins`` first fetches every pinned .deb:
 when some are gone, the copies are made from a copy relocked with ``kiln lock
---upgrade-os`` (and it says so), instead of failing the day Debian moves a package."""
+--upgrade-os`` (and it says so), instead of failing the day Debian moves a package.
+
+Run on several workers (pytest-xdist), what is slow to make is made once for the whole
+run, whichever worker asks first (``once``): the OS pins, and ``kiln_cache``, the kiln
+cache every copy of this repo shares (as `kiln release --dev` shares its checkout's),
+warmed by one dry run. Every test on the session repo stays on one worker (its tests
+edit it in turn), and so does each module (its module-scoped stack): see
+``pytest_collection_modifyitems``."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -32,11 +40,13 @@ import pytest
 import requests
 from packaging.utils import canonicalize_name
 
+from kiln._cli import main
 from kiln._debian.archive import Mirrors
 from kiln._debian.lock import read_os_lock
 from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import OsLayers, fetch_debs
 from kiln._workspace.discovery import discover
+from tests.e2e.runwide import once, run_folder, stop_at_the_end, untag, write_groups
 
 PROJECT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -44,8 +54,50 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _WORKSPACE = discover(PROJECT)
 HELPERS = {h.name: h.version for h in _WORKSPACE.helpers}
 IMAGES = {i.name: i.version for i in _WORKSPACE.images}
+# The tests that `kiln run` a pipeline of ``repo``: one at a time, on one worker (they
+# share its .kiln/runs and .kiln/logs/run.log), with those that use their module's venv.
+KILN_RUN = pytest.mark.xdist_group("kiln-run")
 # pip in a test venv sees neither the machine's pip config nor its extra indexes.
 PRIVATE_PIP_ENV = {"PIP_CONFIG_FILE": "/dev/null", "PATH": "/usr/bin:/bin"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-xdist groups (``--dist loadgroup``, see tests/xdist_groups.py) of the
+    end-to-end tests: every test on ``scratch`` in one (they change it in turn); in a
+    module, tests that share a fixture of module scope (a stack, servers, a venv: made
+    once) in one; a test with an ``xdist_group`` mark in that group. The rest run on any
+    worker."""
+    here = Path(__file__).parent
+    groups: dict[str, str] = {}
+    shared: dict[str, list[pytest.Item]] = {}  # "module::fixture" -> the tests using it
+    for item in items:
+        if here not in item.path.parents:
+            continue
+        mark = item.get_closest_marker("xdist_group")
+        if mark is not None:
+            groups[item.nodeid] = str(mark.args[0])
+        elif "scratch" in getattr(item, "fixturenames", ()):
+            groups[item.nodeid] = "scratch"
+        else:
+            # what pytest resolved for the test: each fixture it uses, with its scope
+            defs = item._fixtureinfo.name2fixturedefs.items()  # type: ignore[attr-defined]
+            for name, chain in defs:
+                if chain[-1].scope in ("module", "class", "package"):
+                    shared.setdefault(f"{item.path.stem}::{name}", []).append(item)
+    # Tests linked through shared fixtures, however indirectly, form one group, named
+    # after its first fixture.
+    for key in sorted(shared):
+        tests = shared[key]
+        found = {groups[t.nodeid] for t in tests if t.nodeid in groups}
+        name = min(found) if found else key
+        for group in found - {name}:  # merge groups the fixture links
+            for nodeid, other in list(groups.items()):
+                if other == group:
+                    groups[nodeid] = name
+        for test in tests:
+            groups[test.nodeid] = name
+    factory = config._tmp_path_factory  # type: ignore[attr-defined]  # pytest's own
+    write_groups(run_folder(factory), groups)
 
 
 def patch(version: str) -> str:
@@ -83,7 +135,12 @@ class OsPins:
 def os_pins(tmp_path_factory: pytest.TempPathFactory) -> OsPins:
     """Fetch every .deb the committed OS lock pins (checked by sha256) and build its layer
     once; when a pin is gone from the mirrors, relock a copy of this repo instead."""
-    root = tmp_path_factory.mktemp("os-pins")
+    made = once(tmp_path_factory, "os-pins", _fetch_os_pins)
+    return OsPins(Path(made["source"]), made["fetchable"] == "yes", Path(made["cache"]))
+
+
+def _fetch_os_pins(root: Path) -> dict[str, str]:
+    root.mkdir(parents=True)
     lock = read_os_lock(PROJECT)
     cache = root / "cache"
     mirrors = Mirrors(_WORKSPACE.os)
@@ -109,7 +166,43 @@ def os_pins(tmp_path_factory: pytest.TempPathFactory) -> OsPins:
         fetched = fetch_debs(lock.os.packages, mirrors, cache / "debian")
     layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
     layers.layer(lock)
-    return OsPins(source, not fetched.gone and source == PROJECT, cache)
+    fetchable = not fetched.gone and source == PROJECT
+    return {"source": str(source), "fetchable": "yes" if fetchable else "no", "cache": str(cache)}
+
+
+@dataclass(frozen=True)
+class KilnCache:
+    """The kiln cache of the whole run (``cache/`` and ``wheelhouse/`` of a ``.kiln``),
+    which copies of this repo link to: every wheel, wheelhouse and layer is made once."""
+
+    state: Path
+
+    def link_into(self, root: Path) -> None:
+        """``root``'s .kiln/cache and .kiln/wheelhouse: links to this one."""
+        (root / ".kiln").mkdir(parents=True, exist_ok=True)
+        for name in ("cache", "wheelhouse"):
+            (root / ".kiln" / name).symlink_to(self.state / name)
+
+
+@pytest.fixture(scope="session")
+def kiln_cache(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> KilnCache:
+    """The run's kiln cache, seeded with the OS pins' .debs and layer and warmed by `kiln
+    release --local --dry-run` on a copy of this repo: this repo's wheels, image locks'
+    wheelhouses and every image's layers are in it (a dry run computes each digest)."""
+
+    def warm(folder: Path) -> dict[str, str]:
+        state = folder / "state"
+        shutil.copytree(
+            os_pins.cache, state / "cache", symlinks=True, copy_function=os.link
+        )  # fmt: skip
+        (state / "wheelhouse").mkdir()
+        cache = KilnCache(state)
+        copy_project(folder / "warm", os_pins, cache)
+        proc = kiln_here(folder / "warm", "release", "--local", "--dry-run")
+        assert proc.returncode == 0, proc.stderr
+        return {"state": str(state)}
+
+    return KilnCache(Path(once(tmp_path_factory, "kiln-cache", warm)["state"]))
 
 
 def by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
@@ -117,16 +210,23 @@ def by(items: list[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:
     return {item[key]: item for item in items}
 
 
+def pip_into(python: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """pip ARGS for the venv of ``python`` (``pip --python``: the venv needs no pip of its
+    own), seeing neither the machine's pip config nor its extra indexes."""
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, *args, "--isolated"],
+        env=PRIVATE_PIP_ENV, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+
+
 def private_venv(directory: Path, index_url: str, *requirements: str) -> str:
     """A fresh venv with ``requirements`` installed from the private index alone
-    (no machine pip config, no other index); returns its python."""
-    venv.create(directory, with_pip=True)
+    (no machine pip config, no other index); returns its python. No bytecode is
+    written ahead: Python compiles what the test imports."""
+    venv.create(directory, with_pip=False)
     python = str(directory / "bin" / "python")
-    subprocess.run(
-        [python, "-m", "pip", "install", "--isolated", "--quiet", "--no-input",
-         "--index-url", f"{index_url}/simple/", *requirements],
-        env=PRIVATE_PIP_ENV, check=True,
-    )  # fmt: skip
+    pip_into(python, "install", "--quiet", "--no-input", "--no-compile",
+             "--index-url", f"{index_url}/simple/", *requirements)  # fmt: skip
     return python
 
 
@@ -152,6 +252,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def kiln_process(
+    root: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`python -m kiln ARGS --repo ROOT` in a process of its own, with ``env`` added to
+    this one's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "kiln", *args, "--repo", str(root)],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=900,
+    )
+
+
+def kiln_here(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kiln ARGS --repo ROOT` run in this process, through the CLI's own ``main``: the
+    same exit code, stdout and stderr, without a new interpreter importing kiln and kfp
+    (most of a short command's time)."""
+    argv = [*args, "--repo", str(root)]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+        except SystemExit as exc:  # main always exits; argparse too, on a usage error
+            code = exc.code
+    assert isinstance(code, int), code
+    return subprocess.CompletedProcess(["kiln", *argv], code, out.getvalue(), err.getvalue())
+
+
 @dataclass
 class Repo:
     root: Path
@@ -161,14 +291,10 @@ class Repo:
     def kiln(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "kiln", *args, "--repo", str(self.root)],
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=900,
-        )
+        """kiln on this repo: in this process, unless ``env`` changes its environment."""
+        if env:
+            return kiln_process(self.root, *args, env=env)
+        return kiln_here(self.root, *args)
 
     def kiln_json(self, *args: str) -> Any:
         proc = self.kiln(*args, "--json")
@@ -190,15 +316,21 @@ def seed_os(root: Path, pins: OsPins) -> None:
     shutil.copytree(pins.cache, root / ".kiln" / "cache", copy_function=os.link, dirs_exist_ok=True)
 
 
-def copy_project(root: Path, pins: OsPins | None = None) -> tuple[int, int]:
+def copy_project(
+    root: Path, pins: OsPins | None = None, cache: KilnCache | None = None
+) -> tuple[int, int]:
     """This monorepo's helpers, images and pipelines copied into ``root``, with its
     pyproject.toml putting the local stack on free loopback ports: (index, registry).
-    ``pins``: copy from its source, and seed the copy's cache with its .debs and OS
-    layer (content-addressed and checked again when used); None: a cold copy."""
+    ``pins``: copy from its source, and (without ``cache``) seed the copy's cache with
+    its .debs and OS layer (content-addressed and checked again when used); ``cache``:
+    the copy's caches are that one; neither: a cold copy."""
     source = pins.source if pins is not None else PROJECT
     for name in ("helpers", "images", "pipelines"):
         shutil.copytree(source / name, root / name, ignore=_IGNORE)
-    if pins is not None:
+    if cache is not None:
+        shutil.copy(source / "images" / "os.lock", root / "images" / "os.lock")
+        cache.link_into(root)
+    elif pins is not None:
         seed_os(root, pins)
     index_port, registry_port = free_port(), free_port()
     text = (source / "pyproject.toml").read_text()
@@ -206,17 +338,6 @@ def copy_project(root: Path, pins: OsPins | None = None) -> tuple[int, int]:
     text = re.sub(r"(?m)^registry-port = \d+$", f"registry-port = {registry_port}", text)
     (root / "pyproject.toml").write_text(text)
     return index_port, registry_port
-
-
-def untag(client: docker.DockerClient, registry: str) -> None:
-    """Remove the local tags and digest references of images made for ``registry`` (a
-    test's throwaway one), so repeated runs do not pile up images."""
-    for image in client.images.list():
-        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
-            if reference.startswith(f"{registry}/"):
-                # Untagging can drop the digest reference with it.
-                with contextlib.suppress(docker.errors.ImageNotFound):
-                    client.images.remove(reference)
 
 
 @contextlib.contextmanager
@@ -234,26 +355,73 @@ def on_stack(
         untag(client, repo.registry)
 
 
+def _released_copy(
+    folder: Path, pins: OsPins, cache: KilnCache, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    """A copy of this monorepo, a git repository on its own stack, released: ``repo``.
+    Its stack is stopped when the run ends (``pytest_sessionfinish``), not before: other
+    workers may still read it."""
+    root = folder / "monorepo"
+    index_port, registry_port = copy_project(root, pins, cache)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+    stop_at_the_end(tmp_path_factory, root, repo.registry)
+    result = repo.kiln_json("release", "--local")
+    result["on_disk"] = json.loads((root / "dist" / "manifest.json").read_text())
+    (folder / "released.json").write_text(json.dumps(result))
+    return {"root": str(root), "index_url": repo.index_url, "registry": repo.registry}
+
+
 @pytest.fixture(scope="session")
 def repo(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    os_pins: OsPins,
+    kiln_cache: KilnCache,
+) -> Repo:
+    """A copy of this monorepo's helpers, images and pipelines on its own stack, released
+    once for the whole run and read by tests on every worker: they change nothing in it,
+    neither its files nor its servers (tests that do take ``scratch``)."""
+    made = once(
+        tmp_path_factory,
+        "released",
+        lambda folder: _released_copy(folder, os_pins, kiln_cache, tmp_path_factory),
+    )
+    return Repo(Path(made["root"]), made["index_url"], made["registry"])
+
+
+@pytest.fixture(scope="session")
+def released(repo: Repo) -> dict[str, Any]:
+    """``repo``'s release: its JSON result; ``on_disk`` is dist/manifest.json after it."""
+    result: dict[str, Any] = json.loads((repo.root.parent / "released.json").read_text())
+    return result
+
+
+@pytest.fixture(scope="session")
+def scratch(
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    os_pins: OsPins,
+    kiln_cache: KilnCache,
 ) -> Iterator[Repo]:
-    """A copy of this monorepo's helpers, images and pipelines with its own stack.
+    """A copy of this monorepo's helpers, images and pipelines with its own stack, for the
+    tests that change it (its files, or what its servers hold): all of them run on one
+    worker (group ``scratch``), one after the other.
 
     Tests that edit files in it restore them before they return."""
-    root = tmp_path_factory.mktemp("monorepo")
-    index_port, registry_port = copy_project(root, os_pins)
+    root = tmp_path_factory.mktemp("scratch")
+    index_port, registry_port = copy_project(root, os_pins, kiln_cache)
     with on_stack(root, index_port, registry_port, docker_client) as repo:
         yield repo
 
 
 @pytest.fixture(scope="session")
-def released(repo: Repo) -> dict[str, Any]:
-    """One full local release, shared by every end-to-end test (it is the slow part).
+def scratch_released(scratch: Repo) -> dict[str, Any]:
+    """``scratch``'s first release.
 
     ``on_disk`` is dist/manifest.json as that release left it (later tests release again)."""
-    result: dict[str, Any] = repo.kiln_json("release", "--local")
-    result["on_disk"] = json.loads((repo.root / "dist" / "manifest.json").read_text())
+    result: dict[str, Any] = scratch.kiln_json("release", "--local")
+    result["on_disk"] = json.loads((scratch.root / "dist" / "manifest.json").read_text())
     return result
 
 

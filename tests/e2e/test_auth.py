@@ -28,7 +28,8 @@ from kiln._servers.registry import RegistryClient
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import PASSWORD, USER, OsPins, Servers, free_port, seed_os, untag
+from tests.e2e.conftest import PASSWORD, USER, OsPins, Servers, free_port, seed_os
+from tests.e2e.runwide import untag
 
 pytestmark = pytest.mark.e2e
 

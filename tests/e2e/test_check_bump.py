@@ -17,18 +17,18 @@ pytestmark = pytest.mark.e2e
 
 
 def test_check_then_bump_then_release_moves_only_the_dependants(
-    repo: Repo, released: dict[str, Any]
+    scratch: Repo, scratch_released: dict[str, Any]
 ) -> None:
     touched = [
-        repo.root / "helpers" / "dataquality" / "src" / "dataquality" / "_report.py",
-        repo.root / "helpers" / "dataquality" / "pyproject.toml",
-        repo.root / "helpers" / "viz" / "pyproject.toml",
-        repo.root / "images" / "analytics" / "image.toml",
+        scratch.root / "helpers" / "dataquality" / "src" / "dataquality" / "_report.py",
+        scratch.root / "helpers" / "dataquality" / "pyproject.toml",
+        scratch.root / "helpers" / "viz" / "pyproject.toml",
+        scratch.root / "images" / "analytics" / "image.toml",
     ]
     originals = {path: path.read_bytes() for path in touched}
     try:
         touched[0].write_text(touched[0].read_text() + "\n# a change nobody bumped\n")
-        checked = repo.kiln("check", "--local")
+        checked = scratch.kiln("check", "--local")
         assert checked.returncode == 4, checked.stdout + checked.stderr
         quality = HELPERS["dataquality"]
         assert f"helpers/dataquality changed since acme-dataquality {quality} was published" in (
@@ -37,7 +37,7 @@ def test_check_then_bump_then_release_moves_only_the_dependants(
         assert "    fix: kiln bump dataquality patch" in checked.stdout
         assert "kiln bump analytics" not in checked.stdout  # the helper's bump cascades to it
 
-        bumped = repo.kiln("bump", "dataquality", "patch", "--json")
+        bumped = scratch.kiln("bump", "dataquality", "patch", "--json")
         assert bumped.returncode == 0, bumped.stderr
         plan = json.loads(bumped.stdout)["changes"]
         changes = {c["path"]: (c["old_version"], c["new_version"]) for c in plan}
@@ -48,20 +48,20 @@ def test_check_then_bump_then_release_moves_only_the_dependants(
             "images/analytics/image.toml": (analytics, patch(analytics)),
         }
 
-        result = repo.kiln_json("release", "--local")
+        result = scratch.kiln_json("release", "--local")
         assert sorted(result["uploaded"]) == [
             f"acme_dataquality-{patch(quality)}-py3-none-any.whl",
             f"acme_viz-{patch(viz)}-py3-none-any.whl",
         ]
         assert [ref.split("@")[0] for ref in result["pushed"]] == [
-            f"{repo.registry}/acme/analytics:{patch(analytics)}"
+            f"{scratch.registry}/acme/analytics:{patch(analytics)}"
         ]
-        again = repo.kiln("check", "--local")
+        again = scratch.kiln("check", "--local")
         assert again.returncode == 0, again.stdout
     finally:
         for path, data in originals.items():
             path.write_bytes(data)
-        assert repo.kiln("release", "--local").returncode == 0  # dist/ as the others expect
+        assert scratch.kiln("release", "--local").returncode == 0  # dist/ as the others expect
 
 
 def test_a_second_clean_clone_releases_and_fetches_nothing(

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from kiln._components.generate import _load_module
-from tests.e2e.conftest import HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, private_venv
+from tests.e2e.conftest import HELPERS, KILN_RUN, PROJECT, Repo, pip_into, private_venv
 
 pytestmark = pytest.mark.e2e
 
@@ -47,10 +47,7 @@ def test_each_helper_installs_from_the_private_index_alone(
     ).stdout
     assert out.strip() == SMOKE_OUTPUT[helper]
     if helper == "viz":  # the sibling came in at exactly the pinned version
-        freeze = subprocess.run(
-            [python, "-m", "pip", "freeze", "--isolated"],
-            env=PRIVATE_PIP_ENV, capture_output=True, text=True, check=True,
-        ).stdout.split()  # fmt: skip
+        freeze = pip_into(python, "freeze").stdout.split()
         assert f"acme-dataquality=={HELPERS['dataquality']}" in freeze
 
 
@@ -74,6 +71,7 @@ def _png_size(path: str) -> tuple[int, int]:
         return int(width), int(height)
 
 
+@KILN_RUN
 def test_table_quality_pipeline(repo: Repo, released: dict[str, Any], tmp_path: Path) -> None:
     args = {"seed": 5, "rows": 120, "missing_ratio": 0.2}
     outputs = repo.kiln_json("run", "table_quality", *[f"--arg={k}={v}" for k, v in args.items()])
@@ -94,6 +92,7 @@ def test_table_quality_pipeline(repo: Repo, released: dict[str, Any], tmp_path: 
     assert (width, height) > (100, 100)
 
 
+@KILN_RUN
 def test_contrast_compare_pipeline(repo: Repo, released: dict[str, Any]) -> None:
     outputs = repo.kiln_json("run", "contrast_compare", "--arg=count=2", "--arg=method=equalize")
     assert outputs["pairs"] == 2

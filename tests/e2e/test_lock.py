@@ -16,14 +16,14 @@ from tests.e2e.test_release_local import index_state, registry_state
 pytestmark = pytest.mark.e2e
 
 
-def test_lock_pins_every_file_by_hash_and_is_deterministic(repo: Repo) -> None:
-    path = repo.root / "images" / "base" / "requirements.lock"
+def test_lock_pins_every_file_by_hash_and_is_deterministic(scratch: Repo) -> None:
+    path = scratch.root / "images" / "base" / "requirements.lock"
     committed = path.read_text()
     try:
-        first = repo.kiln("lock", "base")
+        first = scratch.kiln("lock", "base")
         assert first.returncode == 0, first.stderr
         text = path.read_text()
-        second = repo.kiln("lock", "base")
+        second = scratch.kiln("lock", "base")
         assert second.returncode == 0, second.stderr
         assert path.read_text() == text  # same inputs, same bytes
     finally:
@@ -41,17 +41,17 @@ def test_lock_pins_every_file_by_hash_and_is_deterministic(repo: Repo) -> None:
         line for line in text.splitlines() if line and not line.startswith((" ", "#"))
     ]
     assert all(line.endswith(" \\") for line in requirement_lines)  # each has --hash lines
-    assert str(repo.root) not in text
+    assert str(scratch.root) not in text
 
 
-def test_check_names_a_stale_lock_and_the_fix(repo: Repo) -> None:
-    assert repo.kiln("lock", "--check").returncode == 0
-    config = repo.root / "images" / "base" / "image.toml"
+def test_check_names_a_stale_lock_and_the_fix(scratch: Repo) -> None:
+    assert scratch.kiln("lock", "--check").returncode == 0
+    config = scratch.root / "images" / "base" / "image.toml"
     original = config.read_text()
     config.write_text(original.replace("requirements = []", 'requirements = ["six"]'))
     try:
-        proc = repo.kiln("lock", "--check")
-        release = repo.kiln("release", "--local", "--dry-run")
+        proc = scratch.kiln("lock", "--check")
+        release = scratch.kiln("release", "--local", "--dry-run")
     finally:
         config.write_text(original)
     assert proc.returncode == 3
@@ -62,23 +62,23 @@ def test_check_names_a_stale_lock_and_the_fix(repo: Repo) -> None:
 
 
 def test_a_hand_edited_hash_stops_the_release_before_anything_is_written(
-    repo: Repo, released: dict[str, Any]
+    scratch: Repo, scratch_released: dict[str, Any]
 ) -> None:
-    path = repo.root / "images" / "base" / "requirements.lock"
+    path = scratch.root / "images" / "base" / "requirements.lock"
     committed = path.read_text()
-    page = requests.get(f"{repo.index_url}/simple/kfp/", timeout=10).text
+    page = requests.get(f"{scratch.index_url}/simple/kfp/", timeout=10).text
     (kfp,) = [p.version for p in parse_lock(path, committed).pins if p.name == "kfp"]
     wheel = re.escape(f"kfp-{kfp}-py3-none-any.whl")
     (mirrored,) = re.findall(rf"{wheel}#sha256=([0-9a-f]{{64}})", page)
     assert mirrored in committed
-    before = (index_state(repo), registry_state(repo))
+    before = (index_state(scratch), registry_state(scratch))
     path.write_text(committed.replace(mirrored, "0" * 64))
     try:
-        proc = repo.kiln("release", "--local")
+        proc = scratch.kiln("release", "--local")
     finally:
         path.write_text(committed)
     assert proc.returncode == 3, proc.stderr
     assert f"images/base/requirements.lock: kfp=={kfp}" in proc.stderr
     assert f"sha256 {mirrored}" in proc.stderr
     assert "kiln lock base --upgrade kfp" in proc.stderr
-    assert (index_state(repo), registry_state(repo)) == before
+    assert (index_state(scratch), registry_state(scratch)) == before

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import HELPERS, PRIVATE_PIP_ENV, PROJECT, Repo, by
+from tests.e2e.conftest import HELPERS, KILN_RUN, PRIVATE_PIP_ENV, PROJECT, Repo, by
 
 pytestmark = pytest.mark.e2e
 
@@ -39,6 +39,7 @@ def _index_sha(repo: Repo, project: str, filename: str) -> str | None:
     return None
 
 
+@KILN_RUN
 def test_run_prints_a_line_per_task_and_openable_artifacts(
     repo: Repo, released: dict[str, Any]
 ) -> None:
@@ -63,6 +64,7 @@ def test_run_prints_a_line_per_task_and_openable_artifacts(
     assert "have no effect in the current local runner" not in proc.stderr
 
 
+@KILN_RUN
 def test_a_failed_run_shows_the_tasks_error_without_escapes(
     repo: Repo, released: dict[str, Any]
 ) -> None:
@@ -74,33 +76,35 @@ def test_a_failed_run_shows_the_tasks_error_without_escapes(
     assert f"full log: {repo.root / '.kiln' / 'logs' / 'run.log'}" in proc.stderr
 
 
-def test_dry_run_leaves_the_machine_as_it_found_it(repo: Repo, released: dict[str, Any]) -> None:
-    assert repo.kiln("stack", "down").returncode == 0
-    dist = _tree(repo.root / "dist")
+def test_dry_run_leaves_the_machine_as_it_found_it(
+    scratch: Repo, scratch_released: dict[str, Any]
+) -> None:
+    assert scratch.kiln("stack", "down").returncode == 0
+    dist = _tree(scratch.root / "dist")
     try:
-        proc = repo.kiln("release", "--local", "--dry-run")
-        status = repo.kiln("stack", "status", "--json")
+        proc = scratch.kiln("release", "--local", "--dry-run")
+        status = scratch.kiln("stack", "status", "--json")
     finally:
-        assert repo.kiln("stack", "up").returncode == 0
+        assert scratch.kiln("stack", "up").returncode == 0
     assert proc.returncode == 0, proc.stderr
     wheel = f"acme_imgproc-{HELPERS['imgproc']}-py3-none-any.whl"
     assert f"  skip     {wheel}: on the index with identical bytes" in proc.stdout
     assert "  skip     image acme/base:" in proc.stdout
     assert "in the registry with the identical digest" in proc.stdout  # kiln-built images
     assert [s["running"] for s in json.loads(status.stdout)] == [False, False]
-    assert _tree(repo.root / "dist") == dist
+    assert _tree(scratch.root / "dist") == dist
 
 
 def test_a_file_altered_on_the_index_is_reported_and_restorable(
-    repo: Repo, released: dict[str, Any]
+    scratch: Repo, scratch_released: dict[str, Any]
 ) -> None:
     filename = f"acme_imgproc-{HELPERS['imgproc']}-py3-none-any.whl"
-    recorded = by(released["manifest"]["wheels"], "filename")[filename]["sha256"]
-    stored = repo.root / ".kiln" / "stack" / "index" / filename
+    recorded = by(scratch_released["manifest"]["wheels"], "filename")[filename]["sha256"]
+    stored = scratch.root / ".kiln" / "stack" / "index" / filename
     original = stored.read_bytes()
     stored.write_bytes(original + b"tampered")
     try:
-        proc = repo.kiln("release", "--local")
+        proc = scratch.kiln("release", "--local")
         assert proc.returncode == 8, proc.stderr
         assert "kiln: published artifact altered on the server" in proc.stderr
         assert "Do not bump the version" in proc.stderr
@@ -108,30 +112,30 @@ def test_a_file_altered_on_the_index_is_reported_and_restorable(
         assert f"{stored.parent}/" in proc.stderr  # where the local stack keeps it
         # The fix, as the message gives it: delete the file and release again.
         stored.unlink()
-        again = repo.kiln("release", "--local", "--json")
+        again = scratch.kiln("release", "--local", "--json")
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["uploaded"] == [filename]
     finally:
         if not stored.exists():
             stored.write_bytes(original)
     assert stored.read_bytes() == original
-    assert _index_sha(repo, "acme-imgproc", filename) == recorded
+    assert _index_sha(scratch, "acme-imgproc", filename) == recorded
 
 
 def test_a_changed_os_definition_stops_the_release_naming_the_lock(
-    repo: Repo, released: dict[str, Any]
+    scratch: Repo, scratch_released: dict[str, Any]
 ) -> None:
-    pyproject = repo.root / "pyproject.toml"
+    pyproject = scratch.root / "pyproject.toml"
     original = pyproject.read_text()
     pyproject.write_text(original.replace('"zlib1g",', '"zlib1g", "libgomp1",'))
     try:
-        proc = repo.kiln("release", "--local")
-        check = repo.kiln("lock", "--check")
+        proc = scratch.kiln("release", "--local")
+        check = scratch.kiln("lock", "--check")
     finally:
         pyproject.write_text(original)
     assert proc.returncode == 3, proc.stderr
     expected = (
-        f"kiln: bad input: {repo.root / 'images' / 'os.lock'}: stale: [tool.kiln.os] or an "
+        f"kiln: bad input: {scratch.root / 'images' / 'os.lock'}: stale: [tool.kiln.os] or an "
         "image's os-packages changed since it was written; run `kiln lock` and commit the result"
     )
     assert expected in proc.stderr

@@ -39,7 +39,7 @@ from kiln._wheels.build import build_wheel
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Helper, StackConfig
-from tests.e2e.conftest import OsPins, _unavailable, free_port, installed
+from tests.e2e.conftest import KilnCache, OsPins, _unavailable, free_port, installed
 from tests.unit.test_oci_install import make_wheel
 
 pytestmark = pytest.mark.e2e
@@ -120,15 +120,18 @@ class BaseWheels:
 
 
 @pytest.fixture(scope="module")
-def base_wheels(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> BaseWheels:
-    """This repo's ``base`` image inputs: its locked wheels (from PyPI) and its helper."""
+def base_wheels(
+    tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins, kiln_cache: KilnCache
+) -> BaseWheels:
+    """This repo's ``base`` image inputs: its locked wheels (from PyPI, or the run's
+    wheelhouse that has them) and its helper."""
     tmp_path = tmp_path_factory.mktemp("base-wheels")
     workspace = discover(os_pins.source)
     lock = read_lock(workspace.image("base"))
     fetched = fetch_locked(
         lock,
         pages=[(workspace.upstream_index, SimplePages(workspace.upstream_index))],
-        cache_dir=tmp_path / "wheelhouse",
+        cache_dir=kiln_cache.state / "wheelhouse",
         download=PipDownload(),
     )
     imgproc = workspace.helper("imgproc")

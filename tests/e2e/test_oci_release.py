@@ -25,7 +25,8 @@ from packaging.utils import canonicalize_name
 
 from kiln._debian.lock import read_os_lock
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import HELPERS, OsPins, copy_project, installed, untag
+from tests.e2e.conftest import HELPERS, KilnCache, OsPins, copy_project, installed
+from tests.e2e.runwide import untag
 
 pytestmark = pytest.mark.e2e
 
@@ -66,11 +67,14 @@ def commit(root: Path, message: str) -> None:
 
 @pytest.fixture(scope="module")
 def kiln_repo(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    os_pins: OsPins,
+    kiln_cache: KilnCache,
 ) -> Iterator[KilnRepo]:
     """A copy of this repo, on its own stack, whose base image is kiln-built."""
     root = tmp_path_factory.mktemp("oci-release")
-    _index_port, registry_port = copy_project(root, os_pins)
+    _index_port, registry_port = copy_project(root, os_pins, kiln_cache)
     for rel in _ANALYTICS:
         target = root / rel
         shutil.rmtree(target) if target.is_dir() else target.unlink()

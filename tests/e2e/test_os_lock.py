@@ -32,7 +32,7 @@ from kiln._debian.resolve import Resolver
 from kiln._images.os_layers import fetch_debs
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import OsPins, Repo, copy_project, on_stack
+from tests.e2e.conftest import KilnCache, OsPins, Repo, copy_project, on_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -227,11 +227,14 @@ def test_a_deb_gone_from_the_mirror_is_built_from_the_registry_s_layer_or_named(
 
 @pytest.fixture(scope="module")
 def with_extras(
-    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient, os_pins: OsPins
+    tmp_path_factory: pytest.TempPathFactory,
+    docker_client: docker.DockerClient,
+    os_pins: OsPins,
+    kiln_cache: KilnCache,
 ) -> Iterator[Repo]:
     """A copy of this repo (Debian's own mirrors) whose base image lists an os-package."""
     root = tmp_path_factory.mktemp("extras")
-    index_port, registry_port = copy_project(root, os_pins)
+    index_port, registry_port = copy_project(root, os_pins, kiln_cache)
     toml = root / "images" / "base" / "image.toml"
     toml.write_text(toml.read_text().replace("[image]\n", '[image]\nos-packages = ["libgomp1"]\n'))
     with on_stack(root, index_port, registry_port, docker_client) as repo:

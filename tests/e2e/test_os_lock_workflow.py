@@ -15,15 +15,16 @@ The origin (the repository the schedule runs on) is this repository's files, wit
   regenerated for it (`kiln components --local`) and everything committed on `main`.
 - an upstream index on loopback: `kiln lock`, with --upgrade-os too, re-resolves every
   image's requirements lock with uv (keeping their versions), and uv asks the upstream
-  index. A pypiserver on 127.0.0.1 serving the wheels the session release fetched stands
+  index. A pypiserver on 127.0.0.1 serving the wheels in the run's cache stands
   for PyPI (`[tool.kiln] upstream-index`), and the image locks are locked against it.
 - the local stack on free ports, so that it meets no other checkout's stack.
 
 What runs as-is, what is emulated or stubbed, and why:
 
 - ``actions/checkout`` is emulated: checkout v4 for a scheduled run fetches the branch's
-  commit at depth 1 and checks it out as a local branch. The origin's `.kiln/cache` and
-  `.kiln/wheelhouse` are linked in, so that nothing is downloaded or built again.
+  commit at depth 1 and checks it out as a local branch. The run's `.kiln/cache` and
+  `.kiln/wheelhouse` (conftest's ``kiln_cache``, the origin's too) are linked in, so
+  that nothing is downloaded or built again.
 - ``actions/setup-python``: the test's own interpreter, its bin folder on PATH.
 - the apt-get step is stubbed: each package it installs must be installed here
   (dpkg-query says so) or the test fails.
@@ -66,7 +67,7 @@ from kiln._debian.archive import Indexes, Mirrors, by_name
 from kiln._debian.lock import parse_os_lock, read_os_lock
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import PROJECT, OsPins, Repo, free_port, patch
+from tests.e2e.conftest import PROJECT, KilnCache, OsPins, free_port, patch
 from tests.workflow_steps import (
     GIT,
     Job,
@@ -202,7 +203,7 @@ class Origin:
     """The repository the schedule runs on, and what a runner gets besides it."""
 
     root: Path
-    caches: Path  # its .kiln: cache/ and wheelhouse/, warm
+    caches: KilnCache  # the run's cache/ and wheelhouse/ (its .kiln's), warm
     tools: Path  # the `kiln` wrapper and the fake `gh`
     github: Path  # the fake GitHub's state: pull requests, calls
     behind: dict[str, str]  # package -> the older version the origin's lock pins
@@ -240,15 +241,13 @@ def _kiln(root: Path, *args: str, env: dict[str, str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def upstream(
-    repo: Repo, released: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A loopback index with no credentials serving the wheels the session release
-    fetched for the image locks: the rehearsal's PyPI."""
+def upstream(kiln_cache: KilnCache, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A loopback index with no credentials serving the wheels the run's cache holds for
+    the image locks: the rehearsal's PyPI."""
     root = tmp_path_factory.mktemp("upstream")
     packages = root / "packages"
     packages.mkdir()
-    for wheel in sorted((repo.root / ".kiln" / "wheelhouse").glob("*/*.whl")):
+    for wheel in sorted((kiln_cache.state / "wheelhouse").glob("*/*.whl")):
         if not (packages / wheel.name).exists():
             os.link(wheel, packages / wheel.name)
     port = free_port()
@@ -294,11 +293,7 @@ def _behind(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def origin(
-    repo: Repo,
-    released: dict[str, Any],
-    os_pins: OsPins,
-    upstream: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    kiln_cache: KilnCache, os_pins: OsPins, upstream: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Origin:
     """This repository on `main`, its OS lock one that Debian moved past (see module)."""
     base = tmp_path_factory.mktemp("os-lock")
@@ -316,10 +311,7 @@ def origin(
         text, count = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
         assert count == 1, f"pyproject.toml: no single `{key} =` line"
     (root / "pyproject.toml").write_text(text)
-    for name in ("cache", "wheelhouse"):
-        shutil.copytree(
-            repo.root / ".kiln" / name, root / ".kiln" / name, symlinks=True, copy_function=os.link
-        )
+    kiln_cache.link_into(root)
     env = _loopback_only(f"http://127.0.0.1:{free_port()}")
 
     # Pin back every package a suite still offers older, and make the lock stale (its
@@ -345,7 +337,7 @@ def origin(
     git(root, "commit", "-qm", "the monorepo, its OS lock behind Debian's suites")
     github = base / "github"
     github.mkdir()
-    return Origin(root, root / ".kiln", tools(base / "tools", FAKE_GH), github, behind)
+    return Origin(root, kiln_cache, tools(base / "tools", FAKE_GH), github, behind)
 
 
 # ------------------------------------------------------------------ the runner
@@ -378,11 +370,7 @@ def checkout(origin: Origin, workspace: Path) -> str:
     git(workspace, "fetch", "-q", "--no-tags", "--depth=1", "origin",
         f"+refs/heads/{BASE}:refs/remotes/origin/{BASE}")  # fmt: skip
     git(workspace, "checkout", "-q", "--force", "-B", BASE, f"refs/remotes/origin/{BASE}")
-    for name in ("cache", "wheelhouse"):
-        shutil.copytree(
-            origin.caches / name, workspace / ".kiln" / name, symlinks=True,
-            copy_function=os.link,
-        )  # fmt: skip
+    origin.caches.link_into(workspace)
     return git(workspace, "rev-parse", "HEAD")
 
 

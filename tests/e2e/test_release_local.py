@@ -17,7 +17,7 @@ from kfp import components, local
 from packaging.utils import canonicalize_name
 
 from kiln._lock.format import parse_lock
-from tests.e2e.conftest import HELPERS, IMAGES, Repo, by, installed, private_venv
+from tests.e2e.conftest import HELPERS, IMAGES, KILN_RUN, Repo, by, installed, private_venv
 
 pytestmark = pytest.mark.e2e
 
@@ -118,6 +118,7 @@ def expected(
     return _host_expected(tmp_path_factory.mktemp("client"), repo)
 
 
+@KILN_RUN
 def test_helper_installs_from_private_index_alone(expected: float) -> None:
     assert 40.0 < expected < 80.0  # a 6-sigma-wide image stretched over 0..255
 
@@ -172,6 +173,7 @@ def test_each_image_holds_exactly_its_lock_and_helpers_and_its_sbom_says_so(
         print(f"{record['name']}: {len(expected)} distributions, as locked, in image and SBOM")
 
 
+@KILN_RUN
 def test_component_yaml_runs_in_docker_runner(
     repo: Repo, released: dict[str, Any], expected: float, tmp_path: Path
 ) -> None:
@@ -185,28 +187,31 @@ def test_component_yaml_runs_in_docker_runner(
     assert task.output == pytest.approx(expected, rel=1e-9)
 
 
+@KILN_RUN
 def test_kiln_run_runs_the_pipeline(repo: Repo, released: dict[str, Any], expected: float) -> None:
     outputs = repo.kiln_json("run", "contrast_demo")
     assert outputs["Output"] == pytest.approx(expected, rel=1e-9)
 
 
-def test_second_release_uploads_and_pushes_nothing(repo: Repo, released: dict[str, Any]) -> None:
-    before = (index_state(repo), registry_state(repo))
-    proc = repo.kiln("release", "--local", "--json")
+def test_second_release_uploads_and_pushes_nothing(
+    scratch: Repo, scratch_released: dict[str, Any]
+) -> None:
+    before = (index_state(scratch), registry_state(scratch))
+    proc = scratch.kiln("release", "--local", "--json")
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
     assert (again["uploaded"], again["pushed"]) == ([], [])
     assert "everything is up to date" not in proc.stdout  # stdout is JSON only
-    refs = [i["ref"] for i in released["manifest"]["images"]]
+    refs = [i["ref"] for i in scratch_released["manifest"]["images"]]
     assert [i["ref"] for i in again["manifest"]["images"]] == refs
     assert {i["status"] for i in again["manifest"]["images"]} == {"unchanged"}
-    assert (index_state(repo), registry_state(repo)) == before
-    text = repo.kiln("release", "--local")
+    assert (index_state(scratch), registry_state(scratch)) == before
+    text = scratch.kiln("release", "--local")
     assert "everything is up to date: nothing uploaded, nothing pushed" in text.stdout
 
 
-def test_dry_run_prints_the_plan(repo: Repo, released: dict[str, Any]) -> None:
-    plan = repo.kiln_json("release", "--local", "--dry-run")
+def test_dry_run_prints_the_plan(scratch: Repo, scratch_released: dict[str, Any]) -> None:
+    plan = scratch.kiln_json("release", "--local", "--dry-run")
     assert {f["action"] for f in plan["files"]} == {"skip"}
     assert [i["action"] for i in plan["images"]] == ["skip"] * (len(IMAGES) + 1)
     assert plan["refusals"] == []
@@ -220,65 +225,71 @@ def _edit(path: Path, old: str, new: str) -> str:
     return original
 
 
-def test_unknown_helper_in_image_changes_nothing(repo: Repo, released: dict[str, Any]) -> None:
-    before = (index_state(repo), registry_state(repo))
-    config = repo.root / "images" / "base" / "image.toml"
+def test_unknown_helper_in_image_changes_nothing(
+    scratch: Repo, scratch_released: dict[str, Any]
+) -> None:
+    before = (index_state(scratch), registry_state(scratch))
+    config = scratch.root / "images" / "base" / "image.toml"
     original = _edit(config, 'helpers = ["imgproc"]', 'helpers = ["imgproc", "imgprock"]')
     try:
-        proc = repo.kiln("release", "--local")
+        proc = scratch.kiln("release", "--local")
     finally:
         config.write_text(original)
     assert proc.returncode == 3
     assert "images/base/image.toml" in proc.stderr
     assert "imgprock" in proc.stderr
-    assert (index_state(repo), registry_state(repo)) == before
+    assert (index_state(scratch), registry_state(scratch)) == before
 
 
-def test_malformed_helper_pyproject_changes_nothing(repo: Repo, released: dict[str, Any]) -> None:
-    before = (index_state(repo), registry_state(repo))
-    pyproject = repo.root / "helpers" / "imgproc" / "pyproject.toml"
+def test_malformed_helper_pyproject_changes_nothing(
+    scratch: Repo, scratch_released: dict[str, Any]
+) -> None:
+    before = (index_state(scratch), registry_state(scratch))
+    pyproject = scratch.root / "helpers" / "imgproc" / "pyproject.toml"
     original = _edit(pyproject, "[project]", "[project")
     try:
-        proc = repo.kiln("release", "--local")
+        proc = scratch.kiln("release", "--local")
     finally:
         pyproject.write_text(original)
     assert proc.returncode == 3
     assert "helpers/imgproc/pyproject.toml: not valid TOML" in proc.stderr
-    assert (index_state(repo), registry_state(repo)) == before
+    assert (index_state(scratch), registry_state(scratch)) == before
 
 
-def test_no_docker_engine_is_a_clear_error(repo: Repo, released: dict[str, Any]) -> None:
+def test_no_docker_engine_is_a_clear_error(scratch: Repo, scratch_released: dict[str, Any]) -> None:
     """A release with nothing to push needs no engine (the bases are known from before);
     one with an image to push stops before publishing anything: the engine smoke-checks
     what is pushed."""
-    before = (index_state(repo), registry_state(repo))
+    before = (index_state(scratch), registry_state(scratch))
     no_engine = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
-    proc = repo.kiln("release", "--local", "--json", env=no_engine)
+    proc = scratch.kiln("release", "--local", "--json", env=no_engine)
     assert proc.returncode == 0, proc.stderr
     assert (json.loads(proc.stdout)["uploaded"], json.loads(proc.stdout)["pushed"]) == ([], [])
 
-    toml = repo.root / "images" / "base" / "image.toml"
+    toml = scratch.root / "images" / "base" / "image.toml"
     original = _edit(toml, 'version = "', 'version = "9')  # a new version: to be pushed
     try:
-        proc = repo.kiln("release", "--local", env=no_engine)
+        proc = scratch.kiln("release", "--local", env=no_engine)
     finally:
         toml.write_text(original)
     assert proc.returncode == 5
     assert "Docker Engine is not reachable at unix:///nonexistent/docker.sock" in proc.stderr
-    assert (index_state(repo), registry_state(repo)) == before
+    assert (index_state(scratch), registry_state(scratch)) == before
 
 
-def test_changed_helper_without_bump_is_refused(repo: Repo, released: dict[str, Any]) -> None:
-    before = (index_state(repo), registry_state(repo))
-    source = repo.root / "helpers" / "imgproc" / "src" / "imgproc" / "_contrast.py"
+def test_changed_helper_without_bump_is_refused(
+    scratch: Repo, scratch_released: dict[str, Any]
+) -> None:
+    before = (index_state(scratch), registry_state(scratch))
+    source = scratch.root / "helpers" / "imgproc" / "src" / "imgproc" / "_contrast.py"
     original = source.read_text()
     source.write_text(original + "\n# a change\n")
     try:
-        proc = repo.kiln("release", "--local")
+        proc = scratch.kiln("release", "--local")
     finally:
         source.write_text(original)
     assert proc.returncode == 4
     published = f"acme-imgproc {HELPERS['imgproc']} is already published with different bytes"
     assert published in proc.stderr
     assert "bump version in helpers/imgproc/pyproject.toml" in proc.stderr
-    assert (index_state(repo), registry_state(repo)) == before
+    assert (index_state(scratch), registry_state(scratch)) == before

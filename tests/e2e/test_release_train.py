@@ -18,13 +18,21 @@ import time
 import venv
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import HELPERS, IMAGES, PRIVATE_PIP_ENV, OsPins, Repo, copy_project, patch
+from tests.e2e.conftest import (
+    HELPERS,
+    IMAGES,
+    KilnCache,
+    OsPins,
+    Repo,
+    copy_project,
+    patch,
+    pip_into,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,30 +45,16 @@ def git(root: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def _copy_new(source: str, target: str) -> None:
-    """Copy a cache file the seeded cache lacks (what it has is the same content)."""
-    if not Path(target).exists():
-        shutil.copy2(source, target)
-
-
 @pytest.fixture(scope="module")
 def train(
-    repo: Repo,
-    released: dict[str, Any],
-    tmp_path_factory: pytest.TempPathFactory,
-    os_pins: OsPins,
+    tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins, kiln_cache: KilnCache
 ) -> Iterator[Repo]:
-    """A git copy of this repo on its own stack, with the session repo's caches (the
-    wheels and layers it already fetched and built) and its committed tree regenerated
-    for the new ports."""
+    """A git copy of this repo on its own stack, with the run's caches (the wheels and
+    layers already fetched and built) and its committed tree regenerated for the new
+    ports."""
     root = tmp_path_factory.mktemp("train")
-    index_port, registry_port = copy_project(root, os_pins)
+    index_port, registry_port = copy_project(root, os_pins, kiln_cache)
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
-    # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
-    shutil.copytree(
-        repo.root / ".kiln" / "cache", root / ".kiln" / "cache", symlinks=True,
-        dirs_exist_ok=True, copy_function=_copy_new,
-    )  # fmt: skip
     train = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     assert train.kiln("components", "--local").returncode == 0
     git(root.parent, "init", "-q", str(root))
@@ -73,13 +67,10 @@ def train(
 def _bundle_site(tmp_path: Path, index_url: str, version: str) -> Path:
     """A fresh venv with only ``acme-components==version`` from the private index; its
     site-packages (kfp and docker come from the test's own environment)."""
-    venv.create(tmp_path, with_pip=True)
-    subprocess.run(
-        [str(tmp_path / "bin" / "python"), "-m", "pip", "install", "--isolated", "--quiet",
-         "--index-url", f"{index_url}/simple/",
-         f"acme-components=={version}" if version else "acme-components"],
-        env=PRIVATE_PIP_ENV, check=True,
-    )  # fmt: skip
+    venv.create(tmp_path, with_pip=False)
+    pip_into(str(tmp_path / "bin" / "python"), "install", "--quiet", "--no-compile",
+             "--index-url", f"{index_url}/simple/",
+             f"acme-components=={version}" if version else "acme-components")  # fmt: skip
     (site,) = tmp_path.glob("lib/python3*/site-packages")
     return site
 
@@ -312,8 +303,11 @@ def _two_releases_of_one_tag_at_once(train: Repo, tmp_path: Path) -> None:
     git(root, "tag", "v0.3.0")
     other = tmp_path / "clone"
     git(tmp_path, "clone", "-q", str(root), str(other))
-    for shared in ("cache", "wheelhouse"):
-        shutil.copytree(root / ".kiln" / shared, other / ".kiln" / shared, symlinks=True)
+    for shared in ("cache", "wheelhouse"):  # hard links: kiln replaces files, never edits
+        shutil.copytree(
+            root / ".kiln" / shared, other / ".kiln" / shared, symlinks=True,
+            copy_function=os.link,
+        )  # fmt: skip
     target = ["--index", train.index_url, "--registry", train.registry, "--json"]
     env = dict(os.environ)
     procs = [

@@ -12,9 +12,9 @@ What runs as-is, what is emulated or stubbed, and why:
 - ``actions/checkout`` (a `uses:` step) is emulated: every run starts from a fresh
   checkout of the tag, fetched the way checkout v4 does it (by default only the tagged
   commit, at depth 1, no other tag; `fetch-depth: 0` fetches every branch and tag). The
-  session repo's `.kiln/cache` and `.kiln/wheelhouse` are copied in, only so that
-  nothing is downloaded or built again: a runner starts with neither, and kiln fills
-  them with the same files.
+  run's `.kiln/cache` and `.kiln/wheelhouse` (conftest's ``kiln_cache``) are linked in,
+  only so that nothing is downloaded or built again: a runner starts with neither, and
+  kiln fills them with the same files.
 - ``actions/setup-python`` is emulated by the test's own interpreter: its bin folder is
   on PATH (`python`, and the twine and uv kiln calls), as on the runner.
 - ``python -m pip install -e .`` is stubbed (skipped): run here, it would install kiln
@@ -63,8 +63,8 @@ from tests.e2e.conftest import (
     PASSWORD,
     PROJECT,
     USER,
+    KilnCache,
     OsPins,
-    Repo,
     Servers,
     free_port,
 )
@@ -131,7 +131,7 @@ class Origin:
 
     root: Path
     sha: str  # v0.1.0's commit
-    caches: Path  # .kiln of a session release: cache/ and wheelhouse/
+    caches: KilnCache  # the run's cache/ and wheelhouse/, warm
     tools: Path  # the `kiln` wrapper and the fake `gh`
     github: Path  # the fake GitHub's state: releases made, calls
 
@@ -150,9 +150,7 @@ def checkout(origin: Origin, workspace: Path, job: Job, tag: str) -> None:
         fetch.append(f"+refs/tags/{tag}:refs/tags/{tag}")
     subprocess.run([*git, *fetch], check=True)
     subprocess.run([*git, "checkout", "-q", "--force", f"refs/tags/{tag}"], check=True)
-    for name in ("cache", "wheelhouse"):
-        # symlinks kept as they are: an unpacked base holds absolute ones (var/run -> /run)
-        shutil.copytree(origin.caches / name, workspace / ".kiln" / name, symlinks=True)
+    origin.caches.link_into(workspace)
 
 
 def rehearse(
@@ -262,25 +260,21 @@ else:
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(scope="module")
 def origin(
-    repo: Repo,
-    released: dict[str, Any],
     servers: Servers,
     tmp_path_factory: pytest.TempPathFactory,
     os_pins: OsPins,
+    kiln_cache: KilnCache,
 ) -> Origin:
     """A git copy of this repository, its component tree regenerated for the rehearsal's
-    servers and committed, tagged v0.1.0; and the session release's caches. Its OS lock
-    is the one the session's copies use (relocked, where Debian dropped a pin)."""
+    servers and committed, tagged v0.1.0; and the run's caches. Its OS lock is the one
+    the session's copies use (relocked, where Debian dropped a pin)."""
     base = tmp_path_factory.mktemp("rehearsal")
     root = base / "origin"
     for path in tracked_files(PROJECT):
         (root / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PROJECT / path, root / path)
     shutil.copy2(os_pins.source / "images" / "os.lock", root / "images" / "os.lock")
-    caches = base / "caches"
-    for name in ("cache", "wheelhouse"):
-        shutil.copytree(repo.root / ".kiln" / name, caches / name, symlinks=True)
-        shutil.copytree(caches / name, root / ".kiln" / name, symlinks=True)
+    kiln_cache.link_into(root)
     git(base, "init", "-q", str(root))
     env = {**os.environ, **servers.env()}
     target = ("--index", servers.index_url, "--registry", servers.registry)
@@ -296,7 +290,7 @@ def origin(
     github = base / "github"
     github.mkdir()
     return Origin(
-        root, git(root, "rev-parse", "HEAD"), caches, tools(base / "tools", FAKE_GH), github
+        root, git(root, "rev-parse", "HEAD"), kiln_cache, tools(base / "tools", FAKE_GH), github
     )
 
 
