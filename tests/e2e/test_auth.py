@@ -28,8 +28,9 @@ from kiln._servers.registry import RegistryClient
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import PASSWORD, USER, OsPins, Servers, free_port, seed_os
+from tests.e2e.conftest import PASSWORD, USER, OsPins, Servers, seed_os
 from tests.e2e.runwide import untag
+from tests.e2e.tools import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import HELPERS, IMAGES, Repo, patch
+from tests.e2e.conftest import HELPERS, IMAGES, patch
+from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from kiln._components.generate import _load_module
-from tests.e2e.conftest import HELPERS, KILN_RUN, PROJECT, Repo, pip_into, private_venv
+from tests.e2e.conftest import HELPERS, KILN_RUN, PROJECT
+from tests.e2e.tools import Repo, pip_into, private_venv
 
 pytestmark = pytest.mark.e2e
 

@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiln._debian.lock import read_os_lock
-from tests.e2e.conftest import Repo, _unavailable
+from tests.e2e.conftest import _unavailable
+from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
 

@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from kiln._lock.format import parse_lock
-from tests.e2e.conftest import Repo
 from tests.e2e.test_release_local import index_state, registry_state
+from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import HELPERS, KILN_RUN, PRIVATE_PIP_ENV, PROJECT, Repo, by
+from tests.e2e.conftest import HELPERS, KILN_RUN, PROJECT
+from tests.e2e.tools import PRIVATE_PIP_ENV, Repo, by
 
 pytestmark = pytest.mark.e2e
 

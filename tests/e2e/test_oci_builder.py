@@ -39,7 +39,8 @@ from kiln._wheels.build import build_wheel
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Helper, StackConfig
-from tests.e2e.conftest import KilnCache, OsPins, _unavailable, free_port, installed
+from tests.e2e.conftest import KilnCache, OsPins, _unavailable
+from tests.e2e.tools import free_port, installed
 from tests.unit.test_oci_install import make_wheel
 
 pytestmark = pytest.mark.e2e

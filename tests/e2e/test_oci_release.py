@@ -25,8 +25,9 @@ from packaging.utils import canonicalize_name
 
 from kiln._debian.lock import read_os_lock
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import HELPERS, KilnCache, OsPins, copy_project, installed
+from tests.e2e.conftest import HELPERS, KilnCache, OsPins, copy_project
 from tests.e2e.runwide import untag
+from tests.e2e.tools import installed
 
 pytestmark = pytest.mark.e2e
 

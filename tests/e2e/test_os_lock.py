@@ -32,7 +32,8 @@ from kiln._debian.resolve import Resolver
 from kiln._images.os_layers import fetch_debs
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import KilnCache, OsPins, Repo, copy_project, on_stack
+from tests.e2e.conftest import KilnCache, OsPins, copy_project, on_stack
+from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
 

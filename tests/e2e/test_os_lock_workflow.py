@@ -67,7 +67,8 @@ from kiln._debian.archive import Indexes, Mirrors, by_name
 from kiln._debian.lock import parse_os_lock, read_os_lock
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import PROJECT, KilnCache, OsPins, free_port, patch
+from tests.e2e.conftest import PROJECT, KilnCache, OsPins, patch
+from tests.e2e.tools import free_port
 from tests.workflow_steps import (
     GIT,
     Job,

@@ -16,8 +16,8 @@ import yaml
 from kiln._lock.format import parse_lock
 from kiln._workspace.discovery import discover
 from tests.catalog_sample import CatalogDom
-from tests.e2e.conftest import Repo
 from tests.e2e.test_catalog_browser import dump_dom
+from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
 

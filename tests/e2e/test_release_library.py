@@ -22,7 +22,8 @@ from kiln._report import Reporter
 from kiln._servers.index import IndexClient
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import free_port, on_stack
+from tests.e2e.conftest import on_stack
+from tests.e2e.tools import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -17,7 +17,8 @@ from kfp import components, local
 from packaging.utils import canonicalize_name
 
 from kiln._lock.format import parse_lock
-from tests.e2e.conftest import HELPERS, IMAGES, KILN_RUN, Repo, by, installed, private_venv
+from tests.e2e.conftest import HELPERS, IMAGES, KILN_RUN
+from tests.e2e.tools import Repo, by, installed, private_venv
 
 pytestmark = pytest.mark.e2e
 

@@ -23,16 +23,8 @@ import pytest
 import requests
 
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import (
-    HELPERS,
-    IMAGES,
-    KilnCache,
-    OsPins,
-    Repo,
-    copy_project,
-    patch,
-    pip_into,
-)
+from tests.e2e.conftest import HELPERS, IMAGES, KilnCache, OsPins, copy_project, patch
+from tests.e2e.tools import Repo, pip_into
 
 pytestmark = pytest.mark.e2e
 

@@ -15,7 +15,8 @@ import requests
 
 from kiln._lock.format import parse_lock
 from tests import factory
-from tests.e2e.conftest import OsPins, Repo, free_port, on_stack, seed_os
+from tests.e2e.conftest import OsPins, on_stack, seed_os
+from tests.e2e.tools import Repo, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,8 @@ import requests
 from kiln._errors import ServiceUnavailable
 from kiln._servers.stack import LocalStack
 from kiln._workspace.model import StackConfig
-from tests.e2e.conftest import IN_CI, free_port
+from tests.e2e.conftest import IN_CI
+from tests.e2e.tools import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -57,17 +57,8 @@ import requests
 from kiln._servers.credentials import Credentials
 from kiln._servers.registry import RegistryClient
 from tests import workflow_steps
-from tests.e2e.conftest import (
-    HELPERS,
-    IMAGES,
-    PASSWORD,
-    PROJECT,
-    USER,
-    KilnCache,
-    OsPins,
-    Servers,
-    free_port,
-)
+from tests.e2e.conftest import HELPERS, IMAGES, PASSWORD, PROJECT, USER, KilnCache, OsPins, Servers
+from tests.e2e.tools import free_port
 from tests.workflow_steps import GIT, Rehearsal, git, run_job, runner_env, tools, tracked_files
 
 pytestmark = pytest.mark.e2e
