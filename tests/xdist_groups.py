@@ -5,7 +5,7 @@ pytest 9.2 no longer lets a plugin change (``Item.nodeid`` is computed), so ever
 became a group of its own. Here each worker writes the group of every test it collected
 (tests/e2e/runwide.py's ``write_groups``) into the run's folder, and the scheduler
 in xdist's controller reads them: tests of one group run on one worker, in order; a test
-of no group runs on any worker."""
+of no group runs on any worker. Groups are handed out in collection order."""
 
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ class FileGroupScheduling(LoadScopeScheduling):  # type: ignore[misc]  # xdist: 
 
     def __init__(self, config: pytest.Config, run: Path, log: Producer | None = None) -> None:
         super().__init__(config, log)
+        # Groups are handed out in the order the workers collected them (tests/e2e's
+        # conftest sorts the longest first), not by how many tests they hold.
+        config.option.loadscopereorder = False
         self._file = run / GROUPS
         self._groups: dict[str, str] | None = None
 

@@ -57,7 +57,16 @@ KILN_RUN = pytest.mark.xdist_group("kiln-run")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """pytest-xdist groups (``--dist loadgroup``, see tests/xdist_groups.py) of the
-    end-to-end tests: every test on ``scratch`` in one (they change it in turn); in a
+    end-to-end tests, written for xdist's scheduler; on a worker, the longest first."""
+    groups = _groups(items)
+    factory = config._tmp_path_factory  # type: ignore[attr-defined]  # pytest's own
+    write_groups(run_folder(factory), groups)
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # workers are handed groups in this order
+        items.sort(key=lambda item: _rank(groups.get(item.nodeid, item.nodeid)))
+
+
+def _groups(items: list[pytest.Item]) -> dict[str, str]:
+    """Node id -> group: every test on ``scratch`` in one (they change it in turn); in a
     module, tests that share a fixture of module scope (a stack, servers, a venv: made
     once) in one; a test with an ``xdist_group`` mark in that group. The rest run on any
     worker."""
@@ -90,8 +99,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                     groups[nodeid] = name
         for test in tests:
             groups[test.nodeid] = name
-    factory = config._tmp_path_factory  # type: ignore[attr-defined]  # pytest's own
-    write_groups(run_folder(factory), groups)
+    return groups
+
+
+# The longest groups, measured, longest first: handed out first, so that none of them
+# starts last (the rest follow in collection order; see tests/xdist_groups.py).
+LONGEST = (
+    "test_os_lock::clean",  # cold builds from an empty cache, on purpose
+    "test_bench_run.py",
+    "test_os_lock_workflow::origin",
+    "scratch",
+    "test_release_train::train",
+    "kiln-run",
+    "test_oci_builder::base_wheels",
+    "test_workflow_rehearsal::origin",
+    "test_check_bump.py::test_a_second_clean_clone",
+    "test_os_lock::with_extras",
+)
+
+
+def _rank(group: str) -> int:
+    """Where a group (or an ungrouped test's node id) comes in ``LONGEST``; after it if
+    it is not there (a stable sort keeps their order)."""
+    return next((n for n, name in enumerate(LONGEST) if name in group), len(LONGEST))
 
 
 def patch(version: str) -> str:
