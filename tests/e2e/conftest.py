@@ -42,7 +42,7 @@ from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import OsLayers, fetch_debs
 from kiln._workspace.discovery import discover
 from tests.e2e.runwide import once, run_folder, stop_at_the_end, untag, write_groups
-from tests.e2e.tools import Repo, free_port, kiln_here
+from tests.e2e.tools import Repo, free_port, kiln_here, kiln_process
 
 PROJECT = Path(__file__).resolve().parents[2]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -293,6 +293,10 @@ def _released_copy(
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     repo = Repo(root, f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
     stop_at_the_end(tmp_path_factory, root, repo.registry)
+    # Started by a kiln process of its own: its servers outlive this worker, and are no
+    # children of it (the release finds them up).
+    started = kiln_process(root, "stack", "up")
+    assert started.returncode == 0, started.stderr
     result = repo.kiln_json("release", "--local")
     result["on_disk"] = json.loads((root / "dist" / "manifest.json").read_text())
     (folder / "released.json").write_text(json.dumps(result))
