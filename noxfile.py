@@ -11,8 +11,10 @@ registry, Chromium, ...) is checked first: a missing one is named with its apt l
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nox
@@ -65,30 +67,43 @@ def _require(session: nox.Session, *programs: str, engine: bool = True) -> None:
         )
 
 
-def _install_workspace(session: nox.Session, *extras: str) -> None:
-    spec = f".[{','.join(extras)}]" if extras else "."
-    session.install("-e", spec, *[arg for h in HELPERS for arg in ("-e", h)])
+# lint and tests share one environment: the one ./noxw made and runs nox in (.venv/),
+# with the test and lint extras and every helper added to it. Two nox environments
+# installed kfp, numpy, pandas and the rest twice more (about a minute of a CI run).
+CHECKS_BIN = Path(sys.executable).parent
 
 
-@nox.session
+def _install_checks(session: nox.Session) -> None:
+    helpers = [arg for h in HELPERS for arg in ("-e", h)]
+    pip = (sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check")
+    session.run(*pip, "-e", ".[test,lint]", *helpers)
+
+
+def _checks_env(**env: str) -> dict[str, str]:
+    """What a session run in .venv/ gives its commands: .venv/bin first on PATH, as an
+    activated environment would."""
+    return {"PATH": f"{CHECKS_BIN}{os.pathsep}{os.environ.get('PATH', '')}", **env}
+
+
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Unit tests (no network), helper tests, and end-to-end tests on real servers."""
     _require(session, "docker-registry", "chromium", "gpgv", "skopeo", "umoci")
-    _install_workspace(session, "test")
+    _install_checks(session)
     # Tests reach only loopback servers, Debian's archive and the package registries.
     # WORKERS pytest-xdist workers; tests/e2e/conftest.py puts what shares a stack in one
     # group, so each stack is made once. `./noxw -s tests -- -n 0` runs in one process.
     parallel = ("-n", WORKERS, "--dist", "loadgroup")
-    session.run("pytest", *parallel, *session.posargs, env={"KILN_OFFLINE": "1"})
+    pytest = (sys.executable, "-m", "pytest", *parallel, *session.posargs)
+    session.run(*pytest, env=_checks_env(KILN_OFFLINE="1"))
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     """ruff (lint + format check) and mypy --strict."""
-    _install_workspace(session, "test", "lint")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("mypy")
+    _install_checks(session)
+    for tool in (("ruff", "check", "."), ("ruff", "format", "--check", "."), ("mypy",)):
+        session.run(sys.executable, "-m", *tool, env=_checks_env())
 
 
 @nox.session
