@@ -69,11 +69,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--workdir", type=Path, help="keep the generated repos here")
     parser.add_argument("--date", default=datetime.date.today().isoformat())
+    parser.add_argument(
+        "--os-cache",
+        type=Path,
+        metavar="DIR",
+        help="a kiln cache (.kiln/cache) holding this repository's OS .debs and layer: each "
+        "repo starts with them, nothing is fetched (the harness's own test; the results say so)",
+    )
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     curve = [CURVE_PRESETS[n] for n in sorted(args.curve)]
-    with bench(args.workdir, args.preset, args.repeat, curve) as b:
+    with bench(args.workdir, args.preset, args.repeat, curve, args.os_cache) as b:
         outcomes = [_run_one(b, n) for n in args.scenarios]
         setup = b.setup()
     json_path, md_path = write_results(

@@ -3,8 +3,9 @@
 Benchmarks are not tests: this only checks that the harness works, with one repetition
 and two scenarios: 3 (kiln's wheel stage against `python -m build`, which gets hatchling
 from the package registry; no stack) and 7 (the dev loop: the generated repo locked,
-released cold on its own stack on kiln's OS base, its .debs seeded from one fetch, then
-`kiln release --dev` and `kiln run --dev`). `./noxw -s bench` runs them all.
+released cold on its own stack on kiln's OS base, its .debs and OS layer seeded from the
+run's (``--os-cache``), then `kiln release --dev` and `kiln run --dev`). `./noxw -s bench`
+runs them all, fetching the .debs and building the OS layer as a user's run would.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from pathlib import Path
 import pytest
 
 from kiln._debian.lock import read_os_lock
+from tests.e2e.conftest import OsPins
 
 PROJECT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.e2e
 
 
-def test_the_harness_writes_results_on_the_small_preset(tmp_path: Path) -> None:
+def test_the_harness_writes_results_on_the_small_preset(tmp_path: Path, os_pins: OsPins) -> None:
     argv = [sys.executable, "-m", "bench.run", "--preset", "small", "--repeat", "1"]
     argv += ["--scenarios", "3", "7", "--out", str(tmp_path / "results")]
     argv += ["--workdir", str(tmp_path / "work"), "--date", "2000-01-02"]
+    if os_pins.fetchable:  # the run's .debs and OS layer: the harness fetches nothing
+        argv += ["--os-cache", str(os_pins.cache)]
     proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
 
@@ -42,7 +46,10 @@ def test_the_harness_writes_results_on_the_small_preset(tmp_path: Path) -> None:
     setup = result["setup"]
     assert setup["os_base"].startswith("debian bookworm "), setup
     assert f"{len(read_os_lock(PROJECT).os.packages)} packages" in setup["os_base"]
-    assert setup["os_seed"].startswith(".debs only")
+    if os_pins.fetchable:
+        assert setup["os_seed"] == f".debs and the OS layer from {os_pins.cache}"
+    else:
+        assert setup["os_seed"].startswith(".debs only")
     assert setup["docker_base"] == "not used"  # neither scenario builds with Docker
     wheels, dev = result["scenarios"]
     assert wheels["number"] == 3
