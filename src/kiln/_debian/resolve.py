@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from debian.deb822 import PkgRelation
 from debian.debian_support import Version, version_compare
 
 from kiln._debian.archive import Candidate
@@ -64,16 +65,12 @@ def _fits(version: str, constraint: tuple[str, str] | None) -> bool:
 
 def _relations(text: str) -> list[list[dict[str, Any]]]:
     """``Depends``-style text as groups of alternatives (python-debian's parser)."""
-    from debian.deb822 import PkgRelation  # noqa: PLC0415 - imported with the module anyway
-
     if not text.strip():
         return []
     return [[dict(r) for r in group] for group in PkgRelation.parse_relations(text)]
 
 
 def _text(group: Sequence[Mapping[str, Any]]) -> str:
-    from debian.deb822 import PkgRelation  # noqa: PLC0415
-
     return str(PkgRelation.str([[dict(r) for r in group]]))  # type: ignore[misc]
 
 
