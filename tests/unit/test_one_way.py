@@ -77,11 +77,9 @@ def _starts_programs(tree: ast.AST) -> Iterator[str]:
 
 
 def test_programs_are_started_only_through_util_cmd() -> None:
-    # kiln._util.cmd is the one module that starts programs: call, ask, the build
+    # kiln._util.cmd is the one module that starts programs: call, ask, capture, the build
     # backend's hook_runner and spawn all resolve the executable and raise kiln's errors.
-    # TEMPORARY: rootfs.py's _run (the base's python3 with a clean environment) moves onto
-    # kiln._util.cmd in the split of that module, under way on its own branch.
-    assert _violations(_starts_programs, {"_util/cmd.py", "_images/oci/rootfs.py"}) == {}
+    assert _violations(_starts_programs, {"_util/cmd.py"}) == {}
 
 
 def test_the_program_scan_sees_each_way_round_it() -> None:
