@@ -18,7 +18,6 @@ import docker
 
 from kiln._debian.archive import Mirrors
 from kiln._errors import ConfigError
-from kiln._images.docker import docker_client
 from kiln._images.oci.builder import KilnBuilder, cache_dir
 from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import OsLayers, RegistryCopies
@@ -30,6 +29,7 @@ from kiln._servers.index import IndexClient
 from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._util.cmd import reporting_runner
+from kiln._util.docker import docker_client
 from kiln._wheels.wheelhouse import PipDownload, SimplePages
 from kiln._workspace.model import Workspace
 

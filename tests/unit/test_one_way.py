@@ -117,9 +117,9 @@ def _reaches_docker(tree: ast.AST) -> Iterator[str]:
 
 
 def test_docker_engine_is_reached_only_through_docker_client() -> None:
-    # kiln._images.docker.docker_client connects to Options.docker_host, and nowhere else.
-    assert _violations(_reaches_docker, {"_images/docker.py"}) == {}
-    own = ast.parse((SRC / "_images" / "docker.py").read_text())
+    # kiln._util.docker.docker_client connects to Options.docker_host, and nowhere else.
+    assert _violations(_reaches_docker, {"_util/docker.py"}) == {}
+    own = ast.parse((SRC / "_util" / "docker.py").read_text())
     assert [n for n in ast.walk(own) if _dotted(n) == "docker.from_env"] == []
 
 

@@ -26,7 +26,6 @@ from kiln._context import Context, Target, connect
 from kiln._debian.archive import Mirrors
 from kiln._debian.config import OsConfig
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._images.docker import docker_client
 from kiln._lock.tools import base_pinner
 from kiln._options import Options
 from kiln._report import Reporter
@@ -35,6 +34,7 @@ from kiln._servers.registry import RegistryClient
 from kiln._servers.stack import LocalStack
 from kiln._util import http as kiln_http
 from kiln._util.cmd import CalledProcessError, ask, call, hook_runner
+from kiln._util.docker import docker_client
 from kiln._util.git import strip_credentials
 from kiln._wheels.wheelhouse import PipDownload, SimplePages
 from kiln._workspace.discovery import discover

@@ -18,8 +18,8 @@ from typing import Any
 
 from kiln._components.generate import pipeline_arguments, pipeline_function
 from kiln._errors import ConfigError, RunFailed
-from kiln._images.docker import docker_client
 from kiln._report import Reporter, strip_ansi
+from kiln._util.docker import docker_client
 from kiln._workspace.model import Pipeline, Workspace
 
 # kfp.local's own lines about a task's progress.

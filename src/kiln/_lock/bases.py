@@ -15,10 +15,10 @@ from pathlib import Path
 import docker.errors
 
 from kiln._errors import KilnError, ServiceUnavailable
-from kiln._images.docker import docker_client
 from kiln._images.registry_base import resolve_base
 from kiln._lock.format import BasePin
 from kiln._servers.registry import RegistryClient, default_scheme
+from kiln._util.docker import docker_client
 
 
 @dataclass

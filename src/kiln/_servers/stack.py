@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kiln._errors import ServiceUnavailable
-from kiln._images.docker import start_container, stop_container
 from kiln._options import DEFAULT_DOCKER_HOST
 from kiln._servers.supervision import (
     ServerRecord,
@@ -37,6 +36,7 @@ from kiln._servers.supervision import (
 )
 from kiln._util import http
 from kiln._util.cmd import spawn
+from kiln._util.docker import start_container, stop_container
 from kiln._workspace.model import StackConfig
 
 _READY_TIMEOUT = 30.0

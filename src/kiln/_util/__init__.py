@@ -1,1 +1,2 @@
-"""Small shared utilities: the one way to shell out, files, TOML, git."""
+"""Small shared utilities: the one way to shell out, to send HTTP and to reach the Docker
+Engine; files, TOML, git."""
