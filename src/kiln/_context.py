@@ -18,20 +18,41 @@ import docker
 
 from kiln._debian.archive import Mirrors
 from kiln._errors import ConfigError
+from kiln._images.inputs import OciBuilder
 from kiln._images.oci.builder import KilnBuilder, cache_dir
 from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import OsLayers, RegistryCopies
+from kiln._lock.sources import Pages
 from kiln._options import Options
-from kiln._release.services import Services
 from kiln._report import Reporter
 from kiln._servers.credentials import Credentials, index_credentials, registry_credentials
-from kiln._servers.index import IndexClient
-from kiln._servers.registry import RegistryClient
+from kiln._servers.index import Index, IndexClient
+from kiln._servers.registry import Registry, RegistryClient
 from kiln._servers.stack import LocalStack
-from kiln._util.cmd import reporting_runner
+from kiln._util.cmd import Runner, call, reporting_runner
 from kiln._util.docker import docker_client
-from kiln._wheels.wheelhouse import PipDownload, SimplePages
+from kiln._wheels.sdist import SourceFetch
+from kiln._wheels.wheelhouse import Downloader, PipDownload, SimplePages
 from kiln._workspace.model import Workspace
+
+
+@dataclass(frozen=True)
+class Services:
+    """The side effects a release needs, passed in (fakes in unit tests)."""
+
+    index: Index
+    registry: Registry
+    # kiln's image builder (None: a command that builds no image, e.g. `kiln publish`)
+    oci: OciBuilder | None = None
+    runner: Runner = call
+    # Where the index keeps its files, when kiln knows (the local stack), for messages.
+    index_storage: Path | None = None
+    # The upstream index's simple pages, by URL; fetches locked wheels (None: pip download).
+    upstream_pages: Callable[[str], Pages] = SimplePages
+    download: Downloader | None = None
+    # Fetches the sdists and build backends of wheels a lock builds (``connect`` passes
+    # the same PipDownload as `download`: it holds the private index's credentials).
+    sources: SourceFetch | None = None
 
 
 @dataclass

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
+from kiln._context import Services
 from kiln._debian.layer import WRITER
 from kiln._debian.lock import OS_LOCK, DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.lock import render as render_os
@@ -24,7 +25,6 @@ from kiln._images.oci.image import BuiltImage
 from kiln._lock.format import BasePin, Built, Pin, lock_path, render
 from kiln._lock.inputs import OS_BASE, inputs_hash, no_deps_extra
 from kiln._release.prepare import prepare
-from kiln._release.services import Services
 from kiln._release.stages import Outcome, execute, make_plan
 from kiln._util.files import sha256_file
 from kiln._workspace.discovery import discover

@@ -20,11 +20,11 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
+from kiln._context import Services
 from kiln._errors import ConfigError
 from kiln._lock.format import BasePin, lock_path, parse_lock, read_lock
 from kiln._lock.make import Uv, make_lock
 from kiln._release.prepare import prepare
-from kiln._release.services import Services
 from kiln._release.stages import execute, make_plan
 from kiln._report import Reporter
 from kiln._util.cmd import call

@@ -9,9 +9,9 @@ import build
 import pytest
 
 from kiln._cli import main
+from kiln._context import Services
 from kiln._errors import CommandFailed
 from kiln._release.prepare import prepare
-from kiln._release.services import Services
 from kiln._util.files import sha256_file
 from kiln._wheels.build import (
     NO_CACHE_ENV,

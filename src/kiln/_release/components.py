@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 from kiln._components.drift import Drift, compare, describe
 from kiln._components.yamls import FileRecord, generate
-from kiln._context import Context, Target, connect
+from kiln._context import Context, Services, Target, connect
 from kiln._errors import ConfigError
 from kiln._release.prepare import Prepared, prepare
-from kiln._release.services import Services
 from kiln._report import Reporter
 from kiln._workspace.model import Workspace
 

@@ -24,7 +24,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from kiln._components.yamls import generate
-from kiln._context import Context, Target, connect
+from kiln._context import Context, Services, Target, connect
 from kiln._release.bundle import (
     build_bundle,
     bundle_line,
@@ -35,7 +35,6 @@ from kiln._release.bundle import (
 from kiln._release.dev import DevStamp, copy_tree, dev_plan, dev_stamp
 from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, prepare
-from kiln._release.services import Services
 from kiln._release.stages import check_refusals, execute, make_plan
 from kiln._release.train import released_versions
 from kiln._wheels.build import BuiltWheel

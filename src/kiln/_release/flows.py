@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from kiln._context import Context, Target, connect
+from kiln._context import Context, Services, Target, connect
 from kiln._errors import ArtifactAltered, PublishedConflict
 from kiln._release.plan import FileStep, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, prepare
-from kiln._release.services import Services
 from kiln._release.stages import (
     Outcome,
     bake,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from kiln import __version__
 from kiln._components.yamls import generate
+from kiln._context import Services
 from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.image import BuiltImage
@@ -35,7 +36,6 @@ from kiln._release.plan import (
     plan_release,
 )
 from kiln._release.prepare import Prepared, image_builder, kfp_version
-from kiln._release.services import Services
 from kiln._report import Reporter
 from kiln._servers.index import Index
 from kiln._util.files import sha256_file

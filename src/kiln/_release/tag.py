@@ -21,7 +21,7 @@ from packaging.version import Version
 
 from kiln import __version__
 from kiln._components.drift import describe
-from kiln._context import Context, Target, connect
+from kiln._context import Context, Services, Target, connect
 from kiln._errors import ConfigError
 from kiln._release.bundle import (
     build_bundle,
@@ -33,7 +33,6 @@ from kiln._release.bundle import (
 from kiln._release.components import committed_label, component_drift
 from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, kfp_version, prepare
-from kiln._release.services import Services
 from kiln._release.stages import check_refusals, execute, make_plan
 from kiln._release.train import (
     Snapshot,
