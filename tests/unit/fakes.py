@@ -16,7 +16,6 @@ from kiln._context import Services
 from kiln._debian.layer import WRITER
 from kiln._debian.lock import OS_LOCK, DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.lock import render as render_os
-from kiln._debian.locking import os_inputs
 from kiln._errors import ConfigError
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base_image import BaseImage
@@ -24,6 +23,7 @@ from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
 from kiln._lock.format import BasePin, Built, Pin, lock_path, render
 from kiln._lock.inputs import OS_BASE, inputs_hash, no_deps_extra
+from kiln._locking.debian import os_inputs
 from kiln._release.prepare import prepare
 from kiln._release.stages import Outcome, execute, make_plan
 from kiln._util.files import sha256_file

@@ -15,11 +15,11 @@ from kiln._debian.config import OsConfig
 from kiln._debian.deb import Deb
 from kiln._debian.layer import WRITER
 from kiln._debian.lock import LayerPin, OsLock, PackageSet, parse_os_lock, render
-from kiln._debian.locking import Change, changes, check_os_fresh, lock_os, os_inputs, stale_reason
 from kiln._debian.resolve import Closure, Omitted
 from kiln._errors import ConfigError
 from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.os_layers import OsLayers
+from kiln._locking.debian import Change, changes, check_os_fresh, lock_os, os_inputs, stale_reason
 from kiln._workspace.model import Image, StackConfig, Workspace
 from tests.debian_sample import candidate
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from kiln._debian.lock import read_os_lock
-from kiln._debian.locking import check_os_fresh
 from kiln._lock.format import read_lock
 from kiln._lock.inputs import check_fresh
+from kiln._locking.debian import check_os_fresh
 from kiln._release.prepare import kfp_version
 from kiln._workspace.discovery import discover
 

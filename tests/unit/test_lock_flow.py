@@ -15,11 +15,11 @@ from requests.adapters import HTTPAdapter
 
 from kiln._context import Context
 from kiln._errors import ConfigError
-from kiln._lock.bump import bump
-from kiln._lock.flow import LockTools, check, lock, select_images
 from kiln._lock.format import read_lock
 from kiln._lock.make import Uv
-from kiln._lock.tools import lock_tools
+from kiln._locking.bump import bump
+from kiln._locking.flow import LockTools, check, lock, select_images
+from kiln._locking.tools import lock_tools
 from kiln._options import Options
 from kiln._report import Reporter
 from kiln._servers.credentials import REGISTRY_PASSWORD, REGISTRY_USERNAME

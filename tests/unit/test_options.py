@@ -9,7 +9,7 @@ import pytest
 
 from kiln._cli import EPILOG
 from kiln._errors import ConfigError
-from kiln._lock.tools import base_pinner
+from kiln._locking.tools import base_pinner
 from kiln._options import ENVIRONMENT, Options
 from kiln._report import Reporter
 

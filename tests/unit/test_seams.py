@@ -26,7 +26,7 @@ from kiln._context import Context, Target, connect
 from kiln._debian.archive import Mirrors
 from kiln._debian.config import OsConfig
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
-from kiln._lock.tools import base_pinner
+from kiln._locking.tools import base_pinner
 from kiln._options import Options
 from kiln._report import Reporter
 from kiln._servers.index import IndexClient

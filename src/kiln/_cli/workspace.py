@@ -6,9 +6,9 @@ import argparse
 
 from kiln._cli import common
 from kiln._cli.context import context
-from kiln._lock.bump import bump
-from kiln._lock.flow import check, lock, select_images
-from kiln._lock.tools import lock_tools, os_sources
+from kiln._locking.bump import bump
+from kiln._locking.flow import check, lock, select_images
+from kiln._locking.tools import lock_tools, os_sources
 from kiln._release.prepare import kfp_version
 from kiln._workspace.new import new
 

@@ -17,6 +17,7 @@ Such a lock says ``format = 2``; a lock without built wheels stays ``format = 1`
 which every kiln reads.
 
 Modules: ``format`` (the file: parse and render), ``inputs`` (what a lock is made
-from; staleness), ``sources`` (which upstream file a pin installs from), ``make``
-(uv, and a lock's bytes).
+from; staleness), ``sources`` (which upstream file a pin installs from), ``tags``
+(which wheels install on an image), ``make`` (uv, and a lock's bytes). The flows that
+make locks are in ``kiln._locking``.
 """

@@ -15,8 +15,8 @@ from kiln._errors import ConfigError
 from kiln._lock.format import INPUT, BasePin, Pin, lock_path, pins_of, render
 from kiln._lock.inputs import closure_requirements, inputs_hash, no_deps_extra
 from kiln._lock.sources import Pages, SdistBuilds, sdist_only
+from kiln._lock.tags import supported_tags
 from kiln._util.cmd import Runner
-from kiln._wheels.tags import supported_tags
 from kiln._workspace.model import Image, Workspace
 
 

@@ -12,7 +12,7 @@ from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 
 from kiln._errors import ConfigError
 from kiln._lock.format import Built, Lock, Pin, committed_path, locked_name
-from kiln._wheels.tags import wheels_for
+from kiln._lock.tags import wheels_for
 
 SDIST_SUFFIXES = (".tar.gz", ".zip")
 

@@ -17,11 +17,11 @@ from typing import Any
 
 from kiln._components.drift import Drift
 from kiln._debian.lock import OS_LOCK, OsLock
-from kiln._debian.locking import fresh_os_lock
 from kiln._errors import ArtifactAltered, ConfigError, PublishedConflict
 from kiln._images.inputs import OsBase, base_label
 from kiln._lock.format import Lock, read_lock
 from kiln._lock.inputs import check_fresh
+from kiln._locking.debian import fresh_os_lock
 from kiln._release.plan import Action, FileCandidate, plan_file
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry

@@ -13,12 +13,12 @@ from pathlib import Path
 
 from kiln._components.yamls import PackagesInputs
 from kiln._context import Services
-from kiln._debian.locking import fresh_os_lock
 from kiln._errors import ConfigError
 from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
 from kiln._images.registry_base import build_ref
 from kiln._lock.format import Lock, lock_path, read_lock
 from kiln._lock.inputs import check_fresh
+from kiln._locking.debian import fresh_os_lock
 from kiln._release.plan import FileCandidate
 from kiln._report import Reporter
 from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir

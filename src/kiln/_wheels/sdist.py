@@ -37,13 +37,13 @@ from packaging.version import Version
 from kiln._errors import CommandFailed, ConfigError
 from kiln._lock.format import Built, Lock, Pin, locked_name
 from kiln._lock.sources import Pages, locked_source, sdists_for
+from kiln._lock.tags import supported_tags
 from kiln._report import Reporter
 from kiln._util.cmd import Runner, hermetic_pip_env
 from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
 from kiln._wheels.sdist_cache import BUILD_ENV, SdistCache, SdistWheel, cache_key
 from kiln._wheels.sdist_files import differences, pins_in, satisfied, unpack
-from kiln._wheels.tags import supported_tags
 
 
 class SourceFetch(Protocol):

@@ -34,13 +34,13 @@ from pypi_simple import NoSuchProjectError, PyPISimple
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._lock.format import Lock, Pin, locked_name
 from kiln._lock.sources import Pages, locked_source
+from kiln._lock.tags import supported_tags, wheel_platforms, wheels_for
 from kiln._util import http
 from kiln._util.cmd import Runner, call, hermetic_pip_env
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
 from kiln._wheels.sdist import SdistBuilder
 from kiln._wheels.sdist_cache import SourceFile
-from kiln._wheels.tags import supported_tags, wheel_platforms, wheels_for
 from kiln._workspace.model import Image, Workspace, helper_closure
 
 

@@ -42,10 +42,10 @@ from kiln._images.oci.smoke import (
 )
 from kiln._images.os_layers import OsLayers
 from kiln._images.registry_base import split_reference
+from kiln._lock.tags import supported_tags
 from kiln._servers.credentials import Credentials
 from kiln._util.epoch import MTIME
 from kiln._wheels.metadata import import_packages
-from kiln._wheels.tags import supported_tags
 
 if TYPE_CHECKING:
     from kiln._images.inputs import ImageInputs, OsBase

@@ -16,14 +16,14 @@ from typing import Any
 
 from kiln._debian.archive import Indexes, Mirrors
 from kiln._debian.lock import OS_LOCK, OsLock, parse_os_lock, render
-from kiln._debian.locking import changes, fresh_os_lock, lock_os, moved_images, stale_reason
 from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._images.os_layers import OsLayers, unavailable
-from kiln._lock.bases import BasePinner
 from kiln._lock.format import BasePin, lock_path, read_lock
 from kiln._lock.inputs import OS_BASE, check_fresh
 from kiln._lock.make import Uv, make_lock
 from kiln._lock.sources import Pages, SdistBuilds
+from kiln._locking.bases import BasePinner
+from kiln._locking.debian import changes, fresh_os_lock, lock_os, moved_images, stale_reason
 from kiln._report import Reporter
 from kiln._workspace.model import Image, Workspace
 

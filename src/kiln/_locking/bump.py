@@ -11,8 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kiln._lock.flow import LockTools, is_fresh, relock
 from kiln._lock.format import lock_path
+from kiln._locking.flow import LockTools, is_fresh, relock
 from kiln._report import Reporter
 from kiln._workspace.bump import BumpPlan, Kind, apply_bump, plan_bump, render_bump
 from kiln._workspace.discovery import discover

@@ -11,9 +11,9 @@ import uv
 
 from kiln._context import Context, base_registry_client, debian_cache, os_layers
 from kiln._debian.archive import Indexes, Mirrors
-from kiln._lock.bases import BasePinner
-from kiln._lock.flow import LockTools, OsSources
 from kiln._lock.make import Uv
+from kiln._locking.bases import BasePinner
+from kiln._locking.flow import LockTools, OsSources
 from kiln._options import Options
 from kiln._report import Reporter
 from kiln._util.cmd import reporting_runner
