@@ -27,8 +27,9 @@ import docker
 import pytest
 
 from kiln._debian.archive import Indexes, Mirrors, by_name
-from kiln._debian.lock import DebPin, read_os_lock
+from kiln._debian.lock import DebPin, LayerPin, read_os_lock
 from kiln._debian.resolve import Resolver
+from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import fetch_debs
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
@@ -186,6 +187,15 @@ def test_lock_checks_the_mirror_s_signatures_and_names_a_mirror_that_is_down(
     assert clean.kiln("lock", "--check").returncode == 0
 
 
+def _forget_os(root: Path, layer: LayerPin) -> None:
+    """Empty the OS part of the kiln cache of the workspace at ``root``: every .deb (and
+    Debian's indexes) and the blob of the OS ``layer``. The wheels, wheelhouses and image
+    layers stay: where the OS layer comes from does not depend on them, and making them
+    again (from PyPI) was most of this test's time."""
+    shutil.rmtree(root / ".kiln" / "cache" / "debian", ignore_errors=True)  # may be none
+    LayerCache(root / ".kiln" / "cache" / "oci").blob_path(layer.digest).unlink()
+
+
 def test_a_deb_gone_from_the_mirror_is_built_from_the_registry_s_layer_or_named(
     clean: Repo, mirror: LocalMirror, tmp_path: Path
 ) -> None:
@@ -196,16 +206,19 @@ def test_a_deb_gone_from_the_mirror_is_built_from_the_registry_s_layer_or_named(
     kept = tmp_path / gone.filename
     shutil.move(deb, kept)
     try:
-        # This machine's cache emptied: the .deb is on no mirror, the registry has the layer.
-        shutil.rmtree(clean.root / ".kiln" / "cache")
+        # This machine's cache lacks the OS layer and its .debs: the .deb is on no mirror,
+        # the registry has the layer.
+        _forget_os(clean.root, lock.os.layer)
         again = clean.kiln_json("release", "--local")
         assert (again["uploaded"], again["pushed"]) == ([], [])
         log = _log(clean, "release")
         assert f"OS layer {lock.os.layer.digest[:19]}: taken from the registry" in log
 
-        # A fresh registry (another machine's stack) and no cache: no source has it.
+        # A fresh registry (another machine's stack), no OS layer or .deb cached: no source
+        # has it.
         assert clean.kiln("stack", "down").returncode == 0
-        shutil.rmtree(clean.root / ".kiln")
+        shutil.rmtree(clean.root / ".kiln" / "stack")
+        _forget_os(clean.root, lock.os.layer)
         proc = clean.kiln("components", "--local")
         assert proc.returncode == 5, proc.stderr
         assert f"no mirror serves {gone.name} {gone.version} any more" in proc.stderr
