@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.conftest import HELPERS, KILN_RUN, PROJECT
+from tests.e2e.conftest import HELPERS, KILN_RUN, PROJECT, patch
 from tests.e2e.tools import PRIVATE_PIP_ENV, Repo, by
 
 pytestmark = pytest.mark.e2e
@@ -81,12 +81,24 @@ def test_dry_run_leaves_the_machine_as_it_found_it(
     scratch: Repo, scratch_released: dict[str, Any]
 ) -> None:
     assert scratch.kiln("stack", "down").returncode == 0
-    dist = _tree(scratch.root / "dist")
+    dist, index = _tree(scratch.root / "dist"), _tree(scratch.root / ".kiln" / "stack" / "index")
+    edited = scratch.root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
+    source = edited.read_text()
     try:
         proc = scratch.kiln("release", "--local", "--dry-run")
         status = scratch.kiln("stack", "status", "--json")
+        # The dev release's dry run of a changed helper: its plan, nothing published, the
+        # stack it had to start stopped again.
+        edited.write_text(source + "\n# work in progress\n")
+        dev = scratch.kiln("release", "--dev", "--local", "--dry-run")
+        dev_status = scratch.kiln("stack", "status", "--json")
     finally:
+        edited.write_text(source)
         assert scratch.kiln("stack", "up").returncode == 0
+    assert dev.returncode == 0, dev.stderr
+    assert f"imgproc {patch(HELPERS['imgproc'])}.dev" in dev.stdout  # the dev versions named
+    assert [s["running"] for s in json.loads(dev_status.stdout)] == [False, False]
+    assert _tree(scratch.root / ".kiln" / "stack" / "index") == index
     assert proc.returncode == 0, proc.stderr
     wheel = f"acme_imgproc-{HELPERS['imgproc']}-py3-none-any.whl"
     assert f"  skip     {wheel}: on the index with identical bytes" in proc.stdout
