@@ -37,6 +37,24 @@ def test_build_prints_wheels_as_json(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert Path(row["path"]).is_file()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--json", "--repo", "{root}", "-q", "build"),  # before the command, as the README has it
+        ("build", "--json", "--repo", "{root}", "-q"),
+        ("--repo", "{root}", "build", "-q", "--json"),  # some before, some after
+    ],
+)
+def test_common_options_go_before_or_after_the_command(
+    argv: tuple[str, ...], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path)
+    code, out, err = run(capsys, *(a.format(root=root) for a in argv))
+    assert code == 0, err
+    assert [row["filename"] for row in json.loads(out)] == ["acme_imgproc-0.1.0-py3-none-any.whl"]
+    assert err == ""  # -q: only errors
+
+
 def test_bad_input_exits_3_naming_file_and_fix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -57,15 +57,27 @@ exit codes:
 )
 
 
+def _common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """The options every command takes, before the command (`kiln -v release`) or after
+    it (`kiln release -v`). After it they default to ``argparse.SUPPRESS``, so a value
+    given before the command is not reset by the command's own defaults."""
+
+    def flag(*names: str, help: str) -> None:
+        parser.add_argument(
+            *names, action="store_true", default=False if default is None else default, help=help
+        )
+
+    parser.add_argument("--repo", metavar="PATH", default=default,
+                        help="the monorepo (default: found from cwd)")  # fmt: skip
+    flag("--json", help="machine-readable result on stdout")
+    flag("-v", "--verbose", help="show commands, build steps, container logs")
+    flag("-q", "--quiet", help="show only errors")
+    flag("--timings", help="print the seconds per stage")
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--repo", metavar="PATH", help="the monorepo (default: found from cwd)")
-    common.add_argument("--json", action="store_true", help="machine-readable result on stdout")
-    common.add_argument(
-        "-v", "--verbose", action="store_true", help="show commands, build steps, container logs"
-    )
-    common.add_argument("-q", "--quiet", action="store_true", help="show only errors")
-    common.add_argument("--timings", action="store_true", help="print the seconds per stage")
+    _common_options(common, default=argparse.SUPPRESS)
 
     targets = argparse.ArgumentParser(add_help=False)
     targets.add_argument(
@@ -81,6 +93,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"kiln {__version__}")
+    _common_options(top)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parsers.release_parsers(sub, common, targets)
     parsers.workspace_parsers(sub, common)
