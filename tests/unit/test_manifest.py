@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 from pathlib import Path
+
+import pytest
 
 from kiln._components.yamls import FileRecord
 from kiln._release.manifest import (
@@ -78,3 +81,24 @@ def test_recorded_wheels_only_for_the_same_index(tmp_path: Path) -> None:
     assert recorded_wheels(tmp_path / "missing.json", "http://127.0.0.1:8765") == {}
     path.write_text("{not json")
     assert recorded_wheels(path, "http://127.0.0.1:8765") == {}
+
+
+def test_a_full_disk_leaves_the_previous_manifest_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next run reads it to tell a tampered index file (exit 8) from a changed helper.
+    path = tmp_path / "dist" / "manifest.json"
+    MANIFEST.write(path)
+    before = path.read_bytes()
+
+    def disk_full(self: Path, data: bytes | str, *args: object, **kwargs: object) -> int:
+        with self.open("wb") as out:  # what a full disk leaves: the start of the bytes
+            out.write((data if isinstance(data, bytes) else data.encode())[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        dataclasses.replace(MANIFEST, revision="def").write(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary left

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln._components.yamls import FileRecord
+from kiln._util.files import write_atomic
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,10 @@ class Manifest:
         }
 
     def write(self, path: Path) -> None:
+        """All of it, or (a full disk, a kill) the manifest as it was: the next run reads
+        it to tell a tampered file from a changed one."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        write_atomic(path, (json.dumps(self.to_json(), indent=2) + "\n").encode())
 
 
 def recorded_wheels(path: Path, index_url: str) -> dict[str, str]:
