@@ -348,3 +348,24 @@ def test_settings_are_checked_not_coerced(
     assert message in str(err.value)
     assert str(path) in str(err.value)
     assert "tok@" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("folder", "what"),
+    [("helpers/$(touch x)", "a distribution"), ("images/Base Image", "a registry repository")],
+)
+def test_a_folder_a_shell_would_split_is_refused_naming_it_quoted(
+    tmp_path: Path, folder: str, what: str
+) -> None:
+    # kiln's hints name helpers and images in commands (`kiln bump NAME patch`): a folder
+    # named like a shell command would run when the hint is pasted.
+    root = factory.sample(tmp_path)
+    kind, name = folder.split("/")
+    source = root / kind / ("imgproc" if kind == "helpers" else "base")
+    source.rename(root / kind / name)
+    with pytest.raises(ConfigError) as err:
+        discover(root)
+    message = str(err.value)
+    assert f"the folder name {name!r} cannot be used: it names {what}" in message
+    assert f"'{root / kind / name}'" in message  # quoted, as a shell reads one word
+    assert f"{name} " not in message  # never bare before a space

@@ -7,6 +7,7 @@ pipelines are read with ``ast`` (``kiln._workspace.sources``).
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,29 @@ def _check_wheel_files(doc: dict[str, Any], path: Path, distribution: str) -> No
     )
 
 
+# A helper folder names a distribution (<org>-<folder>, PEP 508); an image folder names a
+# registry repository (<org>/<folder>), lowercase. Both appear in the commands kiln's
+# hints give, so nothing a shell would read as more than a word gets through.
+_HELPER_FOLDER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+_IMAGE_FOLDER = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
+
+
+def _check_folder(path: Path, pattern: re.Pattern[str], rule: str) -> None:
+    if not pattern.fullmatch(path.name):
+        raise ConfigError(
+            f"{shlex.quote(str(path))}: the folder name {path.name!r} cannot be used: it names "
+            f"{rule}; rename the folder (e.g. `git mv {shlex.quote(str(path))} "
+            f"{shlex.quote(str(path.parent / _suggest(path.name)))}`)"
+        )
+
+
+def _suggest(name: str) -> str:
+    """``name`` with what a folder may not hold replaced by dashes, lowercased."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "renamed"
+
+
 def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
+    _check_folder(path, _HELPER_FOLDER, "a distribution (letters, digits, '-', '_' and '.')")
     pyproject = path / "pyproject.toml"
     doc = load_toml(pyproject, what="helper")
     project = doc.get("project")
@@ -219,6 +242,8 @@ def _read_env(table: dict[str, Any], config: Path) -> tuple[tuple[str, str], ...
 
 
 def _read_image(path: Path, helper_names: set[str]) -> Image:
+    _check_folder(path, _IMAGE_FOLDER, "a registry repository (lowercase letters, digits, "
+                  "and '-', '_' or '.' between them)")  # fmt: skip
     config = path / "image.toml"
     doc = load_toml(config, what="image")
     table: dict[str, Any] = doc.get("image", doc)
