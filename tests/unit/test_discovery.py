@@ -115,6 +115,35 @@ def test_unpinned_hatchling(tmp_path: Path) -> None:
         discover(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        # hatchling merely listed: the build would run setuptools, unpinned
+        (
+            'build-backend = "hatchling.build"',
+            'build-backend = "setuptools.build_meta"',
+            r"build-backend is 'setuptools.build_meta'.*set build-backend = \"hatchling.build\"",
+        ),
+        # a hatchling plugin without a version
+        (
+            f'requires = ["{factory.HATCHLING}"]',
+            f'requires = ["{factory.HATCHLING}", "hatch-vcs"]',
+            r"requires 'hatch-vcs' without an exact version: pin each with ==",
+        ),
+    ],
+)
+def test_a_build_that_is_not_hatchling_pinned_is_refused(
+    tmp_path: Path, old: str, new: str, message: str
+) -> None:
+    factory.workspace(tmp_path)
+    path = factory.helper(tmp_path, "imgproc")
+    text = (path / "pyproject.toml").read_text()
+    assert old in text
+    (path / "pyproject.toml").write_text(text.replace(old, new))
+    with pytest.raises(ConfigError, match=message):
+        discover(tmp_path)
+
+
 def test_bad_version(tmp_path: Path) -> None:
     factory.workspace(tmp_path)
     factory.helper(tmp_path, "imgproc", version="one")

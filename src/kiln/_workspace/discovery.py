@@ -102,6 +102,30 @@ def _suggest(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "renamed"
 
 
+def _check_build_system(table: Any, pyproject: Path) -> None:
+    """Hatchling builds the wheel, and everything the build installs is pinned exactly:
+    an unpinned backend or plugin breaks byte-reproducible wheels."""
+    backend = table.get("build-backend") if isinstance(table, dict) else None
+    if backend != "hatchling.build":
+        raise ConfigError(
+            f"{pyproject}: [build-system] build-backend is {backend!r}; kiln builds helpers "
+            'with hatchling: set build-backend = "hatchling.build"'
+        )
+    requires = table.get("requires", [])
+    if not any(re.fullmatch(r"hatchling==[\w.]+", str(r).replace(" ", "")) for r in requires):
+        raise ConfigError(
+            f"{pyproject}: [build-system] requires {requires!r} must pin hatchling exactly "
+            '(e.g. "hatchling==1.33.0"): an unpinned backend breaks byte-reproducible wheels'
+        )
+    loose = [r for r in requires if not re.fullmatch(r"[\w.-]+==[\w.]+", str(r).replace(" ", ""))]
+    if loose:
+        raise ConfigError(
+            f"{pyproject}: [build-system] requires {', '.join(map(repr, loose))} without an "
+            'exact version: pin each with == (e.g. "hatch-vcs==0.4.0"), so every build of '
+            "the wheel uses the same code"
+        )
+
+
 def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
     _check_folder(path, _HELPER_FOLDER, "a distribution (letters, digits, '-', '_' and '.')")
     pyproject = path / "pyproject.toml"
@@ -126,12 +150,7 @@ def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
     if "version" in project.get("dynamic", []):
         raise ConfigError(f"{pyproject}: a dynamic version is not supported; set version = '...'")
     version = _check_version(get_str(project, "version", pyproject, "project"), pyproject)
-    backend = doc.get("build-system", {}).get("requires", [])
-    if not any(re.fullmatch(r"hatchling==[\w.]+", r.replace(" ", "")) for r in backend):
-        raise ConfigError(
-            f"{pyproject}: [build-system] requires {backend!r} must pin hatchling exactly "
-            '(e.g. "hatchling==1.33.0"): an unpinned backend breaks byte-reproducible wheels'
-        )
+    _check_build_system(doc.get("build-system", {}), pyproject)
     _check_wheel_files(doc, path, name)
     reqs: list[Requirement] = []
     for raw in get_str_list(project, "dependencies", pyproject, "project"):
