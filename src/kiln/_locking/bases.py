@@ -17,7 +17,7 @@ import docker.errors
 from kiln._errors import KilnError, ServiceUnavailable
 from kiln._images.registry_base import resolve_base
 from kiln._lock.format import BasePin
-from kiln._servers.registry import RegistryClient, default_scheme
+from kiln._servers.registry import RegistryClient, on_loopback
 from kiln._util.docker import docker_client
 
 
@@ -41,7 +41,7 @@ class BasePinner:
         return self._clients[host]
 
     def _registry_digest(self, host: str, repository: str, tag: str) -> str | None:
-        if self.offline and default_scheme(host) != "http":  # loopback: plain HTTP
+        if self.offline and not on_loopback(host):
             raise ServiceUnavailable(f"KILN_OFFLINE=1: {host} is not asked")
         return self.client(host).digest(repository, tag)
 

@@ -95,11 +95,17 @@ def _challenge(header: str) -> tuple[str, dict[str, str]]:
     return scheme.lower(), params
 
 
+def on_loopback(host: str) -> bool:
+    """Whether the registry at ``host`` (HOST[:PORT], [IPv6][:PORT]) is on this machine's
+    loopback: the local stack's."""
+    name = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
+    return name in ("localhost", "127.0.0.1", "::1")
+
+
 def default_scheme(host: str) -> str:
     """How a registry at ``host`` is spoken to, as Docker does: plain HTTP on this machine's
     loopback (the local stack), HTTPS everywhere else."""
-    name = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
-    return "http" if name in ("localhost", "127.0.0.1", "::1") else "https"
+    return "http" if on_loopback(host) else "https"
 
 
 class RegistryClient:
