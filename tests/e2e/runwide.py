@@ -66,8 +66,10 @@ def write_groups(run: Path, groups: Mapping[str, str]) -> None:
 def untag(client: docker.DockerClient, registry: str) -> None:
     """Remove the local tags and digest references of images made for ``registry`` (a
     test's throwaway one), so repeated runs do not pile up images."""
-    for image in client.images.list():
-        for reference in [*image.tags, *image.attrs.get("RepoDigests", [])]:
+    # The engine's one listing (not images.list(), which inspects each image after it and
+    # fails when another worker removes one in between).
+    for image in client.api.images():
+        for reference in [*(image.get("RepoTags") or []), *(image.get("RepoDigests") or [])]:
             if reference.startswith(f"{registry}/"):
                 # Untagging can drop the digest reference with it.
                 with contextlib.suppress(docker.errors.ImageNotFound):
