@@ -188,3 +188,56 @@ def test_writes_ask_for_a_push_token() -> None:
 def test_registries_off_this_machine_are_spoken_to_over_https(host: str, scheme: str) -> None:
     # A base on Docker Hub or a CI target on ghcr.io over plain HTTP would fail.
     assert default_scheme(host) == scheme
+
+
+class RecordingRegistry:
+    """A BlobRegistry that has no blob, stores manifests as sent and records each call."""
+
+    host = "reg.test"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        self.calls.append(f"head {digest[:13]}")
+        return False
+
+    def mount_blob(self, repository: str, digest: str, source: str) -> bool:
+        raise AssertionError("nothing to mount")
+
+    def upload_blob(self, repository: str, digest: str, content: Path | bytes) -> None:
+        self.calls.append(f"upload {digest[:13]}")
+
+    def put_manifest(
+        self, repository: str, reference: str, manifest: bytes, media_type: str
+    ) -> str:
+        self.calls.append(f"manifest {reference}")
+        return sha(manifest)
+
+    def manifest(self, repository: str, reference: str) -> bytes:
+        raise AssertionError("not asked")
+
+
+def test_the_tag_is_put_only_after_the_image_is_verified_by_digest(tmp_path: Path) -> None:
+    image = an_image(tmp_path)
+    registry = RecordingRegistry()
+
+    def verify(digest: str) -> None:
+        assert digest == image.digest
+        registry.calls.append("verify")
+
+    push_image(registry, "acme/base", "0.2.1", image, verify=verify)
+    assert registry.calls[-3:] == [f"manifest {image.digest}", "verify", "manifest 0.2.1"]
+    assert all(not call.startswith("manifest") for call in registry.calls[:-3])
+
+
+def test_an_image_failing_its_verification_is_never_tagged(tmp_path: Path) -> None:
+    image = an_image(tmp_path)
+    registry = RecordingRegistry()
+
+    def fails(_digest: str) -> None:
+        raise CommandFailed("smoke check failed")
+
+    with pytest.raises(CommandFailed, match="smoke check failed"):
+        push_image(registry, "acme/base", "0.2.1", image, verify=fails)
+    assert [c for c in registry.calls if c.startswith("manifest")] == [f"manifest {image.digest}"]

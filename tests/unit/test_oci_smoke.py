@@ -127,6 +127,9 @@ class PushedRegistry:
 
     host = "registry.invalid:5000"
 
+    def __init__(self) -> None:
+        self.references: list[str] = []  # what manifests were PUT as, in order
+
     def blob_exists(self, repository: str, digest: str) -> bool:
         return True
 
@@ -139,6 +142,7 @@ class PushedRegistry:
     def put_manifest(
         self, repository: str, reference: str, manifest: bytes, media_type: str
     ) -> str:
+        self.references.append(reference)
         return sha(manifest)
 
     def manifest(self, repository: str, reference: str) -> bytes:
@@ -154,12 +158,17 @@ def test_kiln_s_builder_smoke_checks_what_it_pushed_by_digest(tmp_path: Path) ->
     def no_engine() -> Any:
         raise AssertionError("the fake runner stands in for the engine")
 
-    builder = KilnBuilder(no_engine, tmp_path / "cache", PushedRegistry(), containers=runner)
-    with pytest.raises(CommandFailed, match="import imgproc failed:\nImportError: boom"):
+    registry = PushedRegistry()
+    builder = KilnBuilder(no_engine, tmp_path / "cache", registry, containers=runner)
+    with pytest.raises(CommandFailed, match="import imgproc failed:\nImportError: boom") as err:
         builder.push(inputs, image)
     ((ran, command),) = runner.runs
     assert ran == f"registry.invalid:5000/acme/base@{image.digest}"
     assert command[3:] == ["imgproc", "kfp"]
+    assert registry.references == [image.digest]  # pushed by digest, never tagged
+    assert f"Nothing was tagged ({inputs.tag} was not put) and no component YAML" in str(err.value)
+    assert "fix the source of helpers/imgproc" in str(err.value)
+    assert "bump it (`kiln bump imgproc patch`: its wheel is on the index" in str(err.value)
 
 
 def test_what_the_smoke_check_imports_can_be_given(tmp_path: Path) -> None:
@@ -170,7 +179,29 @@ def test_what_the_smoke_check_imports_can_be_given(tmp_path: Path) -> None:
     def no_engine() -> Any:
         raise AssertionError("the fake runner stands in for the engine")
 
-    builder = KilnBuilder(no_engine, tmp_path / "cache", PushedRegistry(), containers=runner)
-    builder.push(dataclasses.replace(inputs, smoke=("pip",)), an_image(tmp_path))
+    registry = PushedRegistry()
+    builder = KilnBuilder(no_engine, tmp_path / "cache", registry, containers=runner)
+    image = an_image(tmp_path)
+    builder.push(dataclasses.replace(inputs, smoke=("pip",)), image)
     ((_ran, command),) = runner.runs
     assert command[3:] == ["pip"]  # packages mode's base: pip, no kfp
+    assert registry.references == [image.digest, inputs.tag]  # tagged once it passed
+
+
+def test_a_smoke_failure_outside_the_helpers_names_the_lock(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path / "repo")
+    (inputs,) = prepare(setup.ws, setup.services).images
+    runner = FakeContainers(distributions={**CLEAN, "numpy": ["2.4.6", ["six"]]})
+
+    def no_engine() -> Any:
+        raise AssertionError("the fake runner stands in for the engine")
+
+    registry = PushedRegistry()
+    builder = KilnBuilder(no_engine, tmp_path / "cache", registry, containers=runner)
+    image = an_image(tmp_path)
+    with pytest.raises(CommandFailed, match=r"numpy 2\.4\.6 requires six") as err:
+        builder.push(inputs, image)
+    assert registry.references == [image.digest]
+    assert str(err.value).endswith(
+        "fix the image's lock or its helpers (`kiln lock base`) and release again"
+    )

@@ -1,9 +1,9 @@
 """kiln's OCI builder as a release uses it: an image's inputs in, its bytes (and so its
 digest) out before any push; then the push, which checks the registry stores exactly them.
 
-After the push, the image is run by digest with no network (``smoke``): every baked
-helper's import package and ``kfp`` must import and ``pip check`` must be clean but
-for kfp's intentionally absent client dependencies.
+The image is pushed by digest, then run by digest with no network (``smoke``): every
+baked helper's import package and ``kfp`` must import and ``pip check`` must be clean
+but for kfp's intentionally absent client dependencies; only then is its tag put.
 
 The config holds nothing that changes at every commit: ``created`` is the fixed
 SOURCE_DATE_EPOCH and the git revision is left out (the release manifest records it),
@@ -219,19 +219,44 @@ class KilnBuilder:
         return dataclasses.replace(image, mounts=mounts)
 
     def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
-        """Push ``image`` (its digest checked by the registry), then smoke-check it there."""
+        """Push ``image`` by digest (checked by the registry), smoke-check it there, and
+        only then tag it: an image that fails its smoke check is never tagged."""
         repository = inputs.path_in_registry
+        # Each helper's import packages (what the smoke check imports, with kfp).
+        owners = {p: w.helper for w in inputs.wheelhouse.helpers for p in import_packages(w.path)}
+        modules = inputs.smoke if inputs.smoke is not None else ("kfp", *owners)
+
+        def fix(failed: Sequence[str]) -> str:
+            return smoke_fix(
+                inputs.image.name, inputs.tag, sorted({owners[m] for m in failed if m in owners})
+            )
+
+        def verify(digest: str) -> None:
+            smoke_check(
+                self._containers, f"{inputs.repository}@{digest}", modules, log=self._log,
+                fix=fix,
+            )  # fmt: skip
+
         pushed = push_image(
             self._registry, repository, inputs.tag, self._mounts(repository, image),
-            log=self._log,
+            verify=verify, log=self._log,
         )  # fmt: skip
-        modules = inputs.smoke
-        if modules is None:
-            modules = (
-                "kfp",
-                *(p for w in inputs.wheelhouse.helpers for p in import_packages(w.path)),
-            )
-        smoke_check(
-            self._containers, f"{inputs.repository}@{pushed.digest}", modules, log=self._log
-        )
         return pushed.digest
+
+
+def smoke_fix(image: str, tag: str, helpers: Sequence[str]) -> str:
+    """What to do when ``image``'s smoke check fails (``helpers``: those whose packages
+    failed to import): its tag ``tag`` was never put."""
+    if helpers:
+        named = ", ".join(f"helpers/{h}" for h in helpers)
+        bumps = " and ".join(f"`kiln bump {h} patch`" for h in helpers)
+        what = (
+            f"fix the source of {named}, bump it ({bumps}: its wheel is on the index, and a "
+            "published version never changes), and release again"
+        )
+    else:
+        what = f"fix the image's lock or its helpers (`kiln lock {image}`) and release again"
+    return (
+        f"nothing was tagged ({tag} was not put) and no component YAML or manifest was "
+        f"written: {what}"
+    )

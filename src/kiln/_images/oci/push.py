@@ -4,8 +4,11 @@ Each blob is asked for first (HEAD) and, when missing, mounted from the reposito
 of the same registry that holds it (the base's, cross-repository mount: no bytes
 sent) or uploaded. The manifest is
 PUT by its predicted digest first, which the registry checks against the bytes it
-receives, and only then under its tag: a registry that would store anything else
-moves no tag. Both answers' ``Docker-Content-Digest`` must equal the prediction.
+receives; then the image is verified there (``verify``: the smoke check, run by
+digest), and only then is the manifest PUT under its tag. A registry that would store
+anything else, or an image that fails its check, moves no tag: the plan of the next
+run finds no tag, and builds, pushes and checks the image again. Both answers'
+``Docker-Content-Digest`` must equal the prediction.
 """
 
 from __future__ import annotations
@@ -95,9 +98,12 @@ def push_image(
     tag: str,
     image: BuiltImage,
     *,
+    verify: Callable[[str], None] = lambda _digest: None,
     log: Callable[[str], None] = lambda _line: None,
 ) -> Pushed:
-    """Push ``image`` as ``repository:tag``; its digest is ``image.digest``, checked."""
+    """Push ``image`` by its digest (``image.digest``, checked), call ``verify`` with that
+    digest, and only when it returns put the tag: ``repository:tag``. An exception from
+    ``verify`` leaves the image in the registry by digest only, untagged."""
     blobs: list[tuple[str, Path | bytes, int]] = [
         *((b.digest, b.path, b.size) for b in image.layers),
         (image.config_digest, image.config, len(image.config)),
@@ -122,7 +128,13 @@ def push_image(
         uploaded.append(digest)
         sent += size
         log(f"      {digest[:19]} uploaded ({size} bytes)")
-    for reference in (image.digest, tag):
-        answered = registry.put_manifest(repository, reference, image.manifest, image.media_type)
-        _check(registry, image, repository, reference, answered)
+    _put(registry, image, repository, image.digest)
+    verify(image.digest)
+    _put(registry, image, repository, tag)
+    log(f"      tagged {repository}:{tag}")
     return Pushed(image.digest, tuple(uploaded), sent, tuple(present), tuple(mounted))
+
+
+def _put(registry: BlobRegistry, image: BuiltImage, repository: str, reference: str) -> None:
+    answered = registry.put_manifest(repository, reference, image.manifest, image.media_type)
+    _check(registry, image, repository, reference, answered)

@@ -1,8 +1,9 @@
-"""The smoke check of a pushed image: run it by digest, with no network, and see that
-every module it must provide imports (kfp and each baked helper's import packages), and
-that every installed distribution's requirements are met (what ``pip check`` says),
-but for kfp's client dependencies, which are left out on purpose (kfp is baked
-``--no-deps``, as KFP's own runtime installs it).
+"""The smoke check of an image pushed by digest (its tag is put only after it passes):
+run it by digest, with no network, and see that every module it must provide imports
+(kfp and each baked helper's import packages), and that every installed distribution's
+requirements are met (what ``pip check`` says), but for kfp's client dependencies,
+which are left out on purpose (kfp is baked ``--no-deps``, as KFP's own runtime
+installs it).
 
 One container runs a short script: it imports the modules, then lists every installed
 distribution with its ``Requires-Dist`` and the interpreter's marker environment, as
@@ -30,6 +31,11 @@ from kiln._servers.credentials import Credentials
 # Installed --no-deps: what these require may be missing.
 NO_DEPS = frozenset({"kfp", "pip"})
 _TAIL = 20  # lines of output an error shows
+
+
+def _fix(_failed: Sequence[str]) -> str:
+    return "fix the image's lock or helpers (`kiln lock`), bump its version, and release again"
+
 
 _SCRIPT = """\
 import importlib, json, os, platform, sys, traceback
@@ -141,6 +147,10 @@ class DockerContainers:
         return Run(int(status.get("StatusCode", 1)), output)
 
 
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
 def _tail(text: str) -> str:
     return "\n".join(text.rstrip().splitlines()[-_TAIL:])
 
@@ -151,10 +161,11 @@ def smoke_check(
     modules: Iterable[str],
     *,
     log: Callable[[str], None] = lambda _line: None,
+    fix: Callable[[Sequence[str]], str] = _fix,
 ) -> None:
     """Run ``image`` (``repo@sha256:...``): import ``modules``, check every installed
-    distribution's requirements. A CommandFailed naming the image and the output's tail
-    when anything is wrong."""
+    distribution's requirements. A CommandFailed naming the image, the output's tail and
+    what to do (``fix`` of the modules that failed to import) when anything is wrong."""
     names = sorted(set(modules))
     command = ["python3", "-c", _SCRIPT, *names]
     log(f"    smoke check {image}: import {', '.join(names)}; requirements of every distribution")
@@ -178,8 +189,9 @@ def smoke_check(
         )
     if problems:
         raise CommandFailed(
-            f"smoke check of {image} failed (it is pushed; no component YAML was written): "
+            f"smoke check of {image} failed: "
             + "\n".join(problems)
-            + "\nFix the image's lock or helpers (`kiln lock`), bump its version, and release again"
+            + "\n"
+            + _capital(fix(sorted(failed)))
         )
     log(f"    smoke check {image}: ok")
