@@ -23,6 +23,7 @@ from kiln._release.plan import FileCandidate
 from kiln._report import Reporter
 from kiln._wheels.build import BuiltWheel, build_wheels, wheel_cache_dir
 from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir
+from kiln._wheels.verify import check_compiles
 from kiln._wheels.wheelhouse import PipDownload, Wheelhouse, resolve_wheelhouse
 from kiln._workspace.model import Image, Workspace
 
@@ -101,6 +102,8 @@ def prepare(
     )
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
+    # A wheel whose sources do not compile stops here: before the plan, before any upload.
+    check_compiles(wheels, workspace.helpers, workspace.root)
     inputs: list[ImageInputs] = []
     packages: PackagesInputs | None = None
     pages = [
