@@ -60,8 +60,26 @@ class FakeRegistry:
         entry = self.tags.get((repository, tag))
         return entry[0] if entry else None
 
+    lost: set[str] = field(default_factory=set)  # blobs the registry's storage lost
+
     def labels(self, repository: str, tag: str) -> dict[str, str]:
         return dict(self.tags[(repository, tag)][1])
+
+    def manifest(self, repository: str, reference: str) -> bytes:
+        """A manifest naming a config and a layer derived from its digest (the fake
+        stores no blobs: every one exists unless it is ``lost``)."""
+        if not any(d == reference for (r, _t), (d, _l) in self.tags.items() if r == repository):
+            raise ConfigError(f"registry {self.host} has no {repository}:{reference}")
+        config, layer = (blob_of(reference, part) for part in ("config", "layer"))
+        return json.dumps({"config": {"digest": config}, "layers": [{"digest": layer}]}).encode()
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        return digest not in self.lost
+
+
+def blob_of(digest: str, part: str) -> str:
+    """The digest of the fake image ``digest``'s ``part`` ("config" or "layer")."""
+    return "sha256:" + hashlib.sha256(f"{digest} {part}".encode()).hexdigest()
 
 
 @dataclass

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
 import pytest
 
 from kiln._debian.lock import render
-from kiln._release.check import ALTERED, BUMP, RELOCK, TODO, Report, check
+from kiln._release.check import ALTERED, BUMP, RELOCK, TODO, Finding, Report, check
+from kiln._release.check_artifacts import (
+    image_findings,
+    recorded_images,
+    wheel_findings,
+    yaml_pins,
+)
 from kiln._release.manifest import recorded_wheels
 from kiln._release.prepare import kfp_version, prepare
 from kiln._workspace.discovery import discover
-from tests.unit.fakes import OS_LAYER, Setup, release_setup, write_fake_os_lock
+from tests.unit.fakes import OS_LAYER, Setup, blob_of, release_setup, write_fake_os_lock
 
 WHEEL = "acme_imgproc-0.1.0-py3-none-any.whl"
 
@@ -135,3 +142,66 @@ def test_a_stale_os_lock_names_kiln_lock(setup: Setup) -> None:
     (finding,) = [f for f in report.findings if f.subject == "os"]
     assert finding.path == "images/os.lock"
     assert "stale: [tool.kiln.os] or an image's os-packages changed" in finding.message
+
+
+def artifact_findings(setup: Setup) -> list[Finding]:
+    """What `kiln check` adds from what the published artifacts contain."""
+    manifest = setup.ws.dist_dir / "manifest.json"
+    recorded = recorded_wheels(manifest, setup.index.url)
+    built = [w.filename for w in prepare(setup.ws, setup.services, images=False).wheels]
+    host = setup.registry.host
+    return [
+        *wheel_findings(setup.index, recorded, built),
+        *image_findings(
+            setup.ws,
+            setup.registry,
+            recorded_images(manifest, host),
+            yaml_pins(setup.ws.component_dir, host),
+        ),
+    ]
+
+
+def test_after_a_release_the_artifacts_hold_what_was_recorded(setup: Setup) -> None:
+    setup.release()
+    assert yaml_pins(setup.ws.component_dir, setup.registry.host) == {
+        "acme/base": {setup.registry.tags[("acme/base", "0.1.0")][0]}
+    }
+    assert artifact_findings(setup) == []
+
+
+def test_a_tag_moved_in_the_registry_is_altered_not_up_to_date(setup: Setup) -> None:
+    setup.release()
+    pushed, labels = setup.registry.tags[("acme/base", "0.1.0")]
+    setup.registry.tags[("acme/base", "0.1.0")] = ("sha256:" + "e" * 64, labels)
+    (finding,) = artifact_findings(setup)
+    assert finding.kind == ALTERED
+    assert finding.path == "images/base/image.toml"
+    assert f"points at sha256:{'e' * 64}, but the last release pushed it as {pushed}" in (
+        finding.message
+    )
+    assert finding.fix.endswith("then `kiln check`; do not bump")
+
+
+def test_an_image_whose_registry_lost_a_layer_cannot_be_pulled(setup: Setup) -> None:
+    setup.release()
+    digest = setup.registry.tags[("acme/base", "0.1.0")][0]
+    setup.registry.lost.add(blob_of(digest, "layer"))
+    (finding,) = artifact_findings(setup)
+    assert finding.kind == ALTERED
+    assert f"acme/base@{digest} (its tag points at it) cannot be pulled" in finding.message
+    assert f"the registry lacks {blob_of(digest, 'layer')}" in finding.message
+
+
+def test_an_older_wheel_the_last_release_recorded_is_compared_too(setup: Setup) -> None:
+    setup.release()
+    manifest = setup.ws.dist_dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    old = "acme_imgproc-0.0.9-py3-none-any.whl"
+    data["wheels"].append({**data["wheels"][0], "filename": old, "sha256": "a" * 64})
+    manifest.write_text(json.dumps(data))
+    setup.index.published["acme-imgproc"][old] = "b" * 64
+    (finding,) = artifact_findings(setup)
+    assert (finding.kind, finding.subject) == (ALTERED, "acme-imgproc")
+    assert f"the index serves {old} with sha256 bbbbbbbbbbbb..., but kiln published" in (
+        finding.message
+    )

@@ -75,6 +75,10 @@ class Registry(Protocol):
 
     def labels(self, repository: str, tag: str) -> dict[str, str]: ...
 
+    def manifest(self, repository: str, reference: str) -> bytes: ...
+
+    def blob_exists(self, repository: str, digest: str) -> bool: ...
+
 
 def _scope(url: str, method: str = "GET") -> str:
     """The token scope a request needs (the cache key for its Bearer token)."""
