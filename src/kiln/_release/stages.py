@@ -171,7 +171,8 @@ def bake(
 def _push_kiln_built(
     step: ImageStep, inputs: ImageInputs, built: BuiltImage, services: Services, report: Reporter
 ) -> str:
-    """Push an image kiln built; the digest the plan (and the components) pinned, checked."""
+    """Push an image kiln built (by digest, smoke-checked, then tagged); the digest the
+    plan (and the components) pinned, checked, and the registry's answer for its tag."""
     report.stage("push", f"image {inputs.ref}: pushing {built.digest[:19]}...")
     digest = image_builder(services, step.name).push(inputs, built)
     there = services.registry.digest(inputs.path_in_registry, inputs.tag)
@@ -235,8 +236,9 @@ def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
 
 
 def check_engine(plan: ReleasePlan, services: Services) -> None:
-    """An image is smoke-checked by the engine after its push: an engine that cannot be
-    reached stops the release before anything is published."""
+    """An image is smoke-checked by the engine after its push by digest, before its tag
+    is put: an engine that cannot be reached stops the release before anything is
+    published."""
     if services.oci is not None and any(s.action is not Action.SKIP for s in plan.images):
         services.oci.preflight()
 
