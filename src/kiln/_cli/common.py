@@ -9,12 +9,14 @@ hands them to the library's flows as typed values.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
 
 from kiln._options import Options
 from kiln._report import Reporter
+from kiln._util.lock import checkout_lock
 from kiln._workspace.discovery import discover, find_root
 from kiln._workspace.model import Workspace
 
@@ -39,9 +41,19 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
         print(text)
 
 
-def workspace(args: argparse.Namespace) -> Workspace:
-    """The monorepo (--repo, or found from the working directory); opens the command's log."""
+def workspace(args: argparse.Namespace, *, lock: bool = False) -> Workspace:
+    """The monorepo (--repo, or found from the working directory); opens the command's log.
+
+    ``lock``: the command writes the checkout: it holds the checkout's lock
+    (``kiln._util.lock``) until it ends, taken before its log is opened (a waiting run
+    must not empty the log of the run it waits for)."""
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
     ws = discover(root)
+    if lock:
+        held = contextlib.ExitStack()
+        held.enter_context(
+            checkout_lock(ws.state_dir, f"kiln {args.command}", echo=report_of(args).step)
+        )
+        args.cleanup.append(held.close)
     report_of(args).open_log(ws.state_dir / "logs" / f"{args.command}.log")
     return ws

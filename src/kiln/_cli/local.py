@@ -14,7 +14,7 @@ from kiln._servers.stack import LocalStack
 
 
 def cmd_stack(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=args.action in ("up", "down"))
     # The stack's own client, not kiln._context's: `kiln stack` loads in 0.15 s, not 0.4.
     options = common.options_of(args)
     stack = LocalStack(ws.stack, ws.stack_dir, docker_host=options.docker_host)

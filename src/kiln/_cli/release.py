@@ -21,7 +21,7 @@ from kiln._wheels.build import build_wheels, wheel_cache_dir
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     cache = wheel_cache_dir(ws.state_dir, enabled=common.options_of(args).wheel_cache)
     wheels = build_wheels(ws.helpers, ws.dist_dir / "wheels", cache_dir=cache)
     rows = [{"filename": w.filename, "sha256": w.sha256, "path": str(w.path)} for w in wheels]
@@ -30,7 +30,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     result = publish_wheels(ws, context(args), target(args))
     rows = [
         {"filename": s.filename, "sha256": s.sha256, "action": s.action.value} for s in result.files
@@ -42,7 +42,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_bake(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     result = bake_images(ws, context(args), target(args))
     refs = dict(result.refs)
     common.emit(args, refs, "\n".join(refs.values()) + f"\npushed {len(result.pushed)} image(s)")
@@ -50,7 +50,7 @@ def cmd_bake(args: argparse.Namespace) -> int:
 
 
 def cmd_components(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=not args.check)
     result = components(ws, context(args), target(args), check=args.check)
     refs = dict(result.images)
     if args.check:
@@ -74,7 +74,7 @@ def cmd_release(args: argparse.Namespace) -> int:
         return _release_tag(args)
     if args.dev:
         return _release_dev(args)
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     result = release(ws, context(args), target(args), dry_run=args.dry_run, version=args.version)
     outcome = result.outcome
     if outcome is None:  # a dry run: the plan, and the exit code of what it refuses
@@ -95,7 +95,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def _release_tag(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     if args.dry_run:
         planned = plan_tag(ws, context(args), target(args), args.tag)
         common.emit(args, planned.to_json(), planned.text)
@@ -106,7 +106,7 @@ def _release_tag(args: argparse.Namespace) -> int:
 
 
 def _release_dev(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     if args.dry_run:
         planned = plan_dev(ws, context(args), target(args))
         common.emit(args, planned.to_json(), planned.text)

@@ -20,7 +20,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         args.usage_error("--image is for a helper or a component; a pipeline uses --component")
     if args.kind == "component" and len(args.image) != 1:
         args.usage_error("kiln new component NAME needs exactly one --image IMAGE to run on")
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=True)
     result = new(ws, args.kind, args.name, images=args.image, component=args.component)
     paths = [str(p) for p in result.written]
     common.emit(args, {"written": paths}, "\n".join(paths))
@@ -30,7 +30,7 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_bump(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=not args.dry_run)
     result = bump(
         ws, args.target, args.level, kind=args.target_kind, dry_run=args.dry_run,
         kfp=kfp_version(), tools=lambda: lock_tools(ws, context(args)),
@@ -52,7 +52,7 @@ def cmd_bump(args: argparse.Namespace) -> int:
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
-    ws = common.workspace(args)
+    ws = common.workspace(args, lock=not args.check)
     images = select_images(ws, args.images)
     kfp = kfp_version()
     if args.sources and not args.check:

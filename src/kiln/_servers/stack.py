@@ -11,6 +11,11 @@ Both keep their data under ``<state>/`` so it survives ``down``/``up``.
 ``down`` stops exactly those, never a recycled pid. ``up`` refuses to start a second
 server on the same data while the recorded one still runs (for instance on a port
 that was changed in ``pyproject.toml`` since).
+
+``up`` and ``down`` hold the checkout's lock (``kiln._util.lock``, in the folder that
+holds ``<state>``): two ``up`` at once start one stack, the second finding it running.
+A server ``up`` started that exits before it answers (another program took its port
+meanwhile) is forgotten, and what that ``up`` started is stopped again.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from kiln._servers.supervision import (
 from kiln._util import http
 from kiln._util.cmd import spawn
 from kiln._util.docker import start_container, stop_container
+from kiln._util.lock import checkout_lock
 from kiln._workspace.model import StackConfig
 
 _READY_TIMEOUT = 30.0
@@ -212,6 +218,10 @@ class LocalStack:
 
         Every check runs before anything starts: on a refusal nothing is started and
         the state is not written."""
+        with checkout_lock(self.dir.parent, "kiln stack up", echo=echo):
+            return self._up(echo)
+
+    def _up(self, echo: Callable[[str], None]) -> list[ServiceStatus]:
         state = self._state.load()
         to_start: list[tuple[str, str, int, str | None]] = []
         for name, (url, port) in self._probes().items():
@@ -238,29 +248,58 @@ class LocalStack:
                     "in pyproject.toml"
                 )
             to_start.append((name, url, port, stale))
+        started: list[str] = []
         for name, url, port, stale in to_start:
             if stale is not None:
                 echo(f"forgetting the recorded {name}: {stale}")
             echo(f"starting {name} on {url}")
             state[name] = self._start(name, port)
+            started.append(name)
             self._state.save(state)
         deadline = time.monotonic() + _READY_TIMEOUT
         for name, (url, _port) in self._probes().items():
             while not _answers(url):
-                if time.monotonic() > deadline:
+                mine = state[name] if name in started else None
+                lost = process_gone(mine) if mine is not None and mine.pid is not None else None
+                if lost is not None or time.monotonic() > deadline:
+                    self._stop_started(state, started, echo)
+                    why = (
+                        f"exited ({lost})"
+                        if lost
+                        else f"did not answer within {_READY_TIMEOUT:.0f} s"
+                    )
                     raise ServiceUnavailable(
-                        f"the {name} did not answer {url} within {_READY_TIMEOUT:.0f} s; "
-                        f"its log ({self.dir / (name + '.log')}) ends:\n"
+                        f"the {name} started on {url} {why}, so this `kiln stack up` stopped "
+                        f"what it had started; its log ({self.dir / (name + '.log')}) ends:\n"
                         + _tail(self.dir / f"{name}.log")
                     )
                 time.sleep(0.2)
         return self.status()
+
+    def _stop_started(
+        self, state: dict[str, ServerRecord], started: list[str], echo: Callable[[str], None]
+    ) -> None:
+        """Stop and forget the servers of ``started`` (this ``up``'s own), whatever became of
+        them: an ``up`` that fails leaves nothing running that it started."""
+        for name in started:
+            record = state.pop(name)
+            if record.pid is None and record.container:
+                with contextlib.suppress(ServiceUnavailable):
+                    stop_container(self.docker_host, record.container)
+            elif record.pid is not None and _not_ours(record) is None:
+                how = terminate(name, record.pid)
+                echo(f"stopped the {name} this run had started (pid {record.pid}, {how})")
+            self._state.save(state)
 
     # ------------------------------------------------------------------ stop
     def down(self, *, echo: Callable[[str], None] = lambda _m: None) -> list[StoppedServer]:
         """Stop every server the state records, whatever the config says now; return
         what was stopped. A record whose pid now runs something else is dropped, and
         that process is left alone."""
+        with checkout_lock(self.dir.parent, "kiln stack down", echo=echo):
+            return self._down(echo)
+
+    def _down(self, echo: Callable[[str], None]) -> list[StoppedServer]:
         state = self._state.load()
         stopped: list[StoppedServer] = []
         for name, record in list(state.items()):
