@@ -21,10 +21,17 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import IN_CI, copy_project
+from kiln._servers.credentials import Credentials
+from kiln._servers.index import IndexClient
+from kiln._util.files import sha256_file
+from kiln._wheels.build import build_wheel
+from kiln._workspace.discovery import discover
+from tests import factory
+from tests.e2e.conftest import IN_CI, PASSWORD, USER, Servers, copy_project
 from tests.e2e.tools import kiln_here
 
 pytestmark = pytest.mark.e2e
@@ -107,3 +114,112 @@ def test_four_stack_ups_at_once_start_one_stack_that_down_stops(tmp_path: Path) 
         assert not _listens(registry_port)
     # They did race: the later ones said they waited for the first.
     assert any("another kiln run holds" in err for _code, _out, err in done), done
+
+
+# ------------------------------------------------------------ the index password, killed
+def _tiny_wheel(folder: Path, name: str) -> Path:
+    root = factory.workspace(folder / name)
+    factory.helper(root, name, deps=())
+    return build_wheel(discover(root).helper(name), folder / "wheels").path
+
+
+_FETCH = """
+import os, sys
+from pathlib import Path
+from kiln._lock.format import parse_lock
+from kiln._wheels.wheelhouse import PipDownload
+
+lock_file, index_url, dest = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+lock = parse_lock(lock_file, lock_file.read_text())
+basic = (os.environ["KILN_INDEX_USERNAME"], os.environ["KILN_INDEX_PASSWORD"])
+PipDownload(credentials={index_url: basic})(lock, lock.pins, index_url=index_url, dest=dest)
+"""
+
+
+def _children(pid: int) -> dict[int, str]:
+    """The running children of ``pid``, with their command lines."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError):
+            if entry.name.isdigit() and (entry / "stat").read_text().rsplit(")", 1)[1].split()[
+                1
+            ] == str(pid):
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+    return {p: line.decode(errors="replace") for p, line in found.items()}
+
+
+def _files_holding(folder: Path, needle: bytes) -> list[str]:
+    return [
+        str(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink() and needle in p.read_bytes()
+    ]
+
+
+def _fetch_from(servers: Servers, work: Path, temp: Path, home: Path) -> dict[str, Any]:
+    """Popen's arguments for the wheelhouse fetch of a lock pinning a wheel that only the
+    authenticated index serves, into ``work``/dest, with TMPDIR ``temp``, HOME ``home``."""
+    wheel = _tiny_wheel(work / "build", "probe")
+    index = IndexClient(servers.index_url, credentials=Credentials(USER, PASSWORD, source="a test"))
+    if not index.files("acme-probe"):
+        index.upload([wheel])
+    for folder in (work / "dest", temp, home):
+        folder.mkdir(parents=True)
+    lock = work / "requirements.lock"
+    lock.write_text(
+        "# [kiln]\n# format = 1\n"
+        f'# inputs = "sha256:{"0" * 64}"\n# python = "3.11"\n'
+        '# platform = "x86_64-manylinux_2_28"\n# kfp = "2.17.3"\n'
+        '# base = "python:3.11-slim"\n'
+        f'# base-digest = "sha256:{"b" * 64}"\n\n'
+        f"acme-probe==0.1.0 --hash=sha256:{sha256_file(wheel)}\n"
+    )
+    argv = [sys.executable, "-c", _FETCH, str(lock), f"{servers.index_url}/simple/"]
+    return {
+        "args": [*argv, str(work / "dest")],
+        "env": {**os.environ, **servers.env(TMPDIR=str(temp), HOME=str(home))},
+        "cwd": work,
+    }
+
+
+def test_pip_fetches_from_an_authenticated_index_with_the_password_in_memory_only(
+    servers: Servers, tmp_path: Path
+) -> None:
+    work, temp, home = tmp_path / "work", tmp_path / "tmp", tmp_path / "home"
+    fetched = subprocess.run(**_fetch_from(servers, work, temp, home), check=False, timeout=120)
+    assert fetched.returncode == 0
+    assert [p.name for p in (work / "dest").iterdir()] == ["acme_probe-0.1.0-py3-none-any.whl"]
+    for folder in (work, temp, home):
+        assert _files_holding(folder, PASSWORD.encode()) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_while_pip_fetches_from_an_authenticated_index_the_password_stays_nowhere(
+    servers: Servers, tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The wheelhouse fetch of a release (kiln's PipDownload, run as its own process, pip
+    a child of it) killed while pip runs: the canary password is in no file of the run's
+    temp folder, home or work folder."""
+    work, temp, home = tmp_path / "work", tmp_path / "tmp", tmp_path / "home"
+    fetch = subprocess.Popen(**_fetch_from(servers, work, temp, home))
+    pip: dict[int, str] = {}
+    try:
+        deadline = time.monotonic() + 60
+        while not pip and fetch.poll() is None and time.monotonic() < deadline:
+            pip = {p: c for p, c in _children(fetch.pid).items() if " pip download " in c}
+            time.sleep(0.01)
+        assert pip, f"pip never ran (exit {fetch.poll()})"
+        fetch.send_signal(sig)
+        assert fetch.wait(timeout=30) == -sig
+    finally:
+        fetch.kill()
+        for child in pip:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{p}").exists() for p in pip) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    canary = PASSWORD.encode()
+    assert _files_holding(temp, canary) == []
+    assert _files_holding(home, canary) == []
+    assert _files_holding(work, canary) == []

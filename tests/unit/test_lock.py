@@ -4,6 +4,7 @@ they are given; the lock's bytes, header, staleness and the fetch of its files."
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -505,11 +506,12 @@ def test_pip_download_trusts_the_ca_bundle_it_is_given(ws: Workspace, tmp_path: 
     assert with_ca.index("--cert") > with_ca.index("--isolated")
 
 
-def test_pip_download_gets_index_credentials_from_a_private_netrc(
+def test_pip_download_gets_index_credentials_from_a_netrc_in_memory_only(
     ws: Workspace, tmp_path: Path
 ) -> None:
     lock, seen = _written(ws), dict[str, str]()
     secret = "canary-s3cr3t"  # noqa: S105 - a test canary
+    netrc_text = ""
 
     def runner(
         args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
@@ -517,11 +519,10 @@ def test_pip_download_gets_index_credentials_from_a_private_netrc(
         assert env is not None
         netrc = Path(env["NETRC"])
         seen.update(
-            argv=" ".join(args),
-            mode=oct(netrc.stat().st_mode & 0o777),
-            text=netrc.read_text(),
-            at=str(netrc),
+            argv=" ".join(args), text=netrc.read_text(), at=str(netrc), file=str(netrc.readlink())
         )
+        nonlocal netrc_text
+        netrc_text = netrc.read_text()
         return ""
 
     dest = tmp_path / "dest"
@@ -530,6 +531,9 @@ def test_pip_download_gets_index_credentials_from_a_private_netrc(
     download(lock, lock.pins, index_url="http://127.0.0.1:9/simple/", dest=dest)
 
     assert seen["text"] == f"machine 127.0.0.1 login ci password {secret}\n"
-    assert seen["mode"] == oct(0o600)
+    assert seen["text"] == netrc_text  # pip can read it again (on a second 401)
+    # No file on any disk: this process's anonymous memory file, gone with it.
+    assert seen["at"].startswith(f"/proc/{os.getpid()}/fd/")
+    assert seen["file"].startswith("/memfd:kiln-netrc")
     assert secret not in seen["argv"]  # the command line is logged
-    assert not Path(seen["at"]).exists()  # removed once pip is done
+    assert not Path(seen["at"]).exists()  # closed once pip is done

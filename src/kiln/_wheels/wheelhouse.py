@@ -130,9 +130,9 @@ def pip_download_args(
 class PipDownload:
     """``pip download`` on the running interpreter (it only fetches: any Python will do).
 
-    ``credentials``: index URL -> (user, password) for authenticated indexes. pip gets them
-    from a netrc file of its own (0600, in a private temporary folder, removed after):
-    never on its command line, which is logged.
+    ``credentials``: index URL -> (user, password) for authenticated indexes. pip reads
+    them from a netrc that lives in memory only (``_netrc_for``): never on its command
+    line, which is logged, nor in any file a killed kiln could leave behind.
     """
 
     def __init__(
@@ -222,17 +222,27 @@ class PipDownload:
 
 @contextlib.contextmanager
 def _netrc_for(url: str, basic: tuple[str, str] | None) -> Iterator[dict[str, str]]:
-    """``{"NETRC": file}`` holding ``basic`` for ``url``'s host while the block runs."""
+    """``{"NETRC": path}`` holding ``basic`` for ``url``'s host while the block runs.
+
+    The netrc is an anonymous in-memory file (``memfd_create``) that pip opens through
+    this process's ``/proc/<pid>/fd/<n>``: nothing is written to a disk, and the kernel
+    frees it when kiln ends, however it ends (SIGTERM and SIGKILL too, which no
+    ``finally`` survives)."""
     host = urlsplit(url).hostname
     if basic is None or host is None:
         yield {}
         return
-    with tempfile.TemporaryDirectory(prefix="kiln-netrc-") as folder:
-        path = Path(folder) / "netrc"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"machine {host} login {basic[0]} password {basic[1]}\n")
-        yield {"NETRC": str(path)}
+    if not hasattr(os, "memfd_create"):
+        raise ConfigError(
+            f"{url} needs credentials, which kiln hands pip in memory only, through Linux's "
+            "memfd_create: run kiln on Linux (as CI does) for an authenticated index"
+        )
+    fd = os.memfd_create("kiln-netrc", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, f"machine {host} login {basic[0]} password {basic[1]}\n".encode())
+        yield {"NETRC": f"/proc/{os.getpid()}/fd/{fd}"}
+    finally:
+        os.close(fd)
 
 
 def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:
