@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from kiln._errors import ConfigError
+from kiln._util.files import write_atomic
 
 MODES = ("image", "packages")
 # libyaml's safe loader when PyYAML has it (its wheels do): ~10x the pure-Python one.
@@ -397,8 +398,9 @@ def write_catalog(
     markdown = directory / "README.md"
     page = directory / "catalog.html"
     # Bytes, not text mode: "\n" on every platform, so the files never differ by OS.
-    markdown.write_bytes(
-        render_markdown(entries, title=title, generated_by=generated_by).encode("utf-8")
+    # Each replaced whole: a reader (a concurrent `kiln check`) never sees half a page.
+    write_atomic(
+        markdown, render_markdown(entries, title=title, generated_by=generated_by).encode("utf-8")
     )
-    page.write_bytes(render_html(entries, title=title, generated_by=generated_by).encode("utf-8"))
+    write_atomic(page, render_html(entries, title=title, generated_by=generated_by).encode("utf-8"))
     return markdown, page

@@ -17,7 +17,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -28,6 +27,7 @@ from typing import Any
 
 from kiln import __version__
 from kiln._errors import ConfigError, KilnError
+from kiln._util.files import write_atomic, write_text_atomic
 from kiln._workspace.model import Component, Pipeline
 
 
@@ -80,10 +80,19 @@ def generate_component(
         ) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{component.name}.yaml"
-    compiler.Compiler().compile(comp, str(target))
-    text = target.read_text(encoding="utf-8")
-    target.write_text(header(component, source or component.path.name) + text, encoding="utf-8")
+    text = _compiled(target, lambda path: compiler.Compiler().compile(comp, path)).decode()
+    write_text_atomic(target, header(component, source or component.path.name) + text)
     return target
+
+
+def _compiled(target: Path, compile_to: Callable[[str], object]) -> bytes:
+    """What KFP compiles for ``target``, compiled into a private folder beside it (KFP
+    writes its file in place, in the format its name's suffix says): ``target`` is then
+    replaced whole, so another kiln reading it never sees half a YAML."""
+    with tempfile.TemporaryDirectory(prefix=".tmp-", dir=target.parent) as tmp:
+        path = Path(tmp) / target.name
+        compile_to(str(path))
+        return path.read_bytes()
 
 
 def component_loader(component_dir: Path) -> Callable[[str], Any]:
@@ -120,12 +129,13 @@ def compile_pipeline(pipeline: Pipeline, component_dir: Path, out_dir: Path) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{pipeline.name}.yaml"
     try:
-        compiler.Compiler().compile(func, str(target))
+        data = _compiled(target, lambda path: compiler.Compiler().compile(func, path))
     except Exception as exc:
         raise ConfigError(
             f"{pipeline.path}: KFP cannot compile the pipeline build(load) returns: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
+    write_atomic(target, data)
     return target
 
 
@@ -185,8 +195,7 @@ def cached(cache_dir: Path | None, key: str, target: Path, make: Callable[[], Pa
         return make()
     entry = cache_dir / key[:2] / f"{key}.yaml"
     if entry.is_file():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(entry, target)
+        write_atomic(target, entry.read_bytes())
         return target
     made = make()
     entry.parent.mkdir(parents=True, exist_ok=True)

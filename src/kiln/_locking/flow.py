@@ -25,6 +25,7 @@ from kiln._lock.sources import Pages, SdistBuilds
 from kiln._locking.bases import BasePinner
 from kiln._locking.debian import changes, fresh_os_lock, lock_os, moved_images, stale_reason
 from kiln._report import Reporter
+from kiln._util.files import write_text_atomic
 from kiln._workspace.model import Image, Workspace
 
 
@@ -220,7 +221,7 @@ def write_os_lock(ws: Workspace, tools: LockTools, report: Reporter, *, upgrade:
     text = render(new)
     same = path.is_file() and path.read_text(encoding="utf-8") == text
     if not same:
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
     moved = tuple(c.line for c in changes(previous, new))
     for line in moved:
         report.detail(f"    {line}")
@@ -262,6 +263,6 @@ def relock(
         path = lock_path(image)
         same = path.is_file() and path.read_text(encoding="utf-8") == text
         if not same:
-            path.write_text(text, encoding="utf-8")
+            write_text_atomic(path, text)
         rows[image.name] = Written(path, written=not same)
     return rows

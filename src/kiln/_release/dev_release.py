@@ -37,6 +37,7 @@ from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, prepare
 from kiln._release.stages import check_refusals, execute, make_plan
 from kiln._release.train import released_versions
+from kiln._util.files import replaced_folder
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.bump import apply_bump
 from kiln._workspace.discovery import discover
@@ -170,14 +171,14 @@ def release_dev(ws: Workspace, ctx: Context, target: Target) -> DevRelease:
             dev_ws, staged.prepared, staged.plan, services, release_version=staged.version,
             report=report,
         )  # fmt: skip
-        target_dir = ws.dist_dir / "dev"
-        shutil.rmtree(target_dir, ignore_errors=True)
-        shutil.copytree(dev_ws.component_dir, target_dir / "components")
-        if (dev_ws.dist_dir / "pipelines").is_dir():
-            shutil.copytree(dev_ws.dist_dir / "pipelines", target_dir / "pipelines")
-        shutil.copy2(outcome.manifest_path, target_dir / "manifest.json")
-        wheel = _dev_bundle(staged, target_dir / "bundle")
-        uploaded = publish_bundle(services.index, bundle_name(ws.org), wheel, report, fix=_FIX)
+        # dist/dev is made beside and put in place whole, once its bundle is published.
+        with replaced_folder(ws.dist_dir / "dev") as target_dir:
+            shutil.copytree(dev_ws.component_dir, target_dir / "components")
+            if (dev_ws.dist_dir / "pipelines").is_dir():
+                shutil.copytree(dev_ws.dist_dir / "pipelines", target_dir / "pipelines")
+            shutil.copy2(outcome.manifest_path, target_dir / "manifest.json")
+            wheel = _dev_bundle(staged, target_dir / "bundle")
+            uploaded = publish_bundle(services.index, bundle_name(ws.org), wheel, report, fix=_FIX)
     return DevRelease(
         number=staged.stamp.number,
         image_tag=staged.stamp.image_tag,
@@ -186,7 +187,7 @@ def release_dev(ws: Workspace, ctx: Context, target: Target) -> DevRelease:
         uploaded=(*outcome.uploaded, *uploaded),
         pushed=tuple(outcome.pushed),
         bundle=wheel.filename,
-        components=target_dir / "components",
+        components=ws.dist_dir / "dev" / "components",
     )
 
 

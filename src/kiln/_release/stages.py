@@ -38,7 +38,7 @@ from kiln._release.plan import (
 from kiln._release.prepare import Prepared, image_builder, kfp_version
 from kiln._report import Reporter
 from kiln._servers.index import Index
-from kiln._util.files import sha256_file
+from kiln._util.files import atomic_output, sha256_file, write_atomic
 from kiln._util.git import revision
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.model import Workspace
@@ -188,8 +188,7 @@ def _push_kiln_built(
 def _write_sbom(workspace: Workspace, inputs: ImageInputs, digest: str) -> SbomRecord:
     """The image's SBOM, written to ``dist/sbom/<image>.cdx.json``."""
     path = sbom_path(workspace.dist_dir, inputs.image.name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(image_sbom(inputs, digest))
+    write_atomic(path, image_sbom(inputs, digest))
     return SbomRecord(path=str(path.relative_to(workspace.root)), sha256=sha256_file(path))
 
 
@@ -232,7 +231,8 @@ def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for w in wheels:
         if w.path.parent != target:
-            shutil.copy2(w.path, target / w.filename)
+            with w.path.open("rb") as src, atomic_output(target / w.filename) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
 
 
 def check_engine(plan: ReleasePlan, services: Services) -> None:

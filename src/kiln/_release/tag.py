@@ -46,6 +46,7 @@ from kiln._release.train import (
     snapshot,
     tag_version,
 )
+from kiln._util.files import replaced_folder
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.model import Workspace
 
@@ -248,22 +249,21 @@ def _bundle_record(
 
 
 def _write_record(ws: Workspace, manifest: Path, notes: str, bundle: Path, label: str) -> Path:
-    """``dist/release/``: the manifest, the notes, the SBOMs, the catalog, the bundle."""
+    """``dist/release/``: the manifest, the notes, the SBOMs, the catalog, the bundle;
+    made beside and put in place whole (a killed run leaves the previous record)."""
     directory = ws.dist_dir / "release"
-    shutil.rmtree(directory, ignore_errors=True)
-    directory.mkdir(parents=True)
-    shutil.copy2(manifest, directory / "manifest.json")
-    (directory / "RELEASE_NOTES.md").write_text(notes, encoding="utf-8")
-    sboms = ws.dist_dir / "sbom"
-    if sboms.is_dir():
-        shutil.copytree(sboms, directory / "sbom")
-    for name in ("README.md", "catalog.html"):
-        found = ws.root / label / name
-        if found.is_file():
-            shutil.copy2(found, directory / ("catalog.md" if name == "README.md" else name))
-    shutil.copy2(bundle, directory / bundle.name)
-    data = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
-    (directory / "manifest.json").write_text(
-        json.dumps({**data, "bundle": bundle.name}, indent=2) + "\n", encoding="utf-8"
-    )
+    with replaced_folder(directory) as staged:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+        (staged / "manifest.json").write_text(  # the staged folder: all or nothing
+            json.dumps({**data, "bundle": bundle.name}, indent=2) + "\n", encoding="utf-8"
+        )
+        (staged / "RELEASE_NOTES.md").write_text(notes, encoding="utf-8")
+        sboms = ws.dist_dir / "sbom"
+        if sboms.is_dir():
+            shutil.copytree(sboms, staged / "sbom")
+        for name in ("README.md", "catalog.html"):
+            found = ws.root / label / name
+            if found.is_file():
+                shutil.copy2(found, staged / ("catalog.md" if name == "README.md" else name))
+        shutil.copy2(bundle, staged / bundle.name)
     return directory

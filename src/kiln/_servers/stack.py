@@ -42,6 +42,7 @@ from kiln._servers.supervision import (
 from kiln._util import http
 from kiln._util.cmd import spawn
 from kiln._util.docker import start_container, stop_container
+from kiln._util.files import write_text_atomic
 from kiln._util.lock import checkout_lock
 from kiln._workspace.model import StackConfig
 
@@ -149,13 +150,14 @@ class LocalStack:
         if not binary:
             return None
         config = self.dir / "registry.yml"
-        config.write_text(
+        write_text_atomic(
+            config,
             "version: 0.1\n"
             "log:\n  level: warn\n"
             "storage:\n"
             f"  filesystem:\n    rootdirectory: {data}\n"
             "  delete:\n    enabled: false\n"
-            f"http:\n  addr: {self.config.registry}\n"
+            f"http:\n  addr: {self.config.registry}\n",
         )
         return [binary, "serve", str(config)]
 

@@ -295,8 +295,8 @@ def build_wheel(helper: Helper, outdir: Path, *, cache_dir: Path | None = None) 
     with tempfile.TemporaryDirectory(prefix="kiln-wheel-") as tmp:
         built = _build_checked(helper, Path(tmp))
         target = outdir / built.name
-        shutil.move(built, target)
-    return _built(helper, target, sha256_file(target))
+        sha256 = _copy_hashing(built, target)  # replaced whole: never half a wheel in dist
+    return _built(helper, target, sha256)
 
 
 def build_wheels(

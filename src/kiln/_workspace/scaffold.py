@@ -21,6 +21,7 @@ import tomlkit
 from tomlkit.exceptions import ParseError
 
 from kiln._errors import ConfigError
+from kiln._util.files import write_text_atomic
 from kiln._util.toml import load_toml
 from kiln._workspace.model import Component, Image, Workspace
 from kiln._workspace.names import helper_packages, shadowing
@@ -93,7 +94,7 @@ def _write(created: dict[Path, str], edited: dict[Path, str]) -> list[Path]:
             handle.write(text)
         written.append(path)
     for path, text in edited.items():
-        path.write_text(text, encoding="utf-8")
+        write_text_atomic(path, text)
         written.append(path)
     return written
 

@@ -24,7 +24,7 @@ from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.interpreter import BaseImagePython
 from kiln._images.oci.loader import host_machine
 from kiln._images.registry_base import split_reference
-from kiln._util.files import temporary_beside
+from kiln._util.files import temporary_beside, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -161,8 +161,7 @@ def pull_base(registry: BlobSource, ref: str, cache: LayerCache) -> BaseImage:
         )  # fmt: skip
     entry = {"host": host, "repository": repository, "digest": digest, "config": config_digest,
              "layers": layers}  # fmt: skip
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps(entry, sort_keys=True), encoding="utf-8")
+    write_text_atomic(record, json.dumps(entry, sort_keys=True))
     blobs = tuple(_blob(cache, layer) for layer in layers)
     return BaseImage(ref, config_digest, config, blobs, (host, repository), digest)
 
@@ -225,6 +224,5 @@ def probe_scheme(base: BaseImage, cache: LayerCache, python: BaseImagePython) ->
     doc["paths"] = {k: python.image_path(v) for k, v in doc["paths"].items()}
     doc["executable"] = python.image_python
     scheme = _scheme(doc)
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    kept.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
+    write_text_atomic(kept, json.dumps(doc, sort_keys=True))
     return scheme
