@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
+import yaml
 
 from kiln._servers.credentials import Credentials
 from kiln._servers.index import IndexClient
@@ -31,8 +33,18 @@ from kiln._util.files import sha256_file
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.e2e.conftest import IN_CI, PASSWORD, USER, Servers, copy_project
-from tests.e2e.tools import kiln_here
+from tests.e2e.conftest import (
+    IMAGES,
+    IN_CI,
+    PASSWORD,
+    USER,
+    KilnCache,
+    OsPins,
+    Servers,
+    copy_project,
+    on_stack,
+)
+from tests.e2e.tools import kiln_here, kiln_process
 
 pytestmark = pytest.mark.e2e
 
@@ -116,6 +128,57 @@ def test_four_stack_ups_at_once_start_one_stack_that_down_stops(tmp_path: Path) 
     assert any("another kiln run holds" in err for _code, _out, err in done), done
 
 
+# ------------------------------------------------------------ concurrent releases
+def _yamls(root: Path) -> dict[str, bytes]:
+    """Every generated YAML (components, pipelines) of ``root``, by path."""
+    found = [*(root / "pipelines").rglob("*.yaml"), *(root / "dist").rglob("*.yaml")]
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(found)}
+
+
+def test_four_releases_at_once_end_as_one_release_would(
+    tmp_path: Path, os_pins: OsPins, kiln_cache: KilnCache, docker_client: docker.DockerClient
+) -> None:
+    root = tmp_path / "repo"
+    index_port, registry_port = copy_project(root, os_pins, kiln_cache)
+    with on_stack(root, index_port, registry_port, docker_client) as repo:
+        started = kiln_process(root, "stack", "up")
+        assert started.returncode == 0, started.stderr
+        racers = [_kiln_popen(root, "release", "--local", "--json") for _ in range(RACERS)]
+        done = [(p.wait(timeout=600), *p.communicate()) for p in racers]
+        assert [code for code, _out, _err in done] == [0] * RACERS, [e[-800:] for *_, e in done]
+        results = [json.loads(out) for _code, out, _err in done]
+
+        # Every file uploaded and every image pushed by exactly one of them.
+        uploaded = [f for r in results for f in r["uploaded"]]
+        pushed = [ref.split("@")[0] for r in results for ref in r["pushed"]]
+        assert uploaded, "nothing was uploaded: the copy was not new"
+        assert sorted(set(uploaded)) == sorted(uploaded)
+        assert sorted(set(pushed)) == sorted(pushed)
+        assert sorted(set(pushed)) == sorted(
+            {f"{repo.registry}/acme/{name}:{version}" for name, version in IMAGES.items()}
+            | {p for p in pushed if "/acme/packages:" in p}
+        )
+        on_index = sorted(p.name for p in (root / ".kiln" / "stack" / "index").iterdir())
+        assert on_index == sorted(uploaded)
+        # One manifest, whole, naming what the releases uploaded.
+        manifest = json.loads((root / "dist" / "manifest.json").read_text())
+        assert manifest in [r["manifest"] for r in results]
+
+        # The YAMLs: valid, and what a release run alone now leaves as it finds them.
+        yamls = _yamls(root)
+        assert yamls
+        for path, data in yamls.items():
+            assert isinstance(yaml.safe_load(data), dict), path
+        alone = repo.kiln_json("release", "--local")
+        assert (alone["uploaded"], alone["pushed"]) == ([], [])
+        assert _yamls(root) == yamls
+        checked = repo.kiln("check", "--local")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert "nothing to do: the repository matches what is published" in checked.stdout
+    # They did race: the later ones said they waited for the first.
+    assert sum("another kiln run holds" in err for _code, _out, err in done) >= 1
+
+
 # ------------------------------------------------------------ the index password, killed
 def _tiny_wheel(folder: Path, name: str) -> Path:
     root = factory.workspace(folder / name)
@@ -193,7 +256,7 @@ def test_pip_fetches_from_an_authenticated_index_with_the_password_in_memory_onl
         assert _files_holding(folder, PASSWORD.encode()) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_killed_while_pip_fetches_from_an_authenticated_index_the_password_stays_nowhere(
     servers: Servers, tmp_path: Path, sig: signal.Signals
 ) -> None:

@@ -302,3 +302,21 @@ def test_a_record_keeps_what_it_recorded_and_ignores_what_it_cannot_read(tmp_pat
         "registry": raw["registry"],
         "odd": {"pid": None, "argv": ["sleep", "60"]},
     }
+
+
+@linux_only
+def test_an_up_whose_server_exits_before_answering_stops_what_it_started(
+    tmp_path: Path, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The index loses its port to another program between the check and the start.
+    lost = [shutil.which("false") or "/bin/false"]
+    monkeypatch.setattr(LocalStack, "_index_command", lambda self, data: lost)
+    said: list[str] = []
+    with pytest.raises(ServiceUnavailable) as err:
+        LocalStack(PORTS_A, tmp_path).up(echo=said.append)
+    assert "the index started on http://127.0.0.1:18765/simple/ exited" in str(err.value)
+    assert "this `kiln stack up` stopped what it had started" in str(err.value)
+    registry = servers.proc("registry")
+    assert registry.returncode == -signal.SIGTERM  # stopped and reaped
+    assert f"stopped the registry this run had started (pid {registry.pid}, SIGTERM)" in said
+    assert state_of(tmp_path) == {}  # nothing recorded that does not run
