@@ -62,7 +62,7 @@ def checkout_lock(
     """Hold ``state_dir``/lock (``state_dir`` made if missing) while the block runs;
     ``what`` (the command) is recorded for a waiter's message, ``echo`` says once that
     this run waits. ``ServiceUnavailable`` when the holder keeps it past ``wait`` s."""
-    path = (state_dir / LOCK_NAME).absolute()
+    path = (state_dir / LOCK_NAME).resolve()  # one key however the path is spelled
     key = (path, threading.get_ident())
     if key in _HELD:
         _HELD[key] += 1
