@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from kiln._servers import stack as _stack
 from kiln._servers.stack import LocalStack
 from kiln._servers.supervision import ServerRecord, StateFile, start_ticks
 from kiln._util import cmd
+from kiln._util.lock import checkout_lock
 from kiln._workspace.model import StackConfig
 
 SLEEP = shutil.which("sleep") or "/bin/sleep"
@@ -320,3 +322,30 @@ def test_an_up_whose_server_exits_before_answering_stops_what_it_started(
     assert registry.returncode == -signal.SIGTERM  # stopped and reaped
     assert f"stopped the registry this run had started (pid {registry.pid}, SIGTERM)" in said
     assert state_of(tmp_path) == {}  # nothing recorded that does not run
+
+
+@linux_only
+def test_up_on_a_running_stack_does_not_wait_for_the_checkout_lock(
+    tmp_path: Path, servers: Servers
+) -> None:
+    stack = LocalStack(PORTS_A, tmp_path / "stack")
+    stack.up()
+    held, release = threading.Event(), threading.Event()
+
+    def a_release_in_another_run() -> None:
+        with checkout_lock(tmp_path, "kiln release", echo=lambda _m: None):
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=a_release_in_another_run)
+    holder.start()
+    held.wait(5)
+    said: list[str] = []
+    checking = threading.Thread(target=lambda: stack.up(echo=said.append), daemon=True)
+    checking.start()
+    checking.join(5)
+    release.set()
+    holder.join(5)
+    assert not checking.is_alive(), "`kiln check --local` waited for a release's lock"
+    assert said == []
+    stack.down()

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
-from kiln._errors import ServiceUnavailable
+from kiln._errors import ConfigError, ServiceUnavailable
 from kiln._options import DEFAULT_DOCKER_HOST
 from kiln._servers.supervision import (
     ServerRecord,
@@ -220,8 +220,24 @@ class LocalStack:
 
         Every check runs before anything starts: on a refusal nothing is started and
         the state is not written."""
+        if self._running():  # nothing to start or write: a `kiln check` need not wait
+            return self.status()
         with checkout_lock(self.dir.parent, "kiln stack up", echo=echo):
             return self._up(echo)
+
+    def _running(self) -> bool:
+        """Both servers recorded as this checkout's, where the config wants them, answer."""
+        try:
+            state = self._state.load()
+        except ConfigError:
+            return False  # `_up` says what is wrong
+        for name, (url, _port) in self._probes().items():
+            record = state.get(name)
+            if record is None or _not_ours(record) is not None or self._moved(name, record):
+                return False
+            if not _answers(url):
+                return False
+        return True
 
     def _up(self, echo: Callable[[str], None]) -> list[ServiceStatus]:
         state = self._state.load()
