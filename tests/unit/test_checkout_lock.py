@@ -4,6 +4,8 @@ a bounded wait, re-entry within a thread, no .kiln needed beforehand."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -12,6 +14,16 @@ import pytest
 
 from kiln._errors import ServiceUnavailable
 from kiln._util.lock import checkout_lock
+
+# A kiln run holding the lock, in a process of its own, until it is killed.
+_HOLD = """
+import sys, time
+from pathlib import Path
+from kiln._util.lock import checkout_lock
+with checkout_lock(Path(sys.argv[1]), "kiln release", echo=print):
+    print("held", flush=True)
+    time.sleep(60)
+"""
 
 
 def _in_thread(state: Path, wait: float) -> tuple[list[str], BaseException | None, float]:
@@ -76,3 +88,26 @@ def test_taking_a_free_lock_costs_nothing_measurable(tmp_path: Path) -> None:
         with checkout_lock(state, "kiln release", echo=pytest.fail):
             pass
     assert (time.perf_counter() - start) / 100 < 0.005
+
+
+def test_a_holder_killed_with_sigkill_leaves_no_stale_lock(tmp_path: Path) -> None:
+    state = tmp_path / ".kiln"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(state)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "held\n"
+        said, failed, _spent = _in_thread(state, wait=0.2)
+        assert said == [
+            f"another kiln run holds {state / 'lock'} (pid {holder.pid}, `kiln release`); waiting"
+        ]
+        holder.kill()
+        holder.wait()
+        said, failed, _spent = _in_thread(state, wait=0.2)
+        assert (said, failed) == ([], None)
+    finally:
+        holder.kill()
+        holder.wait()
+        if holder.stdout is not None:
+            holder.stdout.close()
