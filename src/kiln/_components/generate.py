@@ -12,11 +12,11 @@ kiln; the same inputs give the same bytes, so a committed YAML can be checked.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.util
 import json
-import os
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
@@ -24,6 +24,8 @@ from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+import yaml
 
 from kiln import __version__
 from kiln._errors import ConfigError, KilnError
@@ -151,7 +153,7 @@ def pipeline_arguments(pipeline: Pipeline) -> Mapping[str, Any]:
 # ------------------------------------------------------------------ the generation cache
 # Compiling with KFP costs ~10 ms per component and reading a YAML back more; a release
 # in which nothing changed regenerates every YAML, so outputs are kept by their inputs.
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "2"  # 2: an entry starts with the sha256 of its content
 
 
 def generator_digest(package: Path = Path(__file__).parent) -> str:
@@ -188,19 +190,112 @@ def files_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-def cached(cache_dir: Path | None, key: str, target: Path, make: Callable[[], Path]) -> Path:
-    """``target`` from the cache entry ``key`` when there is one, else made by ``make()`` and
-    stored (through a temporary file, so a killed run leaves no half entry)."""
-    if cache_dir is None:
-        return make()
-    entry = cache_dir / key[:2] / f"{key}.yaml"
-    if entry.is_file():
-        write_atomic(target, entry.read_bytes())
-        return target
-    made = make()
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(made.read_bytes())
-    Path(tmp).replace(entry)
-    return made
+ENTRY_MAGIC = b"kiln component cache sha256:"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's: ~8x faster on a hit
+Check = Callable[[bytes], "str | None"]  # what is wrong with a cached file's bytes, or None
+
+
+def pinned_images(data: bytes) -> set[str]:
+    """Every executor image of a generated YAML (a component or a compiled pipeline); a
+    ValueError when the bytes are no pipeline spec."""
+    try:
+        docs = [d for d in yaml.load_all(data, Loader=_LOADER) if d is not None]
+        executors = docs[0]["deploymentSpec"]["executors"]
+        containers = (e["container"] for e in executors.values() if "container" in e)
+        return {str(c["image"]) for c in containers}  # an importer runs no image
+    except (yaml.YAMLError, IndexError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a pipeline spec ({type(exc).__name__})") from None
+
+
+def pins_exactly(image: str, *, starts: str, contains: Iterable[str] = ()) -> Check:
+    """A ``Check`` for a component's YAML: it starts with ``starts`` (its header), runs on
+    ``image`` alone and holds each of ``contains`` (the hash-pinned packages it installs)."""
+    wanted = tuple(contains)
+
+    def check(data: bytes) -> str | None:
+        if not data.startswith(starts.encode()):
+            return "another header"
+        images = pinned_images(data)
+        if images != {image}:
+            return f"it runs {', '.join(sorted(images)) or 'no image'}, not {image}"
+        text = data.decode("utf-8")
+        missing = [item for item in wanted if item not in text]
+        return f"it does not install {missing[0]}" if missing else None
+
+    return check
+
+
+def runs_only(images: Iterable[str]) -> Check:
+    """A ``Check`` for a compiled pipeline: every step runs one of ``images``."""
+    allowed = set(images)
+
+    def check(data: bytes) -> str | None:
+        extra = pinned_images(data) - allowed
+        return f"it runs {', '.join(sorted(extra))}, no component's image" if extra else None
+
+    return check
+
+
+class YamlCache:
+    """Generated files kept by the key of their inputs (``inputs_key``).
+
+    The key says nothing about an entry's bytes, so each entry starts with the sha256 of
+    the bytes that follow, and is used only when it has them and its ``Check`` accepts
+    them (a component's YAML pins exactly the image this release pins): an entry that was
+    truncated or edited is discarded and generated again, with one line saying so. A
+    cache that cannot be written costs time, not the release: kiln generates without it,
+    saying so once."""
+
+    def __init__(self, folder: Path | None, *, note: Callable[[str], None] | None = None) -> None:
+        self.folder = folder
+        self._note = note or (lambda _line: None)
+        self._writable = True
+
+    def get(self, key: str, target: Path, make: Callable[[], Path], check: Check) -> Path:
+        """``target`` from the entry ``key`` when it checks out, else made by ``make()``
+        (which writes ``target``) and kept."""
+        if self.folder is None:
+            return make()
+        entry = self.folder / key[:2] / f"{key}.yaml"
+        data, problem = self._read(entry)
+        if data is not None:
+            try:
+                problem = check(data)
+            except (ValueError, UnicodeDecodeError) as exc:
+                problem = str(exc)
+            if problem is None:
+                write_atomic(target, data)
+                return target
+        if problem is not None:
+            self._note(f"component cache entry {entry} did not match its key ({problem}); rebuilt")
+            with contextlib.suppress(OSError):
+                entry.unlink()
+        made = make()
+        if self._writable:
+            self._store(entry, made.read_bytes())
+        return made
+
+    @staticmethod
+    def _read(entry: Path) -> tuple[bytes | None, str | None]:
+        """The entry's content (None when there is no entry, or it is damaged: then why)."""
+        try:
+            raw = entry.read_bytes()
+        except OSError:
+            return None, None
+        first, _, content = raw.partition(b"\n")
+        if not first.startswith(ENTRY_MAGIC):
+            return None, "no sha256 line"
+        if hashlib.sha256(content).hexdigest().encode() != first[len(ENTRY_MAGIC) :]:
+            return None, "its bytes do not have the sha256 stored with them"
+        return content, None
+
+    def _store(self, entry: Path, content: bytes) -> None:
+        head = ENTRY_MAGIC + hashlib.sha256(content).hexdigest().encode() + b"\n"
+        try:
+            write_atomic(entry, head + content)
+        except OSError as exc:
+            self._writable = False
+            self._note(
+                f"component cache {self.folder} cannot be written ({exc}); generating "
+                "without it (make it writable, or remove it)"
+            )

@@ -18,11 +18,14 @@ from packaging.utils import canonicalize_name
 from kiln import __version__
 from kiln._components.catalog import Entry, read_yaml, write_catalog
 from kiln._components.generate import (
-    cached,
+    YamlCache,
     compile_pipeline,
     files_digest,
     generate_component,
+    header,
     inputs_key,
+    pins_exactly,
+    runs_only,
 )
 from kiln._components.packages import check_imports, closure, install_items, pip_options
 from kiln._report import Reporter
@@ -79,7 +82,9 @@ def generate(
     )
     records = []
     entries = []
-    cache = workspace.state_dir / "cache" / "components"
+    cache = YamlCache(
+        workspace.state_dir / "cache" / "components", note=(report or Reporter.null()).step
+    )
     # Every component module's bytes: one may import another (a generated YAML holds its
     # function's source, read by KFP from the loaded module).
     sources = files_digest((workspace.root / "pipelines" / "components").glob("*.py"))
@@ -89,9 +94,12 @@ def generate(
             kind="component", sources=sources, name=c.name, image=image, source=source,
             packages=options,
         )  # fmt: skip
-        return cached(
-            cache, key, out / f"{c.name}.yaml",
+        return cache.get(
+            key, out / f"{c.name}.yaml",
             lambda: generate_component(c, image, out, packages=options or None, source=source),
+            pins_exactly(
+                image, starts=header(c, source), contains=options.get("packages_to_install", ())
+            ),
         )  # fmt: skip
 
     for c in workspace.components:
@@ -128,12 +136,14 @@ def generate(
         "run `kiln components --local`.",
     )  # fmt: skip
     yamls = files_digest(out.glob("*.yaml"))  # what a pipeline's load(name) reads
+    images = {*image_refs.values(), *([packages.base] if packages is not None else [])}
 
     def compiled(p: Pipeline) -> Path:
         key = inputs_key(kind="pipeline", source=p.path.read_bytes().hex(), yamls=yamls)
-        return cached(
-            cache, key, pipelines_out / f"{p.name}.yaml",
+        return cache.get(
+            key, pipelines_out / f"{p.name}.yaml",
             lambda: compile_pipeline(p, out, pipelines_out),
+            runs_only(images),
         )  # fmt: skip
 
     pipelines = tuple(file_record(p.name, compiled(p), workspace.root) for p in workspace.pipelines)

@@ -1,0 +1,136 @@
+"""The component-YAML cache: an entry is used only when its bytes are those stored and
+it pins the image this release pins; anything else is discarded and generated again,
+with one line saying so. A cache that cannot be written is not fatal."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kiln._components.generate import (
+    YamlCache,
+    generate_component,
+    header,
+    inputs_key,
+    pinned_images,
+    pins_exactly,
+)
+from kiln._workspace.model import Component
+
+IMAGE = "127.0.0.1:5765/acme/base@sha256:" + "ab" * 32
+EVIL = "docker.io/attacker/evil:latest"
+
+
+@pytest.fixture
+def component(tmp_path: Path) -> Component:
+    source = tmp_path / "src" / "vision.py"
+    source.parent.mkdir()
+    source.write_text(
+        textwrap.dedent('''
+            def enhance(gamma: float) -> str:
+                """Enhance."""
+                return str(gamma)
+        ''')
+    )
+    return Component(name="enhance", path=source, image="base")
+
+
+class Generation:
+    """``YamlCache.get`` of one component, counting the times KFP compiled it."""
+
+    def __init__(self, tmp_path: Path, component: Component, folder: Path) -> None:
+        self.out = tmp_path / "out"
+        self.component = component
+        self.lines: list[str] = []
+        self.cache = YamlCache(folder, note=self.lines.append)
+        self.key = inputs_key(kind="component", name=component.name, image=IMAGE)
+        self.made = 0
+
+    def make(self) -> Path:
+        self.made += 1
+        return generate_component(self.component, IMAGE, self.out, source="src/vision.py")
+
+    def run(self) -> bytes:
+        check = pins_exactly(IMAGE, starts=header(self.component, "src/vision.py"))
+        path = self.cache.get(self.key, self.out / "enhance.yaml", self.make, check)
+        return path.read_bytes()
+
+    def entry(self) -> Path:
+        (entry,) = (self.cache.folder or Path()).glob("*/*.yaml")
+        return entry
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a new file and rename it over ``path``: a hard-linked cache file is never
+    changed in place."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def test_a_hit_is_served_without_compiling(tmp_path: Path, component: Component) -> None:
+    gen = Generation(tmp_path, component, tmp_path / "cache")
+    first = gen.run()
+    assert gen.run() == first
+    assert gen.made == 1
+    assert gen.lines == []
+    assert pinned_images(first) == {IMAGE}
+
+
+def test_an_entry_pinning_another_image_is_discarded_and_rebuilt(
+    tmp_path: Path, component: Component
+) -> None:
+    gen = Generation(tmp_path, component, tmp_path / "cache")
+    good = gen.run()
+    entry = gen.entry()
+    _replace(entry, entry.read_bytes().replace(IMAGE.encode(), EVIL.encode()))
+    assert gen.run() == good
+    assert gen.made == 2
+    assert len(gen.lines) == 1
+    assert f"component cache entry {entry} did not match its key" in gen.lines[0]
+    assert gen.lines[0].endswith("; rebuilt")
+    assert pinned_images(entry.read_bytes().partition(b"\n")[2]) == {IMAGE}  # stored again
+
+
+def test_an_evil_entry_with_a_matching_sha256_line_is_still_refused(
+    tmp_path: Path, component: Component
+) -> None:
+    """Whoever edits an entry can also rewrite its sha256 line: what it pins is checked."""
+    gen = Generation(tmp_path, component, tmp_path / "cache")
+    good = gen.run()
+    entry = gen.entry()
+    evil = good.replace(IMAGE.encode(), EVIL.encode())
+    cache = YamlCache(tmp_path / "other")
+    cache._store(entry, evil)  # an entry as kiln writes one
+    assert gen.run() == good
+    assert gen.made == 2
+    assert "it runs docker.io/attacker/evil:latest" in gen.lines[0]
+
+
+@pytest.mark.parametrize("keep", [0, 50, -40])
+def test_a_truncated_entry_is_discarded_and_rebuilt(
+    tmp_path: Path, component: Component, keep: int
+) -> None:
+    gen = Generation(tmp_path, component, tmp_path / "cache")
+    good = gen.run()
+    entry = gen.entry()
+    _replace(entry, entry.read_bytes()[:keep])
+    assert gen.run() == good
+    assert gen.run() == good
+    assert gen.made == 2  # rebuilt once, then served from the cache again
+    assert len(gen.lines) == 1
+
+
+def test_an_unwritable_cache_generates_without_it_and_says_so_once(
+    tmp_path: Path, component: Component
+) -> None:
+    blocked = tmp_path / "cache"
+    blocked.write_text("a file where the cache folder should be")  # fails even as root
+    gen = Generation(tmp_path, component, blocked)
+    first = gen.run()
+    assert gen.run() == first
+    assert gen.made == 2
+    assert len(gen.lines) == 1
+    assert gen.lines[0].startswith(f"component cache {blocked} cannot be written")
