@@ -121,6 +121,7 @@ def _kiln_builder(
     log: Callable[[str], None],
     *,
     credentials: Credentials | None,
+    note: Callable[[str], None] | None = None,
 ) -> KilnBuilder | None:
     """kiln's image builder (None: the repo builds no image); ``credentials``: the push
     registry's, which the engine needs to pull an image for its smoke check."""
@@ -137,7 +138,7 @@ def _kiln_builder(
     return KilnBuilder(
         engine, cache_dir(ws.state_dir), reg, base_registry=base_registry,
         os_layers=lambda: os_layers(ws, options, log, copies=RegistryCopies(reg, siblings)),
-        siblings=siblings, log=log, credentials=credentials,
+        siblings=siblings, log=log, credentials=credentials, note=note,
     )  # fmt: skip
 
 
@@ -198,7 +199,9 @@ def connect(
     reg.ping()
     oci = None
     if images:
-        oci = _kiln_builder(ws, reg, options, engine, report.detail, credentials=registry_auth)
+        oci = _kiln_builder(
+            ws, reg, options, engine, report.detail, credentials=registry_auth, note=report.step
+        )
     private = {f"{index.url}/simple/": index_auth.basic} if index_auth else {}
     download = PipDownload(runner, credentials=private, ca_bundle=options.ca_bundle)
     return Services(

@@ -150,9 +150,11 @@ class KilnBuilder:
         log: Callable[[str], None] = lambda _line: None,
         containers: ContainerRunner | None = None,
         credentials: Credentials | None = None,
+        note: Callable[[str], None] | None = None,
     ) -> None:
+        """``note``: one line a person reads (a damaged layer-cache blob rebuilt)."""
         self._engine = engine
-        self._cache = LayerCache(cache)
+        self._cache = LayerCache(cache, note=note or log)
         self._registry = registry
         self._base_registry = base_registry
         self._os_layers = os_layers

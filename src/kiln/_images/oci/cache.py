@@ -6,13 +6,18 @@ key covers its wheels' sha256s, the install scheme, the compiling interpreter an
 the compression; a base layer's its diff_id and the compression), plus the files a
 Python layer holds, so collisions with a later layer are found without its tar.
 Entries are written to a temporary name and renamed into place: an interrupted
-build leaves no entry behind. An entry whose blob is missing or has another size
-is ignored (and rebuilt); a blob's content is checked again by the registry,
-which refuses an upload whose digest does not match.
+build leaves no entry behind. An entry whose blob is missing is rebuilt; one whose
+blob does not have its digest (truncated, or altered at the same size) is discarded
+and rebuilt, with one line saying so, never pushed: the registry would refuse it
+(DIGEST_INVALID) at every run. Hashing every layer at every run would cost a no-op
+release about 0.2 s, so a blob is hashed when its file's identity (inode, size,
+mtime, ctime) is not the one recorded when it was last found whole, and at most once
+per run: any write to a blob, in place or by a rename over it, changes its ctime.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -47,9 +52,26 @@ def key_of(*fields: object) -> str:
     return hashlib.sha256(doc.encode()).hexdigest()
 
 
+def _stamp(path: Path) -> list[int]:
+    """What any write to ``path`` changes: its inode, size, mtime and ctime."""
+    st = path.stat()
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return f"sha256:{digest.hexdigest()}"
+
+
 class LayerCache:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, note: Callable[[str], None] | None = None) -> None:
+        """``note``: where the one line goes that says a damaged entry was discarded."""
         self.root = root
+        self._note = note or (lambda _line: None)
+        self._whole: dict[Path, list[int]] = {}  # blobs hashed in this run, by stamp
 
     def blob_path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
@@ -75,11 +97,35 @@ class LayerCache:
                 path=self.blob_path(doc["digest"]),
                 files=doc.get("files", {}),
             )
-            if blob.path.stat().st_size != blob.size:
+            if not self.intact(blob.path, blob.digest, blob.size, doc.get("checked")):
                 return None
+            if doc.get("checked") != self._whole[blob.path]:
+                with contextlib.suppress(CommandFailed):  # then the next run hashes it again
+                    self.record(key, blob)  # found whole: the next run need not hash it
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return blob
+
+    def intact(self, path: Path, digest: str, size: int, checked: object = None) -> bool:
+        """Whether the blob at ``path`` still has ``digest`` (and ``size``); one that has
+        not is removed, with one line saying so. ``checked``: the blob's stamp when it was
+        last found whole; while it is unchanged the blob is not hashed again."""
+        try:
+            stamp = _stamp(path)
+        except FileNotFoundError:
+            return False
+        if stamp in (checked, self._whole.get(path)):
+            self._whole[path] = stamp
+            return True
+        if stamp[1] == size and hash_file(path) == digest:
+            self._whole[path] = stamp
+            return True
+        self._note(
+            f"layer cache blob {path} did not match its digest {digest} "
+            f"({stamp[1]} bytes, {size} expected); discarded, rebuilt"
+        )
+        path.unlink(missing_ok=True)
+        return False
 
     def record(self, key: str, blob: Blob) -> None:
         doc = {
@@ -89,6 +135,8 @@ class LayerCache:
             "diff_id": blob.diff_id,
             "files": dict(blob.files),
         }
+        if blob.path in self._whole:
+            doc["checked"] = self._whole[blob.path]
         self._write_atomic(self._entry(key), json.dumps(doc, sort_keys=True).encode())
 
     def read_blob(self, digest: str) -> bytes | None:
@@ -123,6 +171,7 @@ class LayerCache:
                 written = write(fh)
             path = self.blob_path(written.digest)
             Path(tmp).replace(path)
+            self._whole[path] = _stamp(path)  # hashed as it was written
         finally:
             Path(tmp).unlink(missing_ok=True)
         return Blob(
