@@ -137,6 +137,7 @@ def prepare(
             pages=pages,
             download=download,
             sdists=sdists,
+            note=report.step,
         )
         report.detail(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "

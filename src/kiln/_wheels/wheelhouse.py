@@ -21,7 +21,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -268,51 +268,83 @@ def fetch_locked(
     pages: Sequence[tuple[str, Pages]],
     cache_dir: Path,
     download: Downloader,
+    note: Callable[[str], None] = lambda _line: None,
 ) -> tuple[WheelFile, ...]:
     """The wheel of every pin of ``lock`` (but those it builds from an sdist: see
-    ``build_locked``), from ``cache_dir`` when it was fetched before; else from the first
-    index of ``pages`` (the private one first) that serves it."""
+    ``build_locked``), from ``cache_dir`` when it was fetched before and every wheel there
+    still has a sha256 the lock allows (else the folder is discarded and fetched again,
+    with one line to ``note``); else from the first index of ``pages`` (the private one
+    first) that serves it."""
     target = cache_dir / lock.sha256[:16]
-    if not (target / "complete").is_file():
-        sources: dict[str, list[Pin]] = {}
-        for pin in (p for p in lock.pins if p.built is None):
-            sources.setdefault(_source(lock, pin, pages), []).append(pin)
-        # Fetched into a folder of this call's own, then renamed into place: two kilns
-        # sharing the cache (`kiln release --dev` shares the checkout's) never write into
-        # one folder, nor remove the other's.
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=f".tmp-{target.name}-", dir=cache_dir) as tmp:
-            partial = Path(tmp) / "wheels"
-            partial.mkdir()
-            for url, pins in sources.items():
-                download(lock, pins, index_url=url, dest=partial)
-            (partial / "complete").write_text(lock.sha256 + "\n")
-            if target.is_dir() and not (target / "complete").is_file():
-                shutil.rmtree(target)  # left by an interrupted older kiln
-            try:
-                partial.rename(target)
-            except OSError:
-                if not (target / "complete").is_file():
-                    raise
-                # another kiln fetched the same lock meanwhile: its folder is as good
+    if (target / "complete").is_file():
+        wheels = _read_dir(target)
+        misfit = _misfit(lock, wheels)
+        if misfit is None:
+            return _check_fetched(lock, wheels)
+        note(
+            f"wheelhouse cache {target}: {misfit[1]} did not match the lock's sha256; "
+            "discarded, downloading again"
+        )
+        _discard(target)
+    sources: dict[str, list[Pin]] = {}
+    for pin in (p for p in lock.pins if p.built is None):
+        sources.setdefault(_source(lock, pin, pages), []).append(pin)
+    # Fetched into a folder of this call's own, then renamed into place: two kilns
+    # sharing the cache (`kiln release --dev` shares the checkout's) never write into
+    # one folder, nor remove the other's.
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{target.name}-", dir=cache_dir) as tmp:
+        partial = Path(tmp) / "wheels"
+        partial.mkdir()
+        for url, pins in sources.items():
+            download(lock, pins, index_url=url, dest=partial)
+        (partial / "complete").write_text(lock.sha256 + "\n")
+        if target.is_dir() and not (target / "complete").is_file():
+            shutil.rmtree(target)  # left by an interrupted older kiln
+        try:
+            partial.rename(target)
+        except OSError:
+            if not (target / "complete").is_file():
+                raise
+            # another kiln fetched the same lock meanwhile: its folder is as good
     return _check_fetched(lock, _read_dir(target))
 
 
-def _check_fetched(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[WheelFile, ...]:
-    """Exactly one wheel per pin, with a hash the lock allows."""
+def _discard(folder: Path) -> None:
+    """Remove ``folder`` (renamed aside first: a kiln reading it meanwhile sees it whole
+    or not at all)."""
+    aside = folder.with_name(f".tmp-discarded-{folder.name}-{os.getpid()}")
+    with contextlib.suppress(OSError):
+        folder.rename(aside)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _misfit(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[Pin, str] | None:
+    """The first pin of ``lock`` without exactly one wheel among ``wheels`` with a hash
+    the lock allows, and what was found for it."""
     by_name: dict[str, list[WheelFile]] = {}
     for w in wheels:
         by_name.setdefault(w.name, []).append(w)
-    chosen = []
     for pin in (p for p in lock.pins if p.built is None):
-        found = [w for w in by_name.pop(pin.name, []) if w.version == pin.version]
+        found = [w for w in by_name.get(pin.name, []) if w.version == pin.version]
         if len(found) != 1 or found[0].sha256 not in pin.hashes:
             got = ", ".join(f"{w.filename} (sha256 {w.sha256})" for w in found) or "nothing"
-            raise ConfigError(
-                f"{lock.path}: {pin.requirement}: fetched {got}, which the lock does not allow; "
-                f"restore the lock or run `kiln lock {locked_name(lock.path)} --upgrade {pin.name}`"
-            )
-        chosen.append(found[0])
+            return pin, got
+    return None
+
+
+def _check_fetched(lock: Lock, wheels: tuple[WheelFile, ...]) -> tuple[WheelFile, ...]:
+    """Exactly one wheel per pin, with a hash the lock allows (fetched just now: a
+    mismatch is the lock's, or the index's)."""
+    misfit = _misfit(lock, wheels)
+    if misfit is not None:
+        pin, got = misfit
+        raise ConfigError(
+            f"{lock.path}: {pin.requirement}: fetched {got}, which the lock does not allow; "
+            f"restore the lock or run `kiln lock {locked_name(lock.path)} --upgrade {pin.name}`"
+        )
+    pinned = {(p.name, p.version) for p in lock.pins if p.built is None}
+    chosen = [w for w in wheels if (w.name, w.version) in pinned]
     return tuple(sorted(chosen, key=lambda w: w.name))
 
 
@@ -341,11 +373,17 @@ def resolve_wheelhouse(
     pages: Sequence[tuple[str, Pages]],
     download: Downloader,
     sdists: SdistBuilder | None = None,
+    note: Callable[[str], None] = lambda _line: None,
 ) -> Wheelhouse:
     """``image``'s wheelhouse: the locked third-party wheels (fetched, or built from their
-    sdists by ``sdists``) and its helpers' builds."""
+    sdists by ``sdists``) and its helpers' builds; ``note``: one line a person reads (a
+    damaged cache discarded)."""
     fetched = fetch_locked(
-        lock, pages=pages, cache_dir=workspace.state_dir / "wheelhouse", download=download
+        lock,
+        pages=pages,
+        cache_dir=workspace.state_dir / "wheelhouse",
+        download=download,
+        note=note,
     )
     from_sdists, sources = build_locked(lock, pages=pages, sdists=sdists)
     wanted = set(helper_closure(workspace, image.helpers))

@@ -1,0 +1,78 @@
+"""The wheel caches (wheelhouse, helper wheels, wheels built from sdists): an entry that
+no longer has the sha256 it promises is discarded and fetched or built again, with one
+line saying so; the lock is blamed only for a file fetched just now."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kiln._errors import ConfigError
+from kiln._wheels.wheelhouse import fetch_locked
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Workspace
+from tests import factory
+from tests.unit.fakes import UPSTREAM, fake_sha, fake_upstream
+from tests.unit.test_lock import RecordingDownload, _written
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """A new file renamed over ``path`` (a hard-linked file is never changed in place)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    return discover(factory.sample(tmp_path / "repo"))
+
+
+# ------------------------------------------------------------------ the wheelhouse
+@pytest.mark.parametrize("damage", ["truncated", "same size"])
+def test_a_damaged_wheel_in_the_wheelhouse_is_downloaded_again(
+    ws: Workspace, tmp_path: Path, damage: str
+) -> None:
+    lock = _written(ws)
+    pages = [(UPSTREAM, fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")))]
+    cache, download, lines = tmp_path / "cache", RecordingDownload(), list[str]()
+    first = fetch_locked(lock, pages=pages, cache_dir=cache, download=download)
+    numpy = next(w for w in first if w.name == "numpy")
+    data = numpy.path.read_bytes()
+    _replace(numpy.path, data[:3] if damage == "truncated" else data[::-1])
+
+    again = fetch_locked(lock, pages=pages, cache_dir=cache, download=download, note=lines.append)
+
+    assert [(w.name, w.sha256) for w in again] == [
+        ("kfp", fake_sha("kfp", "2.17.3")),
+        ("numpy", fake_sha("numpy", "1.0")),
+    ]
+    assert len(download.asked) == 2  # fetched again, once
+    (line,) = lines
+    assert line.startswith(f"wheelhouse cache {cache / lock.sha256[:16]}: {numpy.filename} (")
+    assert line.endswith("did not match the lock's sha256; discarded, downloading again")
+    assert sorted(p.name for p in cache.iterdir()) == [lock.sha256[:16]]  # nothing left aside
+    assert fetch_locked(lock, pages=pages, cache_dir=cache, download=download) == again
+    assert len(download.asked) == 2
+
+
+def test_a_wheel_fetched_just_now_that_the_lock_does_not_allow_blames_the_lock(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    lock = _written(ws)
+    pages = [(UPSTREAM, fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")))]
+    cache, lines = tmp_path / "cache", list[str]()
+    fetch_locked(lock, pages=pages, cache_dir=cache, download=RecordingDownload())
+    for wheel in (cache / lock.sha256[:16]).glob("numpy-*.whl"):
+        _replace(wheel, b"damaged")
+
+    def serving_other_bytes(lock: object, pins: object, *, index_url: str, dest: Path) -> None:
+        for name, version in (("numpy", "1.0"), ("kfp", "2.17.3")):
+            (dest / f"{name}-{version}-py3-none-any.whl").write_bytes(b"other bytes")
+
+    with pytest.raises(ConfigError, match=r"numpy==1.0: fetched numpy-1.0-py3-none-any.whl"):
+        fetch_locked(
+            lock, pages=pages, cache_dir=cache, download=serving_other_bytes, note=lines.append
+        )
+    assert len(lines) == 1  # the cache was blamed first, and discarded
