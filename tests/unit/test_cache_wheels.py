@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 from kiln._errors import ConfigError
+from kiln._util.files import sha256_file
+from kiln._wheels.build import build_wheel, cache_key
+from kiln._wheels.sdist_cache import SdistCache
 from kiln._wheels.wheelhouse import fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
@@ -22,6 +25,11 @@ def _replace(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".new")
     tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def _flip_a_byte(data: bytes) -> bytes:
+    middle = len(data) // 2
+    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
 @pytest.fixture
@@ -76,3 +84,58 @@ def test_a_wheel_fetched_just_now_that_the_lock_does_not_allow_blames_the_lock(
             lock, pages=pages, cache_dir=cache, download=serving_other_bytes, note=lines.append
         )
     assert len(lines) == 1  # the cache was blamed first, and discarded
+
+
+# ------------------------------------------------------------------ helper wheels
+@pytest.mark.parametrize("damage", ["truncated", "same size"])
+def test_a_damaged_helper_wheel_in_the_cache_is_rebuilt_never_copied_out(
+    tmp_path: Path, damage: str
+) -> None:
+    helper = discover(factory.sample(tmp_path / "repo")).helpers[0]
+    cache, lines = tmp_path / "cache", list[str]()
+    first = build_wheel(helper, tmp_path / "a", cache_dir=cache)
+    entry = cache / cache_key(helper)
+    kept = entry / first.filename
+    data = kept.read_bytes()
+    _replace(kept, data[:100] if damage == "truncated" else _flip_a_byte(data))
+
+    again = build_wheel(helper, tmp_path / "b", cache_dir=cache, note=lines.append)
+
+    assert again.path.read_bytes() == first.path.read_bytes()
+    assert again.sha256 == first.sha256
+    (line,) = lines
+    assert line.startswith(f"wheel cache entry {entry} did not match its key ({first.filename}")
+    assert line.endswith("); rebuilt")
+    assert sha256_file(kept) == first.sha256  # the entry is whole again
+    build_wheel(helper, tmp_path / "c", cache_dir=cache, note=lines.append)
+    assert len(lines) == 1
+
+
+# ------------------------------------------------------------------ wheels built from sdists
+@pytest.mark.parametrize("damaged", ["wheel", "sdist"])
+def test_a_damaged_sdist_cache_entry_is_discarded_with_one_line(
+    tmp_path: Path, damaged: str
+) -> None:
+    made = tmp_path / "made"
+    made.mkdir()
+    wheel = made / "tiny-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"wheel bytes " * 100)
+    sdist = made / "tiny-1.0.tar.gz"
+    sdist.write_bytes(b"sdist bytes " * 100)
+    lines: list[str] = []
+    cache = SdistCache(tmp_path / "cache", note=lines.append)
+    kept = cache.store("k" * 64, wheel, [sdist])
+    assert cache.get("k" * 64) == kept
+    path = kept.path if damaged == "wheel" else kept.sources[0].path
+    _replace(path, _flip_a_byte(path.read_bytes()))
+
+    assert cache.get("k" * 64) is None
+    (line,) = lines
+    entry = tmp_path / "cache" / ("k" * 64)
+    assert line == (
+        f"sdist wheel cache entry {entry} did not match its record ({path.name} has another "
+        "sha256); rebuilt"
+    )
+    assert not entry.exists()  # discarded: the next store starts clean
+    assert cache.get("k" * 64) is None
+    assert len(lines) == 1

@@ -99,6 +99,7 @@ def prepare(
         workspace.helpers,
         staging,
         cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
+        note=report.step,
     )
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")

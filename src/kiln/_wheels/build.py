@@ -26,7 +26,7 @@ import shlex
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,28 +224,30 @@ def _copy_hashing(src: Path, dst: Path) -> str:
     return digest.hexdigest()
 
 
-def _from_cache(helper: Helper, entry: Path, outdir: Path) -> BuiltWheel | None:
-    """The wheel kept in ``entry``, copied into ``outdir``; None when it is missing or
-    does not check out (then the caller rebuilds it)."""
+def _from_cache(helper: Helper, entry: Path, outdir: Path) -> tuple[BuiltWheel | None, str]:
+    """The wheel kept in ``entry``, copied into ``outdir``; None when there is none, or
+    it does not check out (then the caller rebuilds it), and why ("" when there is none)."""
     try:
         recorded, filename = (entry / _RECORD).read_text(encoding="utf-8").split()
-    except (OSError, ValueError):  # no entry, or an unreadable record
-        return None
+    except FileNotFoundError:
+        return None, ""
+    except (OSError, ValueError):  # an unreadable record
+        return None, f"its {_RECORD} cannot be read"
     if (
         not filename.startswith(helper.wheel_stem + "-")
         or not filename.endswith(".whl")
         or Path(filename).name != filename
     ):
-        return None
+        return None, f"it holds {filename!r}, no wheel of {helper.distribution}"
     target = outdir / filename
     try:
         sha256 = _copy_hashing(entry / filename, target)
-    except OSError:
-        return None
+    except OSError as exc:
+        return None, f"{filename} cannot be read ({exc.strerror})"
     if sha256 != recorded:
         target.unlink()
-        return None
-    return _built(helper, target, sha256)
+        return None, f"{filename} has sha256 {sha256}, its record {recorded}"
+    return _built(helper, target, sha256), ""
 
 
 def _unwritable(cache_dir: Path, exc: OSError) -> CommandFailed:
@@ -255,11 +257,15 @@ def _unwritable(cache_dir: Path, exc: OSError) -> CommandFailed:
     )
 
 
-def _build_cached(helper: Helper, outdir: Path, cache_dir: Path) -> BuiltWheel:
+def _build_cached(
+    helper: Helper, outdir: Path, cache_dir: Path, note: Callable[[str], None]
+) -> BuiltWheel:
     entry = cache_dir / cache_key(helper)
-    hit = _from_cache(helper, entry, outdir)
+    hit, problem = _from_cache(helper, entry, outdir)
     if hit is not None:
         return hit
+    if problem:
+        note(f"wheel cache entry {entry} did not match its key ({problem}); rebuilt")
     # Built and recorded in a temporary folder of the cache, then renamed into place:
     # an interrupted build leaves no entry, only a ".tmp-*" folder.
     try:
@@ -286,12 +292,19 @@ def _build_cached(helper: Helper, outdir: Path, cache_dir: Path) -> BuiltWheel:
 
 
 # ---------------------------------------------------------------- entry points
-def build_wheel(helper: Helper, outdir: Path, *, cache_dir: Path | None = None) -> BuiltWheel:
+def build_wheel(
+    helper: Helper,
+    outdir: Path,
+    *,
+    cache_dir: Path | None = None,
+    note: Callable[[str], None] = lambda _line: None,
+) -> BuiltWheel:
     """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it); with
-    ``cache_dir``, reuse the wheel built from the same inputs."""
+    ``cache_dir``, reuse the wheel built from the same inputs (an entry that does not
+    check out is rebuilt, with one line to ``note``)."""
     outdir.mkdir(parents=True, exist_ok=True)
     if cache_dir is not None:
-        return _build_cached(helper, outdir, cache_dir)
+        return _build_cached(helper, outdir, cache_dir, note)
     with tempfile.TemporaryDirectory(prefix="kiln-wheel-") as tmp:
         built = _build_checked(helper, Path(tmp))
         target = outdir / built.name
@@ -300,6 +313,10 @@ def build_wheel(helper: Helper, outdir: Path, *, cache_dir: Path | None = None) 
 
 
 def build_wheels(
-    helpers: Sequence[Helper], outdir: Path, *, cache_dir: Path | None = None
+    helpers: Sequence[Helper],
+    outdir: Path,
+    *,
+    cache_dir: Path | None = None,
+    note: Callable[[str], None] = lambda _line: None,
 ) -> tuple[BuiltWheel, ...]:
-    return tuple(build_wheel(h, outdir, cache_dir=cache_dir) for h in helpers)
+    return tuple(build_wheel(h, outdir, cache_dir=cache_dir, note=note) for h in helpers)

@@ -90,11 +90,11 @@ class SdistBuilder:
     ) -> None:
         self._fetch = fetch
         self._runner = runner
-        self._cache = SdistCache(cache_dir)
         self._index_url = index_url
         self._executable = executable
         self._python = python or running_python()
         self._report = report or Reporter.null()
+        self._cache = SdistCache(cache_dir, note=self._report.step)
         self.builds = 0  # how many times a backend built a wheel (the cache saves some)
 
     # ---------------------------------------------------------------- kiln lock

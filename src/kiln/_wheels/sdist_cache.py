@@ -1,6 +1,7 @@
 """The cache of wheels kiln built from sdists: keyed by what decides the wheel's bytes,
 kept with the files each came from (its sdist, its backend's wheels), every file's
-sha256 recorded and checked on each read.
+sha256 recorded and checked on each read: an entry that does not check out is
+discarded and built again, with one line saying so.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,10 @@ class SdistCache:
     """Built wheels by key (``cache_key``), each in its own folder with the files it came
     from and a record of every file's sha256; an entry whose files differ is a miss."""
 
-    def __init__(self, cache_dir: Path) -> None:
+    def __init__(self, cache_dir: Path, *, note: Callable[[str], None] | None = None) -> None:
+        """``note``: where the one line goes that says a damaged entry was discarded."""
         self._cache_dir = cache_dir
+        self._note = note or (lambda _line: None)
 
     def store(self, key: str, wheel: Path, sources: Sequence[Path]) -> SdistWheel:
         """Keep ``wheel`` and its ``sources`` under ``key`` (replaced whole); the entry."""
@@ -90,22 +93,35 @@ class SdistCache:
         return kept
 
     def get(self, key: str) -> SdistWheel | None:
-        """The entry under ``key`` when every file in it has its recorded sha256."""
+        """The entry under ``key`` when every file in it has its recorded sha256; one that
+        has not is discarded (to be built again), with one line saying so."""
         entry = self._cache_dir / key
-        try:
-            record = json.loads((entry / _RECORD).read_text(encoding="utf-8"))
-            filename, sha = record["wheel"]
-            sources = []
-            for source, source_sha in record["sources"]:
-                path = entry / "sources" / Path(source).name
-                if sha256_file(path) != source_sha:
-                    return None
-                sources.append(_source_file(path, source_sha))
-            wheel = entry / Path(filename).name
-            if sha256_file(wheel) != sha:
-                return None
-        except (OSError, ValueError, KeyError, TypeError):
+        if not entry.is_dir():
             return None
+        try:
+            found = self._read(entry)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            found = f"{type(exc).__name__}: {exc}"
+        if isinstance(found, SdistWheel):
+            return found
+        self._note(f"sdist wheel cache entry {entry} did not match its record ({found}); rebuilt")
+        shutil.rmtree(entry, ignore_errors=True)
+        return None
+
+    @staticmethod
+    def _read(entry: Path) -> SdistWheel | str:
+        """The entry, or which of its files does not have its recorded sha256."""
+        record = json.loads((entry / _RECORD).read_text(encoding="utf-8"))
+        filename, sha = record["wheel"]
+        sources = []
+        for source, source_sha in record["sources"]:
+            path = entry / "sources" / Path(source).name
+            if sha256_file(path) != source_sha:
+                return f"{path.name} has another sha256"
+            sources.append(_source_file(path, source_sha))
+        wheel = entry / Path(filename).name
+        if sha256_file(wheel) != sha:
+            return f"{wheel.name} has another sha256"
         name, version, _build, _tags = parse_wheel_filename(wheel.name)
         return SdistWheel(str(name), str(version), wheel, sha, tuple(sources))
 
