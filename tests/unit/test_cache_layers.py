@@ -11,9 +11,13 @@ import pytest
 
 from kiln._images.oci import cache as cache_module
 from kiln._images.oci.assemble import python_layer
+from kiln._images.oci.base_image import pull_base
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
+from tests.unit.test_oci_base_sources import SourceRegistry, registry_of
 from tests.unit.test_oci_install import HOST_PYTHON, SCHEME, tool_wheel
+
+REF = "docker.test/library/python:3.11-slim"
 
 
 class Layers:
@@ -100,3 +104,21 @@ def test_a_blob_found_whole_is_not_hashed_again_while_unchanged(
     for _run in range(3):
         assert layers.build()[0]
     assert hashed == []
+
+
+def test_a_base_layer_altered_in_the_cache_is_pulled_again(tmp_path: Path) -> None:
+    source = SourceRegistry(tmp_path)
+    client, transport = registry_of(source)
+    lines: list[str] = []
+    base = pull_base(client, REF, LayerCache(tmp_path / "cache", note=lines.append))
+    (layer,) = base.layers
+    _replace(layer.path, _flip_a_byte(layer.path.read_bytes()))
+    transport.seen.clear()
+
+    again = pull_base(client, REF, LayerCache(tmp_path / "cache", note=lines.append))
+
+    assert again == base
+    assert _sha(layer.path) == layer.digest
+    assert f"blobs/{layer.digest}" in " ".join(str(r.url) for r in transport.seen)  # fetched
+    (line,) = lines
+    assert line.startswith(f"layer cache blob {layer.path} did not match its digest")

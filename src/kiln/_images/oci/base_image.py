@@ -95,10 +95,8 @@ def _from_record(ref: str, record: Path, cache: LayerCache) -> BaseImage | None:
         doc = json.loads(record.read_text(encoding="utf-8"))
         config_bytes = cache.read_blob(doc["config"])
         layers = tuple(_blob(cache, layer) for layer in doc["layers"])
-        if config_bytes is None or any(
-            not b.path.is_file() or b.path.stat().st_size != b.size for b in layers
-        ):
-            return None
+        if config_bytes is None or not all(cache.intact(b.path, b.digest, b.size) for b in layers):
+            return None  # pulled again: a blob that is not whole is never pushed
         origin = (str(doc["host"]), str(doc["repository"]))
         config = json.loads(config_bytes)
         return BaseImage(ref, doc["config"], config, layers, origin, doc["digest"])
@@ -110,7 +108,7 @@ def _fetch(
     registry: BlobSource, repository: str, digest: str, size: int, cache: LayerCache
 ) -> None:
     target = cache.blob_path(digest)
-    if target.is_file() and target.stat().st_size == size:
+    if cache.intact(target, digest, size):
         return
     with temporary_beside(target) as tmp:  # one per kiln at work
         registry.download_blob(repository, digest, tmp)

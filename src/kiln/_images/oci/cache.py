@@ -11,8 +11,9 @@ blob does not have its digest (truncated, or altered at the same size) is discar
 and rebuilt, with one line saying so, never pushed: the registry would refuse it
 (DIGEST_INVALID) at every run. Hashing every layer at every run would cost a no-op
 release about 0.2 s, so a blob is hashed when its file's identity (inode, size,
-mtime, ctime) is not the one recorded when it was last found whole, and at most once
-per run: any write to a blob, in place or by a rename over it, changes its ctime.
+mtime, ctime) is not the one kept in ``checked/<hex>`` when it was last found whole,
+and at most once per run: any write to a blob, in place or by a rename over it,
+changes its ctime.
 """
 
 from __future__ import annotations
@@ -97,35 +98,45 @@ class LayerCache:
                 path=self.blob_path(doc["digest"]),
                 files=doc.get("files", {}),
             )
-            if not self.intact(blob.path, blob.digest, blob.size, doc.get("checked")):
+            if not self.intact(blob.path, blob.digest, blob.size):
                 return None
-            if doc.get("checked") != self._whole[blob.path]:
-                with contextlib.suppress(CommandFailed):  # then the next run hashes it again
-                    self.record(key, blob)  # found whole: the next run need not hash it
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return blob
 
-    def intact(self, path: Path, digest: str, size: int, checked: object = None) -> bool:
+    def _stamp_path(self, digest: str) -> Path:
+        return self.root / "checked" / digest.partition(":")[2]
+
+    def intact(self, path: Path, digest: str, size: int) -> bool:
         """Whether the blob at ``path`` still has ``digest`` (and ``size``); one that has
-        not is removed, with one line saying so. ``checked``: the blob's stamp when it was
-        last found whole; while it is unchanged the blob is not hashed again."""
+        not is removed, with one line saying so. It is hashed when its stamp is not the one
+        kept (``checked/<hex>``) when it was last found whole, and at most once a run."""
         try:
             stamp = _stamp(path)
         except FileNotFoundError:
             return False
-        if stamp in (checked, self._whole.get(path)):
-            self._whole[path] = stamp
+        if stamp == self._whole.get(path):
             return True
-        if stamp[1] == size and hash_file(path) == digest:
-            self._whole[path] = stamp
-            return True
-        self._note(
-            f"layer cache blob {path} did not match its digest {digest} "
-            f"({stamp[1]} bytes, {size} expected); discarded, rebuilt"
-        )
-        path.unlink(missing_ok=True)
-        return False
+        try:
+            kept = json.loads(self._stamp_path(digest).read_bytes())
+        except (OSError, ValueError):
+            kept = None
+        if stamp != kept:
+            if stamp[1] != size or hash_file(path) != digest:
+                self._note(
+                    f"layer cache blob {path} did not match its digest {digest} "
+                    f"({stamp[1]} bytes, {size} expected); discarded, rebuilt"
+                )
+                path.unlink(missing_ok=True)
+                return False
+            self._keep_stamp(digest, stamp)
+        self._whole[path] = stamp
+        return True
+
+    def _keep_stamp(self, digest: str, stamp: list[int]) -> None:
+        """Best effort: a cache that cannot keep it hashes the blob again next run."""
+        with contextlib.suppress(OSError):
+            write_atomic(self._stamp_path(digest), json.dumps(stamp).encode())
 
     def record(self, key: str, blob: Blob) -> None:
         doc = {
@@ -135,8 +146,6 @@ class LayerCache:
             "diff_id": blob.diff_id,
             "files": dict(blob.files),
         }
-        if blob.path in self._whole:
-            doc["checked"] = self._whole[blob.path]
         self._write_atomic(self._entry(key), json.dumps(doc, sort_keys=True).encode())
 
     def read_blob(self, digest: str) -> bytes | None:
@@ -172,6 +181,7 @@ class LayerCache:
             path = self.blob_path(written.digest)
             Path(tmp).replace(path)
             self._whole[path] = _stamp(path)  # hashed as it was written
+            self._keep_stamp(written.digest, self._whole[path])
         finally:
             Path(tmp).unlink(missing_ok=True)
         return Blob(
