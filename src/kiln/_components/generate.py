@@ -212,14 +212,18 @@ def _executors(data: bytes) -> list[dict[str, Any]]:
 
 def pinned_images(data: bytes) -> set[str]:
     """Every executor image of a generated YAML (a component or a compiled pipeline)."""
-    return {str(c.get("image")) for c in _executors(data)}
+    return _images(_executors(data))
 
 
-def installed_items(data: bytes) -> set[str]:
+def _images(containers: list[dict[str, Any]]) -> set[str]:
+    return {str(c.get("image")) for c in containers}
+
+
+def _installed(containers: list[dict[str, Any]]) -> set[str]:
     """What a generated component's pod gives ``pip install``: KFP writes each item of
     ``packages_to_install`` single-quoted into its command."""
     found: set[str] = set()
-    for container in _executors(data):
+    for container in containers:
         for part in (*container.get("command", ()), *container.get("args", ())):
             for line in str(part).splitlines():
                 if " -m pip install " in line:
@@ -236,10 +240,11 @@ def pins_exactly(image: str, *, starts: str, installs: Iterable[str] = ()) -> Ch
     def check(data: bytes) -> str | None:
         if not data.startswith(starts.encode()):
             return "another header"
-        images = pinned_images(data)
+        containers = _executors(data)
+        images = _images(containers)
         if images != {image}:
             return f"it runs {', '.join(sorted(images)) or 'no image'}, not {image}"
-        other = installed_items(data) ^ wanted
+        other = _installed(containers) ^ wanted
         return f"it installs other packages ({sorted(other)[0]})" if other else None
 
     return check
