@@ -291,13 +291,13 @@ class OsLayers:
         return work
 
     def _from_cache(self, pin: LayerPin) -> Blob | None:
-        """The cached blob of ``pin``, its sha256 checked (once per run: every image of a
-        release asks for the same OS layer)."""
+        """The cached blob of ``pin``, its sha256 checked (hashed when its file changed
+        since it was last found whole; once per run: every image asks for it)."""
         if pin.digest in self._checked:
             return self._checked[pin.digest]
         path = self._cache.blob_path(pin.digest)
         try:
-            if path.stat().st_size != pin.size or f"sha256:{sha256_file(path)}" != pin.digest:
+            if not self._cache.intact(path, pin.digest, pin.size):
                 return None
         except OSError:
             return None
