@@ -45,7 +45,6 @@ ALLOWED: dict[str, str] = {
     "_wheels/sdist_cache.py:SdistCache.store": f"the cache entry's record, {_TEMP}",
     "_wheels/build.py:_build_cached": f"the cache entry's record, {_TEMP}",
     "_wheels/build.py:_copy_hashing": "a .part file beside the wheel, then replaced",
-    "_components/generate.py:cached": "the cache entry's temporary file, then replaced",
     "_images/oci/cache.py:LayerCache.store": "the blob's temporary file, then replaced",
     "_workspace/bump.py:write_files": "each file's temporary file, then all replaced",
     "_util/cmd.py:spawn": "a server's own log, appended to while it runs",
