@@ -42,18 +42,20 @@ def emit(args: argparse.Namespace, data: Any, text: str) -> None:
 
 
 def workspace(args: argparse.Namespace, *, lock: bool = False) -> Workspace:
-    """The monorepo (--repo, or found from the working directory); opens the command's log.
+    """The monorepo (--repo, or found from the working directory); opens the command's log
+    and says what reading it found worth a warning.
 
     ``lock``: the command writes the checkout: it holds the checkout's lock
     (``kiln._util.lock``) until it ends, taken before its log is opened (a waiting run
     must not empty the log of the run it waits for)."""
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
     ws = discover(root)
+    report = report_of(args)
     if lock:
         held = contextlib.ExitStack()
-        held.enter_context(
-            checkout_lock(ws.state_dir, f"kiln {args.command}", echo=report_of(args).step)
-        )
+        held.enter_context(checkout_lock(ws.state_dir, f"kiln {args.command}", echo=report.step))
         args.cleanup.append(held.close)
-    report_of(args).open_log(ws.state_dir / "logs" / f"{args.command}.log")
+    report.open_log(ws.state_dir / "logs" / f"{args.command}.log")
+    for warning in ws.warnings:
+        report.step(f"warning: {warning}")
     return ws

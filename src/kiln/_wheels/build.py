@@ -39,23 +39,16 @@ from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
 from kiln._util.toml import load_toml
 from kiln._workspace.model import Helper
+from kiln._workspace.tree import SKIP_DIRS, SKIP_SUFFIXES, SKIP_TOP_DIRS
 
 # Bump when the key or the layout of an entry changes: older entries are then ignored.
 CACHE_FORMAT = "1"
 NO_CACHE_ENV = "KILN_NO_WHEEL_CACHE"
 _RECORD = "wheel.sha256"  # "<sha256>  <filename>", as sha256sum writes it
 
-# Never part of a wheel: hatchling always skips these folders (plus test and packaging
-# caches that .gitignore files exclude); build outputs only at the helper's top level,
-# since a package may well have a `build` subpackage.
-_SKIP_DIRS = frozenset(
-    {
-        "__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis",
-        ".git", ".hg", ".venv", ".tox", ".nox", ".hatch", ".pixi",
-    }
-)  # fmt: skip
-_SKIP_TOP_DIRS = frozenset({"build", "dist"})
-_SKIP_SUFFIXES = (".pyc", ".pyo")  # hatchling excludes them too
+# Never part of a wheel (what discovery's walk of a helper skips too): tool caches,
+# virtual environments, VCS folders, build outputs at the helper's top level, bytecode.
+_SKIP_DIRS, _SKIP_TOP_DIRS, _SKIP_SUFFIXES = SKIP_DIRS, SKIP_TOP_DIRS, SKIP_SUFFIXES
 # The ignore files hatchling reads: the nearest one at or above the project, up to the
 # repository's root (the folder holding the second name).
 _VCS_IGNORE_FILES = ((".gitignore", ".git"), (".hgignore", ".hg"))

@@ -20,6 +20,7 @@ from kiln._debian.config import read_os, read_os_packages
 from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
+from kiln._workspace.hatch import check_build_system, check_wheel_files, import_packages
 from kiln._workspace.model import (
     DEFAULT_PLATFORM,
     Component,
@@ -29,6 +30,15 @@ from kiln._workspace.model import (
     Workspace,
 )
 from kiln._workspace.sources import read_components, read_pipelines
+from kiln._workspace.tree import (
+    DEFAULT_MAX_FILE_MIB,
+    MAX_FILE_SETTING,
+    Limit,
+    check_helper_tree,
+    check_read_tree,
+    oversized,
+    refuse_link,
+)
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*[a-z0-9]$")
 
@@ -55,32 +65,6 @@ def _check_version(value: str, path: Path) -> str:
     return value
 
 
-# Options of hatchling's wheel target that choose the files to ship.
-_FILE_SELECTION = ("packages", "only-include", "include", "sources", "force-include")
-
-
-def _check_wheel_files(doc: dict[str, Any], path: Path, distribution: str) -> None:
-    """Catch what hatchling would fail on: no file selection and no folder named like the
-    distribution (``acme_textstats``), which is the rule here since import packages keep
-    short names."""
-    hatch = doc.get("tool", {}).get("hatch", {}).get("build", {})
-    wheel = hatch.get("targets", {}).get("wheel", {})
-    if any(key in wheel or key in hatch for key in _FILE_SELECTION):
-        return
-    module = canonicalize_name(distribution).replace("-", "_")
-    candidates = (f"{module}/__init__.py", f"src/{module}/__init__.py", f"{module}.py")
-    if any((path / c).is_file() for c in candidates):
-        return
-    found = sorted(p.parent.name for p in (path / "src").glob("*/__init__.py"))
-    package = found[0] if len(found) == 1 else path.name.replace("-", "_")
-    raise ConfigError(
-        f"{path / 'pyproject.toml'}: hatchling cannot tell which files to ship: the import "
-        f"package is not named like the distribution ({module}); add\n"
-        f'    [tool.hatch.build.targets.wheel]\n    packages = ["src/{package}"]\n'
-        f"(packages found under {path / 'src'}: {', '.join(found) or 'none'})"
-    )
-
-
 # A helper folder names a distribution (<org>-<folder>, PEP 508); an image folder names a
 # registry repository (<org>/<folder>), lowercase. Both appear in the commands kiln's
 # hints give, so nothing a shell would read as more than a word gets through.
@@ -102,34 +86,14 @@ def _suggest(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "renamed"
 
 
-def _check_build_system(table: Any, pyproject: Path) -> None:
-    """Hatchling builds the wheel, and everything the build installs is pinned exactly:
-    an unpinned backend or plugin breaks byte-reproducible wheels."""
-    backend = table.get("build-backend") if isinstance(table, dict) else None
-    if backend != "hatchling.build":
-        raise ConfigError(
-            f"{pyproject}: [build-system] build-backend is {backend!r}; kiln builds helpers "
-            'with hatchling: set build-backend = "hatchling.build"'
-        )
-    requires = table.get("requires", [])
-    if not any(re.fullmatch(r"hatchling==[\w.]+", str(r).replace(" ", "")) for r in requires):
-        raise ConfigError(
-            f"{pyproject}: [build-system] requires {requires!r} must pin hatchling exactly "
-            '(e.g. "hatchling==1.33.0"): an unpinned backend breaks byte-reproducible wheels'
-        )
-    loose = [r for r in requires if not re.fullmatch(r"[\w.-]+==[\w.]+", str(r).replace(" ", ""))]
-    if loose:
-        raise ConfigError(
-            f"{pyproject}: [build-system] requires {', '.join(map(repr, loose))} without an "
-            'exact version: pin each with == (e.g. "hatch-vcs==0.4.0"), so every build of '
-            "the wheel uses the same code"
-        )
-
-
-def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
+def _read_helper(path: Path, org: str, limit: Limit) -> tuple[Helper, list[Requirement]]:
     _check_folder(path, _HELPER_FOLDER, "a distribution (letters, digits, '-', '_' and '.')")
+    files = check_helper_tree(path)  # before reading any of them
     pyproject = path / "pyproject.toml"
     doc = load_toml(pyproject, what="helper")
+    own = doc.get("tool", {}).get("kiln", {})
+    if isinstance(own, dict) and MAX_FILE_SETTING in own:
+        limit = _limit(own, pyproject)
     project = doc.get("project")
     if not isinstance(project, dict):
         raise ConfigError(f"{pyproject}: no [project] table; add name, version and dependencies")
@@ -150,8 +114,8 @@ def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
     if "version" in project.get("dynamic", []):
         raise ConfigError(f"{pyproject}: a dynamic version is not supported; set version = '...'")
     version = _check_version(get_str(project, "version", pyproject, "project"), pyproject)
-    _check_build_system(doc.get("build-system", {}), pyproject)
-    _check_wheel_files(doc, path, name)
+    check_build_system(doc.get("build-system", {}), pyproject)
+    check_wheel_files(doc, path, name)
     reqs: list[Requirement] = []
     for raw in get_str_list(project, "dependencies", pyproject, "project"):
         try:
@@ -165,24 +129,28 @@ def _read_helper(path: Path, org: str) -> tuple[Helper, list[Requirement]]:
         version=version,
         dependencies=tuple(str(r) for r in reqs),
         siblings=(),
-        packages=_import_packages(doc, path, name),
+        packages=import_packages(doc, path, name),
+        warnings=oversized(files, limit),
     )
     return helper, reqs
 
 
-def _import_packages(doc: dict[str, Any], path: Path, distribution: str) -> tuple[str, ...]:
-    """The top-level import names a helper's wheel ships: its hatch ``packages`` (their
-    last path part), else the package named like the distribution."""
-    wheel = doc.get("tool", {}).get("hatch", {}).get("build", {}).get("targets", {}).get("wheel")
-    listed = wheel.get("packages") if isinstance(wheel, dict) else None
-    if isinstance(listed, list) and all(isinstance(p, str) for p in listed):
-        return tuple(sorted({Path(p).name for p in listed}))
-    return (canonicalize_name(distribution).replace("-", "_"),)
+def _limit(kiln: dict[str, Any], pyproject: Path) -> Limit:
+    """``max-file-size-mib`` of a [tool.kiln] table: the size above which a helper's file
+    is reported."""
+    mib = get_int(kiln, MAX_FILE_SETTING, DEFAULT_MAX_FILE_MIB, pyproject, "tool.kiln")
+    if mib < 1:
+        raise ConfigError(
+            f"{pyproject}: [tool.kiln] {MAX_FILE_SETTING} = {mib}; use a number of MiB of "
+            f"at least 1 (default {DEFAULT_MAX_FILE_MIB})"
+        )
+    return Limit(mib, f"[tool.kiln] {MAX_FILE_SETTING} in {shlex.quote(str(pyproject))}")
 
 
-def _read_helpers(root: Path, org: str) -> tuple[Helper, ...]:
+def _read_helpers(root: Path, org: str, limit: Limit) -> tuple[Helper, ...]:
+    refuse_link(root / "helpers")
     folders = sorted(p for p in (root / "helpers").glob("*") if p.is_dir())
-    read = [_read_helper(p, org) for p in folders if not p.name.startswith((".", "_"))]
+    read = [_read_helper(p, org, limit) for p in folders if not p.name.startswith((".", "_"))]
     by_dist = {canonicalize_name(h.distribution): h for h, _ in read}
     helpers = []
     for helper, reqs in read:
@@ -420,8 +388,11 @@ def discover(root: Path) -> Workspace:
         index_port=get_int(stack_table, "index-port", 8765, pyproject, section),
         registry_port=get_int(stack_table, "registry-port", 5765, pyproject, section),
     )
-    helpers = _read_helpers(root, org)
+    helpers = _read_helpers(root, org, _limit(kiln, pyproject))
+    refuse_link(root / "images")
     image_dirs = sorted(p for p in (root / "images").glob("*") if p.is_dir())
+    for folder in (*image_dirs, root / "pipelines"):
+        check_read_tree(folder)
     images = tuple(_read_image(p, {h.name for h in helpers}) for p in image_dirs)
     if any(i.name == PACKAGES_IMAGE for i in images):
         raise ConfigError(

@@ -24,6 +24,8 @@ class Helper:
     dependencies: tuple[str, ...]  # requirement strings from [project].dependencies
     siblings: tuple[str, ...]  # names of other helpers it depends on (pinned ==)
     packages: tuple[str, ...] = ()  # the top-level import packages its wheel ships
+    # what reading it found worth a word but not a refusal (a file above the size limit)
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def wheel_stem(self) -> str:
@@ -138,6 +140,11 @@ class Workspace:
         """Where ``image`` is configured, for messages: its image.toml, or packages mode's
         ``[tool.kiln.packages]``."""
         return "[tool.kiln.packages]" if image is self.packages else image.path / "image.toml"
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What reading the repository found worth a word but not a refusal."""
+        return tuple(w for h in self.helpers for w in h.warnings)
 
     def helper(self, name: str) -> Helper:
         return next(h for h in self.helpers if h.name == name)

@@ -1,0 +1,242 @@
+"""The hostile-repo corpus: each case is a small mutation of a copy of this monorepo
+(its helpers, images, pipelines and pyproject.toml) with the error class, exit code and
+message phrase kiln must answer it with, when it reads the repository: before anything
+is built, let alone published (``tests/e2e/test_hostile.py`` proves that for a few of
+them against a real index and registry).
+
+``refuse(root)`` is what every command does first: ``discover`` and then
+``validate_components``. No server, no build.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from kiln._errors import ConfigError, KilnError
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Workspace
+
+PROJECT = Path(__file__).resolve().parents[2]
+_IGNORE = shutil.ignore_patterns(".kiln", "dist", "__pycache__", "*.egg-info")
+
+
+def example(tmp_path: Path) -> Path:
+    """A copy of this monorepo's helpers, images, pipelines and pyproject.toml."""
+    root = tmp_path / "repo"
+    for name in ("helpers", "images", "pipelines"):
+        shutil.copytree(PROJECT / name, root / name, ignore=_IGNORE)
+    shutil.copy(PROJECT / "pyproject.toml", root / "pyproject.toml")
+    return root
+
+
+def refuse(root: Path) -> Workspace:
+    """What every command does with a repository before anything else."""
+    return discover(root)
+
+
+# ------------------------------------------------------------------ mutations
+PKG = Path("helpers/imgproc/src/imgproc")
+
+
+def _link(rel: str, target: str | Callable[[Path], str]) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        (root / rel).unlink(missing_ok=True)
+        (root / rel).symlink_to(target(root) if callable(target) else target)
+
+    return mutate
+
+
+def _outside(root: Path) -> str:
+    """A folder beside the repository, holding a secret."""
+    folder = root.parent / "outside"
+    folder.mkdir(exist_ok=True)
+    (folder / "secret.txt").write_text("canary\n")
+    return str(folder)
+
+
+def _loop(root: Path) -> None:
+    (root / PKG / "a.txt").symlink_to("b.txt")
+    (root / PKG / "b.txt").symlink_to("a.txt")
+
+
+def _linked_helper(root: Path) -> None:
+    elsewhere = root.parent / "elsewhere" / "evil"
+    shutil.copytree(root / "helpers" / "viz", elsewhere)
+    (root / "helpers" / "evil").symlink_to(elsewhere, target_is_directory=True)
+
+
+def _fifo(rel: str) -> Callable[[Path], None]:
+    return lambda root: os.mkfifo(root / rel)
+
+
+def _socket(rel: str) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        # AF_UNIX paths are limited to ~107 bytes: bind from inside the folder.
+        here = Path.cwd()
+        os.chdir((root / rel).parent)
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind((root / rel).name)
+        finally:
+            os.chdir(here)
+
+    return mutate
+
+
+def _edit(rel: str, old: str, new: str) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        path = root / rel
+        text = path.read_text(encoding="utf-8")
+        assert old in text, f"{old!r} not in {rel}"
+        path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+    return mutate
+
+
+def _write(rel: str, data: bytes) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(data)
+
+    return mutate
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    mutate: Callable[[Path], None]
+    phrase: str  # a substring of the message ({root}: the copy's path)
+    error: type[KilnError] = ConfigError
+
+
+CASES = [
+    # -- symbolic links and special files (issue 18, defect 2)
+    Case(
+        "link-to-a-host-file",
+        _link(f"{PKG}/leak.txt", "/etc/passwd"),
+        f"{{root}}/{PKG}/leak.txt is a symbolic link to '/etc/passwd', which resolves to "
+        "'/etc/passwd', outside",
+    ),
+    Case(
+        "link-to-a-folder-outside",
+        _link(f"{PKG}/home", _outside),
+        "/outside', which resolves to",
+    ),
+    Case(
+        "relative-link-leaving-the-helper",
+        _link(f"{PKG}/up.toml", "../../../../pyproject.toml"),
+        "symbolic link to '../../../../pyproject.toml', which resolves to",
+    ),
+    Case(
+        "link-named-like-a-command-is-quoted",
+        _link(f"{PKG}/leak $(id).txt", "/etc/passwd"),
+        f"remove it (`git rm '{{root}}/{PKG}/leak $(id).txt'`)",
+    ),
+    Case("dangling-link", _link(f"{PKG}/gone.txt", "nowhere.txt"), "(a dangling link)"),
+    Case("link-loop", _loop, "which is a loop of links"),
+    Case(
+        "link-inside-the-helper",
+        _link(f"{PKG}/again.py", "__init__.py"),
+        "inside the helper: a wheel holds no links",
+    ),
+    Case("helper-folder-is-a-link", _linked_helper, "{root}/helpers/evil is a symbolic link"),
+    Case(
+        "link-out-of-an-image-folder",
+        _link("images/base/notes.txt", "/etc/passwd"),
+        "{root}/images/base/notes.txt is a symbolic link to '/etc/passwd'",
+    ),
+    Case(
+        "component-module-linked-from-outside",
+        _link("pipelines/components/leak.py", lambda root: _outside(root) + "/secret.txt"),
+        "{root}/pipelines/components/leak.py is a symbolic link to",
+    ),
+    Case(
+        "generated-yaml-linked-out-(written-through)",
+        _link("pipelines/components/generated/enhance_contrast.yaml", "/etc/hostname"),
+        "generated/enhance_contrast.yaml is a symbolic link to '/etc/hostname'",
+    ),
+    Case("fifo-in-a-helper", _fifo(f"{PKG}/pipe"), f"{{root}}/{PKG}/pipe is a FIFO"),
+    Case("socket-in-a-helper", _socket(f"{PKG}/s"), f"{{root}}/{PKG}/s is a socket"),
+    Case("fifo-in-pipelines", _fifo("pipelines/pipe"), "{root}/pipelines/pipe is a FIFO"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_a_hostile_repository_is_refused_when_it_is_read(tmp_path: Path, case: Case) -> None:
+    root = example(tmp_path)
+    refuse(root)  # the copy itself is fine
+    case.mutate(root)
+    with pytest.raises(KilnError) as err:
+        refuse(root)
+    assert type(err.value) is case.error
+    assert err.value.exit_code == case.error.exit_code
+    assert case.phrase.format(root=root) in str(err.value)
+
+
+# ------------------------------------------------------------------ reported, not refused
+def _sparse(path: Path, mib: int) -> None:
+    with path.open("wb") as fh:
+        fh.truncate(mib * 1024 * 1024)  # sparse: costs no disk
+
+
+def test_a_big_file_in_a_helper_is_reported_with_the_setting_that_raises_the_limit(
+    tmp_path: Path,
+) -> None:
+    root = example(tmp_path)
+    _sparse(root / PKG / "model.bin", 200)
+    _sparse(root / PKG / "small.bin", 10)  # at the limit: fine
+    ws = refuse(root)
+    (warning,) = ws.warnings
+    assert warning == (
+        f"{root / PKG / 'model.bin'} is 200.0 MiB, over the 10 MiB limit for a helper's file: "
+        "it is published in the wheel and baked into every image with this helper; move it "
+        "out of the helper (fetch it at run time), or raise [tool.kiln] max-file-size-mib in "
+        f"{root / 'pyproject.toml'}"
+    )
+
+
+@pytest.mark.parametrize("where", ["workspace", "helper"])
+def test_the_size_limit_is_raised_in_tool_kiln(tmp_path: Path, where: str) -> None:
+    root = example(tmp_path)
+    _sparse(root / PKG / "model.bin", 200)
+    pyproject = root / (
+        "pyproject.toml" if where == "workspace" else "helpers/imgproc/pyproject.toml"
+    )
+    text = pyproject.read_text()
+    if where == "workspace":
+        pyproject.write_text(
+            text.replace("[tool.kiln]\n", "[tool.kiln]\nmax-file-size-mib = 300\n")
+        )
+    else:
+        pyproject.write_text(text + "\n[tool.kiln]\nmax-file-size-mib = 300\n")
+    assert refuse(root).warnings == ()
+    # ... and lowered, the warning names the file that set it
+    pyproject.write_text(pyproject.read_text().replace("= 300", "= 100"))
+    (warning,) = refuse(root).warnings
+    assert warning.endswith(f"over the 100 MiB limit for a helper's file: it is published in "
+                            "the wheel and baked into every image with this helper; move it out "
+                            "of the helper (fetch it at run time), or raise [tool.kiln] "
+                            f"max-file-size-mib in {pyproject}")  # fmt: skip
+
+
+def test_what_never_reaches_a_wheel_is_not_looked_at(tmp_path: Path) -> None:
+    # A helper's virtual environment is full of links out of it; caches and build outputs
+    # hold whatever: hatchling never packs them, so neither is checked.
+    root = example(tmp_path)
+    helper = root / "helpers" / "imgproc"
+    (helper / ".venv" / "bin").mkdir(parents=True)
+    (helper / ".venv" / "bin" / "python").symlink_to("/usr/bin/python3")
+    (helper / "dist").mkdir()
+    os.mkfifo(helper / "dist" / "pipe")
+    (root / PKG / "__pycache__").mkdir(exist_ok=True)
+    (root / PKG / "__pycache__" / "x.pyc").symlink_to("/etc/passwd")
+    _sparse(helper / "dist" / "old.whl", 200)
+    ws = refuse(root)
+    assert ws.warnings == ()
