@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln._components.validate import validate_components
 from kiln._errors import ConfigError, KilnError
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
@@ -38,7 +39,9 @@ def example(tmp_path: Path) -> Path:
 
 def refuse(root: Path) -> Workspace:
     """What every command does with a repository before anything else."""
-    return discover(root)
+    ws = discover(root)
+    validate_components(ws.components)
+    return ws
 
 
 # ------------------------------------------------------------------ mutations
@@ -108,6 +111,18 @@ def _write(rel: str, data: bytes) -> Callable[[Path], None]:
     return mutate
 
 
+def _component(func: str, *, doc: str = "", default: str = "1", returns: str = "int") -> bytes:
+    """A component module (``pipelines/components/zz.py``) on image ``base``."""
+    docstring = f'    """{doc}"""\n' if doc else ""
+    return (
+        f'IMAGE = "base"\n\n\ndef {func}(x: int = {default}) -> {returns}:\n{docstring}'
+        "    return x\n"
+    ).encode()
+
+
+ZZ = "pipelines/components/zz.py"
+
+
 @dataclass(frozen=True)
 class Case:
     id: str
@@ -165,6 +180,53 @@ CASES = [
     Case("fifo-in-a-helper", _fifo(f"{PKG}/pipe"), f"{{root}}/{PKG}/pipe is a FIFO"),
     Case("socket-in-a-helper", _socket(f"{PKG}/s"), f"{{root}}/{PKG}/s is a socket"),
     Case("fifo-in-pipelines", _fifo("pipelines/pipe"), "{root}/pipelines/pipe is a FIFO"),
+    # -- component names and docstrings (defect 8): KFP's limits, control characters
+    Case(
+        "300-character-function-name",
+        _write(ZZ, _component("f" * 300)),
+        f"{{root}}/{ZZ}:4: component {'f' * 300!r} cannot be compiled: KFP names its pipeline",
+    ),
+    Case(
+        "function-name-kfp-renames-to-nothing",
+        _write(ZZ, _component("数据")),
+        f"{{root}}/{ZZ}:4: component '数据' cannot be compiled: KFP names its pipeline ''",
+    ),
+    Case(
+        "raw-esc-in-a-docstring",
+        _write(ZZ, _component("shout", doc="Loud \x1b[31mred")),
+        f"{{root}}/{ZZ}:5: the docstring of shout 'Loud \\x1b[31mred' holds '\\x1b'",
+    ),
+    Case(
+        "carriage-return-in-a-docstring-(a-yaml-line-break)",
+        _write(ZZ, _component("crlf", doc="One\\rtwo: {{x}}")),
+        "the docstring of crlf 'One\\rtwo: {{{{x}}}}' holds '\\r'",
+    ),
+    Case(
+        "line-separator-in-a-docstring",
+        _write(ZZ, _component("ls", doc="One\u2028---\u2028evil: 1")),
+        "holds '\\u2028'",
+    ),
+    Case(
+        "yaml-document-in-a-default",
+        _write(
+            ZZ, _component("inject", default='"a\\n---\\nb: {{c}}"').replace(b"x: int", b"x: str")
+        ),
+        "{root}/" + ZZ + ":4: a default of inject 'a\\n---\\nb: {{{{c}}}}' holds '\\n'",
+    ),
+    Case(
+        "escape-in-a-default",
+        _write(ZZ, _component("esc", default='"\\x1b[2J"').replace(b"x: int", b"x: str")),
+        "a default of esc '\\x1b[2J' holds '\\x1b'",
+    ),
+    Case(
+        "line-break-in-an-output-name",
+        _write(
+            ZZ,
+            b"from typing import NamedTuple\n"
+            + _component("outs", returns="NamedTuple('O', [('a\\nb', int)])"),
+        ),
+        "a string in the return annotation of outs 'a\\nb' holds '\\n'",
+    ),
 ]
 
 

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from kiln._components.validate import validate_components
 from kiln._options import Options
 from kiln._report import Reporter
 from kiln._util.lock import checkout_lock
@@ -50,6 +51,7 @@ def workspace(args: argparse.Namespace, *, lock: bool = False) -> Workspace:
     must not empty the log of the run it waits for)."""
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
     ws = discover(root)
+    validate_components(ws.components)  # before any command builds or publishes
     report = report_of(args)
     if lock:
         held = contextlib.ExitStack()

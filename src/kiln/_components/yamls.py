@@ -28,6 +28,7 @@ from kiln._components.generate import (
     runs_only,
 )
 from kiln._components.packages import check_imports, closure, install_items, pip_options
+from kiln._components.validate import validate_components
 from kiln._report import Reporter
 from kiln._util.files import sha256_file
 from kiln._wheels.wheelhouse import Wheelhouse
@@ -72,6 +73,7 @@ def generate(
     pipelines (under dist/, or beside ``out``). ``houses``: each image's wheelhouse,
     ``image_refs`` its ``repository@digest``; ``packages``: packages mode's base and
     wheelhouse; ``index_url``: the private index packages-mode pods install from."""
+    validate_components(workspace.components)  # every one, before any YAML is written
     pipelines_out = workspace.dist_dir / "pipelines" if out is None else out.parent / "pipelines"
     out = out or workspace.component_dir
     modes = [c.mode for c in workspace.components]

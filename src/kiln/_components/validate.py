@@ -1,0 +1,120 @@
+"""Component functions checked before any YAML is written, read with ``ast``.
+
+KFP names a component's pipeline after its function, made Kubernetes-friendly
+(lowercased, each run of other characters a dash), and refuses a name that is then not
+``^[a-z0-9][a-z0-9-]{0,127}$`` with a traceback, after the YAMLs before it were
+written. KFP copies the docstring and the defaults into the comment that heads each
+YAML as they are: a character YAML refuses (a raw ESC) makes the committed file
+unreadable, and a line break YAML reads as one (CR, NEL, U+2028/9; in a default any,
+since a default's lines are not commented) ends the comment, so the text after it
+becomes YAML, another document after ``---``.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from kiln._errors import ConfigError
+from kiln._workspace.model import Component
+from kiln._workspace.sources import parse_module
+
+KFP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
+# What YAML reads: tab, LF, CR, NEL and the printable ranges (YAML 1.1, as PyYAML).
+_UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_EXTRA_BREAKS = re.compile("[\r\x85\u2028\u2029]")  # line breaks to YAML besides LF
+
+
+def kfp_name(name: str) -> str:
+    """The name KFP gives the pipeline of the component ``name`` (its k8s renaming)."""
+    return re.sub("-+", "-", re.sub("[^-0-9a-z]+", "-", name.lower())).strip("-")
+
+
+def _bad(text: str, *, breaks: bool) -> tuple[int, str] | None:
+    """The offset and the character in ``text`` a YAML comment cannot hold; ``breaks``:
+    refuse a line feed too."""
+    found = _UNPRINTABLE.search(text) or _EXTRA_BREAKS.search(text)
+    if found is None and breaks:
+        found = re.search("\n", text)
+    return (found.start(), found.group()) if found is not None else None
+
+
+def _strings(node: ast.AST | None) -> Iterator[ast.Constant]:
+    for sub in ast.walk(node) if node is not None else ():
+        if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            yield sub
+
+
+def _fail(where: str, what: str, value: str, *, char: str, fix: str) -> ConfigError:
+    return ConfigError(
+        f"{where}: {what} {value!r} holds {char!r}, which KFP copies unescaped into the "
+        f"comment heading the component's YAML, so the committed YAML would break; {fix}"
+    )
+
+
+def _check_function(path: Path, func: ast.FunctionDef) -> None:
+    kfp = kfp_name(func.name)
+    if not KFP_NAME.fullmatch(kfp):
+        raise ConfigError(
+            f"{path}:{func.lineno}: component {func.name!r} cannot be compiled: KFP names its "
+            f"pipeline {kfp!r}, which must match ^[a-z0-9][a-z0-9-]{{0,127}}$ (at most 128 "
+            "lowercase letters, digits and dashes; each run of other characters becomes a "
+            f"dash); rename the function (e.g. {_shorter(func.name)!r})"
+        )
+    body = func.body[0] if func.body else None
+    if isinstance(body, ast.Expr) and isinstance(body.value, ast.Constant):
+        doc = body.value.value
+        bad = _bad(doc, breaks=False) if isinstance(doc, str) else None
+        if isinstance(doc, str) and bad is not None:
+            line = body.lineno + doc.count("\n", 0, bad[0])
+            raise _fail(
+                f"{path}:{line}", f"the docstring of {func.name}", doc, char=bad[1],
+                fix="write it as plain text (an escape such as \\x1b in a docstring is the "
+                "character itself; drop it), with \\n as the only line break",
+            )  # fmt: skip
+    args = func.args
+    params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
+    for param in params:
+        if param is None:
+            continue
+        bad = _bad(param.arg, breaks=True)
+        if bad is not None:
+            where = f"{path}:{param.lineno}"
+            raise _fail(where, "parameter name", param.arg, char=bad[1], fix="rename it")
+        for const in _strings(param.annotation):
+            _check_value(path, const, f"a string in the annotation of {param.arg}")
+    for default in [*args.defaults, *args.kw_defaults]:
+        for const in _strings(default):
+            _check_value(path, const, f"a default of {func.name}")
+    for const in _strings(func.returns):
+        _check_value(path, const, f"a string in the return annotation of {func.name}")
+
+
+def _check_value(path: Path, const: ast.Constant, what: str) -> None:
+    value = str(const.value)
+    bad = _bad(value, breaks=True)
+    if bad is not None:
+        raise _fail(
+            f"{path}:{const.lineno}", what, value, char=bad[1],
+            fix="keep such values on one line of printable text (pass multi-line text as an "
+            "argument at run time instead)",
+        )  # fmt: skip
+
+
+def _shorter(name: str) -> str:
+    kept = kfp_name(name)[:40].strip("-").replace("-", "_")
+    return kept if kept and kept[0].isalpha() else f"step_{kept}".rstrip("_")
+
+
+def validate_components(components: Sequence[Component]) -> None:
+    """Refuse any component KFP cannot compile or whose YAML would break, before any is
+    written: the error names file:line, the value and the fix."""
+    trees: dict[Path, ast.Module] = {}
+    for component in components:
+        if component.path not in trees:
+            trees[component.path] = parse_module(component.path)
+        for node in trees[component.path].body:
+            if isinstance(node, ast.FunctionDef) and node.name == component.name:
+                _check_function(component.path, node)
