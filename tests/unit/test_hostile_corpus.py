@@ -121,6 +121,29 @@ def _component(func: str, *, doc: str = "", default: str = "1", returns: str = "
 
 
 ZZ = "pipelines/components/zz.py"
+HELPER_TOML = "helpers/imgproc/pyproject.toml"
+IMAGE_TOML = "images/base/image.toml"
+
+
+def _rename(rel: str, new: str) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        (root / rel).rename((root / rel).with_name(new))
+
+    return mutate
+
+
+def _append(rel: str, data: bytes) -> Callable[[Path], None]:
+    def mutate(root: Path) -> None:
+        with (root / rel).open("ab") as fh:
+            fh.write(data)
+
+    return mutate
+
+
+def _ship_numpy(root: Path) -> None:
+    (root / "helpers/imgproc/src/numpy").mkdir()
+    (root / "helpers/imgproc/src/numpy/__init__.py").write_text("")
+    _edit(HELPER_TOML, '"src/imgproc"', '"src/imgproc", "src/numpy"')(root)
 
 
 @dataclass(frozen=True)
@@ -227,19 +250,121 @@ CASES = [
         ),
         "a string in the return annotation of outs 'a\\nb' holds '\\n'",
     ),
+    # -- path traversal and shell words in names
+    Case(
+        "helper-folder-named-like-a-command",
+        _rename("helpers/viz", "$(touch x)"),
+        "'{root}/helpers/$(touch x)': the folder name '$(touch x)' cannot be used",
+    ),
+    Case(
+        "image-folder-with-a-space",
+        _rename("images/analytics", "Analytics Image"),
+        "the folder name 'Analytics Image' cannot be used",
+    ),
+    Case(
+        "helper-project-name-traversal",
+        _edit(HELPER_TOML, 'name = "acme-imgproc"', 'name = "../imgproc"'),
+        "[project] name is '../imgproc', expected 'acme-imgproc'",
+    ),
+    Case(
+        "image-helper-traversal",
+        _edit(IMAGE_TOML, 'helpers = ["imgproc"]', 'helpers = ["../helpers/imgproc"]'),
+        "helpers lists ../helpers/imgproc, which is not a folder under helpers/",
+    ),
+    Case(
+        "component-image-traversal",
+        _write(ZZ, _component("f").replace(b'"base"', b'"../images/base"')),
+        "IMAGE = '../images/base' must name an image folder under images/",
+    ),
+    Case(
+        "pipeline-module-named-like-a-command",
+        _write("pipelines/$(id).py", b"def build(load):\n    return None\n"),
+        "the module name '$(id)' cannot be used",
+    ),
+    Case(
+        "pipeline-module-named-with-dots",
+        _write("pipelines/..evil.py", b"def build(load):\n    return None\n"),
+        "git mv {root}/pipelines/..evil.py {root}/pipelines/evil.py",
+    ),
+    Case(
+        "component-module-name-with-a-line-break-(yaml-header-injection)",
+        _write("pipelines/components/x\n---\nevil: 1.py", _component("f")),
+        "the module name 'x\\n---\\nevil: 1' cannot be used",
+    ),
+    # -- dependency confusion
+    Case(
+        "image-requirement-in-the-org-namespace-that-no-helper-publishes",
+        _edit(IMAGE_TOML, "requirements = []", 'requirements = ["acme-imgproc-extras>=1"]'),
+        "requirements names 'acme-imgproc-extras>=1', in this organisation's namespace "
+        "(acme-*), but no folder under helpers/ publishes acme-imgproc-extras",
+    ),
+    Case(
+        "helper-dependency-in-the-org-namespace-that-no-helper-publishes",
+        _edit(HELPER_TOML, '["numpy>=1.26"]', '["numpy>=1.26", "acme-secret-sauce"]'),
+        "dependency confusion",
+    ),
+    Case(
+        "lock-pins-a-helper-name-from-upstream",
+        _append("images/base/requirements.lock", b"acme-imgproc==0.2.0 \\\n    --hash=sha256:00\n"),
+        "requirements.lock:{line}: pins acme-imgproc, a name in this organisation's "
+        "namespace (acme-*)",
+    ),
+    Case(
+        "helper-ships-an-import-package-named-numpy",
+        _ship_numpy,
+        "helper imgproc ships the import package 'numpy', named like the third-party project numpy",
+    ),
+    # -- build system, encodings, settings
+    Case(
+        "setuptools-backend",
+        _edit(HELPER_TOML, '"hatchling.build"', '"setuptools.build_meta"'),
+        "build-backend is 'setuptools.build_meta'",
+    ),
+    Case(
+        "unpinned-hatchling",
+        _edit(HELPER_TOML, '"hatchling==1.33.0"', '"hatchling"'),
+        "must pin hatchling exactly",
+    ),
+    Case(
+        "non-utf8-helper-pyproject",
+        _append(HELPER_TOML, b"# caf\xe9\n"),
+        f"{{root}}/{HELPER_TOML}: not UTF-8 text (byte 0xe9",
+    ),
+    Case(
+        "non-utf8-workspace-pyproject",
+        _append("pyproject.toml", b"# \xff\n"),
+        "{root}/pyproject.toml: not UTF-8 text (byte 0xff",
+    ),
+    Case(
+        "non-utf8-component-module",
+        _write(ZZ, _component("f") + b"# \xff\n"),
+        "zz.py: not UTF-8 text",
+    ),
+    Case(
+        "size-limit-of-zero",
+        _edit("pyproject.toml", "[tool.kiln]\n", "[tool.kiln]\nmax-file-size-mib = 0\n"),
+        "[tool.kiln] max-file-size-mib = 0; use a number of MiB of at least 1",
+    ),
 ]
+
+
+def test_the_corpus_has_at_least_thirty_cases_each_named_once() -> None:
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_a_hostile_repository_is_refused_when_it_is_read(tmp_path: Path, case: Case) -> None:
     root = example(tmp_path)
     refuse(root)  # the copy itself is fine
+    # the line a case appending a pin to images/base's lock writes it on
+    line = len((root / "images/base/requirements.lock").read_text().splitlines()) + 1
     case.mutate(root)
     with pytest.raises(KilnError) as err:
         refuse(root)
     assert type(err.value) is case.error
     assert err.value.exit_code == case.error.exit_code
-    assert case.phrase.format(root=root) in str(err.value)
+    assert case.phrase.format(root=root, line=line) in str(err.value)
 
 
 # ------------------------------------------------------------------ reported, not refused

@@ -20,6 +20,7 @@ from kiln._debian.config import read_os, read_os_packages
 from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
+from kiln._workspace.confusion import check_confusion
 from kiln._workspace.hatch import check_build_system, check_wheel_files, import_packages
 from kiln._workspace.model import (
     DEFAULT_PLATFORM,
@@ -400,10 +401,12 @@ def discover(root: Path) -> Workspace:
             "packages mode's lock (pipelines/requirements.lock); rename the folder"
         )
     components = read_components(root, images, helpers)
+    upstream = _upstream_index(kiln, pyproject)
+    check_confusion(root, org, helpers, images, upstream)
     return Workspace(
         root=root,
         org=org,
-        upstream_index=_upstream_index(kiln, pyproject),
+        upstream_index=upstream,
         source=_source(kiln, pyproject),
         stack=stack,
         helpers=helpers,

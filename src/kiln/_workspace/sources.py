@@ -8,11 +8,29 @@ constants read as literals. A pipeline module must define ``build(load)``.
 from __future__ import annotations
 
 import ast
+import re
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from kiln._errors import ConfigError
 from kiln._workspace.model import Component, Helper, Image, Pipeline, sibling_closure
+
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_module_name(path: Path) -> None:
+    """A component or pipeline module is named like a Python module: its name goes into
+    file names under dist/, the comment heading each YAML and `kiln run NAME`."""
+    if not _MODULE.fullmatch(path.stem):
+        better = re.sub(r"[^A-Za-z0-9_]+", "_", path.stem).strip("_") or "renamed"
+        better = better if not better[0].isdigit() else f"p_{better}"
+        raise ConfigError(
+            f"{shlex.quote(str(path))}: the module name {path.stem!r} cannot be used: kiln "
+            "names files and commands after it; name it like a Python module (letters, "
+            f"digits and _): `git mv {shlex.quote(str(path))} "
+            f"{shlex.quote(str(path.with_name(better + '.py')))}`"
+        )
 
 
 def parse_module(path: Path) -> ast.Module:
@@ -122,6 +140,7 @@ def read_components(
     for path in sorted((root / "pipelines" / "components").glob("*.py")):
         if path.name.startswith("_"):
             continue
+        check_module_name(path)
         tree = parse_module(path)
         if any(
             isinstance(n, ast.ImportFrom)
@@ -166,6 +185,7 @@ def read_pipelines(root: Path) -> tuple[Pipeline, ...]:
     for path in sorted((root / "pipelines").glob("*.py")):
         if path.name.startswith("_"):
             continue
+        check_module_name(path)
         tree = parse_module(path)
         if not any(isinstance(n, ast.FunctionDef) and n.name == "build" for n in tree.body):
             raise ConfigError(
