@@ -21,6 +21,7 @@ import pytest
 
 from kiln._components.validate import validate_components
 from kiln._errors import ConfigError, KilnError
+from kiln._lock.format import committed_path, locked_name
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
 
@@ -427,3 +428,11 @@ def test_what_never_reaches_a_wheel_is_not_looked_at(tmp_path: Path) -> None:
     _sparse(helper / "dist" / "old.whl", 200)
     ws = refuse(root)
     assert ws.warnings == ()
+
+
+def test_lock_hints_quote_what_they_name() -> None:
+    # kiln's lock messages print `kiln lock NAME` and `git checkout -- PATH`.
+    lock = Path("/repo/images/a $(id)/requirements.lock")
+    assert locked_name(lock) == "'a $(id)'"
+    assert committed_path(lock) == "'images/a $(id)/requirements.lock'"
+    assert locked_name(Path("/repo/pipelines/requirements.lock")) == "packages"

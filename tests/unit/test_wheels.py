@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shlex
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -74,7 +75,7 @@ def test_broken_helper_build_names_the_helper(tmp_path: Path) -> None:
 
 
 def test_a_failed_build_shows_the_backends_own_explanation(tmp_path: Path) -> None:
-    root = factory.sample(tmp_path / "repo")
+    root = factory.sample(tmp_path / "my repo")  # a space: the hint's path is quoted
     ws = discover(root)
     pyproject = root / "helpers" / "imgproc" / "pyproject.toml"
     pyproject.write_text(
@@ -86,7 +87,9 @@ def test_a_failed_build_shows_the_backends_own_explanation(tmp_path: Path) -> No
     # hatchling's words, not only build's "Backend subprocess exited ..."
     assert "Backend subprocess exited when trying to invoke build_wheel" in message
     assert "TypeError: Field `tool.hatch.build.targets.wheel.packages` must be an array" in message
-    assert message.endswith(f"check with `python -m build --wheel {ws.helpers[0].path}`")
+    assert message.endswith(
+        f"check with `python -m build --wheel {shlex.quote(str(ws.helpers[0].path))}`"
+    )
 
 
 # ---------------------------------------------------------------- the wheel cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -51,15 +52,17 @@ def lock_path(image: Image) -> Path:
 
 
 def locked_name(path: Path) -> str:
-    """The `kiln lock` argument for the lock at ``path``: its image's folder name, or
-    "packages" for packages mode's lock (``pipelines/requirements.lock``)."""
-    return "packages" if path.parent.name == "pipelines" else path.parent.name
+    """The `kiln lock` argument for the lock at ``path``, quoted for a shell (it goes into
+    the commands kiln's messages print): its image's folder name, or "packages" for
+    packages mode's lock (``pipelines/requirements.lock``)."""
+    return "packages" if path.parent.name == "pipelines" else shlex.quote(path.parent.name)
 
 
 def committed_path(path: Path) -> str:
-    """Where the lock at ``path`` is in the repository (for `git checkout -- ...`)."""
+    """Where the lock at ``path`` is in the repository, quoted for a shell (for the
+    `git checkout -- ...` kiln's messages print)."""
     folder = "pipelines" if path.parent.name == "pipelines" else f"images/{path.parent.name}"
-    return f"{folder}/{path.name}"
+    return shlex.quote(f"{folder}/{path.name}")
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,8 @@ def _build_checked(helper: Helper, outdir: Path) -> Path:
     except (build.BuildException, build.BuildBackendException) as exc:
         raise CommandFailed(
             f"building the wheel of {helper.path} failed: {exc}{_backend_output(exc)}\n"
-            f"fix the helper, then check with `python -m build --wheel {helper.path}`"
+            "fix the helper, then check with "
+            f"`python -m build --wheel {shlex.quote(str(helper.path))}`"
         ) from None
     except CalledProcessError as exc:  # build's pip or uv filling an isolated env
         raise CommandFailed(
