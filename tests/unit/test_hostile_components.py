@@ -3,12 +3,13 @@ any YAML is written (issue 18, defect 8): KFP's own compiler is the reference.""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kiln._components.catalog import read_yaml
+from kiln._components.catalog import Entry, read_yaml, render_html, render_markdown
 from kiln._components.generate import generate_component
 from kiln._components.validate import validate_components
 from kiln._components.yamls import generate
@@ -88,3 +89,38 @@ def test_nothing_is_written_when_any_component_is_invalid(tmp_path: Path) -> Non
         generate(ws, {}, {}, packages=None, index_url="http://127.0.0.1:1")
     assert {p.name: p.read_bytes() for p in ws.component_dir.iterdir()} == before
     assert not (ws.state_dir / "cache" / "components").exists()
+
+
+# Markdown and HTML injection through a docstring: not refused, shown as text.
+PAYLOADS = {
+    "script-tag": "<script>alert(1)</script>",
+    "javascript-link": "[click me](javascript:alert(1))",
+    "image-with-onerror": '<img src=x onerror="alert(1)">',
+    "tracking-image": "![x](https://evil.invalid/pixel.png)",
+    "comment-closer": "--> <b>bold</b> <!--",
+}
+
+
+@pytest.mark.parametrize("payload", sorted(PAYLOADS))
+def test_markup_in_a_docstring_is_text_in_both_catalogs(tmp_path: Path, payload: str) -> None:
+    text = PAYLOADS[payload]
+    comp = _component(
+        tmp_path, "shown", f'def shown(x: int) -> int:\n    """{text}"""\n    return x\n'
+    )
+    validate_components([comp])
+    description, inputs, outputs = read_yaml(generate_component(comp, IMAGE_REF, tmp_path / "o"))
+    assert description == text
+    entry = Entry(
+        name="shown", source="pipelines/components/shown.py", yaml="generated/shown.yaml",
+        description=description, inputs=inputs, outputs=outputs, mode="image",
+        pins=(IMAGE_REF,), helpers=(), snippet="",
+    )  # fmt: skip
+    markdown = render_markdown([entry], title="t", generated_by="g")
+    page = render_html([entry], title="t", generated_by="g")
+    for rendered in (markdown, page):
+        assert "<script" not in rendered
+        assert "<img" not in rendered
+        assert "<b>" not in rendered
+        assert 'href="javascript' not in rendered
+    assert not re.search(r"(?<!\\)\]\((?!#component-)", markdown)  # no link but kiln's own
+    assert markdown.count("<!--") == markdown.count("-->") == 1  # only kiln's own comment

@@ -22,6 +22,7 @@ import pytest
 from kiln._components.validate import validate_components
 from kiln._errors import ConfigError, KilnError
 from kiln._lock.format import committed_path, locked_name
+from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
 
@@ -436,3 +437,16 @@ def test_lock_hints_quote_what_they_name() -> None:
     assert locked_name(lock) == "'a $(id)'"
     assert committed_path(lock) == "'images/a $(id)/requirements.lock'"
     assert locked_name(Path("/repo/pipelines/requirements.lock")) == "packages"
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_link_added_after_the_repo_was_read_is_refused_by_the_wheel_build(
+    tmp_path: Path, cached: bool
+) -> None:
+    root = example(tmp_path)
+    helper = refuse(root).helper("imgproc")
+    (root / PKG / "leak.txt").symlink_to("/etc/passwd")
+    cache = tmp_path / "cache" if cached else None
+    with pytest.raises(ConfigError, match=r"leak\.txt is a symbolic link to '/etc/passwd'"):
+        build_wheel(helper, tmp_path / "out", cache_dir=cache)
+    assert not (tmp_path / "out").exists()

@@ -39,7 +39,7 @@ from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
 from kiln._util.toml import load_toml
 from kiln._workspace.model import Helper
-from kiln._workspace.tree import SKIP_DIRS, SKIP_SUFFIXES, SKIP_TOP_DIRS
+from kiln._workspace.tree import SKIP_DIRS, SKIP_SUFFIXES, SKIP_TOP_DIRS, check_helper_tree
 
 # Bump when the key or the layout of an entry changes: older entries are then ignored.
 CACHE_FORMAT = "1"
@@ -295,7 +295,9 @@ def build_wheel(
 ) -> BuiltWheel:
     """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it); with
     ``cache_dir``, reuse the wheel built from the same inputs (an entry that does not
-    check out is rebuilt, with one line to ``note``)."""
+    check out is rebuilt, with one line to ``note``). A link or a special file in the
+    helper (one added since the repository was read) is refused first."""
+    check_helper_tree(helper.path)
     outdir.mkdir(parents=True, exist_ok=True)
     if cache_dir is not None:
         return _build_cached(helper, outdir, cache_dir, note)
