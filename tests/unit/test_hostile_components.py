@@ -124,3 +124,27 @@ def test_markup_in_a_docstring_is_text_in_both_catalogs(tmp_path: Path, payload:
         assert 'href="javascript' not in rendered
     assert not re.search(r"(?<!\\)\]\((?!#component-)", markdown)  # no link but kiln's own
     assert markdown.count("<!--") == markdown.count("-->") == 1  # only kiln's own comment
+
+
+@pytest.mark.parametrize("brk", ["\\n", "\\r", "\\u2028", "\\x85"])
+def test_a_line_break_in_a_default_is_refused_and_kfp_would_inject_it(
+    tmp_path: Path, brk: str
+) -> None:
+    source = f'def inject(x: int, y: str = "a{brk}evil: 1") -> int:\n    return x\n'
+    comp = _component(tmp_path, "inject", source)
+    with pytest.raises(ConfigError, match=r":1: a default of inject 'a.*evil: 1' holds"):
+        validate_components([comp])
+    # What kiln used to commit: a YAML with a top-level key of the attacker's choosing.
+    doc = yaml.safe_load(generate_component(comp, IMAGE_REF, tmp_path / "out").read_text())
+    assert doc["evil"] == "1']"  # the rest of the comment line, now a value
+
+
+@pytest.mark.parametrize("brk", ["\\r", "\\u2028", "\\x85"])
+def test_any_line_break_in_a_docstring_is_commented_by_kfp_and_accepted(
+    tmp_path: Path, brk: str
+) -> None:
+    source = f'def lines(x: int) -> int:\n    """One{brk}evil: 1"""\n    return x\n'
+    comp = _component(tmp_path, "lines", source)
+    validate_components([comp])
+    doc = yaml.safe_load(generate_component(comp, IMAGE_REF, tmp_path / "out").read_text())
+    assert "evil" not in doc

@@ -222,14 +222,14 @@ CASES = [
         f"{{root}}/{ZZ}:5: the docstring of shout 'Loud \\x1b[31mred' holds '\\x1b'",
     ),
     Case(
-        "carriage-return-in-a-docstring-(a-yaml-line-break)",
-        _write(ZZ, _component("crlf", doc="One\\rtwo: {{x}}")),
-        "the docstring of crlf 'One\\rtwo: {{{{x}}}}' holds '\\r'",
+        "carriage-return-in-a-default-(injects-a-yaml-key)",
+        _write(ZZ, _component("cr", default='"c\\rd: 2"').replace(b"x: int", b"x: str")),
+        "a default of cr 'c\\rd: 2' holds '\\r'",
     ),
     Case(
-        "line-separator-in-a-docstring",
-        _write(ZZ, _component("ls", doc="One\u2028---\u2028evil: 1")),
-        "holds '\\u2028'",
+        "line-separator-in-a-default",
+        _write(ZZ, _component("ls", default='"a\\u2028b: 1"').replace(b"x: int", b"x: str")),
+        "a default of ls 'a\\u2028b: 1' holds '\\u2028'",
     ),
     Case(
         "yaml-document-in-a-default",

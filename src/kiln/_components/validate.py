@@ -4,10 +4,11 @@ KFP names a component's pipeline after its function, made Kubernetes-friendly
 (lowercased, each run of other characters a dash), and refuses a name that is then not
 ``^[a-z0-9][a-z0-9-]{0,127}$`` with a traceback, after the YAMLs before it were
 written. KFP copies the docstring and the defaults into the comment that heads each
-YAML as they are: a character YAML refuses (a raw ESC) makes the committed file
-unreadable, and a line break YAML reads as one (CR, NEL, U+2028/9; in a default any,
-since a default's lines are not commented) ends the comment, so the text after it
-becomes YAML, another document after ``---``.
+YAML: a character YAML refuses (a raw ESC) makes the committed file unreadable; the
+docstring's lines are each commented, but a default is written as it is, so any line
+break YAML reads in one (LF, CR, NEL, U+2028/9) ends the comment and the text after it
+becomes YAML: a top-level key of the attacker's choosing, or a second document after
+``---``.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kiln._workspace.sources import parse_module
 KFP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 # What YAML reads: tab, LF, CR, NEL and the printable ranges (YAML 1.1, as PyYAML).
 _UNPRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-_EXTRA_BREAKS = re.compile("[\r\x85\u2028\u2029]")  # line breaks to YAML besides LF
+_BREAKS = re.compile("[\n\r\x85\u2028\u2029]")  # what YAML reads as a line break
 
 
 def kfp_name(name: str) -> str:
@@ -34,10 +35,10 @@ def kfp_name(name: str) -> str:
 
 def _bad(text: str, *, breaks: bool) -> tuple[int, str] | None:
     """The offset and the character in ``text`` a YAML comment cannot hold; ``breaks``:
-    refuse a line feed too."""
-    found = _UNPRINTABLE.search(text) or _EXTRA_BREAKS.search(text)
+    refuse every line break YAML reads too."""
+    found = _UNPRINTABLE.search(text)
     if found is None and breaks:
-        found = re.search("\n", text)
+        found = _BREAKS.search(text)
     return (found.start(), found.group()) if found is not None else None
 
 
@@ -72,7 +73,7 @@ def _check_function(path: Path, func: ast.FunctionDef) -> None:
             raise _fail(
                 f"{path}:{line}", f"the docstring of {func.name}", doc, char=bad[1],
                 fix="write it as plain text (an escape such as \\x1b in a docstring is the "
-                "character itself; drop it), with \\n as the only line break",
+                "character itself; drop it)",
             )  # fmt: skip
     args = func.args
     params = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
