@@ -52,6 +52,8 @@ PKG = Path("helpers/imgproc/src/imgproc")
 
 def _link(rel: str, target: str | Callable[[Path], str]) -> Callable[[Path], None]:
     def mutate(root: Path) -> None:
+        if (root / rel).is_dir() and not (root / rel).is_symlink():
+            shutil.rmtree(root / rel)
         (root / rel).unlink(missing_ok=True)
         (root / rel).symlink_to(target(root) if callable(target) else target)
 
@@ -259,6 +261,26 @@ CASES = [
         "'{root}/helpers/$(touch x)': the folder name '$(touch x)' cannot be used",
     ),
     Case(
+        "overlong-helper-folder-name",
+        _rename("helpers/viz", "v" * 200),
+        "the folder name is 200 characters long",
+    ),
+    Case(
+        "overlong-image-folder-name",
+        _rename("images/analytics", "a" * 101),
+        "use at most 100 characters",
+    ),
+    Case(
+        "image-folder-is-a-link",
+        _link("images/elsewhere", _outside),
+        "{root}/images/elsewhere is a symbolic link to",
+    ),
+    Case(
+        "pipelines-folder-is-a-link",
+        _link("pipelines", _outside),
+        "{root}/pipelines is a symbolic link to",
+    ),
+    Case(
         "image-folder-with-a-space",
         _rename("images/analytics", "Analytics Image"),
         "the folder name 'Analytics Image' cannot be used",
@@ -450,3 +472,14 @@ def test_a_link_added_after_the_repo_was_read_is_refused_by_the_wheel_build(
     with pytest.raises(ConfigError, match=r"leak\.txt is a symbolic link to '/etc/passwd'"):
         build_wheel(helper, tmp_path / "out", cache_dir=cache)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_link_inside_an_image_folder_or_pipelines_is_kept(tmp_path: Path) -> None:
+    # Read, not packed: a link that stays in its folder names a committed file.
+    root = example(tmp_path)
+    (root / "images/base/notes.txt").write_text("notes\n")
+    (root / "images/base/README").symlink_to("notes.txt")
+    (root / "pipelines/shared").mkdir()
+    (root / "pipelines/shared/data.json").write_text("{}\n")
+    (root / "pipelines/data.json").symlink_to("shared/data.json")
+    assert refuse(root).warnings == ()

@@ -73,12 +73,25 @@ _HELPER_FOLDER = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 _IMAGE_FOLDER = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 
+# A folder name goes into wheel file names (acme_<name>-<version>-py3-none-any.whl) and
+# image references (<registry>/<org>/<name>), both limited to 255 characters.
+MAX_FOLDER_NAME = 100
+
+
 def _check_folder(path: Path, pattern: re.Pattern[str], rule: str) -> None:
     if not pattern.fullmatch(path.name):
         raise ConfigError(
             f"{shlex.quote(str(path))}: the folder name {path.name!r} cannot be used: it names "
             f"{rule}; rename the folder (e.g. `git mv {shlex.quote(str(path))} "
             f"{shlex.quote(str(path.parent / _suggest(path.name)))}`)"
+        )
+    if len(path.name) > MAX_FOLDER_NAME:
+        raise ConfigError(
+            f"{shlex.quote(str(path))}: the folder name is {len(path.name)} characters long; "
+            f"it names {rule} and goes into wheel file names and image references, which "
+            f"have length limits (255): use at most {MAX_FOLDER_NAME} characters (`git mv "
+            f"{shlex.quote(str(path))} "
+            f"{shlex.quote(str(path.parent / path.name[:MAX_FOLDER_NAME].rstrip('-_.')))}`)"
         )
 
 
