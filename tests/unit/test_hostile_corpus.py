@@ -73,10 +73,41 @@ def _loop(root: Path) -> None:
     (root / PKG / "b.txt").symlink_to("a.txt")
 
 
+def _new_helper(root: Path, name: str, *, at: Path | None = None) -> Path:
+    """A copy of helper tabular named ``name`` (its distribution renamed to match), at
+    ``helpers/<name>`` or ``at``; nothing uses it."""
+    folder = at or root / "helpers" / name
+    shutil.copytree(root / "helpers" / "tabular", folder)
+    package = f"spare_{name[:8]}"  # an import package of its own
+    (folder / "src" / "tabular").rename(folder / "src" / package)
+    toml = folder / "pyproject.toml"
+    text = toml.read_text().replace('"acme-tabular"', f'"acme-{name}"')
+    toml.write_text(text.replace('"src/tabular"', f'"src/{package}"'))
+    return folder
+
+
+def _new_image(root: Path, name: str, *, at: Path | None = None) -> Path:
+    """A copy of image base (same helpers) at ``images/<name>`` or ``at``."""
+    folder = at or root / "images" / name
+    shutil.copytree(root / "images" / "base", folder)
+    return folder
+
+
 def _linked_helper(root: Path) -> None:
-    elsewhere = root.parent / "elsewhere" / "evil"
-    shutil.copytree(root / "helpers" / "viz", elsewhere)
+    elsewhere = _new_helper(root, "evil", at=root.parent / "elsewhere" / "evil")
     (root / "helpers" / "evil").symlink_to(elsewhere, target_is_directory=True)
+
+
+def _linked_image(root: Path) -> None:
+    elsewhere = _new_image(root, "evil", at=root.parent / "elsewhere" / "evil")
+    (root / "images" / "evil").symlink_to(elsewhere, target_is_directory=True)
+
+
+def _outside_module(root: Path) -> str:
+    """A valid component module beside the repository."""
+    module = Path(_outside(root)) / "leak.py"
+    module.write_text('IMAGE = "base"\n\n\ndef leak(x: int) -> int:\n    return x\n')
+    return str(module)
 
 
 def _fifo(rel: str) -> Callable[[Path], None]:
@@ -153,7 +184,7 @@ def _ship_numpy(root: Path) -> None:
 @dataclass(frozen=True)
 class Case:
     id: str
-    mutate: Callable[[Path], None]
+    mutate: Callable[[Path], object]  # what it returns is not used
     phrase: str  # a substring of the message ({root}: the copy's path)
     error: type[KilnError] = ConfigError
 
@@ -196,7 +227,7 @@ CASES = [
     ),
     Case(
         "component-module-linked-from-outside",
-        _link("pipelines/components/leak.py", lambda root: _outside(root) + "/secret.txt"),
+        _link("pipelines/components/leak.py", _outside_module),
         "{root}/pipelines/components/leak.py is a symbolic link to",
     ),
     Case(
@@ -262,18 +293,18 @@ CASES = [
     ),
     Case(
         "overlong-helper-folder-name",
-        _rename("helpers/viz", "v" * 200),
+        lambda root: _new_helper(root, "v" * 200),
         "the folder name is 200 characters long",
     ),
     Case(
         "overlong-image-folder-name",
-        _rename("images/analytics", "a" * 101),
+        lambda root: _new_image(root, "a" * 101),
         "use at most 100 characters",
     ),
     Case(
         "image-folder-is-a-link",
-        _link("images/elsewhere", _outside),
-        "{root}/images/elsewhere is a symbolic link to",
+        _linked_image,
+        "{root}/images/evil is a symbolic link to",
     ),
     Case(
         "pipelines-folder-is-a-link",
