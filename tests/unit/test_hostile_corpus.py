@@ -25,6 +25,7 @@ from kiln._lock.format import committed_path, locked_name
 from kiln._wheels.build import build_wheel
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
+from tests.unit.cli import run
 
 PROJECT = Path(__file__).resolve().parents[2]
 _IGNORE = shutil.ignore_patterns(".kiln", "dist", "__pycache__", "*.egg-info")
@@ -514,3 +515,17 @@ def test_a_link_inside_an_image_folder_or_pipelines_is_kept(tmp_path: Path) -> N
     (root / "pipelines/shared/data.json").write_text("{}\n")
     (root / "pipelines/data.json").symlink_to("shared/data.json")
     assert refuse(root).warnings == ()
+
+
+def test_the_cli_prints_the_warning_and_refuses_with_exit_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = example(tmp_path)
+    _sparse(root / PKG / "model.bin", 200)
+    code, _, err = run(capsys, "bump", "imgproc", "patch", "--dry-run", "--repo", str(root))
+    assert code == 0, err
+    assert f"warning: {root / PKG / 'model.bin'} is 200.0 MiB, over the 10 MiB limit" in err
+    (root / PKG / "leak.txt").symlink_to("/etc/passwd")
+    code, _, err = run(capsys, "release", "--local", "--dry-run", "--repo", str(root))
+    assert code == 3
+    assert f"{root / PKG / 'leak.txt'} is a symbolic link to '/etc/passwd'" in err
