@@ -370,6 +370,40 @@ CASES = [
         _ship_numpy,
         "helper imgproc ships the import package 'numpy', named like the third-party project numpy",
     ),
+    # -- files hatchling would read from outside the helper, code it would run
+    Case(
+        "readme-outside-the-helper",
+        _edit(HELPER_TOML, "requires-python", 'readme = "../../../.netrc"\nrequires-python'),
+        "[project] readme names '../../../.netrc', outside the helper's folder",
+    ),
+    Case(
+        "license-file-absolute",
+        _edit(HELPER_TOML, "requires-python", 'license = {file = "/etc/passwd"}\nrequires-python'),
+        "[project] license names '/etc/passwd', outside the helper's folder",
+    ),
+    Case(
+        "force-include-of-a-host-file",
+        _append(
+            HELPER_TOML,
+            b'\n[tool.hatch.build.targets.wheel.force-include]\n"/etc/passwd" = "imgproc/passwd"\n',
+        ),
+        "[tool.hatch.build.targets.wheel] force-include names '/etc/passwd'",
+    ),
+    Case(
+        "packages-traversal",
+        _edit(HELPER_TOML, '["src/imgproc"]', '["src/imgproc", "../tabular/src/tabular"]'),
+        "packages names '../tabular/src/tabular', outside the helper's folder",
+    ),
+    Case(
+        "custom-build-hook-(code-run-at-build-time)",
+        _append(HELPER_TOML, b"\n[tool.hatch.build.hooks.custom]\n"),
+        "[tool.hatch.build.hooks.custom] runs the helper's own code (hatch_build.py)",
+    ),
+    Case(
+        "custom-metadata-hook",
+        _append(HELPER_TOML, b"\n[tool.hatch.metadata.hooks.custom]\n"),
+        "[tool.hatch.metadata.hooks.custom] runs the helper's own code",
+    ),
     # -- build system, encodings, settings
     Case(
         "setuptools-backend",
@@ -529,3 +563,10 @@ def test_the_cli_prints_the_warning_and_refuses_with_exit_3(
     code, _, err = run(capsys, "release", "--local", "--dry-run", "--repo", str(root))
     assert code == 3
     assert f"{root / PKG / 'leak.txt'} is a symbolic link to '/etc/passwd'" in err
+
+
+def test_an_anchored_include_pattern_is_inside_the_helper(tmp_path: Path) -> None:
+    # In hatchling's gitignore-style patterns a leading "/" means the project's root.
+    root = example(tmp_path)
+    _append(HELPER_TOML, b'\n[tool.hatch.build]\ninclude = ["/src", "*.md"]\n')(root)
+    assert refuse(root).warnings == ()

@@ -21,7 +21,12 @@ from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.confusion import check_confusion
-from kiln._workspace.hatch import check_build_system, check_wheel_files, import_packages
+from kiln._workspace.hatch import (
+    check_build_system,
+    check_file_paths,
+    check_wheel_files,
+    import_packages,
+)
 from kiln._workspace.model import (
     DEFAULT_PLATFORM,
     Component,
@@ -130,6 +135,7 @@ def _read_helper(path: Path, org: str, limit: Limit) -> tuple[Helper, list[Requi
     version = _check_version(get_str(project, "version", pyproject, "project"), pyproject)
     check_build_system(doc.get("build-system", {}), pyproject)
     check_wheel_files(doc, path, name)
+    check_file_paths(doc, path)
     reqs: list[Requirement] = []
     for raw in get_str_list(project, "dependencies", pyproject, "project"):
         try:

@@ -69,3 +69,84 @@ def import_packages(doc: dict[str, Any], path: Path, distribution: str) -> tuple
     if isinstance(listed, list) and all(isinstance(p, str) for p in listed):
         return tuple(sorted({Path(p).name for p in listed}))
     return (canonicalize_name(distribution).replace("-", "_"),)
+
+
+# Settings naming files hatchling reads into the wheel: the readme and license files go
+# into its METADATA, the rest are copied in. Keys of a mapping are the source paths.
+_PROJECT_FILES = ("readme", "license", "license-files")
+_HATCH_FILES = (
+    "packages", "only-include", "include", "sources", "force-include", "shared-data",
+    "extra-metadata", "artifacts",
+)  # fmt: skip
+
+
+def _paths(value: Any) -> list[str]:
+    """The file paths (or globs) a setting's value names."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str)]
+    if isinstance(value, dict):
+        if "file" in value:  # readme = {file = ...}, license = {file = ...}
+            return _paths(value["file"])
+        if "text" in value or "content-type" in value:
+            return []
+        return [k for k in value if isinstance(k, str)]  # force-include and the like
+    return []
+
+
+# Gitignore-style patterns, where a leading "/" anchors at the project's root.
+_PATTERNS = frozenset({"include", "only-include", "artifacts", "license-files"})
+
+
+def _leaves(rel: str, *, pattern: bool) -> bool:
+    """Whether ``rel``, a path (or with ``pattern``, a gitignore-style pattern) in a
+    helper's pyproject.toml, names a file outside the helper's folder."""
+    absolute = rel.startswith(("~", "\\")) or re.match(r"[A-Za-z]:", rel) is not None
+    if absolute or (rel.startswith("/") and not pattern):
+        return True
+    return ".." in re.split(r"[/\\]", rel)
+
+
+def check_file_paths(doc: dict[str, Any], path: Path) -> None:
+    """Every file a helper's pyproject.toml tells hatchling to read lies in the helper's
+    folder, and no hook runs code of the helper's own at build time: hatchling 1.33
+    puts ``license = {file = "/etc/passwd"}`` into the wheel's METADATA and copies a
+    force-include of any file of the machine into it (it refuses only a readme outside
+    the project, and only when it builds), and a custom hook (hatch_build.py) can read
+    anything."""
+    pyproject = path / "pyproject.toml"
+    project = doc.get("project", {})
+    hatch = doc.get("tool", {}).get("hatch", {})
+    build = hatch.get("build", {}) if isinstance(hatch, dict) else {}
+    targets = build.get("targets", {}) if isinstance(build, dict) else {}
+    wheel = targets.get("wheel", {}) if isinstance(targets, dict) else {}
+    settings = [(f"[project] {k}", k, project.get(k)) for k in _PROJECT_FILES]
+    for table, name in ((build, "tool.hatch.build"), (wheel, "tool.hatch.build.targets.wheel")):
+        if isinstance(table, dict):
+            settings += [(f"[{name}] {k}", k, table.get(k)) for k in _HATCH_FILES]
+    for setting, key, value in settings:
+        for rel in _paths(value):
+            if _leaves(rel, pattern=key in _PATTERNS):
+                raise ConfigError(
+                    f"{pyproject}: {setting} names {rel!r}, outside the helper's folder "
+                    f"{path}: hatchling would read it into the wheel published on the "
+                    "index; name files inside the helper (copy the file in and commit it)"
+                )
+    hooks = [
+        (f"[{name}.hooks.custom]", table.get("hooks", {}))
+        for table, name in (
+            (build, "tool.hatch.build"),
+            (wheel, "tool.hatch.build.targets.wheel"),
+            (hatch.get("metadata", {}) if isinstance(hatch, dict) else {}, "tool.hatch.metadata"),
+        )
+        if isinstance(table, dict)
+    ]
+    for table, value in hooks:
+        if isinstance(value, dict) and "custom" in value:
+            raise ConfigError(
+                f"{pyproject}: {table} runs the helper's own code (hatch_build.py) while kiln "
+                "builds its wheel, on the release machine with its credentials; kiln builds "
+                "helpers from their files alone: delete the table and commit what the hook "
+                "would generate"
+            )
