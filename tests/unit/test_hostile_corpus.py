@@ -366,6 +366,16 @@ CASES = [
         "namespace (acme-*)",
     ),
     Case(
+        "direct-reference-in-a-helper-dependency",
+        _edit(HELPER_TOML, '["numpy>=1.26"]', '["numpy @ https://evil.invalid/numpy.whl"]'),
+        "'numpy @ https://evil.invalid/numpy.whl', a direct reference",
+    ),
+    Case(
+        "direct-file-reference-in-an-image-requirement",
+        _edit(IMAGE_TOML, "requirements = []", 'requirements = ["x @ file:///etc/passwd"]'),
+        "requirements names 'x @ file:///etc/passwd', a direct reference",
+    ),
+    Case(
         "helper-ships-an-import-package-named-numpy",
         _ship_numpy,
         "helper imgproc ships the import package 'numpy', named like the third-party project numpy",

@@ -6,7 +6,8 @@ organisation's namespace that no helper folder publishes (a typo, a deleted help
 hostile pull request), and a lock pinning such a name, would install whatever the
 upstream index holds under it. A helper shipping an import package named like a
 third-party project the workspace installs (``numpy``) would overwrite it, or be
-overwritten, in an image.
+overwritten, in an image. A direct reference (``name @ https://...``) would be fetched
+from wherever it points, past both indexes.
 """
 
 from __future__ import annotations
@@ -61,7 +62,14 @@ def check_confusion(
     namespace = f"{org}-"
     third_party: dict[str, str] = {}
     for raw, path, setting in _requirements(helpers, images):
-        name = canonicalize_name(Requirement(raw).name)
+        requirement = Requirement(raw)
+        if requirement.url is not None:
+            raise ConfigError(
+                f"{path}: {setting} names {raw!r}, a direct reference: it would be "
+                "fetched from that address, past the index and the lock's hashes; name the "
+                f"project alone (e.g. {requirement.name!r}) so it comes from {upstream}"
+            )
+        name = canonicalize_name(requirement.name)
         if name.startswith(namespace) and name not in ours:
             raise ConfigError(
                 f"{path}: {setting} names {raw!r}, in this organisation's namespace "
