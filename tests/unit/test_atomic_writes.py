@@ -62,7 +62,7 @@ ALLOWED: dict[str, str] = {
         "into the temporary file its callers give (temporary_beside), checked, then replaced"
     ),
     "_debian/archive.py:verify_release": f"gpgv's input, {_TEMP}",
-    "_images/os_layers.py:extract": f"a copy of the OS tree to run its python3, {_TEMP}",
+    "_images/os_tree.py:extract": f"a copy of the OS tree to run its python3, {_TEMP}",
     "_images/oci/rootfs.py:_write": f"an unpacked root file system, {_TEMP} (unpack_from)",
 }
 

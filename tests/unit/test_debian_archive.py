@@ -199,8 +199,8 @@ def test_a_release_without_the_architecture_names_what_it_offers() -> None:
     with pytest.raises(ConfigError) as err:
         _check_release(release(), "debian", "bookworm", "riscv64", where=WHERE, now=NOW)
     assert str(err.value) == (
-        "[tool.kiln.os] architecture = 'riscv64': debian bookworm has no such architecture "
-        "(it offers all, amd64, arm64); choose one of those"
+        "[tool.kiln.os] architectures: debian bookworm has no 'riscv64' "
+        "(it offers all, amd64, arm64); lock only those"
     )
 
 

@@ -30,12 +30,9 @@ from kiln._images.os_layers import (
     RegistryCopies,
     check_layer,
     deb_path,
-    extract,
-    extras_tree,
     fetch_debs,
-    read_layer,
-    store_tree,
 )
+from kiln._images.os_tree import extract, extras_tree, read_layer, store_tree
 from tests.debian_sample import (
     DEBIAN,
     SECURITY,

@@ -3,6 +3,8 @@ the discovery tests (tests/unit/test_discovery.py covers the messages a pyprojec
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -38,14 +40,43 @@ def test_inputs_ignore_order_and_empty_extras_and_move_with_every_setting() -> N
     assert len(config.inputs({})) == len("sha256:") + 64
     others = {
         OsConfig(suite="trixie", packages=config.packages, exclude=config.exclude).inputs({}),
-        OsConfig(architecture="arm64", packages=config.packages, exclude=config.exclude).inputs({}),
+        OsConfig(architectures=("arm64",), packages=config.packages, exclude=config.exclude).inputs(
+            {}
+        ),
+        OsConfig(
+            architectures=("amd64", "arm64"), packages=config.packages, exclude=config.exclude
+        ).inputs({}),
         OsConfig(packages=("dash",), exclude=config.exclude).inputs({}),
         OsConfig(packages=config.packages, exclude=("dpkg",)).inputs({}),
         config.inputs({"ml": ("libgomp1",)}),
         config.inputs({"other": ("libgomp1", "fonts-dejavu-core")}),
     }
     assert config.inputs({}) not in others
-    assert len(others) == 6
+    assert len(others) == 7
+
+
+def test_one_architecture_gives_the_inputs_of_a_lock_written_before_there_were_several() -> None:
+    # images/os.lock of the example repo records this digest: a kiln that locks several
+    # architectures must not call a single-architecture lock stale.
+    doc = {
+        "suite": "bookworm",
+        "architecture": "amd64",
+        "packages": sorted(DEFAULT_PACKAGES),
+        "exclude": sorted(DEFAULT_EXCLUDE),
+        "extras": {},
+    }
+    expected = "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+    assert OsConfig().inputs({}) == expected
+    assert read_os({"os": {"architectures": ["amd64"]}}, PYPROJECT).inputs({}) == expected
+    assert read_os({"os": {"architecture": "amd64"}}, PYPROJECT).inputs({}) == expected
+
+
+def test_architectures_keep_their_order_and_the_first_is_the_built_one() -> None:
+    config = read_os({"os": {"architectures": ["arm64", "amd64"]}}, PYPROJECT)
+    assert config.architectures == ("arm64", "amd64")
+    assert config.architecture == "arm64"
+    assert read_os({"os": {"architecture": "arm64"}}, PYPROJECT).architectures == ("arm64",)
+    assert read_os({}, PYPROJECT).architectures == ("amd64",)
 
 
 def test_read_os_without_a_table_is_the_defaults_from_that_file() -> None:
@@ -98,6 +129,36 @@ def test_read_os_keeps_the_given_lists_and_strips_mirror_slashes() -> None:
                 f"{PYPROJECT}: [tool.kiln.os]: 'Perl' is not a Debian package name (lowercase "
                 "letters, digits, + - .); use the name `apt-cache show` knows, e.g. 'libgomp1'"
             ),
+        ),
+        (
+            {"os": {"architecture": "amd64", "architectures": ["amd64", "arm64"]}},
+            (
+                f"{PYPROJECT}: [tool.kiln.os] sets both architecture and architectures: keep "
+                'architectures only (architecture = "amd64" is architectures = ["amd64"])'
+            ),
+        ),
+        (
+            {"os": {"architectures": ["amd64", "riscv64"]}},
+            (
+                f"{PYPROJECT}: [tool.kiln.os] architectures: 'riscv64' is not one kiln builds: "
+                "kiln builds amd64 and arm64"
+            ),
+        ),
+        (
+            {"os": {"architecture": "x86_64"}},
+            f"{PYPROJECT}: [tool.kiln.os] architecture: 'x86_64' is not one kiln builds",
+        ),
+        (
+            {"os": {"architectures": []}},
+            f'{PYPROJECT}: [tool.kiln.os] architectures is empty: list them, e.g. ["amd64"]',
+        ),
+        (
+            {"os": {"architectures": ["arm64", "amd64", "arm64"]}},
+            f"{PYPROJECT}: [tool.kiln.os] architectures lists arm64 twice: list it once",
+        ),
+        (
+            {"os": {"architectures": "arm64"}},
+            f"{PYPROJECT}: [tool.kiln.os] architectures must be a list of strings",
         ),
         (
             {"os": {"packages": ["x"]}},  # Debian names have two characters at least

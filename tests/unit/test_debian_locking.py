@@ -174,10 +174,24 @@ class FakeIndexes(Indexes):
     def __init__(self, *suites: Suite) -> None:  # no mirrors, no gpgv, no cache
         self.suites = suites
         self.loads = 0
+        self.asked: list[str | None] = []
 
-    def load(self) -> tuple[Suite, ...]:
+    def load(self, architecture: str | None = None) -> tuple[Suite, ...]:
         self.loads += 1
-        return self.suites
+        self.asked.append(architecture)
+        if architecture in (None, "amd64"):
+            return self.suites
+        return tuple(on_arch(s, architecture) for s in self.suites)
+
+
+def on_arch(suite: Suite, arch: str) -> Suite:
+    """``suite`` as its index for ``arch`` lists it: the same packages built for ``arch``
+    (libc6 a binNMU there, "+b1": an architecture may have versions of its own)."""
+    moved = []
+    for c in suite.packages:
+        version = f"{c.version}+b1" if c.name == "libc6" else c.version
+        moved.append(dataclasses.replace(c, architecture=arch, version=version))
+    return dataclasses.replace(suite, packages=tuple(moved))
 
 
 class FakeLayers(OsLayers):
@@ -196,9 +210,12 @@ class FakeLayers(OsLayers):
         *,
         below: str | None = None,
         debs: Sequence[Deb] | None = None,
+        architecture: str | None = None,
     ) -> Blob:
         held = tuple(f"{p.name}={p.version}" for p in packages.packages)
-        self.builds.append((below or "os", held, lock.os.layer))
+        self.builds.append(
+            (below or "os", held, lock.of(architecture or lock.architecture).os.layer)
+        )
         digest = hashlib.sha256(" ".join(held).encode()).hexdigest()
         return Blob(
             "tar+gzip",
@@ -402,3 +419,104 @@ def test_the_order_of_the_roots_changes_neither_the_inputs_nor_the_lock(tmp_path
         locks.append(locked(workspace, FakeIndexes(offered)))
     assert locks[0].inputs == locks[1].inputs
     assert versions(locks[0].os) == versions(locks[1].os)
+
+
+# ------------------------------------------------------------------ several architectures
+@pytest.fixture
+def two_arch(tmp_path: Path) -> Workspace:
+    config = OsConfig(
+        architectures=("amd64", "arm64"),
+        packages=ROOTS,
+        exclude=("debconf",),
+        path=tmp_path / "pyproject.toml",
+    )
+    return a_workspace(
+        tmp_path,
+        an_image(tmp_path, "ml", os_packages=("libgomp1",)),
+        an_image(tmp_path, "web"),
+        os=config,
+    )
+
+
+def test_lock_os_locks_one_closure_per_architecture_in_one_lock(two_arch: Workspace) -> None:
+    layers = FakeLayers(two_arch.root)
+    indexes = FakeIndexes(*suites(updated=False))
+    lines: list[str] = []
+    lock = lock_os(
+        two_arch, indexes=indexes, layers=layers, previous=None, upgrade=False, log=lines.append
+    )
+    assert indexes.asked == [None, "arm64"]
+    assert lock.architectures == ("amd64", "arm64")
+    arm = lock.of("arm64")
+    assert (arm.architecture, arm.suite, arm.release, arm.python) == (
+        "arm64", "bookworm", "12.8", "3.11",
+    )  # fmt: skip
+    assert versions(lock.os)["libc6"] == "2.36-9"
+    assert versions(arm.os) == {
+        "dash": "0.5.12-2",
+        "libc6": "2.36-9+b1",
+        "python3.11-minimal": "3.11.2-6",
+    }
+    assert {p.architecture for p in arm.os.packages} == {"arm64"}
+    assert versions(arm.extras["ml"]) == {"gcc-12-base": "12.2.0-14", "libgomp1": "12.2.0-14"}
+    assert lock.of("amd64") == dataclasses.replace(lock, more={})
+    assert arm.os.layer is not None
+    assert arm.extras["ml"].layer is not None
+    assert arm.os.layer != lock.os.layer  # libc6 differs: another layer
+    # each architecture's OS layer is built before its extras, and pinned when they are
+    assert [(b[0], b[1][1]) for b in layers.builds] == [
+        ("os", "libc6=2.36-9"),
+        ("ml", "libgomp1=12.2.0-14"),
+        ("os", "libc6=2.36-9+b1"),
+        ("ml", "libgomp1=12.2.0-14"),
+    ]
+    assert layers.builds[3][2] == arm.os.layer
+    assert lines[:2] == [
+        "    OS closure: 3 packages, 1 relations left out",
+        "    OS closure arm64: 3 packages, 1 relations left out",
+    ]
+    assert lines[2].startswith("    OS layer (amd64) sha256:")
+    assert lines[4].startswith("    OS layer (arm64) sha256:")
+    assert len(lock.packages()) == 10  # 3 + 2 per architecture
+    text = render(lock)
+    assert text.index("[os]") < text.index("[arch.arm64]") < text.index('[arch.arm64.extras."ml"]')
+    assert "\n# The OS layer for arm64: the same roots, its own packages.\n[arch.arm64]\n" in text
+    assert parse_os_lock(lock.path, text) == lock
+    assert render(parse_os_lock(lock.path, text)) == text
+
+
+def test_a_lock_of_several_architectures_again_keeps_each_one_s_versions(
+    two_arch: Workspace,
+) -> None:
+    first = locked(two_arch, FakeIndexes(*suites(updated=False)))
+    again = locked(two_arch, FakeIndexes(*suites(updated=True)), previous=first)
+    assert again == first
+    upgraded = locked(two_arch, FakeIndexes(*suites(updated=True)), previous=first, upgrade=True)
+    assert [c.line for c in changes(first, upgraded)] == [
+        "  libc6 2.36-9 -> 2.36-9+deb12u10",
+        "  gcc-12-base (ml) 12.2.0-14 -> 12.2.0-15",
+        "  libc6 (os arm64) 2.36-9+b1 -> 2.36-9+deb12u10+b1",
+        "  gcc-12-base (ml arm64) 12.2.0-14 -> 12.2.0-15",
+    ]
+
+
+def test_adding_an_architecture_keeps_the_first_one_s_lock_and_versions(
+    workspace: Workspace, two_arch: Workspace
+) -> None:
+    one = locked(workspace, FakeIndexes(*suites(updated=False)))
+    assert stale_reason(one, two_arch) is not None  # the inputs name both architectures
+    both = locked(two_arch, FakeIndexes(*suites(updated=True)), previous=one)
+    assert dataclasses.replace(both, inputs=one.inputs, more={}) == one
+    # arm64 takes amd64's versions where its index has them (gcc-12-base 12.2.0-14, not -15)
+    assert versions(both.of("arm64").extras["ml"])["gcc-12-base"] == "12.2.0-14"
+    assert changes(one, both)[0].line == "+ dash (os arm64) 0.5.12-2"
+
+
+def test_a_lock_names_its_architectures_when_asked_for_another(two_arch: Workspace) -> None:
+    lock = locked(two_arch, FakeIndexes(*suites(updated=False)))
+    with pytest.raises(ConfigError) as err:
+        lock.of("riscv64")
+    assert str(err.value) == (
+        f"{lock.path}: locks amd64, arm64, not riscv64; add it to [tool.kiln.os] architectures "
+        "and run `kiln lock`"
+    )

@@ -211,8 +211,8 @@ def _check_release(
     offered = release.get("Architectures", "").split()
     if architecture not in offered:
         raise ConfigError(
-            f"[tool.kiln.os] architecture = {architecture!r}: {archive} {suite} has no such "
-            f"architecture (it offers {', '.join(offered) or 'none'}); choose one of those"
+            f"[tool.kiln.os] architectures: {archive} {suite} has no {architecture!r} "
+            f"(it offers {', '.join(offered) or 'none'}); lock only those"
         )
 
 
@@ -263,8 +263,7 @@ class Indexes:
         self._keyring = keyring
         self._now = now
 
-    def _suite(self, archive: str, suite: str, now: float) -> Suite:
-        arch = self._config.architecture
+    def _suite(self, archive: str, suite: str, now: float, arch: str) -> Suite:
         where = f"{archive} {suite} (dists/{suite}/InRelease)"
         inrelease = self._mirrors.get(archive, f"dists/{suite}/InRelease", what=where)
         text = verify_release(inrelease, self._runner, where=where, keyring=self._keyring)
@@ -292,7 +291,10 @@ class Indexes:
             packages = tuple(_candidates(text_bytes, archive, suite))
             write_atomic(parsed, json.dumps([asdict(p) for p in packages]).encode())
         self._keep(archive, f"dists/{suite}/InRelease", inrelease)
-        self._log(f"    {archive} {suite}: {len(packages)} packages ({release.get('Date', '')})")
+        which = "" if arch == self._config.architecture else f" {arch}"
+        self._log(
+            f"    {archive} {suite}{which}: {len(packages)} packages ({release.get('Date', '')})"
+        )
         return Suite(archive, suite, str(release.get("Version", "")), packages)
 
     def _keep(self, archive: str, path: str, data: bytes) -> None:
@@ -300,9 +302,13 @@ class Indexes:
         the newest copy of what kiln read, which a local mirror can serve again."""
         write_atomic(self._cache / "mirror" / archive / path, data)
 
-    def load(self) -> tuple[Suite, ...]:
+    def load(self, architecture: str | None = None) -> tuple[Suite, ...]:
+        """The suites' packages for ``architecture`` (default: the first of the config)."""
         now = self._now() if self._now else time.time()
-        return tuple(self._suite(archive, suite, now) for archive, suite in self._config.suites())
+        arch = architecture or self._config.architecture
+        return tuple(
+            self._suite(archive, suite, now, arch) for archive, suite in self._config.suites()
+        )
 
 
 def by_name(suites: Sequence[Suite]) -> Mapping[str, list[Candidate]]:

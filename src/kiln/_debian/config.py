@@ -53,14 +53,21 @@ _URL = re.compile(r"^https?://[^\s/@]+(/\S*)?$")
 
 @dataclass(frozen=True)
 class OsConfig:
-    """``[tool.kiln.os]``, checked. ``mirrors``: archive name -> URLs tried in order."""
+    """``[tool.kiln.os]``, checked. ``mirrors``: archive name -> URLs tried in order.
+    ``architectures``: the Debian architectures locked, one closure each; the first is the
+    one images are built for."""
 
     suite: str = "bookworm"
-    architecture: str = "amd64"
+    architectures: tuple[str, ...] = ("amd64",)
     packages: tuple[str, ...] = DEFAULT_PACKAGES
     exclude: tuple[str, ...] = DEFAULT_EXCLUDE
     mirrors: tuple[tuple[str, tuple[str, ...]], ...] = tuple(DEFAULT_MIRRORS.items())
     path: Path | None = field(default=None, compare=False)  # the pyproject.toml it came from
+
+    @property
+    def architecture(self) -> str:
+        """The architecture images are built for (the first locked)."""
+        return self.architectures[0]
 
     def suites(self) -> tuple[tuple[str, str], ...]:
         """(archive, suite) of every index the closure is resolved from: the suite and its
@@ -77,13 +84,15 @@ class OsConfig:
     def inputs(self, extras: dict[str, tuple[str, ...]]) -> str:
         """What a lock is made from (mirrors aside: any mirror serves the same files);
         ``extras``: image -> its os-packages."""
-        doc = {
+        doc: dict[str, object] = {
             "suite": self.suite,
             "architecture": self.architecture,
             "packages": sorted(self.packages),
             "exclude": sorted(self.exclude),
             "extras": {k: sorted(v) for k, v in sorted(extras.items()) if v},
         }
+        if len(self.architectures) > 1:  # one architecture: the inputs of a single-arch lock
+            doc["architectures"] = list(self.architectures)
         return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -124,12 +133,41 @@ def _mirrors(table: Any, pyproject: Path) -> tuple[tuple[str, tuple[str, ...]], 
     return tuple(sorted(found.items()))
 
 
+def _architectures(table: dict[str, Any], pyproject: Path) -> tuple[str, ...]:
+    """``architectures = ["amd64", "arm64"]``, or ``architecture = "amd64"`` (the same as a
+    list of one); not both. Each one kiln builds, once."""
+    where = f"{pyproject}: [{SECTION}]"
+    if "architecture" in table and "architectures" in table:
+        raise ConfigError(
+            f"{where} sets both architecture and architectures: keep architectures only "
+            '(architecture = "amd64" is architectures = ["amd64"])'
+        )
+    if "architectures" in table:
+        found = tuple(get_str_list(table, "architectures", pyproject, SECTION))
+        if not found:
+            raise ConfigError(f'{where} architectures is empty: list them, e.g. ["amd64"]')
+        key = "architectures"
+    else:
+        found = (get_str(table, "architecture", pyproject, SECTION, default="amd64"),)
+        key = "architecture"
+    for arch in found:
+        if arch not in ARCHITECTURES:
+            raise ConfigError(
+                f"{where} {key}: {arch!r} is not one kiln builds: kiln builds "
+                f"{' and '.join(ARCHITECTURES)}"
+            )
+    twice = sorted({a for a in found if found.count(a) > 1})
+    if twice:
+        raise ConfigError(f"{where} architectures lists {', '.join(twice)} twice: list it once")
+    return found
+
+
 def read_os(kiln: dict[str, Any], pyproject: Path) -> OsConfig:
     """``[tool.kiln.os]`` of a workspace's pyproject.toml (defaults for what it omits)."""
     table = kiln.get("os", {})
     if not isinstance(table, dict):
         raise ConfigError(f'{pyproject}: [{SECTION}] must be a table, e.g. suite = "bookworm"')
-    known = {"suite", "architecture", "packages", "exclude", "mirrors"}
+    known = {"suite", "architecture", "architectures", "packages", "exclude", "mirrors"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ConfigError(
@@ -140,11 +178,7 @@ def read_os(kiln: dict[str, Any], pyproject: Path) -> OsConfig:
     suite = get_str(table, "suite", pyproject, SECTION, default="bookworm")
     if not re.fullmatch(r"[a-z]+", suite):
         raise ConfigError(f"{where} suite = {suite!r}: use a codename such as 'bookworm'")
-    arch = get_str(table, "architecture", pyproject, SECTION, default="amd64")
-    if arch not in ARCHITECTURES:
-        raise ConfigError(
-            f"{where} architecture = {arch!r}: kiln builds {' and '.join(ARCHITECTURES)}"
-        )
+    architectures = _architectures(table, pyproject)
     packages = (
         check_packages(get_str_list(table, "packages", pyproject, SECTION), where)
         if "packages" in table
@@ -162,7 +196,7 @@ def read_os(kiln: dict[str, Any], pyproject: Path) -> OsConfig:
         raise ConfigError(f"{where}: {', '.join(both)} is both in packages and in exclude")
     return OsConfig(
         suite=suite,
-        architecture=arch,
+        architectures=architectures,
         packages=tuple(packages),
         exclude=tuple(exclude),
         mirrors=_mirrors(table.get("mirrors"), pyproject),

@@ -6,12 +6,16 @@ sha256 is its identity), size and sha256. It also lists the relations left out o
 purpose, and the layer the packages give (diff_id, digest, size): a build that
 gives other bytes stops, so the same lock gives the same layer on every machine. An
 image's ``os-packages`` are locked under ``[extras.<image>]``, with a layer of their own.
+``[os]`` and ``[extras]`` hold the first architecture of ``[tool.kiln.os]``; each other
+one has its closures under ``[arch.<architecture>]`` (its ``extras`` beneath it), so a
+lock of one architecture reads as it always did.
 
 The file is TOML written in a fixed order by ``render``: the same lock, the same bytes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Mapping
@@ -88,6 +92,14 @@ class PackageSet:
 
 
 @dataclass(frozen=True)
+class ArchSets:
+    """The closures of one more architecture: its OS set, and each image's extras."""
+
+    os: PackageSet
+    extras: Mapping[str, PackageSet] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class OsLock:
     path: Path
     inputs: str
@@ -98,6 +110,35 @@ class OsLock:
     python: str  # "3.11"
     os: PackageSet
     extras: Mapping[str, PackageSet] = field(default_factory=dict)
+    more: Mapping[str, ArchSets] = field(default_factory=dict)  # the other architectures
+
+    @property
+    def architectures(self) -> tuple[str, ...]:
+        return (self.architecture, *self.more)
+
+    def of(self, architecture: str) -> OsLock:
+        """The lock as it reads for ``architecture``: its closures in ``os`` and
+        ``extras`` (and no other)."""
+        if architecture == self.architecture:
+            return dataclasses.replace(self, more={})
+        if architecture not in self.more:
+            raise ConfigError(
+                f"{self.path}: locks {', '.join(self.architectures)}, not {architecture}; add "
+                f"it to [tool.kiln.os] architectures and run `kiln lock`"
+            )
+        sets = self.more[architecture]
+        return dataclasses.replace(
+            self, architecture=architecture, os=sets.os, extras=sets.extras, more={}
+        )
+
+    def packages(self) -> list[DebPin]:
+        """Every package the lock pins, of every architecture and image."""
+        return [
+            p
+            for arch in self.architectures
+            for s in (self.of(arch).os, *self.of(arch).extras.values())
+            for p in s.packages
+        ]
 
     @property
     def name(self) -> str:
@@ -168,12 +209,26 @@ def render(lock: OsLock) -> str:
         f"python = {_q(lock.python)}",
         *_set_lines("os", lock.os),
     ]
-    for image in sorted(lock.extras):
-        extra = lock.extras[image]
-        table = f"extras.{_q(image)}"  # quoted: an image's folder name may hold a dot
+    lines += _extras_lines("extras", lock.extras)
+    for arch, sets in lock.more.items():
+        lines += [
+            "",
+            f"# The OS layer for {arch}: the same roots, its own packages.",
+            f"[arch.{arch}]",
+        ]
+        lines += _set_lines(f"arch.{arch}", sets.os)
+        lines += _extras_lines(f"arch.{arch}.extras", sets.extras)
+    return "\n".join(lines) + "\n"
+
+
+def _extras_lines(where: str, extras: Mapping[str, PackageSet]) -> list[str]:
+    lines: list[str] = []
+    for image in sorted(extras):
+        extra = extras[image]
+        table = f"{where}.{_q(image)}"  # quoted: an image's folder name may hold a dot
         lines += ["", f"[{table}]", f"roots = {_q(list(extra.roots))}"]
         lines += _set_lines(table, extra)
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _fix(path: Path) -> str:
@@ -261,11 +316,28 @@ def _os_table(path: Path, doc: Mapping[str, Any]) -> Mapping[str, Any]:
     return os_doc
 
 
-def _extras(path: Path, doc: Mapping[str, Any]) -> dict[str, PackageSet]:
+def _extras(path: Path, doc: Mapping[str, Any], where: str = "extras") -> dict[str, PackageSet]:
     extras = doc.get("extras", {})
     if not isinstance(extras, dict):
-        raise ConfigError(f"{path}: [extras] must be a table of images")
-    return {k: _set(v, f"{path} [extras.{k}]") for k, v in sorted(extras.items())}
+        raise ConfigError(f"{path}: [{where}] must be a table of images")
+    return {k: _set(v, f"{path} [{where}.{k}]") for k, v in sorted(extras.items())}
+
+
+def _more(path: Path, doc: Mapping[str, Any], first: str) -> dict[str, ArchSets]:
+    """``[arch.<architecture>]``: the other architectures' closures, in the file's order."""
+    tables = doc.get("arch", {})
+    if not isinstance(tables, dict):
+        raise ConfigError(f"{path}: [arch] must be a table of architectures")
+    found = {}
+    for arch, table in tables.items():
+        if arch == first:
+            raise ConfigError(f"{path}: [arch.{arch}] repeats the architecture of [os]")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: [arch.{arch}] must be a table")
+        found[arch] = ArchSets(
+            _set(table, f"{path} [arch.{arch}]"), _extras(path, table, f"arch.{arch}.extras")
+        )
+    return found
 
 
 def parse_os_lock(path: Path, text: str) -> OsLock:
@@ -273,16 +345,18 @@ def parse_os_lock(path: Path, text: str) -> OsLock:
         doc = tomllib.loads(text)
         os_doc = _os_table(path, doc)
         where = f"{path} [os]"
+        architecture = _str(os_doc, "architecture", where)
         return OsLock(
             path=path,
             inputs=_str(os_doc, "inputs", where),
             writer=_str(os_doc, "writer", where),
             suite=_str(os_doc, "suite", where),
             release=_str(os_doc, "release", where),
-            architecture=_str(os_doc, "architecture", where),
+            architecture=architecture,
             python=_str(os_doc, "python", where),
             os=_set(os_doc, where),
             extras=_extras(path, doc),
+            more=_more(path, doc, architecture),
         )
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc}); {_fix(path)}") from None

@@ -13,42 +13,25 @@ package any more, the error names the packages and ``kiln lock --upgrade-os``.
 
 from __future__ import annotations
 
-import dataclasses
-import gzip
 import hashlib
-import os
-import stat
-import tarfile
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from kiln._debian.archive import Mirrors
 from kiln._debian.deb import Deb, read_deb
-from kiln._debian.layer import (
-    Release,
-    TreeBuilder,
-    add_bytecode,
-    add_ld_cache,
-    add_packages,
-    add_system,
-    write_tree,
-)
+from kiln._debian.layer import Release
 from kiln._debian.lock import DebPin, LayerPin, OsLock, PackageSet
-from kiln._debian.tree import DIR, FILE, SYMLINK, Entry, normalize
+from kiln._debian.tree import Entry
 from kiln._errors import ArtifactAltered, CommandFailed, ConfigError, ServiceUnavailable
 from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.cache import Blob, LayerCache
-from kiln._images.oci.compress import GZIP, BlobWriter, Written
+from kiln._images.oci.compress import GZIP
 from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest
-from kiln._images.oci.install import compile_bytecode
-from kiln._images.oci.interpreter import FolderPython
-from kiln._images.oci.rootfs import needed
+from kiln._images.os_tree import extras_tree, host_architecture, os_tree, read_layer, store_tree
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file, temporary_beside
-from kiln._util.paths import stays_inside
 
 # The environment of kiln's OS base: Debian's PATH, and the C.UTF-8 locale glibc has built in.
 OS_ENV = (
@@ -147,106 +130,6 @@ def fetch_debs(
 def unavailable(pins: Sequence[DebPin], mirrors: Mirrors, cache: Path) -> list[DebPin]:
     """The pins neither kiln's cache (checked by sha256) nor any mirror holds any more."""
     return [p for p in pins if _cached(cache, p) is None and not mirrors.has(p.archive, p.path)]
-
-
-def extract(tree: Mapping[str, Entry], root: Path) -> None:
-    """Write what the image's python3 reads of ``tree`` under ``root`` (folders first).
-    Nothing is written through a link: a path whose folder leads out of ``root`` (a link
-    to an absolute path, as ``usr/lib/ssl/certs`` is) is left out."""
-    top = os.path.realpath(root)
-    for path in sorted(tree, key=lambda p: p.split("/")):
-        entry = tree[path]
-        if not needed(path):
-            continue
-        target = root / path
-        if not stays_inside(target.parent, top):
-            continue
-        if entry.kind == DIR:
-            target.mkdir(parents=True, exist_ok=True)
-        elif entry.kind == SYMLINK:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.symlink_to(entry.target)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(entry.data)
-            target.chmod((entry.mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR)
-
-
-def read_layer(blob: Blob) -> dict[str, Entry]:
-    """A layer blob's entries (what an extras layer is checked against)."""
-    entries = {}
-    with gzip.open(blob.path, "rb") as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
-        for member in tar:
-            path = normalize(member.name)
-            if not path:
-                continue
-            if member.isdir():
-                entry = Entry(path, DIR, member.mode, uid=member.uid, gid=member.gid)
-            elif member.issym():
-                entry = Entry(path, SYMLINK, 0o777, target=member.linkname)
-            else:
-                extracted = tar.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-                entry = Entry(path, FILE, member.mode, data=data, uid=member.uid, gid=member.gid)
-            entries[path] = dataclasses.replace(entry, owner="the OS layer")
-    return entries
-
-
-def _cache_tag(python: str) -> str:
-    return "cpython-" + python.replace(".", "")
-
-
-def compile_with_own_python(
-    tree: Mapping[str, Entry], sources: Sequence[str], *, python: str, work: Path
-) -> dict[str, bytes]:
-    """``.pyc`` bytes (image path -> bytes) of ``sources``, compiled by the tree's own
-    ``python3`` run from a copy of the tree under ``work``."""
-    with tempfile.TemporaryDirectory(prefix="os-", dir=work) as tmp:
-        root = Path(tmp)
-        extract(tree, root)
-        interpreter = FolderPython(root, f"/usr/bin/python{python}", f"OS python {python}")
-        compiled = compile_bytecode(root, [f"/{s}" for s in sources], _cache_tag(python),
-                                    interpreter)  # fmt: skip
-        out = {}
-        for image_path in compiled:
-            folder, name = image_path.lstrip("/").rsplit("/", 1)
-            pyc = f"{folder}/__pycache__/{name[:-3]}.{_cache_tag(python)}.pyc"
-            out[pyc] = (root / pyc).read_bytes()
-    return out
-
-
-def os_tree(debs: Sequence[Deb], release: Release, *, work: Path) -> tuple[dict[str, Entry], str]:
-    """The shared OS layer's entries, and the Python version it installs."""
-    builder = TreeBuilder()
-    add_packages(builder, debs)
-    python = add_system(builder, release)
-
-    def compile_tree(tree: Mapping[str, Entry], sources: Sequence[str]) -> Mapping[str, bytes]:
-        return compile_with_own_python(tree, sources, python=python, work=work)
-
-    add_bytecode(builder, python, compile_tree)
-    add_ld_cache(builder)
-    return builder.entries, python
-
-
-def extras_tree(debs: Sequence[Deb], below: Mapping[str, Entry]) -> dict[str, Entry]:
-    """An image's extras layer: its packages' files over the OS layer ``below``, and an
-    ``ld.so.cache`` that knows the libraries of both."""
-    builder = TreeBuilder(below)
-    add_packages(builder, debs)
-    add_ld_cache(builder)
-    return builder.entries
-
-
-def store_tree(entries: Mapping[str, Entry], cache: LayerCache) -> Blob:
-    """``entries`` as a layer blob in ``cache`` (kiln's pinned gzip)."""
-
-    def write(out: BinaryIO) -> Written:
-        writer = BlobWriter(out, GZIP)
-        write_tree(entries.values(), writer)  # type: ignore[arg-type]  # tarfile's file
-        return writer.finish()
-
-    return cache.store(write, GZIP)
 
 
 def _reads(pins: Sequence[tuple[DebPin, bytes]]) -> list[Deb]:
@@ -349,35 +232,67 @@ class OsLayers:
         *,
         below: str | None = None,
         debs: Sequence[Deb] | None = None,
+        architecture: str | None = None,
     ) -> Blob:
-        """The layer of ``packages`` (``lock.os``, or an image's extras over the OS layer
-        when ``below`` names that image), from ``debs`` (default: fetched): built here,
-        no lock pin consulted."""
+        """The layer of ``packages`` (the OS set of ``architecture``, default the lock's
+        first, or an image's extras over that OS layer when ``below`` names the image), from
+        ``debs`` (default: fetched): built here, no lock pin consulted."""
+        one = lock.of(architecture or lock.architecture)
         release = Release(lock.suite, lock.release)
         if debs is None:
             debs = self._debs_of(packages, lock.path, mirrors=True) or []
         if below is None:
-            entries, python = os_tree(debs, release, work=self._work())
+            entries, python = os_tree(debs, release, work=self._work(),
+                                      compiler=self._compiler(lock, one))  # fmt: skip
             if python != lock.python:
                 raise ConfigError(
                     f"{lock.path}: the packages install Python {python}, the lock says "
                     f"{lock.python}; run `kiln lock`"
                 )
-            self._trees["os"] = entries
+            self._trees[one.architecture] = entries
         else:
-            entries = extras_tree(debs, self._os_entries(lock))
+            entries = extras_tree(debs, self._os_entries(lock, one.architecture))
         return store_tree(entries, self._cache)
 
-    def _os_entries(self, lock: OsLock) -> dict[str, Entry]:
-        """The OS layer's entries, read back from its blob (wherever that came from)."""
-        if "os" not in self._trees:
-            self._trees["os"] = read_layer(self.layer(lock))
-        return self._trees["os"]
+    def _compiler(self, lock: OsLock, one: OsLock) -> Mapping[str, Entry] | None:
+        """The OS tree whose ``python3`` compiles ``one``'s standard library: None (its own)
+        when it runs here, else the lock's tree for this machine's architecture, whose
+        Python package must be the same version (a .pyc depends on its source and the
+        compiler only, not on the CPU)."""
+        host = host_architecture()
+        if one.architecture == host:
+            return None
+        if host not in lock.architectures:
+            raise ConfigError(
+                f"{lock.path}: the {one.architecture} OS layer's bytecode is compiled by the "
+                f"{host} Python of the same lock (nothing runs emulated), and the lock has no "
+                f"{host}: add {host!r} to [tool.kiln.os] architectures and run `kiln lock`"
+            )
+        mine, theirs = lock.of(host).os.versions(), one.os.versions()
+        name = f"python{lock.python}-minimal"
+        if mine.get(name) != theirs.get(name):
+            raise ConfigError(
+                f"{lock.path}: {name} is {theirs.get(name)} for {one.architecture} but "
+                f"{mine.get(name)} for {host}; its bytecode is compiled by the {host} Python, "
+                "which must be the same version: run `kiln lock --upgrade-os`"
+            )
+        return self._os_entries(lock, host)
 
-    def base_image(self, lock: OsLock, extras: str | None = None) -> BaseImage:
-        """kiln's OS base as an image: the OS layer (and ``extras``' layer: that image's
-        os-packages), with a config written here. Nothing of the machine is in it."""
-        layers = [self.layer(lock)]
+    def _os_entries(self, lock: OsLock, architecture: str) -> dict[str, Entry]:
+        """The OS layer's entries for ``architecture``, read back from its blob (wherever
+        that came from)."""
+        if architecture not in self._trees:
+            self._trees[architecture] = read_layer(self.layer(lock, architecture=architecture))
+        return self._trees[architecture]
+
+    def base_image(
+        self, lock: OsLock, extras: str | None = None, *, architecture: str | None = None
+    ) -> BaseImage:
+        """kiln's OS base as an image for ``architecture`` (default: the lock's first): the
+        OS layer (and ``extras``' layer: that image's os-packages), with a config written
+        here. Nothing of the machine is in it."""
+        full, lock = lock, lock.of(architecture or lock.architecture)
+        layers = [self.layer(full, architecture=lock.architecture)]
         history = [
             (
                 f"kiln: OS layer: Debian {lock.suite} {lock.release}, "
@@ -385,7 +300,7 @@ class OsLayers:
             )
         ]
         if extras is not None:
-            layers.append(self.layer(lock, extras))
+            layers.append(self.layer(full, extras, architecture=lock.architecture))
             extra = lock.extras[extras]
             history.append(f"kiln: {extras}'s os-packages: {' '.join(extra.roots)}")
         config = {
@@ -399,9 +314,14 @@ class OsLayers:
         image_id = sha256_digest(canonical_json(config))
         return BaseImage(lock.name, image_id, config, tuple(layers))
 
-    def layer(self, lock: OsLock, image: str | None = None) -> Blob:
-        """The lock's OS layer (or ``image``'s extras layer), as the lock records it."""
-        packages = lock.os if image is None else lock.extras[image]
+    def layer(
+        self, lock: OsLock, image: str | None = None, *, architecture: str | None = None
+    ) -> Blob:
+        """The lock's OS layer for ``architecture`` (default: its first), or ``image``'s
+        extras layer, as the lock records it."""
+        arch = architecture or lock.architecture
+        one = lock.of(arch)
+        packages = one.os if image is None else one.extras[image]
         what = "the OS layer" if image is None else f"the {image} image's os-packages layer"
         pin = packages.layer
         if pin is None:
@@ -410,8 +330,10 @@ class OsLayers:
         if found is None:
             cached = self._debs_of(packages, lock.path, mirrors=False)
             if cached is not None:
-                found = self.build(lock, packages, below=image, debs=cached)
+                found = self.build(lock, packages, below=image, debs=cached, architecture=arch)
             else:
-                found = self._from_registry(pin) or self.build(lock, packages, below=image)
+                found = self._from_registry(pin) or self.build(
+                    lock, packages, below=image, architecture=arch
+                )
             check_layer(found, pin, lock.path, what)
         return found

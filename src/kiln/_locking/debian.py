@@ -10,16 +10,17 @@ later build checks it gives the same bytes.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from kiln._debian.archive import Indexes, by_name
+from kiln._debian.archive import Candidate, Indexes, by_name
 from kiln._debian.config import SECTION, python_of
 from kiln._debian.layer import WRITER
-from kiln._debian.lock import OS_LOCK, LayerPin, OsLock, PackageSet, read_os_lock
-from kiln._debian.resolve import Resolver, extra_closure
+from kiln._debian.lock import OS_LOCK, ArchSets, LayerPin, OsLock, PackageSet, read_os_lock
+from kiln._debian.resolve import Closure, Resolver, extra_closure
 from kiln._errors import ConfigError
+from kiln._images.os_tree import host_architecture
 from kiln._workspace.model import Workspace
 
 
@@ -40,7 +41,12 @@ class LayerBuilder(Protocol):
     """What locking needs of ``kiln._images.os_layers.OsLayers``: a lock's layer, built."""
 
     def build(
-        self, lock: OsLock, packages: PackageSet, *, below: str | None = None
+        self,
+        lock: OsLock,
+        packages: PackageSet,
+        *,
+        below: str | None = None,
+        architecture: str | None = None,
     ) -> LayerBlob: ...
 
 
@@ -102,12 +108,31 @@ class Change:
         return f"  {what} {self.before} -> {self.after}"
 
 
+def _sets(lock: OsLock | None) -> dict[str, PackageSet]:
+    """Each package set of ``lock`` by where it is: "os", an image, and for an architecture
+    after the first "os arm64", "<image> arm64"."""
+    if lock is None:
+        return {}
+    found: dict[str, PackageSet] = {}
+    for arch in lock.architectures:
+        one = lock.of(arch)
+        suffix = "" if arch == lock.architecture else f" {arch}"
+        found |= {f"os{suffix}": one.os} | {f"{k}{suffix}": v for k, v in one.extras.items()}
+    return found
+
+
+def _order(where: str) -> tuple[str, bool, str]:
+    """Each architecture's sets together (the first's first), its OS set before the images'."""
+    name, _, arch = where.partition(" ")
+    return arch, name != "os", name
+
+
 def changes(old: OsLock | None, new: OsLock) -> list[Change]:
     """Every package version that ``new`` moves, adds or drops, by set and name."""
     found = []
-    sets = {"os": new.os, **new.extras}
-    before_sets = {} if old is None else {"os": old.os, **old.extras}
-    for where in sorted(set(sets) | set(before_sets), key=lambda w: (w != "os", w)):
+    sets = _sets(new)
+    before_sets = _sets(old)
+    for where in sorted(set(sets) | set(before_sets), key=_order):
         after = sets[where].versions() if where in sets else {}
         before = before_sets[where].versions() if where in before_sets else {}
         for name in sorted(set(before) | set(after)):
@@ -117,7 +142,12 @@ def changes(old: OsLock | None, new: OsLock) -> list[Change]:
 
 
 def _layers(lock: OsLock, image: str) -> tuple[str | None, ...]:
-    sets = [lock.os, *([lock.extras[image]] if image in lock.extras else [])]
+    sets = [
+        packages
+        for arch in lock.architectures
+        for one in [lock.of(arch)]
+        for packages in [one.os, *([one.extras[image]] if image in one.extras else [])]
+    ]
     return tuple(s.layer.digest if s.layer else None for s in sets)
 
 
@@ -150,36 +180,25 @@ def lock_os(
             "(e.g. python3.11-minimal, libpython3.11-stdlib)"
         )
     suites = indexes.load()
-    candidates = by_name(suites)
     keep = previous is not None and not upgrade
-    # Every version the previous lock holds, the extras' too (a package moving from an
-    # image's os-packages into the OS keeps its version), unless upgrading.
-    prefer: dict[str, str] = {}
-    if keep and previous is not None:
-        for packages in (*previous.extras.values(), previous.os):
-            prefer.update(packages.versions())
-    closure = Resolver(
-        candidates, architecture=config.architecture, exclude=config.exclude, prefer=prefer,
-        where=where,
-    ).resolve(config.packages)  # fmt: skip
-    omitted = len(closure.omitted)
-    log(f"    OS closure: {len(closure.packages)} packages, {omitted} relations left out")
-    extras: dict[str, PackageSet] = {}
-    for image in workspace.images:
-        if not image.os_packages:
-            continue
-        found = extra_closure(
-            candidates, closure, image.os_packages, architecture=config.architecture,
-            exclude=config.exclude, prefer=prefer,
-            where=f"{image.path / 'image.toml'}: os-packages",
-        )  # fmt: skip
-        extras[image.name] = PackageSet.of(found, image.os_packages)
+    sets = {}
+    for arch in config.architectures:
+        candidates = by_name(suites if arch == config.architecture else indexes.load(arch))
+        prefer = _preferred(previous, arch) if keep else {}
+        sets[arch] = _closures(workspace, candidates, arch, prefer, where)
+    for arch, (closure, _extras) in sets.items():
+        which = "" if arch == config.architecture else f" {arch}"
+        omitted = len(closure.omitted)
+        log(
+            f"    OS closure{which}: {len(closure.packages)} packages, {omitted} relations left out"
+        )
     # The point release the lock says (os-release, /etc/debian_version) moves with its
     # packages: kept when they are, for the same suite and architecture.
     same = previous is not None and (previous.suite, previous.architecture) == (
         config.suite, config.architecture,
     )  # fmt: skip
     release = previous.release if keep and same and previous is not None else suites[0].version
+    first, first_extras = sets[config.architecture]
     lock = OsLock(
         path=workspace.root / OS_LOCK,
         inputs=os_inputs(workspace),
@@ -188,17 +207,82 @@ def lock_os(
         release=release,
         architecture=config.architecture,
         python=python,
-        os=PackageSet.of(closure),
-        extras=extras,
+        os=PackageSet.of(first),
+        extras=first_extras,
+        more={
+            arch: ArchSets(PackageSet.of(closure), extras)
+            for arch, (closure, extras) in sets.items()
+            if arch != config.architecture
+        },
     )
-    blob = layers.build(lock, lock.os)
-    lock = dataclasses.replace(
-        lock, os=dataclasses.replace(lock.os, layer=LayerPin(blob.diff_id, blob.digest, blob.size))
-    )
-    log(f"    OS layer {blob.digest[:19]}: {blob.size} bytes")
-    for name, extra in sorted(extras.items()):
-        blob = layers.build(lock, extra, below=name)
+    # This machine's architecture first: its Python compiles the others' bytecode.
+    order = sorted(lock.architectures, key=lambda a: a != host_architecture())
+    for arch in order:
+        lock = _built(lock, arch, layers, log)
+    return lock
+
+
+def _with(lock: OsLock, arch: str, sets: ArchSets) -> OsLock:
+    """``lock`` with ``sets`` as the sets of ``arch``."""
+    if arch == lock.architecture:
+        return dataclasses.replace(lock, os=sets.os, extras=sets.extras)
+    return dataclasses.replace(lock, more={**lock.more, arch: sets})
+
+
+def _preferred(previous: OsLock | None, arch: str) -> dict[str, str]:
+    """The versions a lock made again keeps for ``arch``: every one the previous lock
+    holds, its extras' too (a package moving from an image's os-packages into the OS keeps
+    its version); for an architecture it did not lock, the first architecture's, so both
+    images carry the same versions where the suites offer them."""
+    if previous is None:
+        return {}
+    prefer: dict[str, str] = {}
+    for one in dict.fromkeys((previous.architecture, arch)):
+        if one in previous.architectures:
+            sets = previous.of(one)
+            for packages in (*sets.extras.values(), sets.os):
+                prefer.update(packages.versions())
+    return prefer
+
+
+def _closures(
+    workspace: Workspace,
+    candidates: Mapping[str, list[Candidate]],
+    arch: str,
+    prefer: dict[str, str],
+    where: str,
+) -> tuple[Closure, dict[str, PackageSet]]:
+    """The OS closure for ``arch``, and each image's os-packages over it."""
+    config = workspace.os
+    closure = Resolver(
+        candidates, architecture=arch, exclude=config.exclude, prefer=prefer, where=where,
+    ).resolve(config.packages)  # fmt: skip
+    extras: dict[str, PackageSet] = {}
+    for image in workspace.images:
+        if not image.os_packages:
+            continue
+        found = extra_closure(
+            candidates, closure, image.os_packages, architecture=arch,
+            exclude=config.exclude, prefer=prefer,
+            where=f"{image.path / 'image.toml'}: os-packages",
+        )  # fmt: skip
+        extras[image.name] = PackageSet.of(found, image.os_packages)
+    return closure, extras
+
+
+def _built(lock: OsLock, arch: str, layers: LayerBuilder, log: Callable[[str], None]) -> OsLock:
+    """``lock`` with the layers of ``arch``'s sets built and recorded (its OS layer first:
+    each extras layer is built over it)."""
+    which = f" ({arch})" if len(lock.architectures) > 1 else ""
+    one = lock.of(arch)
+    blob = layers.build(lock, one.os, architecture=arch)
+    os_set = dataclasses.replace(one.os, layer=LayerPin(blob.diff_id, blob.digest, blob.size))
+    lock = _with(lock, arch, ArchSets(os_set, one.extras))
+    log(f"    OS layer{which} {blob.digest[:19]}: {blob.size} bytes")
+    for name, extra in sorted(one.extras.items()):
+        blob = layers.build(lock, extra, below=name, architecture=arch)
         pinned = dataclasses.replace(extra, layer=LayerPin(blob.diff_id, blob.digest, blob.size))
-        lock = dataclasses.replace(lock, extras={**lock.extras, name: pinned})
-        log(f"    {name}'s os-packages layer {blob.digest[:19]}: {blob.size} bytes")
+        one = lock.of(arch)
+        lock = _with(lock, arch, ArchSets(one.os, {**one.extras, name: pinned}))
+        log(f"    {name}'s os-packages layer{which} {blob.digest[:19]}: {blob.size} bytes")
     return lock

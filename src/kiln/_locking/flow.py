@@ -164,7 +164,7 @@ def check(
 def check_sources(lock: OsLock, sources: OsSources, report: Reporter) -> None:
     """Every .deb ``lock`` pins is in kiln's cache or on a mirror, else ServiceUnavailable
     naming the packages gone and the fix."""
-    pins = [*lock.os.packages, *(p for e in lock.extras.values() for p in e.packages)]
+    pins = lock.packages()
     report.stage("os", f"OS lock: is each of its {len(pins)} packages still served?")
     gone = unavailable(pins, sources.mirrors, sources.cache)
     if gone:
@@ -213,7 +213,9 @@ def write_os_lock(ws: Workspace, tools: LockTools, report: Reporter, *, upgrade:
         report.stage("os", f"OS lock {OS_LOCK}: up to date")
         return OsWritten(path, written=False)
     how = "moving every package to the newest version" if upgrade else "resolving"
-    report.stage("os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {ws.os.architecture})")
+    report.stage(
+        "os", f"OS lock {OS_LOCK}: {how} ({ws.os.suite}, {', '.join(ws.os.architectures)})"
+    )
     new = lock_os(
         ws, indexes=tools.indexes, layers=tools.layers, previous=previous, upgrade=upgrade,
         log=report.detail,
