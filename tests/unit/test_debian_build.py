@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from kiln._debian.deb import read_deb
-from kiln._debian.lock import DebPin, LayerPin, OsLock, PackageSet
+from kiln._debian.lock import ArchSets, DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry
 from kiln._errors import ArtifactAltered, ConfigError, ServiceUnavailable
 from kiln._images.oci.cache import Blob, LayerCache
@@ -32,7 +32,13 @@ from kiln._images.os_layers import (
     deb_path,
     fetch_debs,
 )
-from kiln._images.os_tree import extract, extras_tree, read_layer, store_tree
+from kiln._images.os_tree import (
+    extract,
+    extras_tree,
+    host_architecture,
+    read_layer,
+    store_tree,
+)
 from tests.debian_sample import (
     DEBIAN,
     SECURITY,
@@ -45,7 +51,7 @@ from tests.debian_sample import (
     sha256,
     symlink,
 )
-from tests.unit.test_debian_ldcache import Tree, elf, read_cache
+from tests.unit.test_debian_ldcache import AARCH64, AARCH64_LIBC6, Tree, elf, read_cache
 
 PROXY, DEB = DEBIAN
 GNU = "usr/lib/x86_64-linux-gnu"
@@ -497,3 +503,129 @@ def test_the_base_image_config_is_the_same_for_the_same_lock(setup: Setup) -> No
     assert canonical_json(first.config) == canonical_json(again.config)
     moved = dataclasses.replace(setup.lock, release="12.9")
     assert setup.layers(mirrors=False).base_image(moved).image_id != first.image_id
+
+
+# ------------------------------------------------------------------ another architecture
+ARM = "usr/lib/aarch64-linux-gnu"
+ARM_GOMP_DEB = deb(
+    "libgomp1",
+    [
+        folder("./usr"),
+        folder("./usr/lib"),
+        folder(f"./{ARM}"),
+        file(f"./{ARM}/libgomp.so.1.0.0", elf("libgomp.so.1", machine=AARCH64), 0o644),
+        symlink(f"./{ARM}/libgomp.so.1", "libgomp.so.1.0.0"),
+    ],
+    version="12.2.0-14",
+)
+ARM_GOMP = dataclasses.replace(
+    pin("libgomp1", ARM_GOMP_DEB, version="12.2.0-14"),
+    architecture="arm64",
+    path="pool/main/g/gcc-12/libgomp1_12.2.0-14_arm64.deb",
+)
+
+
+def arm_os_entries() -> dict[str, Entry]:
+    """An arm64 OS layer's tree, small: aarch64 ldconfig, libc and loader, Debian's
+    ld.so.conf for the aarch64 triplet."""
+    tree = Tree(machine=AARCH64).debian_conf("aarch64-linux-gnu")
+    tree.add(Entry(f"{ARM}/libc.so.6", FILE, 0o755, data=elf("libc.so.6", machine=AARCH64)))
+    tree.add(Entry("tmp", DIR, 0o1777))
+    return {path: dataclasses.replace(e, owner="libc6") for path, e in tree.items()}
+
+
+def two_arch_lock(setup: Setup) -> OsLock:
+    """``setup``'s lock with an arm64 closure too: its OS layer and the ml image's
+    os-packages over it (aarch64 libgomp), pinned as they build."""
+    scratch = LayerCache(setup.root / "arm-scratch")
+    os_layer = store_tree(arm_os_entries(), scratch)
+    ml = extras_tree([read_deb(ARM_GOMP_DEB, name="libgomp1", where="x")], read_layer(os_layer))
+    ml_layer = store_tree(ml, scratch)
+    target = setup.cache.blob_path(os_layer.digest)  # the arm64 OS layer is in the cache
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(os_layer.path.read_bytes())
+    arm_libc = dataclasses.replace(LIBC, architecture="arm64")
+    sets = ArchSets(
+        PackageSet((arm_libc,), (), _pin(os_layer)),
+        {"ml": PackageSet((ARM_GOMP,), (), _pin(ml_layer), ("libgomp1",))},
+    )
+    return dataclasses.replace(setup.lock, more={"arm64": sets})
+
+
+def test_each_architecture_s_extras_layer_is_built_over_its_own_os_layer(setup: Setup) -> None:
+    lock = two_arch_lock(setup)
+    setup.cache_os_layer()
+    setup.cache_deb(GOMP, GOMP_DEB)
+    setup.cache_deb(ARM_GOMP, ARM_GOMP_DEB)
+    layers = setup.layers(mirrors=False)
+    amd = layers.layer(lock, "ml")  # the amd64 OS tree is read first ...
+    arm = layers.layer(lock, "ml", architecture="arm64")  # ... and not taken for arm64
+    assert amd.path.read_bytes() == setup.ml_blob
+    ml_pin = lock.of("arm64").extras["ml"].layer
+    assert ml_pin is not None
+    assert (arm.digest, arm.size) == (ml_pin.digest, ml_pin.size)
+    assert f"{ARM}/libgomp.so.1" in members(arm)
+    with gzip.open(arm.path) as stream, tarfile.open(fileobj=stream) as tar:
+        cache = tar.extractfile("etc/ld.so.cache")
+        assert cache is not None
+        libs = {(lib.key, lib.value, lib.flags) for lib in read_cache(cache.read()).libs}
+    lib = "/lib/aarch64-linux-gnu"  # written in code: no aarch64 ldconfig ran
+    assert libs == {
+        ("libc.so.6", f"{lib}/libc.so.6", AARCH64_LIBC6),
+        ("libgomp.so.1", f"{lib}/libgomp.so.1", AARCH64_LIBC6),
+    }
+
+
+def test_the_base_image_of_an_architecture_is_its_layers_and_says_it(setup: Setup) -> None:
+    lock = two_arch_lock(setup)
+    setup.cache_os_layer()
+    setup.cache_deb(ARM_GOMP, ARM_GOMP_DEB)
+    layers = setup.layers(mirrors=False)
+    arm = layers.base_image(lock, "ml", architecture="arm64")
+    amd = layers.base_image(lock)
+    sets = lock.of("arm64")
+    assert sets.os.layer is not None
+    assert sets.extras["ml"].layer is not None
+    assert arm.config["architecture"] == "arm64"
+    assert arm.config["rootfs"]["diff_ids"] == [
+        sets.os.layer.diff_id,
+        sets.extras["ml"].layer.diff_id,
+    ]
+    assert amd.config["architecture"] == "amd64"
+    assert amd.config["rootfs"]["diff_ids"] == [setup.pin().diff_id]
+
+
+@pytest.mark.skipif(host_architecture() != "amd64", reason="the foreign architecture is arm64")
+def test_a_foreign_os_layer_needs_this_machine_s_python_at_the_same_version(
+    setup: Setup,
+) -> None:
+    lock = two_arch_lock(setup)
+    python = dataclasses.replace(DASH, name="python3.11-minimal", version="3.11.2-6+deb12u5")
+    arm_python = dataclasses.replace(python, version="3.11.2-6+deb12u4", architecture="arm64")
+    arm_only = dataclasses.replace(
+        lock, architecture="arm64", os=lock.more["arm64"].os, extras={}, more={}
+    )
+    layers = setup.layers(mirrors=False)
+    with pytest.raises(ConfigError) as err:
+        layers.build(arm_only, arm_only.os, debs=[])
+    assert str(err.value) == (
+        f"{lock.path}: the arm64 OS layer's bytecode is compiled by the amd64 Python of the "
+        "same lock (nothing runs emulated), and the lock has no amd64: add 'amd64' to "
+        "[tool.kiln.os] architectures and run `kiln lock`"
+    )
+    skewed = dataclasses.replace(
+        lock,
+        os=dataclasses.replace(lock.os, packages=(*lock.os.packages, python)),
+        more={
+            "arm64": ArchSets(
+                dataclasses.replace(lock.more["arm64"].os, packages=(arm_python,)), {}
+            )
+        },
+    )
+    with pytest.raises(ConfigError) as err:
+        layers.build(skewed, skewed.of("arm64").os, debs=[], architecture="arm64")
+    assert str(err.value) == (
+        f"{lock.path}: python3.11-minimal is 3.11.2-6+deb12u4 for arm64 but 3.11.2-6+deb12u5 "
+        "for amd64; its bytecode is compiled by the amd64 Python, which must be the same "
+        "version: run `kiln lock --upgrade-os`"
+    )
