@@ -22,7 +22,14 @@ from kiln._debian.lock import ArchSets, DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry
 from kiln._errors import ArtifactAltered, ConfigError, ServiceUnavailable
 from kiln._images.oci.cache import Blob, LayerCache
-from kiln._images.oci.image import canonical_json, sha256_digest
+from kiln._images.oci.image import (
+    BuiltImage,
+    canonical_json,
+    image_config,
+    image_manifest,
+    sha256_digest,
+)
+from kiln._images.oci.index import image_index
 from kiln._images.os_layers import (
     OS_ENV,
     Blobs,
@@ -586,12 +593,13 @@ def test_the_base_image_of_an_architecture_is_its_layers_and_says_it(setup: Setu
     sets = lock.of("arm64")
     assert sets.os.layer is not None
     assert sets.extras["ml"].layer is not None
-    assert arm.config["architecture"] == "arm64"
+    assert (arm.config["architecture"], arm.config["variant"]) == ("arm64", "v8")
     assert arm.config["rootfs"]["diff_ids"] == [
         sets.os.layer.diff_id,
         sets.extras["ml"].layer.diff_id,
     ]
     assert amd.config["architecture"] == "amd64"
+    assert "variant" not in amd.config
     assert amd.config["rootfs"]["diff_ids"] == [setup.pin().diff_id]
 
 
@@ -629,3 +637,24 @@ def test_a_foreign_os_layer_needs_this_machine_s_python_at_the_same_version(
         "for amd64; its bytecode is compiled by the amd64 Python, which must be the same "
         "version: run `kiln lock --upgrade-os`"
     )
+
+
+def test_images_on_each_architecture_s_base_make_one_index_of_both_platforms(
+    setup: Setup,
+) -> None:
+    lock = two_arch_lock(setup)
+    setup.cache_os_layer()
+    layers = setup.layers(mirrors=False)
+    images = []
+    for arch in ("amd64", "arm64"):
+        base = layers.base_image(lock, architecture=arch)
+        config = canonical_json(
+            image_config(
+                base.config, base.layers, [], env={}, labels={}, created="2025-01-01T00:00:00Z"
+            )
+        )
+        manifest = canonical_json(image_manifest(config, base.layers, {}))
+        images.append(BuiltImage(config, manifest, base.layers))
+    index = image_index(images)
+    assert [str(p) for p, _ in index.images] == ["linux/amd64", "linux/arm64/v8"]
+    assert images[0].digest != images[1].digest

@@ -29,6 +29,7 @@ from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest
+from kiln._images.oci.index import DEFAULT_VARIANTS
 from kiln._images.os_tree import extras_tree, host_architecture, os_tree, read_layer, store_tree
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file, temporary_beside
@@ -311,6 +312,8 @@ class OsLayers:
             "rootfs": {"type": "layers", "diff_ids": [b.diff_id for b in layers]},
             "history": [{"created": rfc3339(MTIME), "created_by": line} for line in history],
         }
+        if lock.architecture in DEFAULT_VARIANTS:  # arm64: v8, as an image index says it
+            config["variant"] = DEFAULT_VARIANTS[lock.architecture]
         image_id = sha256_digest(canonical_json(config))
         return BaseImage(lock.name, image_id, config, tuple(layers))
 
