@@ -8,28 +8,41 @@ Then, under ``qemu-aarch64-static`` (the ELF prefix is the unpacked layer; no bi
 handler is needed), the layer's own ``ldconfig`` must write the same
 ``/etc/ld.so.cache`` as kiln did, its own ``python3`` must compile the standard library
 to the same ``.pyc`` as the amd64 Python kiln used, and it must import what a component
-needs."""
+needs. Last, an OCI image index over the two OS base images is pushed to a
+registry: its digest is the one known before the push, ``skopeo inspect --raw``
+lists both platforms, and ``docker pull --platform linux/arm64`` of it gets arm64."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 
 from kiln._debian.archive import Indexes, Mirrors
-from kiln._debian.lock import read_os_lock, render
+from kiln._debian.lock import OsLock, read_os_lock, render
+from kiln._errors import ServiceUnavailable
 from kiln._images.oci.cache import LayerCache
+from kiln._images.oci.image import BuiltImage, canonical_json, image_config, image_manifest
+from kiln._images.oci.index import image_index
+from kiln._images.oci.push import push_image
 from kiln._images.os_layers import OsLayers
 from kiln._locking.debian import lock_os
+from kiln._servers.registry import RegistryClient
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
 from tests.e2e.conftest import OsPins
+from tests.e2e.runwide import untag
+from tests.e2e.tools import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -73,12 +86,21 @@ def _arm64(args: list[str], root: Path) -> str:
     return proc.stdout
 
 
-@pytest.mark.skipif(QEMU is None, reason="needs qemu-aarch64-static (Debian's qemu-user-static)")
-def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
-    tmp_path: Path, os_pins: OsPins
-) -> None:
+@dataclass(frozen=True)
+class TwoArch:
+    before: OsLock  # the committed lock (amd64)
+    lock: OsLock  # locked again for amd64 and arm64
+    layers: OsLayers
+    tmp: Path
+    seconds: float  # locking both
+
+
+@pytest.fixture(scope="module")
+def two_arch(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> TwoArch:
+    """The committed lock locked again for amd64 and arm64, from Debian's archive."""
     started = time.monotonic()
-    cache = tmp_path / "cache"
+    tmp = tmp_path_factory.mktemp("arm64")
+    cache = tmp / "cache"
     shutil.copytree(os_pins.cache, cache, copy_function=os.link)  # the amd64 .debs and layer
     ws = discover(os_pins.source)
     ws = dataclasses.replace(
@@ -87,12 +109,19 @@ def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
     before = read_os_lock(os_pins.source)
     mirrors = Mirrors(ws.os)
     layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
-    lines: list[str] = []
     lock = lock_os(
         ws, indexes=Indexes(ws.os, mirrors, call, cache / "debian"), layers=layers,
-        previous=before, upgrade=False, log=lines.append,
+        previous=before, upgrade=False,
     )  # fmt: skip
-    locked = time.monotonic() - started
+    return TwoArch(before, lock, layers, tmp, time.monotonic() - started)
+
+
+@pytest.mark.skipif(QEMU is None, reason="needs qemu-aarch64-static (Debian's qemu-user-static)")
+def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
+    two_arch: TwoArch,
+) -> None:
+    before, lock, tmp_path = two_arch.before, two_arch.lock, two_arch.tmp
+    started = time.monotonic()
     # amd64 moves not a byte; arm64 has the same packages at the same versions
     assert dataclasses.replace(lock, inputs=before.inputs, more={}) == before
     assert render(lock).startswith(render(before).replace(before.inputs, lock.inputs))
@@ -103,10 +132,10 @@ def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
     assert before.os.layer is not None
     assert arm.os.layer.digest != before.os.layer.digest
     # built again from the cached .debs on a cold layer cache: the digest the lock records
-    again = OsLayers(LayerCache(tmp_path / "again"), cache / "debian", None)
+    again = OsLayers(LayerCache(tmp_path / "again"), tmp_path / "cache" / "debian", None)
     blob = again.layer(lock, architecture="arm64")
     assert (blob.digest, blob.size) == (arm.os.layer.digest, arm.os.layer.size)
-    built = time.monotonic() - started - locked
+    built = time.monotonic() - started
     root = tmp_path / "rootfs"
     with tarfile.open(blob.path) as tar:
         tar.extractall(root, filter="tar")
@@ -135,6 +164,78 @@ def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
         f"\narm64 OS layer: {len(arm.os.packages)} packages "
         f"({sum(p.size for p in arm.os.packages)} bytes of .debs), layer "
         f"{arm.os.layer.size} bytes (amd64: {before.os.layer.size}); "
-        f"locked both in {locked:.1f} s, arm64 rebuilt in {built:.1f} s; {same} .pyc as "
+        f"locked both in {two_arch.seconds:.1f} s, arm64 rebuilt in {built:.1f} s; {same} .pyc as "
         f"arm64's own Python writes them"
     )
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A registry of its own on a free port (no credentials), stopped after."""
+    binary = shutil.which("docker-registry") or shutil.which("registry")
+    if binary is None:
+        pytest.skip("no docker-registry/registry binary on PATH")
+    root = tmp_path_factory.mktemp("index-registry")
+    port = free_port()
+    config = root / "registry.yml"
+    config.write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: "
+        f"{root / 'data'}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    with (root / "registry.log").open("wb") as log:
+        proc = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=log)
+    try:
+        client = RegistryClient(f"127.0.0.1:{port}")
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                client.ping()
+                break
+            except ServiceUnavailable:  # not up yet
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_an_index_of_both_os_bases_is_pushed_at_its_known_digest_and_pulled_per_platform(
+    two_arch: TwoArch, registry: str, docker_client: docker.DockerClient
+) -> None:
+    images = []
+    for arch in ("amd64", "arm64"):
+        base = two_arch.layers.base_image(two_arch.lock, architecture=arch)
+        config = canonical_json(
+            image_config(
+                base.config, base.layers, [], env={}, labels={}, created="2025-01-01T00:00:00Z"
+            )
+        )
+        manifest = canonical_json(image_manifest(config, base.layers, {}))
+        images.append(BuiltImage(config, manifest, base.layers))
+    index = image_index(images)
+    client = RegistryClient(registry)
+    repository = "kiln-e2e/os"
+    for image in images:
+        push_image(client, repository, image.digest.replace(":", "-"), image)
+    answered = client.put_manifest(repository, "multi", index.index, index.media_type)
+    assert answered == index.digest  # known before the push
+    ref = f"{registry}/{repository}@{index.digest}"
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    assert raw == index.index
+    assert [m["platform"] for m in json.loads(raw)["manifests"]] == [
+        {"architecture": "amd64", "os": "linux"},
+        {"architecture": "arm64", "os": "linux", "variant": "v8"},
+    ]
+    try:
+        pulled = docker_client.images.pull(ref, platform="linux/arm64")
+        assert pulled.attrs["Architecture"] == "arm64"
+        assert (
+            pulled.attrs["RootFS"]["Layers"] == json.loads(images[1].config)["rootfs"]["diff_ids"]
+        )
+    finally:
+        untag(docker_client, registry)
