@@ -5,6 +5,11 @@ Only the CLI prints errors. Messages name the file or value at fault and the fix
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+
 
 class KilnError(Exception):
     """Base class of every error kiln raises on purpose."""
@@ -71,6 +76,50 @@ class AuthenticationFailed(KilnError):
     label = "authentication failed"
 
 
+class DiskFault(KilnError):
+    """kiln could not write its own output or state: the disk is full, or the path is
+    read-only or not kiln's to write. What was published stays published; free space or
+    make the path writable, then re-run."""
+
+    exit_code = 10
+    label = "disk fault"
+
+
+# The errors a write to kiln's own files meets when the disk, not the input, is at fault.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def disk_fault(exc: OSError, path: str | os.PathLike[str] | None = None) -> DiskFault:
+    """``exc`` (one of ``DISK_ERRNOS``) met writing ``path`` (else the file it names), as
+    a ``DiskFault`` naming the path and the fix."""
+    where = exc.filename if exc.filename is not None else path
+    named = f" {os.fsdecode(where)}" if where is not None else ""
+    reason = exc.strerror or os.strerror(exc.errno or 0)
+    if exc.errno in _FULL:
+        fix = "free space on its filesystem"
+    elif exc.errno == errno.EROFS:
+        fix = "mount it writable or point kiln at a writable checkout"
+    else:
+        fix = "make it writable by this user"
+    return DiskFault(
+        f"cannot write{named} ({reason}): {fix}, then re-run the same command; "
+        "what is already published is kept and skipped"
+    )
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Inside: a disk error (``DISK_ERRNOS``) becomes a ``DiskFault`` naming ``path``
+    (or the file the error names); other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        raise disk_fault(exc, path) from exc
+
+
 EXIT_CODES: dict[str, int] = {
     cls.label: cls.exit_code
     for cls in (
@@ -81,5 +130,6 @@ EXIT_CODES: dict[str, int] = {
         RunFailed,
         ArtifactAltered,
         AuthenticationFailed,
+        DiskFault,
     )
 }

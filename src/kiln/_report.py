@@ -14,12 +14,15 @@ stage shows a ``rich`` spinner, and its line gets its duration when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
+
+from kiln._errors import DISK_ERRNOS, disk_fault
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -92,8 +95,18 @@ class Reporter:
 
     def _keep(self, text: str) -> None:
         if self._log is not None:
-            self._log.write(strip_ansi(text).rstrip("\n") + "\n")
-            self._log.flush()
+            try:
+                self._log.write(strip_ansi(text).rstrip("\n") + "\n")
+                self._log.flush()
+            except OSError as exc:
+                # A full or read-only disk: the log is dropped, and the error (a disk
+                # fault naming the log) raised once.
+                log, self._log = self._log, None
+                with contextlib.suppress(OSError):
+                    log.close()
+                if exc.errno in DISK_ERRNOS:
+                    raise disk_fault(exc, self.log_path) from exc
+                raise
 
     def step(self, text: str) -> None:
         """One line a person reads: a stage, a pipeline step, a result."""
@@ -157,5 +170,6 @@ class Reporter:
             self._status.stop()
             self._status = None
         if self._log is not None:
-            self._log.close()
-            self._log = None
+            log, self._log = self._log, None
+            with contextlib.suppress(OSError):  # a full disk: what was kept is kept
+                log.close()

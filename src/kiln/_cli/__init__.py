@@ -17,7 +17,14 @@ from collections.abc import Mapping, Sequence
 
 from kiln import __version__
 from kiln._cli import parsers
-from kiln._errors import EXIT_CODES, CommandFailed, KilnError, RunFailed
+from kiln._errors import (
+    DISK_ERRNOS,
+    EXIT_CODES,
+    CommandFailed,
+    KilnError,
+    RunFailed,
+    disk_fault,
+)
 from kiln._options import Options, environment_help
 from kiln._report import Reporter
 
@@ -137,14 +144,25 @@ def _failure_context(exc: KilnError, report: Reporter) -> str:
     return where
 
 
+def _render(exc: KilnError, report: Reporter) -> int:
+    """Print ``exc`` the one way kiln prints an error; its exit code."""
+    report.finish()
+    print(f"kiln: {exc.label}: {exc}{_failure_context(exc, report)}", file=sys.stderr)
+    return exc.exit_code
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     report = Reporter()
     try:
         code = main_inner(argv, report)
     except KilnError as exc:
-        report.finish()
-        print(f"kiln: {exc.label}: {exc}{_failure_context(exc, report)}", file=sys.stderr)
-        code = exc.exit_code
+        code = _render(exc, report)
+    except OSError as exc:
+        # A full disk or a read-only path where kiln writes: the disk's fault, not the
+        # input's, and no traceback (a flow that knows the path names it; else the error's).
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        code = _render(disk_fault(exc), report)
     except KeyboardInterrupt:
         print("kiln: interrupted; re-run the same command to finish", file=sys.stderr)
         code = 130

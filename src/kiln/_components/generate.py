@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from kiln import __version__
-from kiln._errors import ConfigError, KilnError
+from kiln._errors import ConfigError, KilnError, writing
 from kiln._util.files import write_atomic, write_text_atomic
 from kiln._workspace.model import Component, Pipeline
 
@@ -81,10 +81,11 @@ def generate_component(
         raise ConfigError(
             f"{component.path}: {component.name} is not a valid KFP component: {exc}"
         ) from exc
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{component.name}.yaml"
-    text = _compiled(target, lambda path: compiler.Compiler().compile(comp, path)).decode()
-    write_text_atomic(target, header(component, source or component.path.name) + text)
+    with writing(target):  # a full or read-only disk is a disk fault, not bad input
+        out_dir.mkdir(parents=True, exist_ok=True)
+        text = _compiled(target, lambda path: compiler.Compiler().compile(comp, path)).decode()
+        write_text_atomic(target, header(component, source or component.path.name) + text)
     return target
 
 
@@ -129,16 +130,20 @@ def compile_pipeline(pipeline: Pipeline, component_dir: Path, out_dir: Path) -> 
     from kfp import compiler  # noqa: PLC0415 - kfp is slow to import (see above)
 
     func = pipeline_function(pipeline, component_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{pipeline.name}.yaml"
     try:
-        data = _compiled(target, lambda path: compiler.Compiler().compile(func, path))
+        with writing(target):  # a full or read-only disk is a disk fault, not bad input
+            out_dir.mkdir(parents=True, exist_ok=True)
+            data = _compiled(target, lambda path: compiler.Compiler().compile(func, path))
+    except KilnError:
+        raise
     except Exception as exc:
         raise ConfigError(
             f"{pipeline.path}: KFP cannot compile the pipeline build(load) returns: "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    write_atomic(target, data)
+    with writing(target):
+        write_atomic(target, data)
     return target
 
 

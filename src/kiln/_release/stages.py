@@ -16,7 +16,7 @@ from pathlib import Path
 from kiln import __version__
 from kiln._components.yamls import generate
 from kiln._context import Services
-from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict
+from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict, writing
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.sbom import image_sbom, sbom_path
@@ -228,11 +228,12 @@ def check_refusals(plan: ReleasePlan) -> None:
 
 def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
     """Copy the accepted wheels from the staging folder to ``dist/wheels``."""
-    target.mkdir(parents=True, exist_ok=True)
-    for w in wheels:
-        if w.path.parent != target:
-            with w.path.open("rb") as src, atomic_output(target / w.filename) as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+    with writing(target):  # a full or read-only dist: a disk fault naming it
+        target.mkdir(parents=True, exist_ok=True)
+        for w in wheels:
+            if w.path.parent != target:
+                with w.path.open("rb") as src, atomic_output(target / w.filename) as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
 
 
 def check_engine(plan: ReleasePlan, services: Services) -> None:
@@ -292,6 +293,7 @@ def execute(
         pipelines=pipelines,
     )
     manifest_path = workspace.dist_dir / "manifest.json"
-    manifest.write(manifest_path)
+    with writing(manifest_path):
+        manifest.write(manifest_path)
     report.stage("manifest", f"manifest: {manifest_path}")
     return Outcome(plan, manifest, manifest_path, uploaded, pushed)

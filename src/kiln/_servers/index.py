@@ -5,13 +5,20 @@ index's simple API (the ``#sha256=`` of each link), never from upload errors.
 Uploads go through twine, with credentials only in its environment; simple-API
 reads send the same credentials. A 401/403 is ``AuthenticationFailed``, naming
 where the credentials came from.
+
+Transient faults are tried again, boundedly, and never a 4xx: reads by the session
+(``kiln._util.http``), uploads here (twine itself tries a 5xx answer again at once; a
+connection error or a 502/503/504 that outlasts that is tried ``UPLOAD_TRIES`` times in
+all, 1 s then 2 s apart, the later tries skipping files an earlier one stored). A server
+still failing is ``ServiceUnavailable`` naming the URL and its answer.
 """
 
 from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -30,6 +37,12 @@ _TIMEOUT = 30.0
 _ANONYMOUS = ("kiln", "")
 # How twine reports the server's answer to an upload: "HTTPError: 403 Forbidden from URL".
 _TWINE_REFUSED = re.compile(r"HTTPError: (401|403)\b")
+# What twine prints when the server, or the way to it, failed rather than refused.
+_TWINE_TRANSIENT = re.compile(
+    r"HTTPError: (50[234])\b|(ConnectionError|Connection aborted|RemoteDisconnected"
+    r"|Connection reset|ConnectionResetError|ProtocolError|IncompleteRead|BrokenPipe)"
+)
+UPLOAD_TRIES = 3
 
 
 class Index(Protocol):
@@ -60,6 +73,7 @@ class IndexClient:
         runner: Runner = call,
         session: requests.Session | None = None,
         ca_bundle: Path | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """``ca_bundle``: the CA certificates to trust (a TLS-inspecting proxy's), for the
         simple-API reads and for twine's uploads. ``session``: the reads' transport
@@ -78,6 +92,7 @@ class IndexClient:
         self._session = session or http.session(ca_bundle)
         self._session.headers["Cache-Control"] = "no-cache"
         self._ca_bundle = ca_bundle
+        self._sleep = sleep
         if credentials is not None:
             self._session.auth = credentials.basic
         self._client = PyPISimple(endpoint=self.simple_url, session=self._session)
@@ -96,6 +111,19 @@ class IndexClient:
             "start it with `kiln stack up` or fix the index URL"
         )
 
+    def _answered(self, url: str, status: int | None) -> ServiceUnavailable:
+        """An answer that is neither the page nor a refusal: a 5xx is the server failing
+        (the session tried again already), anything else a URL that is no simple API."""
+        if status is not None and status >= 500:
+            return ServiceUnavailable(
+                f"package index {url} answered {status}, again after {http.RETRIES} retries: "
+                "the server is failing; re-run when it answers (what is published is kept)"
+            )
+        return ServiceUnavailable(
+            f"package index {url} answered {status}; "
+            "fix the index URL (kiln needs its PEP 503 simple API)"
+        )
+
     def ping(self) -> None:
         try:
             resp = self._session.get(self.simple_url, timeout=_TIMEOUT)
@@ -104,10 +132,7 @@ class IndexClient:
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
         if resp.status_code != 200:
-            raise ServiceUnavailable(
-                f"package index {self.simple_url} answered {resp.status_code}; "
-                "fix the index URL (kiln needs its PEP 503 simple API)"
-            )
+            raise self._answered(self.simple_url, resp.status_code)
 
     def files(self, project: str) -> dict[str, str]:
         try:
@@ -118,7 +143,7 @@ class IndexClient:
             status = exc.response.status_code if exc.response is not None else None
             if status in (401, 403):
                 raise self._refused(status) from None
-            raise self._unavailable(exc) from None
+            raise self._answered(f"{self.simple_url}{project}/", status) from None
         except requests.RequestException as exc:
             raise self._unavailable(exc) from None
         found = {}
@@ -135,19 +160,42 @@ class IndexClient:
     def upload(self, paths: Sequence[Path]) -> None:
         if not paths:
             return
+        for tried in range(UPLOAD_TRIES):
+            try:
+                self._twine(paths, skip_existing=tried > 0)
+            except CommandFailed as exc:
+                found = _TWINE_REFUSED.search(exc.output)
+                if found:
+                    raise self._refused(int(found.group(1))) from None
+                transient = _TWINE_TRANSIENT.search(exc.output)
+                if transient is None:
+                    raise
+                if tried + 1 == UPLOAD_TRIES:
+                    what = (
+                        f"answered {transient.group(1)}"
+                        if transient.group(1)
+                        else f"failed ({transient.group(2)})"
+                    )
+                    raise ServiceUnavailable(
+                        f"package index {self.upload_url} {what} to the upload, "
+                        f"{UPLOAD_TRIES} times: the server is failing; re-run when it answers "
+                        "(files it stored are kept and skipped)"
+                    ) from None
+                self._sleep(2.0**tried)
+            else:
+                return
+
+    def _twine(self, paths: Sequence[Path], *, skip_existing: bool) -> None:
+        """One `twine upload`; ``skip_existing``: a file the index already holds (an earlier
+        try stored it) is skipped, and the caller checks the index lists its bytes."""
         username, password = self._credentials.basic if self._credentials else _ANONYMOUS
-        try:
-            self._runner(
-                [
-                    sys.executable, "-m", "twine", "upload", "--non-interactive",
-                    "--disable-progress-bar", "--repository-url", self.upload_url,
-                    *(["--cert", str(self._ca_bundle)] if self._ca_bundle else []),
-                    *(str(p) for p in paths),
-                ],
-                env={"TWINE_USERNAME": username, "TWINE_PASSWORD": password},
-            )  # fmt: skip
-        except CommandFailed as exc:
-            found = _TWINE_REFUSED.search(exc.output)
-            if found:
-                raise self._refused(int(found.group(1))) from None
-            raise
+        self._runner(
+            [
+                sys.executable, "-m", "twine", "upload", "--non-interactive",
+                "--disable-progress-bar", "--repository-url", self.upload_url,
+                *(["--skip-existing"] if skip_existing else []),
+                *(["--cert", str(self._ca_bundle)] if self._ca_bundle else []),
+                *(str(p) for p in paths),
+            ],
+            env={"TWINE_USERNAME": username, "TWINE_PASSWORD": password},
+        )  # fmt: skip

@@ -11,7 +11,9 @@ it per scope for the client's life, and retries the request once with it.
 
 Pushing (kiln's OCI builder): ``blob_exists`` before ``upload_blob`` (monolithic:
 POST a session, PUT the bytes with their digest, which the registry checks), then
-``put_manifest``. Those retry with backoff on connection errors and 5xx answers only.
+``put_manifest``. Those, and every read, are tried again with backoff (1, 2, 4 s) on a
+connection error or a 502/503/504 answer only: a blob or manifest PUT names its digest,
+so sending it twice stores the same thing; a 4xx is never tried again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import re
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode, urljoin
 from urllib.request import parse_http_list
 
@@ -61,6 +63,7 @@ INDEX_TYPES = ", ".join(
 )
 _REPOSITORY_PATH = re.compile(r"/v2/(.+)/(?:manifests|blobs|tags)/")
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _T = TypeVar("_T")
 
 
@@ -252,9 +255,15 @@ class RegistryClient:
                 resp = send(None)
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
-        if resp.status_code >= 500:
+        if resp.status_code in _TRANSIENT_STATUSES:
             raise _Transient(str(self._unexpected(method, url, resp)))
+        if resp.status_code >= 500:
+            raise self._unexpected(method, url, resp)
         return resp
+
+    def _read(self, url: str, **options: Any) -> requests.Response:
+        """A GET or HEAD ``_request``, tried again like a push (it changes nothing)."""
+        return self._retrying(lambda: self._request(url, **options))
 
     def _unexpected(self, method: str, url: str, resp: requests.Response) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -266,7 +275,7 @@ class RegistryClient:
     def ping(self) -> None:
         """The registry answers the v2 API, with kiln's credentials when it needs them."""
         url = f"{self._base}/"
-        resp = self._request(url)
+        resp = self._read(url)
         if resp.status_code != 200:
             raise ServiceUnavailable(
                 f"registry {self.host} answered {url} with {resp.status_code}: not a Docker "
@@ -276,7 +285,7 @@ class RegistryClient:
     def digest(self, repository: str, tag: str) -> str | None:
         """The manifest digest behind ``repository:tag``, or None if the tag does not exist."""
         url = f"{self._base}/{repository}/manifests/{tag}"
-        resp = self._request(url, method="HEAD", accept=MANIFEST_TYPES)
+        resp = self._read(url, method="HEAD", accept=MANIFEST_TYPES)
         if resp.status_code == 404:
             return None
         if resp.status_code != 200 or "Docker-Content-Digest" not in resp.headers:
@@ -288,12 +297,12 @@ class RegistryClient:
     def labels(self, repository: str, tag: str) -> dict[str, str]:
         """The labels recorded in the image config of ``repository:tag``."""
         url = f"{self._base}/{repository}/manifests/{tag}"
-        resp = self._request(url, accept=MANIFEST_TYPES)
+        resp = self._read(url, accept=MANIFEST_TYPES)
         if resp.status_code != 200:
             raise self._unexpected("GET", url, resp)
         config_digest = json.loads(resp.content)["config"]["digest"]
         blob_url = f"{self._base}/{repository}/blobs/{config_digest}"
-        blob = self._request(blob_url)
+        blob = self._read(blob_url)
         if blob.status_code != 200:
             raise self._unexpected("GET", blob_url, blob)
         config = json.loads(blob.content).get("config") or {}
@@ -301,7 +310,7 @@ class RegistryClient:
 
     def catalog(self) -> list[str]:
         url = f"{self._base}/_catalog"
-        resp = self._request(url)
+        resp = self._read(url)
         if resp.status_code != 200:
             raise self._unexpected("GET", url, resp)
         return list(resp.json().get("repositories") or [])
@@ -384,7 +393,7 @@ class RegistryClient:
         ``lists``, a manifest list (index) is accepted as well."""
         url = f"{self._base}/{repository}/manifests/{reference}"
         accept = f"{MANIFEST_TYPES}, {INDEX_TYPES}" if lists else MANIFEST_TYPES
-        resp = self._request(url, accept=accept)
+        resp = self._read(url, accept=accept)
         if resp.status_code == 404:
             raise ConfigError(
                 f"registry {self.host} has no {repository}:{reference}; check the reference "

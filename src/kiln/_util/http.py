@@ -5,8 +5,10 @@ mirrors, the base pinner) talks through a ``session``: it trusts the CA bundle k
 was given (``Options.ca_bundle``: a TLS-inspecting proxy's CA), sends ``credentials``
 with every request when given some, gives up on a request after ``timeout``
 seconds unless the call names its own, and tries an idempotent read again on a
-connection error or a 502/503/504 answer, backing off between tries. Writes are
-never sent twice by the session: a client that retries them does it itself.
+connection error or a 502/503/504 answer (a connection lost after the request was
+sent: once), ``RETRIES`` times at most, backing off between tries (0, 0.5, 1 s); a 4xx
+never. Writes are never sent twice by the session: a client that retries them does it
+itself.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ TIMEOUT = 30.0
 RETRIES = 3
 # urllib3 retries at once, then waits _BACKOFF * 2**(n - 1) s before retry n: 0, 0.5, 1 s.
 _BACKOFF = 0.25
+_READ_RETRIES = 1
 _RETRY_STATUSES = frozenset({502, 503, 504})
 _IDEMPOTENT_READS = frozenset({"GET", "HEAD"})
 
@@ -36,7 +39,10 @@ class _Adapter(HTTPAdapter):
         retry = Retry(
             total=retries,
             connect=retries,
-            read=0,  # a read that timed out may have reached the server: not retried
+            # A connection dropped or reset after the request went out: once more (only
+            # reads are retried, which change nothing; once, so that a server that hangs
+            # costs two timeouts, not four).
+            read=_READ_RETRIES,
             status=retries,
             status_forcelist=_RETRY_STATUSES,
             allowed_methods=_IDEMPOTENT_READS,
