@@ -91,9 +91,11 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def disk_fault(exc: OSError, path: str | os.PathLike[str] | None = None) -> DiskFault:
-    """``exc`` (one of ``DISK_ERRNOS``) met writing ``path`` (else the file it names), as
-    a ``DiskFault`` naming the path and the fix."""
-    where = exc.filename if exc.filename is not None else path
+    """``exc`` (one of ``DISK_ERRNOS``) met writing ``path`` (None: the file the error
+    names), as a ``DiskFault`` naming it and the fix."""
+    # The caller's path (what it was writing, not a temporary file beside it), else the
+    # error's: a copy's names its source first and its destination second.
+    where = next((w for w in (path, exc.filename2, exc.filename) if w is not None), None)
     named = f" {os.fsdecode(where)}" if where is not None else ""
     reason = exc.strerror or os.strerror(exc.errno or 0)
     if exc.errno in _FULL:
@@ -110,8 +112,8 @@ def disk_fault(exc: OSError, path: str | os.PathLike[str] | None = None) -> Disk
 
 @contextlib.contextmanager
 def writing(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Inside: a disk error (``DISK_ERRNOS``) becomes a ``DiskFault`` naming ``path``
-    (or the file the error names); other errors pass unchanged."""
+    """Inside: a disk error (``DISK_ERRNOS``) becomes a ``DiskFault`` naming ``path``;
+    other errors pass unchanged."""
     try:
         yield
     except OSError as exc:

@@ -366,6 +366,7 @@ PASSWORD = f"canary-{uuid.uuid4()}"
 class Servers:
     index_url: str
     registry: str
+    storage: Path  # the index's packages/ and the registry's registry/ are in it
 
     def env(self, **extra: str) -> dict[str, str]:
         """Credentials the way a CI job passes them, plus ``extra``."""
@@ -427,7 +428,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
         for name, argv in commands.items():
             with (root / f"{name}.log").open("wb") as log:
                 procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root))
-        servers = Servers(f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}")
+        servers = Servers(
+            f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}", storage=root
+        )
         _wait_for_401(f"{servers.index_url}/simple/", procs[0], root / "index.log")
         _wait_for_401(f"http://{servers.registry}/v2/", procs[1], root / "registry.log")
         yield servers

@@ -44,9 +44,12 @@ def test_each_disk_error_names_the_path_and_the_fix(code: int, fix: str) -> None
     assert message.startswith("cannot write /srv/repo/dist (it failed): ")
     assert fix in message
     assert "re-run" in message
-    # the file the error names, when it names one, comes first
-    named = disk_fault(OSError(code, "it failed", "/srv/repo/dist/manifest.json"), "/srv")
+    # without a path from the caller (the CLI's last resort): the file the error names,
+    # a copy's destination rather than its source
+    named = disk_fault(OSError(code, "it failed", "/srv/repo/dist/manifest.json"))
     assert str(named).startswith("cannot write /srv/repo/dist/manifest.json (it failed)")
+    copied = disk_fault(OSError(code, "it failed", "/srv/staging/a.whl", None, "/srv/dist/a.whl"))
+    assert str(copied).startswith("cannot write /srv/dist/a.whl (it failed)")
 
 
 def test_other_os_errors_pass_unchanged() -> None:

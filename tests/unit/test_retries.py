@@ -42,15 +42,39 @@ UNAVAILABLE = "ERROR    HTTPError: 503 Service Unavailable from http://index.tes
 RESET = "ERROR    ConnectionError: ('Connection aborted.', ConnectionResetError(104))\n"
 
 
-def test_a_transient_upload_failure_is_tried_again_skipping_what_is_stored(
+def _index(twine: FlakyTwine, listed: str = "", sleeps: list[float] | None = None) -> IndexClient:
+    """An index whose simple pages list ``listed`` (a filename), uploading with ``twine``."""
+
+    def page(_request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
+        if not listed:
+            return 404, {}, b""
+        link = f'<a href="../../packages/{listed}#sha256={"ab" * 32}">{listed}</a>'
+        return 200, {"Content-Type": "text/html"}, f"<html><body>{link}</body></html>".encode()
+
+    return IndexClient(
+        "http://index.test",
+        runner=twine,
+        session=session_with(FakeTransport(page)),
+        sleep=(sleeps if sleeps is not None else []).append,
+    )
+
+
+def test_a_transient_upload_failure_is_tried_again_with_what_is_not_stored(
     tmp_path: Path,
 ) -> None:
     twine = FlakyTwine(UNAVAILABLE, RESET)
     sleeps: list[float] = []
-    IndexClient("http://index.test", runner=twine, sleep=sleeps.append).upload([tmp_path / "a.whl"])
+    _index(twine, sleeps=sleeps).upload([tmp_path / "acme_a-1.0-py3-none-any.whl"])
     assert len(twine.args) == 3
     assert sleeps == [1.0, 2.0]
-    assert ["--skip-existing" in a for a in twine.args] == [False, True, True]
+    # a try that stored the file, though its answer was lost: not sent again
+    stored = FlakyTwine(RESET)
+    _index(stored, listed="acme_a-1.0-py3-none-any.whl").upload(
+        [tmp_path / "acme_a-1.0-py3-none-any.whl", tmp_path / "acme_b-1.0-py3-none-any.whl"]
+    )
+    a, b = (str(tmp_path / f"acme_{n}-1.0-py3-none-any.whl") for n in "ab")
+    assert [arg for arg in stored.args[0] if arg.endswith(".whl")] == [a, b]
+    assert [arg for arg in stored.args[1] if arg.endswith(".whl")] == [b]
 
 
 def test_an_upload_failing_every_time_is_a_service_fault_naming_url_and_status(
@@ -58,9 +82,7 @@ def test_an_upload_failing_every_time_is_a_service_fault_naming_url_and_status(
 ) -> None:
     twine = FlakyTwine(*[UNAVAILABLE] * 30)
     with pytest.raises(ServiceUnavailable) as err:
-        IndexClient("http://index.test", runner=twine, sleep=lambda _s: None).upload(
-            [tmp_path / "a.whl"]
-        )
+        _index(twine).upload([tmp_path / "acme_a-1.0-py3-none-any.whl"])
     assert len(twine.args) == UPLOAD_TRIES
     assert "package index http://index.test/ answered 503 to the upload" in str(err.value)
     assert "fix the index URL" not in str(err.value)

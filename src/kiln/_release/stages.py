@@ -188,7 +188,8 @@ def _push_kiln_built(
 def _write_sbom(workspace: Workspace, inputs: ImageInputs, digest: str) -> SbomRecord:
     """The image's SBOM, written to ``dist/sbom/<image>.cdx.json``."""
     path = sbom_path(workspace.dist_dir, inputs.image.name)
-    write_atomic(path, image_sbom(inputs, digest))
+    with writing(path):  # a full or read-only dist: a disk fault naming it
+        write_atomic(path, image_sbom(inputs, digest))
     return SbomRecord(path=str(path.relative_to(workspace.root)), sha256=sha256_file(path))
 
 

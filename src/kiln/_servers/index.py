@@ -9,8 +9,8 @@ where the credentials came from.
 Transient faults are tried again, boundedly, and never a 4xx: reads by the session
 (``kiln._util.http``), uploads here (twine itself tries a 5xx answer again at once; a
 connection error or a 502/503/504 that outlasts that is tried ``UPLOAD_TRIES`` times in
-all, 1 s then 2 s apart, the later tries skipping files an earlier one stored). A server
-still failing is ``ServiceUnavailable`` naming the URL and its answer.
+all, 1 s then 2 s apart, the later tries leaving out files the index lists by then). A
+server still failing is ``ServiceUnavailable`` naming the URL and its answer.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 import requests
-from pypi_simple import NoSuchProjectError, PyPISimple
+from pypi_simple import NoSuchProjectError, ProjectPage, PyPISimple
 
 from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
 from kiln._servers.credentials import Credentials, index_hint, refused
@@ -43,6 +43,13 @@ _TWINE_TRANSIENT = re.compile(
     r"|Connection reset|ConnectionResetError|ProtocolError|IncompleteRead|BrokenPipe)"
 )
 UPLOAD_TRIES = 3
+PAGE_TRIES = 3
+
+
+def _unreachable(exc: requests.RequestException) -> bool:
+    """Whether ``exc`` is a connection that never opened (no server there), not one lost
+    midway."""
+    return isinstance(exc, requests.ConnectTimeout) or "NewConnectionError" in str(exc)
 
 
 class Index(Protocol):
@@ -105,10 +112,19 @@ class IndexClient:
             hint=index_hint(self.url),
         )
 
-    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+    def _unavailable(
+        self, exc: requests.RequestException, url: str | None = None
+    ) -> ServiceUnavailable:
+        """No server at the URL, or (the connection lost midway) one failing."""
+        if _unreachable(exc):
+            return ServiceUnavailable(
+                f"package index {self.simple_url} is not reachable ({type(exc).__name__}); "
+                "start it with `kiln stack up` or fix the index URL"
+            )
         return ServiceUnavailable(
-            f"package index {self.simple_url} is not reachable ({type(exc).__name__}); "
-            "start it with `kiln stack up` or fix the index URL"
+            f"package index {url or self.simple_url} failed while answering "
+            f"({type(exc).__name__}), again after retries: the server or the network to it "
+            "is failing; re-run when it answers (what is published is kept)"
         )
 
     def _answered(self, url: str, status: int | None) -> ServiceUnavailable:
@@ -134,18 +150,31 @@ class IndexClient:
         if resp.status_code != 200:
             raise self._answered(self.simple_url, resp.status_code)
 
+    def _page(self, project: str) -> ProjectPage | None:
+        """``project``'s simple page (None: no such project). A page cut short, or a
+        connection lost after the request, is asked for again (``PAGE_TRIES`` in all):
+        the session retries only what fails before an answer begins."""
+        url = f"{self.simple_url}{project}/"
+        for tried in range(PAGE_TRIES):
+            try:
+                return self._client.get_project_page(project, timeout=_TIMEOUT)
+            except NoSuchProjectError:
+                return None
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status in (401, 403):
+                    raise self._refused(status) from None
+                raise self._answered(url, status) from None
+            except requests.RequestException as exc:
+                if _unreachable(exc) or tried + 1 == PAGE_TRIES:
+                    raise self._unavailable(exc, url) from None
+                self._sleep(0.5 * 2.0**tried)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
     def files(self, project: str) -> dict[str, str]:
-        try:
-            page = self._client.get_project_page(project, timeout=_TIMEOUT)
-        except NoSuchProjectError:
+        page = self._page(project)
+        if page is None:
             return {}
-        except requests.HTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status in (401, 403):
-                raise self._refused(status) from None
-            raise self._answered(f"{self.simple_url}{project}/", status) from None
-        except requests.RequestException as exc:
-            raise self._unavailable(exc) from None
         found = {}
         for package in page.packages:
             sha = package.digests.get("sha256")
@@ -161,8 +190,12 @@ class IndexClient:
         if not paths:
             return
         for tried in range(UPLOAD_TRIES):
+            if tried:  # what an earlier try stored is not sent again (the caller checks it)
+                paths = [p for p in paths if not self._stored(p)]
+                if not paths:
+                    return
             try:
-                self._twine(paths, skip_existing=tried > 0)
+                self._twine(paths)
             except CommandFailed as exc:
                 found = _TWINE_REFUSED.search(exc.output)
                 if found:
@@ -185,15 +218,19 @@ class IndexClient:
             else:
                 return
 
-    def _twine(self, paths: Sequence[Path], *, skip_existing: bool) -> None:
-        """One `twine upload`; ``skip_existing``: a file the index already holds (an earlier
-        try stored it) is skipped, and the caller checks the index lists its bytes."""
+    def _stored(self, path: Path) -> bool:
+        """Whether the index lists a file named as ``path`` (a wheel, or an sdist)."""
+        name = path.name
+        project = name.split("-")[0] if name.endswith(".whl") else name.rsplit("-", 1)[0]
+        return name in self.files(project)
+
+    def _twine(self, paths: Sequence[Path]) -> None:
+        """One `twine upload` of ``paths``."""
         username, password = self._credentials.basic if self._credentials else _ANONYMOUS
         self._runner(
             [
                 sys.executable, "-m", "twine", "upload", "--non-interactive",
                 "--disable-progress-bar", "--repository-url", self.upload_url,
-                *(["--skip-existing"] if skip_existing else []),
                 *(["--cert", str(self._ca_bundle)] if self._ca_bundle else []),
                 *(str(p) for p in paths),
             ],

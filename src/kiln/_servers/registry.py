@@ -11,9 +11,8 @@ it per scope for the client's life, and retries the request once with it.
 
 Pushing (kiln's OCI builder): ``blob_exists`` before ``upload_blob`` (monolithic:
 POST a session, PUT the bytes with their digest, which the registry checks), then
-``put_manifest``. Those, and every read, are tried again with backoff (1, 2, 4 s) on a
-connection error or a 502/503/504 answer only: a blob or manifest PUT names its digest,
-so sending it twice stores the same thing; a 4xx is never tried again.
+``put_manifest``. Those and every read are retried (1, 2, 4 s apart) on a connection
+error or a 502/503/504 only, never a 4xx: a PUT names its digest, so it is idempotent.
 """
 
 from __future__ import annotations
@@ -157,10 +156,11 @@ class RegistryClient:
         )
 
     def _unreachable(self, what: str, exc: Exception) -> ServiceUnavailable:
-        return _Transient(
-            f"{what} is not reachable ({type(exc).__name__}); "
-            "start it with `kiln stack up` or fix the registry address"
-        )
+        if isinstance(exc, requests.ConnectTimeout) or "NewConnectionError" in str(exc):
+            fix = "is not reachable ({}); start it with `kiln stack up` or fix the registry address"
+        else:  # a connection lost midway
+            fix = "failed while answering ({}): it, or the network to it, is failing; re-run"
+        return _Transient(f"{what} {fix.format(type(exc).__name__)}")
 
     def _send(
         self,
@@ -255,14 +255,12 @@ class RegistryClient:
                 resp = send(None)
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
-        if resp.status_code in _TRANSIENT_STATUSES:
-            raise _Transient(str(self._unexpected(method, url, resp)))
-        if resp.status_code >= 500:
-            raise self._unexpected(method, url, resp)
+        if resp.status_code >= 500:  # a 502/503/504 is worth another try, a 500 is not
+            error = _Transient if resp.status_code in _TRANSIENT_STATUSES else ServiceUnavailable
+            raise error(str(self._unexpected(method, url, resp)))
         return resp
 
-    def _read(self, url: str, **options: Any) -> requests.Response:
-        """A GET or HEAD ``_request``, tried again like a push (it changes nothing)."""
+    def _read(self, url: str, **options: Any) -> requests.Response:  # a GET or a HEAD
         return self._retrying(lambda: self._request(url, **options))
 
     def _unexpected(self, method: str, url: str, resp: requests.Response) -> ServiceUnavailable:
