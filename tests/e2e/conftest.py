@@ -108,6 +108,7 @@ LONGEST = (
     "test_os_lock::clean",  # cold builds from an empty cache, on purpose
     "test_bench_run.py",
     "test_os_lock_workflow::origin",
+    "test_faults::faulty",  # the fault-injection family (tests/e2e/faults): ~2.5 min
     "scratch",
     "test_release_train::train",
     "kiln-run",
