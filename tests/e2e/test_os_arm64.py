@@ -40,7 +40,7 @@ from kiln._locking.debian import lock_os
 from kiln._servers.registry import RegistryClient
 from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import OsPins
+from tests.e2e.conftest import OsPins, _unavailable
 from tests.e2e.runwide import untag
 from tests.e2e.tools import free_port
 
@@ -116,10 +116,11 @@ def two_arch(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> TwoAr
     return TwoArch(before, lock, layers, tmp, time.monotonic() - started)
 
 
-@pytest.mark.skipif(QEMU is None, reason="needs qemu-aarch64-static (Debian's qemu-user-static)")
 def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
     two_arch: TwoArch,
 ) -> None:
+    if QEMU is None:
+        _unavailable("needs qemu-aarch64-static (Debian's qemu-user-static)")
     before, lock, tmp_path = two_arch.before, two_arch.lock, two_arch.tmp
     started = time.monotonic()
     # amd64 moves not a byte; arm64 has the same packages at the same versions
@@ -174,7 +175,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A registry of its own on a free port (no credentials), stopped after."""
     binary = shutil.which("docker-registry") or shutil.which("registry")
     if binary is None:
-        pytest.skip("no docker-registry/registry binary on PATH")
+        _unavailable("no docker-registry/registry binary on PATH")
     root = tmp_path_factory.mktemp("index-registry")
     port = free_port()
     config = root / "registry.yml"

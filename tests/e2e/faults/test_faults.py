@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import _unavailable
 from tests.e2e.faults.conftest import Faulty, bump, clean
 from tests.e2e.faults.proxy import Fault
 
@@ -164,7 +165,7 @@ def _tmpfs(folder: Path, size: str = "2m") -> Iterator[Path]:
     if mounted.returncode != 0:
         folder.rmdir()
         kept.rename(folder)
-        pytest.skip(f"cannot mount a tmpfs here (not root?): {mounted.stderr.strip()}")
+        _unavailable(f"cannot mount a tmpfs here (not root?): {mounted.stderr.strip()}")
     try:
         shutil.copytree(kept, folder, dirs_exist_ok=True)
         yield folder
