@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import bcrypt
 import docker
@@ -131,7 +131,7 @@ def patch(version: str) -> str:
     return f"{head}.{int(last) + 1}"
 
 
-def _unavailable(reason: str) -> None:
+def _unavailable(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"{reason} (CI must run the end-to-end tests, not skip them)")
     pytest.skip(reason)

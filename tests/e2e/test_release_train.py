@@ -313,7 +313,7 @@ def _two_releases_of_one_tag_at_once(train: Repo, tmp_path: Path) -> None:
         for r in (root, other)
     ]
     results = [p.communicate(timeout=900) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in results]
+    assert [p.returncode for p in procs] == [0, 0], "\n\n".join(err[-3000:] for _, err in results)
     outputs = [json.loads(out) for out, _ in results]
     assert {o["bundle"]["sha256"] for o in outputs} == {outputs[0]["bundle"]["sha256"]}
     for project, filename in (

@@ -149,3 +149,20 @@ def test_the_session_tries_a_read_again_after_a_lost_connection_boundedly() -> N
     assert retry.backoff_factor > 0
     assert not retry.is_retry("GET", 429)
     assert not retry.is_retry("GET", 404)
+
+
+def test_a_push_answered_500_is_tried_again_a_read_is_not() -> None:
+    """Two releases pushing one blob at once: distribution answers the loser's PUT 500.
+    A push names its digest (idempotent), so it is tried again; a read answered 500 is
+    a fault at once (``test_registry_reads_are_not_tried_again_on_other_answers``)."""
+    sleeps: list[float] = []
+    answers = iter([500, 201])
+
+    def handle(request: requests.PreparedRequest) -> tuple[int, dict[str, str], bytes]:
+        return next(answers), {"Docker-Content-Digest": DIGEST}, b""
+
+    transport = FakeTransport(handle)
+    reg = RegistryClient("reg.test", session=session_with(transport), sleep=sleeps.append)
+    assert reg.put_manifest("acme/base", "1.0", b"{}", "application/json") == DIGEST
+    assert [r.method for r in transport.seen] == ["PUT", "PUT"]
+    assert sleeps == [1.0]

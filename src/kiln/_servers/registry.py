@@ -12,7 +12,8 @@ it per scope for the client's life, and retries the request once with it.
 Pushing (kiln's OCI builder): ``blob_exists`` before ``upload_blob`` (monolithic:
 POST a session, PUT the bytes with their digest, which the registry checks), then
 ``put_manifest``. Those and every read are retried (1, 2, 4 s apart) on a connection
-error or a 502/503/504 only, never a 4xx: a PUT names its digest, so it is idempotent.
+error or a 502/503/504, a push on any 5xx (it names its digest: idempotent; two pushes
+committing one blob get a 500 from distribution), never a 4xx.
 """
 
 from __future__ import annotations
@@ -163,16 +164,9 @@ class RegistryClient:
         return _Transient(f"{what} {fix.format(type(exc).__name__)}")
 
     def _send(
-        self,
-        method: str,
-        url: str,
-        accept: str | None,
-        token: str | None,
-        *,
-        body: Path | bytes | None = None,
-        content_type: str | None = None,
-        stream: bool = False,
-    ) -> requests.Response:
+        self, method: str, url: str, accept: str | None, token: str | None, *,
+        body: Path | bytes | None = None, content_type: str | None = None, stream: bool = False,
+    ) -> requests.Response:  # fmt: skip
         headers = {"Accept": accept} if accept else {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -255,8 +249,9 @@ class RegistryClient:
                 resp = send(None)
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
-        if resp.status_code >= 500:  # a 502/503/504 is worth another try, a 500 is not
-            error = _Transient if resp.status_code in _TRANSIENT_STATUSES else ServiceUnavailable
+        if resp.status_code >= 500:  # 502/503/504, or any 5xx to a push (see the top)
+            again = resp.status_code in _TRANSIENT_STATUSES or method in _WRITES
+            error = _Transient if again else ServiceUnavailable
             raise error(str(self._unexpected(method, url, resp)))
         return resp
 
