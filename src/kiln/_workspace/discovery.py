@@ -16,7 +16,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from kiln._debian.config import read_os, read_os_packages
+from kiln._debian.config import OsConfig, read_os, read_os_packages
 from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
@@ -28,13 +28,13 @@ from kiln._workspace.hatch import (
     import_packages,
 )
 from kiln._workspace.model import (
-    DEFAULT_PLATFORM,
     Component,
     Helper,
     Image,
     StackConfig,
     Workspace,
 )
+from kiln._workspace.platforms import DEFAULT_PLATFORMS, image_platforms, read_platforms
 from kiln._workspace.sources import read_components, read_pipelines
 from kiln._workspace.tree import (
     DEFAULT_MAX_FILE_MIB,
@@ -248,7 +248,9 @@ def _read_env(table: dict[str, Any], config: Path) -> tuple[tuple[str, str], ...
     return tuple(sorted(env.items()))
 
 
-def _read_image(path: Path, helper_names: set[str]) -> Image:
+def _read_image(
+    path: Path, helper_names: set[str], platforms: tuple[str, ...], os: OsConfig
+) -> Image:
     _check_folder(path, _IMAGE_FOLDER, "a registry repository (lowercase letters, digits, "
                   "and '-', '_' or '.' between them)")  # fmt: skip
     config = path / "image.toml"
@@ -289,15 +291,6 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
     python = get_str(table, "python", config, "image", default="3.11")
     if not re.fullmatch(r"3\.\d+", python):
         raise ConfigError(f"{config}: python = {python!r}; use a minor version such as '3.11'")
-    # What the image's wheels are locked for (`kiln lock`): "<arch>-manylinux_2_<glibc minor>",
-    # no newer than the base's glibc.
-    platform = get_str(table, "platform", config, "image", default=DEFAULT_PLATFORM)
-    if not re.fullmatch(r"(x86_64|aarch64)-manylinux_2_\d+", platform):
-        raise ConfigError(
-            f"{config}: platform = {platform!r}; use '<arch>-manylinux_2_<N>' with arch x86_64 "
-            f"or aarch64 and N the base image's glibc minor version or lower, e.g. "
-            f"{DEFAULT_PLATFORM!r}"
-        )
     base = _registry_base(table, config, "image")
     os_packages = read_os_packages(table, config)
     if base is not None and os_packages:
@@ -305,6 +298,9 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
             f"{config}: os-packages are layered on kiln's OS base, and this image names a "
             f"registry base ({base}); drop one of the two"
         )
+    platform, platforms = image_platforms(
+        table, config, "image", default=platforms, os=os, base=base
+    )
     return Image(
         name=path.name,
         path=path,
@@ -316,6 +312,7 @@ def _read_image(path: Path, helper_names: set[str]) -> Image:
         platform=platform,
         env=env,
         os_packages=os_packages,
+        platforms=platforms,
     )
 
 
@@ -342,6 +339,8 @@ def _packages_image(
     pyproject: Path,
     components: Sequence[Component],
     helpers: Sequence[Helper],
+    *,
+    os: OsConfig,
 ) -> Image | None:
     """Packages mode's pseudo-image: [tool.kiln.packages] base/python/platform and every
     helper, locked in pipelines/: the lock holds every helper's third-party closure, which
@@ -355,17 +354,26 @@ def _packages_image(
     python = get_str(table, "python", pyproject, section, default="3.11")
     if not re.fullmatch(r"3\.\d+", python):
         raise ConfigError(f"{pyproject}: [{section}] python = {python!r}; use e.g. '3.11'")
-    platform = get_str(table, "platform", pyproject, section, default=DEFAULT_PLATFORM)
+    base = _registry_base(table, pyproject, section)
+    default = _platforms(kiln, pyproject)
+    platform, platforms = image_platforms(
+        table, pyproject, section, default=default, os=os, base=base
+    )
     return Image(
         name=PACKAGES_IMAGE,
         path=root / "pipelines",
         version="0",
-        base=_registry_base(table, pyproject, section),
+        base=base,
         python=python,
         helpers=tuple(sorted(h.name for h in helpers)),
         requirements=(),
         platform=platform,
+        platforms=platforms,
     )
+
+
+def _platforms(kiln: dict[str, Any], pyproject: Path) -> tuple[str, ...]:
+    return read_platforms(kiln, pyproject, "tool.kiln", DEFAULT_PLATFORMS)
 
 
 def _upstream_index(kiln: dict[str, Any], pyproject: Path) -> str:
@@ -413,7 +421,9 @@ def discover(root: Path) -> Workspace:
     image_dirs = sorted(p for p in (root / "images").glob("*") if p.is_dir())
     for folder in (*image_dirs, root / "pipelines"):
         check_read_tree(folder)
-    images = tuple(_read_image(p, {h.name for h in helpers}) for p in image_dirs)
+    os, platforms = read_os(kiln, pyproject), _platforms(kiln, pyproject)
+    names = {h.name for h in helpers}
+    images = tuple(_read_image(p, names, platforms, os) for p in image_dirs)
     if any(i.name == PACKAGES_IMAGE for i in images):
         raise ConfigError(
             f"{root / 'images' / PACKAGES_IMAGE}: the name {PACKAGES_IMAGE!r} is kiln's for "
@@ -432,6 +442,6 @@ def discover(root: Path) -> Workspace:
         images=images,
         components=components,
         pipelines=read_pipelines(root),
-        packages=_packages_image(root, kiln, pyproject, components, helpers),
-        os=read_os(kiln, pyproject),
+        packages=_packages_image(root, kiln, pyproject, components, helpers, os=os),
+        os=os,
     )

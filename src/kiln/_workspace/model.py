@@ -7,10 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln._debian.config import OsConfig
-
-# The platform an image's wheels are locked for (uv's --python-platform): glibc 2.28 wheels
-# run on kiln's OS base (Debian bookworm: glibc 2.36) and on python:3.11-slim.
-DEFAULT_PLATFORM = "x86_64-manylinux_2_28"
+from kiln._workspace.platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS, wheel_platform
 
 
 @dataclass(frozen=True)
@@ -63,6 +60,13 @@ class Image:
     env: tuple[tuple[str, str], ...] = ()
     # Debian packages beyond the shared OS layer's: a layer of their own (kiln's OS base)
     os_packages: tuple[str, ...] = ()
+    # ``platforms`` (OCI, "linux/amd64"): every one is locked; the first is ``platform``'s
+    platforms: tuple[str, ...] = DEFAULT_PLATFORMS
+
+    @property
+    def wheel_platforms(self) -> tuple[str, ...]:
+        """uv's ``--python-platform`` for each of ``platforms``, ``platform`` first."""
+        return tuple(wheel_platform(self.platform, p) for p in self.platforms)
 
 
 # How a component pins what it runs on: an image by digest, or exact helper versions
