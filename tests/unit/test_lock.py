@@ -249,7 +249,7 @@ def _built_line(project: str) -> str:
         (lambda t: t.replace("# [kiln]", "# kiln"), "no `# [kiln]` header"),
         (lambda t: t.replace('# python = "', "# python = 3"), "malformed `# [kiln]` header"),
         (lambda t: t + KFP, "kfp locked more than once"),
-        (lambda t: t.replace("# format = 1", "# format = 3"), "lock format 3, this kiln reads"),
+        (lambda t: t.replace("# format = 1", "# format = 4"), "lock format 4, this kiln reads"),
         (
             lambda t: t.replace("\n\nnumpy==", f"\n\n{_built_line('x')}\nnumpy=="),
             "is not a built-wheel line kiln wrote under a pin",

@@ -14,10 +14,12 @@ A pinned version with no wheel for the image but an sdist is built into a wheel 
 ``kiln._wheels.sdist`` (twice, byte-identical); the lock records that wheel under its
 pin (``# kiln: built ...``), and a release rebuilds it and requires the same bytes.
 Such a lock says ``format = 2``; a lock without built wheels stays ``format = 1``,
-which every kiln reads.
+which every kiln reads. An image with several ``platforms`` is resolved for each, the
+same pins for all (``platforms``); its lock lists them and says ``format = 3``.
 
 Modules: ``format`` (the file: parse and render), ``inputs`` (what a lock is made
 from; staleness), ``sources`` (which upstream file a pin installs from), ``tags``
-(which wheels install on an image), ``make`` (uv, and a lock's bytes). The flows that
-make locks are in ``kiln._locking``.
+(which wheels install on an image), ``make`` (uv, and a lock's bytes), ``platforms``
+(several platforms' resolutions agree). The flows that make locks are in
+``kiln._locking``.
 """

@@ -30,8 +30,9 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 LOCK_NAME = "requirements.lock"
-FORMAT = 2  # the newest; a lock is written in the oldest format that can say it
-_READS = ("1", "2")
+FORMAT = 3  # the newest; a lock is written in the oldest format that can say it
+_READS = ("1", "2", "3")
+# Format 2 added built wheels (`# kiln: built`); 3, locks for several platforms (`platforms`).
 # The line that opens the section of entries installed without their dependencies.
 NO_DEPS_MARK = "# kiln: --no-deps"
 _NO_DEPS_WHY = (
@@ -133,6 +134,8 @@ class Lock:
     base: BasePin
     pins: tuple[Pin, ...]
     sha256: str  # of the file's bytes: the cache key of its wheelhouse
+    # uv's platform of each platform the lock is for, ``platform`` first
+    platforms: tuple[str, ...] = ()
 
 
 _HEADER_LINE = re.compile(r"^# ([a-z][a-z-]*) = (.*)$")
@@ -159,10 +162,11 @@ def _header(path: Path, lines: list[str]) -> dict[str, str]:
         doc = tomllib.loads("\n".join(toml))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: malformed `# [kiln]` header ({exc})") from None
-    return {str(k): str(v) for k, v in doc.items()}
+    # A list (platforms) stays JSON, to be read as such.
+    return {str(k): json.dumps(v) if isinstance(v, list) else str(v) for k, v in doc.items()}
 
 
-def _logical_lines(text: str) -> Iterable[tuple[int, int, str, bool]]:
+def logical_lines(text: str) -> Iterable[tuple[int, int, str, bool]]:
     """(first and last line number, requirement line with its continuations joined, in the
     no-deps part)."""
     no_deps = False
@@ -183,7 +187,7 @@ def _logical_lines(text: str) -> Iterable[tuple[int, int, str, bool]]:
             yield start, number, joined, no_deps
 
 
-def _parse_pin(path: Path, number: int, line: str, no_deps: bool) -> Pin:
+def parse_pin(path: Path, number: int, line: str, no_deps: bool) -> Pin:
     where = f"{path}:{number}"
     spec, *options = line.split(" --")
     hashes = []
@@ -217,8 +221,9 @@ def parse_lock(path: Path, text: str) -> Lock:
         raise ConfigError(f"{path}: the header lacks {', '.join(missing)}; run `kiln lock`")
     if header["format"] not in _READS:
         raise ConfigError(
-            f"{path}: lock format {header['format']}, this kiln reads {' and '.join(_READS)}: "
-            "upgrade kiln, or regenerate the lock with this one"
+            f"{path}: lock format {header['format']}, this kiln reads "
+            f"{', '.join(_READS[:-1])} and {_READS[-1]}: upgrade kiln, or regenerate the lock "
+            "with this one"
         )
     if any(key in header for key in _UNPINNED_KEYS):
         raise ConfigError(
@@ -230,6 +235,7 @@ def parse_lock(path: Path, text: str) -> Lock:
     if len(kinds) != 1:
         raise ConfigError(f"{path}: the header needs one of {', '.join(_BASE_KEYS)}")
     base = BasePin(header["base"], kinds[0][0], kinds[0][1])
+    platforms = _platforms(path, header)
     pins = pins_of(path, text)
     seen = [p.name for p in pins]
     doubled = sorted({n for n in seen if seen.count(n) > 1})
@@ -244,7 +250,27 @@ def parse_lock(path: Path, text: str) -> Lock:
         base=base,
         pins=pins,
         sha256=hashlib.sha256(text.encode()).hexdigest(),
+        platforms=platforms,
     )
+
+
+def _platforms(path: Path, header: Mapping[str, str]) -> tuple[str, ...]:
+    """The header's ``platforms`` (only a lock for several says it), ``platform`` first."""
+    if "platforms" not in header:
+        return (header["platform"],)
+    found = json.loads(header["platforms"]) if header["platforms"].startswith("[") else None
+    if (
+        not isinstance(found, list)
+        or len(found) < 2  # a lock for one platform does not say platforms
+        or found[0] != header["platform"]
+        or not all(isinstance(p, str) for p in found)
+    ):
+        raise ConfigError(
+            f"{path}: the header's platforms = {header['platforms']} is not a list of several "
+            f"platforms starting with its platform ({header['platform']}); regenerate the "
+            f"lock with `kiln lock {locked_name(path)}`"
+        )
+    return tuple(found)
 
 
 def read_lock(image: Image) -> Lock:
@@ -261,7 +287,7 @@ def read_lock(image: Image) -> Lock:
 
 def pins_of(path: Path, text: str) -> tuple[Pin, ...]:
     """The pins of ``text``, each with the ``# kiln: built`` line that follows it, if any."""
-    entries = [(end, _parse_pin(path, n, line, nd)) for n, end, line, nd in _logical_lines(text)]
+    entries = [(end, parse_pin(path, n, line, nd)) for n, end, line, nd in logical_lines(text)]
     built: dict[int, Built] = {}
     for number, raw in enumerate(text.splitlines(), 1):
         if not raw.strip().startswith(BUILT_MARK):
@@ -288,8 +314,8 @@ def pins_of(path: Path, text: str) -> tuple[Pin, ...]:
 def _with_built(path: Path, body: str, built: Mapping[str, Built]) -> str:
     """``body`` with each built wheel's line right after its pin's lines."""
     lines = body.strip().splitlines()
-    entries = _logical_lines(body.strip())
-    after = {end: _parse_pin(path, start, line, False).name for start, end, line, _ in entries}
+    entries = logical_lines(body.strip())
+    after = {end: parse_pin(path, start, line, False).name for start, end, line, _ in entries}
     out = []
     for number, line in enumerate(lines, 1):
         out.append(line)
@@ -311,8 +337,10 @@ def render(
 ) -> str:
     """The lock's bytes: a function of its arguments only (no time, no absolute path).
     ``no_deps``: kfp (and pip, for packages mode's base), installed without dependencies;
-    ``built``: canonical name -> the wheel kiln built from that pin's sdist."""
+    ``built``: canonical name -> the wheel kiln built from that pin's sdist. A lock for
+    several platforms (``image.wheel_platforms``) lists them in its header."""
     base_key = {v: k for k, v in _BASE_KEYS.items()}[base.kind]
+    platforms = image.wheel_platforms
     body = _with_built(lock_path(image), body, built or {})
     lines = "\n".join(p.lines() for p in sorted(no_deps, key=lambda p: p.name))
     kfp_lines = _with_built(lock_path(image), lines, built or {})
@@ -328,13 +356,19 @@ def render(
         f"# dependencies, then run it again; `kiln lock {image.name} --upgrade [PKG]` upgrades.",
         f"# {INPUT}: {inputs_are} (without kfp).",
         "# [kiln]",
-        f"# format = {FORMAT if built else 1}",
+        f"# format = {_format(image, built)}",
         f"# inputs = {json.dumps(inputs)}",
         f"# python = {json.dumps(image.python)}",
         f"# platform = {json.dumps(image.platform)}",
+        *([f"# platforms = {json.dumps(list(platforms))}"] if len(platforms) > 1 else []),
         f"# index = {json.dumps(index)}",
         f"# kfp = {json.dumps(kfp)}",
         f"# base = {json.dumps(base.ref)}",
         f"# {base_key} = {json.dumps(base.value)}",
     ]
     return "\n".join(header) + "\n\n" + body.strip() + f"\n\n{NO_DEPS_MARK}\n{why}{kfp_lines}\n"
+
+
+def _format(image: Image, built: Mapping[str, Built] | None) -> int:
+    """The oldest format that says what the lock holds."""
+    return FORMAT if len(image.platforms) > 1 else 2 if built else 1

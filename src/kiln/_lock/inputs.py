@@ -1,8 +1,8 @@
 """What an image's lock is made from, and whether a lock is still what it would be.
 
 A lock's header records the *inputs* hash of its image's third-party requirements,
-Python, platform, upstream index, kfp and base; a lock recording another value is
-stale and refused, never silently used.
+Python, platform (and platforms, when several), upstream index, kfp and base; a lock
+recording another value is stale and refused, never silently used.
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
     extra = no_deps_extra(workspace, image)
     if extra:
         doc["no-deps"] = list(extra)
+    if len(image.platforms) > 1:  # a lock for one platform: "platform" says it, as ever
+        doc["platforms"] = list(image.wheel_platforms)
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -14,6 +14,7 @@ from packaging.utils import canonicalize_name
 from kiln._errors import ConfigError
 from kiln._lock.format import INPUT, BasePin, Pin, lock_path, pins_of, render
 from kiln._lock.inputs import closure_requirements, inputs_hash, no_deps_extra
+from kiln._lock.platforms import Resolved, check_foreign_wheels, merged_hashes, with_hashes
 from kiln._lock.sources import Pages, SdistBuilds, sdist_only
 from kiln._lock.tags import supported_tags
 from kiln._util.cmd import Runner
@@ -30,14 +31,15 @@ class Uv:
     ca_bundle: Path | None = None
 
     def compile(self, image: Image, directory: Path, *, no_deps: bool = False,
-                upgrade: Sequence[str] = ()) -> str:  # fmt: skip
+                upgrade: Sequence[str] = (), platform: str | None = None) -> str:  # fmt: skip
         """Compile ``directory/requirements.in`` into ``directory/requirements.txt`` (whose
-        versions, when the file exists, uv keeps unless told to upgrade); return it."""
+        versions, when the file exists, uv keeps unless told to upgrade) for ``platform``
+        (default: the image's); return it."""
         out = directory / "requirements.txt"
         argv = [
             self.executable, "pip", "compile", "--no-config", "--quiet", "--no-progress",
             "--generate-hashes", "--no-header", "--python-version", image.python,
-            "--python-platform", image.platform, "--index-url", self.index,
+            "--python-platform", platform or image.platform, "--index-url", self.index,
             *(["--no-deps"] if no_deps else []),
             *(["--upgrade"] if "" in upgrade else []),
             *(arg for p in upgrade if p for arg in ("--upgrade-package", p)),
@@ -47,6 +49,36 @@ class Uv:
         env = {"SSL_CERT_FILE": str(self.ca_bundle)} if self.ca_bundle else {}
         self.runner(argv, cwd=directory, env=env)
         return out.read_text(encoding="utf-8")
+
+
+def _compile_all(
+    uv: Uv, image: Image, directory: Path, upgrade: Sequence[str], *, no_deps: bool = False
+) -> list[str]:
+    """uv's output for each of the image's platforms, the first's first. The others are
+    compiled after it, over its output, so uv prefers its versions (never upgrading)."""
+    first = uv.compile(image, directory, no_deps=no_deps, upgrade=upgrade)
+    rest = [uv.compile(image, directory, no_deps=no_deps, platform=p)
+            for p in image.wheel_platforms[1:]]  # fmt: skip
+    return [first, *rest]
+
+
+def _others(image: Image, bodies: Sequence[str] = ()) -> list[Resolved]:
+    """Each platform but the first, with its pins from ``bodies`` (one per platform) if
+    given."""
+    path, oci = lock_path(image), image.platforms
+    return [
+        Resolved(oci[i], platform, pins_of(path, bodies[i]) if bodies else ())
+        for i, platform in enumerate(image.wheel_platforms[1:], 1)
+    ]
+
+
+def _agreed(path: Path, image: Image, bodies: Sequence[str]) -> str:
+    """The first platform's output, each pin allowing every platform's hashes, once the
+    platforms agree on every project and version."""
+    if len(bodies) == 1:
+        return bodies[0]
+    first = Resolved(image.platforms[0], image.platform, pins_of(path, bodies[0]))
+    return with_hashes(path, bodies[0], merged_hashes(path, first, _others(image, bodies)))
 
 
 def _kept_backend(old: Pin | None, pin: Pin, upgrade: Sequence[str]) -> tuple[str, ...] | None:
@@ -86,17 +118,19 @@ def make_lock(
             # uv prefers the versions of an existing output file.
             kept = [p for p in previous if not p.no_deps]
             (closure_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
-        body = uv.compile(image, closure_dir, upgrade=upgrade) if requirements else ""
+        bodies = _compile_all(uv, image, closure_dir, upgrade) if requirements else None
         extra = no_deps_extra(workspace, image)
         (kfp_dir / INPUT).write_text("".join(f"{r}\n" for r in (f"kfp=={kfp_version}", *extra)))
         if previous is not None and "" not in upgrade:
             kept = [p for p in previous if p.no_deps and p.name in extra]
             (kfp_dir / "requirements.txt").write_text("".join(f"{p.lines()}\n" for p in kept))
-        no_deps = tuple(
-            Pin(p.name, p.version, p.hashes, no_deps=True)
-            for p in pins_of(path, uv.compile(image, kfp_dir, no_deps=True, upgrade=upgrade))
-        )
+        kfp_bodies = _compile_all(uv, image, kfp_dir, upgrade, no_deps=True)
+    body = _agreed(path, image, bodies) if bodies else ""
     pins = pins_of(path, body)
+    no_deps = tuple(
+        Pin(p.name, p.version, p.hashes, no_deps=True)
+        for p in pins_of(path, _agreed(path, image, kfp_bodies))
+    )
     if any(p.name == "kfp" for p in pins):
         raise ConfigError(
             f"{image.path / 'image.toml'}: kfp is required by the image or a helper; kiln adds "
@@ -119,6 +153,9 @@ def make_lock(
         for pin in [*pins, *no_deps]
         if pin.name in to_build
     }
+    for other in _others(image):
+        check_foreign_wheels(path, [*pins, *no_deps], pages, python=image.python,
+                             other=other, built=built)  # fmt: skip
     return render(
         image,
         inputs=inputs_hash(workspace, image, kfp_version),
