@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln._errors import ConfigError
+from kiln._errors import CommandFailed, ConfigError
 from kiln._lock.format import BasePin, lock_path, parse_lock
 from kiln._lock.inputs import check_fresh, inputs_hash
 from kiln._lock.make import Uv, make_lock
@@ -212,3 +212,24 @@ def test_a_lock_an_older_kiln_wrote_reads_as_one_platform() -> None:
     lock = parse_lock(WHERE, text)
     assert (lock.platform, lock.platforms) == (X86, (X86,))
     assert [p.name for p in lock.pins] == ["numpy", "kfp"]
+
+
+def test_a_platform_uv_cannot_resolve_is_named_with_the_fix(two: Workspace) -> None:
+    class NoArm(FakeUv):
+        def __call__(
+            self, args: Sequence[str], *, cwd: Path | None = None,
+            env: Mapping[str, str] | None = None,
+        ) -> str:  # fmt: skip
+            if ARM in args:
+                raise CommandFailed("`uv pip compile` failed: numpy has no wheels", returncode=1)
+            return super().__call__(args, cwd=cwd, env=env)
+
+    with pytest.raises(CommandFailed) as err:
+        _lock(two, NoArm())
+    assert str(err.value) == (
+        "`uv pip compile` failed: numpy has no wheels\n"
+        f"{lock_path(two.image('base'))}: resolving for {ARM} (linux/arm64) failed, where {X86} "
+        "resolved: if uv says a requirement has no wheel for it, pin a version that ships one, "
+        "or drop linux/arm64 from platforms"
+    )
+    assert err.value.returncode == 1

@@ -28,7 +28,7 @@ def _repo(tmp_path: Path, kiln: str = "", image: str = "", os: str = ARM) -> Pat
 def test_the_default_is_amd64_alone_and_locks_as_before(tmp_path: Path) -> None:
     image = discover(_repo(tmp_path, os="")).image("base")
     assert image.platforms == ("linux/amd64",)
-    assert (image.platform, image.wheel_platforms) == (
+    assert (image.platform, image.python_platforms) == (
         "x86_64-manylinux_2_28",
         ("x86_64-manylinux_2_28",),
     )
@@ -45,16 +45,16 @@ def test_tool_kiln_platforms_apply_to_every_image_and_image_toml_overrides(
     )
     ws = discover(root)
     assert ws.image("base").platforms == ("linux/amd64", "linux/arm64")
-    assert ws.image("base").wheel_platforms == ("x86_64-manylinux_2_28", "aarch64-manylinux_2_28")
+    assert ws.image("base").python_platforms == ("x86_64-manylinux_2_28", "aarch64-manylinux_2_28")
     assert ws.image("solo").platforms == ("linux/amd64",)
-    assert ws.image("solo").wheel_platforms == ("x86_64-manylinux_2_36",)
+    assert ws.image("solo").python_platforms == ("x86_64-manylinux_2_36",)
 
 
 def test_arm64_first_locks_aarch64_first(tmp_path: Path) -> None:
     image = discover(_repo(tmp_path, image='platforms = ["linux/arm64", "linux/amd64"]\n'))
     base = image.image("base")
     assert base.platform == "aarch64-manylinux_2_28"
-    assert base.wheel_platforms == ("aarch64-manylinux_2_28", "x86_64-manylinux_2_28")
+    assert base.python_platforms == ("aarch64-manylinux_2_28", "x86_64-manylinux_2_28")
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_packages_mode_takes_tool_kiln_platforms_or_its_own(tmp_path: Path) -> N
     )
     packages = discover(root).packages
     assert packages is not None
-    assert packages.wheel_platforms == ("x86_64-manylinux_2_28",)
+    assert packages.python_platforms == ("x86_64-manylinux_2_28",)
     pyproject.write_text(
         pyproject.read_text().replace('"linux/amd64"]\n', '"linux/amd64", "linux/x"]\n')
     )

@@ -338,9 +338,9 @@ def render(
     """The lock's bytes: a function of its arguments only (no time, no absolute path).
     ``no_deps``: kfp (and pip, for packages mode's base), installed without dependencies;
     ``built``: canonical name -> the wheel kiln built from that pin's sdist. A lock for
-    several platforms (``image.wheel_platforms``) lists them in its header."""
+    several platforms (``image.python_platforms``) lists them in its header."""
     base_key = {v: k for k, v in _BASE_KEYS.items()}[base.kind]
-    platforms = image.wheel_platforms
+    platforms = image.python_platforms
     body = _with_built(lock_path(image), body, built or {})
     lines = "\n".join(p.lines() for p in sorted(no_deps, key=lambda p: p.name))
     kfp_lines = _with_built(lock_path(image), lines, built or {})

@@ -47,7 +47,7 @@ def inputs_hash(workspace: Workspace, image: Image, kfp_version: str) -> str:
     if extra:
         doc["no-deps"] = list(extra)
     if len(image.platforms) > 1:  # a lock for one platform: "platform" says it, as ever
-        doc["platforms"] = list(image.wheel_platforms)
+        doc["platforms"] = list(image.python_platforms)
     return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
-from kiln._errors import ConfigError
+from kiln._errors import CommandFailed, ConfigError
 from kiln._lock.format import INPUT, BasePin, Pin, lock_path, pins_of, render
 from kiln._lock.inputs import closure_requirements, inputs_hash, no_deps_extra
 from kiln._lock.platforms import Resolved, check_foreign_wheels, merged_hashes, with_hashes
@@ -57,8 +57,18 @@ def _compile_all(
     """uv's output for each of the image's platforms, the first's first. The others are
     compiled after it, over its output, so uv prefers its versions (never upgrading)."""
     first = uv.compile(image, directory, no_deps=no_deps, upgrade=upgrade)
-    rest = [uv.compile(image, directory, no_deps=no_deps, platform=p)
-            for p in image.wheel_platforms[1:]]  # fmt: skip
+    rest = []
+    for oci, platform in zip(image.platforms[1:], image.python_platforms[1:], strict=True):
+        try:
+            rest.append(uv.compile(image, directory, no_deps=no_deps, platform=platform))
+        except CommandFailed as exc:
+            raise CommandFailed(
+                f"{exc}\n{lock_path(image)}: resolving for {platform} ({oci}) failed, where "
+                f"{image.platform} resolved: if uv says a requirement has no wheel for it, pin "
+                f"a version that ships one, or drop {oci} from platforms",
+                returncode=exc.returncode,
+                output=exc.output,
+            ) from None
     return [first, *rest]
 
 
@@ -68,7 +78,7 @@ def _others(image: Image, bodies: Sequence[str] = ()) -> list[Resolved]:
     path, oci = lock_path(image), image.platforms
     return [
         Resolved(oci[i], platform, pins_of(path, bodies[i]) if bodies else ())
-        for i, platform in enumerate(image.wheel_platforms[1:], 1)
+        for i, platform in enumerate(image.python_platforms[1:], 1)
     ]
 
 

@@ -257,7 +257,7 @@ def relock(
                 report.stage("base", f"base {image.base}: {how}")
             base = bases[image.base]
         report.stage("lock", f"lock {image.name}: uv pip compile for Python {image.python} on "
-                    f"{' and '.join(image.wheel_platforms)}")  # fmt: skip
+                    f"{' and '.join(image.python_platforms)}")  # fmt: skip
         text = make_lock(
             ws, image, kfp_version=kfp, uv=tools.uv, base=base, pages=tools.pages,
             sdists=tools.sdists, upgrade=upgrade,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiln._debian.config import OsConfig
-from kiln._workspace.platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS, wheel_platform
+from kiln._workspace.platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS, python_platform
 
 
 @dataclass(frozen=True)
@@ -64,9 +64,9 @@ class Image:
     platforms: tuple[str, ...] = DEFAULT_PLATFORMS
 
     @property
-    def wheel_platforms(self) -> tuple[str, ...]:
+    def python_platforms(self) -> tuple[str, ...]:
         """uv's ``--python-platform`` for each of ``platforms``, ``platform`` first."""
-        return tuple(wheel_platform(self.platform, p) for p in self.platforms)
+        return tuple(python_platform(self.platform, p) for p in self.platforms)
 
 
 # How a component pins what it runs on: an image by digest, or exact helper versions

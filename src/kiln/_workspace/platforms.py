@@ -61,7 +61,7 @@ def wheel_arch(platform: str) -> str:
     return PLATFORMS[platform][1]
 
 
-def wheel_platform(first: str, platform: str) -> str:
+def python_platform(first: str, platform: str) -> str:
     """uv's ``--python-platform`` for OCI ``platform``, at the glibc of ``first`` (the
     image's ``platform``): ("x86_64-manylinux_2_28", "linux/arm64") -> "aarch64-manylinux_2_28"."""
     return f"{wheel_arch(platform)}-{first.partition('-')[2]}"
@@ -82,7 +82,7 @@ def image_platforms(
     platforms = read_platforms(table, config, section, default)
     # What the image's wheels are locked for (`kiln lock`): "<arch>-manylinux_2_<glibc minor>",
     # no newer than the base's glibc; the first platform's architecture.
-    first = wheel_platform(DEFAULT_PLATFORM, platforms[0])
+    first = python_platform(DEFAULT_PLATFORM, platforms[0])
     platform = get_str(table, "platform", config, section, default=first)
     where = config if section == "image" else f"{config} [{section}]"
     if not re.fullmatch(r"(x86_64|aarch64)-manylinux_2_\d+", platform):
@@ -105,7 +105,7 @@ def check_platforms(
         raise ConfigError(
             f"{config}: platform = {first!r} is for {arch}, and the first of platforms is "
             f"{platforms[0]!r} ({wheel_arch(platforms[0])}): make them agree (platform = "
-            f"{wheel_platform(first, platforms[0])!r}, or put the {arch} platform first)"
+            f"{python_platform(first, platforms[0])!r}, or put the {arch} platform first)"
         )
     if base is not None:
         return
