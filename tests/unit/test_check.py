@@ -205,3 +205,18 @@ def test_an_older_wheel_the_last_release_recorded_is_compared_too(setup: Setup) 
     assert f"the index serves {old} with sha256 bbbbbbbbbbbb..., but kiln published" in (
         finding.message
     )
+
+
+def test_an_altered_index_without_a_manifest_is_a_bump_that_says_it_may_be_altered(
+    setup: Setup,
+) -> None:
+    """dist/ is not committed: in a fresh clone kiln cannot tell an altered index file from
+    a changed helper (exit 4), and its finding says so instead of only `bump`."""
+    setup.release()
+    (setup.ws.dist_dir / "manifest.json").unlink()
+    setup.index.published["acme-imgproc"][WHEEL] = "f" * 64
+    report = run_check(setup)
+    assert kinds(report) == [(BUMP, "imgproc", "kiln bump imgproc patch")]
+    message = report.findings[0].message
+    assert "no record of the bytes it published (dist/manifest.json)" in message
+    assert "if helpers/imgproc did not change since" in message

@@ -110,3 +110,16 @@ def test_plan_collects_every_refusal() -> None:
     )
     assert not plan.up_to_date
     assert len(plan.refusals) == 2
+
+
+def test_a_changed_helper_without_a_record_says_the_index_may_be_altered() -> None:
+    """No manifest records what kiln published (a fresh clone: dist/ is not committed, or
+    one written for another index): the conflict cannot be told from an altered index
+    file, so the bump advice says so rather than being taken for the only fix."""
+    step = plan_file(HELPER, {WHEEL.name: "b" * 64})
+    assert "no record of the bytes it published" in step.reason
+    assert "if helpers/imgproc did not change since" in step.reason
+    recorded = FileCandidate(
+        "helper", "acme-imgproc", "0.1.0", WHEEL, "a" * 64, Path("helpers/imgproc"), "c" * 64
+    )
+    assert "no record" not in plan_file(recorded, {WHEEL.name: "b" * 64}).reason

@@ -22,7 +22,7 @@ from kiln._images.inputs import OsBase, base_label
 from kiln._lock.format import Lock, read_lock
 from kiln._lock.inputs import check_fresh
 from kiln._locking.debian import fresh_os_lock
-from kiln._release.plan import Action, FileCandidate, plan_file
+from kiln._release.plan import Action, FileCandidate, plan_file, unrecorded_hint
 from kiln._servers.index import Index
 from kiln._servers.registry import Registry
 from kiln._wheels.build import BuiltWheel
@@ -94,6 +94,7 @@ def _helper_findings(
             published,
         )
         there = published.get(wheel.filename, "")
+        unrecorded = wheel.filename not in recorded
         what = f"{wheel.distribution} {wheel.version}"
         if step.action is Action.SKIP:
             continue
@@ -120,7 +121,8 @@ def _helper_findings(
                     helper.name,
                     path,
                     f"helpers/{helper.name} changed since {what} was published (index sha256 "
-                    f"{there[:12]}..., built {wheel.sha256[:12]}...)",
+                    f"{there[:12]}..., built {wheel.sha256[:12]}...)"
+                    f"{unrecorded_hint(f'helpers/{helper.name}') if unrecorded else ''}",
                     f"kiln bump {helper.name} patch",
                 )
             )

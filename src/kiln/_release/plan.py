@@ -126,6 +126,17 @@ class ReleasePlan:
         }
 
 
+def unrecorded_hint(helper: Path | str) -> str:
+    """What a conflict without a manifest record cannot rule out: kiln would say "altered"
+    (exit 8) had dist/manifest.json recorded the bytes it published (a fresh clone has none:
+    dist/ is not committed)."""
+    return (
+        f" (kiln has no record of the bytes it published (dist/manifest.json), so it "
+        f"cannot tell this from an altered index file: if {helper} did not change since, "
+        "compare the index's file with this build before bumping)"
+    )
+
+
 def plan_file(
     candidate: FileCandidate, published: Mapping[str, str], *, restore_hint: str = ""
 ) -> FileStep:
@@ -163,6 +174,7 @@ def plan_file(
                 f"different bytes (index sha256 {there[:12]}..., "
                 f"built {candidate.sha256[:12]}...); "
                 f"a published version never changes: bump version in {where / 'pyproject.toml'}"
+                f"{unrecorded_hint(where) if candidate.recorded is None else ''}"
             ),
         )
     else:
