@@ -12,8 +12,12 @@ Progress goes to stderr; ``--json`` puts the machine-readable result on stdout.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from kiln import __version__
 from kiln._cli import parsers
@@ -27,6 +31,9 @@ from kiln._errors import (
 )
 from kiln._options import Options, environment_help
 from kiln._report import Reporter
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 __all__ = ["main", "main_inner"]
 
@@ -151,8 +158,42 @@ def _render(exc: KilnError, report: Reporter) -> int:
     return exc.exit_code
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where kiln is (like KeyboardInterrupt for Ctrl-C), so the command
+    it runs is killed with it (subprocess.run kills its child on any exception) and its
+    cleanups run, instead of kiln dying at once and leaving pip or uv running."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _unraisable(hook: Callable[[UnraisableHookArgs], object]) -> Callable[..., None]:
+    """``hook``, except that a Terminated raised in a finalizer (Python swallows it there,
+    and urllib3 closes its pools in weakref finalizers) is sent again, to be raised
+    where kiln runs, instead of printed as a traceback and the SIGTERM lost."""
+
+    def unraisable(args: UnraisableHookArgs) -> None:
+        if args.exc_type is Terminated:
+            os.kill(os.getpid(), signal.SIGTERM)
+        else:
+            hook(args)
+
+    return unraisable
+
+
+def _on_sigterm(handler: signal._HANDLER) -> signal._HANDLER:
+    """Install ``handler`` for SIGTERM; the one it replaces (Python takes handlers in the
+    main thread only: elsewhere, as when a test runs kiln in a thread, nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     report = Reporter()
+    previous, hook = _on_sigterm(_terminated), sys.unraisablehook
+    sys.unraisablehook = _unraisable(hook)
     try:
         code = main_inner(argv, report)
     except KilnError as exc:
@@ -166,6 +207,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("kiln: interrupted; re-run the same command to finish", file=sys.stderr)
         code = 130
+    except Terminated:
+        print("kiln: terminated (SIGTERM); re-run the same command to finish", file=sys.stderr)
+        code = 128 + signal.SIGTERM
     finally:
+        # From here on (and while Python shuts down, running finalizers) SIGTERM ends
+        # kiln at once: raised there, Terminated would be a traceback nobody catches.
+        _on_sigterm(signal.SIG_DFL if previous is None else previous)
+        sys.unraisablehook = hook
         report.close()
     sys.exit(code)

@@ -1,0 +1,91 @@
+"""kiln sent SIGTERM (a CI job cancelled, `docker stop`, a supervisor) ends as it does on
+Ctrl-C: the command it runs (pip, uv, twine, docker) is killed with it rather than left
+running as an orphan, cleanups run (temporary folders, the checkout lock, a stack it had
+to start), and it says so in one line with exit 143."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+import kiln._cli as cli
+
+# A kiln whose command runs one long child through kiln's one way to run a program.
+_KILN = """
+import sys
+from pathlib import Path
+
+import kiln._cli as cli
+from kiln._util import cmd
+
+child = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(60)"
+
+
+def command(argv, report=None, env=None):
+    cmd.call([sys.executable, "-c", child, sys.argv[1]])
+    return 0
+
+
+cli.main_inner = command
+cli.main([])
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, dead but not yet reaped, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_sigterm_kills_the_running_command_and_exits_143(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    kiln = subprocess.Popen(
+        [sys.executable, "-c", _KILN, str(pid_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    child = 0
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        child = int(pid_file.read_text())
+        kiln.send_signal(signal.SIGTERM)
+        _, stderr = kiln.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the command kiln ran outlived it"
+        assert kiln.returncode == 128 + signal.SIGTERM
+        assert "kiln: terminated" in stderr
+        assert "Traceback" not in stderr
+    finally:
+        kiln.kill()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_a_sigterm_swallowed_by_a_finalizer_is_sent_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python swallows what a finalizer raises (urllib3 closes its pools in weakref
+    finalizers, and a SIGTERM at the end of a release landed there, printed as a
+    traceback and lost): kiln sends itself the signal again; other errors go on."""
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    seen: list[object] = []
+    hook = cli._unraisable(seen.append)
+    hook(SimpleNamespace(exc_type=cli.Terminated))
+    other = SimpleNamespace(exc_type=ValueError)
+    hook(other)
+    assert sent == [(os.getpid(), signal.SIGTERM)]
+    assert seen == [other]
