@@ -5,7 +5,9 @@ Third-party wheels are exactly the files of the image's committed lock
 at release. ``pip download --no-deps --require-hashes --only-binary :all:``
 fetches them for the image's Python and platform, isolated from any machine-wide
 pip configuration, from the private index (where a release mirrors them) and from
-upstream for what it lacks; the result is cached by the lock's bytes. Which index
+upstream for what it lacks; the result is cached by the lock's bytes (and, for a
+platform of the lock other than its first, by that platform: linux/arm64 fetches the
+aarch64 wheels, each with a hash the lock allows for its pin). Which index
 serves which file is asked of their simple pages first, so a lock whose hash no
 index serves is named before anything is fetched, published or pushed. Helper
 wheels are never given to pip: they come from kiln's own builds. Since pip only
@@ -17,6 +19,7 @@ taken from its cache, and its sdist and build backend are mirrored like the whee
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import sys
@@ -262,6 +265,27 @@ def _source(lock: Lock, pin: Pin, pages: Sequence[tuple[str, Pages]]) -> str:
     return url
 
 
+def for_platform(lock: Lock, platform: str | None) -> Lock:
+    """``lock`` as read for ``platform`` (uv's, "aarch64-manylinux_2_28"; None: its
+    first): the wheels to fetch are that platform's. A ConfigError when the lock does not
+    cover it."""
+    if platform is None or platform == lock.platform:
+        return lock
+    if platform not in lock.platforms:
+        raise ConfigError(
+            f"{lock.path} is locked for {', '.join(lock.platforms)}, not {platform}; add the "
+            f"platform to the image's platforms and run `kiln lock {locked_name(lock.path)}`"
+        )
+    return dataclasses.replace(lock, platform=platform)
+
+
+def _cache_key(lock: Lock, first: str) -> str:
+    """The wheelhouse folder of ``lock`` for its platform: the first platform's is named
+    by the lock's bytes alone, as it always was; another's adds its architecture."""
+    key = lock.sha256[:16]
+    return key if lock.platform == first else f"{key}-{lock.platform.partition('-')[0]}"
+
+
 def fetch_locked(
     lock: Lock,
     *,
@@ -269,13 +293,17 @@ def fetch_locked(
     cache_dir: Path,
     download: Downloader,
     note: Callable[[str], None] = lambda _line: None,
+    platform: str | None = None,
 ) -> tuple[WheelFile, ...]:
     """The wheel of every pin of ``lock`` (but those it builds from an sdist: see
-    ``build_locked``), from ``cache_dir`` when it was fetched before and every wheel there
-    still has a sha256 the lock allows (else the folder is discarded and fetched again,
-    with one line to ``note``); else from the first index of ``pages`` (the private one
-    first) that serves it."""
-    target = cache_dir / lock.sha256[:16]
+    ``build_locked``) for ``platform`` (one of the lock's; None: its first), from
+    ``cache_dir`` when it was fetched before and every wheel there still has a sha256 the
+    lock allows (else the folder is discarded and fetched again, with one line to
+    ``note``); else from the first index of ``pages`` (the private one first) that serves
+    it."""
+    first = lock.platform
+    lock = for_platform(lock, platform)
+    target = cache_dir / _cache_key(lock, first)
     if (target / "complete").is_file():
         wheels = _read_dir(target)
         misfit = _misfit(lock, wheels)
@@ -374,16 +402,19 @@ def resolve_wheelhouse(
     download: Downloader,
     sdists: SdistBuilder | None = None,
     note: Callable[[str], None] = lambda _line: None,
+    platform: str | None = None,
 ) -> Wheelhouse:
-    """``image``'s wheelhouse: the locked third-party wheels (fetched, or built from their
-    sdists by ``sdists``) and its helpers' builds; ``note``: one line a person reads (a
-    damaged cache discarded)."""
+    """``image``'s wheelhouse for ``platform`` (uv's, one of the lock's; None: its
+    first): the locked third-party wheels (fetched, or built from their sdists by
+    ``sdists``: pure wheels, the lock checked, that serve every platform) and its helpers'
+    builds; ``note``: one line a person reads (a damaged cache discarded)."""
     fetched = fetch_locked(
         lock,
         pages=pages,
         cache_dir=workspace.state_dir / "wheelhouse",
         download=download,
         note=note,
+        platform=platform,
     )
     from_sdists, sources = build_locked(lock, pages=pages, sdists=sdists)
     wanted = set(helper_closure(workspace, image.helpers))
