@@ -1,6 +1,13 @@
 """kiln's OCI builder as a release uses it: an image's inputs in, its bytes (and so its
 digest) out before any push; then the push, which checks the registry stores exactly them.
 
+An image is built for one of its platforms (``platforms``: linux/amd64 by default, the
+first one): on kiln's OS base, another platform's image is that architecture's OS
+layers, a third-party layer of that platform's wheelhouse and the very helper layer of
+the first platform (pure-Python wheels whose bytecode the same Python version writes:
+every layer's .pyc is compiled by this machine's architecture's Python of the same OS
+lock, so nothing runs emulated), with a config that says its architecture.
+
 The image is pushed by digest, then run by digest with no network (``smoke``): every
 baked helper's import package and ``kfp`` must import and ``pip check`` must be clean
 but for kfp's intentionally absent client dependencies; only then is its tag put.
@@ -20,7 +27,7 @@ from typing import TYPE_CHECKING
 import docker
 
 from kiln._errors import ConfigError
-from kiln._images.inputs import base_label
+from kiln._images.inputs import OsBase, base_label
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble, python_layer
 from kiln._images.oci.base_image import (
     BaseImage,
@@ -33,6 +40,7 @@ from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
 from kiln._images.oci.install import InstallScheme
+from kiln._images.oci.interpreter import BaseImagePython
 from kiln._images.oci.push import BlobRegistry, push_image
 from kiln._images.oci.smoke import (
     ContainerRunner,
@@ -41,14 +49,16 @@ from kiln._images.oci.smoke import (
     smoke_check,
 )
 from kiln._images.os_layers import OsLayers
+from kiln._images.os_tree import host_architecture
 from kiln._images.registry_base import split_reference
 from kiln._lock.tags import supported_tags
 from kiln._servers.credentials import Credentials
 from kiln._util.epoch import MTIME
 from kiln._wheels.metadata import import_packages
+from kiln._workspace.platforms import PLATFORMS, python_platform
 
 if TYPE_CHECKING:
-    from kiln._images.inputs import ImageInputs, OsBase
+    from kiln._images.inputs import ImageInputs
 
 
 def cache_dir(state_dir: Path) -> Path:
@@ -56,18 +66,24 @@ def cache_dir(state_dir: Path) -> Path:
     return state_dir / "cache" / "oci"
 
 
-def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
-    """The labels (and manifest annotations) of an image: no fingerprint, no
-    revision, a fixed ``created``. ``source`` must already be free of credentials."""
+def image_labels(
+    inputs: ImageInputs, *, source: str | None, architecture: str | None = None
+) -> dict[str, str]:
+    """The labels (and manifest annotations) of an image (for the Debian ``architecture``
+    on kiln's OS base; None: the lock's first): no fingerprint, no revision, a fixed
+    ``created``. ``source`` must already be free of credentials."""
     wh = inputs.wheelhouse
     extra = {
         "org.kiln.helpers": ",".join(f"{w.distribution}=={w.version}" for w in wh.helpers),
         "org.kiln.third-party": ",".join(f"{w.name}=={w.version}" for w in wh.third_party),
     }
-    if not isinstance(inputs.base, str):
-        lock = inputs.base.lock
+    base = inputs.base
+    if not isinstance(base, str):
+        if architecture is not None:  # that architecture's OS layers
+            base = OsBase(base.lock.of(architecture), base.extras)
+        lock = base.lock
         extra["org.kiln.os"] = f"debian {lock.suite} {lock.release} {lock.architecture}"
-    key, value = base_label(inputs.base)
+    key, value = base_label(base)
     extra[key] = value
     return labels(
         title=inputs.image.name,
@@ -77,6 +93,10 @@ def image_labels(inputs: ImageInputs, *, source: str | None) -> dict[str, str]:
         base_name=inputs.image.base,  # image.toml's registry base (None: kiln's OS base)
         extra={k: v for k, v in extra.items() if v},
     )
+
+
+# A base's own Python, run here (``base_image_python``; a fake in unit tests).
+PythonOf = Callable[[BaseImage, LayerCache], BaseImagePython]
 
 
 def build_on(
@@ -89,13 +109,17 @@ def build_on(
     labels: Mapping[str, str],
     what: str,
     log: Callable[[str], None] = lambda _line: None,
+    compiler: BaseImage | None = None,
+    python_of: PythonOf = base_image_python,
 ) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
     """``base`` with one layer per (name, wheels) group that has wheels, each installed
-    into the base's scheme and compiled by the base's own Python; ``labels`` are also
+    into the base's scheme and compiled by the base's own Python (or ``compiler``'s: a
+    base of this machine's architecture with the same Python, for a foreign ``base``
+    whose Python cannot run here); ``platform``: the wheels' (uv's). ``labels`` are also
     the manifest's annotations. The image, its Python layers and the scheme."""
     check_pinned()
-    python = base_image_python(base, cache)
-    scheme = probe_scheme(base, cache, python)
+    python = python_of(compiler or base, cache)
+    scheme = probe_scheme(compiler or base, cache, python)
     tags = supported_tags(scheme.python, platform)
     layers: list[PythonLayer] = []
     for name, wheels in groups:
@@ -151,8 +175,11 @@ class KilnBuilder:
         containers: ContainerRunner | None = None,
         credentials: Credentials | None = None,
         note: Callable[[str], None] | None = None,
+        python_of: PythonOf = base_image_python,
     ) -> None:
-        """``note``: one line a person reads (a damaged layer-cache blob rebuilt)."""
+        """``note``: one line a person reads (a damaged layer-cache blob rebuilt);
+        ``python_of``: a base's Python, which compiles the bytecode and tells the scheme."""
+        self._python_of = python_of
         self._engine = engine
         self._cache = LayerCache(cache, note=note or log)
         self._registry = registry
@@ -163,12 +190,13 @@ class KilnBuilder:
         # ``credentials``: the push registry's, for the engine's pull of the smoke check.
         self._containers = containers or _LazyContainers(engine, credentials)
 
-    def base(self, ref: str | OsBase) -> BaseImage:
-        """The base: kiln's OS base, or a registry image pinned by digest."""
+    def base(self, ref: str | OsBase, architecture: str | None = None) -> BaseImage:
+        """The base: kiln's OS base (for the Debian ``architecture``; None: its lock's
+        first), or a registry image pinned by digest."""
         if not isinstance(ref, str):
             if self._os_layers is None:
                 raise ConfigError(f"{ref.name}: kiln has no source for its OS layers here")
-            return self._os_layers().base_image(ref.lock, ref.extras)
+            return self._os_layers().base_image(ref.lock, ref.extras, architecture=architecture)
         if "@sha256:" not in ref:
             raise ConfigError(
                 f"base image {ref!r} is not pinned by digest; run `kiln lock` to pin it"
@@ -177,18 +205,48 @@ class KilnBuilder:
             raise ConfigError(f"base image {ref!r} is in a registry, and kiln has no client")
         return pull_base(self._base_registry(split_reference(ref)[0]), ref, self._cache)
 
-    def build(self, inputs: ImageInputs, *, source: str | None) -> tuple[BuiltImage, BaseImage]:
-        """The image's bytes (so its digest), and the base it was built on."""
-        what = f"image {inputs.ref}"
-        base = self.base(inputs.base)
+    def _foreign(self, inputs: ImageInputs, platform: str) -> tuple[BaseImage, BaseImage | None]:
+        """The base of ``platform``, another platform than the image's first, and the
+        base whose Python compiles for it (None: its own runs here)."""
+        arch = PLATFORMS[platform][0]
+        if isinstance(inputs.base, str):
+            raise ConfigError(
+                f"{inputs.image.path / 'image.toml'}: kiln builds {platform} on its OS base "
+                f"only, not yet on a registry base ({inputs.base}); build it for "
+                f"{inputs.image.platforms[0]} alone, or drop base = for kiln's OS base"
+            )
+        host = host_architecture()
+        return self.base(inputs.base, arch), None if arch == host else self.base(inputs.base, host)
+
+    def build(
+        self, inputs: ImageInputs, *, source: str | None, platform: str | None = None
+    ) -> tuple[BuiltImage, BaseImage]:
+        """The image's bytes (so its digest), and the base it was built on, for
+        ``platform`` (OCI, one of the image's; None: its first, built as it always was).
+        ``inputs.wheelhouse`` must be that platform's (``resolve_wheelhouse``)."""
+        first = inputs.image.platforms[0]
+        platform = platform or first
+        if platform not in inputs.image.platforms:
+            raise ConfigError(
+                f"{inputs.image.path / 'image.toml'}: the image is made for "
+                f"{', '.join(inputs.image.platforms)}, not {platform}; add it to platforms"
+            )
+        what = f"image {inputs.ref}" + ("" if platform == first else f" for {platform}")
+        compiler, arch = None, None
+        if platform == first:
+            base = self.base(inputs.base)
+        else:
+            base, compiler = self._foreign(inputs, platform)
+            arch = PLATFORMS[platform][0]
         groups = (
             ("third-party", [w.path for w in inputs.wheelhouse.third_party]),
             ("helpers", [w.path for w in inputs.wheelhouse.helpers]),
         )
         env = {**KFP_ENV, **dict(inputs.env), **dict(inputs.image.env)}
         built, _layers, scheme = build_on(
-            base, self._cache, groups, platform=inputs.image.platform, env=env,
-            labels=image_labels(inputs, source=source), what=what, log=self._log,
+            base, self._cache, groups, platform=python_platform(inputs.image.platform, platform),
+            env=env, labels=image_labels(inputs, source=source, architecture=arch), what=what,
+            log=self._log, compiler=compiler, python_of=self._python_of,
         )  # fmt: skip
         if scheme.python != inputs.image.python:
             raise ConfigError(
