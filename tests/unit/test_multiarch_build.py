@@ -1,7 +1,7 @@
 """An image built for each of its platforms by KilnBuilder: that architecture's OS base,
 that platform's third-party wheels, the very helper layer of the first platform (its
 bytecode compiled by this machine's Python of the same OS lock), a config that says the
-architecture."""
+architecture; and the OCI image index over them, its digest known before any push."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ from kiln._images.inputs import OsBase, image_inputs
 from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.cache import Blob, LayerCache
+from kiln._images.oci.index import Platform
+from kiln._images.oci.multiarch import build_index, platform_wheelhouses
 from kiln._images.os_tree import host_architecture
 from kiln._util.files import sha256_file
 from kiln._wheels.build import BuiltWheel
@@ -223,6 +225,32 @@ def test_the_first_platform_builds_as_an_image_of_one_platform_does(
     )
     assert first.manifest == alone.manifest
     assert first.config == alone.config
+
+
+def test_the_index_lists_each_platform_s_manifest_its_digest_known_before_any_push(
+    setup: Setup, tmp_path: Path
+) -> None:
+    builder, _ = setup.builder(tmp_path / "cache")
+    wheelhouses = platform_wheelhouses(setup.image, setup.wheelhouse)
+    assert {p: w.third_party[0].filename for p, w in wheelhouses.items()} == {
+        "linux/amd64": setup.numpy["x86_64"].filename,
+        "linux/arm64": setup.numpy["aarch64"].filename,
+    }
+    index = build_index(builder, setup.inputs(), wheelhouses, source=None)
+    doc = json.loads(index.index)
+    assert [m["platform"] for m in doc["manifests"]] == [
+        {"os": "linux", "architecture": "amd64"},
+        {"os": "linux", "architecture": "arm64", "variant": "v8"},
+    ]
+    amd, _ = setup.builder(tmp_path / "again")[0].build(setup.inputs(), source=None)
+    assert index.image(Platform.parse("linux/amd64")).digest == amd.digest
+    assert doc["manifests"][0]["digest"] == amd.digest
+    again = build_index(builder, setup.inputs(), wheelhouses, source=None)
+    assert again.digest == index.digest == "sha256:" + hashlib.sha256(index.index).hexdigest()
+    with pytest.raises(ValueError, match=r"base: no wheelhouse for linux/arm64"):
+        build_index(
+            builder, setup.inputs(), {"linux/amd64": wheelhouses["linux/amd64"]}, source=None
+        )
 
 
 def test_a_platform_the_image_is_not_made_for_or_on_a_registry_base_is_refused(
