@@ -17,6 +17,7 @@ edit it in turn), and so does each module (its module-scoped stack): see
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -36,10 +37,12 @@ import docker.errors
 import pytest
 import requests
 
-from kiln._debian.archive import Mirrors
-from kiln._debian.lock import read_os_lock
+from kiln._debian.archive import Indexes, Mirrors
+from kiln._debian.lock import OsLock, read_os_lock, render
 from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import OsLayers, fetch_debs
+from kiln._locking.debian import lock_os
+from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
 from tests.e2e.runwide import once, run_folder, stop_at_the_end, untag, write_groups
 from tests.e2e.tools import Repo, free_port, kiln_here, kiln_process
@@ -228,6 +231,49 @@ def kiln_cache(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> Kil
         return {"state": str(state)}
 
     return KilnCache(Path(once(tmp_path_factory, "kiln-cache", warm)["state"]))
+
+
+@dataclass(frozen=True)
+class TwoArch:
+    """The committed OS lock locked again for amd64 and arm64, once per run."""
+
+    before: OsLock  # the committed lock (amd64)
+    lock: OsLock  # locked again for amd64 and arm64 (its path: the committed one's)
+    layers: OsLayers  # over ``cache``
+    cache: Path  # its .debs (both architectures) and layers: shared, add to it only
+    seconds: float  # locking both
+
+
+@pytest.fixture(scope="session")
+def two_arch(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> TwoArch:
+    """``os_pins``' lock locked again for ``architectures = ["amd64", "arm64"]`` from
+    Debian's archive (the arm64 .debs fetched, its layer built), by the first worker."""
+    before = read_os_lock(os_pins.source)
+    ws = discover(os_pins.source)
+    ws = dataclasses.replace(
+        ws, os=dataclasses.replace(ws.os, architectures=("amd64", "arm64"))
+    )  # fmt: skip
+    mirrors = Mirrors(ws.os)
+
+    def relock(folder: Path) -> dict[str, str]:
+        started = time.monotonic()
+        cache = folder / "cache"
+        shutil.copytree(os_pins.cache, cache, copy_function=os.link)  # amd64's .debs, layer
+        layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
+        lock = lock_os(
+            ws, indexes=Indexes(ws.os, mirrors, call, cache / "debian"), layers=layers,
+            previous=before, upgrade=False,
+        )  # fmt: skip
+        (folder / "images").mkdir()
+        (folder / "images" / "os.lock").write_text(render(lock), encoding="utf-8")
+        return {"root": str(folder), "seconds": str(time.monotonic() - started)}
+
+    made = once(tmp_path_factory, "two-arch-os", relock)
+    root = Path(made["root"])
+    lock = dataclasses.replace(read_os_lock(root), path=before.path)
+    cache = root / "cache"
+    layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
+    return TwoArch(before, lock, layers, cache, float(made["seconds"]))
 
 
 _IGNORE = shutil.ignore_patterns(

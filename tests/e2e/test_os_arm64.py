@@ -16,31 +16,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import subprocess
 import tarfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 import pytest
 
-from kiln._debian.archive import Indexes, Mirrors
-from kiln._debian.lock import OsLock, read_os_lock, render
+from kiln._debian.lock import render
 from kiln._errors import ServiceUnavailable
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.image import BuiltImage, canonical_json, image_config, image_manifest
 from kiln._images.oci.index import image_index
 from kiln._images.oci.push import push_image
 from kiln._images.os_layers import OsLayers
-from kiln._locking.debian import lock_os
 from kiln._servers.registry import RegistryClient
-from kiln._util.cmd import call
-from kiln._workspace.discovery import discover
-from tests.e2e.conftest import OsPins, _unavailable
+from tests.e2e.conftest import TwoArch, _unavailable
 from tests.e2e.runwide import untag
 from tests.e2e.tools import free_port
 
@@ -86,42 +80,12 @@ def _arm64(args: list[str], root: Path) -> str:
     return proc.stdout
 
 
-@dataclass(frozen=True)
-class TwoArch:
-    before: OsLock  # the committed lock (amd64)
-    lock: OsLock  # locked again for amd64 and arm64
-    layers: OsLayers
-    tmp: Path
-    seconds: float  # locking both
-
-
-@pytest.fixture(scope="module")
-def two_arch(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> TwoArch:
-    """The committed lock locked again for amd64 and arm64, from Debian's archive."""
-    started = time.monotonic()
-    tmp = tmp_path_factory.mktemp("arm64")
-    cache = tmp / "cache"
-    shutil.copytree(os_pins.cache, cache, copy_function=os.link)  # the amd64 .debs and layer
-    ws = discover(os_pins.source)
-    ws = dataclasses.replace(
-        ws, os=dataclasses.replace(ws.os, architectures=("amd64", "arm64"))
-    )  # fmt: skip
-    before = read_os_lock(os_pins.source)
-    mirrors = Mirrors(ws.os)
-    layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
-    lock = lock_os(
-        ws, indexes=Indexes(ws.os, mirrors, call, cache / "debian"), layers=layers,
-        previous=before, upgrade=False,
-    )  # fmt: skip
-    return TwoArch(before, lock, layers, tmp, time.monotonic() - started)
-
-
 def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
-    two_arch: TwoArch,
+    two_arch: TwoArch, tmp_path: Path
 ) -> None:
     if QEMU is None:
         _unavailable("needs qemu-aarch64-static (Debian's qemu-user-static)")
-    before, lock, tmp_path = two_arch.before, two_arch.lock, two_arch.tmp
+    before, lock = two_arch.before, two_arch.lock
     started = time.monotonic()
     # amd64 moves not a byte; arm64 has the same packages at the same versions
     assert dataclasses.replace(lock, inputs=before.inputs, more={}) == before
@@ -133,7 +97,7 @@ def test_the_arm64_os_layer_is_locked_and_built_here_as_arm64_itself_would(
     assert before.os.layer is not None
     assert arm.os.layer.digest != before.os.layer.digest
     # built again from the cached .debs on a cold layer cache: the digest the lock records
-    again = OsLayers(LayerCache(tmp_path / "again"), tmp_path / "cache" / "debian", None)
+    again = OsLayers(LayerCache(tmp_path / "again"), two_arch.cache / "debian", None)
     blob = again.layer(lock, architecture="arm64")
     assert (blob.digest, blob.size) == (arm.os.layer.digest, arm.os.layer.size)
     built = time.monotonic() - started

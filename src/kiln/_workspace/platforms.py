@@ -5,7 +5,8 @@ Each platform has a Debian architecture (its OS closure in images/os.lock) and a
 architecture (what ``kiln lock`` resolves for: ``uv pip compile --python-platform
 <arch>-manylinux_2_<N>``, N from the image's ``platform``). The first platform is the
 one the image's ``platform`` names; the others are locked too (every platform's wheels,
-same versions), and images are still built for the first only.
+same versions), and images are still released for the first only (``_images.oci.multiarch``
+builds each one, not wired into the release yet).
 """
 
 from __future__ import annotations
