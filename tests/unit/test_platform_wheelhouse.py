@@ -116,3 +116,14 @@ def test_pip_downloads_the_aarch64_wheels_of_an_arm64_wheelhouse(tmp_path: Path)
     platforms = [argv[i + 1] for i, arg in enumerate(argv) if arg == "--platform"]
     assert platforms[0] == "manylinux_2_28_aarch64"
     assert all(p.endswith("_aarch64") for p in platforms)
+
+
+def test_an_index_without_the_platform_s_wheel_is_named_before_anything_is_fetched(
+    tmp_path: Path,
+) -> None:
+    lock, pages, download = _lock(tmp_path), _pages(), PlatformDownload()
+    del pages[0][1].published["numpy"][_wheel("aarch64")[0]]  # only the x86_64 wheel
+    with pytest.raises(ConfigError, match=r"numpy==1.0: no index .* on aarch64-manylinux_2_28"):
+        fetch_locked(lock, pages=pages, cache_dir=tmp_path / "c", download=download, platform=ARM)
+    assert download.platforms == []
+    fetch_locked(lock, pages=pages, cache_dir=tmp_path / "c", download=download)  # amd64: fine
