@@ -170,14 +170,19 @@ def _terminated(signum: int, frame: object) -> None:
 
 def _unraisable(hook: Callable[[UnraisableHookArgs], object]) -> Callable[..., None]:
     """``hook``, except that a Terminated raised in a finalizer (Python swallows it there,
-    and urllib3 closes its pools in weakref finalizers) is sent again, to be raised
-    where kiln runs, instead of printed as a traceback and the SIGTERM lost."""
+    and urllib3 closes its pools in weakref finalizers) ends kiln at once, as SIGTERM
+    does by default, instead of being printed as a traceback and the SIGTERM lost.
+    (Sent again to a Python handler, it would be raised inside this hook: a traceback.)"""
 
     def unraisable(args: UnraisableHookArgs) -> None:
-        if args.exc_type is Terminated:
-            os.kill(os.getpid(), signal.SIGTERM)
-        else:
+        if args.exc_type is not Terminated:
             hook(args)
+            return
+        try:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        except ValueError:  # not the main thread: no handler to take back
+            os._exit(128 + signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     return unraisable
 
