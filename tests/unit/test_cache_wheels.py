@@ -4,6 +4,8 @@ line saying so; the lock is blamed only for a file fetched just now."""
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,24 @@ def test_a_damaged_sdist_cache_entry_is_discarded_with_one_line(
     assert not entry.exists()  # discarded: the next store starts clean
     assert cache.get("k" * 64) is None
     assert len(lines) == 1
+
+
+def test_a_fetch_sweeps_what_a_killed_kiln_left_a_day_ago_not_a_fetch_at_work(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """SIGKILL runs no cleanup: the temporary folder of an interrupted fetch (~50 MB) was
+    left in .kiln/wheelhouse for good. The next fetch removes those untouched for a day,
+    and leaves a younger one alone (another kiln's, still fetching)."""
+    lock = _written(ws)
+    pages = [(UPSTREAM, fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3")))]
+    cache = tmp_path / "cache"
+    killed, working = cache / ".tmp-0123456789abcdef-killed", cache / ".tmp-abc-working"
+    for folder in (killed, working):
+        (folder / "wheels").mkdir(parents=True)
+        (folder / "wheels" / "numpy-1.0-py3-none-any.whl").write_bytes(b"half")
+    day_ago = time.time() - 25 * 3600
+    os.utime(killed, (day_ago, day_ago))
+
+    fetch_locked(lock, pages=pages, cache_dir=cache, download=RecordingDownload())
+
+    assert sorted(p.name for p in cache.iterdir()) == [working.name, lock.sha256[:16]]

@@ -8,6 +8,7 @@ import os
 import secrets
 import shutil
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -90,3 +91,23 @@ def replaced_folder(target: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
+
+
+STALE_AFTER = 24 * 3600.0  # seconds: no fetch or build into a temporary folder lasts a day
+
+
+def sweep_stale(folder: Path, *, prefix: str = ".tmp-", older_than: float = STALE_AFTER) -> None:
+    """Remove the temporary folders and files (``prefix``) under ``folder`` untouched for
+    ``older_than`` seconds: a kiln killed by SIGKILL (no cleanup runs) leaves its own
+    behind. A younger one may be another kiln's, at work: it is left alone."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        entries = [e for e in folder.iterdir() if e.name.startswith(prefix)]
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if now - entry.lstat().st_mtime < older_than:
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink()

@@ -40,7 +40,7 @@ from kiln._lock.sources import Pages, locked_source
 from kiln._lock.tags import supported_tags, wheel_platforms, wheels_for
 from kiln._util import http
 from kiln._util.cmd import Runner, call, hermetic_pip_env
-from kiln._util.files import sha256_file
+from kiln._util.files import sha256_file, sweep_stale
 from kiln._wheels.build import BuiltWheel
 from kiln._wheels.sdist import SdistBuilder
 from kiln._wheels.sdist_cache import SourceFile
@@ -321,6 +321,7 @@ def fetch_locked(
     # sharing the cache (`kiln release --dev` shares the checkout's) never write into
     # one folder, nor remove the other's.
     cache_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale(cache_dir)  # what a SIGKILLed kiln left (~50 MB a fetch)
     with tempfile.TemporaryDirectory(prefix=f".tmp-{target.name}-", dir=cache_dir) as tmp:
         partial = Path(tmp) / "wheels"
         partial.mkdir()
