@@ -26,28 +26,13 @@ import docker
 import pytest
 
 from kiln._components.generate import ENTRY_MAGIC, pinned_images
+from tests.damage import flip_a_byte, replace_file
 from tests.e2e.conftest import HELPERS, KilnCache, OsPins, copy_project, on_stack
-from tests.e2e.tools import Repo
+from tests.e2e.tools import Repo, drop_analytics
 
 pytestmark = pytest.mark.e2e
 
 EVIL = "docker.io/attacker/evil:latest"
-# What runs on the analytics image: left out of the copy, to keep this test short.
-_ANALYTICS = (
-    "images/analytics",
-    "pipelines/components/compare.py",
-    "pipelines/components/tables.py",
-    "pipelines/contrast_compare.py",
-    "pipelines/table_quality.py",
-)
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """``data`` as ``path``: a new file renamed over it, so the file it was (a hard link
-    into the run's cache) is left as it is."""
-    tmp = path.with_name(f".{path.name}.damaged")
-    tmp.write_bytes(data)
-    tmp.replace(path)
 
 
 @pytest.fixture(scope="module")
@@ -61,9 +46,7 @@ def private(
     .kiln/wheelhouse its own folders of hard links to the run's cache."""
     root = tmp_path_factory.mktemp("caches")
     index_port, registry_port = copy_project(root, os_pins, kiln_cache)
-    for rel in _ANALYTICS:
-        target = root / rel
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    drop_analytics(root)
     for name in ("cache", "wheelhouse"):
         link = root / ".kiln" / name
         link.unlink()  # a symlink to the run's cache
@@ -88,7 +71,7 @@ def _poison_components(root: Path) -> list[Path]:
         )
         if head:
             evil = ENTRY_MAGIC + hashlib.sha256(evil).hexdigest().encode() + b"\n" + evil
-        _replace(entry, evil)
+        replace_file(entry, evil)
         poisoned.append(entry)
     return poisoned
 
@@ -106,9 +89,7 @@ def _damage_helper_layers(root: Path) -> dict[Path, str]:
         blob = oci / "blobs" / "sha256" / doc["digest"].removeprefix("sha256:")
         if blob in damaged:  # two entries (other inputs keys) may name one blob: flipping
             continue  # its byte twice would give the blob back whole
-        data = bytearray(blob.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        _replace(blob, bytes(data))
+        replace_file(blob, flip_a_byte(blob.read_bytes()))
         damaged[blob] = doc["digest"]
     return damaged
 

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,18 +26,9 @@ from kiln._debian.lock import read_os_lock
 from kiln._servers.registry import RegistryClient
 from tests.e2e.conftest import HELPERS, KilnCache, OsPins, copy_project
 from tests.e2e.runwide import untag
-from tests.e2e.tools import installed
+from tests.e2e.tools import drop_analytics, installed
 
 pytestmark = pytest.mark.e2e
-
-# What runs on the analytics image: left out of the copy with it.
-_ANALYTICS = (
-    "images/analytics",
-    "pipelines/components/compare.py",
-    "pipelines/components/tables.py",
-    "pipelines/contrast_compare.py",
-    "pipelines/table_quality.py",
-)
 
 
 class KilnRepo:
@@ -76,9 +66,7 @@ def kiln_repo(
     """A copy of this repo, on its own stack, whose base image is kiln-built."""
     root = tmp_path_factory.mktemp("oci-release")
     _index_port, registry_port = copy_project(root, os_pins, kiln_cache)
-    for rel in _ANALYTICS:
-        target = root / rel
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    drop_analytics(root)
     (root / ".gitignore").write_text(".kiln/\ndist/\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
     commit(root, "the copy")

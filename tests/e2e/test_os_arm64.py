@@ -28,8 +28,8 @@ import pytest
 
 from kiln._debian.lock import render
 from kiln._errors import ServiceUnavailable
+from kiln._images.oci.assemble import assemble
 from kiln._images.oci.cache import LayerCache
-from kiln._images.oci.image import BuiltImage, canonical_json, image_config, image_manifest
 from kiln._images.oci.index import image_index
 from kiln._images.oci.push import push_image
 from kiln._images.os_layers import OsLayers
@@ -172,13 +172,7 @@ def test_an_index_of_both_os_bases_is_pushed_at_its_known_digest_and_pulled_per_
     images = []
     for arch in ("amd64", "arm64"):
         base = two_arch.layers.base_image(two_arch.lock, architecture=arch)
-        config = canonical_json(
-            image_config(
-                base.config, base.layers, [], env={}, labels={}, created="2025-01-01T00:00:00Z"
-            )
-        )
-        manifest = canonical_json(image_manifest(config, base.layers, {}))
-        images.append(BuiltImage(config, manifest, base.layers))
+        images.append(assemble(base, (), env={}, labels={}, annotations={}, what=arch))
     index = image_index(images)
     client = RegistryClient(registry)
     repository = "kiln-e2e/os"

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -119,3 +120,21 @@ class Repo:
         proc = self.kiln(*args, "--json")
         assert proc.returncode == 0, f"kiln {' '.join(args)} failed:\n{proc.stderr}"
         return json.loads(proc.stdout)
+
+
+# What runs on the analytics image, in a copy of this repo.
+_ANALYTICS = (
+    "images/analytics",
+    "pipelines/components/compare.py",
+    "pipelines/components/tables.py",
+    "pipelines/contrast_compare.py",
+    "pipelines/table_quality.py",
+)
+
+
+def drop_analytics(root: Path) -> None:
+    """Remove the analytics image and what runs on it from the copy at ``root``: a test
+    that needs the base image alone builds and pushes less."""
+    for rel in _ANALYTICS:
+        target = root / rel
+        shutil.rmtree(target) if target.is_dir() else target.unlink()

@@ -18,6 +18,7 @@ from kiln._components.generate import (
     pins_exactly,
 )
 from kiln._workspace.model import Component
+from tests.damage import replace_file
 
 IMAGE = "127.0.0.1:5765/acme/base@sha256:" + "ab" * 32
 EVIL = "docker.io/attacker/evil:latest"
@@ -74,14 +75,6 @@ class Generation:
         return entry
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """Write a new file and rename it over ``path``: a hard-linked cache file is never
-    changed in place."""
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def test_a_hit_is_served_without_compiling(tmp_path: Path, component: Component) -> None:
     gen = Generation(tmp_path, component, tmp_path / "cache")
     first = gen.run()
@@ -97,7 +90,7 @@ def test_an_entry_pinning_another_image_is_discarded_and_rebuilt(
     gen = Generation(tmp_path, component, tmp_path / "cache")
     good = gen.run()
     entry = gen.entry()
-    _replace(entry, entry.read_bytes().replace(IMAGE.encode(), EVIL.encode()))
+    replace_file(entry, entry.read_bytes().replace(IMAGE.encode(), EVIL.encode()))
     assert gen.run() == good
     assert gen.made == 2
     assert len(gen.lines) == 1
@@ -128,7 +121,7 @@ def test_a_truncated_entry_is_discarded_and_rebuilt(
     gen = Generation(tmp_path, component, tmp_path / "cache")
     good = gen.run()
     entry = gen.entry()
-    _replace(entry, entry.read_bytes()[:keep])
+    replace_file(entry, entry.read_bytes()[:keep])
     assert gen.run() == good
     assert gen.run() == good
     assert gen.made == 2  # rebuilt once, then served from the cache again

@@ -14,6 +14,7 @@ from kiln._images.oci.assemble import python_layer
 from kiln._images.oci.base_image import pull_base
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP
+from tests.damage import flip_a_byte, replace_file
 from tests.unit.test_oci_base_sources import SourceRegistry, registry_of
 from tests.unit.test_oci_install import HOST_PYTHON, SCHEME, tool_wheel
 
@@ -42,18 +43,6 @@ def _sha(path: Path) -> str:
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
-def _replace(path: Path, data: bytes) -> None:
-    """A new file renamed over ``path`` (a hard-linked file is never changed in place)."""
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def _flip_a_byte(data: bytes) -> bytes:
-    middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
-
-
 @pytest.mark.parametrize("in_place", [False, True])
 def test_a_same_size_corrupted_blob_is_discarded_and_rebuilt(
     tmp_path: Path, in_place: bool
@@ -61,12 +50,12 @@ def test_a_same_size_corrupted_blob_is_discarded_and_rebuilt(
     layers = Layers(tmp_path)
     _cached, path, digest = layers.build()
     assert layers.build()[0]  # a hit, checked and stamped
-    bad = _flip_a_byte(path.read_bytes())
+    bad = flip_a_byte(path.read_bytes())
     if in_place:  # a write into the file, keeping its inode
         with path.open("r+b") as fh:
             fh.write(bad)
     else:
-        _replace(path, bad)
+        replace_file(path, bad)
     assert path.stat().st_size == len(bad)
     cached, rebuilt, again = layers.build()
     assert not cached
@@ -82,7 +71,7 @@ def test_a_same_size_corrupted_blob_is_discarded_and_rebuilt(
 def test_a_truncated_blob_is_rebuilt_with_one_line(tmp_path: Path) -> None:
     layers = Layers(tmp_path)
     _cached, path, digest = layers.build()
-    _replace(path, path.read_bytes()[:100])
+    replace_file(path, path.read_bytes()[:100])
     assert layers.build() == (False, path, digest)
     assert _sha(path) == digest
     assert len(layers.lines) == 1
@@ -112,7 +101,7 @@ def test_a_base_layer_altered_in_the_cache_is_pulled_again(tmp_path: Path) -> No
     lines: list[str] = []
     base = pull_base(client, REF, LayerCache(tmp_path / "cache", note=lines.append))
     (layer,) = base.layers
-    _replace(layer.path, _flip_a_byte(layer.path.read_bytes()))
+    replace_file(layer.path, flip_a_byte(layer.path.read_bytes()))
     transport.seen.clear()
 
     again = pull_base(client, REF, LayerCache(tmp_path / "cache", note=lines.append))

@@ -18,20 +18,9 @@ from kiln._wheels.wheelhouse import fetch_locked
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Workspace
 from tests import factory
+from tests.damage import flip_a_byte, replace_file
 from tests.unit.fakes import UPSTREAM, fake_sha, fake_upstream
 from tests.unit.test_lock import RecordingDownload, _written
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """A new file renamed over ``path`` (a hard-linked file is never changed in place)."""
-    tmp = path.with_name(path.name + ".new")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def _flip_a_byte(data: bytes) -> bytes:
-    middle = len(data) // 2
-    return data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
 
 
 @pytest.fixture
@@ -50,7 +39,7 @@ def test_a_damaged_wheel_in_the_wheelhouse_is_downloaded_again(
     first = fetch_locked(lock, pages=pages, cache_dir=cache, download=download)
     numpy = next(w for w in first if w.name == "numpy")
     data = numpy.path.read_bytes()
-    _replace(numpy.path, data[:3] if damage == "truncated" else data[::-1])
+    replace_file(numpy.path, data[:3] if damage == "truncated" else data[::-1])
 
     again = fetch_locked(lock, pages=pages, cache_dir=cache, download=download, note=lines.append)
 
@@ -75,7 +64,7 @@ def test_a_wheel_fetched_just_now_that_the_lock_does_not_allow_blames_the_lock(
     cache, lines = tmp_path / "cache", list[str]()
     fetch_locked(lock, pages=pages, cache_dir=cache, download=RecordingDownload())
     for wheel in (cache / lock.sha256[:16]).glob("numpy-*.whl"):
-        _replace(wheel, b"damaged")
+        replace_file(wheel, b"damaged")
 
     def serving_other_bytes(lock: object, pins: object, *, index_url: str, dest: Path) -> None:
         for name, version in (("numpy", "1.0"), ("kfp", "2.17.3")):
@@ -99,7 +88,7 @@ def test_a_damaged_helper_wheel_in_the_cache_is_rebuilt_never_copied_out(
     entry = cache / cache_key(helper)
     kept = entry / first.filename
     data = kept.read_bytes()
-    _replace(kept, data[:100] if damage == "truncated" else _flip_a_byte(data))
+    replace_file(kept, data[:100] if damage == "truncated" else flip_a_byte(data))
 
     again = build_wheel(helper, tmp_path / "b", cache_dir=cache, note=lines.append)
 
@@ -129,7 +118,7 @@ def test_a_damaged_sdist_cache_entry_is_discarded_with_one_line(
     kept = cache.store("k" * 64, wheel, [sdist])
     assert cache.get("k" * 64) == kept
     path = kept.path if damaged == "wheel" else kept.sources[0].path
-    _replace(path, _flip_a_byte(path.read_bytes()))
+    replace_file(path, flip_a_byte(path.read_bytes()))
 
     assert cache.get("k" * 64) is None
     (line,) = lines

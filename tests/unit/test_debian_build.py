@@ -21,12 +21,10 @@ from kiln._debian.deb import read_deb
 from kiln._debian.lock import ArchSets, DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry
 from kiln._errors import ArtifactAltered, ConfigError, ServiceUnavailable
+from kiln._images.oci.assemble import assemble
 from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.image import (
-    BuiltImage,
     canonical_json,
-    image_config,
-    image_manifest,
     sha256_digest,
 )
 from kiln._images.oci.index import image_index
@@ -648,13 +646,7 @@ def test_images_on_each_architecture_s_base_make_one_index_of_both_platforms(
     images = []
     for arch in ("amd64", "arm64"):
         base = layers.base_image(lock, architecture=arch)
-        config = canonical_json(
-            image_config(
-                base.config, base.layers, [], env={}, labels={}, created="2025-01-01T00:00:00Z"
-            )
-        )
-        manifest = canonical_json(image_manifest(config, base.layers, {}))
-        images.append(BuiltImage(config, manifest, base.layers))
+        images.append(assemble(base, (), env={}, labels={}, annotations={}, what=arch))
     index = image_index(images)
     assert [str(p) for p, _ in index.images] == ["linux/amd64", "linux/arm64/v8"]
     assert images[0].digest != images[1].digest
