@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 import kiln._cli as cli
 
 # A kiln whose command runs one long child through kiln's one way to run a program.
@@ -113,3 +115,24 @@ def test_other_unraisable_errors_go_to_the_hook_kiln_replaced() -> None:
     other = SimpleNamespace(exc_type=ValueError)
     cli._unraisable(seen.append)(other)
     assert seen == [other]
+
+
+def test_a_sigterm_landing_while_kiln_winds_down_is_exit_143_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The command is done and kiln puts SIGTERM's handler back, when the signal lands
+    (CI's stage-kill test, killing at the manifest line, saw the traceback)."""
+    calls: list[object] = []
+
+    def on_sigterm(handler: object) -> object:
+        calls.append(handler)
+        if len(calls) == 2:  # putting the handler back: the signal lands here
+            raise cli.Terminated
+        return signal.SIG_DFL
+
+    monkeypatch.setattr(cli, "_on_sigterm", on_sigterm)
+    monkeypatch.setattr(cli, "main_inner", lambda argv, report: 0)
+    with pytest.raises(SystemExit) as ended:
+        cli.main([])
+    assert ended.value.code == 128 + signal.SIGTERM
+    assert "terminated (SIGTERM)" in capsys.readouterr().err

@@ -197,28 +197,39 @@ def _on_sigterm(handler: signal._HANDLER) -> signal._HANDLER:
 
 def main(argv: Sequence[str] | None = None) -> None:
     report = Reporter()
-    previous, hook = _on_sigterm(_terminated), sys.unraisablehook
+    hook = sys.unraisablehook
     sys.unraisablehook = _unraisable(hook)
+    previous: signal._HANDLER = None
     try:
-        code = main_inner(argv, report)
+        try:
+            previous = _on_sigterm(_terminated)
+            code = _run(argv, report)
+        finally:
+            # From here on (and while Python shuts down, running finalizers) SIGTERM
+            # ends kiln at once: raised there, Terminated would be a traceback nobody
+            # catches. Until then, wherever it lands (this line too), it is caught below.
+            _on_sigterm(signal.SIG_DFL if previous is None else previous)
+    except Terminated:
+        print("kiln: terminated (SIGTERM); re-run the same command to finish", file=sys.stderr)
+        code = 128 + signal.SIGTERM
+    finally:
+        sys.unraisablehook = hook
+        report.close()
+    sys.exit(code)
+
+
+def _run(argv: Sequence[str] | None, report: Reporter) -> int:
+    """The command's exit code: its errors rendered for a person (SIGTERM: see main)."""
+    try:
+        return main_inner(argv, report)
     except KilnError as exc:
-        code = _render(exc, report)
+        return _render(exc, report)
     except OSError as exc:
         # A full disk or a read-only path where kiln writes: the disk's fault, not the
         # input's, and no traceback (a flow that knows the path names it; else the error's).
         if exc.errno not in DISK_ERRNOS:
             raise
-        code = _render(disk_fault(exc), report)
+        return _render(disk_fault(exc), report)
     except KeyboardInterrupt:
         print("kiln: interrupted; re-run the same command to finish", file=sys.stderr)
-        code = 130
-    except Terminated:
-        print("kiln: terminated (SIGTERM); re-run the same command to finish", file=sys.stderr)
-        code = 128 + signal.SIGTERM
-    finally:
-        # From here on (and while Python shuts down, running finalizers) SIGTERM ends
-        # kiln at once: raised there, Terminated would be a traceback nobody catches.
-        _on_sigterm(signal.SIG_DFL if previous is None else previous)
-        sys.unraisablehook = hook
-        report.close()
-    sys.exit(code)
+        return 130
