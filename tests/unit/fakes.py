@@ -21,6 +21,7 @@ from kiln._images.inputs import ImageInputs
 from kiln._images.oci.base_image import BaseImage
 from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import BuiltIndex
 from kiln._lock.format import BasePin, Built, Pin, lock_path, render
 from kiln._lock.inputs import OS_BASE, inputs_hash, no_deps_extra
 from kiln._locking.debian import os_inputs
@@ -65,7 +66,7 @@ class FakeRegistry:
     def labels(self, repository: str, tag: str) -> dict[str, str]:
         return dict(self.tags[(repository, tag)][1])
 
-    def manifest(self, repository: str, reference: str) -> bytes:
+    def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes:
         """A manifest naming a config and a layer derived from its digest (the fake
         stores no blobs: every one exists unless it is ``lost``)."""
         if not any(d == reference for (r, _t), (d, _l) in self.tags.items() if r == repository):
@@ -93,7 +94,9 @@ class FakeOci:
     # what the registry stores instead of what was sent (None: exactly what was sent)
     rewrite: str | None = None
 
-    def build(self, inputs: ImageInputs, *, source: str | None) -> tuple[BuiltImage, BaseImage]:
+    def build(
+        self, inputs: ImageInputs, *, source: str | None, platform: str | None = None
+    ) -> tuple[BuiltImage, BaseImage]:
         self.builds.append(inputs.ref)
         if isinstance(inputs.base, str):
             if "@sha256:" not in inputs.base:
@@ -116,7 +119,7 @@ class FakeOci:
     def preflight(self) -> None:
         pass
 
-    def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
+    def push(self, inputs: ImageInputs, image: BuiltImage | BuiltIndex) -> str:
         digest = self.rewrite or image.digest
         labels = image_labels(inputs, source=None)  # what the real builder's config holds
         self.registry.tags[(inputs.path_in_registry, inputs.tag)] = (digest, labels)

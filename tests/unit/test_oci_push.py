@@ -14,8 +14,10 @@ from kiln._errors import CommandFailed, ServiceUnavailable
 from kiln._images.oci.cache import Blob
 from kiln._images.oci.compress import TAR_GZIP
 from kiln._images.oci.image import BuiltImage, canonical_json, image_manifest
+from kiln._images.oci.index import OCI_INDEX
 from kiln._images.oci.push import push_image
-from kiln._servers.registry import RegistryClient, _scope, default_scheme
+from kiln._servers.registry import RegistryClient
+from kiln._servers.registry_wire import default_scheme, scope
 from tests.unit.test_credentials import FakeTransport, session_with
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -35,6 +37,8 @@ class FakeRegistry:
         self.rewrite = rewrite  # store another manifest than the one sent
         self.failures = failures or []  # statuses answered to the next blob PUTs
         self.mountable: set[str] = set()  # blobs another repository of this registry holds
+        self.refuse_index = False  # answer an OCI image index as a registry without them does
+        self.rewrite_index = False  # store an index other than the one sent
 
     def __call__(self, request: requests.PreparedRequest) -> Answer:  # noqa: PLR0911
         url = urlsplit(str(request.url))
@@ -62,8 +66,13 @@ class FakeRegistry:
             self.blobs[digest] = body
             return 201, {"Docker-Content-Digest": digest}, b""
         if request.method == "PUT" and "/manifests/" in path:
-            assert request.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+            kind = request.headers["Content-Type"]
+            assert kind in (OCI_INDEX, "application/vnd.oci.image.manifest.v1+json")
+            if kind == OCI_INDEX and self.refuse_index:
+                error = {"errors": [{"code": "MANIFEST_INVALID", "message": "manifest invalid"}]}
+                return 400, {}, json.dumps(error).encode()
             stored = body.replace(b'"size":400', b'"size":401') if self.rewrite else body
+            stored += b"\n" if kind == OCI_INDEX and self.rewrite_index else b""
             self.manifests[path.rsplit("/", 1)[1]] = stored
             self.by_digest[sha(stored)] = stored
             return 201, {"Docker-Content-Digest": sha(stored)}, b""
@@ -72,14 +81,15 @@ class FakeRegistry:
         raise AssertionError(f"unexpected {request.method} {request.url}")
 
 
-def an_image(tmp_path: Path) -> BuiltImage:
+def an_image(tmp_path: Path, architecture: str = "amd64") -> BuiltImage:
     layers = []
-    for name, size in (("base", 100), ("third", 7)):
+    base = "base" if architecture == "amd64" else f"base-{architecture}"
+    for name, size in ((base, 100), ("third", 7)):
         path = tmp_path / name
         path.write_bytes(name.encode() * size)
         data = path.read_bytes()
         layers.append(Blob(TAR_GZIP, sha(data), len(data), sha(b"tar" + data), path))
-    config = b'{"architecture":"amd64"}'
+    config = b'{"architecture":"%s","os":"linux"}' % architecture.encode()
     manifest = canonical_json(image_manifest(config, layers, {}))
     return BuiltImage(config=config, manifest=manifest, layers=tuple(layers))
 
@@ -168,8 +178,8 @@ def test_a_registry_that_stays_down_fails_after_the_retries(tmp_path: Path) -> N
 
 def test_writes_ask_for_a_push_token() -> None:
     upload = "https://reg.test/v2/acme/base/blobs/uploads/u1?_state=x"
-    assert _scope(upload, "PUT") == "repository:acme/base:pull,push"
-    assert _scope("https://reg.test/v2/acme/base/blobs/sha256:ab", "HEAD") == (
+    assert scope(upload, "PUT") == "repository:acme/base:pull,push"
+    assert scope("https://reg.test/v2/acme/base/blobs/sha256:ab", "HEAD") == (
         "repository:acme/base:pull"
     )
 

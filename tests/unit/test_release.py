@@ -19,6 +19,7 @@ from kiln._errors import (
 )
 from kiln._images.inputs import OsBase
 from kiln._images.oci.builder import image_labels
+from kiln._images.oci.image import BuiltImage
 from kiln._release.plan import Action
 from kiln._release.prepare import prepare
 from kiln._release.stages import make_plan
@@ -70,7 +71,7 @@ def test_first_release_publishes_bakes_and_pins(setup: Setup) -> None:
 
 def test_the_image_is_built_from_exactly_the_locked_and_built_wheels(setup: Setup) -> None:
     (inputs,) = prepare(setup.ws, setup.services).images
-    assert inputs.built is not None
+    assert isinstance(inputs.built, BuiltImage)
     helper = setup.ws.state_dir / "staging" / "wheels" / "acme_imgproc-0.1.0-py3-none-any.whl"
     assert json.loads(inputs.built.manifest)["wheels"] == sorted(
         [fake_sha("kfp", "2.17.3"), fake_sha("numpy", "1.0"), sha256_file(helper)]

@@ -22,6 +22,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from kiln._context import Services
 from kiln._errors import ConfigError
+from kiln._images.oci.image import BuiltImage
 from kiln._lock.format import BasePin, lock_path, parse_lock, read_lock
 from kiln._lock.make import Uv, make_lock
 from kiln._release.prepare import prepare
@@ -358,7 +359,7 @@ def test_a_release_installs_the_built_wheel_and_mirrors_its_sources(ws: Workspac
     assert {"tiny-1.0.tar.gz", BACKEND} <= mirrored
     assert "tiny-1.0-py3-none-any.whl" not in mirrored  # kiln's build is not upstream's file
     built = prepared.images[0].built
-    assert built is not None
+    assert isinstance(built, BuiltImage)
     assert locked_sha in json.loads(built.manifest)["wheels"]  # the image has kiln's build
     assert sha(tiny.path.read_bytes()) == locked_sha
 

@@ -7,16 +7,18 @@ exact wheels and image.toml's settings (``oci``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from kiln._debian.lock import DebPin, OsLock
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Image
+from kiln._workspace.platforms import PLATFORMS
 
 if TYPE_CHECKING:
     from kiln._images.oci.base_image import BaseImage
     from kiln._images.oci.image import BuiltImage
+    from kiln._images.oci.index import BuiltIndex
 
 
 @dataclass(frozen=True)
@@ -54,16 +56,20 @@ class OciBuilder(Protocol):
     """kiln's own builder: an image's bytes (and digest) are computed locally, before any
     push."""
 
-    def build(self, inputs: ImageInputs, *, source: str | None) -> tuple[BuiltImage, BaseImage]:
-        """The image's bytes and the base they were built on."""
+    def build(
+        self, inputs: ImageInputs, *, source: str | None, platform: str | None = None
+    ) -> tuple[BuiltImage, BaseImage]:
+        """The image's bytes for ``platform`` (None: its first), and the base they were
+        built on."""
         ...
 
     def preflight(self) -> None:
         """Raise ServiceUnavailable unless a push can be smoke-checked (the engine runs)."""
         ...
 
-    def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
-        """Push ``image`` as ``inputs``'s tag; its digest, checked against the registry's."""
+    def push(self, inputs: ImageInputs, image: BuiltImage | BuiltIndex) -> str:
+        """Push ``image`` (or the index over its platforms' images) as ``inputs``'s tag;
+        its digest, checked against the registry's."""
         ...
 
 
@@ -74,8 +80,12 @@ class ImageInputs:
     tag: str
     base: str | OsBase  # a registry base's reference (repo@sha256:...), or kiln's OS base
     wheelhouse: Wheelhouse
-    base_id: str = ""  # the base's image ID, once built
-    built: BuiltImage | None = None  # the image kiln built from these inputs (digest known)
+    # What kiln built from these inputs (digest known): the image, or for more than one
+    # platform the index over each one's image.
+    built: BuiltImage | BuiltIndex | None = None
+    # Each platform's (OCI) wheelhouse when the image is made for more than one;
+    # ``wheelhouse`` is the first's.
+    wheelhouses: tuple[tuple[str, Wheelhouse], ...] = ()
     # What the smoke check imports after the push (None: kfp and every helper's packages)
     smoke: tuple[str, ...] | None = None
     env: tuple[tuple[str, str], ...] = ()  # set in the config beside the image's own env
@@ -93,9 +103,19 @@ class ImageInputs:
         """``<org>/<name>``: the repository without the registry host."""
         return self.repository.split("/", 1)[1]
 
+    def of_platform(self, platform: str) -> ImageInputs:
+        """These inputs as one of the image's ``platforms`` (OCI) is built from: its
+        wheelhouse and, on kiln's OS base, that architecture's OS layers."""
+        if platform == self.image.platforms[0]:
+            return self
+        base = self.base
+        if isinstance(base, OsBase):
+            base = OsBase(base.lock.of(PLATFORMS[platform][0]), base.extras)
+        return replace(self, wheelhouse=dict(self.wheelhouses)[platform], base=base)
+
     @property
     def digest(self) -> str:
-        """The built image's manifest digest."""
+        """The built image's manifest digest (its index's, for several platforms)."""
         if self.built is None:
             raise ValueError(f"{self.ref}: not built yet")
         return self.built.digest

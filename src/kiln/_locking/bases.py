@@ -17,7 +17,8 @@ import docker.errors
 from kiln._errors import KilnError, ServiceUnavailable
 from kiln._images.registry_base import resolve_base
 from kiln._lock.format import BasePin
-from kiln._servers.registry import RegistryClient, on_loopback
+from kiln._servers.registry import RegistryClient
+from kiln._servers.registry_wire import on_loopback
 from kiln._util.docker import docker_client
 
 

@@ -58,14 +58,24 @@ def yaml_pins(folder: Path, host: str) -> dict[str, set[str]]:
 
 
 def _missing_parts(registry: Registry, repository: str, digest: str) -> list[str] | None:
-    """The blobs of ``repository@digest`` the registry lacks (config first); None when
-    it has no such manifest."""
+    """The blobs of ``repository@digest`` the registry lacks (config first; of an image
+    index, each platform's manifest and its blobs); None when it has no such manifest."""
     try:
-        manifest = json.loads(registry.manifest(repository, digest))
+        manifest = json.loads(registry.manifest(repository, digest, lists=True))
     except KilnError:
         return None
     except ValueError:
         return ["its manifest (not JSON)"]
+    if isinstance(manifest, dict) and "manifests" in manifest:  # an image index
+        try:
+            children = [str(m["digest"]) for m in manifest["manifests"]]
+        except (KeyError, TypeError):
+            return ["its platforms' manifests (the index names none)"]
+        missing = []
+        for child in children:
+            lacks = _missing_parts(registry, repository, child)
+            missing += [f"the manifest {child}"] if lacks is None else lacks
+        return missing
     try:
         blobs = [manifest["config"]["digest"], *(layer["digest"] for layer in manifest["layers"])]
     except (KeyError, TypeError):

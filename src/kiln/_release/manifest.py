@@ -34,6 +34,15 @@ class SbomRecord:
 
 
 @dataclass(frozen=True)
+class PlatformRecord:
+    """One platform's image of an image made for several (its index pins them all)."""
+
+    platform: str  # OCI: linux/arm64
+    digest: str  # its manifest's
+    sbom: SbomRecord
+
+
+@dataclass(frozen=True)
 class ImageRecord:
     name: str
     version: str
@@ -45,6 +54,16 @@ class ImageRecord:
     status: str  # "pushed" by this release, or "unchanged"
     sbom: SbomRecord | None = None
     revision: str | None = None  # the git revision of the release that pushed it (if this one)
+    # Made for several platforms: ``digest`` is the index's, each platform's image here.
+    platforms: tuple[PlatformRecord, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        found = {**asdict(self), "helpers": list(self.helpers)}
+        if self.platforms:
+            found["platforms"] = [asdict(p) for p in self.platforms]
+        else:  # one platform: the shape it always had
+            del found["platforms"]
+        return found
 
 
 @dataclass(frozen=True)
@@ -71,7 +90,7 @@ class Manifest:
             "kfp": self.kfp,
             "wheels": [asdict(w) for w in self.wheels],
             "mirrored": list(self.mirrored),
-            "images": [{**asdict(i), "helpers": list(i.helpers)} for i in self.images],
+            "images": [i.to_json() for i in self.images],
             "components": [c.to_json() for c in self.components],
             "pipelines": [p.to_json() for p in self.pipelines],
         }

@@ -15,6 +15,9 @@ from kiln._components.yamls import PackagesInputs
 from kiln._context import Services
 from kiln._errors import ConfigError
 from kiln._images.inputs import ImageInputs, OciBuilder, OsBase, image_inputs
+from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import BuiltIndex
+from kiln._images.oci.multiarch import build_index
 from kiln._images.registry_base import build_ref
 from kiln._lock.format import Lock, lock_path, read_lock
 from kiln._lock.inputs import check_fresh
@@ -26,6 +29,7 @@ from kiln._wheels.sdist import SdistBuilder, sdist_cache_dir
 from kiln._wheels.verify import check_compiles
 from kiln._wheels.wheelhouse import PipDownload, Wheelhouse, resolve_wheelhouse
 from kiln._workspace.model import Image, Workspace
+from kiln._workspace.platforms import python_platform
 
 # Packages mode's base (the OS layer and pip): what its pods' `python3 -m pip install`
 # needs. Debian marks its Python as managed by apt (PEP 668); no apt runs in a pod.
@@ -130,16 +134,19 @@ def prepare(
             "wheelhouse",
             f"wheelhouse: {image.name} (helpers: {', '.join(image.helpers) or 'none'})",
         )
-        wheelhouse = resolve_wheelhouse(
-            workspace,
-            image,
-            wheels,
-            lock=lock,
-            pages=pages,
-            download=download,
-            sdists=sdists,
-            note=report.step,
-        )
+
+        def resolve(platform: str | None, image: Image = image, lock: Lock = lock) -> Wheelhouse:
+            return resolve_wheelhouse(
+                workspace, image, wheels, lock=lock, pages=pages, download=download,
+                sdists=sdists, note=report.step, platform=platform,
+            )  # fmt: skip
+
+        wheelhouse = resolve(None)
+        # Every platform's wheels (OCI platform -> its wheelhouse), when the image is
+        # made for more than one: the first's is ``wheelhouse``.
+        first, *others = image.platforms
+        houses = {first: wheelhouse} if others else {}
+        houses |= {p: resolve(python_platform(image.platform, p)) for p in others}
         report.detail(
             f"    {len(wheelhouse.third_party)} third-party wheel(s), "
             f"{len(wheelhouse.helpers)} helper wheel(s)"
@@ -149,8 +156,9 @@ def prepare(
                 packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
                 continue
             built = _packages_base(
-                workspace, image, base, wheelhouse, services=services, report=report
-            )
+                workspace, image, base, wheelhouse, tuple(houses), services=services,
+                report=report,
+            )  # fmt: skip
             inputs.append(built)
             packages = PackagesInputs(f"{built.repository}@{built.digest}", wheelhouse)
             continue
@@ -161,6 +169,7 @@ def prepare(
             base=base,
             wheelhouse=wheelhouse,
         )
+        found = dataclasses.replace(found, wheelhouses=tuple(houses.items()))
         inputs.append(_build_with_kiln(workspace, found, services, report))
     return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
 
@@ -170,12 +179,15 @@ def _packages_base(
     image: Image,
     base: OsBase,
     wheelhouse: Wheelhouse,
+    platforms: tuple[str, ...],
     *,
     services: Services,
     report: Reporter,
 ) -> ImageInputs:
     """Packages mode's base, built by kiln: the OS layer and the locked pip, tagged by
-    its own digest (its YAMLs pin the digest; the tag only names it in the registry)."""
+    its own digest (its YAMLs pin the digest; the tag only names it in the registry).
+    For more than one of ``platforms``, an image each (pip is one pure wheel) and the
+    index over them."""
     pip = tuple(w for w in wheelhouse.third_party if w.name == "pip")
     if not pip:
         raise ConfigError(
@@ -191,6 +203,7 @@ def _packages_base(
         wheelhouse=house,
         smoke=("pip",),
         env=PACKAGES_ENV,
+        wheelhouses=tuple((p, house) for p in platforms),
     )
     built = _build_with_kiln(workspace, inputs, services, report)
     return dataclasses.replace(built, tag=f"py{image.python}-{built.digest[7:19]}")
@@ -214,6 +227,13 @@ def _build_with_kiln(
     report.stage("image", f"image {what}: building with kiln on {inputs.base_name}")
     # Only committed values go into the image: the git remote differs from clone to clone.
     oci = image_builder(services, inputs.image.name)
-    built, base = oci.build(inputs, source=workspace.source)
-    report.detail(f"    {what}: {built.digest}")
-    return dataclasses.replace(inputs, built=built, base_id=base.image_id)
+    built: BuiltImage | BuiltIndex
+    if inputs.wheelhouses:  # more than one platform: an image each, and the index
+        built = build_index(oci, inputs, dict(inputs.wheelhouses), source=workspace.source)
+        for platform, image in built.images:
+            report.detail(f"    {what} for {platform}: {image.digest}")
+        report.detail(f"    {what}: index {built.digest}")
+    else:
+        built = oci.build(inputs, source=workspace.source)[0]
+        report.detail(f"    {what}: {built.digest}")
+    return dataclasses.replace(inputs, built=built)

@@ -19,10 +19,12 @@ from kiln._context import Services
 from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict, writing
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import BuiltIndex
 from kiln._images.oci.sbom import image_sbom, sbom_path
 from kiln._release.manifest import (
     ImageRecord,
     Manifest,
+    PlatformRecord,
     SbomRecord,
     WheelRecord,
     recorded_wheels,
@@ -169,7 +171,11 @@ def bake(
 
 
 def _push_kiln_built(
-    step: ImageStep, inputs: ImageInputs, built: BuiltImage, services: Services, report: Reporter
+    step: ImageStep,
+    inputs: ImageInputs,
+    built: BuiltImage | BuiltIndex,
+    services: Services,
+    report: Reporter,
 ) -> str:
     """Push an image kiln built (by digest, smoke-checked, then tagged); the digest the
     plan (and the components) pinned, checked, and the registry's answer for its tag."""
@@ -185,12 +191,27 @@ def _push_kiln_built(
     return digest
 
 
-def _write_sbom(workspace: Workspace, inputs: ImageInputs, digest: str) -> SbomRecord:
-    """The image's SBOM, written to ``dist/sbom/<image>.cdx.json``."""
-    path = sbom_path(workspace.dist_dir, inputs.image.name)
+def _write_sbom(
+    workspace: Workspace, inputs: ImageInputs, digest: str, platform: str | None = None
+) -> SbomRecord:
+    """The image's SBOM (one ``platform``'s, of an image made for several), written to
+    ``dist/sbom/<image>[.<platform>].cdx.json``."""
+    path = sbom_path(workspace.dist_dir, inputs.image.name, platform)
     with writing(path):  # a full or read-only dist: a disk fault naming it
-        write_atomic(path, image_sbom(inputs, digest))
+        write_atomic(path, image_sbom(inputs.of_platform(platform) if platform else inputs, digest))
     return SbomRecord(path=str(path.relative_to(workspace.root)), sha256=sha256_file(path))
+
+
+def _platform_records(workspace: Workspace, inputs: ImageInputs) -> tuple[PlatformRecord, ...]:
+    """Each platform's image of an image made for several, with its SBOM; () for one."""
+    if not isinstance(inputs.built, BuiltIndex):
+        return ()
+    return tuple(
+        PlatformRecord(
+            platform, image.digest, _write_sbom(workspace, inputs, image.digest, platform)
+        )
+        for platform, (_, image) in zip(inputs.image.platforms, inputs.built.images, strict=True)
+    )
 
 
 def _image_records(
@@ -200,6 +221,7 @@ def _image_records(
     for step in plan.images:
         inputs = _inputs(step)
         pushed = step.action is Action.BUILD
+        platforms = _platform_records(workspace, inputs)
         records.append(
             ImageRecord(
                 name=step.name,
@@ -210,8 +232,9 @@ def _image_records(
                 ref=f"{inputs.repository}@{digests[step.name]}",
                 helpers=tuple(f"{w.distribution}=={w.version}" for w in inputs.wheelhouse.helpers),
                 status="pushed" if pushed else "unchanged",
-                sbom=_write_sbom(workspace, inputs, digests[step.name]),
+                sbom=None if platforms else _write_sbom(workspace, inputs, digests[step.name]),
                 revision=pushed_by if pushed else None,
+                platforms=platforms,
             )
         )
     return tuple(records)

@@ -21,13 +21,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 from urllib.parse import urlencode, urljoin
-from urllib.request import parse_http_list
 
 import requests
 
@@ -45,24 +43,19 @@ from kiln._servers.credentials import (
     refused,
     registry_hint,
 )
+from kiln._servers.registry_wire import (
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    WRITES,
+    challenge,
+    default_scheme,
+)
+from kiln._servers.registry_wire import (
+    scope as scope_of,
+)
 from kiln._util import http
 
 _TIMEOUT = 30.0
-MANIFEST_TYPES = ", ".join(
-    [
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.oci.image.manifest.v1+json",
-    ]
-)
-# A base image's tag often names a list of per-platform manifests.
-INDEX_TYPES = ", ".join(
-    [
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    ]
-)
-_REPOSITORY_PATH = re.compile(r"/v2/(.+)/(?:manifests|blobs|tags)/")
-_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _TRANSIENT_STATUSES = frozenset({502, 503, 504})
 _T = TypeVar("_T")
 
@@ -78,41 +71,9 @@ class Registry(Protocol):
 
     def labels(self, repository: str, tag: str) -> dict[str, str]: ...
 
-    def manifest(self, repository: str, reference: str) -> bytes: ...
+    def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes: ...
 
     def blob_exists(self, repository: str, digest: str) -> bool: ...
-
-
-def _scope(url: str, method: str = "GET") -> str:
-    """The token scope a request needs (the cache key for its Bearer token)."""
-    found = _REPOSITORY_PATH.search(url)
-    if found:
-        return f"repository:{found.group(1)}:{'pull,push' if method in _WRITES else 'pull'}"
-    return "registry:catalog:*" if "/v2/_catalog" in url else ""
-
-
-def _challenge(header: str) -> tuple[str, dict[str, str]]:
-    """``Bearer realm="...",service="...",scope="..."`` -> ("bearer", {realm, service, scope})."""
-    scheme, _, rest = header.strip().partition(" ")
-    params = {}
-    for item in parse_http_list(rest):  # splits on commas outside quotes
-        key, sep, value = item.partition("=")
-        if sep:
-            params[key.strip().lower()] = value.strip().removeprefix('"').removesuffix('"')
-    return scheme.lower(), params
-
-
-def on_loopback(host: str) -> bool:
-    """Whether the registry at ``host`` (HOST[:PORT], [IPv6][:PORT]) is on this machine's
-    loopback: the local stack's."""
-    name = host[1 : host.find("]")] if host.startswith("[") else host.partition(":")[0]
-    return name in ("localhost", "127.0.0.1", "::1")
-
-
-def default_scheme(host: str) -> str:
-    """How a registry at ``host`` is spoken to, as Docker does: plain HTTP on this machine's
-    loopback (the local stack), HTTPS everywhere else."""
-    return "http" if on_loopback(host) else "https"
 
 
 class RegistryClient:
@@ -230,7 +191,7 @@ class RegistryClient:
         stream: bool = False,
     ) -> requests.Response:
         """One request, authenticated as the registry asks; never a 401/403 or a 5xx."""
-        scope = _scope(url, method)
+        scope = scope_of(url, method)
         token = self._tokens.get(scope)
 
         def send(token: str | None) -> requests.Response:
@@ -241,7 +202,7 @@ class RegistryClient:
         resp = send(token)
         if resp.status_code == 401:
             self._tokens.pop(scope, None)  # a cached token may have expired
-            kind, params = _challenge(resp.headers.get("WWW-Authenticate", ""))
+            kind, params = challenge(resp.headers.get("WWW-Authenticate", ""))
             if kind == "bearer":
                 resp = send(self._token(params, scope))
             elif kind == "basic" and self._credentials and not self._basic:
@@ -250,7 +211,7 @@ class RegistryClient:
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
         if resp.status_code >= 500:  # 502/503/504, or any 5xx to a push (see the top)
-            again = resp.status_code in _TRANSIENT_STATUSES or method in _WRITES
+            again = resp.status_code in _TRANSIENT_STATUSES or method in WRITES
             error = _Transient if again else ServiceUnavailable
             raise error(str(self._unexpected(method, url, resp)))
         return resp
@@ -276,9 +237,10 @@ class RegistryClient:
             )
 
     def digest(self, repository: str, tag: str) -> str | None:
-        """The manifest digest behind ``repository:tag``, or None if the tag does not exist."""
+        """The manifest (or image index) digest behind ``repository:tag``, or None if the
+        tag does not exist."""
         url = f"{self._base}/{repository}/manifests/{tag}"
-        resp = self._read(url, method="HEAD", accept=MANIFEST_TYPES)
+        resp = self._read(url, method="HEAD", accept=f"{MANIFEST_TYPES}, {INDEX_TYPES}")
         if resp.status_code == 404:
             return None
         if resp.status_code != 200 or "Docker-Content-Digest" not in resp.headers:
@@ -288,12 +250,12 @@ class RegistryClient:
         return resp.headers["Docker-Content-Digest"]
 
     def labels(self, repository: str, tag: str) -> dict[str, str]:
-        """The labels recorded in the image config of ``repository:tag``."""
-        url = f"{self._base}/{repository}/manifests/{tag}"
-        resp = self._read(url, accept=MANIFEST_TYPES)
-        if resp.status_code != 200:
-            raise self._unexpected("GET", url, resp)
-        config_digest = json.loads(resp.content)["config"]["digest"]
+        """The labels recorded in the image config of ``repository:tag`` (of an image
+        index: its first manifest's, the first platform's)."""
+        manifest = json.loads(self.manifest(repository, tag, lists=True))
+        if "manifests" in manifest:  # an image index
+            manifest = json.loads(self.manifest(repository, manifest["manifests"][0]["digest"]))
+        config_digest = manifest["config"]["digest"]
         blob_url = f"{self._base}/{repository}/blobs/{config_digest}"
         blob = self._read(blob_url)
         if blob.status_code != 200:

@@ -39,9 +39,10 @@ from kiln._images.oci.base_image import (
 from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.compress import GZIP, check_pinned
 from kiln._images.oci.image import BuiltImage, labels, rfc3339
+from kiln._images.oci.index import BuiltIndex, Platform
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.interpreter import BaseImagePython
-from kiln._images.oci.push import BlobRegistry, push_image
+from kiln._images.oci.push import BlobRegistry, push_image, push_index
 from kiln._images.oci.smoke import (
     ContainerRunner,
     DockerContainers,
@@ -94,6 +95,9 @@ def image_labels(
         extra={k: v for k, v in extra.items() if v},
     )
 
+
+# What runs the smoke check of an image for a platform this machine does not run.
+ForeignRunner = Callable[[Platform, BuiltImage], ContainerRunner]
 
 # A base's own Python, run here (``base_image_python``; a fake in unit tests).
 PythonOf = Callable[[BaseImage, LayerCache], BaseImagePython]
@@ -176,9 +180,12 @@ class KilnBuilder:
         credentials: Credentials | None = None,
         note: Callable[[str], None] | None = None,
         python_of: PythonOf = base_image_python,
+        foreign: ForeignRunner | None = None,
     ) -> None:
         """``note``: one line a person reads (a damaged layer-cache blob rebuilt);
-        ``python_of``: a base's Python, which compiles the bytecode and tells the scheme."""
+        ``python_of``: a base's Python, which compiles the bytecode and tells the scheme;
+        ``foreign``: what runs the smoke check of another platform's image."""
+        self._foreign_runner = foreign
         self._python_of = python_of
         self._engine = engine
         self._cache = LayerCache(cache, note=note or log)
@@ -278,9 +285,11 @@ class KilnBuilder:
                     break
         return dataclasses.replace(image, mounts=mounts)
 
-    def push(self, inputs: ImageInputs, image: BuiltImage) -> str:
+    def push(self, inputs: ImageInputs, image: BuiltImage | BuiltIndex) -> str:
         """Push ``image`` by digest (checked by the registry), smoke-check it there, and
-        only then tag it: an image that fails its smoke check is never tagged."""
+        only then tag it: an image that fails its smoke check is never tagged. An index:
+        each platform's image pushed and checked (this machine's by the engine, another
+        platform's by ``foreign``), then the index, then its tag."""
         repository = inputs.path_in_registry
         # Each helper's import packages (what the smoke check imports, with kfp).
         owners = {p: w.helper for w in inputs.wheelhouse.helpers for p in import_packages(w.path)}
@@ -291,15 +300,35 @@ class KilnBuilder:
                 inputs.image.name, inputs.tag, sorted({owners[m] for m in failed if m in owners})
             )
 
-        def verify(digest: str) -> None:
+        def verify(digest: str, runner: ContainerRunner | None = None) -> None:
             smoke_check(
-                self._containers, f"{inputs.repository}@{digest}", modules, log=self._log,
-                fix=fix,
+                runner or self._containers, f"{inputs.repository}@{digest}", modules,
+                log=self._log, fix=fix,
             )  # fmt: skip
 
-        pushed = push_image(
-            self._registry, repository, inputs.tag, self._mounts(repository, image),
-            verify=verify, log=self._log,
+        if isinstance(image, BuiltImage):
+            pushed = push_image(
+                self._registry, repository, inputs.tag, self._mounts(repository, image),
+                verify=verify, log=self._log,
+            )  # fmt: skip
+            return pushed.digest
+
+        def verify_platform(platform: Platform, one: BuiltImage) -> None:
+            if platform.architecture == host_architecture():
+                verify(one.digest)
+            elif self._foreign_runner is None:
+                raise ConfigError(
+                    f"image {inputs.ref}: kiln has no way to check its {platform} image here"
+                )
+            else:
+                verify(one.digest, self._foreign_runner(platform, one))
+
+        mounted = dataclasses.replace(
+            image, images=tuple((p, self._mounts(repository, i)) for p, i in image.images)
+        )
+        pushed = push_index(
+            self._registry, repository, inputs.tag, mounted, verify=verify_platform,
+            log=self._log,
         )  # fmt: skip
         return pushed.digest
 

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from kiln._errors import CommandFailed, KilnError
 from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import BuiltIndex, Platform
 
 
 class BlobRegistry(Protocol):
@@ -104,6 +105,22 @@ def push_image(
     """Push ``image`` by its digest (``image.digest``, checked), call ``verify`` with that
     digest, and only when it returns put the tag: ``repository:tag``. An exception from
     ``verify`` leaves the image in the registry by digest only, untagged."""
+    pushed = push_untagged(registry, repository, image, log=log)
+    verify(image.digest)
+    _put(registry, image, repository, tag)
+    log(f"      tagged {repository}:{tag}")
+    return pushed
+
+
+def push_untagged(
+    registry: BlobRegistry,
+    repository: str,
+    image: BuiltImage,
+    *,
+    log: Callable[[str], None] = lambda _line: None,
+) -> Pushed:
+    """Push ``image``'s blobs (each asked for first, mounted where ``image.mounts`` says)
+    and its manifest by digest, checked; no tag."""
     blobs: list[tuple[str, Path | bytes, int]] = [
         *((b.digest, b.path, b.size) for b in image.layers),
         (image.config_digest, image.config, len(image.config)),
@@ -129,10 +146,51 @@ def push_image(
         sent += size
         log(f"      {digest[:19]} uploaded ({size} bytes)")
     _put(registry, image, repository, image.digest)
-    verify(image.digest)
-    _put(registry, image, repository, tag)
-    log(f"      tagged {repository}:{tag}")
     return Pushed(image.digest, tuple(uploaded), sent, tuple(present), tuple(mounted))
+
+
+def push_index(
+    registry: BlobRegistry,
+    repository: str,
+    tag: str,
+    index: BuiltIndex,
+    *,
+    verify: Callable[[Platform, BuiltImage], None] = lambda _platform, _image: None,
+    log: Callable[[str], None] = lambda _line: None,
+) -> Pushed:
+    """Push each platform's image of ``index`` by digest and ``verify`` it, then the
+    index by its digest (checked), and only when every one passed put the tag on the
+    index. A registry that refuses the index stops here with nothing tagged."""
+    pushed = []
+    for platform, image in index.images:
+        log(f"    {platform}: {image.digest[:19]}")
+        pushed.append(push_untagged(registry, repository, image, log=log))
+    for platform, image in index.images:
+        verify(platform, image)
+    for reference in (index.digest, tag):
+        try:
+            answered = registry.put_manifest(repository, reference, index.index, index.media_type)
+        except CommandFailed as exc:
+            raise CommandFailed(
+                f"registry {registry.host} refused the OCI image index of "
+                f"{repository}:{tag} ({exc}); nothing was tagged. Push to a registry that "
+                "stores OCI image indexes (Docker's distribution 2.7 or later does), or make "
+                'the image for one platform (platforms = ["linux/amd64"])'
+            ) from None
+        if answered != index.digest:
+            raise CommandFailed(
+                f"image index {registry.host}/{repository}:{reference}: the registry "
+                f"answered digest {answered}, kiln predicted {index.digest}; the registry "
+                "rewrote the index: push to a registry that stores OCI indexes as sent"
+            )
+    log(f"      tagged {repository}:{tag} (an index of {len(index.images)} platforms)")
+    return Pushed(
+        index.digest,
+        tuple(d for p in pushed for d in p.uploaded),
+        sum(p.uploaded_bytes for p in pushed),
+        tuple(d for p in pushed for d in p.present),
+        tuple(d for p in pushed for d in p.mounted),
+    )
 
 
 def _put(registry: BlobRegistry, image: BuiltImage, repository: str, reference: str) -> None:

@@ -41,9 +41,11 @@ _SERIALS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/kiln/sbom")
 _PREFIX = "org.kiln"
 
 
-def sbom_path(dist_dir: Path, image: str) -> Path:
-    """Where a release writes ``image``'s SBOM: ``dist/sbom/<image>.cdx.json``."""
-    return dist_dir / "sbom" / f"{image}.cdx.json"
+def sbom_path(dist_dir: Path, image: str, platform: str | None = None) -> Path:
+    """Where a release writes ``image``'s SBOM: ``dist/sbom/<image>.cdx.json``; one
+    platform's of an image made for several: ``<image>.linux-arm64.cdx.json``."""
+    suffix = f".{platform.replace('/', '-')}" if platform else ""
+    return dist_dir / "sbom" / f"{image}{suffix}.cdx.json"
 
 
 def _oci_purl(repository: str, digest: str, tag: str | None = None) -> PackageURL:

@@ -1,0 +1,95 @@
+"""Pushing an image made for several platforms: each platform's image by digest, each
+checked, then the OCI index by its predicted digest, and only then its tag."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kiln._errors import CommandFailed
+from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import BuiltIndex, Platform, image_index
+from kiln._images.oci.push import push_index
+from tests.unit.test_oci_push import FakeRegistry, an_image, client
+
+
+def two_platforms(tmp_path: Path) -> BuiltIndex:
+    return image_index([an_image(tmp_path, "amd64"), an_image(tmp_path, "arm64")])
+
+
+def test_each_platform_is_pushed_and_checked_then_the_index_by_digest_then_its_tag(
+    tmp_path: Path,
+) -> None:
+    index = two_platforms(tmp_path)
+    registry = FakeRegistry()
+    reg, transport = client(registry, [])
+    checked: list[tuple[str, str]] = []
+
+    def verify(platform: Platform, image: BuiltImage) -> None:
+        assert set(registry.by_digest) >= {i.digest for _, i in index.images}  # all pushed
+        assert "1.0" not in registry.manifests  # nothing tagged yet
+        checked.append((str(platform), image.digest))
+
+    pushed = push_index(reg, "acme/base", "1.0", index, verify=verify)
+
+    assert pushed.digest == index.digest
+    assert checked == [(str(p), i.digest) for p, i in index.images]
+    assert [str(p) for p, _ in index.images] == ["linux/amd64", "linux/arm64/v8"]
+    assert registry.manifests["1.0"] == index.index
+    assert registry.manifests[index.digest] == index.index
+    puts = [line for line in transport.lines() if "/manifests/" in line]
+    amd64, arm64 = (i.digest for _, i in index.images)
+    assert puts == [
+        f"PUT https://reg.test/v2/acme/base/manifests/{amd64}",
+        f"PUT https://reg.test/v2/acme/base/manifests/{arm64}",
+        f"PUT https://reg.test/v2/acme/base/manifests/{index.digest}",
+        "PUT https://reg.test/v2/acme/base/manifests/1.0",
+    ]
+    third = index.images[0][1].layers[1].digest  # the same layer in both: sent once
+    assert pushed.uploaded.count(third) == 1
+    assert pushed.present.count(third) == 1
+
+
+def test_a_platform_failing_its_check_leaves_the_index_and_tag_unput(tmp_path: Path) -> None:
+    index = two_platforms(tmp_path)
+    registry = FakeRegistry()
+    reg, _ = client(registry, [])
+
+    def verify(platform: Platform, _image: BuiltImage) -> None:
+        if platform.architecture == "arm64":
+            raise CommandFailed("arm64: numpy does not import")
+
+    with pytest.raises(CommandFailed, match="arm64: numpy does not import"):
+        push_index(reg, "acme/base", "1.0", index, verify=verify)
+    assert index.digest not in registry.manifests
+    assert "1.0" not in registry.manifests
+
+
+def test_a_registry_refusing_oci_indexes_is_an_error_saying_so_with_nothing_tagged(
+    tmp_path: Path,
+) -> None:
+    index = two_platforms(tmp_path)
+    registry = FakeRegistry()
+    registry.refuse_index = True
+    reg, _ = client(registry, [])
+    with pytest.raises(CommandFailed) as err:
+        push_index(reg, "acme/base", "1.0", index)
+    message = str(err.value)
+    assert message.startswith("registry reg.test refused the OCI image index of acme/base:1.0")
+    assert "MANIFEST_INVALID: manifest invalid" in message
+    assert "nothing was tagged" in message
+    assert 'platforms = ["linux/amd64"]' in message
+    assert "1.0" not in registry.manifests
+
+
+def test_a_registry_rewriting_the_index_is_an_error_naming_both_digests(tmp_path: Path) -> None:
+    index = two_platforms(tmp_path)
+    registry = FakeRegistry()
+    registry.rewrite_index = True
+    reg, _ = client(registry, [])
+    with pytest.raises(CommandFailed) as err:
+        push_index(reg, "acme/base", "1.0", index)
+    assert f"kiln predicted {index.digest}" in str(err.value)
+    assert "the registry rewrote the index" in str(err.value)
+    assert "1.0" not in registry.manifests
