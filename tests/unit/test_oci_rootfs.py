@@ -3,18 +3,15 @@ nothing written outside the folder, symlinks followed the way they are in the im
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from kiln._errors import ConfigError
-from kiln._images.oci.cache import Blob, LayerCache
-from kiln._images.oci.compress import GZIP, BlobWriter
+from kiln._images.oci.cache import LayerCache
 from kiln._images.oci.loader import (
     elf_interpreter,
     find_python,
@@ -24,31 +21,7 @@ from kiln._images.oci.loader import (
     resolve,
 )
 from kiln._images.oci.rootfs import unpack
-
-
-def _entry(tar: tarfile.TarFile, name: str, kind: bytes, data: bytes = b"", link: str = "") -> None:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.mode = 0o755 if kind == tarfile.DIRTYPE else 0o644
-    info.linkname = link
-    info.size = len(data) if kind == tarfile.REGTYPE else 0
-    tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
-
-
-def layer(tmp_path: Path, name: str, *entries: tuple[str, bytes, bytes, str]) -> Blob:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for path, kind, data, link in entries:
-            _entry(tar, path, kind, data, link)
-    out = tmp_path / f"{name}.tar.gz"
-    with out.open("wb") as fh:
-        writer = BlobWriter(fh, GZIP)
-        writer.write(raw.getvalue())
-        written = writer.finish()
-    return Blob(GZIP.media_type, written.digest, written.size, written.diff_id, out)
-
-
-D, F, S, H = tarfile.DIRTYPE, tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
+from tests.oci_layers import D, F, H, S, layer
 
 
 def test_layers_are_applied_in_order_with_whiteouts_and_links(tmp_path: Path) -> None:

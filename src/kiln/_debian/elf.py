@@ -226,7 +226,7 @@ def _strtab(r: _Reader, dynamic: int, segments: list[_Segment]) -> int | None:
         if tag == _DT_STRTAB:
             for seg in segments:
                 if seg.kind == _PT_LOAD and 0 <= value - seg.vaddr < seg.filesz:
-                    return value - (seg.vaddr - seg.offset) % (1 << r.bits)
+                    return (value - (seg.vaddr - seg.offset)) % (1 << r.bits)
             return value
     return None
 
@@ -366,3 +366,42 @@ def _arm_flag(data: bytes, bits: int, flag: int) -> int:
 def fs_bytes(text: str) -> bytes:
     """A file name as the filesystem holds it (what a name read as text came from)."""
     return text.encode("utf-8", "surrogateescape")
+
+
+_DT_RPATH, _DT_RUNPATH = 15, 29
+
+
+@dataclasses.dataclass(frozen=True)
+class Linking:
+    """What the dynamic loader needs to know of an ELF file to load it."""
+
+    machine: int  # e_machine
+    needed: tuple[str, ...]  # DT_NEEDED, in order
+    rpath: str | None  # DT_RPATH (ignored by ld.so when DT_RUNPATH is there)
+    runpath: str | None  # DT_RUNPATH
+
+
+def linking(data: bytes) -> Linking:
+    """The e_machine, DT_NEEDED, DT_RPATH and DT_RUNPATH of an ELF file of either class and
+    byte order (none of them for a static one); ValueError for anything else, or a file cut
+    short."""
+    if data[:4] != ELFMAG or len(data) < 20 or data[4] not in (1, 2) or data[5] not in (1, 2):
+        raise ValueError("not an ELF file")
+    r = _Reader(data, "<" if data[5] == 1 else ">", 32 if data[4] == 1 else 64)
+    try:
+        machine, segments = r.get("H", 18), r.segments()
+        dynamic = [seg for seg in segments if seg.kind == _PT_DYNAMIC]
+        if not dynamic or dynamic[-1].filesz == 0:
+            return Linking(machine, (), None, None)
+        offset = dynamic[-1].offset
+        strings = _strtab(r, offset, segments)
+        if strings is None:
+            raise ValueError("a dynamic section without a string table")
+        found: dict[int, list[str]] = {_DT_NEEDED: [], _DT_RPATH: [], _DT_RUNPATH: []}
+        for tag, value in r.dynamic(offset):
+            if tag in found:
+                found[tag].append(r.cstr(strings + value).decode("utf-8", "surrogateescape"))
+    except _Truncated:
+        raise ValueError("a truncated ELF file") from None
+    rpath, runpath = (":".join(found[t]) if found[t] else None for t in (_DT_RPATH, _DT_RUNPATH))
+    return Linking(machine, tuple(found[_DT_NEEDED]), rpath, runpath)

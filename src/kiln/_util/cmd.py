@@ -201,19 +201,25 @@ def hermetic_pip_env() -> dict[str, str]:
 
 
 def capture(
-    args: Sequence[str], *, what: str, env: Mapping[str, str], stdin: str | None = None
+    args: Sequence[str],
+    *,
+    what: str,
+    env: Mapping[str, str],
+    stdin: str | None = None,
+    cwd: Path | None = None,
 ) -> str:
-    """Run ``args`` with exactly ``env`` (nothing of kiln's own environment) and ``stdin``;
-    its stdout, with stderr kept apart. ``CommandFailed`` naming ``what`` when it cannot
-    start, or with the tail of its stderr when it fails.
+    """Run ``args`` with exactly ``env`` (nothing of kiln's own environment) and ``stdin``,
+    in ``cwd`` (None: kiln's own); its stdout, with stderr kept apart. ``CommandFailed``
+    naming ``what`` when it cannot start, or with the tail of its stderr when it fails.
 
     For a program started by its path (an image's own interpreter run from its files),
     whose output is data: nothing is echoed or looked up on PATH.
     """
     try:
         done = subprocess.run(
-            list(args), input=stdin, capture_output=True, text=True, env=dict(env), check=False
-        )
+            list(args), input=stdin, capture_output=True, text=True, env=dict(env), check=False,
+            cwd=cwd,
+        )  # fmt: skip
     except OSError as exc:
         raise CommandFailed(f"{what}: cannot start {args[0]} ({exc})") from None
     if done.returncode != 0:

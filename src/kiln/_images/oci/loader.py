@@ -78,14 +78,35 @@ def host_machine() -> str:
     return _HOST_ALIASES.get(machine, machine)
 
 
+def find_program(root: Path, name: str, env: Mapping[str, str]) -> str | None:
+    """The image path of the program ``name`` (an absolute image path, or a name looked
+    up on ``env``'s PATH, the default one without) as the image would find it; None when
+    there is no such file."""
+    if "/" in name:
+        candidates = [name] if name.startswith("/") else []
+    else:
+        folders = env.get("PATH", DEFAULT_PATH).split(":")
+        candidates = [posixpath.join(f, name) for f in folders if f.startswith("/")]
+    for candidate in candidates:
+        found = resolve(root, candidate)
+        if found is not None and found.is_file():
+            return candidate
+    return None
+
+
+def started(root: Path, image_path: str, program: Path) -> Path:
+    """Where on this machine to start the image's ``image_path`` (``program``: it resolved
+    in ``root``): by the path the image would (the same ``sys.executable`` and prefix
+    search), unless a symlink on the way leads out of ``root``."""
+    unresolved = root / image_path.lstrip("/")
+    return unresolved if stays_inside(unresolved, os.path.realpath(root)) else program
+
+
 def find_python(root: Path, env: Mapping[str, str]) -> str:
     """The image path of the ``python3`` its PATH finds (what ``pip`` would run)."""
-    for folder in env.get("PATH", DEFAULT_PATH).split(":"):
-        if folder.startswith("/"):
-            candidate = posixpath.join(folder, "python3")
-            found = resolve(root, candidate)
-            if found is not None and found.is_file():
-                return candidate
+    found = find_program(root, "python3", env)
+    if found is not None:
+        return found
     raise ConfigError(
         "no python3 on the base image's PATH; kiln installs into the base's own Python: use "
         "a base with python3 (e.g. python:3.11-slim)"
@@ -108,12 +129,9 @@ def loader_argv(root: Path, image_python: str, what: str) -> list[str]:
             f"interpreter, so build {arch} images on an {arch} machine (e.g. a CI runner of "
             "that architecture)"
         )
-    # Start it by the path the image would (the same sys.executable and prefix search),
-    # unless a symlink on the way leads out of the unpacked folder.
-    unresolved = root / image_python.lstrip("/")
-    started = unresolved if stays_inside(unresolved, os.path.realpath(root)) else program
+    start = started(root, image_python, program)
     if interp is None:
-        return [str(started)]
+        return [str(start)]
     loader = resolve(root, interp)
     if loader is None:
         raise ConfigError(f"{what}: the base image lacks its own loader {interp}")
@@ -121,4 +139,4 @@ def loader_argv(root: Path, image_python: str, what: str) -> list[str]:
     argv = [str(loader)]
     if "musl" not in posixpath.basename(interp):
         argv.append("--inhibit-cache")  # never the build machine's /etc/ld.so.cache
-    return [*argv, "--library-path", ":".join(dirs), str(started)]
+    return [*argv, "--library-path", ":".join(dirs), str(start)]

@@ -146,13 +146,18 @@ def _write(
             target.chmod((member.mode & 0o777) | 0o600)
 
 
-def _apply_layer(root: Path, layer: IO[bytes]) -> None:
+def _everything(_name: str) -> bool:
+    return True
+
+
+def _apply_layer(root: Path, layer: IO[bytes], keep: Callable[[str], bool] = needed) -> None:
     """Extract one layer tar over ``root`` the way an engine does (whiteouts included),
-    but for what kiln's runs of the base's python3 never read (``needed``)."""
+    but for the entries ``keep`` refuses (by default what kiln's runs of the base's
+    python3 never read: ``needed``)."""
     parents = _Parents(root)
     with tarfile.open(fileobj=layer, mode="r|") as tar:
         for member in tar:
-            if not needed(member.name):
+            if not keep(member.name):
                 continue
             target = _inside(root, member.name)
             if target is None or not parents.safe(target) or _whiteout(target, parents):
@@ -165,6 +170,16 @@ def _apply_layer(root: Path, layer: IO[bytes]) -> None:
                 target.chmod((member.mode & 0o777) | 0o700)
             else:
                 _write(root, tar, member, target, parents)
+
+
+def unpack_whole(layers: Sequence[Blob], root: Path) -> None:
+    """Every entry of ``layers`` (in order, whiteouts applied; devices and fifos left out)
+    extracted over ``root``: an image's whole filesystem, for the smoke check of a platform
+    this machine does not run (``kiln._images.oci.smoke_foreign``). OSError or TarError
+    when a layer cannot be read or written."""
+    for blob in layers:
+        with _layer_stream(blob) as stream:
+            _apply_layer(root, stream, keep=_everything)
 
 
 def rootfs_path(image_id: str, cache: LayerCache) -> Path:
