@@ -17,29 +17,19 @@ import subprocess
 import tarfile
 import time
 from pathlib import Path
-from typing import Any, cast
 
-import docker
 import pytest
 
-from kiln._debian.lock import read_os_lock, render
-from kiln._images.inputs import OsBase, image_inputs
-from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.index import BuiltIndex
 from kiln._images.oci.loader import loader_argv
-from kiln._images.oci.multiarch import build_index, platform_wheelhouses
-from kiln._lock.format import read_lock
-from kiln._wheels.build import build_wheel
-from kiln._wheels.wheelhouse import PipDownload, SimplePages, Wheelhouse, resolve_wheelhouse
-from kiln._workspace.discovery import discover
-from tests.e2e.conftest import KilnCache, OsPins, TwoArch, _unavailable, copy_project
-from tests.e2e.tools import kiln_here
+from kiln._images.oci.multiarch import build_index
+from tests.e2e.conftest import KilnCache, OsPins, TwoArch, _unavailable
+from tests.e2e.multiarch import PLATFORMS, two_platform_base
 
 pytestmark = pytest.mark.e2e
 
 QEMU = shutil.which("qemu-aarch64-static")
-PLATFORMS = ("linux/amd64", "linux/arm64")
 # What each platform's python3 computes with the helper: the same numbers on both.
 _COMPUTE = """\
 import hashlib, platform, imgproc, kfp, numpy as np
@@ -82,67 +72,19 @@ class Built:
 def _build_both(two_arch: TwoArch, os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path) -> Built:
     """The repo copied, set to both platforms, relocked; base built for each platform on
     a cold layer cache (arm64 after amd64, as a release would), then the index (warm)."""
-    root = tmp_path / "repo"
-    copy_project(root, os_pins, kiln_cache)
-    pyproject = root / "pyproject.toml"
-    text = pyproject.read_text()
-    text = text.replace('org = "acme"\n', f'org = "acme"\nplatforms = {json.dumps(PLATFORMS)}\n', 1)
-    text = text.replace('architecture = "amd64"\n', 'architectures = ["amd64", "arm64"]\n', 1)
-    pyproject.write_text(text)
-    (root / "images" / "os.lock").write_text(render(two_arch.lock), encoding="utf-8")
-    started = time.monotonic()
-    proc = kiln_here(root, "lock", "base")  # uv resolves both platforms against PyPI
-    assert proc.returncode == 0, proc.stderr
-    locked = time.monotonic() - started
-    assert (root / "images" / "os.lock").read_text() == render(two_arch.lock)  # kept
-
-    ws = discover(root)
-    image = ws.image("base")
-    assert image.platforms == PLATFORMS
-    lock = read_lock(image)
-    assert lock.platforms == ("x86_64-manylinux_2_28", "aarch64-manylinux_2_28")
-    helper = build_wheel(ws.helper("imgproc"), tmp_path / "helpers")
-    pages = [(ws.upstream_index, SimplePages(ws.upstream_index))]
-    seconds: dict[str, float] = {}
-
-    def resolve(platform: str) -> Wheelhouse:
-        started = time.monotonic()
-        found = resolve_wheelhouse(
-            ws, image, [helper], lock=lock, pages=pages, download=PipDownload(),
-            platform=platform,
-        )  # fmt: skip
-        seconds[platform.partition("-")[0]] = time.monotonic() - started
-        return found
-
-    wheelhouses = platform_wheelhouses(image, resolve)
-    for platform, arch in zip(PLATFORMS, ("x86_64", "aarch64"), strict=True):
-        (numpy,) = (w for w in wheelhouses[platform].third_party if w.name == "numpy")
-        assert numpy.filename.endswith(f"_{arch}.whl")
-
-    def no_engine() -> docker.DockerClient:
-        raise AssertionError("a build needs no engine")
-
-    builder = KilnBuilder(
-        no_engine, tmp_path / "oci", cast(Any, None), os_layers=lambda: two_arch.layers
-    )
-    inputs = image_inputs(
-        image, registry="127.0.0.1:5000", org="acme", base=OsBase.of(read_os_lock(root), image),
-        wheelhouse=wheelhouses["linux/amd64"],
-    )  # fmt: skip
+    base = two_platform_base(two_arch, os_pins, kiln_cache, tmp_path)
     cold: dict[str, float] = {}
     images: dict[str, BuiltImage] = {}
     for platform in PLATFORMS:
         started = time.monotonic()
-        one = dataclasses.replace(inputs, wheelhouse=wheelhouses[platform])
-        images[platform] = builder.build(one, source=None, platform=platform)[0]
+        images[platform] = base.build(platform)
         cold[platform] = time.monotonic() - started
     started = time.monotonic()
-    index = build_index(builder, inputs, wheelhouses, source=None)
+    index = build_index(base.builder, base.inputs, base.wheelhouses, source=None)
     warm = time.monotonic() - started
     sizes = {p: sum(b.size for b in i.layers) for p, i in images.items()}
     figures = (
-        f"lock {locked:.1f} s; wheelhouse "
-        + ", ".join(f"{p} {s:.1f} s" for p, s in seconds.items())
+        base.figures
         + "; cold build " + ", ".join(f"{p} {s:.1f} s" for p, s in cold.items())
         + f"; warm index of both {warm:.2f} s; compressed bytes "
         + ", ".join(f"{p} {s}" for p, s in sizes.items())
