@@ -4,6 +4,7 @@ how it was started), the private rootfs removed whatever happens, and ``runner_f
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 import sys
@@ -13,7 +14,9 @@ import pytest
 
 from kiln._debian.elf import EM_AARCH64, EM_X86_64, linking, soname
 from kiln._errors import CommandFailed, ConfigError
+from kiln._images.oci.builder import ForeignRunner
 from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import Platform
 from kiln._images.oci.smoke import Run, smoke_check
 from kiln._images.oci.smoke_foreign import (
     QemuContainers,
@@ -319,3 +322,11 @@ def test_runner_for_takes_qemu_when_it_is_there_and_says_when_it_is_not(tmp_path
     assert machine_of("linux/arm64/v8").qemu == "qemu-aarch64-static"
     with pytest.raises(ConfigError, match="linux/s390x"):
         runner_for("linux/s390x", image, note=notes.append)
+
+
+def test_runner_for_is_the_builder_s_foreign_runner(tmp_path: Path) -> None:
+    image = _image(tmp_path, ("usr/bin/python3", F, _PY, ""))
+    notes: list[str] = []
+    foreign: ForeignRunner = functools.partial(runner_for, note=notes.append, search_path="")
+    assert isinstance(foreign(Platform.parse(ARM), image), StaticContainers)
+    assert notes[0].strip().startswith("linux/arm64/v8: qemu-aarch64-static is not installed")

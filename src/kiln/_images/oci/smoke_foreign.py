@@ -64,8 +64,8 @@ MACHINES = {
 }
 
 
-def machine_of(platform: str) -> Machine:
-    parsed = Platform.parse(platform)
+def machine_of(platform: Platform | str) -> Machine:
+    parsed = platform if isinstance(platform, Platform) else Platform.parse(platform)
     found = MACHINES.get(parsed.architecture) if parsed.os == "linux" else None
     if found is None:
         raise ConfigError(
@@ -133,7 +133,7 @@ class QemuContainers:
 
 
 def runner_for(
-    platform: str,
+    platform: Platform | str,
     image: BuiltImage,
     *,
     note: Callable[[str], None],
@@ -142,8 +142,10 @@ def runner_for(
 ) -> ContainerRunner:
     """The runner that smoke-checks ``image`` (built for ``platform``, which this machine
     does not run): under qemu-user when its ``qemu-<arch>-static`` is on ``search_path``
-    (None: kiln's PATH), else the static check, said in one ``note`` line with the fix."""
+    (None: kiln's PATH), else the static check, said in one ``note`` line with the fix.
+    ``functools.partial(runner_for, note=...)`` is a builder's ``ForeignRunner``."""
     machine = machine_of(platform)
+    platform = str(platform)
     qemu = shutil.which(machine.qemu, path=search_path)
     if qemu is not None:
         return QemuContainers(image, platform, qemu, tmp=tmp)
