@@ -16,10 +16,10 @@ mode (``PACKAGES = True``); each image gets one pipeline. With a numpy and a pan
 helper (N >= 5) the repo also gets four start-up probes besides the K components:
 ``s_np_image``, ``s_np_packages``, ``s_pd_image``, ``s_pd_packages`` (the first numpy
 or pandas helper, in each pin mode), each with a one-step pipeline of the same name.
-Images name no ``base``: they build on kiln's OS base. The repo gets kiln's
-``[tool.kiln.os]`` default, which is this repository's, and a copy of this repository's
-``images/os.lock`` (``os_lock``), so ``kiln lock`` finds that lock fresh and resolves
-nothing from Debian; packages-mode components run on kiln's ``<org>/packages`` base.
+Images name no ``base``: they build on kiln's OS base. The repo gets this repository's
+``[tool.kiln.os]`` and a copy of its ``images/os.lock`` (``os_lock``), so ``kiln lock``
+finds that lock fresh and resolves nothing from Debian; its images are made for
+``linux/amd64`` alone (the default); packages-mode components run on kiln's ``<org>/packages`` base.
 The same seed writes the same bytes, so a generated repo can be released on the local
 stack: its own ports (default 8865/5865) keep it apart from kiln's own repo.
 """
@@ -173,8 +173,8 @@ def generate(
 ) -> Path:
     """Write the repo at ``root`` (which must not exist yet) and return it. Without
     ``pin_modes`` every component is in image mode and there are no start-up probes.
-    ``os_lock`` is copied to ``images/os.lock`` (its ``[tool.kiln.os]`` must be kiln's
-    default, as this repository's is)."""
+    ``os_lock`` is copied to ``images/os.lock`` (with this repository's
+    ``[tool.kiln.os]``, whose lock it must be)."""
     if shape.helpers < 1 or shape.images < 1 or shape.components < 0:
         raise ValueError(f"{shape}: give at least one helper and one image")
     root.mkdir(parents=True)  # refuses an existing folder: never write over a repo
@@ -188,6 +188,9 @@ def generate(
     packages = tomlkit.table()
     packages["python"] = "3.11"  # no base: kiln's <org>/packages (the OS layer and pip)
     doc["tool"]["kiln"]["packages"] = packages
+    # This repository's [tool.kiln.os] (its architectures): the copied lock is fresh there.
+    ours = tomlkit.parse((ROOT / "pyproject.toml").read_text())
+    doc["tool"]["kiln"]["os"] = ours["tool"]["kiln"]["os"]
     pyproject.write_text(tomlkit.dumps(doc))
     factory.write(root / ".gitignore", ".kiln/\ndist/\n__pycache__/\n")
     (root / "images").mkdir()

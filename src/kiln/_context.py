@@ -10,6 +10,7 @@ two into the ``Services`` a release passes down.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from kiln._errors import ConfigError
 from kiln._images.inputs import OciBuilder
 from kiln._images.oci.builder import KilnBuilder, cache_dir
 from kiln._images.oci.cache import LayerCache
+from kiln._images.oci.smoke_foreign import runner_for
 from kiln._images.os_layers import OsLayers, RegistryCopies
 from kiln._lock.sources import Pages
 from kiln._options import Options
@@ -139,6 +141,7 @@ def _kiln_builder(
         engine, cache_dir(ws.state_dir), reg, base_registry=base_registry,
         os_layers=lambda: os_layers(ws, options, log, copies=RegistryCopies(reg, siblings)),
         siblings=siblings, log=log, credentials=credentials, note=note,
+        foreign=functools.partial(runner_for, note=note or log),
     )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ def registry_state(repo: Repo) -> dict[str, Any]:
         [
             "application/vnd.docker.distribution.manifest.v2+json",
             "application/vnd.oci.image.manifest.v1+json",  # kiln-built images
+            "application/vnd.oci.image.index.v1+json",  # those made for several platforms
         ]
     )
     catalog = requests.get(f"http://{repo.registry}/v2/_catalog", timeout=10).json()

@@ -36,7 +36,7 @@ def test_the_small_preset_is_a_repo_kiln_discovers(tmp_path: Path) -> None:
     assert (ws.stack.index_port, ws.stack.registry_port) == (8865, 5865)
     assert ws.upstream_index == "https://pypi.org/simple"
     # Every image on kiln's OS base: no registry base anywhere, packages mode included,
-    # and this repository's OS lock, fresh there ([tool.kiln.os] is the default, as here).
+    # and this repository's OS lock, fresh there (with this repository's [tool.kiln.os]).
     assert [i.base for i in ws.locked] == [None, None, None]
     assert ws.packages is not None
     assert ws.os == discover(PROJECT).os
@@ -45,7 +45,9 @@ def test_the_small_preset_is_a_repo_kiln_discovers(tmp_path: Path) -> None:
     assert read_os_lock(ws.root).os == read_os_lock(PROJECT).os
     kiln = tomlkit.parse((ws.root / "pyproject.toml").read_text()).unwrap()["tool"]["kiln"]
     assert kiln["packages"] == {"python": "3.11"}
-    assert "os" not in kiln
+    project = tomlkit.parse((PROJECT / "pyproject.toml").read_text()).unwrap()["tool"]["kiln"]
+    assert kiln["os"] == project["os"]
+    assert "platforms" not in kiln  # its images: linux/amd64 alone
     # Pure Python but for numpy (h003) and pandas + matplotlib (h004); siblings pinned
     # exactly (discovery checks the pins), only ever earlier ones, at most two, never h004.
     third_party = {

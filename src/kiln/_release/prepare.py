@@ -57,7 +57,9 @@ class Prepared:
 
     def mirror_candidates(self) -> tuple[FileCandidate, ...]:
         seen: dict[str, FileCandidate] = {}
+        # Every platform's wheels: a clone releases from the private index alone.
         houses = [i.wheelhouse for i in self.images]
+        houses += [house for i in self.images for _, house in i.wheelhouses]
         if self.packages is not None:
             houses.append(self.packages.wheelhouse)
         for house in houses:

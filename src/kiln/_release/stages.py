@@ -232,7 +232,10 @@ def _image_records(
                 ref=f"{inputs.repository}@{digests[step.name]}",
                 helpers=tuple(f"{w.distribution}=={w.version}" for w in inputs.wheelhouse.helpers),
                 status="pushed" if pushed else "unchanged",
-                sbom=None if platforms else _write_sbom(workspace, inputs, digests[step.name]),
+                # An index's: its first platform's (each one's under ``platforms``).
+                sbom=platforms[0].sbom
+                if platforms
+                else _write_sbom(workspace, inputs, digests[step.name]),
                 revision=pushed_by if pushed else None,
                 platforms=platforms,
             )
