@@ -13,6 +13,7 @@ from kiln._components.yamls import FileRecord
 from kiln._release.manifest import (
     ImageRecord,
     Manifest,
+    PlatformRecord,
     SbomRecord,
     WheelRecord,
     recorded_wheels,
@@ -102,3 +103,27 @@ def test_a_full_disk_leaves_the_previous_manifest_whole(
         dataclasses.replace(MANIFEST, revision="def").write(path)
     assert path.read_bytes() == before
     assert [p.name for p in path.parent.iterdir()] == ["manifest.json"]  # no temporary left
+
+
+def test_an_image_of_several_platforms_records_each_one_s_digest_and_sbom(tmp_path: Path) -> None:
+    sboms = [
+        SbomRecord(f"dist/sbom/base.linux-{arch}.cdx.json", sha * 64)
+        for arch, sha in (("amd64", "e"), ("arm64", "f"))
+    ]
+    platforms = (
+        PlatformRecord("linux/amd64", "sha256:a", sboms[0]),
+        PlatformRecord("linux/arm64", "sha256:b", sboms[1]),
+    )
+    several = dataclasses.replace(MANIFEST.images[0], sbom=sboms[0], platforms=platforms)
+    path = tmp_path / "manifest.json"
+    dataclasses.replace(MANIFEST, images=(several, MANIFEST.images[0])).write(path)
+    rows = json.loads(path.read_text())["images"]
+    assert rows[0]["digest"] == "sha256:d"  # the index's: what the YAMLs pin
+    assert rows[0]["platforms"] == [
+        {"platform": "linux/amd64", "digest": "sha256:a",
+         "sbom": {"path": "dist/sbom/base.linux-amd64.cdx.json", "sha256": "e" * 64}},
+        {"platform": "linux/arm64", "digest": "sha256:b",
+         "sbom": {"path": "dist/sbom/base.linux-arm64.cdx.json", "sha256": "f" * 64}},
+    ]  # fmt: skip
+    assert rows[0]["sbom"] == rows[0]["platforms"][0]["sbom"]
+    assert "platforms" not in rows[1]  # one platform: the shape it always had

@@ -17,7 +17,9 @@ import pytest
 
 from kiln._errors import CommandFailed
 from kiln._images.oci.builder import KilnBuilder
-from kiln._images.oci.smoke import Run, smoke_check
+from kiln._images.oci.image import BuiltImage
+from kiln._images.oci.index import Platform, image_index
+from kiln._images.oci.smoke import ContainerRunner, Run, smoke_check
 from kiln._release.prepare import prepare
 from tests.unit.fakes import release_setup
 from tests.unit.test_oci_push import an_image, sha
@@ -145,7 +147,7 @@ class PushedRegistry:
         self.references.append(reference)
         return sha(manifest)
 
-    def manifest(self, repository: str, reference: str) -> bytes:
+    def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes:
         raise AssertionError("not asked")
 
 
@@ -205,3 +207,43 @@ def test_a_smoke_failure_outside_the_helpers_names_the_lock(tmp_path: Path) -> N
     assert str(err.value).endswith(
         "fix the image's lock or its helpers (`kiln lock base`) and release again"
     )
+
+
+def test_kiln_s_builder_checks_each_platform_of_an_index_before_the_index_and_its_tag(
+    tmp_path: Path,
+) -> None:
+    setup = release_setup(tmp_path / "repo")
+    (inputs,) = prepare(setup.ws, setup.services).images
+    index = image_index([an_image(tmp_path, "amd64"), an_image(tmp_path, "arm64")])
+    (_, amd64), (_, arm64) = index.images
+    engine = FakeContainers()
+    foreign_runs: list[tuple[str, str]] = []
+
+    def foreign(platform: Platform, image: BuiltImage) -> ContainerRunner:
+        foreign_runs.append((str(platform), image.digest))
+        return FakeContainers(failed={"imgproc": "ImportError: wrong ELF class"})
+
+    def no_engine() -> Any:
+        raise AssertionError("the fake runner stands in for the engine")
+
+    registry = PushedRegistry()
+    builder = KilnBuilder(
+        no_engine, tmp_path / "cache", registry, containers=engine, foreign=foreign
+    )
+    with pytest.raises(CommandFailed, match="import imgproc failed:\nImportError: wrong ELF"):
+        builder.push(inputs, index)
+    # This machine's (amd64) image by the engine, the arm64 one by the foreign runner;
+    # both pushed by digest, and neither the index nor the tag put.
+    assert [image for image, _ in engine.runs] == [
+        f"registry.invalid:5000/acme/base@{amd64.digest}"
+    ]
+    assert foreign_runs == [("linux/arm64/v8", arm64.digest)]
+    assert registry.references == [amd64.digest, arm64.digest]
+
+    registry.references.clear()
+    builder = KilnBuilder(
+        no_engine, tmp_path / "cache", registry, containers=engine,
+        foreign=lambda _platform, _image: FakeContainers(),
+    )  # fmt: skip
+    assert builder.push(inputs, index) == index.digest
+    assert registry.references == [amd64.digest, arm64.digest, index.digest, inputs.tag]
