@@ -3,6 +3,7 @@ checked, then the OCI index by its predicted digest, and only then its tag."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ from kiln._errors import CommandFailed
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.index import BuiltIndex, Platform, image_index
 from kiln._images.oci.push import push_index
+from kiln._release.plan import ImageCandidate, plan_image
+from kiln._release.prepare import prepare
+from tests.unit.fakes import release_setup
 from tests.unit.test_oci_push import FakeRegistry, an_image, client
 
 
@@ -93,3 +97,23 @@ def test_a_registry_rewriting_the_index_is_an_error_naming_both_digests(tmp_path
     assert f"kiln predicted {index.digest}" in str(err.value)
     assert "the registry rewrote the index" in str(err.value)
     assert "1.0" not in registry.manifests
+
+
+def test_the_plan_of_an_image_of_several_platforms_lists_each_one_s_digest(
+    tmp_path: Path,
+) -> None:
+    setup = release_setup(tmp_path / "repo")
+    (inputs,) = prepare(setup.ws, setup.services).images
+    index = two_platforms(tmp_path)
+    image = dataclasses.replace(inputs.image, platforms=("linux/amd64", "linux/arm64"))
+    inputs = dataclasses.replace(inputs, image=image, built=index)
+    candidate = ImageCandidate("base", "0.2.0", "acme/base", index.digest, Path("x"), inputs)
+    row = plan_image(candidate, None).to_dict()
+    assert row["digest"] == index.digest
+    assert row["platforms"] == [
+        {"platform": "linux/amd64", "digest": index.images[0][1].digest},
+        {"platform": "linux/arm64", "digest": index.images[1][1].digest},
+    ]
+    one = plan_image(dataclasses.replace(candidate, inputs=None), None).to_dict()
+    assert "platforms" not in one
+    assert "inputs" not in one

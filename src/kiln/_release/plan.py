@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from kiln._images.oci.index import BuiltIndex
 
 if TYPE_CHECKING:
     from kiln._images.inputs import ImageInputs
@@ -78,7 +80,11 @@ class ImageStep:
     inputs: ImageInputs | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        row = {k: v for k, v in asdict(self).items() if k != "inputs"}
+        row = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "inputs"}
+        inputs = self.inputs
+        if inputs is not None and isinstance(inputs.built, BuiltIndex):  # the index's digest
+            pairs = zip(inputs.image.platforms, inputs.built.images, strict=True)
+            row["platforms"] = [{"platform": p, "digest": i.digest} for p, (_, i) in pairs]
         return {**row, "action": self.action.value}
 
 
