@@ -3,7 +3,9 @@ kiln reads from its imports, and the hash-pinned install list its YAML carries."
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import re
 import shutil
 import zipfile
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from kiln._components import generate as generate_module
 from kiln._components import yamls
@@ -154,12 +157,12 @@ def test_requires_dist_is_read_once_per_wheel_until_it_changes(tmp_path: Path) -
         tmp_path, "acme-h", "0.1.0", ("numpy>=1.26", "pywin32; sys_platform == 'win32'")
     ).path
     before = _read_wheel.cache_info()
-    assert _requires(path, "3.11") == ["numpy"]
-    assert _requires(path, "3.11") == ["numpy"]
+    assert _requires(path, "3.11", "x86_64") == ["numpy"]
+    assert _requires(path, "3.11", "x86_64") == ["numpy"]
     after = _read_wheel.cache_info()
     assert (after.misses - before.misses, after.hits - before.hits) == (1, 1)
     _wheel(tmp_path, "acme-h", "0.1.0", ("numpy>=1.26", "pandas>=2.2"))  # rewritten in place
-    assert _requires(path, "3.11") == ["numpy", "pandas"]
+    assert _requires(path, "3.11", "x86_64") == ["numpy", "pandas"]
 
 
 def test_the_closure_follows_requires_dist_for_the_pods_python(tmp_path: Path) -> None:
@@ -176,7 +179,7 @@ def test_the_closure_follows_requires_dist_for_the_pods_python(tmp_path: Path) -
     )
     helper = _helper_wheel(tmp_path, ws)
     house = Wheelhouse("packages", (), wheels, (helper,))
-    names = [i.name for i in closure(ws, light, house, "3.11")]
+    names = [i.name for i in closure(ws, light, house, "3.11", machine="x86_64")]
     # imgproc needs numpy; kfp goes --no-deps (protobuf not followed); pandas not imported.
     assert names == ["acme-imgproc", "kfp", "numpy"]
 
@@ -193,7 +196,7 @@ def test_install_items_are_flags_then_hash_pinned_urls(tmp_path: Path) -> None:
         ),
         Installed("kfp", "2.17.3", "kfp-2.17.3-py3-none-any.whl", "b" * 64, tmp_path),
     ]
-    items = install_items(installed, index_url="https://pypi.acme.example/")
+    items = install_items({"x86_64": installed}, index_url="https://pypi.acme.example/")
     assert items == [
         "--no-deps",
         "--require-hashes",
@@ -203,6 +206,47 @@ def test_install_items_are_flags_then_hash_pinned_urls(tmp_path: Path) -> None:
         ),
         f"kfp @ https://pypi.acme.example/packages/kfp-2.17.3-py3-none-any.whl#sha256={'b' * 64}",
     ]
+
+
+def test_requires_dist_markers_are_evaluated_for_each_platform_s_machine(tmp_path: Path) -> None:
+    gated = ("x86-only; platform_machine == 'x86_64'", "arm-only; platform_machine == 'aarch64'")
+    path = _wheel(tmp_path, "acme-h", "0.1.0", ("numpy", *gated)).path
+    assert _requires(path, "3.11", "x86_64") == ["numpy", "x86-only"]
+    assert _requires(path, "3.11", "aarch64") == ["numpy", "arm-only"]
+
+
+def _installed(name: str, filename: str, sha: str) -> Installed:
+    return Installed(name, "1.0", filename, sha * 64, Path(filename))
+
+
+def test_a_file_the_same_everywhere_is_one_item_and_others_one_per_machine() -> None:
+    kfp = _installed("kfp", "kfp-1.0-py3-none-any.whl", "b")
+    numpy_x86 = _installed("numpy", "numpy-1.0-cp311-cp311-manylinux_2_28_x86_64.whl", "c")
+    numpy_arm = _installed("numpy", "numpy-1.0-cp311-cp311-manylinux_2_28_aarch64.whl", "d")
+    only_x86 = _installed("x86-only", "x86_only-1.0-py3-none-any.whl", "e")
+    closures = {"x86_64": [kfp, numpy_x86, only_x86], "aarch64": [kfp, numpy_arm]}
+    items = install_items(closures, index_url="https://pypi.acme.example")
+    url = "https://pypi.acme.example/packages/"
+    assert items == [
+        "--no-deps",
+        "--require-hashes",
+        f"kfp @ {url}kfp-1.0-py3-none-any.whl#sha256={'b' * 64}",
+        f'numpy @ {url}{numpy_x86.filename}#sha256={"c" * 64} ; platform_machine == "x86_64"',
+        f'numpy @ {url}{numpy_arm.filename}#sha256={"d" * 64} ; platform_machine == "aarch64"',
+        f'x86-only @ {url}{only_x86.filename}#sha256={"e" * 64} ; platform_machine == "x86_64"',
+    ]
+    # Each item is PEP 508 (as pip parses it): on each machine exactly that machine's
+    # files are left, each by its URL and hash.
+    reqs = [Requirement(i) for i in items[2:]]
+    for machine, closure_ in closures.items():
+        env = {"platform_machine": machine}
+        kept = [r for r in reqs if r.marker is None or r.marker.evaluate(env)]
+        assert [(r.name, r.url) for r in kept] == [
+            (d.name, f"{url}{d.filename}#sha256={d.sha256}") for d in closure_
+        ]
+    # One platform: no markers (a single-platform repository's YAMLs are unchanged).
+    one = install_items({"x86_64": [kfp, numpy_x86]}, index_url="https://pypi.acme.example")
+    assert not any(";" in i for i in one)
 
 
 def test_only_a_plain_http_loopback_index_is_trusted_and_only_by_host_port() -> None:
@@ -290,6 +334,48 @@ def test_same_inputs_same_bytes_and_a_removed_component_loses_its_yaml(
     )  # fmt: skip
     assert not (setup.ws.component_dir / "light_step.yaml").exists()
     assert (setup.ws.component_dir / "double.yaml").exists()
+
+
+def test_a_yaml_for_two_platforms_gates_each_platform_s_own_files_by_machine(
+    packages_setup: Setup, tmp_path: Path
+) -> None:
+    setup = packages_setup
+    prepared = prepare(setup.ws, setup.services)
+    assert prepared.packages is not None
+    assert setup.ws.packages is not None
+    house = prepared.packages.wheelhouse
+    # linux/arm64's wheelhouse: numpy an aarch64 file of its own, kfp and the helper alike.
+    (numpy,) = [w for w in house.third_party if w.name == "numpy"]
+    arm_path = tmp_path / "numpy-1.0-cp311-cp311-manylinux_2_28_aarch64.whl"
+    shutil.copy(numpy.path, arm_path)
+    arm_numpy = WheelFile("numpy", "1.0", arm_path, "f" * 64)
+    arm = dataclasses.replace(
+        house, third_party=tuple(arm_numpy if w is numpy else w for w in house.third_party)
+    )
+    platforms = ("linux/amd64", "linux/arm64")
+    packages = dataclasses.replace(
+        prepared.packages, wheelhouses=(("linux/amd64", house), ("linux/arm64", arm))
+    )
+    ws = dataclasses.replace(
+        setup.ws, packages=dataclasses.replace(setup.ws.packages, platforms=platforms)
+    )
+    generate(
+        ws, prepared.wheelhouses, prepared.image_refs, packages=packages, index_url=setup.index.url
+    )
+    spec = yaml.safe_load((ws.component_dir / "light_step.yaml").read_text())
+    command = spec["deploymentSpec"]["executors"]["exec-light-step"]["container"]["command"][2]
+    items = [i for i in re.findall(r"'([^']*)'", command) if " @ " in i]
+    numpy_items = [i for i in items if i.startswith("numpy @ ")]
+    url = "http://index.invalid/packages"
+    assert numpy_items == [
+        f'numpy @ {url}/{numpy.filename}#sha256={numpy.sha256} ; platform_machine == "x86_64"',
+        f'numpy @ {url}/{arm_path.name}#sha256={"f" * 64} ; platform_machine == "aarch64"',
+    ]
+    others = [i for i in items if i not in numpy_items]
+    assert [i.split(" @ ")[0] for i in others] == ["acme-imgproc", "kfp"]
+    assert not any(";" in i for i in others)  # the same file on both: one item each
+    catalog = (ws.component_dir / "README.md").read_text()
+    assert catalog.count("numpy==1.0") == 1
 
 
 # ------------------------------------------------------------------ drift

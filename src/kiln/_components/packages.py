@@ -5,9 +5,15 @@ KFP's ``packages_to_install`` passes each item to ``pip install`` on its own, af
 and one ``name @ <file URL>#sha256=<hash>`` item per distribution of the closure: the
 component's helpers (with their sibling pins), the third-party wheels they need from
 packages mode's lock (followed through each wheel's ``Requires-Dist``, markers
-evaluated for the pod's Python), and kfp itself (``--no-deps``, as KFP's runtime
-installs it; ``install_kfp_package=False`` drops KFP's own unpinned line). pip then
-downloads exactly those files and refuses one whose bytes differ from the hash.
+evaluated for the pod's Python and machine), and kfp itself (``--no-deps``, as KFP's
+runtime installs it; ``install_kfp_package=False`` drops KFP's own unpinned line). pip
+then downloads exactly those files and refuses one whose bytes differ from the hash.
+
+Packages mode's base is made for each of its platforms, so a pod may start on an amd64
+or an arm64 node. A distribution whose wheel is the same file on every platform (a pure
+wheel) is one item; one whose files differ (numpy's x86_64 and aarch64 wheels) is one
+item per platform, each gated by a PEP 508 marker (``numpy @ <URL>#sha256=<hash> ;
+platform_machine == "aarch64"``) that pip evaluates in the pod and skips where false.
 
 Nothing in an item carries a credential: the file URLs are made from the index URL,
 which kiln refuses with credentials in it. A pod authenticates to a private index from
@@ -47,8 +53,9 @@ class Installed:
     path: Path  # the local copy (its metadata and import packages are read from it)
 
 
-def _requires(wheel: Path, python: str) -> list[str]:
-    """The canonical names a wheel requires for a CPython ``python`` pod on Linux."""
+def _requires(wheel: Path, python: str, machine: str) -> list[str]:
+    """The canonical names a wheel requires for a CPython ``python`` pod on Linux whose
+    ``platform_machine`` is ``machine`` ("x86_64", "aarch64")."""
     env = {
         "python_version": python,
         "python_full_version": f"{python}.0",
@@ -57,7 +64,7 @@ def _requires(wheel: Path, python: str) -> list[str]:
         "sys_platform": "linux",
         "os_name": "posix",
         "platform_system": "Linux",
-        "platform_machine": "x86_64",
+        "platform_machine": machine,
         "extra": "",
     }
     found = []
@@ -72,11 +79,17 @@ def _requires(wheel: Path, python: str) -> list[str]:
 
 
 def closure(
-    workspace: Workspace, component: Component, wheelhouse: Wheelhouse, python: str
+    workspace: Workspace,
+    component: Component,
+    wheelhouse: Wheelhouse,
+    python: str,
+    *,
+    machine: str,
 ) -> tuple[Installed, ...]:
-    """Every distribution ``component``'s pod installs, sorted by name: its helpers and
-    their siblings, the locked wheels that provide its other imports, what all of those
-    require from the lock (transitively), and kfp."""
+    """Every distribution ``component``'s pod installs on a ``machine`` node ("x86_64"),
+    sorted by name: its helpers and their siblings, the locked wheels (``wheelhouse``:
+    that machine's) that provide its other imports, what all of those require from the
+    lock (transitively), and kfp."""
     by_name: dict[str, Installed] = {}
     for w in wheelhouse.third_party:
         by_name[w.name] = Installed(w.name, w.version, w.filename, w.sha256, w.path)
@@ -103,7 +116,7 @@ def closure(
                 f"(pipelines/requirements.lock) does not hold: run `kiln lock packages`"
             )
         if name != "kfp":
-            todo.extend(_requires(by_name[name].path, python))
+            todo.extend(_requires(by_name[name].path, python, machine))
     built = [w for w in wheelhouse.third_party if w.built and w.name in seen]
     if built:
         raise ConfigError(
@@ -132,15 +145,37 @@ def check_imports(component: Component, provided: Iterable[Path], *, where: str)
 
 
 def install_items(
-    installed: Sequence[Installed], *, index_url: str, file_url: str = DEFAULT_FILE_URL
+    closures: Mapping[str, Sequence[Installed]],
+    *,
+    index_url: str,
+    file_url: str = DEFAULT_FILE_URL,
 ) -> list[str]:
-    """``packages_to_install``: pip flags, then one hash-pinned URL item per distribution."""
+    """``packages_to_install``: pip flags, then hash-pinned URL items, by name.
+    ``closures``: each platform's closure, by its ``platform_machine`` ("x86_64").
+
+    A distribution that is the same file in every closure is one item; else one item per
+    closure that holds it, gated by ``platform_machine``: pip skips an item whose marker
+    is false, so each node installs its own machine's files and nothing else."""
     index = index_url.rstrip("/")
     items = ["--no-deps", "--require-hashes"]
-    for dist in installed:
-        url = file_url.format(index=index, filename=dist.filename)
-        items.append(f"{dist.name} @ {url}#sha256={dist.sha256}")
+    files: dict[str, dict[str, Installed]] = {}
+    for machine, installed in closures.items():
+        for dist in installed:
+            files.setdefault(dist.name, {})[machine] = dist
+    for name in sorted(files):
+        by_machine = files[name]
+        same = {(d.filename, d.sha256) for d in by_machine.values()}
+        if len(by_machine) == len(closures) and len(same) == 1:
+            items.append(_item(next(iter(by_machine.values())), index, file_url))
+            continue
+        for machine, dist in by_machine.items():
+            items.append(f'{_item(dist, index, file_url)} ; platform_machine == "{machine}"')
     return items
+
+
+def _item(dist: Installed, index: str, file_url: str) -> str:
+    url = file_url.format(index=index, filename=dist.filename)
+    return f"{dist.name} @ {url}#sha256={dist.sha256}"
 
 
 def pip_options(index_url: str) -> Mapping[str, list[str]]:

@@ -33,15 +33,25 @@ from kiln._report import Reporter
 from kiln._util.files import sha256_file
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Component, Pipeline, Workspace
+from kiln._workspace.platforms import wheel_arch
 
 
 @dataclass(frozen=True)
 class PackagesInputs:
     """Packages mode: the plain Python base its pods start from (reference as pinned) and
-    the wheelhouse of its lock, whose files the pods install by URL and sha256."""
+    the wheelhouse of its lock, whose files the pods install by URL and sha256; for more
+    than one platform, every platform's (OCI platform, wheelhouse), the first's being
+    ``wheelhouse``."""
 
     base: str
     wheelhouse: Wheelhouse
+    wheelhouses: tuple[tuple[str, Wheelhouse], ...] = ()
+
+    def by_machine(self, platforms: tuple[str, ...]) -> dict[str, Wheelhouse]:
+        """Each platform's wheelhouse by its ``platform_machine`` ("x86_64", "aarch64");
+        ``platforms``: packages mode's, whose first is ``wheelhouse``'s."""
+        houses = dict(self.wheelhouses) or {platforms[0]: self.wheelhouse}
+        return {wheel_arch(p): house for p, house in houses.items()}
 
 
 @dataclass(frozen=True)
@@ -116,16 +126,23 @@ def generate(
         else:
             if packages is None or workspace.packages is None:
                 raise ValueError("packages mode's wheelhouse was not prepared")
-            installed = closure(workspace, c, packages.wheelhouse, workspace.packages.python)
-            check_imports(c, [i.path for i in installed], where="its packages")
+            python = workspace.packages.python
+            closures = {
+                machine: closure(workspace, c, house, python, machine=machine)
+                for machine, house in packages.by_machine(workspace.packages.platforms).items()
+            }
+            for installed in closures.values():
+                check_imports(c, [i.path for i in installed], where="its packages")
             options = {
-                "packages_to_install": install_items(installed, index_url=index_url),
+                "packages_to_install": install_items(closures, index_url=index_url),
                 **pip_options(index_url),
             }
             path = generated(c, packages.base, source, **options)
-            pins = (f"base {packages.base}", *(f"{i.name}=={i.version}" for i in installed))
+            # Every platform's pins are the lock's: one version per name.
+            versions = {i.name: i.version for found in closures.values() for i in found}
+            pins = (f"base {packages.base}", *(f"{n}=={versions[n]}" for n in sorted(versions)))
             helper_dists = {str(canonicalize_name(h.distribution)) for h in workspace.helpers}
-            inside = tuple(f"{i.name}=={i.version}" for i in installed if i.name in helper_dists)
+            inside = tuple(f"{n}=={versions[n]}" for n in sorted(versions) if n in helper_dists)
         records.append(file_record(c.name, path, workspace.root, image=c.image))
         entries.append(_catalog_entry(workspace, c, path, pins, inside))
     written = {Path(r.path).name for r in records}

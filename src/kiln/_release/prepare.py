@@ -62,6 +62,7 @@ class Prepared:
         houses += [house for i in self.images for _, house in i.wheelhouses]
         if self.packages is not None:
             houses.append(self.packages.wheelhouse)
+            houses += [house for _, house in self.packages.wheelhouses]
         for house in houses:
             for w in house.mirror():  # wheels kiln built from sdists: their sources
                 seen[w.filename] = FileCandidate("mirror", w.name, w.version, w.path, w.sha256)
@@ -155,14 +156,16 @@ def prepare(
         )
         if image is workspace.packages:  # installed by pods at start
             if isinstance(base, str):
-                packages = PackagesInputs(base=base, wheelhouse=wheelhouse)
+                packages = PackagesInputs(base, wheelhouse, tuple(houses.items()))
                 continue
             built = _packages_base(
                 workspace, image, base, wheelhouse, tuple(houses), services=services,
                 report=report,
             )  # fmt: skip
             inputs.append(built)
-            packages = PackagesInputs(f"{built.repository}@{built.digest}", wheelhouse)
+            ref = f"{built.repository}@{built.digest}"
+            # Its pods install each platform's files: every platform's wheelhouse.
+            packages = PackagesInputs(ref, wheelhouse, tuple(houses.items()))
             continue
         found = image_inputs(
             image,
