@@ -28,9 +28,9 @@ from kiln._components.packages import (
     install_items,
     pip_options,
 )
-from kiln._components.yamls import generate
+from kiln._components.yamls import PackagesInputs, generate
 from kiln._errors import ConfigError
-from kiln._release.prepare import prepare
+from kiln._release.prepare import Prepared, prepare
 from kiln._wheels.build import BuiltWheel, build_wheels
 from kiln._wheels.metadata import _read_wheel
 from kiln._wheels.wheelhouse import WheelFile, Wheelhouse
@@ -376,6 +376,21 @@ def test_a_yaml_for_two_platforms_gates_each_platform_s_own_files_by_machine(
     assert not any(";" in i for i in others)  # the same file on both: one item each
     catalog = (ws.component_dir / "README.md").read_text()
     assert catalog.count("numpy==1.0") == 1
+
+
+def test_every_platform_s_packages_mode_wheels_are_mirrored(tmp_path: Path) -> None:
+    x86 = _wheel(tmp_path, "numpy", "2.0")
+    arm_path = tmp_path / "numpy-2.0-cp311-cp311-manylinux_2_28_aarch64.whl"
+    shutil.copy(x86.path, arm_path)
+    arm = WheelFile("numpy", "2.0", arm_path, "f" * 64)
+    x86_house = Wheelhouse("packages", (), (x86,), ())
+    arm_house = Wheelhouse("packages", (), (arm,), ())
+    houses = (("linux/amd64", x86_house), ("linux/arm64", arm_house))
+    packages = PackagesInputs(
+        "registry.invalid/acme/packages@sha256:" + "0" * 64, x86_house, houses
+    )
+    prepared = Prepared(wheels=(), images=(), packages=packages)
+    assert [c.path for c in prepared.mirror_candidates()] == [arm.path, x86.path]
 
 
 # ------------------------------------------------------------------ drift
