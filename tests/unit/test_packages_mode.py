@@ -415,6 +415,24 @@ def test_drift_names_changed_missing_and_extra_files_with_a_diff(tmp_path: Path)
     assert compare(generated, generated, label="gen") == []
 
 
+def test_drift_names_a_yaml_that_pins_one_platform_s_image_of_an_index(tmp_path: Path) -> None:
+    index, amd64, arm64 = (f"sha256:{c * 64}" for c in "abc")
+    platforms = {amd64: ("linux/amd64", index), arm64: ("linux/arm64/v8", index)}
+    committed, generated = tmp_path / "committed", tmp_path / "generated"
+    factory.write(committed / "one.yaml", f"image: r/acme/base@{amd64}\n")
+    factory.write(committed / "other.yaml", "x: 1\n")
+    factory.write(generated / "one.yaml", f"image: r/acme/base@{index}\n")
+    factory.write(generated / "other.yaml", "x: 2\n")
+    drifts = compare(committed, generated, label="gen", platforms=platforms)
+    text = describe(drifts, label="gen")
+    assert (
+        f"gen/one.yaml differs from what kiln generates now: it pins the linux/amd64 image "
+        f"{amd64}, not the index {index} (every node would run the linux/amd64 image)\n"
+    ) in text
+    assert "gen/other.yaml differs from what kiln generates now\n" in text  # no note
+    assert [d.note for d in compare(committed, generated, label="gen")] == ["", ""]
+
+
 def test_kiln_components_stops_on_a_missing_helper_with_exit_3(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -15,6 +15,7 @@ from kiln._components.drift import Drift, compare, describe
 from kiln._components.yamls import FileRecord, generate
 from kiln._context import Context, Services, Target, connect
 from kiln._errors import ConfigError
+from kiln._images.oci.index import BuiltIndex
 from kiln._release.prepare import Prepared, prepare
 from kiln._report import Reporter
 from kiln._workspace.model import Workspace
@@ -53,7 +54,15 @@ def component_drift(
         ws, prepared.wheelhouses, prepared.image_refs, packages=prepared.packages,
         index_url=services.index.url, report=report, out=scratch / "components",
     )  # fmt: skip
-    return compare(ws.component_dir, scratch / "components", label=committed_label(ws))
+    platforms = {  # each platform's image of an index: a YAML pinning one is named so
+        image.digest: (str(platform), i.built.digest)
+        for i in prepared.images
+        if isinstance(i.built, BuiltIndex)
+        for platform, image in i.built.images
+    }
+    return compare(
+        ws.component_dir, scratch / "components", label=committed_label(ws), platforms=platforms
+    )
 
 
 def components(ws: Workspace, ctx: Context, target: Target, *, check: bool = False) -> Components:
