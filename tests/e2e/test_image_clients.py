@@ -1,7 +1,8 @@
 """kiln's images read by clients kiln did not write, and what is inside them.
 
-Debian's skopeo inspects and copies each released image (checking every blob's digest),
-and umoci unpacks the copy, as any runtime would. Inside each image, run by Docker
+Debian's skopeo inspects each platform's image of each released index, and copies this
+machine's (checking every blob's digest), which umoci unpacks, as any runtime would (the
+arm64 image: tests/e2e/test_multiarch_release.py). Inside each image, run by Docker
 Engine with no network: Python's ssl, sqlite3, zoneinfo and ctypes load,
 ``find_library`` answers from the ``ld.so.cache`` kiln wrote (byte for byte what the
 image's own ``ldconfig`` writes), TLS verifies against the image's CA bundle, the
@@ -49,20 +50,37 @@ def _images(released: dict[str, Any]) -> dict[str, str]:
 def test_skopeo_reads_and_copies_each_image_and_umoci_unpacks_it(
     repo: Repo, released: dict[str, Any], tmp_path: Path
 ) -> None:
+    """Each image's digest names an index: skopeo reads each platform's image from it
+    (the OS layer of its architecture first), and copies and umoci unpacks the one of
+    this machine's platform (what a client without a platform of its own takes)."""
     skopeo, umoci = _tool("skopeo"), _tool("umoci")
     lock = read_os_lock(repo.root)
     assert lock.os.layer is not None
-    for name, ref in _images(released).items():
-        digest = ref.split("@", 1)[1]
-        inspect = subprocess.run(
-            [skopeo, "inspect", "--tls-verify=false", f"docker://{ref}"],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        seen = json.loads(inspect.stdout)
-        assert seen["Digest"] == digest, name
-        assert seen["Layers"][0] == lock.os.layer.digest  # the shared OS layer, first
-        assert seen["Os"] == "linux"
-        assert seen["Architecture"] == lock.architecture
+    for row in released["manifest"]["images"]:
+        name, ref = row["name"], row["ref"]
+        children = {p["platform"]: p["digest"] for p in row["platforms"]}
+        assert sorted(children) == ["linux/amd64", "linux/arm64"], name
+        for platform, child in children.items():
+            arch = platform.split("/")[1]
+            variant = ["--override-variant", "v8"] if arch == "arm64" else []
+            # the platform's image, picked from the index, and asked for by its own digest
+            picked, seen = (
+                json.loads(subprocess.run(
+                    [skopeo, "inspect", "--tls-verify=false", *override, f"docker://{asked}"],
+                    capture_output=True, text=True, check=True,
+                ).stdout)
+                for override, asked in (
+                    (["--override-arch", arch, *variant], ref),
+                    ([], f"{row['repository']}@{child}"),
+                )
+            )  # fmt: skip
+            assert seen["Digest"] == child, (name, platform)
+            assert picked["Layers"] == seen["Layers"], (name, platform)
+            os_layer = lock.of(arch).os.layer
+            assert os_layer is not None
+            assert seen["Layers"][0] == os_layer.digest  # the shared OS layer, first
+            assert (picked["Os"], seen["Os"]) == ("linux", "linux")
+            assert picked["Architecture"] == seen["Architecture"] == arch
         layout = tmp_path / f"{name}-oci"
         subprocess.run(
             [skopeo, "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
@@ -70,7 +88,8 @@ def test_skopeo_reads_and_copies_each_image_and_umoci_unpacks_it(
             check=True,
         )  # fmt: skip
         index = json.loads((layout / "index.json").read_text())
-        assert [m["digest"] for m in index["manifests"]] == [digest]  # the same bytes
+        # this machine's platform's image, the same bytes
+        assert [m["digest"] for m in index["manifests"]] == [children[f"linux/{lock.architecture}"]]
         bundle = tmp_path / f"{name}-bundle"
         subprocess.run(
             [umoci, "unpack", "--image", f"{layout}:copied", str(bundle)],
