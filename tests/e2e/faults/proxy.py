@@ -14,12 +14,17 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te"})
 KINDS = ("drop", "reset", "delay", "status", "truncate")
+# What a proxy may answer itself, from a request's method, path and headers: (status,
+# JSON body), or None to pass the request on.
+Answer = Callable[[str, str, Message], "tuple[int, bytes] | None"]
 
 
 @dataclass
@@ -60,8 +65,9 @@ class Fault:
 class FaultProxy:
     """A proxy on a free loopback port before ``upstream`` (host:port)."""
 
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, answer: Answer | None = None) -> None:
         self.upstream = upstream
+        self.answer = answer  # a refusal of the proxy's own (a registry without a feature)
         self.faults: list[Fault] = []
         self.requests: list[str] = []
         self.lock = threading.Lock()
@@ -156,6 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _proxy(self) -> None:
         body = self._body()
+        own = self.proxy.answer and self.proxy.answer(self.command, self.path, self.headers)
+        if own:
+            self.send_response_only(own[0])
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(own[1])))
+            self.end_headers()
+            self.wfile.write(own[1])
+            return
         fault = self.proxy.pick(self.command, self.path, self.headers.get("User-Agent", ""))
         if fault is not None and fault.kind in ("drop", "reset"):
             self._hang_up(reset=fault.kind == "reset")
