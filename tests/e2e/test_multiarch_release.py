@@ -27,6 +27,8 @@ import pytest
 import requests
 
 from kiln._errors import EXIT_CODES
+from kiln._images.oci.image import sha256_digest
+from kiln._images.oci.push import EMPTY_INDEX
 from tests.e2e.conftest import (
     _WORKSPACE,
     PROJECT,
@@ -354,13 +356,14 @@ def _files(root: Path) -> dict[str, bytes]:
     }
 
 
-def test_a_registry_that_refuses_oci_indexes_stops_the_release_with_nothing_tagged(
+def test_a_registry_that_refuses_oci_indexes_stops_the_release_before_anything_is_published(
     own: Repo, docker_client: docker.DockerClient
 ) -> None:
     """A registry that answers the PUT of an OCI index with 400 MANIFEST_INVALID (as
-    registries without index support do): the release exits with CommandFailed's code,
-    naming the refusal, the registry's error and the fixes; no tag anywhere, no
-    manifest, no YAML written (the helper wheels, built first, are all it leaves)."""
+    registries without index support do): the release probes it (the empty index, by
+    digest) before it publishes anything, and exits with CommandFailed's code, naming the
+    refusal, the registry's error and the fixes; nothing uploaded to the index, no blob,
+    manifest or tag in the registry, no file of the checkout written."""
     refused: list[str] = []
 
     def refuse(method: str, path: str, headers: Any) -> tuple[int, bytes] | None:
@@ -383,23 +386,19 @@ def test_a_registry_that_refuses_oci_indexes_stops_the_release_with_nothing_tagg
     assert "Traceback" not in proc.stderr
     [error] = [line for line in proc.stderr.splitlines() if line.startswith("kiln: ")]
     assert error.startswith("kiln: step failed: "), proc.stderr
-    assert f"registry {proxy.address} refused the OCI image index of acme/base:" in error
-    for said in ("MANIFEST_INVALID", "nothing was tagged", "stores OCI image indexes",
+    assert f"registry {proxy.address} refuses OCI image indexes (" in error
+    for said in ("MANIFEST_INVALID", "nothing was published", "stores OCI image indexes",
                  'platforms = ["linux/amd64"]'):  # fmt: skip
         assert said in error, error
-    assert len(refused) == 1, refused  # the index, by its digest; never the tag
-    assert "/manifests/sha256:" in refused[0], refused
-    # nothing tagged: the registry behind the proxy, asked directly
+    assert len(refused) == 1, refused  # the probe: the empty index, by its digest
+    assert refused[0].endswith(f"/manifests/{sha256_digest(EMPTY_INDEX)}"), refused
+    # nothing in the registry behind the proxy, asked directly, nor on the index
     registry = f"http://{own.registry}/v2"
-    for repository in requests.get(f"{registry}/_catalog", timeout=30).json()["repositories"]:
-        tags = requests.get(f"{registry}/{repository}/tags/list", timeout=30).json()
-        assert not tags.get("tags"), tags
-    # no YAML, no manifest, no SBOM: nothing but the helper wheels built into dist/wheels
-    after = _files(own.root)
-    changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-    assert changed, "the release built no wheel: was it released before?"
-    assert all(k.startswith("dist/wheels/") for k in changed), sorted(changed)
-    assert not (own.root / "dist" / "manifest.json").exists()
+    assert not requests.get(f"{registry}/_catalog", timeout=30).json()["repositories"]
+    listing = requests.get(f"{own.index_url}/simple/", timeout=30)
+    assert "acme" not in listing.text, listing.text
+    # no file of the checkout written: no wheel in dist/, no YAML, no manifest, no SBOM
+    assert _files(own.root) == before
     print(error)
 
 

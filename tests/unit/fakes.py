@@ -116,7 +116,7 @@ class FakeOci:
         built = BuiltImage(config=b"{}", manifest=json.dumps(doc).encode(), layers=())
         return built, BaseImage(inputs.base_name, base_id, {}, ())
 
-    def preflight(self) -> None:
+    def preflight(self, index_repository: str | None = None) -> None:
         pass
 
     def push(self, inputs: ImageInputs, image: BuiltImage | BuiltIndex) -> str:

@@ -11,11 +11,13 @@ import pytest
 from kiln._errors import CommandFailed
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.index import BuiltIndex, Platform, image_index
-from kiln._images.oci.push import push_index
+from kiln._images.oci.push import EMPTY_INDEX, probe_index, push_index
 from kiln._release.plan import ImageCandidate, plan_image
 from kiln._release.prepare import prepare
 from tests.unit.fakes import release_setup
 from tests.unit.test_oci_push import FakeRegistry, an_image, client
+
+EMPTY_INDEX_DIGEST = "sha256:93e16ab8fb1bfb08f051a420835b414851eaeedb9f7105d26dacb84f26d810b5"
 
 
 def two_platforms(tmp_path: Path) -> BuiltIndex:
@@ -117,3 +119,30 @@ def test_the_plan_of_an_image_of_several_platforms_lists_each_one_s_digest(
     one = plan_image(dataclasses.replace(candidate, inputs=None), None).to_dict()
     assert "platforms" not in one
     assert "inputs" not in one
+
+
+def test_a_registry_refusing_oci_indexes_is_found_out_before_anything_is_published(
+    tmp_path: Path,
+) -> None:
+    registry = FakeRegistry()
+    reg, transport = client(registry, [])
+    probe_index(reg, "acme/base")  # taken: the empty index, by its digest
+    assert transport.lines() == [
+        f"PUT https://reg.test/v2/acme/base/manifests/{EMPTY_INDEX_DIGEST}"
+    ]
+    assert registry.manifests == {EMPTY_INDEX_DIGEST: EMPTY_INDEX}
+
+    refusing = FakeRegistry()
+    refusing.refuse_index = True
+    with pytest.raises(CommandFailed) as err:
+        probe_index(client(refusing, [])[0], "acme/base")
+    message = str(err.value)
+    assert message.startswith("registry reg.test refuses OCI image indexes (")
+    assert "MANIFEST_INVALID" in message
+    assert "nothing was published" in message
+    assert 'platforms = ["linux/amd64"]' in message
+
+    rewriting = FakeRegistry()
+    rewriting.rewrite_index = True
+    with pytest.raises(CommandFailed, match="stored an OCI image index as sha256:"):
+        probe_index(client(rewriting, [])[0], "acme/base")

@@ -338,7 +338,7 @@ def test_an_image_to_push_with_no_engine_stops_before_anything_is_published(
     setup = kiln_built
     assert setup.oci is not None
 
-    def no_engine() -> None:
+    def no_engine(index_repository: str | None = None) -> None:
         raise ServiceUnavailable("Docker Engine is not reachable at unix:///nowhere")
 
     setup.oci.preflight = no_engine  # type: ignore[method-assign]

@@ -63,8 +63,9 @@ class OciBuilder(Protocol):
         built on."""
         ...
 
-    def preflight(self) -> None:
-        """Raise ServiceUnavailable unless a push can be smoke-checked (the engine runs)."""
+    def preflight(self, index_repository: str | None = None) -> None:
+        """Raise ServiceUnavailable unless a push can be smoke-checked (the engine runs),
+        and CommandFailed when the registry refuses an OCI index in ``index_repository``."""
         ...
 
     def push(self, inputs: ImageInputs, image: BuiltImage | BuiltIndex) -> str:

@@ -266,9 +266,12 @@ def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
 def check_engine(plan: ReleasePlan, services: Services) -> None:
     """An image is smoke-checked by the engine after its push by digest, before its tag
     is put: an engine that cannot be reached stops the release before anything is
-    published."""
-    if services.oci is not None and any(s.action is not Action.SKIP for s in plan.images):
-        services.oci.preflight()
+    published. So does a registry that refuses the OCI index an image of several
+    platforms is pushed as (probed in the first such image's repository)."""
+    todo = [s for s in plan.images if s.action is not Action.SKIP]
+    if services.oci is not None and todo:
+        indexes = [_inputs(s) for s in todo if isinstance(_inputs(s).built, BuiltIndex)]
+        services.oci.preflight(indexes[0].path_in_registry if indexes else None)
 
 
 def execute(

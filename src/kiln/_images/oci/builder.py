@@ -42,7 +42,7 @@ from kiln._images.oci.image import BuiltImage, labels, rfc3339
 from kiln._images.oci.index import BuiltIndex, Platform
 from kiln._images.oci.install import InstallScheme
 from kiln._images.oci.interpreter import BaseImagePython
-from kiln._images.oci.push import BlobRegistry, push_image, push_index
+from kiln._images.oci.push import BlobRegistry, probe_index, push_image, push_index
 from kiln._images.oci.smoke import (
     ContainerRunner,
     DockerContainers,
@@ -267,10 +267,13 @@ class KilnBuilder:
             built = dataclasses.replace(built, mounts=mounts)
         return built, base
 
-    def preflight(self) -> None:
-        """The engine that will smoke-check a push answers (else ServiceUnavailable)."""
+    def preflight(self, index_repository: str | None = None) -> None:
+        """The engine that will smoke-check a push answers (else ServiceUnavailable); the
+        registry takes an OCI index in ``index_repository`` (else CommandFailed)."""
         if isinstance(self._containers, _LazyContainers):
             self._engine()
+        if index_repository is not None:
+            probe_index(self._registry, index_repository)
 
     def _mounts(self, repository: str, image: BuiltImage) -> BuiltImage:
         """``image`` with a sibling repository to mount each blob from that the target

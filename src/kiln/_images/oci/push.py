@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Protocol
 
 from kiln._errors import CommandFailed, KilnError
-from kiln._images.oci.image import BuiltImage
-from kiln._images.oci.index import BuiltIndex, Platform
+from kiln._images.oci.image import BuiltImage, sha256_digest
+from kiln._images.oci.index import OCI_INDEX, BuiltIndex, Platform
 
 
 class BlobRegistry(Protocol):
@@ -147,6 +147,32 @@ def push_untagged(
         log(f"      {digest[:19]} uploaded ({size} bytes)")
     _put(registry, image, repository, image.digest)
     return Pushed(image.digest, tuple(uploaded), sent, tuple(present), tuple(mounted))
+
+
+# The empty OCI index: what a release puts (by its digest, 88 bytes, no tag) to learn
+# whether the registry takes OCI indexes before it publishes anything.
+EMPTY_INDEX = b'{"manifests":[],"mediaType":"%s","schemaVersion":2}' % OCI_INDEX.encode()
+
+
+def probe_index(registry: BlobRegistry, repository: str) -> None:
+    """Raise CommandFailed, naming the fix, unless the registry stores an OCI image index
+    in ``repository`` as sent (the empty one, by its digest)."""
+    digest = sha256_digest(EMPTY_INDEX)
+    try:
+        answered = registry.put_manifest(repository, digest, EMPTY_INDEX, OCI_INDEX)
+    except CommandFailed as exc:
+        raise CommandFailed(
+            f"registry {registry.host} refuses OCI image indexes ({exc}), and the images "
+            "of this release are made for several platforms; nothing was published. Push "
+            "to a registry that stores OCI image indexes (Docker's distribution 2.7 or later "
+            'does), or make the images for one platform (platforms = ["linux/amd64"])'
+        ) from None
+    if answered != digest:
+        raise CommandFailed(
+            f"registry {registry.host} stored an OCI image index as {answered}, not as sent "
+            f"({digest}); nothing was published. Push to a registry that stores OCI image "
+            "indexes as sent"
+        )
 
 
 def push_index(
