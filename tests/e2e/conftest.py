@@ -17,7 +17,6 @@ edit it in turn), and so does each module (its module-scoped stack): see
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
@@ -37,12 +36,10 @@ import docker.errors
 import pytest
 import requests
 
-from kiln._debian.archive import Indexes, Mirrors
-from kiln._debian.lock import OsLock, read_os_lock, render
+from kiln._debian.archive import Mirrors
+from kiln._debian.lock import read_os_lock
 from kiln._images.oci.cache import LayerCache
 from kiln._images.os_layers import OsLayers, fetch_debs
-from kiln._locking.debian import lock_os
-from kiln._util.cmd import call
 from kiln._workspace.discovery import discover
 from tests.e2e.runwide import once, run_folder, stop_at_the_end, untag, write_groups
 from tests.e2e.tools import Repo, free_port, kiln_here, kiln_process
@@ -156,13 +153,19 @@ class OsPins:
 
     source: Path  # this repo, or a copy of it relocked with `kiln lock --upgrade-os`
     fetchable: bool  # whether the committed images/os.lock can be built on this machine
-    cache: Path  # .kiln/cache of a workspace that fetched the pins and built the layer
+    cache: Path  # .kiln/cache of a workspace that fetched the pins and built the layers
+
+    def layers(self) -> OsLayers:
+        """The OS layers of every architecture the lock pins, from ``cache`` (shared: it
+        is only added to) and no mirror."""
+        return OsLayers(LayerCache(self.cache / "oci"), self.cache / "debian", None)
 
 
 @pytest.fixture(scope="session")
 def os_pins(tmp_path_factory: pytest.TempPathFactory) -> OsPins:
-    """Fetch every .deb the committed OS lock pins (checked by sha256) and build its layer
-    once; when a pin is gone from the mirrors, relock a copy of this repo instead."""
+    """Fetch every .deb the committed OS lock pins, of each architecture (checked by
+    sha256), and build each architecture's layer once; when a pin is gone from the
+    mirrors, relock a copy of this repo instead."""
     made = once(tmp_path_factory, "os-pins", _fetch_os_pins)
     return OsPins(Path(made["source"]), made["fetchable"] == "yes", Path(made["cache"]))
 
@@ -172,7 +175,7 @@ def _fetch_os_pins(root: Path) -> dict[str, str]:
     lock = read_os_lock(PROJECT)
     cache = root / "cache"
     mirrors = Mirrors(_WORKSPACE.os)
-    fetched = fetch_debs(lock.os.packages, mirrors, cache / "debian")
+    fetched = fetch_debs(lock.packages(), mirrors, cache / "debian")  # every architecture's
     source = PROJECT
     if fetched.gone:
         gone = ", ".join(f"{p.name} {p.version}" for p in fetched.gone)
@@ -191,9 +194,10 @@ def _fetch_os_pins(root: Path) -> dict[str, str]:
             f"\n{proc.stdout}"
         )
         lock = read_os_lock(source)
-        fetched = fetch_debs(lock.os.packages, mirrors, cache / "debian")
+        fetched = fetch_debs(lock.packages(), mirrors, cache / "debian")
     layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
-    layers.layer(lock)
+    for architecture in lock.architectures:
+        layers.layer(lock, architecture=architecture)
     fetchable = not fetched.gone and source == PROJECT
     return {"source": str(source), "fetchable": "yes" if fetchable else "no", "cache": str(cache)}
 
@@ -231,49 +235,6 @@ def kiln_cache(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> Kil
         return {"state": str(state)}
 
     return KilnCache(Path(once(tmp_path_factory, "kiln-cache", warm)["state"]))
-
-
-@dataclass(frozen=True)
-class TwoArch:
-    """The committed OS lock locked again for amd64 and arm64, once per run."""
-
-    before: OsLock  # the committed lock (amd64)
-    lock: OsLock  # locked again for amd64 and arm64 (its path: the committed one's)
-    layers: OsLayers  # over ``cache``
-    cache: Path  # its .debs (both architectures) and layers: shared, add to it only
-    seconds: float  # locking both
-
-
-@pytest.fixture(scope="session")
-def two_arch(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> TwoArch:
-    """``os_pins``' lock locked again for ``architectures = ["amd64", "arm64"]`` from
-    Debian's archive (the arm64 .debs fetched, its layer built), by the first worker."""
-    before = read_os_lock(os_pins.source)
-    ws = discover(os_pins.source)
-    ws = dataclasses.replace(
-        ws, os=dataclasses.replace(ws.os, architectures=("amd64", "arm64"))
-    )  # fmt: skip
-    mirrors = Mirrors(ws.os)
-
-    def relock(folder: Path) -> dict[str, str]:
-        started = time.monotonic()
-        cache = folder / "cache"
-        shutil.copytree(os_pins.cache, cache, copy_function=os.link)  # amd64's .debs, layer
-        layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
-        lock = lock_os(
-            ws, indexes=Indexes(ws.os, mirrors, call, cache / "debian"), layers=layers,
-            previous=before, upgrade=False,
-        )  # fmt: skip
-        (folder / "images").mkdir()
-        (folder / "images" / "os.lock").write_text(render(lock), encoding="utf-8")
-        return {"root": str(folder), "seconds": str(time.monotonic() - started)}
-
-    made = once(tmp_path_factory, "two-arch-os", relock)
-    root = Path(made["root"])
-    lock = dataclasses.replace(read_os_lock(root), path=before.path)
-    cache = root / "cache"
-    layers = OsLayers(LayerCache(cache / "oci"), cache / "debian", mirrors)
-    return TwoArch(before, lock, layers, cache, float(made["seconds"]))
 
 
 _IGNORE = shutil.ignore_patterns(

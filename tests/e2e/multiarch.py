@@ -1,20 +1,19 @@
 """This repo's ``base`` image (the imgproc helper, numpy) made ready to build for
-linux/amd64 and linux/arm64 on this amd64 machine: a copy of the repo set to both
-platforms and architectures, relocked, each platform's wheelhouse resolved, a builder
-over the two-architecture OS layers. Shared by the multi-arch build test and the
-foreign smoke check's."""
+linux/amd64 and linux/arm64 on this amd64 machine: a copy of the repo (made for both
+platforms and architectures, as committed), each platform's wheelhouse resolved, a
+builder over the two-architecture OS layers. Shared by the multi-arch build test and
+the foreign smoke check's."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any, cast
 
 import docker
 
-from kiln._debian.lock import read_os_lock, render
+from kiln._debian.lock import read_os_lock
 from kiln._images.inputs import ImageInputs, OsBase, image_inputs
 from kiln._images.oci.builder import KilnBuilder
 from kiln._images.oci.image import BuiltImage
@@ -23,8 +22,7 @@ from kiln._lock.format import read_lock
 from kiln._wheels.build import build_wheel
 from kiln._wheels.wheelhouse import PipDownload, SimplePages, Wheelhouse, resolve_wheelhouse
 from kiln._workspace.discovery import discover
-from tests.e2e.conftest import KilnCache, OsPins, TwoArch, copy_project
-from tests.e2e.tools import kiln_here
+from tests.e2e.conftest import KilnCache, OsPins, copy_project
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
@@ -34,32 +32,18 @@ class TwoPlatformBase:
     builder: KilnBuilder
     inputs: ImageInputs  # the first platform's
     wheelhouses: dict[str, Wheelhouse]  # per platform
-    figures: str  # lock and wheelhouse times
+    figures: str  # wheelhouse times
 
     def build(self, platform: str) -> BuiltImage:
         one = dataclasses.replace(self.inputs, wheelhouse=self.wheelhouses[platform])
         return self.builder.build(one, source=None, platform=platform)[0]
 
 
-def two_platform_base(
-    two_arch: TwoArch, os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path
-) -> TwoPlatformBase:
-    """The repo copied into ``tmp_path``, set to both platforms, relocked (`kiln lock
-    base`: uv against PyPI), the helper built, each platform's wheelhouse resolved."""
+def two_platform_base(os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path) -> TwoPlatformBase:
+    """The repo copied into ``tmp_path`` as committed (both platforms, the image lock
+    for both), the helper built, each platform's wheelhouse resolved."""
     root = tmp_path / "repo"
     copy_project(root, os_pins, kiln_cache)
-    pyproject = root / "pyproject.toml"
-    text = pyproject.read_text()
-    text = text.replace('org = "acme"\n', f'org = "acme"\nplatforms = {json.dumps(PLATFORMS)}\n', 1)
-    text = text.replace('architecture = "amd64"\n', 'architectures = ["amd64", "arm64"]\n', 1)
-    pyproject.write_text(text)
-    (root / "images" / "os.lock").write_text(render(two_arch.lock), encoding="utf-8")
-    started = time.monotonic()
-    proc = kiln_here(root, "lock", "base")  # uv resolves both platforms against PyPI
-    assert proc.returncode == 0, proc.stderr
-    locked = time.monotonic() - started
-    assert (root / "images" / "os.lock").read_text() == render(two_arch.lock)  # kept
-
     ws = discover(root)
     image = ws.image("base")
     assert image.platforms == PLATFORMS
@@ -86,14 +70,10 @@ def two_platform_base(
     def no_engine() -> docker.DockerClient:
         raise AssertionError("a build needs no engine")
 
-    builder = KilnBuilder(
-        no_engine, tmp_path / "oci", cast(Any, None), os_layers=lambda: two_arch.layers
-    )
+    builder = KilnBuilder(no_engine, tmp_path / "oci", cast(Any, None), os_layers=os_pins.layers)
     inputs = image_inputs(
         image, registry="127.0.0.1:5000", org="acme", base=OsBase.of(read_os_lock(root), image),
         wheelhouse=wheelhouses["linux/amd64"],
     )  # fmt: skip
-    figures = f"lock {locked:.1f} s; wheelhouse " + ", ".join(
-        f"{p} {s:.1f} s" for p, s in seconds.items()
-    )
+    figures = "wheelhouse " + ", ".join(f"{p} {s:.1f} s" for p, s in seconds.items())
     return TwoPlatformBase(builder, inputs, dict(wheelhouses), figures)

@@ -1,7 +1,7 @@
 """This repo's ``base`` image (the imgproc helper, numpy) built for linux/amd64 and
-linux/arm64 on this amd64 machine, nothing run emulated, from a copy of the repo with
-``platforms = ["linux/amd64", "linux/arm64"]`` and ``architectures = ["amd64",
-"arm64"]``, relocked: the helper layer is the same bytes in both images, the OS and
+linux/arm64 on this amd64 machine, nothing run emulated, from a copy of the repo as
+committed (``platforms = ["linux/amd64", "linux/arm64"]``, ``architectures = ["amd64",
+"arm64"]``, its locks for both): the helper layer is the same bytes in both images, the OS and
 third-party layers are each architecture's, the arm64 config says arm64, and the
 index over both has a digest known before any push. Then the arm64 rootfs, unpacked,
 runs its own python3 under ``qemu-aarch64-static`` (the rootfs as ELF prefix; no binfmt
@@ -24,7 +24,7 @@ from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.index import BuiltIndex
 from kiln._images.oci.loader import loader_argv
 from kiln._images.oci.multiarch import build_index
-from tests.e2e.conftest import KilnCache, OsPins, TwoArch, _unavailable
+from tests.e2e.conftest import KilnCache, OsPins, _unavailable
 from tests.e2e.multiarch import PLATFORMS, two_platform_base
 
 pytestmark = pytest.mark.e2e
@@ -69,10 +69,10 @@ class Built:
     figures: str
 
 
-def _build_both(two_arch: TwoArch, os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path) -> Built:
-    """The repo copied, set to both platforms, relocked; base built for each platform on
-    a cold layer cache (arm64 after amd64, as a release would), then the index (warm)."""
-    base = two_platform_base(two_arch, os_pins, kiln_cache, tmp_path)
+def _build_both(os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path) -> Built:
+    """The repo copied; base built for each platform on a cold layer cache (arm64 after
+    amd64, as a release would), then the index (warm)."""
+    base = two_platform_base(os_pins, kiln_cache, tmp_path)
     cold: dict[str, float] = {}
     images: dict[str, BuiltImage] = {}
     for platform in PLATFORMS:
@@ -93,11 +93,11 @@ def _build_both(two_arch: TwoArch, os_pins: OsPins, kiln_cache: KilnCache, tmp_p
 
 
 def test_base_for_amd64_and_arm64_shares_the_helper_layer_and_computes_the_same(
-    two_arch: TwoArch, os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path
+    os_pins: OsPins, kiln_cache: KilnCache, tmp_path: Path
 ) -> None:
     if QEMU is None:
         _unavailable("needs qemu-aarch64-static (Debian's qemu-user-static)")
-    built = _build_both(two_arch, os_pins, kiln_cache, tmp_path)
+    built = _build_both(os_pins, kiln_cache, tmp_path)
     index = built.index
     amd, arm = built.images["linux/amd64"], built.images["linux/arm64"]
     assert [i.digest for _, i in index.images] == [amd.digest, arm.digest]

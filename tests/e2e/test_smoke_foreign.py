@@ -25,7 +25,7 @@ from kiln._images.oci.smoke_foreign import (
     runner_for,
     unpacked,
 )
-from tests.e2e.conftest import KilnCache, OsPins, TwoArch, _unavailable
+from tests.e2e.conftest import KilnCache, OsPins, _unavailable
 from tests.e2e.multiarch import two_platform_base
 from tests.oci_layers import F, layer
 
@@ -39,13 +39,10 @@ SITE = "usr/local/lib/python3.11/dist-packages"
 
 @pytest.fixture(scope="module")
 def arm64(
-    two_arch: TwoArch,
-    os_pins: OsPins,
-    kiln_cache: KilnCache,
-    tmp_path_factory: pytest.TempPathFactory,
+    os_pins: OsPins, kiln_cache: KilnCache, tmp_path_factory: pytest.TempPathFactory
 ) -> BuiltImage:
     """The base image built for linux/arm64 alone (one cold build)."""
-    base = two_platform_base(two_arch, os_pins, kiln_cache, tmp_path_factory.mktemp("smoke"))
+    base = two_platform_base(os_pins, kiln_cache, tmp_path_factory.mktemp("smoke"))
     started = time.monotonic()
     image = base.build(ARM)
     print(f"\narm64 base: {base.figures}; cold build {time.monotonic() - started:.1f} s")
