@@ -50,21 +50,19 @@ def _lock(root: Path, pages: SimplePages) -> str:
 
 
 def test_the_analytics_lock_covers_amd64_and_arm64_with_the_same_pins(tmp_path: Path) -> None:
-    copy_project(tmp_path)
+    copy_project(tmp_path)  # made for linux/amd64 and linux/arm64, as committed
     committed = (tmp_path / "images" / "analytics" / "requirements.lock").read_text()
     pages = SimplePages("https://pypi.org/simple")
-    single = _lock(tmp_path, pages)
-    assert single == committed  # amd64 alone: byte for byte the committed lock
+    double = _lock(tmp_path, pages)
+    assert double == committed  # both platforms: byte for byte the committed lock
 
+    # The same repo made for linux/amd64 alone: the lock it would have without arm64.
     pyproject = tmp_path / "pyproject.toml"
     text = pyproject.read_text()
-    text = text.replace("[tool.kiln.os]\n", '[tool.kiln.os]\narchitectures = ["amd64", "arm64"]\n')
-    text = text.replace('architecture = "amd64"\n', "").replace(
-        'upstream-index = "https://pypi.org/simple"\n',
-        'upstream-index = "https://pypi.org/simple"\nplatforms = ["linux/amd64", "linux/arm64"]\n',
-    )
-    pyproject.write_text(text)
-    double = _lock(tmp_path, pages)
+    both = 'platforms = ["linux/amd64", "linux/arm64"]\n'
+    assert both in text
+    pyproject.write_text(text.replace(both, 'platforms = ["linux/amd64"]\n'))
+    single = _lock(tmp_path, pages)
 
     # The same pins and hashes (uv hashes every file of a version); the header says more.
     single_head, single_body = _header_and_body(single)
