@@ -10,8 +10,9 @@ The origin (the repository the schedule runs on) is this repository's files, wit
 
 - a lock Debian moved past: every package of the committed lock (relocked by conftest's
   ``os_pins`` when Debian dropped a pin) that a suite still offers in an older version is
-  pinned back to the newest such version. `kiln lock` makes that lock itself: it keeps a
-  stale lock's versions when the suites still offer them. The component YAMLs are then
+  pinned back to the newest such version, in the closure of each architecture (amd64,
+  arm64). `kiln lock` makes that lock itself: it keeps a stale lock's versions when the
+  suites still offer them. The component YAMLs are then
   regenerated for it (`kiln components --local`) and everything committed on `main`.
 - an upstream index on loopback: `kiln lock`, with --upgrade-os too, re-resolves every
   image's requirements lock with uv (keeping their versions), and uv asks the upstream
@@ -321,8 +322,8 @@ def origin(
     behind = _behind(root)
     lock = root / "images" / "os.lock"
     text = lock.read_text()
-    for name, older in behind.items():
-        (pinned,) = re.findall(rf'(?m)^name = "{re.escape(name)}"\nversion = "(.*)"$', text)
+    for name, older in behind.items():  # in every architecture's closure
+        (pinned,) = set(re.findall(rf'(?m)^name = "{re.escape(name)}"\nversion = "(.*)"$', text))
         text = text.replace(
             f'name = "{name}"\nversion = "{pinned}"\n', f'name = "{name}"\nversion = "{older}"\n'
         )
@@ -418,10 +419,14 @@ def rehearse(origin: Origin, workflow: Path, tmp_path: Path) -> Rehearsal:
 
 
 # ------------------------------------------------------------------ checks
-def _versions(root: Path, ref: str) -> dict[str, str]:
-    """The OS lock's versions at ``ref`` of the repository at ``root``."""
-    text = git(root, "show", f"{ref}:images/os.lock")
-    return parse_os_lock(Path("images/os.lock"), text).os.versions()
+def _versions(root: Path, ref: str) -> dict[str, dict[str, str]]:
+    """The OS lock's versions at ``ref`` of the repository at ``root``, per set as kiln
+    names them: "os" (the first architecture's), "os arm64"."""
+    lock = parse_os_lock(Path("images/os.lock"), git(root, "show", f"{ref}:images/os.lock"))
+    return {
+        "os" if arch == lock.architecture else f"os {arch}": lock.of(arch).os.versions()
+        for arch in lock.architectures
+    }
 
 
 def _digests(root: Path, ref: str) -> set[str]:
@@ -434,16 +439,20 @@ def _digests(root: Path, ref: str) -> set[str]:
     return found
 
 
-def _lines(before: dict[str, str], after: dict[str, str]) -> list[str]:
-    """What `kiln lock --upgrade-os` prints for a move from ``before`` to ``after``."""
+def _lines(sets: dict[str, dict[str, str]], moved: dict[str, dict[str, str]]) -> list[str]:
+    """What `kiln lock --upgrade-os` prints for a move from ``sets`` to ``moved``: each
+    set's lines, the first architecture's first."""
     lines = []
-    for name in sorted(before.keys() | after.keys()):
-        if name not in before:
-            lines.append(f"+ {name} {after[name]}")
-        elif name not in after:
-            lines.append(f"- {name} {before[name]}")
-        elif before[name] != after[name]:
-            lines.append(f"  {name} {before[name]} -> {after[name]}")
+    for where, before in sets.items():
+        after = moved[where]
+        for name in sorted(before.keys() | after.keys()):
+            what = name if where == "os" else f"{name} ({where})"
+            if name not in before:
+                lines.append(f"+ {what} {after[name]}")
+            elif name not in after:
+                lines.append(f"- {what} {before[name]}")
+            elif before[name] != after[name]:
+                lines.append(f"  {what} {before[name]} -> {after[name]}")
     return lines
 
 
@@ -454,7 +463,9 @@ def _changes(rehearsal: Rehearsal) -> list[str]:
 
 
 # ------------------------------------------------------------------ the tests
-def _opened(origin: Origin, first: Rehearsal, main: str, before: dict[str, str]) -> list[str]:
+def _opened(
+    origin: Origin, first: Rehearsal, main: str, before: dict[str, dict[str, str]]
+) -> list[str]:
     """The first run on the stale origin pushed the branch and opened one pull request
     listing every change; the change lines."""
     assert first.failed is None, first.output()
@@ -465,7 +476,9 @@ def _opened(origin: Origin, first: Rehearsal, main: str, before: dict[str, str])
     changes = _changes(first)
     assert changes == _lines(before, after)
     assert set(origin.behind) <= {line.split()[0] for line in changes}
-    assert all(Version(after[n]) > Version(old) for n, old in origin.behind.items())
+    assert list(after) == ["os", "os arm64"]
+    for versions in after.values():  # each architecture's
+        assert all(Version(versions[n]) > Version(old) for n, old in origin.behind.items())
 
     # The branch: one commit on main with the new lock and the YAMLs that follow it.
     assert git(origin.root, "rev-parse", f"{BRANCH}~1") == main
