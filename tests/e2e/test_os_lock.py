@@ -55,17 +55,18 @@ class LocalMirror:
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory: pytest.TempPathFactory, os_pins: OsPins) -> Iterator[LocalMirror]:
-    """Debian's current signed indexes (fetched and checked once) and the .debs the OS
-    lock pins, served on 127.0.0.1 in the archive's own layout."""
+    """Debian's current signed indexes of each architecture (fetched and checked once)
+    and the .debs the OS lock pins, served on 127.0.0.1 in the archive's own layout."""
     root = tmp_path_factory.mktemp("mirror")
     cache = tmp_path_factory.mktemp("index-cache")
     config = discover(os_pins.source).os
-    suites = Indexes(config, Mirrors(config), call, cache).load()  # keeps what it checked
+    indexes = Indexes(config, Mirrors(config), call, cache)  # keeps what it checked
+    pins = list(read_os_lock(os_pins.source).packages())
+    for arch in config.architectures:
+        # The pinned .debs, and those of today's closure (what a relock resolves to).
+        today = Resolver(by_name(indexes.load(arch)), architecture=arch, exclude=config.exclude)
+        pins += [DebPin.of(c) for c in today.resolve(config.packages).packages]
     shutil.copytree(cache / "mirror", root, dirs_exist_ok=True)
-    # The pinned .debs, and those of today's closure (what a relock resolves to).
-    today = Resolver(by_name(suites), architecture=config.architecture, exclude=config.exclude)
-    current = [DebPin.of(c) for c in today.resolve(config.packages).packages]
-    pins = [*read_os_lock(os_pins.source).os.packages, *current]
     fetched = fetch_debs(pins, Mirrors(config), os_pins.cache / "debian")
     assert not fetched.gone
     for pin, data in fetched.debs:
@@ -141,7 +142,7 @@ def test_a_clean_copy_builds_from_the_mirror_and_pushes_the_committed_digests(
     assert pushed == committed
     log = _log(clean, "release")
     lock = read_os_lock(clean.root)
-    assert all(f"fetched {p.filename}" in log for p in lock.os.packages)
+    assert all(f"fetched {p.filename}" in log for p in lock.packages())  # each architecture's
     assert "taken from the registry" not in log
     check = clean.kiln("check", "--local")
     assert check.returncode == 0, check.stdout + check.stderr
@@ -267,38 +268,69 @@ def test_an_image_s_os_packages_are_a_layer_of_their_own_over_the_shared_one(
     locked = repo.kiln_json("lock")
     assert locked["os"]["written"] is True
     lock = read_os_lock(repo.root)
-    extra = lock.extras["base"]
-    assert extra.roots == ("libgomp1",)
-    assert "libgomp1" in {p.name for p in extra.packages}
-    assert not {p.name for p in extra.packages} & {p.name for p in lock.os.packages}
+    for arch in ("amd64", "arm64"):  # locked for each architecture
+        extra = lock.of(arch).extras["base"]
+        assert extra.roots == ("libgomp1",)
+        assert "libgomp1" in {p.name for p in extra.packages}
+        assert not {p.name for p in extra.packages} & {p.name for p in lock.of(arch).os.packages}
     assert '[extras."base"]' in (repo.root / "images" / "os.lock").read_text()
     assert "+ libgomp1 (base) " in "\n".join(locked["os"]["changes"])
 
     released = repo.kiln_json("release", "--local")
-    refs = {i["name"]: i["ref"] for i in released["manifest"]["images"]}
-    layers = {}
-    for name, ref in refs.items():
-        manifest = json.loads(
-            subprocess.run(
-                ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
-                capture_output=True, text=True, check=True,
-            ).stdout
-        )  # fmt: skip
-        layers[name] = [layer["digest"] for layer in manifest["layers"]]
-    assert lock.os.layer is not None
-    assert extra.layer is not None
-    # One OS layer for every image; base alone has its os-packages' layer next.
-    assert {digests[0] for digests in layers.values()} == {lock.os.layer.digest}
-    assert layers["base"][1] == extra.layer.digest
-    assert extra.layer.digest not in layers["analytics"]
+    rows = {i["name"]: i for i in released["manifest"]["images"]}
+    # Each image is an index of one image per platform: each platform's layers.
+    layers = {
+        (name, arch): _layers(f"{row['ref'].partition('@')[0]}@{digest}")
+        for name, row in rows.items()
+        for arch, digest in _platforms(row["ref"]).items()
+    }
+    assert set(layers) == {(n, a) for n in rows for a in ("amd64", "arm64")}
+    for arch in ("amd64", "arm64"):
+        one = lock.of(arch)
+        extra = one.extras["base"]
+        assert one.os.layer is not None
+        assert extra.layer is not None
+        # One OS layer for every image; base alone has its os-packages' layer next.
+        assert {digests[0] for (_, a), digests in layers.items() if a == arch} == {
+            one.os.layer.digest
+        }
+        assert layers["base", arch][1] == extra.layer.digest
+        assert extra.layer.digest not in layers["analytics", arch]
     log = _log(repo, "release")
-    assert f"{lock.os.layer.digest[:19]} mounted from acme/" in log  # pushed once, then mounted
+    for arch in ("amd64", "arm64"):
+        os_layer = lock.of(arch).os.layer
+        assert os_layer is not None
+        assert f"{os_layer.digest[:19]} mounted from acme/" in log  # pushed once, then mounted
     found = docker_client.containers.run(
-        refs["base"],
+        rows["base"]["ref"],
         ["python3", "-c", "import ctypes.util; print(ctypes.util.find_library('gomp'))"],
         network_mode="none", remove=True,
     ).decode()  # fmt: skip
     assert found.strip() == "libgomp.so.1"  # the extras layer's ld.so.cache knows it
-    sbom = json.loads((repo.root / "dist" / "sbom" / "base.cdx.json").read_text())
-    purls = [c.get("purl", "") for c in sbom["components"]]
-    assert any(p.startswith("pkg:deb/debian/libgomp1@") for p in purls)
+    for record in rows["base"]["platforms"]:  # each platform's SBOM lists its libgomp1
+        arch = record["platform"].partition("/")[2]
+        sbom = json.loads((repo.root / record["sbom"]["path"]).read_text())
+        purls = [c.get("purl", "") for c in sbom["components"]]
+        gomp = [p for p in purls if p.startswith("pkg:deb/debian/libgomp1@")]
+        assert gomp, (arch, purls)
+        assert all(f"arch={arch}" in p.partition("?")[2].split("&") for p in gomp), gomp
+
+
+def _inspect(ref: str) -> dict[str, Any]:
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    found: dict[str, Any] = json.loads(raw)
+    return found
+
+
+def _platforms(ref: str) -> dict[str, str]:
+    """Architecture -> the digest of its image, in the index ``ref`` names."""
+    index = _inspect(ref)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    return {m["platform"]["architecture"]: m["digest"] for m in index["manifests"]}
+
+
+def _layers(ref: str) -> list[str]:
+    return [layer["digest"] for layer in _inspect(ref)["layers"]]
