@@ -287,10 +287,10 @@ class Bench:
             self._add(name, root, shape)
         return self.repos[name]
 
-    def example(self) -> Repo:
+    def example(self, name: str = "example") -> Repo:
         """A copy of this repository's helpers, images and pipelines (the example repo:
-        ``base``, ``analytics`` and packages mode) on its own stack ports."""
-        name = "example"
+        ``base``, ``analytics`` and packages mode) on its own stack ports, in the folder
+        ``name`` (another name: another copy, for a scenario that changes its config)."""
         if name not in self.repos:
             root = self.workdir / name
             for folder in ("helpers", "images", "pipelines"):

@@ -28,6 +28,7 @@ from bench.harness import (
     run,
 )
 from bench.kfp_build import ComponentDir, build_all, layer_bytes, registry_bytes
+from bench.multiarch import multiarch
 from bench.naive import closure
 from bench.os_base import os_base
 from kiln._servers.stack import LocalStack
@@ -422,3 +423,6 @@ SCENARIOS: dict[int, Scenario] = {
     7: dev_loop,
     8: os_base,
 }
+# Run only when named (`--scenarios 9`): minutes, and it relocks a copy for arm64.
+ON_REQUEST: dict[int, Scenario] = {9: multiarch}
+ALL: dict[int, Scenario] = {**SCENARIOS, **ON_REQUEST}
