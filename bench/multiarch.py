@@ -51,10 +51,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.harness import Bench, BenchError, Measurement, Outcome, Repo, run
+from kiln._debian.archive import Mirrors
 from kiln._debian.lock import read_os_lock
 from kiln._images.inputs import OsBase
 from kiln._images.oci.cache import LayerCache
-from kiln._images.os_layers import OsLayers
+from kiln._images.os_layers import OsLayers, fetch_debs
 from kiln._workspace.discovery import discover
 
 PY = sys.executable
@@ -69,25 +70,50 @@ CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"
 _PIP_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LC_ALL": "C", "HOME": "/root"}
 
 
+def _set(repo: Repo, platforms: tuple[str, ...], architectures: tuple[str, ...]) -> None:
+    """[tool.kiln] platforms and [tool.kiln.os] architectures of ``repo``, relocked if
+    that changed them (untimed)."""
+    pyproject = repo.root / "pyproject.toml"
+    text = pyproject.read_text()
+    new, n = re.subn(r"(?m)^platforms = .*$", f"platforms = {json.dumps(list(platforms))}", text)
+    new, m = re.subn(
+        r"(?m)^architectures? = .*$", f"architectures = {json.dumps(list(architectures))}", new
+    )
+    if n == 0:  # an older example: amd64 alone, no platforms line
+        new = new.replace(
+            'org = "acme"\n', f'org = "acme"\nplatforms = {json.dumps(list(platforms))}\n', 1
+        )
+    if m != 1 or "platforms = " not in new:
+        raise BenchError(f"{pyproject}: [tool.kiln] or [tool.kiln.os] not as expected")
+    if new != text:
+        pyproject.write_text(new)
+        repo.kiln("lock")
+        repo.commit(f"platforms {', '.join(platforms)}")
+    repo.locked = True
+
+
 def two_platforms(b: Bench) -> Repo:
-    """The example copy set to both platforms and architectures, locked again."""
-    repo = b.example("example-multiarch")
-    if not repo.locked:
-        pyproject = repo.root / "pyproject.toml"
-        text = pyproject.read_text()
-        text = text.replace(
-            'org = "acme"\n', f'org = "acme"\nplatforms = {json.dumps(list(PLATFORMS))}\n', 1
-        )
-        text, n = re.subn(
-            r'(?m)^architecture = "amd64"$', 'architectures = ["amd64", "arm64"]', text
-        )
-        if n != 1 or "platforms = " not in text:
-            raise BenchError(f"{pyproject}: [tool.kiln] or [tool.kiln.os] not as expected")
-        pyproject.write_text(text)
-        b.memo["multiarch_lock"] = repo.kiln("lock")
-        repo.commit("both platforms")
-        repo.locked = True
-    return repo
+    """The example copy made for both platforms and architectures (relocked if it was
+    not), both architectures' .debs in its cache (fetched untimed)."""
+    name = "example-multiarch"
+    if name not in b.repos:
+        repo = b.example(name)
+        _set(repo, PLATFORMS, ("amd64", "arm64"))
+        lock = read_os_lock(repo.root)
+        mirrors = Mirrors(discover(repo.root).os)
+        for arch in lock.architectures:
+            fetched = fetch_debs(lock.of(arch).os.packages, mirrors, _debs(repo))
+            if fetched.gone:
+                raise BenchError(f"no mirror serves {', '.join(p.name for p in fetched.gone)}")
+    return b.repos[name]
+
+
+def amd64_alone(b: Bench) -> Repo:
+    """The example copy made for linux/amd64 alone, relocked (untimed)."""
+    name = "example-amd64"
+    if name not in b.repos:
+        _set(b.example(name), PLATFORMS[:1], ("amd64",))
+    return b.repos[name]
 
 
 def _build(repo: Repo, image: str, cache: Path, *, both: bool) -> dict[str, Any]:
@@ -196,8 +222,13 @@ def multiarch(b: Bench) -> Outcome:
             _check(image, first[f"{image} False"], first[f"{image} True"])
         for image in EMULATED:
             _emulated(repo, image, first[image], warm=warm[image], pip=pip, work=work, runs=runs)
+        _releases(b, o, runs)
     o.rows = [Measurement(label, tuple(s)) for label, s in runs.seconds.items()]
-    met = True
+    releases = [runs.median(f"kiln release --local, cold: {w}") for w in RELEASES]
+    release_noop = runs.median(f"kiln release --local, no-op: {RELEASES[1]}")
+    o.figures["release cold both / amd64"] = round(releases[1] / releases[0], 2)
+    o.figures["release no-op both s"] = round(release_noop, 2)
+    met = releases[1] / releases[0] <= COLD_RATIO and release_noop < NOOP_S
     for image in IMAGES:
         ratio = runs.median(f"{image}: cold, amd64 + arm64 + index") / runs.median(
             f"{image}: cold, linux/amd64 alone"
@@ -221,6 +252,32 @@ def multiarch(b: Bench) -> Outcome:
         "= 10^6 bytes: layer blobs + config + manifest of the cold build."
     )
     return o.judge(met)
+
+
+RELEASES = ("linux/amd64 alone", "amd64 + arm64 (an index per image)")
+
+
+def _releases(b: Bench, o: Outcome, runs: _Runs) -> None:
+    """A whole ``kiln release --local`` of the example made for amd64 alone and of the
+    one made for both: cold (a new stack: empty registry and index; an empty layer cache;
+    the .debs, the wheelhouses and the helper wheel cache kept), then again (a no-op)."""
+    for what, repo in zip(RELEASES, (amd64_alone(b), two_platforms(b)), strict=True):
+        if repo.stack_started:
+            repo.kiln("stack", "down")
+        for folder in (".kiln/stack", ".kiln/cache/oci", "dist"):
+            shutil.rmtree(repo.root / folder, ignore_errors=True)
+        repo.kiln("stack", "up")
+        repo.stack_started = True
+        cold = repo.kiln("release", "--local", "--json")
+        repo.commit("released")
+        result = json.loads(cold.stdout)
+        o.figures[f"release {what}: pushed"] = len(result["pushed"])
+        runs.add(f"kiln release --local, cold: {what}", cold.seconds)
+        noop = repo.kiln("release", "--local", "--json")
+        again = json.loads(noop.stdout)
+        if again["uploaded"] or again["pushed"]:
+            raise BenchError(f"{repo.root}: not a no-op: {again['uploaded']}, {again['pushed']}")
+        runs.add(f"kiln release --local, no-op: {what}", noop.seconds)
 
 
 def _emulated(
