@@ -2,12 +2,12 @@
 linux/amd64 alone and against installing the same lock under emulation.
 
 Setup, untimed: a copy of this repository (``Bench.example``, its amd64 ``.debs`` seeded)
-set to ``platforms = ["linux/amd64", "linux/arm64"]`` and ``architectures = ["amd64",
-"arm64"]`` and locked again (``kiln lock``: the OS lock gains arm64's closure, its
-``.debs`` fetched from Debian's mirror and kept in the copy's ``.kiln/cache/debian``; each
-image lock gains the aarch64 wheels' hashes); then one build of each image for both
-platforms, which fetches both platforms' wheels into the copy's wheelhouse cache (and
-is kept: its layer cache is the warm one the layer build below starts from).
+made for ``platforms = ["linux/amd64", "linux/arm64"]`` and ``architectures = ["amd64",
+"arm64"]`` (this repository's own settings; set and relocked with ``kiln lock`` when
+not), both architectures' ``.debs`` fetched into its ``.kiln/cache/debian``; a second
+copy set to linux/amd64 and amd64 alone and relocked; then one build of each image for
+both platforms, which fetches both platforms' wheels into the copy's wheelhouse cache
+(and is kept: its layer cache is the warm one the layer build below starts from).
 
 Timed, ``repeat`` times, for ``base``, ``analytics`` and packages mode's ``packages``
 base, each build in a process of its own (``bench/multiarch_build.py``; only the build
@@ -32,8 +32,11 @@ is timed, the helpers' wheels and the wheelhouses are ready before the clock sta
   compiled by the host's python3 of the same OS lock, compressed). The same pip install
   in the amd64 rootfs, natively, says what is emulation's.
 
-Bytes per platform are read from the cold builds (layer blobs, config and manifest as
-a registry would store them) with the index's; the helper layer must be one digest.
+Then a whole ``kiln release --local`` of each copy (amd64 alone; both, an index per
+image), cold (a new stack, an empty layer cache; the .debs, wheelhouses and helper-wheel
+cache kept) and again (asserted a no-op). Bytes per platform are read from the cold
+builds (layer blobs, config and manifest as a registry would store them) with the
+index's; the helper layer must be one digest.
 """
 
 from __future__ import annotations
