@@ -14,8 +14,11 @@ from tests.e2e.runwide import stop_stacks
 
 @pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: only when it is installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """``--dist loadgroup``: the groups tests/e2e/conftest.py gives (see tests/xdist_groups)."""
-    if config.getvalue("dist") != "loadgroup":
+    """``--dist loadgroup``: the groups tests/e2e/conftest.py gives (see tests/xdist_groups).
+    Also for ``-n N`` alone (xdist's default, ``load``): without the groups, each worker
+    makes its own copy of a module's stack and runs some of the tests that must run in
+    order on one (tests/e2e/faults' tally counted 11 of its 40 and more that way)."""
+    if config.getvalue("dist") not in ("load", "loadgroup"):
         return None
     # Imported here: it imports xdist, which a run without workers may not have.
     from tests.xdist_groups import FileGroupScheduling  # noqa: PLC0415
