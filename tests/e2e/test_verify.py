@@ -22,7 +22,7 @@ from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 CONTRAST = Path("helpers") / "imgproc" / "src" / "imgproc" / "_contrast.py"
 
 
@@ -106,15 +106,16 @@ def moved_tag_is_altered(repo: Repo, registry: RegistryClient, failed: str) -> N
     tag = IMAGES["analytics"]
     released = registry.digest("acme/analytics", tag)
     assert released is not None
-    original = registry.manifest("acme/analytics", released)
-    media_type = json.loads(original).get("mediaType", OCI_MANIFEST)
+    # The released tag names an index (amd64 and arm64); the broken image is one platform's.
+    original = registry.manifest("acme/analytics", released, lists=True)
+    assert json.loads(original)["mediaType"] == OCI_INDEX
     moved = registry.manifest("acme/analytics", broken[1])
-    registry.put_manifest("acme/analytics", tag, moved, media_type)
+    registry.put_manifest("acme/analytics", tag, moved, json.loads(moved)["mediaType"])
     altered = repo.kiln("check", "--local")
     assert altered.returncode == 8, altered.stdout + altered.stderr
     assert (
         f"acme/analytics:{tag} points at {broken[1]}, but the last release pushed it as "
         f"{released} (dist/manifest.json): the tag was moved in the registry"
     ) in altered.stdout
-    registry.put_manifest("acme/analytics", tag, original, media_type)
+    registry.put_manifest("acme/analytics", tag, original, OCI_INDEX)
     assert repo.kiln("check", "--local").returncode == 0
