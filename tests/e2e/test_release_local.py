@@ -17,11 +17,21 @@ from kfp import components, local
 from packaging.utils import canonicalize_name
 
 from kiln._lock.format import parse_lock
+from kiln._servers.registry import RegistryClient
 from tests.e2e.conftest import HELPERS, IMAGES, KILN_RUN
 from tests.e2e.tools import Repo, by, installed, private_venv
 
 pytestmark = pytest.mark.e2e
 
+# The platforms the example repository is made for (pyproject.toml), in its order, and
+# what an OCI index says of each.
+PLATFORMS = ("linux/amd64", "linux/arm64")
+ARCHITECTURES = {
+    "linux/amd64": {"architecture": "amd64"},
+    "linux/arm64": {"architecture": "arm64", "variant": "v8"},
+}
+# A binary wheel's platform tag names the machine it is built for.
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 DIGEST_REF = re.compile(r"^127\.0\.0\.1:\d+/acme/(base|analytics|packages)@sha256:[0-9a-f]{64}$")
 # What the component computes, run on the host against the published wheel.
 STRETCH_STD = """
@@ -62,6 +72,34 @@ def registry_state(repo: Repo) -> dict[str, Any]:
     return state
 
 
+def check_index(repo: Repo, record: dict[str, Any]) -> None:
+    """An image made for this repo's platforms (pyproject.toml's, amd64 then arm64): its
+    row's digest is the index the registry holds at that digest, whose manifests are
+    exactly the row's ``platforms``, each by its digest and for its platform, each with
+    its own SBOM (the row's ``sbom``: the first platform's)."""
+    platforms = record["platforms"]
+    assert [p["platform"] for p in platforms] == list(PLATFORMS), record["name"]
+    assert record["sbom"] == platforms[0]["sbom"]
+    assert [p["sbom"]["path"] for p in platforms] == [
+        f"dist/sbom/{record['name']}.{p.replace('/', '-')}.cdx.json" for p in PLATFORMS
+    ]
+    path = record["repository"].split("/", 1)[1]
+    registry = RegistryClient(repo.registry)
+    raw = registry.manifest(path, record["digest"], lists=True)
+    assert f"sha256:{hashlib.sha256(raw).hexdigest()}" == record["digest"]
+    index = json.loads(raw)
+    assert index["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    entries = [(m["digest"], m["platform"]) for m in index["manifests"]]
+    assert entries == [
+        (p["digest"], {"os": "linux", **ARCHITECTURES[p["platform"]]}) for p in platforms
+    ], record["name"]
+    for platform in platforms:
+        sbom = repo.root / platform["sbom"]["path"]
+        assert hashlib.sha256(sbom.read_bytes()).hexdigest() == platform["sbom"]["sha256"]
+        described = json.loads(sbom.read_bytes())["metadata"]["component"]
+        assert described["hashes"][0]["content"] == platform["digest"][7:]
+
+
 def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[str, Any]) -> None:
     manifest = released["manifest"]
     assert released["uploaded"], "the first release uploads the helpers and the mirror"
@@ -77,6 +115,8 @@ def test_manifest_names_wheels_images_and_components(repo: Repo, released: dict[
         assert f"{filename}#sha256={wheel['sha256']}" in page
 
     images = by(manifest["images"], "name")
+    for record in images.values():
+        check_index(repo, record)
     packages = images.pop("packages")  # packages mode's base, tagged by its own digest
     assert packages["tag"] == f"py3.11-{packages['digest'][7:19]}"
     assert {name: image["version"] for name, image in images.items()} == IMAGES
@@ -153,7 +193,11 @@ def test_each_image_holds_exactly_its_lock_and_helpers_and_its_sbom_says_so(
 ) -> None:
     """The distributions each example image's python3 finds (kiln's OS base has none) are
     the lock's pins plus the image's helpers at their versions (packages mode's base: the
-    locked pip alone); the SBOM lists exactly that, each with a hash."""
+    locked pip alone); each platform's SBOM lists exactly that, each with the hash of the
+    wheel installed on that platform: a file the private index serves (the release
+    mirrors every platform's), a binary one built for that platform's machine (numpy's
+    aarch64 wheel in the arm64 SBOM), and its Debian packages of that architecture."""
+    served = _served(repo)
     for record in released["manifest"]["images"]:
         if record["name"] == "packages":
             path = repo.root / "pipelines" / "requirements.lock"
@@ -167,12 +211,43 @@ def test_each_image_holds_exactly_its_lock_and_helpers_and_its_sbom_says_so(
                 (canonicalize_name(h.split("==")[0]), h.split("==")[1]) for h in record["helpers"]
             }
             expected = {(p.name, p.version) for p in lock.pins} | helpers
+        # The engine runs this machine's platform of the index (amd64).
         assert installed(docker_client, record["ref"]) == expected, record["name"]
-        sbom = json.loads((repo.root / record["sbom"]["path"]).read_bytes())
-        libraries = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
-        assert {(canonicalize_name(c["name"]), c["version"]) for c in libraries} == expected
-        assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
-        print(f"{record['name']}: {len(expected)} distributions, as locked, in image and SBOM")
+        wheels: dict[str, dict[str, str]] = {}  # platform -> name -> wheel filename
+        for platform in record["platforms"]:
+            sbom = json.loads((repo.root / platform["sbom"]["path"]).read_bytes())
+            libraries = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
+            assert {(canonicalize_name(c["name"]), c["version"]) for c in libraries} == expected
+            machine = MACHINES[platform["platform"]]
+            wheels[platform["platform"]] = {}
+            for c in libraries:
+                filename = served[c["hashes"][0]["content"]]  # a file of the private index
+                tag = filename.removesuffix(".whl").rsplit("-", 1)[-1]
+                assert tag == "any" or machine in tag, (platform["platform"], filename)
+                wheels[platform["platform"]][canonicalize_name(c["name"])] = filename
+            debs = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/")]
+            arch = platform["platform"].split("/")[1]
+            archs = set(re.findall(r"\?arch=(\w+)&", " ".join(c["purl"] for c in debs)))
+            assert archs == {arch, "all"}, (platform["sbom"]["path"], archs)
+        amd64, arm64 = (wheels[p] for p in PLATFORMS)
+        assert amd64.keys() == arm64.keys()
+        binary = sorted(n for n in amd64 if amd64[n] != arm64[n])
+        if record["name"] != "packages":  # pip alone: one pure wheel for both
+            assert "numpy" in binary, (amd64, arm64)
+            assert "aarch64" in arm64["numpy"], arm64["numpy"]
+        print(
+            f"{record['name']}: {len(expected)} distributions, as locked, in image and both "
+            f"SBOMs; per platform: {', '.join(binary) or 'none'}"
+        )
+
+
+def _served(repo: Repo) -> dict[str, str]:
+    """sha256 -> filename of every file the private index serves."""
+    found: dict[str, str] = {}
+    for page in index_state(repo)["files"].values():
+        for filename, sha in re.findall(r'href="[^"#]*/([^"/#]+)#sha256=([0-9a-f]{64})"', page):
+            found[sha] = filename
+    return found
 
 
 @KILN_RUN
