@@ -79,38 +79,55 @@ def kiln_repo(
 def check_sbom_and_smoke(
     kiln_repo: KilnRepo, docker_client: docker.DockerClient, record: dict[str, Any]
 ) -> None:
-    """The SBOM lists exactly the distributions the image's python3 finds (kiln's OS base
-    has none of its own), each wheel with a hash, and every Debian package of the OS
-    lock by purl and .deb sha256; and the release's log shows the smoke check that ran
-    on the pushed image."""
-    assert record["sbom"]["path"] == "dist/sbom/base.cdx.json"
-    sbom_bytes = (kiln_repo.root / record["sbom"]["path"]).read_bytes()
-    assert hashlib.sha256(sbom_bytes).hexdigest() == record["sbom"]["sha256"]
-    sbom = json.loads(sbom_bytes)
-    libraries = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
-    listed = {(canonicalize_name(c["name"]), c["version"]) for c in libraries}
-    assert len(listed) == len(libraries)
-    assert all(c["purl"] == f"pkg:pypi/{c['name']}@{c['version']}" for c in libraries)
-    assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
-    assert installed(docker_client, record["ref"]) == listed
-    lock = read_os_lock(kiln_repo.root)
-    debs = {c["name"]: c for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/")}
-    assert sorted(debs) == sorted(p.name for p in lock.os.packages)
-    for pin in lock.os.packages:
-        assert debs[pin.name]["hashes"] == [{"alg": "SHA-256", "content": pin.sha256}]
-        assert debs[pin.name]["version"] == pin.version
-    (system,) = [c for c in sbom["components"] if c["type"] == "operating-system"]
-    assert (system["name"], system["version"]) == ("debian", lock.release)
-    assert sbom["metadata"]["component"]["hashes"][0]["content"] == record["digest"][7:]
-    print(
-        f"SBOM of the base image: {len(sbom_bytes)} bytes, {len(libraries)} distributions, "
-        f"{len(debs)} Debian packages"
-    )
-
+    """Each platform's SBOM (this repo makes its images for amd64 and arm64) lists exactly
+    the distributions the image's python3 finds (kiln's OS base has none of its own), each
+    wheel with a hash (arm64's numpy: another wheel than amd64's), and every Debian
+    package of the OS lock for that architecture by purl and .deb sha256; and the
+    release's log shows the smoke check that ran on each pushed platform's image."""
+    platforms = record["platforms"]
+    assert [p["platform"] for p in platforms] == ["linux/amd64", "linux/arm64"]
+    assert record["sbom"] == platforms[0]["sbom"]  # the row's own: its first platform's
     log = (kiln_repo.root / ".kiln" / "logs" / "release.log").read_text()
-    smoked = f"smoke check {record['ref']}"
-    assert f"{smoked}: import imgproc, kfp; requirements of every distribution" in log
-    assert f"{smoked}: ok" in log
+    lock = read_os_lock(kiln_repo.root)
+    numpy, found = set(), []
+    for platform in platforms:
+        suffix = platform["platform"].replace("/", "-")
+        assert platform["sbom"]["path"] == f"dist/sbom/base.{suffix}.cdx.json"
+        sbom_bytes = (kiln_repo.root / platform["sbom"]["path"]).read_bytes()
+        assert hashlib.sha256(sbom_bytes).hexdigest() == platform["sbom"]["sha256"]
+        sbom = json.loads(sbom_bytes)
+        libraries = [c for c in sbom["components"] if c.get("purl", "").startswith("pkg:pypi/")]
+        listed = {(canonicalize_name(c["name"]), c["version"]) for c in libraries}
+        assert len(listed) == len(libraries)
+        assert all(c["purl"] == f"pkg:pypi/{c['name']}@{c['version']}" for c in libraries)
+        assert all(len(c["hashes"][0]["content"]) == 64 for c in libraries)
+        found.append(listed)
+        numpy |= {c["hashes"][0]["content"] for c in libraries if c["name"] == "numpy"}
+        arch = platform["platform"].split("/")[1]
+        os_set = lock.of(arch).os
+        debs = {
+            c["name"]: c for c in sbom["components"] if c.get("purl", "").startswith("pkg:deb/")
+        }
+        assert sorted(debs) == sorted(p.name for p in os_set.packages)
+        for pin in os_set.packages:
+            assert debs[pin.name]["hashes"] == [{"alg": "SHA-256", "content": pin.sha256}]
+            assert debs[pin.name]["version"] == pin.version
+            assert pin.architecture in (arch, "all")
+            assert f"arch={pin.architecture}&" in debs[pin.name]["purl"]
+        assert arch in {p.architecture for p in os_set.packages}
+        (system,) = [c for c in sbom["components"] if c["type"] == "operating-system"]
+        assert (system["name"], system["version"]) == ("debian", lock.release)
+        assert sbom["metadata"]["component"]["hashes"][0]["content"] == platform["digest"][7:]
+        print(
+            f"SBOM of the base image for {platform['platform']}: {len(sbom_bytes)} bytes, "
+            f"{len(libraries)} distributions, {len(debs)} Debian packages"
+        )
+        smoked = f"smoke check {record['repository']}@{platform['digest']}"
+        assert f"{smoked}: import imgproc, kfp; requirements of every distribution" in log
+        assert f"{smoked}: ok" in log
+    assert len(numpy) == 2  # a wheel each
+    # The engine runs amd64's image of the index; arm64's lists the same distributions.
+    assert found == [installed(docker_client, record["ref"])] * 2
 
 
 def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
@@ -157,6 +174,7 @@ def test_a_kiln_built_image_is_pinned_before_the_push_and_runs(
     assert unchanged["digest"] == predicted
     assert unchanged["revision"] is None  # not pushed by this release
     assert unchanged["sbom"] == record["sbom"]  # the same bytes
+    assert unchanged["platforms"] == record["platforms"]
 
     # Runs in kfp.local.DockerRunner on the image pulled by digest from the local registry.
     outputs = kiln_repo.json("run", "contrast_demo")
@@ -178,6 +196,9 @@ def test_a_base_in_a_registry_gives_the_digest_with_no_engine_and_is_mounted(
     toml = kiln_repo.root / "images" / "base" / "image.toml"
     original = toml.read_text()
     on_registry = re.sub(r'(?m)^version = ".*"$', 'version = "9.0.0"', original)
+    # kiln builds an image for several platforms on its OS base only (a registry base is
+    # refused for more than one): this image is made for amd64 alone.
+    on_registry = on_registry.replace("[image]\n", '[image]\nplatforms = ["linux/amd64"]\n')
     toml.write_text(on_registry.replace("[image]\n", f'[image]\nbase = "{base_ref}"\n'))
 
     unpinnable = f"{kiln_repo.registry}/acme/nothing:1"
@@ -208,7 +229,11 @@ def test_a_base_in_a_registry_gives_the_digest_with_no_engine_and_is_mounted(
     assert record["digest"] == predicted
     assert registry.digest("acme/base", "9.0.0") == predicted
     log = (kiln_repo.root / ".kiln" / "logs" / "release.log").read_text()
-    base_manifest = json.loads(registry.manifest("acme/packages", python["tag"]))
+    # The base is an index (amd64 and arm64): its amd64 image is what base 9.0.0 is built on.
+    assert registry.digest("acme/packages", python["tag"]) == python["digest"]
+    amd64 = python["platforms"][0]
+    assert amd64["platform"] == "linux/amd64"
+    base_manifest = json.loads(registry.manifest("acme/packages", amd64["digest"]))
     for layer in base_manifest["layers"]:  # the base's blobs: there already, never sent
         assert f"{layer['digest'][:19]} uploaded" not in log.split("acme/base:9.0.0")[-1]
     sbom = json.loads((kiln_repo.root / record["sbom"]["path"]).read_bytes())
