@@ -354,6 +354,11 @@ def test_rehearsal_releases_the_tag_then_is_a_no_op(
         ref = images[name]["ref"]
         assert ref.startswith(f"{servers.registry}/acme/{name}@sha256:")
         assert registry.digest(f"acme/{name}", tag) == ref.split("@", 1)[1]
+        # Made for amd64 and arm64: the tag names the index over both platforms' images.
+        index = json.loads(registry.manifest(f"acme/{name}", tag, lists=True))
+        platforms = images[name]["platforms"]
+        assert [p["platform"] for p in platforms] == ["linux/amd64", "linux/arm64"]
+        assert [m["digest"] for m in index["manifests"]] == [p["digest"] for p in platforms]
     notes = (work / "dist/release/RELEASE_NOTES.md").read_text()
     assert notes.startswith("# Release 0.1.0 (v0.1.0)")
     assert "(the first release)" in notes
@@ -362,6 +367,9 @@ def test_rehearsal_releases_the_tag_then_is_a_no_op(
     record = _record(work)
     assert {"dist/release/manifest.json", "dist/release/RELEASE_NOTES.md"} <= set(record)
     assert "dist/release/acme_components-0.1.0-py3-none-any.whl" in record
+    sboms = [p["sbom"]["path"] for i in images.values() for p in i["platforms"]]
+    assert len(sboms) == 2 * len(images)  # each platform's SBOM, on the GitHub Release
+    assert {f"dist/release/{path.removeprefix('dist/')}" for path in sboms} <= set(record)
     view, create = _gh_calls(origin)
     assert view["args"] == ["release", "view", TAG]
     assert create["args"] == [
