@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, cast
 
-from kiln._components.run import _TaskLines, openable, show
+import pytest
+
+from kiln._components.run import _TaskLines, openable, run_pipeline, show
 from kiln._report import Reporter, strip_ansi
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 8
@@ -68,3 +71,27 @@ def test_text_output_prints_a_path_not_a_dict() -> None:
     value = {"artifact": "HTML", "path": "/runs/x/page.html", "uri": "/runs/x/page"}
     assert show(value) == "/runs/x/page.html  (HTML)"
     assert show(3.25) == "3.25"
+
+
+def test_a_run_leaves_no_kfp_workspace_folder_in_the_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # kfp.local.init makes /tmp/kfp-workspace-* when given no workspace_root, and never
+    # removes it: one per `kiln run` piled up (438 on this machine).
+    from kfp import local  # noqa: PLC0415 - what run_pipeline imports
+
+    given: dict[str, Any] = {}
+
+    class Stop(Exception):
+        pass
+
+    def init(**options: Any) -> None:
+        given.update(options)
+        raise Stop
+
+    monkeypatch.setattr(local, "init", init)
+    runs = tmp_path / "runs" / "demo"
+    with pytest.raises(Stop):
+        run_pipeline(cast(Any, None), tmp_path, pipeline_root=runs, arguments={})
+    assert given["workspace_root"] == str(runs / ".kfp-workspace")
+    assert (runs / ".kfp-workspace").is_dir()

@@ -136,9 +136,14 @@ def run_pipeline(
 
     report = report or Reporter.null()
     pipeline_root.mkdir(parents=True, exist_ok=True)
+    # kfp.local makes a /tmp/kfp-workspace-* folder per init when given none, and never
+    # removes it: one folder under the runs' root instead, reused by every run.
+    workspace = pipeline_root / ".kfp-workspace"
+    workspace.mkdir(exist_ok=True)
     local.init(
         runner=local.DockerRunner(network_mode=network_mode),
         pipeline_root=str(pipeline_root),
+        workspace_root=str(workspace),
         raise_on_error=True,
     )
     func = pipeline_function(pipeline, component_dir)
