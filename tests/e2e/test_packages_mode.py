@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
 
 from kiln._lock.format import parse_lock
 from kiln._workspace.discovery import discover
@@ -40,7 +41,10 @@ def test_a_packages_mode_yaml_installs_hash_pinned_files_from_the_private_index(
     pip_line = next(line for line in command.splitlines() if "pip install" in line)
     items = shlex.split(pip_line.split(f"--trusted-host 127.0.0.1:{port} ", 1)[1].split(" && ")[0])
     assert items[:2] == ["--no-deps", "--require-hashes"]
-    pins = dict(item.split(" @ ") for item in items[2:])
+    requirements = [Requirement(item) for item in items[2:]]
+    pins: dict[str, list[Requirement]] = {}
+    for requirement in requirements:
+        pins.setdefault(requirement.name, []).append(requirement)
     lock = parse_lock(
         repo.root / "pipelines" / "requirements.lock",
         (repo.root / "pipelines" / "requirements.lock").read_text(),
@@ -49,10 +53,20 @@ def test_a_packages_mode_yaml_installs_hash_pinned_files_from_the_private_index(
     # numpy and pandas (the function imports them), what pandas requires, and kfp: all
     # from packages mode's lock, each by its file on the private index and its sha256.
     assert {"kfp", "numpy", "pandas", "python-dateutil"} <= set(pins) <= set(locked)
-    for name, url in pins.items():
-        path, _, sha = url.partition("#sha256=")
-        assert path.startswith(f"{repo.index_url}/packages/{name.replace('-', '_')}-")
-        assert sha in locked[name].hashes, name
+    for name, found in pins.items():
+        for requirement in found:
+            path, _, sha = str(requirement.url).partition("#sha256=")
+            assert path.startswith(f"{repo.index_url}/packages/{name.replace('-', '_')}-")
+            assert sha in locked[name].hashes, name
+        # The repo is made for amd64 and arm64: a wheel that is one file everywhere (kfp,
+        # pure Python) is one item; numpy's and pandas' differ: one item per machine.
+        machines = [str(r.marker) if r.marker else None for r in found]
+        if name in ("numpy", "pandas"):
+            assert machines == ['platform_machine == "x86_64"', 'platform_machine == "aarch64"'], (
+                name
+            )
+        elif name == "kfp":
+            assert machines == [None], name
     # An image-mode YAML pins the image digest the release pushed, and installs nothing.
     assert "pip install" not in _command(repo.root / GENERATED / "check_quality.yaml")
 
