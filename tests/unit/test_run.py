@@ -76,8 +76,8 @@ def test_text_output_prints_a_path_not_a_dict() -> None:
 def test_a_run_leaves_no_kfp_workspace_folder_in_the_temporary_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # kfp.local.init makes /tmp/kfp-workspace-* when given no workspace_root, and never
-    # removes it: one per `kiln run` piled up (438 on this machine).
+    # kfp.local.init makes /tmp/kfp-workspace-* when given no workspace_root; only a
+    # pipeline that kfp ran removes it: runs stopped before left 438 on this machine.
     from kfp import local  # noqa: PLC0415 - what run_pipeline imports
 
     given: dict[str, Any] = {}

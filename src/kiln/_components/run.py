@@ -136,8 +136,9 @@ def run_pipeline(
 
     report = report or Reporter.null()
     pipeline_root.mkdir(parents=True, exist_ok=True)
-    # kfp.local makes a /tmp/kfp-workspace-* folder per init when given none, and never
-    # removes it: one folder under the runs' root instead, reused by every run.
+    # kfp.local makes a /tmp/kfp-workspace-* folder per init when given none, and removes
+    # it only when a pipeline ran to its end or failed inside kfp: a run stopped before
+    # (a bad pipeline, a kill) left it in /tmp. One folder under the runs' root instead.
     workspace = pipeline_root / ".kfp-workspace"
     workspace.mkdir(exist_ok=True)
     local.init(
