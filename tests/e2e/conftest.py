@@ -137,6 +137,15 @@ def _unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def required_tool(name: str) -> str:
+    """The path of Debian's ``name`` (skopeo, umoci, qemu-aarch64-static...): a test
+    without it is skipped here, and fails in CI."""
+    path = shutil.which(name)
+    if path is None:
+        _unavailable(f"{name} is not installed (sudo apt-get install {name})")
+    return path
+
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,18 +28,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from kiln._debian.lock import read_os_lock
-from tests.e2e.conftest import _unavailable
+from tests.e2e.conftest import required_tool
 from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        _unavailable(f"{name} is not installed (sudo apt-get install {name})")
-    assert path is not None
-    return path
 
 
 def _images(released: dict[str, Any]) -> dict[str, str]:
@@ -53,7 +44,7 @@ def test_skopeo_reads_and_copies_each_image_and_umoci_unpacks_it(
     """Each image's digest names an index: skopeo reads each platform's image from it
     (the OS layer of its architecture first), and copies and umoci unpacks the one of
     this machine's platform (what a client without a platform of its own takes)."""
-    skopeo, umoci = _tool("skopeo"), _tool("umoci")
+    skopeo, umoci = required_tool("skopeo"), required_tool("umoci")
     lock = read_os_lock(repo.root)
     assert lock.os.layer is not None
     for row in released["manifest"]["images"]:

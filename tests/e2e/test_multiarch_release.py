@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -34,9 +33,9 @@ from tests.e2e.conftest import (
     PROJECT,
     KilnCache,
     OsPins,
-    _unavailable,
     copy_project,
     on_stack,
+    required_tool,
 )
 from tests.e2e.faults.proxy import FaultProxy
 from tests.e2e.runwide import untag
@@ -52,14 +51,6 @@ PLATFORMS = [
 _PIN = re.compile(r"image: \S+/([\w.-]+)@(sha256:[0-9a-f]{64})$", re.MULTILINE)
 _ELF_MACHINE = {62: "x86_64", 183: "aarch64"}
 WORKSPACE_IMAGES = {i.name: i.helpers for i in _WORKSPACE.images}
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        _unavailable(f"{name} is not installed (sudo apt-get install {name})")
-    assert path is not None
-    return path
 
 
 def _run(*argv: str) -> str:
@@ -103,7 +94,7 @@ def images(
 ) -> dict[str, Released]:
     """Every image of the release: skopeo copies its index with both platforms (checking
     each blob's digest), then the arm64 image alone, which umoci unpacks."""
-    skopeo, umoci = _tool("skopeo"), _tool("umoci")
+    skopeo, umoci = required_tool("skopeo"), required_tool("umoci")
     folder = tmp_path_factory.mktemp("clients")
     made = {}
     for row in released["manifest"]["images"]:
@@ -202,7 +193,7 @@ def test_the_engine_pulls_the_platform_it_is_asked_for(
     no platform the amd64 one. Pulled as ``localhost:PORT/...``, another name of the same
     registry, so that the engine's copies of ``repo``'s images, which other tests run,
     stay amd64; what was pulled is removed."""
-    cli = _tool("docker")
+    cli = required_tool("docker")
     image = images["base"]
     alias = f"localhost:{repo.registry.rsplit(':', 1)[1]}/{image.row['ref'].split('/', 1)[1]}"
     configs = {
@@ -295,7 +286,7 @@ def test_the_arm64_rootfs_under_qemu_computes_what_the_amd64_image_computes(
     it imports every helper of the image and computes each one's result on fixed inputs;
     the amd64 image, run by the engine by the index's digest with no network, prints the
     same results, bit for bit (the hash of their JSON)."""
-    qemu = _tool("qemu-aarch64-static")
+    qemu = required_tool("qemu-aarch64-static")
     for name, image in images.items():
         helpers = _helpers(name)
         python = _inside(image.rootfs, "/usr/bin/python3")

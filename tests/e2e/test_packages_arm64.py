@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import _unavailable
+from tests.e2e.conftest import required_tool
 from tests.e2e.tools import Repo
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +41,6 @@ print(json.dumps({
     "sum": float((numpy.arange(10.0) ** 2).sum()),
 }))
 """
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        _unavailable(f"{name} is not installed (sudo apt-get install {name})")
-    assert path is not None
-    return path
 
 
 def _pod_install(repo: Repo) -> tuple[str, list[str]]:
@@ -76,7 +67,11 @@ class Arm64:
     """``ref``'s linux/arm64 image unpacked under ``folder``: its python3 under qemu."""
 
     def __init__(self, ref: str, folder: Path) -> None:
-        skopeo, umoci, qemu = _tool("skopeo"), _tool("umoci"), _tool("qemu-aarch64-static")
+        skopeo, umoci, qemu = (
+            required_tool("skopeo"),
+            required_tool("umoci"),
+            required_tool("qemu-aarch64-static"),
+        )
         layout, bundle = folder / "oci", folder / "bundle"
         subprocess.run(
             [skopeo, "copy", "--quiet", "--src-tls-verify=false", "--override-os=linux",
