@@ -30,6 +30,7 @@ from kiln._images.oci.image import sha256_digest
 from kiln._images.oci.push import EMPTY_INDEX
 from tests.e2e.conftest import (
     _WORKSPACE,
+    KILN_RUN,
     PROJECT,
     KilnCache,
     OsPins,
@@ -186,6 +187,9 @@ def test_each_tag_is_an_index_of_amd64_and_arm64_at_the_pinned_digests(
         print(f"{name}: index {digest[:19]} ({len(image.index)} bytes); {each}")
 
 
+# On the engine that runs `repo`'s pipelines: one at a time with them (a pipeline's pull of
+# the same index raced this test's pulls and removal once: no such image).
+@KILN_RUN
 def test_the_engine_pulls_the_platform_it_is_asked_for(
     images: dict[str, Released], repo: Repo, docker_client: docker.DockerClient
 ) -> None:

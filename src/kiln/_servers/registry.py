@@ -13,7 +13,8 @@ Pushing (kiln's OCI builder): ``blob_exists`` before ``upload_blob`` (monolithic
 POST a session, PUT the bytes with their digest, which the registry checks), then
 ``put_manifest``. Those and every read are retried (1, 2, 4 s apart) on a connection
 error or a 502/503/504, a push on any 5xx (it names its digest: idempotent; two pushes
-committing one blob get a 500 from distribution), never a 4xx.
+committing one blob get a 500 from distribution), a manifest read on a 500 (the HEAD of a
+tag another release is putting), never a 4xx.
 """
 
 from __future__ import annotations
@@ -210,8 +211,13 @@ class RegistryClient:
                 resp = send(None)
         if resp.status_code in (401, 403):
             raise self._refused(resp.status_code)
-        if resp.status_code >= 500:  # 502/503/504, or any 5xx to a push (see the top)
-            again = resp.status_code in _TRANSIENT_STATUSES or method in WRITES
+        if resp.status_code >= 500:  # 502/503/504, any 5xx to a push, 500 to a manifest
+            # read: distribution answers 500 to a HEAD of a tag another release is putting
+            again = (
+                resp.status_code in _TRANSIENT_STATUSES
+                or method in WRITES
+                or (resp.status_code == 500 and "/manifests/" in url)
+            )
             error = _Transient if again else ServiceUnavailable
             raise error(str(self._unexpected(method, url, resp)))
         return resp
