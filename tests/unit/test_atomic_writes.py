@@ -63,6 +63,7 @@ ALLOWED: dict[str, str] = {
     ),
     "_debian/archive.py:verify_release": f"gpgv's input, {_TEMP}",
     "_images/os_tree.py:extract": f"a copy of the OS tree to run its python3, {_TEMP}",
+    "_images/oci/install.py:compile_bytecode": f"a .pyc compiled before, staged: {_TEMP}",
     "_images/oci/rootfs.py:_write": f"an unpacked root file system, {_TEMP} (unpack_from)",
 }
 

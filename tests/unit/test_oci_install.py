@@ -196,7 +196,7 @@ def test_many_sources_are_compiled_by_workers_to_the_bytes_of_one_run(
 
     def installed(workers: int, root: Path) -> dict[str, bytes]:
         monkeypatch.setattr(install, "COMPILE_WORKERS", workers)
-        install_wheels([wheel], SCHEME, root, what="image t", compiler=HOST_PYTHON)
+        install_wheels([wheel], SCHEME, root, what="image t", compiler=HOST_PYTHON, memo=None)
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     two, one = installed(2, tmp_path / "two"), installed(1, tmp_path / "one")

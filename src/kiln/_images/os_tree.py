@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import os
 import platform
 import stat
@@ -30,6 +31,7 @@ from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.compress import GZIP, BlobWriter, Written
 from kiln._images.oci.install import compile_bytecode
 from kiln._images.oci.interpreter import FolderPython
+from kiln._images.oci.pyc_memo import PYCS, PycMemo, pyc_key
 from kiln._images.oci.rootfs import needed
 from kiln._util.paths import stays_inside
 
@@ -89,6 +91,15 @@ def _cache_tag(python: str) -> str:
     return "cpython-" + python.replace(".", "")
 
 
+def _identity(tree: Mapping[str, Entry], python: str) -> str | None:
+    """The identity of the tree's ``python3`` (None: no such file): its version and the
+    sha256 of its bytes, which hold the compiler (Debian links libpython in)."""
+    entry = tree.get(f"usr/bin/python{python}")
+    if entry is None or entry.kind != FILE:
+        return None
+    return f"OS python {python} sha256:{hashlib.sha256(entry.data).hexdigest()}"
+
+
 def compile_with_own_python(
     tree: Mapping[str, Entry],
     sources: Sequence[str],
@@ -96,26 +107,49 @@ def compile_with_own_python(
     python: str,
     work: Path,
     compiler: Mapping[str, Entry] | None = None,
+    memo: PycMemo | None = PYCS,
 ) -> dict[str, bytes]:
     """``.pyc`` bytes (image path -> bytes) of ``sources``, compiled by the tree's own
-    ``python3`` (or ``compiler``'s, another tree) run from a copy of it under ``work``."""
+    ``python3`` (or ``compiler``'s, another tree) run from a copy of it under ``work``;
+    those ``memo`` holds (the standard library compiled for another architecture's
+    layer: the same sources, the same compiling python3) without writing either tree."""
+    tag = _cache_tag(python)
+    identity = _identity(compiler or tree, python)
+    memo = memo if identity is not None else None
+    out = {}
+    missing = []
+    for source in sources:
+        folder, name = source.rsplit("/", 1)
+        pyc_path = f"{folder}/__pycache__/{name[:-3]}.{tag}.pyc"
+        entry = tree.get(source)
+        found = None
+        if memo is not None and identity is not None and entry is not None:
+            found = memo.get(pyc_key(identity, tag, f"/{source}", entry.data))
+        if found is None:
+            missing.append(source)
+        else:
+            out[pyc_path] = found
+    if not missing:
+        return out
     with (
         tempfile.TemporaryDirectory(prefix="os-", dir=work) as tmp,
         tempfile.TemporaryDirectory(prefix="os-py-", dir=work) as py_tmp,
     ):
         root = Path(tmp)
-        extract(tree, root)
         python_root = root
-        if compiler is not None:
+        if compiler is None:
+            extract(tree, root)  # its own python3 runs from it
+        else:
             python_root = Path(py_tmp)
             extract(compiler, python_root)
-        interpreter = FolderPython(python_root, f"/usr/bin/python{python}", f"OS python {python}")
-        compiled = compile_bytecode(root, [f"/{s}" for s in sources], _cache_tag(python),
-                                    interpreter)  # fmt: skip
-        out = {}
+            extract({s: tree[s] for s in missing}, root)  # the sources alone
+        interpreter = FolderPython(
+            python_root, f"/usr/bin/python{python}", identity or f"OS python {python}"
+        )
+        compiled = compile_bytecode(root, [f"/{s}" for s in missing], tag, interpreter, memo)
         for image_path in compiled:
             folder, name = image_path.lstrip("/").rsplit("/", 1)
-            pyc = f"{folder}/__pycache__/{name[:-3]}.{_cache_tag(python)}.pyc"
+            pyc = f"{folder}/__pycache__/{name[:-3]}.{tag}.pyc"
             out[pyc] = (root / pyc).read_bytes()
     return out
 

@@ -42,6 +42,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from kiln._errors import ConfigError
 from kiln._images.oci.interpreter import Interpreter
+from kiln._images.oci.pyc_memo import PYCS, PycKey, PycMemo, pyc_key
 
 INSTALLER = b"kiln\n"
 
@@ -169,17 +170,34 @@ COMPILE_WORKERS = max(1, min(2, os.cpu_count() or 1))
 
 
 def compile_bytecode(
-    root: Path, image_paths: Sequence[str], cache_tag: str, compiler: Interpreter
+    root: Path,
+    image_paths: Sequence[str],
+    cache_tag: str,
+    compiler: Interpreter,
+    memo: PycMemo | None,
 ) -> set[str]:
     """Compile the sources at ``image_paths`` (files under ``root``) with ``compiler``;
     return those that compiled. Each ``.pyc`` depends on its source and the compiler
     only (the fixed hash seed ``compiler`` runs with makes set and frozenset constants,
-    marshalled in iteration order, repeatable), so the sorted sources are shared among
+    marshalled in iteration order, repeatable), so one this process compiled before is
+    taken from ``memo``, and the other sorted sources are shared among
     ``COMPILE_WORKERS`` runs of it at once."""
-    jobs = [
-        (str(root / p.lstrip("/")), str(root / _pyc_path(p, cache_tag).lstrip("/")), p)
-        for p in sorted(image_paths)
-    ]
+    jobs: list[tuple[str, str, str]] = []  # (source, .pyc) under root, path in the image
+    done: set[str] = set()
+    keys: dict[str, PycKey] = {}
+    for p in sorted(image_paths):
+        path, pyc_path = root / p.lstrip("/"), root / _pyc_path(p, cache_tag).lstrip("/")
+        if memo is not None:
+            keys[p] = key = pyc_key(compiler.identity, cache_tag, p, path.read_bytes())
+            pyc = memo.get(key)
+            if pyc is not None:
+                pyc_path.parent.mkdir(parents=True, exist_ok=True)
+                pyc_path.write_bytes(pyc)
+                done.add(p)
+                continue
+        jobs.append((str(path), str(pyc_path), p))
+    if not jobs:
+        return done
     workers = max(1, min(COMPILE_WORKERS, len(jobs) // 50))  # a few sources: one run
     with tempfile.TemporaryDirectory(prefix="kiln-pyc-") as tmp:
         failed_files = [Path(tmp) / f"failed-{i}.json" for i in range(workers)]
@@ -198,7 +216,13 @@ def compile_bytecode(
             for path in failed_files
             for source in json.loads(path.read_text(encoding="utf-8"))
         }
-    return {dfile for source, _cfile, dfile in jobs if source not in failed}
+    for source, cfile, dfile in jobs:
+        if source in failed:
+            continue
+        done.add(dfile)
+        if memo is not None:
+            memo.put(keys[dfile], Path(cfile).read_bytes())
+    return done
 
 
 def install_wheels(
@@ -209,11 +233,12 @@ def install_wheels(
     what: str,
     compiler: Interpreter,
     tags: frozenset[Tag] | None = None,
+    memo: PycMemo | None = PYCS,
 ) -> dict[str, str]:
     """Install ``wheels`` under ``root`` as ``scheme`` lays them out in the image; return
     each file's image path -> the wheel that installed it. ``what`` names the image and
-    layer in errors; ``compiler`` is the image's Python (it writes the bytecode);
-    ``tags``, when given, are the ones the image supports."""
+    layer in errors; ``compiler`` is the image's Python (it writes the bytecode, or
+    ``memo`` has it); ``tags``, when given, are the ones the image supports."""
     owners: dict[str, str] = {}
     destinations = []
     for wheel in sorted(wheels, key=lambda p: p.name):
@@ -242,7 +267,7 @@ def install_wheels(
         for i, destination in enumerate(destinations)
         for s, r in destination.sources()
     }
-    compiled = compile_bytecode(root, list(sources), scheme.cache_tag, compiler)
+    compiled = compile_bytecode(root, list(sources), scheme.cache_tag, compiler, memo)
     pyc: list[dict[tuple[Scheme, str], str]] = [{} for _ in destinations]
     for image_path in compiled:
         i, s, path = sources[image_path]

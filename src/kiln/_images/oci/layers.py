@@ -19,6 +19,8 @@ from typing import BinaryIO
 from kiln._images.oci.compress import BlobWriter, Compression, Written
 from kiln._util.epoch import MTIME
 
+COPY_BUFFER = 1 << 20  # a file's bytes go to the tar in pieces of this size (not 16 KiB)
+
 
 def _walk(root: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
     """Every folder, file and link under ``root`` (not ``root`` itself), unsorted."""
@@ -54,6 +56,7 @@ def write_tar(root: Path, out: BinaryIO) -> None:
     """The tree under ``root`` as a deterministic tar (its paths relative to ``root``)."""
     entries = sorted(_walk(root), key=lambda item: item[0])
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.copybufsize = COPY_BUFFER  # type: ignore[attr-defined]  # TarFile's, not in typeshed
         for parts, path in entries:
             info = _info(parts, path)
             if info.isreg():
