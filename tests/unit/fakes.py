@@ -94,6 +94,9 @@ class FakeOci:
     # what the registry stores instead of what was sent (None: exactly what was sent)
     rewrite: str | None = None
 
+    def read_ahead(self, inputs: ImageInputs, platform: str) -> None:
+        """Nothing to read: the fake builds from the inputs alone."""
+
     def build(
         self, inputs: ImageInputs, *, source: str | None, platform: str | None = None
     ) -> tuple[BuiltImage, BaseImage]:

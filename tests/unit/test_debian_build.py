@@ -12,8 +12,10 @@ import dataclasses
 import gzip
 import stat
 import tarfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -579,6 +581,34 @@ def test_each_architecture_s_extras_layer_is_built_over_its_own_os_layer(setup: 
         ("libc.so.6", f"{lib}/libc.so.6", AARCH64_LIBC6),
         ("libgomp.so.1", f"{lib}/libgomp.so.1", AARCH64_LIBC6),
     }
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_another_architecture_s_debs_read_ahead_are_what_its_layer_is_built_from(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch, fails: bool
+) -> None:
+    lock = two_arch_lock(setup)
+    setup.cache_os_layer()
+    setup.cache_deb(ARM_GOMP, ARM_GOMP_DEB)
+    layers = setup.layers(mirrors=False)
+    reads: list[str] = []
+    debs_of = layers._debs_of
+
+    def counted(packages: Any, where: Path, *, mirrors: bool) -> Any:
+        reads.append(threading.current_thread().name)
+        if fails and len(reads) == 1:
+            raise OSError("the read ahead failed")
+        return debs_of(packages, where, mirrors=mirrors)
+
+    monkeypatch.setattr(layers, "_debs_of", counted)
+    layers.read_ahead(lock, "ml", architecture="arm64")
+    layers.read_ahead(lock, architecture="arm64")  # its OS layer is cached: nothing to read
+    arm = layers.layer(lock, "ml", architecture="arm64")
+    pin = lock.of("arm64").extras["ml"].layer
+    assert pin is not None
+    assert (arm.digest, arm.size) == (pin.digest, pin.size)
+    # Read once, in the thread of its own; read again by the build only when that failed.
+    assert reads == ["kiln-debs-arm64", *(["MainThread"] if fails else [])]
 
 
 def test_the_base_image_of_an_architecture_is_its_layers_and_says_it(setup: Setup) -> None:

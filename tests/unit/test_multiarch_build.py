@@ -68,6 +68,11 @@ class FakeOsLayers:
     def __init__(self) -> None:
         self.asked: list[str | None] = []
 
+    def read_ahead(
+        self, lock: OsLock, extras: str | None = None, *, architecture: str | None = None
+    ) -> None:
+        self.asked.append(f"ahead {architecture}")
+
     def base_image(
         self, lock: OsLock, extras: str | None = None, *, architecture: str | None = None
     ) -> BaseImage:
@@ -230,13 +235,15 @@ def test_the_first_platform_builds_as_an_image_of_one_platform_does(
 def test_the_index_lists_each_platform_s_manifest_its_digest_known_before_any_push(
     setup: Setup, tmp_path: Path
 ) -> None:
-    builder, _ = setup.builder(tmp_path / "cache")
+    builder, layers = setup.builder(tmp_path / "cache")
     wheelhouses = platform_wheelhouses(setup.image, setup.wheelhouse)
     assert {p: w.third_party[0].filename for p, w in wheelhouses.items()} == {
         "linux/amd64": setup.numpy["x86_64"].filename,
         "linux/arm64": setup.numpy["aarch64"].filename,
     }
     index = build_index(builder, setup.inputs(), wheelhouses, source=None)
+    # arm64's .debs are read ahead, before amd64 is built; then each base in turn.
+    assert layers.asked == ["ahead arm64", None, "arm64", "amd64"]
     doc = json.loads(index.index)
     assert [m["platform"] for m in doc["manifests"]] == [
         {"os": "linux", "architecture": "amd64"},

@@ -10,8 +10,11 @@ out (as Debian's own minimal images do), but for each package's ``copyright``.
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
+import lzma
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from debian import arfile, debfile
@@ -59,6 +62,30 @@ def _entry(member: tarfile.TarInfo, path: str, owner: str, data: bytes = b"") ->
     return Entry(path, FILE, mode, data=data, uid=member.uid, gid=member.gid, owner=owner)
 
 
+# data.tar's compressions decompressed whole, in one call that leaves the GIL (so the
+# .debs of an OS layer are read by threads at once); python-debian streams the others.
+_WHOLE: dict[str, Callable[[bytes], bytes]] = {
+    ".xz": lzma.decompress,
+    ".gz": gzip.decompress,
+    "": bytes,
+}
+
+
+def _data_tar(data: bytes) -> tarfile.TarFile | None:
+    """``data.tar`` of the .deb ``data``, decompressed whole in memory (None: another
+    compression, which python-debian reads)."""
+    ar = arfile.ArFile(fileobj=io.BytesIO(data))
+    for member in ar.getmembers():
+        name = member.name
+        if name.startswith("data.tar"):
+            decompress = _WHOLE.get(name.removeprefix("data.tar"))
+            if decompress is None:
+                return None
+            whole = decompress(member.read())
+            return tarfile.open(fileobj=io.BytesIO(whole), mode="r:")
+    return None
+
+
 def read_deb(data: bytes, *, name: str, where: str) -> Deb:
     """The package ``name`` in ``data`` (a ``.deb``'s bytes, already checked against its
     sha256); ``where`` names it in errors."""
@@ -66,11 +93,12 @@ def read_deb(data: bytes, *, name: str, where: str) -> Deb:
         deb = debfile.DebFile(fileobj=io.BytesIO(data))
         control = deb.control.get_content("control") or b""
         md5sums = deb.control.get_content("md5sums") if deb.control.has_file("md5sums") else None
-        tar = deb.data.tgz()
+        tar = _data_tar(data) or deb.data.tgz()
     except (
         debfile.DebError,
         arfile.ArError,
         tarfile.TarError,
+        lzma.LZMAError,
         EOFError,
         OSError,
         ValueError,

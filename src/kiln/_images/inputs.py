@@ -63,6 +63,10 @@ class OciBuilder(Protocol):
         built on."""
         ...
 
+    def read_ahead(self, inputs: ImageInputs, platform: str) -> None:
+        """Start getting what ``build`` of ``platform`` reads first, in the background."""
+        ...
+
     def preflight(self, index_repository: str | None = None) -> None:
         """Raise ServiceUnavailable unless a push can be smoke-checked (the engine runs),
         and CommandFailed when the registry refuses an OCI index in ``index_repository``."""

@@ -14,7 +14,9 @@ package any more, the error names the packages and ``kiln lock --upgrade-os``.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -133,11 +135,18 @@ def unavailable(pins: Sequence[DebPin], mirrors: Mirrors, cache: Path) -> list[D
     return [p for p in pins if _cached(cache, p) is None and not mirrors.has(p.archive, p.path)]
 
 
+# Threads reading .debs at once: each one's data.tar is decompressed in one call that
+# leaves the GIL (``read_deb``).
+READERS = 2
+
+
 def _reads(pins: Sequence[tuple[DebPin, bytes]]) -> list[Deb]:
-    return [
-        read_deb(data, name=pin.name, where=f"{pin.filename} (images/os.lock)")
-        for pin, data in pins
-    ]
+    def read(pin_data: tuple[DebPin, bytes]) -> Deb:
+        pin, data = pin_data
+        return read_deb(data, name=pin.name, where=f"{pin.filename} (images/os.lock)")
+
+    with ThreadPoolExecutor(READERS, thread_name_prefix="kiln-deb") as pool:
+        return list(pool.map(read, pins))
 
 
 def check_layer(blob: Blob, pin: LayerPin, lock: Path, what: str) -> None:
@@ -168,6 +177,7 @@ class OsLayers:
         self._log = log
         self._trees: dict[str, dict[str, Entry]] = {}
         self._checked: dict[str, Blob] = {}  # layer digest -> its blob, checked once
+        self._ahead: dict[tuple[str, str | None], Future[list[Deb] | None]] = {}
 
     def _work(self) -> Path:
         work = self._cache.root / "tmp"
@@ -317,6 +327,40 @@ class OsLayers:
         image_id = sha256_digest(canonical_json(config))
         return BaseImage(lock.name, image_id, config, tuple(layers))
 
+    def read_ahead(
+        self, lock: OsLock, image: str | None = None, *, architecture: str | None = None
+    ) -> None:
+        """Start reading, in a thread of its own, the cached .debs of a layer ``layer``
+        will build (another platform's, while the first one's Python layers are made):
+        decompressing them leaves the GIL. Nothing when the layer is cached or a .deb is
+        not; whatever goes wrong there, ``layer`` reads them again itself."""
+        arch = architecture or lock.architecture
+        one = lock.of(arch)
+        packages = one.os if image is None else one.extras[image]
+        if (arch, image) in self._ahead or packages.layer is None:
+            return
+        if self._cache.blob_path(packages.layer.digest).exists():
+            return
+        read: Future[list[Deb] | None] = Future()
+
+        def run() -> None:
+            try:
+                read.set_result(self._debs_of(packages, lock.path, mirrors=False))
+            except BaseException as exc:
+                read.set_exception(exc)
+
+        self._ahead[(arch, image)] = read
+        threading.Thread(target=run, name=f"kiln-debs-{arch}", daemon=True).start()
+
+    def _cached_debs(
+        self, packages: PackageSet, lock: OsLock, arch: str, image: str | None
+    ) -> list[Deb] | None:
+        """The layer's .debs from kiln's cache (None: one is not there), read ahead or now."""
+        ahead = self._ahead.pop((arch, image), None)
+        if ahead is not None and ahead.exception() is None:
+            return ahead.result()
+        return self._debs_of(packages, lock.path, mirrors=False)
+
     def layer(
         self, lock: OsLock, image: str | None = None, *, architecture: str | None = None
     ) -> Blob:
@@ -331,7 +375,7 @@ class OsLayers:
             raise ValueError(f"{lock.path}: {what} has no recorded layer")
         found = self._from_cache(pin)
         if found is None:
-            cached = self._debs_of(packages, lock.path, mirrors=False)
+            cached = self._cached_debs(packages, lock, arch, image)
             if cached is not None:
                 found = self.build(lock, packages, below=image, debs=cached, architecture=arch)
             else:

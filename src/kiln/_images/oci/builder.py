@@ -225,6 +225,18 @@ class KilnBuilder:
         host = host_architecture()
         return self.base(inputs.base, arch), None if arch == host else self.base(inputs.base, host)
 
+    def read_ahead(self, inputs: ImageInputs, platform: str) -> None:
+        """Start reading the .debs of ``platform``'s OS layers in the background (another
+        platform than the first, built next: ``multiarch``), when kiln builds them here."""
+        base = inputs.base
+        if isinstance(base, str) or self._os_layers is None:
+            return
+        layers = self._os_layers()
+        arch = PLATFORMS[platform][0]
+        layers.read_ahead(base.lock, architecture=arch)
+        if base.extras is not None:
+            layers.read_ahead(base.lock, base.extras, architecture=arch)
+
     def build(
         self, inputs: ImageInputs, *, source: str | None, platform: str | None = None
     ) -> tuple[BuiltImage, BaseImage]:

@@ -3,7 +3,7 @@
 Each platform's image is built from that platform's wheelhouse (its wheels of the
 image's lock) on that architecture's OS base; the helper layer is the same bytes in
 every one. The index is canonical JSON over the manifests, so its digest is known
-before anything is pushed. Nothing in the release uses it yet (issue 19 wires it in).
+before anything is pushed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 class PlatformBuilder(Protocol):
     """kiln's builder (``KilnBuilder``), building for one platform at a time."""
+
+    def read_ahead(self, inputs: ImageInputs, platform: str) -> None: ...
 
     def build(
         self, inputs: ImageInputs, *, source: str | None, platform: str | None = None
@@ -53,6 +55,8 @@ def build_index(
     missing = [p for p in platforms if p not in wheelhouses]
     if missing:
         raise ValueError(f"{inputs.image.name}: no wheelhouse for {', '.join(missing)}")
+    for platform in platforms[1:]:  # their OS layers' .debs read while the first builds
+        builder.read_ahead(inputs, platform)
     images = [
         builder.build(
             dataclasses.replace(inputs, wheelhouse=wheelhouses[p]), source=source, platform=p
