@@ -127,3 +127,43 @@ def test_the_standard_library_another_layer_compiled_is_not_written_out_again(
     assert list(work.iterdir()) == []
     other = Entry(python.path, FILE, 0o755, data=b"\x7fELF another build of 3.11")
     assert os_tree._identity({python.path: other}, "3.11") != identity
+
+
+def test_what_memory_lacks_is_compiled_by_the_compiler_tree_unpacked_already(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """arm64's own _sysconfigdata (amd64 has another): compiled by amd64's python3 from
+    where the base is unpacked already, only that source written out."""
+    python = Entry("usr/bin/python3.11", FILE, 0o755, data=b"\x7fELF the amd64 python3.11")
+    own = Entry("usr/lib/python3.11/_sysconfigdata__aarch64-linux-gnu.py", FILE, 0o644,
+                data=b"build_time_vars = {}\n")  # fmt: skip
+    extracted: list[list[str]] = []
+    ran: list[tuple[Path, list[str]]] = []
+    monkeypatch.setattr(os_tree, "extract", lambda tree, root: extracted.append(sorted(tree)))
+
+    class Python:
+        def __init__(self, root: Path, image_python: str, identity: str) -> None:
+            self.root, self.identity = root, identity
+
+    def compiled(root: Path, paths: list[str], tag: str, python: Python, memo: object) -> set[str]:
+        ran.append((python.root, paths))
+        for p in paths:
+            folder, name = p.lstrip("/").rsplit("/", 1)
+            (root / folder / "__pycache__").mkdir(parents=True, exist_ok=True)
+            (root / folder / "__pycache__" / f"{name[:-3]}.{tag}.pyc").write_bytes(b"pyc")
+        return set(paths)
+
+    monkeypatch.setattr(os_tree, "FolderPython", Python)
+    monkeypatch.setattr(os_tree, "compile_bytecode", compiled)
+    unpacked = tmp_path / "rootfs"
+    work = tmp_path / "work"
+    work.mkdir()
+    out = os_tree.compile_with_own_python(
+        {own.path: own}, [own.path], python="3.11", work=work, compiler={python.path: python},
+        memo=PycMemo(), compiler_root=lambda: unpacked,
+    )  # fmt: skip
+    assert out == {
+        "usr/lib/python3.11/__pycache__/_sysconfigdata__aarch64-linux-gnu.cpython-311.pyc": b"pyc"
+    }
+    assert extracted == [[own.path]]  # the source alone; not the compiler's tree
+    assert ran == [(unpacked, [f"/{own.path}"])]

@@ -32,6 +32,7 @@ from kiln._images.oci.cache import Blob, LayerCache
 from kiln._images.oci.compress import GZIP
 from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest
 from kiln._images.oci.index import DEFAULT_VARIANTS
+from kiln._images.oci.rootfs import unpack
 from kiln._images.os_tree import extras_tree, host_architecture, os_tree, read_layer, store_tree
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file, temporary_beside
@@ -253,8 +254,11 @@ class OsLayers:
         if debs is None:
             debs = self._debs_of(packages, lock.path, mirrors=True) or []
         if below is None:
-            entries, python = os_tree(debs, release, work=self._work(),
-                                      compiler=self._compiler(lock, one))  # fmt: skip
+            compiler = self._compiler(lock, one)
+            entries, python = os_tree(
+                debs, release, work=self._work(), compiler=compiler,
+                compiler_root=None if compiler is None else lambda: self._unpacked(lock),
+            )  # fmt: skip
             if python != lock.python:
                 raise ConfigError(
                     f"{lock.path}: the packages install Python {python}, the lock says "
@@ -288,6 +292,12 @@ class OsLayers:
                 "which must be the same version: run `kiln lock --upgrade-os`"
             )
         return self._os_entries(lock, host)
+
+    def _unpacked(self, lock: OsLock) -> Path:
+        """This machine's architecture's OS base unpacked under the layer cache, as the
+        build of an image on it unpacks it to run its python3 (so, mostly, already)."""
+        base = self.base_image(lock, architecture=host_architecture())
+        return unpack(base.image_id, base.layers, self._cache)
 
     def _os_entries(self, lock: OsLock, architecture: str) -> dict[str, Entry]:
         """The OS layer's entries for ``architecture``, read back from its blob (wherever

@@ -12,7 +12,7 @@ import platform
 import stat
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -108,11 +108,14 @@ def compile_with_own_python(
     work: Path,
     compiler: Mapping[str, Entry] | None = None,
     memo: PycMemo | None = PYCS,
+    compiler_root: Callable[[], Path] | None = None,
 ) -> dict[str, bytes]:
     """``.pyc`` bytes (image path -> bytes) of ``sources``, compiled by the tree's own
-    ``python3`` (or ``compiler``'s, another tree) run from a copy of it under ``work``;
-    those ``memo`` holds (the standard library compiled for another architecture's
-    layer: the same sources, the same compiling python3) without writing either tree."""
+    ``python3`` (or ``compiler``'s, another tree) run from a copy of it under ``work``
+    (or, for ``compiler``, from the folder ``compiler_root()`` gives, where that tree is
+    unpacked already); those ``memo`` holds (the standard library compiled for another
+    architecture's layer: the same sources, the same compiling python3) without writing
+    either tree."""
     tag = _cache_tag(python)
     identity = _identity(compiler or tree, python)
     memo = memo if identity is not None else None
@@ -140,8 +143,11 @@ def compile_with_own_python(
         if compiler is None:
             extract(tree, root)  # its own python3 runs from it
         else:
-            python_root = Path(py_tmp)
-            extract(compiler, python_root)
+            if compiler_root is None:
+                python_root = Path(py_tmp)
+                extract(compiler, python_root)
+            else:
+                python_root = compiler_root()
             extract({s: tree[s] for s in missing}, root)  # the sources alone
         interpreter = FolderPython(
             python_root, f"/usr/bin/python{python}", identity or f"OS python {python}"
@@ -160,6 +166,7 @@ def os_tree(
     *,
     work: Path,
     compiler: Mapping[str, Entry] | None = None,
+    compiler_root: Callable[[], Path] | None = None,
 ) -> tuple[dict[str, Entry], str]:
     """The shared OS layer's entries, and the Python version it installs; its standard
     library compiled by its own ``python3``, or by that of the tree ``compiler`` (an OS
@@ -169,7 +176,9 @@ def os_tree(
     python = add_system(builder, release)
 
     def compile_tree(tree: Mapping[str, Entry], sources: Sequence[str]) -> Mapping[str, bytes]:
-        return compile_with_own_python(tree, sources, python=python, work=work, compiler=compiler)
+        return compile_with_own_python(
+            tree, sources, python=python, work=work, compiler=compiler, compiler_root=compiler_root
+        )
 
     add_bytecode(builder, python, compile_tree)
     add_ld_cache(builder)
