@@ -98,6 +98,8 @@ examples:
     )
     p.set_defaults(func=deferred("release", "cmd_release"))
 
+    _add_plan_parser(sub, common_args, targets)
+
     p = sub.add_parser(
         "check",
         parents=[common_args, targets],
@@ -113,6 +115,70 @@ examples:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.set_defaults(func=deferred("release", "cmd_check"))
+
+
+def positive(text: str) -> int:
+    """An argument that counts something: a whole number, at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number of at least 1, not {text!r}")
+    return value
+
+
+def job_number(text: str) -> int:
+    """A job's number in a plan: 0, 1, ... (the matrix's index)."""
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a job number (0, 1, ...), not {text!r}")
+    return int(text)
+
+
+def _add_plan_parser(
+    sub: Any, common_args: argparse.ArgumentParser, targets: argparse.ArgumentParser
+) -> None:
+    p = sub.add_parser(
+        "plan",
+        parents=[common_args, targets],
+        help="the release plan cut into K balanced jobs, for a CI matrix",
+        description="Plan the release as `kiln release --dry-run` does (with --tag or --dev:\n"
+        "after every check that release makes), then cut it into K jobs. An image and\n"
+        "everything it needs stay in one job; images are dealt out heaviest first, each\n"
+        "to the job with the least work, the cost being each platform's wheel bytes\n"
+        "(MiB) plus 16 per platform built, and 1 for an image already pushed. Each job\n"
+        "lists its images with the digest kiln computed for each (an image of several\n"
+        "platforms: its index's, and each platform's), the wheels it publishes and the\n"
+        "ones it only reads. Every wheel is published by exactly one job: the first job\n"
+        "whose images need it, or (no image needs it: packages mode's) the least loaded\n"
+        "job. K above the number of images leaves the last jobs empty: they publish\n"
+        "nothing. The same repository and servers give byte-identical JSON. Nothing is\n"
+        "published and nothing written in dist/; a local stack this had to start is\n"
+        "stopped again. Exit codes as the release's dry run (4, 8: it refuses).",
+        epilog="""\
+examples:
+  kiln plan --local --jobs 2                       a table: each job's cost, images, wheels
+  kiln plan --tag v1.4.0 --index URL --registry HOST --jobs 4 --json >plan.json   (CI)
+""",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--jobs",
+        type=positive,
+        default=1,
+        metavar="K",
+        help="how many jobs to cut the release into (default 1: the whole release)",
+    )
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--tag",
+        metavar="vX.Y.Z",
+        help="plan the tagged commit's release (every check of `kiln release --tag`)",
+    )
+    which.add_argument(
+        "--dev", action="store_true", help="plan the dev release (`kiln release --dev`)"
+    )
+    p.set_defaults(func=deferred("release", "cmd_plan"))
 
 
 def workspace_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:

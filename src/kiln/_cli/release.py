@@ -15,6 +15,7 @@ from kiln._release.check_release import check_release
 from kiln._release.components import committed_label, components
 from kiln._release.dev_release import plan_dev, release_dev
 from kiln._release.flows import bake_images, publish_wheels, release
+from kiln._release.matrix import plan_jobs
 from kiln._release.plan import plan_text
 from kiln._release.tag import plan_tag, release_tag
 from kiln._wheels.build import build_wheels, wheel_cache_dir
@@ -113,6 +114,13 @@ def _release_dev(args: argparse.Namespace) -> int:
         return 0
     result = release_dev(ws, context(args), target(args))
     common.emit(args, result.to_json(), result.summary)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    ws = common.workspace(args, lock=True)  # it builds, in kiln's state folder
+    planned = plan_jobs(ws, context(args), target(args), jobs=args.jobs, tag=args.tag, dev=args.dev)
+    common.emit(args, planned.to_json(), planned.text)
     return 0
 
 

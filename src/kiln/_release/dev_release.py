@@ -33,6 +33,7 @@ from kiln._release.bundle import (
     publish_bundle,
 )
 from kiln._release.dev import DevStamp, copy_tree, dev_plan, dev_stamp
+from kiln._release.jobs import ImageWork, image_work
 from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, prepare
 from kiln._release.stages import check_refusals, execute, make_plan
@@ -95,6 +96,8 @@ class DevPlan:
     bundle: str
     bundle_sha256: str
     bundle_there: bool
+    # Each image's digests, wheels and cost, read on the copy before it is removed.
+    work: tuple[ImageWork, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         action = Action.SKIP if self.bundle_there else Action.PUBLISH
@@ -159,6 +162,7 @@ def plan_dev(ws: Workspace, ctx: Context, target: Target) -> DevPlan:
             bundle=wheel.filename,
             bundle_sha256=wheel.sha256,
             bundle_there=there,
+            work=image_work(staged.plan),
         )
 
 
