@@ -85,6 +85,14 @@ class DiskFault(KilnError):
     label = "disk fault"
 
 
+class PlanMismatch(KilnError):
+    """A job of a release matrix built or found something other than its plan says (an
+    image's digest, a wheel's sha256, the commit): nothing of the job was published."""
+
+    exit_code = 11
+    label = "does not match the plan"
+
+
 # The errors a write to kiln's own files meets when the disk, not the input, is at fault.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -133,5 +141,6 @@ EXIT_CODES: dict[str, int] = {
         ArtifactAltered,
         AuthenticationFailed,
         DiskFault,
+        PlanMismatch,
     )
 }

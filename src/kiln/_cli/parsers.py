@@ -96,7 +96,16 @@ examples:
         help="the dev channel: changed helpers as X.Y.Z.devN, their images as dev-<sha>, dev "
         "YAMLs in dist/dev/ and a dev bundle; stable versions and tags untouched",
     )
-    p.set_defaults(func=deferred("release", "cmd_release"))
+    p.add_argument(
+        "--job",
+        type=job_number,
+        metavar="J",
+        help="publish job J's share of a plan (`kiln plan --jobs K --json`, given with "
+        "--plan) and nothing else: its wheels, then its images, each checked against the "
+        "plan's digest first (exit 11, nothing published, on a difference); no manifest",
+    )
+    p.add_argument("--plan", metavar="FILE", help="with --job: the plan job's output (its --json)")
+    p.set_defaults(func=deferred("release", "cmd_release"), usage_error=p.error)
 
     _add_plan_parser(sub, common_args, targets)
 

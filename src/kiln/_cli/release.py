@@ -7,6 +7,7 @@ and target, and renders the flow's typed result as text or --json.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from kiln._cli import common
 from kiln._cli.context import context, target
@@ -15,6 +16,7 @@ from kiln._release.check_release import check_release
 from kiln._release.components import committed_label, components
 from kiln._release.dev_release import plan_dev, release_dev
 from kiln._release.flows import bake_images, publish_wheels, release
+from kiln._release.job import release_job
 from kiln._release.matrix import plan_jobs
 from kiln._release.plan import plan_text
 from kiln._release.tag import plan_tag, release_tag
@@ -71,6 +73,8 @@ def cmd_components(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     if args.tag and args.dev:
         raise ConfigError("--tag and --dev are two different releases: give one of them")
+    if args.job is not None or args.plan is not None:
+        return _release_job(args)
     if args.tag:
         return _release_tag(args)
     if args.dev:
@@ -92,6 +96,23 @@ def cmd_release(args: argparse.Namespace) -> int:
         "manifest": outcome.manifest.to_json(),
     }
     common.emit(args, rows, f"{summary}\nmanifest: {outcome.manifest_path}")
+    return 0
+
+
+def _release_job(args: argparse.Namespace) -> int:
+    if args.job is None or args.plan is None:
+        args.usage_error("--job J and --plan FILE go together: a job of the plan in FILE")
+    if args.dry_run or args.version:
+        args.usage_error(
+            "--job publishes a share of a plan: `kiln plan` is its dry run, and the "
+            "finalize step stamps the manifest (no --dry-run, --version)"
+        )
+    ws = common.workspace(args, lock=True)
+    result = release_job(
+        ws, context(args), target(args), plan=Path(args.plan), job=args.job, tag=args.tag,
+        dev=args.dev,
+    )  # fmt: skip
+    common.emit(args, result.to_json(), result.summary)
     return 0
 
 

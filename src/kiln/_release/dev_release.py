@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,9 +199,28 @@ _FIX = "commit, or run again (an uncommitted tree gets a new dev number each sec
 
 
 @contextmanager
-def _staged(ws: Workspace, ctx: Context, target: Target, *, read_only: bool) -> Iterator[_Staged]:
-    """The dev release's copy of ``ws``, bumped to the dev versions, prepared and planned,
-    its plan's refusals checked; the copy is removed when the block ends."""
+def dev_share(
+    ws: Workspace, ctx: Context, target: Target, select: Collection[str]
+) -> Iterator[tuple[Workspace, Services, ReleasePlan]]:
+    """A job's share of the dev release (`kiln release --dev --job J`): the dev copy of
+    ``ws`` with only the images ``select`` names prepared, its services and its plan; the
+    copy is removed when the block ends."""
+    with _staged(ws, ctx, target, read_only=False, select=select) as staged:
+        yield staged.ws, staged.services, staged.plan
+
+
+@contextmanager
+def _staged(
+    ws: Workspace,
+    ctx: Context,
+    target: Target,
+    *,
+    read_only: bool,
+    select: Collection[str] | None = None,
+) -> Iterator[_Staged]:
+    """The dev release's copy of ``ws``, bumped to the dev versions, prepared (only the
+    images ``select`` names, if given) and planned, its plan's refusals checked; the copy
+    is removed when the block ends."""
     report, wheel_cache = ctx.report, ctx.options.wheel_cache
     services = connect(ws, ctx, target, read_only=read_only)
     stamp = dev_stamp(ws.root)
@@ -224,7 +243,7 @@ def _staged(ws: Workspace, ctx: Context, target: Target, *, read_only: bool) -> 
         root = copy_tree(ws, Path(tmp))
         apply_bump(dataclasses.replace(plan, root=root))
         dev_ws = discover(root)
-        prepared = prepare(dev_ws, services, wheel_cache=wheel_cache, report=report)
+        prepared = prepare(dev_ws, services, wheel_cache=wheel_cache, report=report, select=select)
         images = [c.name for c in plan.changes if c.kind == "image"]
         prepared = dataclasses.replace(
             prepared,

@@ -198,10 +198,6 @@ def _image(step: ImageStep, planned: set[str]) -> ImageWork:
         [*h.helpers, *h.third_party, *h.sources] for h in houses
     ]
     needed = sorted({f.filename for fs in files for f in fs}.intersection(planned))
-    platforms: tuple[tuple[str, str], ...] = ()
-    if isinstance(inputs.built, BuiltIndex):
-        pairs = zip(inputs.image.platforms, inputs.built.images, strict=True)
-        platforms = tuple((p, image.digest) for p, (_, image) in pairs)
     cost = SKIP_COST
     if step.action is not Action.SKIP:
         cost = sum(PLATFORM_COST + _mib(f.path.stat().st_size for f in fs) for fs in files)
@@ -211,10 +207,19 @@ def _image(step: ImageStep, planned: set[str]) -> ImageWork:
         tag=step.version,
         action=step.action,
         digest=step.digest,
-        platforms=platforms,
+        platforms=platform_digests(step),
         wheels=tuple(needed),
         cost=cost,
     )
+
+
+def platform_digests(step: ImageStep) -> tuple[tuple[str, str], ...]:
+    """(OCI platform, its image's digest) of an image built for several; () for one."""
+    inputs = step.inputs
+    if inputs is None or not isinstance(inputs.built, BuiltIndex):
+        return ()
+    pairs = zip(inputs.image.platforms, inputs.built.images, strict=True)
+    return tuple((p, image.digest) for p, (_, image) in pairs)
 
 
 def _mib(sizes: Iterable[int]) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -85,12 +85,16 @@ def prepare(
     images: bool = True,
     wheel_cache: bool = True,
     report: Reporter | None = None,
+    select: Collection[str] | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
     and nothing is written outside kiln's state folder. Without ``images``, only the
-    wheels."""
+    wheels; with ``select``, only the images (and packages mode's pseudo-image) it names
+    are resolved and built (a job of a release matrix: its share)."""
     report = report or Reporter.null()
     selected = list(workspace.locked) if images else []
+    if select is not None:
+        selected = [i for i in selected if i.name in select]
     # Every image is built from its committed lock: a missing or stale one stops the
     # release before anything is built.
     locks: dict[str, Lock] = {}

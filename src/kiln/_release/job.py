@@ -1,0 +1,255 @@
+"""`kiln release --job J --plan FILE`: one job's share of a release that `kiln plan --jobs
+K` cut into jobs (``kiln._release.jobs``), and nothing else.
+
+The job reads the plan the plan job wrote (it does not plan again: planning computes
+every image's digest, so every job would build every image) and needs only the
+repository, the index and the registry. It builds every helper wheel from the
+repository (wheels are reproducible; it uploads only those it owns), resolves and
+builds only its own images (fetching their locked wheels as any release does, from the
+index or upstream), and then, before anything is published, checks what it made
+against the plan: each image's digest (an index's and each platform's), each wheel it
+owns by sha256, the commit, the registry. A difference stops the job (``PlanMismatch``,
+exit 11) with nothing of it published. Then its wheels go first, then its images
+(pushed by digest, smoke-checked, tagged). An image the plan found pushed, the job only
+asks the registry about. No manifest, bundle, notes or component YAML is written: that
+is the finalize step's.
+
+A job run again (failed, killed, or twice at once) skips what is already published
+with the same bytes, as a release does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln._context import Context, Services, Target, connect
+from kiln._errors import ConfigError, PlanMismatch
+from kiln._release.dev_release import dev_share
+from kiln._release.jobs import ImageWork, platform_digests
+from kiln._release.plan import Action, ImageStep, ReleasePlan
+from kiln._release.prepare import prepare
+from kiln._release.stages import bake, check_engine, check_refusals, make_plan, publish
+from kiln._release.train import check_tree
+from kiln._report import Reporter
+from kiln._util.git import revision
+from kiln._workspace.model import Workspace
+
+
+@dataclass(frozen=True)
+class PlannedJob:
+    """Job ``number`` of a plan file: the release it is a share of, its images, and the
+    wheels it publishes (filename -> sha256)."""
+
+    source: Path
+    number: int
+    count: int
+    kind: str
+    tag: str | None
+    revision: str | None
+    images: tuple[ImageWork, ...]
+    publishes: dict[str, str]
+
+    @property
+    def unclaimed(self) -> set[str]:
+        """Wheels it publishes that none of its images needs (packages mode's)."""
+        return set(self.publishes).difference(f for i in self.images for f in i.wheels)
+
+
+def read_job(path: Path, number: int) -> PlannedJob:
+    """Job ``number`` of the plan at ``path`` (`kiln plan --json`'s output)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        jobs, wheels, release = data["jobs"], data["wheels"], data["release"]
+        sha = {w["filename"]: w["sha256"] for w in wheels}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(
+            f"{path}: not a plan of `kiln plan --jobs K --json` ({type(exc).__name__}: {exc}): "
+            "pass the file the plan job wrote"
+        ) from None
+    if not 0 <= number < len(jobs):
+        raise ConfigError(
+            f"{path}: job {number} is not in this plan, which has {len(jobs)} job(s) "
+            f"(0 to {len(jobs) - 1}): give --job a number the matrix was made from"
+        )
+    job = jobs[number]
+    try:
+        images = tuple(_image(i) for i in job["images"])
+        publishes = {f: sha[f] for f in job["publishes"]}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{path}: job {number} is malformed ({exc!r})") from None
+    return PlannedJob(
+        path, number, len(jobs), release["kind"], release["tag"], release["revision"],
+        images, publishes,
+    )  # fmt: skip
+
+
+def _image(row: dict[str, Any]) -> ImageWork:
+    return ImageWork(
+        name=row["name"],
+        repository=row["repository"],
+        tag=row["tag"],
+        action=Action(row["action"]),
+        digest=row["digest"],
+        platforms=tuple((p["platform"], p["digest"]) for p in row["platforms"]),
+        wheels=tuple(row["wheels"]),
+        cost=int(row["cost"]),
+    )
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """What `kiln release --job J` did: the files it uploaded, the images it pushed
+    (``repository:tag@digest``), and those its plan found pushed, checked there."""
+
+    job: int
+    count: int
+    uploaded: tuple[str, ...]
+    pushed: tuple[str, ...]
+    checked: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "job": self.job,
+            "jobs_count": self.count,
+            "uploaded": list(self.uploaded),
+            "pushed": list(self.pushed),
+            "checked": list(self.checked),
+        }
+
+    @property
+    def summary(self) -> str:
+        return (
+            f"job {self.job} of {self.count}: uploaded {len(self.uploaded)} file(s), pushed "
+            f"{len(self.pushed)} image(s), {len(self.checked)} already pushed at the plan's "
+            "digest; no manifest written (the finalize step's)"
+        )
+
+
+def release_job(
+    ws: Workspace,
+    ctx: Context,
+    target: Target,
+    *,
+    plan: Path,
+    job: int,
+    tag: str | None = None,
+    dev: bool = False,
+) -> JobRun:
+    """Publish job ``job``'s share of the plan at ``plan`` (see the module): of
+    `kiln release --tag` of ``tag``, of `kiln release --dev`, or of the plain release
+    (the plan must be of the same one)."""
+    planned = read_job(plan, job)
+    _check_release(ws, planned, tag, dev)
+    # Its images to build, and those whose wheels it owns (it needs their files).
+    names = {i.name for i in planned.images if i.action is not Action.SKIP}
+    names |= {i.name for i in planned.images if set(i.wheels) & set(planned.publishes)}
+    if planned.unclaimed and ws.packages is not None:
+        names.add(ws.packages.name)
+    if dev:
+        with dev_share(ws, ctx, target, names) as (dev_ws, services, full):
+            return _run(dev_ws, planned, full, services, ctx.report)
+    services = connect(ws, ctx, target)
+    prepared = prepare(
+        ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report, select=names
+    )
+    return _run(ws, planned, make_plan(ws, prepared, services), services, ctx.report)
+
+
+def _run(
+    ws: Workspace, planned: PlannedJob, full: ReleasePlan, services: Services, report: Reporter
+) -> JobRun:
+    """Check the job's part of ``full`` against the plan file, then publish it: wheels
+    first, then images."""
+    share = _share(full, planned, services)
+    check_refusals(share)
+    check_engine(share, services)
+    uploaded = publish(share, services, report)
+    _, pushed = bake(ws, share, services, report)
+    refs = [f"{i.repository}:{i.tag}@{i.digest}" for i in planned.images]
+    checked = tuple(r for r in refs if r not in pushed)
+    return JobRun(planned.number, planned.count, tuple(uploaded), tuple(pushed), checked)
+
+
+def _check_release(ws: Workspace, planned: PlannedJob, tag: str | None, dev: bool) -> None:
+    """The plan is of this release (--tag's, --dev's, at this commit), or a PlanMismatch."""
+    kind = "tag" if tag is not None else "dev" if dev else "plain"
+    if kind != planned.kind or tag != planned.tag:
+        what = (
+            f"the release of {planned.tag}"
+            if planned.kind == "tag"
+            else f"a {planned.kind} release"
+        )
+        given = f"--tag {tag}" if tag else "--dev" if dev else "neither --tag nor --dev"
+        raise PlanMismatch(
+            f"{planned.source} plans {what}, but this job was given {given}: run the job "
+            "with the release options the plan was made with"
+        )
+    head = check_tree(ws.root, tag) if tag is not None else revision(ws.root)
+    if planned.revision is not None and head != planned.revision:
+        raise PlanMismatch(
+            f"{planned.source} was planned at commit {planned.revision[:12]}, but {ws.root} "
+            f"is at {(head or 'no commit')[:12]}: check out the plan's commit (every job of "
+            "a matrix releases the same one); nothing was published"
+        )
+
+
+def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> ReleasePlan:
+    """The job's part of what it planned: the wheels it owns and its images, each checked
+    against the plan file (a PlanMismatch names every difference; nothing published)."""
+    problems: list[str] = []
+    files = {s.filename: s for s in plan.files}
+    for filename, sha256 in sorted(planned.publishes.items()):
+        step = files.get(filename)
+        if step is None:
+            problems.append(
+                f"{filename}: the plan says this job publishes it, but it made no such file"
+            )
+        elif step.sha256 != sha256:
+            problems.append(f"{filename}: built with sha256 {step.sha256}, the plan says {sha256}")
+    steps = {s.name: s for s in plan.images}
+    for image in planned.images:
+        problems += _image_problems(image, steps.get(image.name), services)
+    if problems:
+        raise PlanMismatch(
+            f"job {planned.number} of {planned.source} does not match its plan, so nothing "
+            "of it was published:\n" + "\n".join(f"  - {p}" for p in problems) + "\n"
+            "the plan was made from other inputs (another commit, lock or kiln) or a build "
+            "is not reproducible: make the plan again from this commit and re-run every job"
+        )
+    mine = {i.name for i in planned.images}
+    return ReleasePlan(
+        files=tuple(s for s in plan.files if s.filename in planned.publishes),
+        images=tuple(s for s in plan.images if s.name in mine),
+        components=(),
+        pipelines=(),
+    )
+
+
+def _image_problems(image: ImageWork, step: ImageStep | None, services: Services) -> Sequence[str]:
+    """How what this job built (``step``; None: not built, the plan found it pushed) or
+    the registry holds differs from the plan's ``image``."""
+    ref = f"{image.repository}:{image.tag}"
+    host, _, path = image.repository.partition("/")
+    if host != services.registry.host:
+        here = services.registry.host
+        return [f"{ref}: the plan is for registry {host}, this job publishes to {here}"]
+    if step is None:
+        there = services.registry.digest(path, image.tag)
+        if there != image.digest:
+            return [f"{ref}: the plan found it pushed as {image.digest}, the registry has {there}"]
+        return []
+    problems = []
+    if step.version != image.tag:
+        problems.append(f"{image.name}: tagged {step.version}, the plan says {image.tag}")
+    if step.digest != image.digest:
+        problems.append(f"{ref}: built as {step.digest}, the plan says {image.digest}")
+    built = dict(platform_digests(step))
+    for platform, digest in image.platforms:
+        if built.get(platform) != digest:
+            made = built.get(platform)
+            problems.append(f"{ref} for {platform}: built as {made}, the plan says {digest}")
+    return problems

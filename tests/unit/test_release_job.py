@@ -1,0 +1,194 @@
+"""`kiln release --job J --plan FILE`: a job publishes its share of the plan and nothing
+else, checked against the plan first; over fake servers, and on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from kiln._cli import release as release_cli
+from kiln._cli.context import context as command_context
+from kiln._context import LOCAL, Context
+from kiln._errors import ConfigError, PlanMismatch
+from kiln._options import Options
+from kiln._release.components import components
+from kiln._release.job import release_job
+from kiln._release.matrix import MatrixPlan, plan_jobs
+from kiln._report import Reporter
+from kiln._workspace.discovery import discover
+from tests import factory
+from tests.unit.cli import run
+from tests.unit.fakes import release_setup
+from tests.unit.test_jobs import git
+
+
+def write_plan(tmp_path: Path, planned: MatrixPlan) -> Path:
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(planned.to_json(), indent=2))
+    return path
+
+
+def test_each_job_publishes_its_share_and_together_what_one_release_does(
+    tmp_path: Path,
+) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    image = json.loads(plan.read_text())["jobs"][0]["images"][0]
+
+    empty = release_job(setup.ws, ctx, LOCAL, plan=plan, job=1)
+    assert (empty.uploaded, empty.pushed, empty.checked) == ((), (), ())
+    assert (setup.index.uploads, setup.oci.pushes) == ([], [])
+    share = release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+
+    wheels = (
+        "acme_imgproc-0.1.0-py3-none-any.whl",
+        "kfp-2.17.3-py3-none-any.whl",
+        "numpy-1.0-py3-none-any.whl",
+    )
+    assert share.uploaded == wheels
+    assert share.pushed == (f"{image['repository']}:0.1.0@{image['digest']}",)
+    assert setup.registry.digest("acme/base", "0.1.0") == image["digest"]
+    assert list(setup.registry.tags) == [("acme/base", "0.1.0")]
+    assert not (setup.ws.root / "dist").exists()  # no manifest: the finalize step's
+    # A one-machine release of the same commit finds it all published, at those digests.
+    after = setup.release()
+    assert (after.uploaded, after.pushed) == ([], [])
+    assert after.manifest.images[0].digest == image["digest"]
+    again = release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)  # a re-run: nothing twice
+    assert (again.uploaded, again.pushed) == ((), ())
+    assert again.checked == share.pushed
+    assert sorted(setup.index.uploads) == sorted(wheels)
+
+
+def test_a_job_whose_build_differs_from_the_plan_is_refused_with_nothing_published(
+    tmp_path: Path,
+) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=1))
+    data = json.loads(plan.read_text())
+    built = data["jobs"][0]["images"][0]["digest"]
+    data["jobs"][0]["images"][0]["digest"] = "sha256:" + "0" * 64
+    plan.write_text(json.dumps(data))
+
+    with pytest.raises(PlanMismatch) as refused:
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+
+    assert refused.value.exit_code == 11
+    message = str(refused.value)
+    assert "does not match its plan, so nothing of it was published" in message
+    assert f"acme/base:0.1.0: built as {built}, the plan says sha256:{'0' * 64}" in message
+    assert (setup.index.uploads, setup.oci.pushes, setup.registry.tags) == ([], [], {})
+
+
+def test_a_job_whose_wheel_differs_from_the_plan_is_refused(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=1))
+    source = setup.ws.root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
+    source.write_text(source.read_text() + "\nCHANGED = True\n")
+    with pytest.raises(PlanMismatch, match=r"acme_imgproc-0\.1\.0-py3-none-any\.whl: built with"):
+        release_job(discover(setup.ws.root), ctx, LOCAL, plan=plan, job=0)
+    assert (setup.index.uploads, setup.oci.pushes) == ([], [])
+
+
+def test_a_job_refuses_a_plan_of_another_release_commit_or_size(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    with pytest.raises(PlanMismatch, match="plans a plain release, but this job was given --dev"):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=0, dev=True)
+    with pytest.raises(ConfigError, match="job 2 is not in this plan, which has 2 job"):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=2)
+    data = json.loads(plan.read_text())
+    data["release"]["revision"] = "f" * 40
+    plan.write_text(json.dumps(data))
+    with pytest.raises(PlanMismatch, match="was planned at commit ffffffffffff"):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+    plan.write_text("{}")
+    with pytest.raises(ConfigError, match="not a plan of `kiln plan --jobs K --json`"):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+    assert (setup.index.uploads, setup.oci.pushes) == ([], [])
+
+
+def test_a_tag_job_over_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = release_setup(tmp_path)
+    components(setup.ws, Context(Options(), Reporter.null(), services=setup.services), LOCAL)
+    root = setup.ws.root
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample")
+    git(root, "tag", "v0.1.0")
+
+    def over_fakes(args: argparse.Namespace) -> Context:
+        return dataclasses.replace(command_context(args), services=setup.services)
+
+    monkeypatch.setattr(release_cli, "context", over_fakes)
+    repo = ("--repo", str(root))
+    code, out, err = run(capsys, "plan", "--tag", "v0.1.0", "--jobs", "2", "--json", *repo)
+    assert code == 0, err
+    plan = tmp_path / "plan.json"
+    plan.write_text(out)
+    job = ("release", "--tag", "v0.1.0", "--plan", str(plan), *repo)
+
+    code, out, err = run(capsys, *job, "--job", "0", "--json")
+    assert code == 0, err
+    assert len(json.loads(out)["uploaded"]) == 3
+    code, out, err = run(capsys, *job, "--job", "1")
+    assert code == 0, err
+    assert out.startswith("job 1 of 2: uploaded 0 file(s), pushed 0 image(s)")
+    assert not (root / "dist" / "release").exists()
+    code, _, err = run(capsys, "release", "--plan", str(plan), "--job", "0", *repo)
+    assert code == PlanMismatch.exit_code
+    assert "plans the release of v0.1.0, but this job was given neither --tag nor --dev" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--job", "0"), "--job J and --plan FILE go together"),
+        (("--plan", "p.json"), "--job J and --plan FILE go together"),
+        (("--job", "-1", "--plan", "p.json"), "a job number (0, 1, ...), not '-1'"),
+        (("--job", "0", "--plan", "p.json", "--dry-run"), "`kiln plan` is its dry run"),
+    ],
+)
+def test_release_job_arguments(
+    argv: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = factory.sample(tmp_path)
+    code, _, err = run(capsys, "release", *argv, "--repo", str(root))
+    assert code == 2
+    assert message in err
+
+
+def test_a_dev_job_publishes_the_dev_versions_its_plan_names(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    components(setup.ws, ctx, LOCAL)
+    root = setup.ws.root
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample")
+    plan = write_plan(tmp_path, plan_jobs(discover(root), ctx, LOCAL, jobs=2, dev=True))
+    (image,) = json.loads(plan.read_text())["jobs"][0]["images"]
+    assert image["tag"].startswith("dev-")
+
+    with pytest.raises(PlanMismatch, match="plans a dev release, but this job was given neither"):
+        release_job(discover(root), ctx, LOCAL, plan=plan, job=0)
+    share = release_job(discover(root), ctx, LOCAL, plan=plan, job=0, dev=True)
+
+    assert share.pushed == (f"{image['repository']}:{image['tag']}@{image['digest']}",)
+    assert all(".dev" in f for f in share.uploaded if f.startswith("acme_imgproc"))
+    assert sorted(share.uploaded) == sorted(
+        w["filename"] for w in json.loads(plan.read_text())["wheels"]
+    )
+    assert not (root / "dist" / "dev").exists()
