@@ -1,8 +1,8 @@
 """The release as a CI matrix, on a private copy and stack: `kiln plan --jobs 2 --json`,
 then `kiln release --job 0` and `--job 1` as kiln processes of their own. Together they
 publish exactly what `repo`'s one-machine release published, at the same digests, each
-artifact once; a job given a plan whose digest is not what it builds is refused (exit
-11) with nothing of it published."""
+artifact once; the plan made twice is the same bytes; a job given a plan whose digest is
+not what it builds is refused (exit 11) with nothing of it published."""
 
 from __future__ import annotations
 
@@ -38,6 +38,8 @@ def test_two_jobs_publish_what_one_machine_does_and_a_wrong_digest_is_refused(
         plan: dict[str, Any] = json.loads(made.stdout)
         path = tmp_path / "plan.json"
         path.write_text(made.stdout)
+        again = repo.kiln("plan", "--local", "--jobs", "2", "--json")
+        assert (again.returncode, again.stdout) == (0, made.stdout)  # byte for byte
 
         # Every image of the one-machine release in one job, at its digests.
         one = {i["name"]: i for i in released["manifest"]["images"]}

@@ -39,10 +39,11 @@ def test_each_job_publishes_its_share_and_together_what_one_release_does(
     ctx = Context(Options(), Reporter.null(), services=setup.services)
     plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
     image = json.loads(plan.read_text())["jobs"][0]["images"][0]
+    setup.oci.builds.clear()  # the plan's
 
     empty = release_job(setup.ws, ctx, LOCAL, plan=plan, job=1)
     assert (empty.uploaded, empty.pushed, empty.checked) == ((), (), ())
-    assert (setup.index.uploads, setup.oci.pushes) == ([], [])
+    assert (setup.index.uploads, setup.oci.pushes, setup.oci.builds) == ([], [], [])
     share = release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
 
     wheels = (
@@ -51,6 +52,7 @@ def test_each_job_publishes_its_share_and_together_what_one_release_does(
         "numpy-1.0-py3-none-any.whl",
     )
     assert share.uploaded == wheels
+    assert setup.oci.builds == [f"{image['repository']}:0.1.0"]  # its one image, once
     assert share.pushed == (f"{image['repository']}:0.1.0@{image['digest']}",)
     assert setup.registry.digest("acme/base", "0.1.0") == image["digest"]
     assert list(setup.registry.tags) == [("acme/base", "0.1.0")]

@@ -49,6 +49,7 @@ EPILOG = """\
 quick start (local stack on 127.0.0.1, started for you):
   kiln release --local            build, publish, bake, push, generate; write dist/manifest.json
   kiln release --local --dry-run  print the plan; publish nothing
+  kiln plan --local --jobs 2       the plan cut into 2 jobs of a CI matrix; publish nothing
   kiln run contrast_demo          run a pipeline in local Docker containers
   kiln new helper textstats       scaffold a helper (or a component, a pipeline): kiln new --help
   kiln bump imgproc patch         raise a version; dependants and images follow

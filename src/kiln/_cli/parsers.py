@@ -29,7 +29,8 @@ def deferred(module: str, name: str) -> Command:
 def release_parsers(
     sub: Any, common_args: argparse.ArgumentParser, targets: argparse.ArgumentParser
 ) -> None:
-    """build, publish, bake, components, release, check: their functions in _cli/release.py."""
+    """build, publish, bake, components, release, plan, check: their functions in
+    _cli/release.py."""
     p = sub.add_parser("build", parents=[common_args], help="build helper wheels into dist/wheels")
     p.set_defaults(func=deferred("release", "cmd_build"))
 
@@ -74,7 +75,8 @@ examples:
         parents=[common_args, targets],
         help="build, publish, bake, push and generate pinned components",
         description="Run every stage; skip what is already published, refuse what would "
-        "change a published version. Writes dist/manifest.json.",
+        "change a published version. Writes dist/manifest.json. With --job J --plan FILE: "
+        "only job J's share of `kiln plan --jobs K`'s output (a CI matrix; docs/releasing.md).",
     )
     p.add_argument(
         "--dry-run",

@@ -1,4 +1,5 @@
-"""The release commands: build, publish, bake, components, release, check.
+"""The release commands: build, publish, bake, components, release (and a matrix job's
+share of it), plan, check.
 
 Each parses its arguments, calls its flow (``kiln._release``) with the command's context
 and target, and renders the flow's typed result as text or --json.

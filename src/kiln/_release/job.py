@@ -144,6 +144,9 @@ def release_job(
     (the plan must be of the same one)."""
     planned = read_job(plan, job)
     _check_release(ws, planned, tag, dev)
+    if not planned.images and not planned.publishes:  # K above the work: an empty job
+        ctx.report.stage("job", f"job {job} of {planned.count}: nothing in the plan for it")
+        return JobRun(job, planned.count, (), (), ())
     # Its images to build, and those whose wheels it owns (it needs their files).
     names = {i.name for i in planned.images if i.action is not Action.SKIP}
     names |= {i.name for i in planned.images if set(i.wheels) & set(planned.publishes)}
