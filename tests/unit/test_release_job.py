@@ -22,8 +22,9 @@ from kiln._report import Reporter
 from kiln._workspace.discovery import discover
 from tests import factory
 from tests.unit.cli import run
-from tests.unit.fakes import release_setup
+from tests.unit.fakes import release_setup, write_fake_lock
 from tests.unit.test_jobs import git
+from tests.unit.test_packages_mode import LIGHT
 
 
 def write_plan(tmp_path: Path, planned: MatrixPlan) -> Path:
@@ -194,3 +195,33 @@ def test_a_dev_job_publishes_the_dev_versions_its_plan_names(tmp_path: Path) -> 
         w["filename"] for w in json.loads(plan.read_text())["wheels"]
     )
     assert not (root / "dist" / "dev").exists()
+
+
+def test_two_images_in_two_jobs_each_builds_only_its_own(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    factory.write(setup.ws.root / "pipelines" / "components" / "light.py", LIGHT)
+    setup.ws = discover(setup.ws.root)
+    assert setup.ws.packages is not None
+    write_fake_lock(setup.ws, setup.ws.packages)  # packages mode's base: kiln's, with pip
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    data = json.loads(plan.read_text())
+    assert [[i["name"] for i in job["images"]] for job in data["jobs"]] == [["base"], ["packages"]]
+    assert data["jobs"][1]["publishes"] == ["pip-25.0-py3-none-any.whl"]
+    setup.oci.builds.clear()
+
+    second = release_job(setup.ws, ctx, LOCAL, plan=plan, job=1)
+    assert {ref.rsplit(":", 1)[0] for ref in setup.oci.builds} == {
+        f"{setup.registry.host}/acme/packages"
+    }
+    assert second.uploaded == ("pip-25.0-py3-none-any.whl",)
+    setup.oci.builds.clear()
+    first = release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+    assert setup.oci.builds == [f"{setup.registry.host}/acme/base:0.1.0"]
+
+    assert sorted(first.uploaded + second.uploaded) == sorted(w["filename"] for w in data["wheels"])
+    assert len(first.pushed + second.pushed) == 2
+    after = setup.release()  # one machine, after the matrix: all there, at the plan's digests
+    assert (after.uploaded, after.pushed) == ([], [])
+    digests = {i.name: i.digest for i in after.manifest.images}
+    assert digests == {i["name"]: i["digest"] for job in data["jobs"] for i in job["images"]}
