@@ -225,3 +225,24 @@ def test_two_images_in_two_jobs_each_builds_only_its_own(tmp_path: Path) -> None
     assert (after.uploaded, after.pushed) == ([], [])
     digests = {i.name: i.digest for i in after.manifest.images}
     assert digests == {i["name"]: i["digest"] for job in data["jobs"] for i in job["images"]}
+
+
+def test_a_job_of_a_release_with_nothing_new_builds_nothing(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    setup.release()
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=1))
+    data = json.loads(plan.read_text())
+    assert {w["action"] for w in data["wheels"]} == {"skip"}
+    setup.oci.builds.clear()
+
+    done = release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+
+    assert (done.uploaded, done.pushed, setup.oci.builds) == ((), (), [])
+    (image,) = data["jobs"][0]["images"]
+    assert done.checked == (f"{image['repository']}:0.1.0@{image['digest']}",)
+    # A wheel it owns but did not make is checked on the index: altered there, refused.
+    numpy = "numpy-1.0-py3-none-any.whl"
+    setup.index.published["numpy"][numpy] = "f" * 64
+    with pytest.raises(PlanMismatch, match=f"{numpy}: the plan found it on the index with"):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)

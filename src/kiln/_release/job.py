@@ -4,15 +4,16 @@ K` cut into jobs (``kiln._release.jobs``), and nothing else.
 The job reads the plan the plan job wrote (it does not plan again: planning computes
 every image's digest, so every job would build every image) and needs only the
 repository, the index and the registry. It builds every helper wheel from the
-repository (wheels are reproducible; it uploads only those it owns), resolves and
-builds only its own images (fetching their locked wheels as any release does, from the
-index or upstream), and then, before anything is published, checks what it made
+repository (wheels are reproducible; it uploads only those it owns) and only the images
+of its share that the plan builds (an image already pushed too when it uploads one of
+its wheels: it needs that file), fetching their locked wheels as any release does,
+from the index or upstream. Before anything is published, it checks what it made
 against the plan: each image's digest (an index's and each platform's), each wheel it
-owns by sha256, the commit, the registry. A difference stops the job (``PlanMismatch``,
-exit 11) with nothing of it published. Then its wheels go first, then its images
-(pushed by digest, smoke-checked, tagged). An image the plan found pushed, the job only
-asks the registry about. No manifest, bundle, notes or component YAML is written: that
-is the finalize step's.
+owns by sha256 (one it did not make: the index's), the commit, the registry. A
+difference stops the job (``PlanMismatch``, exit 11) with nothing of it published.
+Then its wheels go first, then its images (pushed by digest, smoke-checked, tagged). An
+image the plan found pushed, the job only asks the registry about. No manifest, bundle,
+notes or component YAML is written: that is the finalize step's.
 
 A job run again (failed, killed, or twice at once) skips what is already published
 with the same bytes, as a release does.
@@ -29,8 +30,8 @@ from typing import Any
 from kiln._context import Context, Services, Target, connect
 from kiln._errors import ConfigError, PlanMismatch
 from kiln._release.dev_release import dev_share
-from kiln._release.jobs import ImageWork, platform_digests
-from kiln._release.plan import Action, ImageStep, ReleasePlan
+from kiln._release.jobs import ImageWork, WheelWork, platform_digests
+from kiln._release.plan import Action, FileStep, ImageStep, ReleasePlan
 from kiln._release.prepare import prepare
 from kiln._release.stages import bake, check_engine, check_refusals, make_plan, publish
 from kiln._release.train import check_tree
@@ -42,7 +43,7 @@ from kiln._workspace.model import Workspace
 @dataclass(frozen=True)
 class PlannedJob:
     """Job ``number`` of a plan file: the release it is a share of, its images, and the
-    wheels it publishes (filename -> sha256)."""
+    wheels it publishes, by filename."""
 
     source: Path
     number: int
@@ -51,12 +52,17 @@ class PlannedJob:
     tag: str | None
     revision: str | None
     images: tuple[ImageWork, ...]
-    publishes: dict[str, str]
+    publishes: dict[str, WheelWork]
 
     @property
     def unclaimed(self) -> set[str]:
-        """Wheels it publishes that none of its images needs (packages mode's)."""
-        return set(self.publishes).difference(f for i in self.images for f in i.wheels)
+        """Wheels it uploads that none of its images needs (packages mode's)."""
+        return self.uploads.difference(f for i in self.images for f in i.wheels)
+
+    @property
+    def uploads(self) -> set[str]:
+        """The wheels it publishes that the plan found missing from the index."""
+        return {f for f, w in self.publishes.items() if w.action is Action.PUBLISH}
 
 
 def read_job(path: Path, number: int) -> PlannedJob:
@@ -64,7 +70,7 @@ def read_job(path: Path, number: int) -> PlannedJob:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         jobs, wheels, release = data["jobs"], data["wheels"], data["release"]
-        sha = {w["filename"]: w["sha256"] for w in wheels}
+        planned = {w["filename"]: _wheel(w) for w in wheels}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{path}: not a plan of `kiln plan --jobs K --json` ({type(exc).__name__}: {exc}): "
@@ -78,12 +84,19 @@ def read_job(path: Path, number: int) -> PlannedJob:
     job = jobs[number]
     try:
         images = tuple(_image(i) for i in job["images"])
-        publishes = {f: sha[f] for f in job["publishes"]}
+        publishes = {f: planned[f] for f in job["publishes"]}
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{path}: job {number} is malformed ({exc!r})") from None
     return PlannedJob(
         path, number, len(jobs), release["kind"], release["tag"], release["revision"],
         images, publishes,
+    )  # fmt: skip
+
+
+def _wheel(row: dict[str, Any]) -> WheelWork:
+    return WheelWork(
+        row["filename"], row["project"], row["version"], row["kind"], row["sha256"],
+        Action(row["action"]),
     )  # fmt: skip
 
 
@@ -147,9 +160,9 @@ def release_job(
     if not planned.images and not planned.publishes:  # K above the work: an empty job
         ctx.report.stage("job", f"job {job} of {planned.count}: nothing in the plan for it")
         return JobRun(job, planned.count, (), (), ())
-    # Its images to build, and those whose wheels it owns (it needs their files).
+    # Its images to build, and those with a wheel it uploads (it needs the file).
     names = {i.name for i in planned.images if i.action is not Action.SKIP}
-    names |= {i.name for i in planned.images if set(i.wheels) & set(planned.publishes)}
+    names |= {i.name for i in planned.images if planned.uploads.intersection(i.wheels)}
     if planned.unclaimed and ws.packages is not None:
         names.add(ws.packages.name)
     if dev:
@@ -205,14 +218,8 @@ def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> Releas
     against the plan file (a PlanMismatch names every difference; nothing published)."""
     problems: list[str] = []
     files = {s.filename: s for s in plan.files}
-    for filename, sha256 in sorted(planned.publishes.items()):
-        step = files.get(filename)
-        if step is None:
-            problems.append(
-                f"{filename}: the plan says this job publishes it, but it made no such file"
-            )
-        elif step.sha256 != sha256:
-            problems.append(f"{filename}: built with sha256 {step.sha256}, the plan says {sha256}")
+    for filename, wheel in sorted(planned.publishes.items()):
+        problems += _wheel_problems(wheel, files.get(filename), services)
     steps = {s.name: s for s in plan.images}
     for image in planned.images:
         problems += _image_problems(image, steps.get(image.name), services)
@@ -230,6 +237,23 @@ def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> Releas
         components=(),
         pipelines=(),
     )
+
+
+def _wheel_problems(wheel: WheelWork, step: FileStep | None, services: Services) -> list[str]:
+    """How a wheel the job owns differs from the plan's: what it made (``step``), or,
+    not made (the plan found it on the index: only a skipped image needs it), the
+    index's file."""
+    name, sha256 = wheel.filename, wheel.sha256
+    if step is not None:
+        if step.sha256 != sha256:
+            return [f"{name}: built with sha256 {step.sha256}, the plan says {sha256}"]
+        return []
+    if wheel.action is Action.PUBLISH:
+        return [f"{name}: the plan says this job publishes it, but it made no such file"]
+    there = services.index.files(wheel.project).get(name)
+    if there != sha256:
+        return [f"{name}: the plan found it on the index with sha256 {sha256}, it has {there}"]
+    return []
 
 
 def _image_problems(image: ImageWork, step: ImageStep | None, services: Services) -> Sequence[str]:
