@@ -187,11 +187,42 @@ def _sizes(o: Outcome, image: str, both: Mapping[str, Any]) -> None:
         o.figures[f"{image} helper layer (both)"] = helpers[0]
 
 
+def _figures(o: Outcome, runs: _Runs, first: Mapping[str, dict[str, Any]]) -> bool:
+    """The figures of ``o`` from the medians of ``runs``; whether the targets are met."""
+    releases = [runs.median(f"kiln release --local, cold: {w}") for w in RELEASES]
+    release_noop = runs.median(f"kiln release --local, no-op: {RELEASES[1]}")
+    # The issue's 1.5x is of the build; a cold release also pushes arm64's layers and
+    # smoke-checks them under qemu-user: reported, not judged.
+    o.figures["release cold both / amd64 (no target)"] = round(releases[1] / releases[0], 2)
+    o.figures["release no-op both s"] = round(release_noop, 2)
+    met = release_noop < NOOP_S
+    totals = [0.0, 0.0]
+    for image in IMAGES:
+        alone = runs.median(f"{image}: cold, linux/amd64 alone")
+        both = runs.median(f"{image}: cold, amd64 + arm64 + index")
+        totals = [totals[0] + alone, totals[1] + both]
+        ratio = both / alone
+        noop = runs.median(f"{image}: warm (no-op), amd64 + arm64 + index")
+        o.figures[f"{image} cold both / amd64"] = round(ratio, 2)
+        o.figures[f"{image} warm both s"] = round(noop, 2)
+        met = met and ratio <= COLD_RATIO and noop < NOOP_S
+        _sizes(o, image, first[f"{image} True"])
+        o.figures[f"{image} index bytes"] = first[f"{image} True"]["index"]["bytes"]
+    o.figures["three images' cold builds, both / amd64"] = round(totals[1] / totals[0], 2)
+    for image in EMULATED:
+        kiln = runs.median(f"{image}: kiln writes the arm64 third-party layer")
+        for how in ("under qemu-aarch64-static", "native (amd64 rootfs)"):
+            pip_s = runs.median(f"{image}: pip install {how}")
+            o.figures[f"{image} pip {how.split()[0]} / kiln arm64 layer"] = round(pip_s / kiln, 1)
+    return met
+
+
 def multiarch(b: Bench) -> Outcome:
     o = Outcome(
         9,
         "multi-arch: amd64 alone vs amd64 + arm64, emulated pip",
-        f"both platforms' cold build <= {COLD_RATIO}x amd64's alone; a warm no-op < {NOOP_S:.0f} s",
+        f"both platforms' cold build <= {COLD_RATIO}x amd64's alone, each image; a warm "
+        f"no-op < {NOOP_S:.0f} s",
     )
     if not Path(QEMU_PATH).is_file():
         raise BenchError(f"no {QEMU}: sudo apt-get install qemu-user-static")
@@ -227,26 +258,7 @@ def multiarch(b: Bench) -> Outcome:
             _emulated(repo, image, first[image], warm=warm[image], pip=pip, work=work, runs=runs)
         _releases(b, o, runs)
     o.rows = [Measurement(label, tuple(s)) for label, s in runs.seconds.items()]
-    releases = [runs.median(f"kiln release --local, cold: {w}") for w in RELEASES]
-    release_noop = runs.median(f"kiln release --local, no-op: {RELEASES[1]}")
-    o.figures["release cold both / amd64"] = round(releases[1] / releases[0], 2)
-    o.figures["release no-op both s"] = round(release_noop, 2)
-    met = releases[1] / releases[0] <= COLD_RATIO and release_noop < NOOP_S
-    for image in IMAGES:
-        ratio = runs.median(f"{image}: cold, amd64 + arm64 + index") / runs.median(
-            f"{image}: cold, linux/amd64 alone"
-        )
-        noop = runs.median(f"{image}: warm (no-op), amd64 + arm64 + index")
-        o.figures[f"{image} cold both / amd64"] = round(ratio, 2)
-        o.figures[f"{image} warm both s"] = round(noop, 2)
-        met = met and ratio <= COLD_RATIO and noop < NOOP_S
-        _sizes(o, image, first[f"{image} True"])
-        o.figures[f"{image} index bytes"] = first[f"{image} True"]["index"]["bytes"]
-    for image in EMULATED:
-        kiln = runs.median(f"{image}: kiln writes the arm64 third-party layer")
-        for how in ("under qemu-aarch64-static", "native (amd64 rootfs)"):
-            pip_s = runs.median(f"{image}: pip install {how}")
-            o.figures[f"{image} pip {how.split()[0]} / kiln arm64 layer"] = round(pip_s / kiln, 1)
+    met = _figures(o, runs, first)
     o.figures["load average (1 min) at start / end"] = f"{load:.1f} / {os.getloadavg()[0]:.1f}"
     o.note = (
         "Seconds of the build alone, each in a fresh process (bench/multiarch_build.py): the "
