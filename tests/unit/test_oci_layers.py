@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln._images.oci import compress
 from kiln._images.oci.compress import (
     GZIP,
     TAR,
@@ -146,3 +147,27 @@ def test_an_uncompressed_blob_is_the_tar_itself(tmp_path: Path) -> None:
 def test_the_compressor_is_the_pinned_one() -> None:
     check_pinned()  # the known answer of deflate==0.9.0 at kiln's level
     assert GZIP.name == "gzip/deflate==0.9.0/level=6/members=16777216"
+
+
+def test_members_compressed_by_threads_are_the_bytes_the_deflate_module_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libdeflate called with the GIL let go (members compressed at once, written in
+    order) gives exactly what the ``deflate`` module's one-at-a-time calls give."""
+    payload = os.urandom(3000) + b"".join(b"row %d, a layer's text\n" % i for i in range(9000))
+    small = Compression(6, member_size=4096)
+
+    def blob() -> bytes:
+        out = io.BytesIO()
+        writer = BlobWriter(out, small)
+        for start in range(0, len(payload), 1000):
+            writer.write(payload[start : start + 1000])
+        writer.finish()
+        return out.getvalue()
+
+    assert compress._libdeflate() is not None  # the wheel's library is exported here
+    threaded = blob()
+    monkeypatch.setattr(compress, "_libdeflate", lambda: None)
+    assert blob() == threaded
+    assert gzip_members(threaded) == -(-len(payload) // 4096)
+    assert gzip.decompress(threaded) == payload

@@ -10,17 +10,28 @@ each its own gzip member: a concatenation of members is one valid gzip stream
 (RFC 1952), which Docker Engine and containerd read as such; the cut points depend
 on the offset in the tar only. Docker Engine 20.10 cannot read zstd layers, so
 zstd is not an option yet.
+
+The ``deflate`` module holds the GIL while it compresses. Its extension exports the
+libdeflate it bundles, so kiln calls that same code through ``ctypes``, which lets the
+GIL go: the members of a blob are compressed by ``COMPRESSORS`` threads while the tar
+is still being written (the bytes are the same: the known answer below is checked on
+both paths, and the module's is used when the library's is not there).
 """
 
 from __future__ import annotations
 
+import collections
+import ctypes
 import functools
 import hashlib
 import importlib.metadata
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import deflate
+import deflate._deflate
 
 from kiln._errors import ConfigError
 
@@ -68,6 +79,66 @@ class Written:
     tar_size: int
 
 
+class _Libdeflate:
+    """libdeflate's gzip compression as the ``deflate`` extension bundles it, called with
+    the GIL released (``ctypes.CDLL``)."""
+
+    def __init__(self, path: str) -> None:
+        lib = ctypes.CDLL(path)
+        self._alloc = lib.libdeflate_alloc_compressor
+        self._alloc.argtypes, self._alloc.restype = [ctypes.c_int], ctypes.c_void_p
+        self._bound = lib.libdeflate_gzip_compress_bound
+        self._bound.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self._bound.restype = ctypes.c_size_t
+        self._compress = lib.libdeflate_gzip_compress
+        self._compress.argtypes = [
+            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t
+        ]  # fmt: skip
+        self._compress.restype = ctypes.c_size_t
+        self._free = lib.libdeflate_free_compressor
+        self._free.argtypes, self._free.restype = [ctypes.c_void_p], None
+
+    def gzip_compress(self, data: bytes, level: int) -> bytes:
+        compressor = self._alloc(level)
+        if not compressor:
+            raise MemoryError("libdeflate could not make a compressor")
+        try:
+            bound = self._bound(compressor, len(data))
+            out = ctypes.create_string_buffer(bound)
+            size = self._compress(compressor, data, len(data), out, bound)
+        finally:
+            self._free(compressor)
+        if size == 0:
+            raise ValueError("libdeflate: the output did not fit its bound")
+        return out.raw[:size]
+
+
+@functools.cache
+def _libdeflate() -> _Libdeflate | None:
+    """The bundled libdeflate, if it is exported and writes the known answer."""
+    try:
+        lib = _Libdeflate(deflate._deflate.__file__)
+        answer = hashlib.sha256(lib.gzip_compress(_sample(), GZIP_LEVEL)).hexdigest()
+    except (OSError, AttributeError, TypeError, ValueError, MemoryError):
+        return None
+    return lib if answer == _KNOWN_ANSWER else None
+
+
+# Threads compressing a blob's members at once (each member is compressed on its own).
+COMPRESSORS = max(1, min(2, os.cpu_count() or 1))
+
+
+@functools.cache
+def _compressors() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(COMPRESSORS, thread_name_prefix="kiln-gzip")
+
+
+def gzip_member(data: bytes, level: int) -> bytes | bytearray:
+    """``data`` as one gzip member, exactly as ``deflate.gzip_compress`` writes it."""
+    lib = _libdeflate()
+    return lib.gzip_compress(data, level) if lib is not None else deflate.gzip_compress(data, level)
+
+
 class BlobWriter:
     """A write-only file for a layer tar: hashes it, compresses it into ``out``, hashes
     that. ``tell`` counts tar bytes, as ``tarfile`` expects of its file."""
@@ -83,6 +154,9 @@ class BlobWriter:
         self._pending = bytearray()
         self._tar_size = 0
         self._size = 0
+        # Members being compressed, in blob order; each is written when it and those
+        # before it are done (a few at a time: 16 MiB each).
+        self._members: collections.deque[Future[bytes | bytearray]] = collections.deque()
 
     def _emit(self, data: bytes | bytearray | memoryview) -> None:
         self._blob.update(data)
@@ -90,10 +164,14 @@ class BlobWriter:
         self._out.write(data)
 
     def _compress(self, end: int, level: int) -> None:
-        with memoryview(self._pending) as view, view[:end] as piece:
-            member = deflate.gzip_compress(piece, level)
+        piece = bytes(self._pending[:end])
         del self._pending[:end]
-        self._emit(member)
+        if _libdeflate() is None:  # the module's: it holds the GIL, so nothing in parallel
+            self._emit(deflate.gzip_compress(piece, level))
+            return
+        self._members.append(_compressors().submit(gzip_member, piece, level))
+        while len(self._members) > COMPRESSORS:
+            self._emit(self._members.popleft().result())
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         self._tar.update(data)
@@ -112,6 +190,8 @@ class BlobWriter:
     def finish(self) -> Written:
         if self._pending and self._level is not None:
             self._compress(len(self._pending), self._level)
+        while self._members:
+            self._emit(self._members.popleft().result())
         return Written(
             diff_id=f"sha256:{self._tar.hexdigest()}",
             digest=f"sha256:{self._blob.hexdigest()}",
@@ -137,6 +217,7 @@ def check_pinned() -> None:
     """A ConfigError unless this libdeflate writes the bytes kiln's digests were made with."""
     installed = importlib.metadata.version("deflate")
     answer = hashlib.sha256(deflate.gzip_compress(_sample(), GZIP_LEVEL)).hexdigest()
+    _libdeflate()  # its own known answer, or the module's compression is used
     if installed != DEFLATE_VERSION or answer != _KNOWN_ANSWER:
         raise ConfigError(
             f"the `deflate` package here ({installed}) does not write the gzip bytes kiln's "
