@@ -4,6 +4,7 @@ checked, then the OCI index by its predicted digest, and only then its tag."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def test_each_platform_is_pushed_and_checked_then_the_index_by_digest_then_its_t
     pushed = push_index(reg, "acme/base", "1.0", index, verify=verify)
 
     assert pushed.digest == index.digest
-    assert checked == [(str(p), i.digest) for p, i in index.images]
+    assert sorted(checked) == sorted((str(p), i.digest) for p, i in index.images)
     assert [str(p) for p, _ in index.images] == ["linux/amd64", "linux/arm64/v8"]
     assert registry.manifests["1.0"] == index.index
     assert registry.manifests[index.digest] == index.index
@@ -57,16 +58,39 @@ def test_each_platform_is_pushed_and_checked_then_the_index_by_digest_then_its_t
     assert pushed.present.count(third) == 1
 
 
-def test_a_platform_failing_its_check_leaves_the_index_and_tag_unput(tmp_path: Path) -> None:
+def test_the_platforms_are_checked_at_the_same_time(tmp_path: Path) -> None:
+    """amd64's check (the engine) waits for arm64's (qemu-user) to have started: one
+    after the other, this would time out."""
+    index = two_platforms(tmp_path)
+    reg, _ = client(FakeRegistry(), [])
+    arm64_started = threading.Event()
+    ended: list[str] = []
+
+    def verify(platform: Platform, _image: BuiltImage) -> None:
+        if platform.architecture == "arm64":
+            arm64_started.set()
+        elif not arm64_started.wait(timeout=10):
+            raise AssertionError("amd64's check ran alone")
+        ended.append(platform.architecture)
+
+    assert push_index(reg, "acme/base", "1.0", index, verify=verify).digest == index.digest
+    assert sorted(ended) == ["amd64", "arm64"]
+
+
+@pytest.mark.parametrize("failing", [("arm64",), ("amd64", "arm64")])
+def test_a_platform_failing_its_check_leaves_the_index_and_tag_unput(
+    tmp_path: Path, failing: tuple[str, ...]
+) -> None:
     index = two_platforms(tmp_path)
     registry = FakeRegistry()
     reg, _ = client(registry, [])
 
     def verify(platform: Platform, _image: BuiltImage) -> None:
-        if platform.architecture == "arm64":
-            raise CommandFailed("arm64: numpy does not import")
+        if platform.architecture in failing:
+            raise CommandFailed(f"{platform.architecture}: numpy does not import")
 
-    with pytest.raises(CommandFailed, match="arm64: numpy does not import"):
+    # The first failing platform's error, after every check ended.
+    with pytest.raises(CommandFailed, match=rf"{failing[0]}: numpy does not import"):
         push_index(reg, "acme/base", "1.0", index, verify=verify)
     assert index.digest not in registry.manifests
     assert "1.0" not in registry.manifests
