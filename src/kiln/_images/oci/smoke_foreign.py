@@ -44,6 +44,7 @@ from kiln._images.oci.loader import find_program, library_dirs, resolve, started
 from kiln._images.oci.rootfs import unpack_whole
 from kiln._images.oci.smoke import ContainerRunner, Run
 from kiln._util.cmd import capture
+from kiln._util.scratch import scratch_folder
 
 INSTALL_QEMU = "sudo apt-get install qemu-user-static"
 
@@ -81,11 +82,17 @@ def image_env(image: BuiltImage) -> dict[str, str]:
     return {"HOME": "/root", **env}
 
 
+_PREFIX = "kiln-smoke-"
+
+
 @contextlib.contextmanager
 def unpacked(image: BuiltImage, what: str, tmp: Path | None = None) -> Iterator[Path]:
-    """The image's whole filesystem in a private folder (under ``tmp``, None: the system's
-    temporary folder) for the time of the block; removed afterwards, also on error."""
-    root = Path(tempfile.mkdtemp(prefix="kiln-smoke-", dir=tmp))
+    """The image's whole filesystem in a private folder (under ``tmp``, None: in memory
+    when there is room, ``scratch_folder``, else the system's temporary folder) for the
+    time of the block; removed afterwards, also on error."""
+    if tmp is None:  # its files take about 4x the compressed layers
+        tmp = scratch_folder(4 * sum(blob.size for blob in image.layers), _PREFIX)
+    root = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=tmp))
     try:
         try:
             unpack_whole(image.layers, root)
