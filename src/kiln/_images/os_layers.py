@@ -33,9 +33,17 @@ from kiln._images.oci.compress import GZIP
 from kiln._images.oci.image import canonical_json, rfc3339, sha256_digest
 from kiln._images.oci.index import DEFAULT_VARIANTS
 from kiln._images.oci.rootfs import unpack
-from kiln._images.os_tree import extras_tree, host_architecture, os_tree, read_layer, store_tree
+from kiln._images.os_tree import (
+    WORK_PREFIX,
+    extras_tree,
+    host_architecture,
+    os_tree,
+    read_layer,
+    store_tree,
+)
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file, temporary_beside
+from kiln._util.scratch import scratch_folder
 
 # The environment of kiln's OS base: Debian's PATH, and the C.UTF-8 locale glibc has built in.
 OS_ENV = (
@@ -159,6 +167,9 @@ def check_layer(blob: Blob, pin: LayerPin, lock: Path, what: str) -> None:
         )
 
 
+OS_TREE_BYTES = 256 << 20  # room for a copy of an OS tree (the example's: about 100 MB)
+
+
 class OsLayers:
     """The OS layers of a lock, from the cache, the registry or the mirrors (see module)."""
 
@@ -181,6 +192,11 @@ class OsLayers:
         self._ahead: dict[tuple[str, str | None], Future[list[Deb] | None]] = {}
 
     def _work(self) -> Path:
+        """Where an OS tree is copied to compile its standard library: in memory when
+        there is room (``scratch_folder``), else the layer cache's tmp."""
+        memory = scratch_folder(OS_TREE_BYTES, WORK_PREFIX)
+        if memory is not None:
+            return memory
         work = self._cache.root / "tmp"
         work.mkdir(parents=True, exist_ok=True)
         return work

@@ -35,6 +35,8 @@ from kiln._images.oci.pyc_memo import PYCS, PycMemo, pyc_key
 from kiln._images.oci.rootfs import needed
 from kiln._util.paths import stays_inside
 
+WORK_PREFIX = "kiln-os-"  # the copies of OS trees its standard library is compiled in
+
 
 def extract(tree: Mapping[str, Entry], root: Path) -> None:
     """Write what the image's python3 reads of ``tree`` under ``root`` (folders first).
@@ -135,8 +137,8 @@ def compile_with_own_python(
     if not missing:
         return out
     with (
-        tempfile.TemporaryDirectory(prefix="os-", dir=work) as tmp,
-        tempfile.TemporaryDirectory(prefix="os-py-", dir=work) as py_tmp,
+        tempfile.TemporaryDirectory(prefix=WORK_PREFIX, dir=work) as tmp,
+        tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}py-", dir=work) as py_tmp,
     ):
         root = Path(tmp)
         python_root = root

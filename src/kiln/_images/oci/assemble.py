@@ -34,6 +34,7 @@ from kiln._images.oci.interpreter import Interpreter
 from kiln._images.oci.layers import write_layer
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file
+from kiln._util.scratch import scratch_folder
 
 # What today's images/*/Dockerfile sets. kfp is installed without its client
 # dependencies (as KFP's own runtime installs it): _KFP_RUNTIME=true, which KFP's
@@ -70,6 +71,9 @@ def _key(
     )
 
 
+_STAGING = "kiln-layer-"  # a layer's wheels installed, before they are a tar
+
+
 def python_layer(
     name: str,
     wheels: Sequence[Path],
@@ -90,9 +94,13 @@ def python_layer(
     hit = cache.lookup(key)
     if hit is not None:
         return PythonLayer(name, hit, files, cached=True)
-    staging = cache.root / "tmp"
-    staging.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="layer-", dir=staging) as tmp:
+    # Installed files (and their bytecode) take about 4x the wheels: in memory when there
+    # is room for them (``scratch_folder``), else in the layer cache's tmp.
+    staging = scratch_folder(4 * sum(w.stat().st_size for w in wheels), _STAGING)
+    if staging is None:
+        staging = cache.root / "tmp"
+        staging.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=_STAGING, dir=staging) as tmp:
         root = Path(tmp)
         owners = install_wheels(
             wheels, scheme, root, what=f"{what}, {name} layer", compiler=compiler, tags=tags
