@@ -93,6 +93,14 @@ class PlanMismatch(KilnError):
     label = "does not match the plan"
 
 
+class ReleaseIncomplete(KilnError):
+    """The finalize step of a release matrix found an artifact of the plan not yet
+    published: the job that publishes it failed or has not run. Nothing was written."""
+
+    exit_code = 12
+    label = "release incomplete"
+
+
 # The errors a write to kiln's own files meets when the disk, not the input, is at fault.
 DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -142,5 +150,6 @@ EXIT_CODES: dict[str, int] = {
         AuthenticationFailed,
         DiskFault,
         PlanMismatch,
+        ReleaseIncomplete,
     )
 }

@@ -104,7 +104,7 @@ def test_a_job_refuses_a_plan_of_another_release_commit_or_size(tmp_path: Path) 
     setup = release_setup(tmp_path)
     ctx = Context(Options(), Reporter.null(), services=setup.services)
     plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
-    with pytest.raises(PlanMismatch, match="plans a plain release, but this job was given --dev"):
+    with pytest.raises(PlanMismatch, match="plans a plain release, but this run was given --dev"):
         release_job(setup.ws, ctx, LOCAL, plan=plan, job=0, dev=True)
     with pytest.raises(ConfigError, match="job 2 is not in this plan, which has 2 job"):
         release_job(setup.ws, ctx, LOCAL, plan=plan, job=2)
@@ -151,7 +151,7 @@ def test_a_tag_job_over_the_command_line(
     assert not (root / "dist" / "release").exists()
     code, _, err = run(capsys, "release", "--plan", str(plan), "--job", "0", *repo)
     assert code == PlanMismatch.exit_code
-    assert "plans the release of v0.1.0, but this job was given neither --tag nor --dev" in err
+    assert "plans the release of v0.1.0, but this run was given neither --tag nor --dev" in err
 
 
 @pytest.mark.parametrize(
@@ -185,7 +185,7 @@ def test_a_dev_job_publishes_the_dev_versions_its_plan_names(tmp_path: Path) -> 
     (image,) = json.loads(plan.read_text())["jobs"][0]["images"]
     assert image["tag"].startswith("dev-")
 
-    with pytest.raises(PlanMismatch, match="plans a dev release, but this job was given neither"):
+    with pytest.raises(PlanMismatch, match="plans a dev release, but this run was given neither"):
         release_job(discover(root), ctx, LOCAL, plan=plan, job=0)
     share = release_job(discover(root), ctx, LOCAL, plan=plan, job=0, dev=True)
 

@@ -76,7 +76,8 @@ examples:
         help="build, publish, bake, push and generate pinned components",
         description="Run every stage; skip what is already published, refuse what would "
         "change a published version. Writes dist/manifest.json. With --job J --plan FILE: "
-        "only job J's share of `kiln plan --jobs K`'s output (a CI matrix; docs/releasing.md).",
+        "only job J's share of `kiln plan --jobs K`'s output (a CI matrix; docs/releasing.md); "
+        "with --finalize --plan FILE: the matrix's last step, once every job has run.",
     )
     p.add_argument(
         "--dry-run",
@@ -106,7 +107,17 @@ examples:
         "--plan) and nothing else: its wheels, then its images, each checked against the "
         "plan's digest first (exit 11, nothing published, on a difference); no manifest",
     )
-    p.add_argument("--plan", metavar="FILE", help="with --job: the plan job's output (its --json)")
+    p.add_argument(
+        "--finalize",
+        action="store_true",
+        help="the last job of a matrix (with --plan): check every wheel and image of the plan "
+        "is published at its sha256/digest (exit 12 naming each missing one and the job to "
+        "re-run; exit 11 for other bytes), then write what a one-machine release writes: "
+        "dist/manifest.json, the YAMLs, SBOMs, and with --tag the bundle and dist/release/",
+    )
+    p.add_argument(
+        "--plan", metavar="FILE", help="with --job or --finalize: the plan job's output (--json)"
+    )
     p.set_defaults(func=deferred("release", "cmd_release"), usage_error=p.error)
 
     _add_plan_parser(sub, common_args, targets)

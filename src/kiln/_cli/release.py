@@ -16,11 +16,12 @@ from kiln._errors import ConfigError
 from kiln._release.check_release import check_release
 from kiln._release.components import committed_label, components
 from kiln._release.dev_release import plan_dev, release_dev
+from kiln._release.finalize import finalize
 from kiln._release.flows import bake_images, publish_wheels, release
 from kiln._release.job import release_job
 from kiln._release.matrix import plan_jobs
 from kiln._release.plan import plan_text
-from kiln._release.tag import plan_tag, release_tag
+from kiln._release.tag import TagRelease, plan_tag, release_tag
 from kiln._wheels.build import build_wheels, wheel_cache_dir
 
 
@@ -74,6 +75,8 @@ def cmd_components(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     if args.tag and args.dev:
         raise ConfigError("--tag and --dev are two different releases: give one of them")
+    if args.finalize:
+        return _release_finalize(args)
     if args.job is not None or args.plan is not None:
         return _release_job(args)
     if args.tag:
@@ -114,6 +117,28 @@ def _release_job(args: argparse.Namespace) -> int:
         dev=args.dev,
     )  # fmt: skip
     common.emit(args, result.to_json(), result.summary)
+    return 0
+
+
+def _release_finalize(args: argparse.Namespace) -> int:
+    if args.plan is None or args.job is not None:
+        args.usage_error("--finalize takes --plan FILE (the plan every job ran), and no --job")
+    if args.dry_run or args.version:
+        args.usage_error(
+            "--finalize records the plan's release: `kiln plan` is its dry run (no --dry-run, "
+            "--version)"
+        )
+    ws = common.workspace(args, lock=True)
+    result = finalize(
+        ws, context(args), target(args), plan=Path(args.plan), tag=args.tag, dev=args.dev
+    )
+    if isinstance(result, TagRelease):
+        common.emit(args, result.to_json(), f"{result.summary}\nrecord: {result.record}")
+        return 0
+    rows = {"manifest_path": str(result.manifest_path), "manifest": result.manifest.to_json()}
+    common.emit(
+        args, rows, f"every artifact of the plan is published\nmanifest: {result.manifest_path}"
+    )
     return 0
 
 

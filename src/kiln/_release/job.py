@@ -65,32 +65,38 @@ class PlannedJob:
         return {f for f, w in self.publishes.items() if w.action is Action.PUBLISH}
 
 
-def read_job(path: Path, number: int) -> PlannedJob:
-    """Job ``number`` of the plan at ``path`` (`kiln plan --json`'s output)."""
+def read_jobs(path: Path) -> tuple[PlannedJob, ...]:
+    """Every job of the plan at ``path`` (`kiln plan --json`'s output), in order."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         jobs, wheels, release = data["jobs"], data["wheels"], data["release"]
         planned = {w["filename"]: _wheel(w) for w in wheels}
+        kind, tag, head = release["kind"], release["tag"], release["revision"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(
             f"{path}: not a plan of `kiln plan --jobs K --json` ({type(exc).__name__}: {exc}): "
             "pass the file the plan job wrote"
         ) from None
+    found = []
+    for number, job in enumerate(jobs):
+        try:
+            images = tuple(_image(i) for i in job["images"])
+            publishes = {f: planned[f] for f in job["publishes"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: job {number} is malformed ({exc!r})") from None
+        found.append(PlannedJob(path, number, len(jobs), kind, tag, head, images, publishes))
+    return tuple(found)
+
+
+def read_job(path: Path, number: int) -> PlannedJob:
+    """Job ``number`` of the plan at ``path`` (`kiln plan --json`'s output)."""
+    jobs = read_jobs(path)
     if not 0 <= number < len(jobs):
         raise ConfigError(
             f"{path}: job {number} is not in this plan, which has {len(jobs)} job(s) "
             f"(0 to {len(jobs) - 1}): give --job a number the matrix was made from"
         )
-    job = jobs[number]
-    try:
-        images = tuple(_image(i) for i in job["images"])
-        publishes = {f: planned[f] for f in job["publishes"]}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{path}: job {number} is malformed ({exc!r})") from None
-    return PlannedJob(
-        path, number, len(jobs), release["kind"], release["tag"], release["revision"],
-        images, publishes,
-    )  # fmt: skip
+    return jobs[number]
 
 
 def _wheel(row: dict[str, Any]) -> WheelWork:
@@ -156,7 +162,7 @@ def release_job(
     `kiln release --tag` of ``tag``, of `kiln release --dev`, or of the plain release
     (the plan must be of the same one)."""
     planned = read_job(plan, job)
-    _check_release(ws, planned, tag, dev)
+    check_release(ws, planned, tag, dev)
     if not planned.images and not planned.publishes:  # K above the work: an empty job
         ctx.report.stage("job", f"job {job} of {planned.count}: nothing in the plan for it")
         return JobRun(job, planned.count, (), (), ())
@@ -190,7 +196,7 @@ def _run(
     return JobRun(planned.number, planned.count, tuple(uploaded), tuple(pushed), checked)
 
 
-def _check_release(ws: Workspace, planned: PlannedJob, tag: str | None, dev: bool) -> None:
+def check_release(ws: Workspace, planned: PlannedJob, tag: str | None, dev: bool) -> None:
     """The plan is of this release (--tag's, --dev's, at this commit), or a PlanMismatch."""
     kind = "tag" if tag is not None else "dev" if dev else "plain"
     if kind != planned.kind or tag != planned.tag:
@@ -201,7 +207,7 @@ def _check_release(ws: Workspace, planned: PlannedJob, tag: str | None, dev: boo
         )
         given = f"--tag {tag}" if tag else "--dev" if dev else "neither --tag nor --dev"
         raise PlanMismatch(
-            f"{planned.source} plans {what}, but this job was given {given}: run the job "
+            f"{planned.source} plans {what}, but this run was given {given}: run it "
             "with the release options the plan was made with"
         )
     head = check_tree(ws.root, tag) if tag is not None else revision(ws.root)
@@ -219,10 +225,10 @@ def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> Releas
     problems: list[str] = []
     files = {s.filename: s for s in plan.files}
     for filename, wheel in sorted(planned.publishes.items()):
-        problems += _wheel_problems(wheel, files.get(filename), services)
+        problems += wheel_problems(wheel, files.get(filename), services)
     steps = {s.name: s for s in plan.images}
     for image in planned.images:
-        problems += _image_problems(image, steps.get(image.name), services)
+        problems += image_problems(image, steps.get(image.name), services)
     if problems:
         raise PlanMismatch(
             f"job {planned.number} of {planned.source} does not match its plan, so nothing "
@@ -239,7 +245,7 @@ def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> Releas
     )
 
 
-def _wheel_problems(wheel: WheelWork, step: FileStep | None, services: Services) -> list[str]:
+def wheel_problems(wheel: WheelWork, step: FileStep | None, services: Services) -> list[str]:
     """How a wheel the job owns differs from the plan's: what it made (``step``), or,
     not made (the plan found it on the index: only a skipped image needs it), the
     index's file."""
@@ -256,7 +262,7 @@ def _wheel_problems(wheel: WheelWork, step: FileStep | None, services: Services)
     return []
 
 
-def _image_problems(image: ImageWork, step: ImageStep | None, services: Services) -> Sequence[str]:
+def image_problems(image: ImageWork, step: ImageStep | None, services: Services) -> Sequence[str]:
     """How what this job built (``step``; None: not built, the plan found it pushed) or
     the registry holds differs from the plan's ``image``."""
     ref = f"{image.repository}:{image.tag}"

@@ -287,8 +287,29 @@ def execute(
     check_refusals(plan)
     check_engine(plan, services)
     uploaded = publish(plan, services, report)
-    install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
     digests, pushed = bake(workspace, plan, services, report)
+    outcome = record(
+        workspace, prepared, plan, services, digests=digests, release_version=release_version,
+        report=report,
+    )  # fmt: skip
+    outcome.uploaded, outcome.pushed = uploaded, pushed
+    return outcome
+
+
+def record(
+    workspace: Workspace,
+    prepared: Prepared,
+    plan: ReleasePlan,
+    services: Services,
+    *,
+    digests: dict[str, str],
+    release_version: str | None,
+    report: Reporter,
+) -> Outcome:
+    """What a release writes once its artifacts are published (``digests``: each image's,
+    by name): the SBOMs, the component and pipeline YAMLs, ``dist/manifest.json``. Each
+    record says what ``plan`` did ("published", "pushed") or found ("unchanged")."""
+    install_wheels(prepared.wheels, workspace.dist_dir / "wheels")
     rev = revision(workspace.root)
     images = _image_records(workspace, plan, digests, rev)
     components, pipelines = generate(
@@ -326,4 +347,4 @@ def execute(
     with writing(manifest_path):
         manifest.write(manifest_path)
     report.stage("manifest", f"manifest: {manifest_path}")
-    return Outcome(plan, manifest, manifest_path, uploaded, pushed)
+    return Outcome(plan, manifest, manifest_path)

@@ -33,7 +33,7 @@ from kiln._release.bundle import (
 from kiln._release.components import committed_label, component_drift
 from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, kfp_version, prepare
-from kiln._release.stages import check_refusals, execute, make_plan
+from kiln._release.stages import Outcome, check_refusals, execute, make_plan
 from kiln._release.train import (
     Snapshot,
     check_history,
@@ -46,6 +46,7 @@ from kiln._release.train import (
     snapshot,
     tag_version,
 )
+from kiln._report import Reporter
 from kiln._util.files import replaced_folder
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.model import Workspace
@@ -127,7 +128,7 @@ class TagPlan:
 
 
 @dataclass(frozen=True)
-class _Checked:
+class CheckedTag:
     """A tag release past every check: what it publishes, and what publishing needs."""
 
     planned: TagPlan
@@ -145,15 +146,24 @@ def plan_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagPlan:
 
 def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRelease:
     """Release the commit ``tag`` (``vX.Y.Z``) names, which must be HEAD of a clean tree."""
-    report = ctx.report
-    checked = _check(ws, ctx, target, tag, read_only=False)
-    planned, services, label = checked.planned, checked.services, checked.label
+    checked = check_tag(ws, ctx, target, tag)
+    planned, services = checked.planned, checked.services
     for line in plan_text(planned.plan).splitlines():
-        report.detail(line)
+        ctx.report.detail(line)
     outcome = execute(
         ws, checked.prepared, planned.plan, services, release_version=planned.release,
-        report=report,
+        report=ctx.report,
     )  # fmt: skip
+    return finish_tag(ws, checked, outcome, ctx.report)
+
+
+def finish_tag(
+    ws: Workspace, checked: CheckedTag, outcome: Outcome, report: Reporter
+) -> TagRelease:
+    """After the release's artifacts are published and ``outcome`` recorded them: the
+    components bundle goes last, then ``dist/release/`` (the matrix's finalize step
+    ends the same way)."""
+    planned, services, label = checked.planned, checked.services, checked.label
     uploaded = publish_bundle(
         services.index, bundle_name(ws.org), planned.bundle, report,
         fix="a published version never changes; tag a new version",
@@ -161,7 +171,7 @@ def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRel
     previous, head = planned.previous, planned.revision
     notes = release_notes(
         Version(planned.release),
-        tag,
+        planned.tag,
         previous,
         snapshot(ws.root, previous, label) if previous else Snapshot({}, {}, {}),
         snapshot(ws.root, head, label),
@@ -169,7 +179,7 @@ def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRel
     directory = _write_record(ws, outcome.manifest_path, notes, planned.bundle.path, label)
     return TagRelease(
         release=planned.release,
-        tag=tag,
+        tag=planned.tag,
         revision=head,
         previous=previous,
         uploaded=(*outcome.uploaded, *uploaded),
@@ -179,12 +189,27 @@ def release_tag(ws: Workspace, ctx: Context, target: Target, tag: str) -> TagRel
     )
 
 
-def _check(ws: Workspace, ctx: Context, target: Target, tag: str, *, read_only: bool) -> _Checked:
+def check_tag(
+    ws: Workspace, ctx: Context, target: Target, tag: str, services: Services | None = None
+) -> CheckedTag:
+    """Every check of `kiln release --tag` (see the module), on ``services`` if given."""
+    return _check(ws, ctx, target, tag, read_only=False, services=services)
+
+
+def _check(
+    ws: Workspace,
+    ctx: Context,
+    target: Target,
+    tag: str,
+    *,
+    read_only: bool,
+    services: Services | None = None,
+) -> CheckedTag:
     """Every check that can refuse, before anything is published (see the module)."""
     report = ctx.report
     version = tag_version(tag)
     head = check_tree(ws.root, tag)
-    services = connect(ws, ctx, target, read_only=read_only)
+    services = services or connect(ws, ctx, target, read_only=read_only)
     bundle = bundle_name(ws.org)
     released = released_versions(services.index.files(bundle))
     rerun = check_train(version, released, bundle)
@@ -216,7 +241,7 @@ def _check(ws: Workspace, ctx: Context, target: Target, tag: str, *, read_only: 
     if rerun and there and plan.up_to_date:
         report.stage("train", f"release {version} is already published: nothing to do")
     planned = TagPlan(str(version), tag, head, previous, plan, wheel, there)
-    return _Checked(planned, services, prepared, label)
+    return CheckedTag(planned, services, prepared, label)
 
 
 def _bundle_record(

@@ -1,0 +1,183 @@
+"""`kiln release --finalize --plan FILE`: the last step of a release matrix. Every job
+of `kiln plan --jobs K` has published its share; this checks that the index and the
+registry hold all of the plan, then writes what a one-machine release writes once it
+has published: the SBOMs, the component and pipeline YAMLs, ``dist/manifest.json``,
+and for ``--tag`` the components bundle (uploaded) and ``dist/release/``.
+
+Order: the plan is of this release and commit (``PlanMismatch`` otherwise); every wheel
+is on the index with the plan's sha256 and every image in the registry at the plan's
+digest, each platform's image of an index too. A missing one stops here
+(``ReleaseIncomplete``, naming it and the job that publishes it: re-run that job); one
+there with other bytes is a ``PlanMismatch``. Nothing is written before. Then the
+release is prepared as one machine prepares it (the wheels, each image built from the
+same locked inputs: its SBOM and YAMLs come from them), every build checked against the
+plan, and recorded with what the plan said each job would do: a wheel the plan
+publishes is "published", an image it builds "pushed". So the outputs are, byte for
+byte, those of a one-machine release of the same commit started from the plan's state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from kiln._context import Context, Services, Target, connect
+from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
+from kiln._release.job import PlannedJob, check_release, image_problems, read_jobs, wheel_problems
+from kiln._release.jobs import ImageWork
+from kiln._release.plan import ReleasePlan
+from kiln._release.prepare import prepare
+from kiln._release.stages import Outcome, make_plan, record
+from kiln._release.tag import TagRelease, check_tag, finish_tag
+from kiln._workspace.model import Workspace
+
+
+def finalize(
+    ws: Workspace,
+    ctx: Context,
+    target: Target,
+    *,
+    plan: Path,
+    tag: str | None = None,
+    dev: bool = False,
+) -> TagRelease | Outcome:
+    """Check the whole plan at ``plan`` is published, then write the release's record
+    (see the module): `kiln release --tag`'s for ``tag``, else the plain release's."""
+    if dev:
+        raise ConfigError(
+            "--finalize --dev is not supported yet: a dev release's matrix is finalized by "
+            "running `kiln release --dev` once more on one machine (it publishes nothing "
+            "the jobs published, and writes the manifest)"
+        )
+    jobs = read_jobs(plan)
+    if not jobs:
+        raise ConfigError(f"{plan}: a plan of no job; make it again with `kiln plan --jobs K`")
+    check_release(ws, jobs[0], tag, dev)
+    services = connect(ws, ctx, target)
+    check_published(jobs, services)
+    ctx.report.stage("finalize", f"finalize: every artifact of {plan} is published")
+    if tag is not None:
+        checked = check_tag(ws, ctx, target, tag, services)
+        full = _as_planned(checked.planned.plan, jobs, services)
+        outcome = record(
+            ws, checked.prepared, full, services, digests=_digests(full),
+            release_version=checked.planned.release, report=ctx.report,
+        )  # fmt: skip
+        return finish_tag(ws, checked, outcome, ctx.report)
+    prepared = prepare(ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report)
+    full = _as_planned(make_plan(ws, prepared, services), jobs, services)
+    return record(
+        ws, prepared, full, services, digests=_digests(full), release_version=None,
+        report=ctx.report,
+    )  # fmt: skip
+
+
+def check_published(jobs: Sequence[PlannedJob], services: Services) -> None:
+    """Every wheel and image of the plan's ``jobs`` is published with the plan's bytes:
+    a ``ReleaseIncomplete`` names each one missing and its job, a ``PlanMismatch``
+    each one there with other bytes."""
+    missing: list[tuple[str, int]] = []
+    wrong: list[str] = []
+    for job in jobs:
+        for wheel in job.publishes.values():
+            there = services.index.files(wheel.project).get(wheel.filename)
+            if there is None:
+                missing.append((f"{wheel.filename} is not on {services.index.url}", job.number))
+            elif there != wheel.sha256:
+                wrong.append(
+                    f"{wheel.filename}: the index has sha256 {there}, the plan {wheel.sha256}"
+                )
+        for image in job.images:
+            if _image_missing(image, services, wrong):
+                missing.append(
+                    (f"{image.repository}:{image.tag} is not in the registry", job.number)
+                )
+    source = jobs[0].source
+    if missing:
+        lines = [f"{m} (job {j} publishes it: re-run job {j})" for m, j in missing] + wrong
+        rerun = ", ".join(str(j) for j in sorted({j for _, j in missing}))
+        raise ReleaseIncomplete(
+            f"{source}: {len(missing)} artifact(s) of the plan not published yet, so nothing "
+            "was written:\n" + "\n".join(f"  - {line}" for line in lines) + "\n"
+            f"re-run job(s) {rerun} of the matrix (a re-run publishes only what is missing), "
+            "then finalize again"
+        )
+    if wrong:
+        raise PlanMismatch(
+            f"{source}: the servers hold other bytes than the plan says, so nothing was "
+            "written:\n" + "\n".join(f"  - {w}" for w in wrong) + "\n"
+            "something else published under these versions since the plan was made: make "
+            "the plan again from this commit and re-run every job"
+        )
+
+
+def _image_missing(image: ImageWork, services: Services, wrong: list[str]) -> bool:
+    """Whether the registry lacks ``image``'s tag; one there but not at the plan's digest
+    (or, an index, not over the plan's platform images) goes to ``wrong``."""
+    ref = f"{image.repository}:{image.tag}"
+    host, _, path = image.repository.partition("/")
+    if host != services.registry.host:
+        wrong.append(
+            f"{ref}: the plan is for registry {host}, this run's is {services.registry.host}"
+        )
+        return False
+    there = services.registry.digest(path, image.tag)
+    if there is None:
+        return True
+    if there != image.digest:
+        wrong.append(f"{ref}: the registry has {there}, the plan {image.digest}")
+    elif image.platforms:
+        listed = _index_platforms(services, path, image.digest)
+        wrong += [
+            f"{ref}: its index lists {platform} as {listed.get(platform)}, the plan {digest}"
+            for platform, digest in image.platforms
+            if listed.get(platform) != digest
+        ]
+    return False
+
+
+def _index_platforms(services: Services, path: str, digest: str) -> dict[str, str]:
+    """OCI platform -> its image's digest, of the index ``path@digest`` ({} for one image)."""
+    data = json.loads(services.registry.manifest(path, digest, lists=True))
+    found = {}
+    for row in data.get("manifests", ()):
+        platform = row.get("platform", {})
+        name = f"{platform.get('os')}/{platform.get('architecture')}"
+        if platform.get("variant"):
+            name += f"/{platform['variant']}"
+        found[name] = row.get("digest")
+    return found
+
+
+def _as_planned(plan: ReleasePlan, jobs: Sequence[PlannedJob], services: Services) -> ReleasePlan:
+    """``plan`` (made now: everything published, so skipped) checked against the plan
+    file's builds and sha256s, with each step's action as the plan file's: what the
+    matrix did, as a one-machine release records it."""
+    wheels = {f: w for j in jobs for f, w in j.publishes.items()}
+    images = {i.name: i for j in jobs for i in j.images}
+    steps = {s.name: s for s in plan.images}
+    files = {s.filename: s for s in plan.files}
+    problems = [
+        p for f, w in sorted(wheels.items()) for p in wheel_problems(w, files.get(f), services)
+    ]
+    problems += [p for i in images.values() for p in image_problems(i, steps.get(i.name), services)]
+    unplanned = sorted({*files}.difference(wheels)) + sorted({*steps}.difference(images))
+    problems += [f"{name}: this commit releases it, the plan does not" for name in unplanned]
+    if problems:
+        raise PlanMismatch(
+            f"{jobs[0].source}: what this commit builds is not the plan's, so nothing was "
+            "written:\n" + "\n".join(f"  - {p}" for p in problems) + "\n"
+            "the plan was made from other inputs (another commit, lock or kiln): make the "
+            "plan again from this commit and re-run every job"
+        )
+    return dataclasses.replace(
+        plan,
+        files=tuple(dataclasses.replace(s, action=wheels[s.filename].action) for s in plan.files),
+        images=tuple(dataclasses.replace(s, action=images[s.name].action) for s in plan.images),
+    )
+
+
+def _digests(plan: ReleasePlan) -> dict[str, str]:
+    return {s.name: s.digest for s in plan.images}

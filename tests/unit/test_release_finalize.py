@@ -1,0 +1,190 @@
+"""`kiln release --finalize --plan FILE`: the matrix's last step checks the whole plan is
+published, names what is missing and the job to re-run, then writes what a one-machine
+release writes, with the same bytes; over fake servers, and on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kiln._cli import release as release_cli
+from kiln._cli.context import context as command_context
+from kiln._context import LOCAL, Context
+from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
+from kiln._options import Options
+from kiln._release.components import components
+from kiln._release.finalize import finalize
+from kiln._release.job import release_job
+from kiln._release.matrix import plan_jobs
+from kiln._release.stages import Outcome
+from kiln._report import Reporter
+from tests.unit.cli import run
+from tests.unit.fakes import FakeIndex, FakeOci, FakePip, FakeRegistry, Setup, release_setup
+from tests.unit.test_jobs import git
+from tests.unit.test_release_job import write_plan
+
+WHEELS = (
+    "acme_imgproc-0.1.0-py3-none-any.whl",
+    "kfp-2.17.3-py3-none-any.whl",
+    "numpy-1.0-py3-none-any.whl",
+)
+
+
+def tagged(tmp_path: Path) -> Setup:
+    """The sample, its YAMLs generated, committed and tagged v0.1.0."""
+    setup = release_setup(tmp_path)
+    components(setup.ws, Context(Options(), Reporter.null(), services=setup.services), LOCAL)
+    root = setup.ws.root
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample")
+    git(root, "tag", "v0.1.0")
+    return setup
+
+
+def fresh_servers(setup: Setup) -> Setup:
+    """The same repository over empty servers of its own."""
+    registry = FakeRegistry()
+    return Setup(setup.ws, FakeIndex(), registry, FakeOci(registry), FakePip(), setup.upstream)
+
+
+def outputs(root: Path) -> dict[str, bytes]:
+    """Every file a release wrote in dist/, by its path there."""
+    dist = root / "dist"
+    return {
+        str(p.relative_to(dist)): p.read_bytes() for p in sorted(dist.rglob("*")) if p.is_file()
+    }
+
+
+def test_finalize_names_what_is_missing_then_writes_what_one_machine_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    setup = tagged(tmp_path)
+    root = setup.ws.root
+    servers = {"now": setup}
+
+    def over_fakes(args: argparse.Namespace) -> Context:
+        return dataclasses.replace(command_context(args), services=servers["now"].services)
+
+    monkeypatch.setattr(release_cli, "context", over_fakes)
+    repo = ("--repo", str(root))
+    # One machine, on servers of its own: what the matrix must write, byte for byte.
+    servers["now"] = fresh_servers(setup)
+    code, out, err = run(capsys, "release", "--tag", "v0.1.0", "--json", *repo)
+    assert code == 0, err
+    one_machine = json.loads(out)
+    expected = outputs(root)
+    assert "release/manifest.json" in expected
+    assert "manifest.json" in expected
+    shutil.rmtree(root / "dist")
+    servers["now"] = setup
+
+    code, out, err = run(capsys, "plan", "--tag", "v0.1.0", "--jobs", "2", "--json", *repo)
+    assert code == 0, err
+    plan = tmp_path / "plan.json"
+    plan.write_text(out)
+    final = ("release", "--finalize", "--tag", "v0.1.0", "--plan", str(plan), *repo)
+    code, _, err = run(
+        capsys, *("release", "--tag", "v0.1.0", "--plan", str(plan)), "--job", "1", *repo
+    )
+    assert code == 0, err
+
+    code, _, err = run(capsys, *final)  # job 0 has not run: all of its share is missing
+    assert code == ReleaseIncomplete.exit_code == 12
+    for wheel in WHEELS:
+        assert f"{wheel} is not on http://index.invalid (job 0 publishes it: re-run job 0)" in err
+    image = f"{setup.registry.host}/acme/base:0.1.0"
+    assert f"{image} is not in the registry (job 0 publishes it: re-run job 0)" in err
+    assert "re-run job(s) 0 of the matrix" in err
+    assert not (root / "dist").exists()
+    assert setup.index.uploads == []
+
+    code, _, err = run(
+        capsys, *("release", "--tag", "v0.1.0", "--plan", str(plan)), "--job", "0", *repo
+    )
+    assert code == 0, err
+    code, out, err = run(capsys, *final, "--json")
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["uploaded"] == [one_machine["bundle"]["filename"]]  # the bundle goes last
+    assert done["pushed"] == []
+    assert done["bundle"] == one_machine["bundle"]
+    assert outputs(root) == expected  # manifest, bundle, notes, catalog, SBOMs, YAMLs, wheels
+    manifest = json.loads((root / "dist" / "manifest.json").read_text())
+    assert {w["status"] for w in manifest["wheels"]} == {"published"}
+    assert manifest["images"][0]["status"] == "pushed"
+    assert sorted(setup.index.uploads) == sorted([*WHEELS, done["uploaded"][0]])
+    code, out, err = run(capsys, *final, "--json")  # again: nothing more, the same record
+    assert code == 0, err
+    assert json.loads(out)["uploaded"] == []
+    assert outputs(root) == expected
+
+
+def test_finalize_refuses_other_bytes_than_the_plan(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+    numpy = "numpy-1.0-py3-none-any.whl"
+    setup.index.published["numpy"][numpy] = "f" * 64
+    setup.registry.tags[("acme/base", "0.1.0")] = ("sha256:" + "1" * 64, {})
+    with pytest.raises(PlanMismatch) as refused:
+        finalize(setup.ws, ctx, LOCAL, plan=plan)
+    message = str(refused.value)
+    assert f"{numpy}: the index has sha256 {'f' * 64}, the plan " in message
+    assert f"acme/base:0.1.0: the registry has sha256:{'1' * 64}, the plan sha256:" in message
+    assert not (setup.ws.root / "dist").exists()
+
+
+def test_a_plain_finalize_records_the_plans_actions(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    expected = fresh_servers(setup).release().manifest.to_json()
+    shutil.rmtree(setup.ws.root / "dist")
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=1))
+    release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+
+    done = finalize(setup.ws, ctx, LOCAL, plan=plan)
+
+    assert isinstance(done, Outcome)
+    assert done.manifest.to_json() == expected
+    assert done.manifest_path.read_text() == json.dumps(expected, indent=2) + "\n"
+    # Built from other sources than the plan's: refused, nothing written.
+    source = setup.ws.root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
+    source.write_text(source.read_text() + "\nCHANGED = True\n")
+    shutil.rmtree(setup.ws.root / "dist")
+    with pytest.raises(PlanMismatch, match=r"acme_imgproc-0\.1\.0-py3-none-any\.whl: built with"):
+        finalize(setup.ws, ctx, LOCAL, plan=plan)
+    assert not (setup.ws.root / "dist").exists()
+
+
+def test_finalize_refuses_a_plan_of_another_release_and_dev(tmp_path: Path) -> None:
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=1))
+    with pytest.raises(PlanMismatch, match="plans a plain release, but this run was given --tag"):
+        finalize(setup.ws, ctx, LOCAL, plan=plan, tag="v0.1.0")
+    with pytest.raises(ConfigError, match="--finalize --dev is not supported yet"):
+        finalize(setup.ws, ctx, LOCAL, plan=plan, dev=True)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--finalize",), "--finalize takes --plan FILE"),
+        (("--finalize", "--plan", "p.json", "--job", "0"), "--finalize takes --plan FILE"),
+        (("--finalize", "--plan", "p.json", "--dry-run"), "`kiln plan` is its dry run"),
+    ],
+)
+def test_finalize_arguments(
+    argv: tuple[str, ...], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(capsys, "release", *argv, "--repo", str(tmp_path))
+    assert code == 2
+    assert message in err
