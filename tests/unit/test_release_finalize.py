@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -14,13 +15,15 @@ import pytest
 
 from kiln._cli import release as release_cli
 from kiln._cli.context import context as command_context
-from kiln._context import LOCAL, Context
+from kiln._context import LOCAL, Context, Services
 from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
 from kiln._options import Options
 from kiln._release.components import components
-from kiln._release.finalize import finalize
-from kiln._release.job import release_job
+from kiln._release.finalize import check_published, finalize
+from kiln._release.job import PlannedJob, release_job
+from kiln._release.jobs import ImageWork
 from kiln._release.matrix import plan_jobs
+from kiln._release.plan import Action
 from kiln._release.stages import Outcome
 from kiln._report import Reporter
 from tests.unit.cli import run
@@ -188,3 +191,54 @@ def test_finalize_arguments(
     code, _, err = run(capsys, "release", *argv, "--repo", str(tmp_path))
     assert code == 2
     assert message in err
+
+
+def test_an_index_that_does_not_list_a_planned_platform_image_is_refused(tmp_path: Path) -> None:
+    registry = FakeRegistry()
+    amd64, arm64, index = ("sha256:" + c * 64 for c in "abc")
+    registry.tags[("acme/base", "0.1.0")] = (index, {})
+    listed = {
+        "manifests": [{"digest": amd64, "platform": {"os": "linux", "architecture": "amd64"}}]
+    }
+    services = Services(FakeIndex(), _Listing(registry, json.dumps(listed).encode()))
+    image = ImageWork(
+        "base", f"{registry.host}/acme/base", "0.1.0", Action.BUILD, index,
+        (("linux/amd64", amd64), ("linux/arm64", arm64)), (), 1,
+    )  # fmt: skip
+    job = PlannedJob(tmp_path / "plan.json", 0, 1, "plain", None, None, (image,), {})
+    with pytest.raises(PlanMismatch, match=f"its index does not list linux/arm64's image {arm64}"):
+        check_published([job], services)
+    listed["manifests"].append(
+        {"digest": arm64, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}
+    )
+    check_published([job], Services(FakeIndex(), _Listing(registry, json.dumps(listed).encode())))
+    registry.tags.clear()  # not pushed at all: missing, and the job that pushes it
+    with pytest.raises(
+        ReleaseIncomplete,
+        match=re.escape(
+            "acme/base:0.1.0 is not in the registry (job 0 publishes it: re-run job 0)"
+        ),
+    ):
+        check_published([job], services)
+
+
+@dataclasses.dataclass
+class _Listing:
+    """A registry whose every manifest is ``index`` (an OCI index)."""
+
+    registry: FakeRegistry
+    index: bytes
+    host: str = FakeRegistry.host
+
+    def digest(self, repository: str, tag: str) -> str | None:
+        return self.registry.digest(repository, tag)
+
+    def labels(self, repository: str, tag: str) -> dict[str, str]:
+        return self.registry.labels(repository, tag)
+
+    def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes:
+        assert lists
+        return self.index
+
+    def blob_exists(self, repository: str, digest: str) -> bool:
+        return True

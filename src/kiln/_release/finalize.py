@@ -129,26 +129,19 @@ def _image_missing(image: ImageWork, services: Services, wrong: list[str]) -> bo
     if there != image.digest:
         wrong.append(f"{ref}: the registry has {there}, the plan {image.digest}")
     elif image.platforms:
-        listed = _index_platforms(services, path, image.digest)
+        listed = _index_images(services, path, image.digest)
         wrong += [
-            f"{ref}: its index lists {platform} as {listed.get(platform)}, the plan {digest}"
+            f"{ref}: its index does not list {platform}'s image {digest}, the plan's"
             for platform, digest in image.platforms
-            if listed.get(platform) != digest
+            if digest not in listed
         ]
     return False
 
 
-def _index_platforms(services: Services, path: str, digest: str) -> dict[str, str]:
-    """OCI platform -> its image's digest, of the index ``path@digest`` ({} for one image)."""
+def _index_images(services: Services, path: str, digest: str) -> set[str]:
+    """The digests of the images the index ``path@digest`` lists."""
     data = json.loads(services.registry.manifest(path, digest, lists=True))
-    found = {}
-    for row in data.get("manifests", ()):
-        platform = row.get("platform", {})
-        name = f"{platform.get('os')}/{platform.get('architecture')}"
-        if platform.get("variant"):
-            name += f"/{platform['variant']}"
-        found[name] = row.get("digest")
-    return found
+    return {str(row.get("digest")) for row in data.get("manifests", ())}
 
 
 def _as_planned(plan: ReleasePlan, jobs: Sequence[PlannedJob], services: Services) -> ReleasePlan:
