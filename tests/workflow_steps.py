@@ -104,6 +104,7 @@ def read_job(
     emulated: Mapping[str, Collection[str]],
     stubbed: Collection[str],
     job_keys: Collection[str],
+    step_keys: Collection[str] = RUN_STEP_KEYS,
 ) -> Job:
     """``job``'s run steps with every expression replaced by ``values`` (keyed by the
     expression's text, e.g. ``github.token``), and the inputs of its `uses:` steps.
@@ -111,7 +112,7 @@ def read_job(
     Raises ``Unreproducible`` naming everything the rehearsal cannot reproduce: a job key
     outside ``job_keys``, a step key it does not honour, an action not in ``emulated`` (or
     an input of it not listed there), an expression not in ``values``, a ``stubbed``
-    script the job no longer has."""
+    script the job no longer has. ``step_keys``: what a run step may hold."""
     _doc, spec = _job(workflow, job)
     problems = [f"job key `{k}`" for k in sorted(set(spec) - set(job_keys))]
     names: list[str] = []
@@ -130,7 +131,7 @@ def read_job(
             problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - {"uses", "with"})]
             uses[action] = inputs
         else:
-            problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - RUN_STEP_KEYS)]
+            problems += [f"step {number}: key `{k}`" for k in sorted(set(raw) - set(step_keys))]
             names.append(str(raw.get("name") or raw["run"]))
     steps = []
     for name, (raw_env, raw_script) in zip(names, run_steps(workflow, job), strict=True):

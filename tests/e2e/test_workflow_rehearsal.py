@@ -1,20 +1,31 @@
-"""A rehearsal of `.github/workflows/release.yml`: the `run:` steps of its `release` job,
-run as GitHub runs them for a pushed tag v0.1.0, in a fresh checkout of a git copy of
-this repository, against an index and a registry that require credentials (conftest's
-``servers``). It publishes the wheels, the images and `acme-components==0.1.0`, writes
-`dist/release/`, hands it to `gh`, and writes the password nowhere; the same tag again
-publishes nothing; a workflow broken in a way that matters fails the rehearsal; and a
-v0.2.0 tagged after it gets notes that compare it with v0.1.0, which needs the
-checkout's `fetch-depth: 0` (the last test: it adds a commit and a tag to the origin).
+"""A rehearsal of `.github/workflows/release.yml`: the `run:` steps of its jobs, plan ->
+release (a matrix of the plan's 3 jobs) -> finalize, run as GitHub runs them for a pushed
+tag v0.1.0, each job in a fresh checkout of a git copy of this repository, against an
+index and a registry that require credentials (conftest's ``servers``). The plan job
+plans and cuts the release; the 3 matrix jobs run at once, separate processes, each in
+its own checkout with an empty kiln build cache, and each publishes its share; finalize
+publishes `acme-components==0.1.0`, writes `dist/release/` (what one machine's `kiln
+release --tag` of the same commit writes: the bundle, notes, SBOMs byte for byte, the
+manifest's every digest), hands it to `gh`, and the password is written nowhere; the
+same tag again publishes nothing; a workflow broken in a way that matters fails the
+rehearsal; and a v0.2.0 tagged after it gets notes that compare it with v0.1.0, which
+needs the checkout's `fetch-depth: 0` (the last test: it adds a commit and a tag to the
+origin).
 
 What runs as-is, what is emulated or stubbed, and why:
 
 - ``actions/checkout`` (a `uses:` step) is emulated: every run starts from a fresh
   checkout of the tag, fetched the way checkout v4 does it (by default only the tagged
   commit, at depth 1, no other tag; `fetch-depth: 0` fetches every branch and tag). The
-  run's `.kiln/cache` and `.kiln/wheelhouse` (conftest's ``kiln_cache``) are linked in,
-  only so that nothing is downloaded or built again: a runner starts with neither, and
-  kiln fills them with the same files.
+  run's `.kiln/cache` and `.kiln/wheelhouse` (conftest's ``kiln_cache``) are linked into
+  the plan and finalize jobs' checkouts, only so that nothing is downloaded or built
+  again: a runner starts with neither, and kiln fills them with the same files. A matrix
+  job's checkout gets only what kiln fetches (the .debs' cache, the locked wheels): its
+  builds (wheels, layers, images) start from nothing, as on a fresh runner.
+- ``actions/upload-artifact`` and ``actions/download-artifact`` are emulated by a
+  folder: the upload copies its `path` there after the job's steps, the download copies
+  it back before them. A job's outputs are read from GITHUB_OUTPUT (one file for all
+  of its steps) as its `outputs:` name them; the matrix is the plan job's `jobs`.
 - ``actions/setup-python`` is emulated by the test's own interpreter: its bin folder is
   on PATH (`python`, and the twine and uv kiln calls), as on the runner.
 - ``python -m pip install -e .`` is stubbed (skipped): run here, it would install kiln
@@ -22,7 +33,8 @@ What runs as-is, what is emulated or stubbed, and why:
   the next steps, a `kiln` command of this checkout's code, is a wrapper first on PATH
   that runs this interpreter's ``-m kiln`` with this checkout's `src/` on PYTHONPATH.
   The stub matches the script exactly: another install script fails the test.
-- ``kiln release --tag ...`` runs as-is, with the environment the workflow gives it.
+- ``kiln plan``, ``kiln release --job`` and ``--finalize`` run as-is, with the
+  environment the workflow gives them.
 - the `gh release` step runs as-is, with a fake `gh` first on PATH, since there is no
   GitHub to talk to: it keeps the releases it made in a folder (so a second run takes
   the `gh release upload --clobber` branch), records each call, checks `--verify-tag`
@@ -40,6 +52,7 @@ so nothing but loopback answers kiln, pip, twine or uv.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import json
 import os
@@ -47,24 +60,35 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from kiln._servers.credentials import Credentials
 from kiln._servers.registry import RegistryClient
 from tests import workflow_steps
 from tests.e2e.conftest import HELPERS, IMAGES, PASSWORD, PROJECT, USER, KilnCache, OsPins, Servers
 from tests.e2e.tools import free_port
-from tests.workflow_steps import GIT, Rehearsal, git, run_job, runner_env, tools, tracked_files
+from tests.workflow_steps import (
+    GIT,
+    Rehearsal,
+    StepRun,
+    git,
+    run_job,
+    runner_env,
+    tools,
+    tracked_files,
+)  # fmt: skip
 
 pytestmark = pytest.mark.e2e
 
 WORKFLOW = PROJECT / ".github" / "workflows" / "release.yml"
-JOB = "release"
+JOBS = ("plan", "release", "finalize")  # in the order of their `needs:`
 TAG = "v0.1.0"
 GITHUB_REPOSITORY = "acme/monorepo"
 GH_TOKEN = "ghs_rehearsal-dummy-token"  # noqa: S105 (github.token: a dummy)
@@ -77,8 +101,17 @@ STUBBED = {
 EMULATED = {
     "actions/checkout": {"persist-credentials", "fetch-depth", "fetch-tags"},
     "actions/setup-python": {"python-version"},
+    "actions/upload-artifact": {"name", "path"},
+    "actions/download-artifact": {"name", "path"},
 }
-JOB_KEYS = {"name", "runs-on", "timeout-minutes", "permissions", "steps", "env"}
+JOB_KEYS = {
+    "name", "runs-on", "timeout-minutes", "permissions", "steps", "env", "needs", "outputs",
+    "strategy",
+}  # fmt: skip
+STEP_KEYS = workflow_steps.RUN_STEP_KEYS | {"id"}  # an id: its outputs, in GITHUB_OUTPUT
+# A job's output the rehearsal resolves, and the matrix it makes of another job's output.
+STEP_OUTPUT = re.compile(r"^\$\{\{ steps\.([\w-]+)\.outputs\.([\w-]+) \}\}$")
+FROM_JSON = re.compile(r"^\$\{\{ fromJSON\(needs\.([\w-]+)\.outputs\.([\w-]+)\) \}\}$")
 
 
 def _expressions(servers: Servers, tag: str = TAG) -> dict[str, str]:
@@ -97,22 +130,33 @@ def _expressions(servers: Servers, tag: str = TAG) -> dict[str, str]:
 # ------------------------------------------------------------------ the workflow, read
 @dataclass(frozen=True)
 class Job:
+    name: str
     job: workflow_steps.Job
+    spec: dict[str, Any]  # its mapping in the workflow, as written
     fetch_depth: int
     fetch_tags: bool
 
 
-def read_job(workflow: Path, values: dict[str, str]) -> Job:
+def read_job(workflow: Path, name: str, values: dict[str, str]) -> Job:
     """The job's run steps with their expressions replaced; a failure naming everything
     in the job the rehearsal does not know how to reproduce."""
     try:
         job = workflow_steps.read_job(
-            workflow, JOB, values, emulated=EMULATED, stubbed=STUBBED, job_keys=JOB_KEYS
-        )
+            workflow, name, values, emulated=EMULATED, stubbed=STUBBED, job_keys=JOB_KEYS,
+            step_keys=STEP_KEYS,
+        )  # fmt: skip
     except workflow_steps.Unreproducible as exc:
         pytest.fail(str(exc))
+    spec = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"][name]
     checkout = job.uses.get("actions/checkout", {})
-    return Job(job, int(checkout.get("fetch-depth", 1)), bool(checkout.get("fetch-tags", False)))
+    return Job(
+        name, job, spec, int(checkout.get("fetch-depth", 1)), bool(checkout.get("fetch-tags"))
+    )
+
+
+def _value(text: str, values: dict[str, str]) -> str:
+    """An action input with its expressions replaced (each must be known)."""
+    return workflow_steps.EXPRESSION.sub(lambda m: values[m.group(1)], text)
 
 
 # ------------------------------------------------------------------ the runner
@@ -127,8 +171,10 @@ class Origin:
     github: Path  # the fake GitHub's state: releases made, calls
 
 
-def checkout(origin: Origin, workspace: Path, job: Job, tag: str) -> None:
-    """actions/checkout for a tag push: the tag alone at depth 1, unless fetch-depth: 0."""
+def checkout(origin: Origin, workspace: Path, job: Job, tag: str, *, warm: bool) -> None:
+    """actions/checkout for a tag push: the tag alone at depth 1, unless fetch-depth: 0.
+    ``warm``: the run's kiln cache linked in whole; else (a matrix job) only what kiln
+    fetches (the .debs, the locked wheels), so that its builds start from nothing."""
     git = [*GIT, "-C", str(workspace)]
     subprocess.run([*GIT, "init", "-q", str(workspace)], check=True)
     subprocess.run([*git, "remote", "add", "origin", origin.root.as_uri()], check=True)
@@ -141,24 +187,84 @@ def checkout(origin: Origin, workspace: Path, job: Job, tag: str) -> None:
         fetch.append(f"+refs/tags/{tag}:refs/tags/{tag}")
     subprocess.run([*git, *fetch], check=True)
     subprocess.run([*git, "checkout", "-q", "--force", f"refs/tags/{tag}"], check=True)
-    origin.caches.link_into(workspace)
+    if warm:
+        origin.caches.link_into(workspace)
+        return
+    state = workspace / ".kiln"
+    (state / "cache").mkdir(parents=True)
+    (state / "cache" / "debian").symlink_to(origin.caches.state / "cache" / "debian")
+    (state / "wheelhouse").symlink_to(origin.caches.state / "wheelhouse")
 
 
-def rehearse(
-    origin: Origin, workflow: Path, servers: Servers, tmp_path: Path, tag: str = TAG
-) -> Rehearsal:
-    """Every run step of the job for a push of ``tag``, in order, in a fresh checkout;
-    stops at a failing one."""
-    job = read_job(workflow, _expressions(servers, tag))
-    workspace, home, temp = tmp_path / "work", tmp_path / "home", tmp_path / "runner-temp"
+@dataclass
+class JobRun:
+    """One run of a job (a matrix job's: ``matrix``), and its outputs."""
+
+    name: str
+    matrix: str | None
+    rehearsal: Rehearsal
+    outputs: dict[str, str]
+    seconds: float
+
+
+@dataclass
+class WorkflowRun:
+    """The workflow's jobs as they ran, in order (a matrix job's runs, by number); it
+    stops after a job with a failed run, as GitHub's `needs:` does."""
+
+    jobs: list[JobRun]
+
+    @property
+    def failed(self) -> StepRun | None:
+        return next((r.rehearsal.failed for r in self.jobs if r.rehearsal.failed), None)
+
+    def output(self) -> str:
+        return "".join(
+            f"=== {r.name}{'' if r.matrix is None else f' ({r.matrix})'}\n{r.rehearsal.output()}"
+            for r in self.jobs
+        )
+
+    def job(self, name: str) -> list[JobRun]:
+        return [r for r in self.jobs if r.name == name]
+
+    @property
+    def workspace(self) -> Path:
+        """The finalize job's checkout: the release record is there."""
+        (final,) = self.job("finalize")
+        return final.rehearsal.workspace
+
+
+def run_one(
+    origin: Origin,
+    workflow: Path,
+    name: str,
+    servers: Servers,
+    folder: Path,
+    *,
+    tag: str,
+    artifacts: Path,
+    matrix: str | None = None,
+) -> JobRun:
+    """One job for a push of ``tag`` in a fresh checkout in ``folder``: its artifacts
+    downloaded from ``artifacts`` first, its run steps in order (stops at a failing
+    one), its uploads kept in ``artifacts``; its outputs read from its GITHUB_OUTPUT
+    (the rehearsal gives every step of a job the same file)."""
+    started = time.monotonic()
+    workspace, home, temp = folder / "work", folder / "home", folder / "runner-temp"
     home.mkdir(parents=True)
     temp.mkdir()
-    checkout(origin, workspace, job, tag)
+    values = {**_expressions(servers, tag), "runner.temp": str(temp)}
+    if matrix is not None:
+        values["matrix.job"] = matrix
+    job = read_job(workflow, name, values)
+    checkout(origin, workspace, job, tag, warm=matrix is None)
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    output = temp / "github-output"
+    output.touch()
     github = {
         **runner_env(
             workflow="release",
-            job=JOB,
+            job=name,
             event="push",
             ref=f"refs/tags/{tag}",
             sha=git(origin.root, "rev-parse", f"{tag}^{{commit}}"),
@@ -168,6 +274,7 @@ def rehearse(
             home=home,
             tools=origin.tools,
         ),
+        "GITHUB_OUTPUT": str(output),
         "HTTP_PROXY": closed,
         "HTTPS_PROXY": closed,
         "http_proxy": closed,
@@ -180,7 +287,78 @@ def rehearse(
         github["DOCKER_HOST"] = os.environ["DOCKER_HOST"]
     # The install step's stand-in: `kiln` is the wrapper, whatever else is on PATH.
     assert shutil.which("kiln", path=github["PATH"]) == str(origin.tools / "kiln")
-    return run_job(job.job, workspace=workspace, env=github, temp=temp, stubbed=STUBBED)
+    if "actions/download-artifact" in job.job.uses:
+        inputs = job.job.uses["actions/download-artifact"]
+        shutil.copytree(artifacts / inputs["name"], _value(inputs["path"], values))
+    rehearsal = run_job(job.job, workspace=workspace, env=github, temp=temp, stubbed=STUBBED)
+    if "actions/upload-artifact" in job.job.uses and rehearsal.failed is None:
+        inputs = job.job.uses["actions/upload-artifact"]
+        (artifacts / inputs["name"]).mkdir(parents=True)
+        shutil.copy2(_value(inputs["path"], values), artifacts / inputs["name"])
+    written = dict(
+        line.split("=", 1) for line in output.read_text(encoding="utf-8").splitlines() if line
+    )
+    ids = {str(step["id"]) for step in job.spec["steps"] if "id" in step}
+    outputs = {}
+    for key, expression in (job.spec.get("outputs") or {}).items():
+        match = STEP_OUTPUT.match(expression)
+        assert match, f"job {name}, output {key}: {expression} is not a step's output"
+        assert match.group(1) in ids, f"job {name}, output {key}: no step {match.group(1)}"
+        outputs[key] = written.get(match.group(2), "")
+    return JobRun(name, matrix, rehearsal, outputs, time.monotonic() - started)
+
+
+def rehearse(
+    origin: Origin, workflow: Path, servers: Servers, tmp_path: Path, tag: str = TAG
+) -> WorkflowRun:
+    """The workflow for a push of ``tag``: plan, then each of the release job's matrix
+    jobs at once (separate processes, each in a fresh checkout with its own empty kiln
+    build cache), then finalize; it stops after a job that failed, as `needs:` does."""
+    spec = yaml.safe_load(workflow.read_text(encoding="utf-8"))["jobs"]
+    assert list(spec) == list(JOBS), "the rehearsal runs plan -> release (matrix) -> finalize"
+    assert spec["release"]["needs"] == "plan"
+    assert set(spec["finalize"]["needs"]) == {"plan", "release"}
+    artifacts = tmp_path / "artifacts"
+    plan = run_one(origin, workflow, "plan", servers, tmp_path / "plan", tag=tag,
+                   artifacts=artifacts)  # fmt: skip
+    run = WorkflowRun([plan])
+    if run.failed:
+        return run
+    strategy = spec["release"]["strategy"]
+    match = FROM_JSON.match(strategy["matrix"]["job"])
+    assert match, strategy
+    assert match.group(1) == "plan", strategy
+    numbers = [str(n) for n in json.loads(plan.outputs[match.group(2)])]
+    with concurrent.futures.ThreadPoolExecutor(len(numbers)) as pool:
+        shares = [
+            pool.submit(
+                run_one,
+                origin,
+                workflow,
+                "release",
+                servers,
+                tmp_path / f"job-{n}",
+                tag=tag,
+                artifacts=artifacts,
+                matrix=n,
+            )
+            for n in numbers
+        ]
+        run.jobs += [f.result() for f in shares]
+    if run.failed:
+        return run
+    run.jobs.append(
+        run_one(
+            origin,
+            workflow,
+            "finalize",
+            servers,
+            tmp_path / "finalize",
+            tag=tag,
+            artifacts=artifacts,
+        )
+    )
+    return run
 
 
 # ------------------------------------------------------------------ the fakes
@@ -294,12 +472,38 @@ def _files_holding(folder: Path, needle: bytes) -> list[str]:
     ]
 
 
-def _assert_no_password(rehearsal: Rehearsal) -> None:
-    assert PASSWORD not in rehearsal.output()
+def _assert_no_password(run: WorkflowRun) -> None:
+    assert PASSWORD not in run.output()
     canary = PASSWORD.encode()
-    for folder in ("dist", ".kiln/logs", "pipelines/components/generated"):
-        path = rehearsal.workspace / folder
-        assert _files_holding(path, canary) == [], folder
+    for job in run.jobs:
+        for folder in ("dist", ".kiln/logs", "pipelines/components/generated"):
+            path = job.rehearsal.workspace / folder
+            assert _files_holding(path, canary) == [], (job.name, folder)
+
+
+def _one_machine(origin: Origin, servers: Servers, folder: Path) -> Path:
+    """`kiln release --tag v0.1.0` of the same commit on one machine (a fresh checkout
+    with the history, the run's warm cache), against the same servers: its checkout."""
+    workspace = folder / "work"
+    values = {**_expressions(servers), "runner.temp": str(folder)}
+    checkout(origin, workspace, read_job(WORKFLOW, "finalize", values), TAG, warm=True)
+    target = ("--index", servers.index_url, "--registry", servers.registry)
+    proc = subprocess.run(
+        [str(origin.tools / "kiln"), "release", "--tag", TAG, *target, "--repo", str(workspace)],
+        env={**os.environ, **servers.env()}, capture_output=True, text=True, check=False,
+        timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "release 0.1.0 is already published: nothing uploaded, nothing pushed" in proc.stdout
+    return workspace
+
+
+def _as_found(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of a release that published ``manifest``'s artifacts, as a release run
+    after it records them: found there ("unchanged"), pushed by no revision of its own."""
+    wheels = [{**w, "status": "unchanged"} for w in manifest["wheels"]]
+    images = [{**i, "status": "unchanged", "revision": None} for i in manifest["images"]]
+    return {**manifest, "wheels": wheels, "images": images}
 
 
 def _index_files(servers: Servers, project: str) -> list[str]:
@@ -326,15 +530,61 @@ def _sha256(path: Path) -> str:
 
 
 # ------------------------------------------------------------------ the tests
+def _assert_shares(run: WorkflowRun) -> None:
+    """Each job ran (a matrix job each of the plan's 3), each matrix job built its share
+    from an empty kiln build cache, and pushed it."""
+    codes = {(r.name, r.matrix): [s.returncode for s in r.rehearsal.runs] for r in run.jobs}
+    assert codes == {
+        ("plan", None): [None, 0],  # install stubbed
+        ("release", "0"): [None, 0],
+        ("release", "1"): [None, 0],
+        ("release", "2"): [None, 0],
+        ("finalize", None): [None, 0, 0],
+    }
+    pushed = []
+    for share in run.job("release"):
+        cache = share.rehearsal.workspace / ".kiln" / "cache"
+        assert not (cache / "oci").is_symlink()
+        assert not (cache / "wheels").is_symlink()
+        line = share.rehearsal.runs[1].stdout.splitlines()[-1]
+        assert line.startswith(f"job {share.matrix} of 3: uploaded "), line
+        pushed.append(int(line.split("pushed ")[1].split(" ")[0]))
+        assert not (share.rehearsal.workspace / "dist").exists()  # no record: finalize's
+    assert sum(pushed) == len(IMAGES) + 1  # each image once (packages mode's base too)
+    assert all(pushed), pushed  # 4 images in 3 jobs: none is empty
+
+
+def _assert_as_one_machine(origin: Origin, servers: Servers, folder: Path, work: Path) -> None:
+    # One machine's `kiln release --tag` of the same commit writes the same record: the
+    # bundle, notes, catalog and every SBOM byte for byte, and the same manifest (each
+    # digest, sha256 and YAML), but for what each run did: the matrix published it all,
+    # one machine after it finds it all there.
+    alone = _one_machine(origin, servers, folder)
+    record = _record(work)
+    manifest = json.loads((work / "dist/release/manifest.json").read_text())
+    assert _record(alone) == record
+    for path in record:
+        if path != "dist/release/manifest.json":
+            assert (alone / path).read_bytes() == (work / path).read_bytes(), path
+    one = json.loads((alone / "dist/release/manifest.json").read_text())
+    assert one == _as_found(manifest)
+    assert {w["status"] for w in manifest["wheels"]} == {"published"}
+    assert {i["status"] for i in manifest["images"]} == {"pushed"}
+    assert (alone / "dist/manifest.json").read_text() == (
+        json.dumps(_as_found(json.loads((work / "dist/manifest.json").read_text())), indent=2)
+        + "\n"
+    )  # the manifest's bytes: only the status fields differ
+
+
 def test_rehearsal_releases_the_tag_then_is_a_no_op(
     origin: Origin, servers: Servers, tmp_path: Path
 ) -> None:
     first = rehearse(origin, WORKFLOW, servers, tmp_path / "first")
     assert first.failed is None, first.output()
-    assert [r.returncode for r in first.runs] == [None, 0, 0]  # install stubbed
     _assert_no_password(first)
     work = first.workspace
     assert git(work, "status", "--porcelain") == ""  # the release changed no tracked file
+    _assert_shares(first)
 
     # What kiln published, read back with the credentials.
     for helper, version in HELPERS.items():
@@ -381,14 +631,19 @@ def test_rehearsal_releases_the_tag_then_is_a_no_op(
     published = {p: _index_files(servers, p) for p in ("acme-imgproc", "acme-components")}
     bundle = _sha256(work / "dist/release/acme_components-0.1.0-py3-none-any.whl")
 
+    _assert_as_one_machine(origin, servers, tmp_path / "one-machine", work)
+
     # The same tag again (a re-run of the workflow): nothing published, the same record
     # uploaded again to the existing GitHub Release.
     second = rehearse(origin, WORKFLOW, servers, tmp_path / "second")
     assert second.failed is None, second.output()
     _assert_no_password(second)
+    (final,) = second.job("finalize")
     assert "release 0.1.0 is already published: nothing uploaded, nothing pushed" in (
-        second.runs[1].stdout + second.runs[1].stderr
+        final.rehearsal.runs[1].stdout + final.rehearsal.runs[1].stderr
     )
+    for share in second.job("release"):  # each job found its share published
+        assert " uploaded 0 file(s), pushed 0 image(s)" in share.rehearsal.runs[1].stdout
     assert {p: _index_files(servers, p) for p in published} == published
     assert _sha256(second.workspace / "dist/release/acme_components-0.1.0-py3-none-any.whl") == (
         bundle
@@ -415,15 +670,18 @@ class Breakage:
 
 
 BREAKAGES = {
-    # A plain release: dist/release/ is never written, so gh has nothing to attach.
-    "release-without-tag": Breakage(
-        ' --tag "$GITHUB_REF_NAME"', "", "attach the release record", "gh (fake): "
+    # A plan of the plain release: each matrix job, given --tag, refuses it (exit 11).
+    "plan-without-tag": Breakage(
+        ' --tag "$GITHUB_REF_NAME"',
+        "",
+        "kiln release --job",
+        "plans a plain release, but this run was given --tag v0.1.0",
     ),
     # The registry password under another name: kiln sees a user and no password.
     "misspelled-env": Breakage(
         "KILN_REGISTRY_PASSWORD: $",
         "KILN_REGISTRY_PASWORD: $",
-        "kiln release --tag",
+        "kiln plan --tag",
         "KILN_REGISTRY_USERNAME is set but KILN_REGISTRY_PASSWORD is not",
     ),
 }
@@ -446,12 +704,12 @@ def test_an_unknown_expression_fails_the_rehearsal(servers: Servers, tmp_path: P
         tmp_path, "${{ secrets.KILN_INDEX_PASSWORD }}", "${{ secrets.KILN_INDEX_PASWORD }}"
     )
     with pytest.raises(pytest.fail.Exception, match=r"secrets\.KILN_INDEX_PASWORD"):
-        read_job(broken, _expressions(servers))
+        read_job(broken, "plan", _expressions(servers))
     extra = _broken(tmp_path, "        run: python -m pip install -e .\n", (
         "        run: python -m pip install -e .\n        working-directory: src\n"
     ))  # fmt: skip
     with pytest.raises(pytest.fail.Exception, match="key `working-directory`"):
-        read_job(extra, _expressions(servers))
+        read_job(extra, "plan", _expressions(servers))
 
 
 def test_the_next_tag_notes_what_changed_since_the_last(
@@ -469,7 +727,7 @@ def test_the_next_tag_notes_what_changed_since_the_last(
     shallow = _broken(tmp_path, "          fetch-depth: 0\n", "")
     refused = rehearse(origin, shallow, servers, tmp_path / "shallow", tag="v0.2.0")
     assert refused.failed is not None, refused.output()
-    assert refused.failed.step.name == "kiln release --tag", refused.output()
+    assert refused.failed.step.name == "kiln plan --tag", refused.output()
     assert "no release tag below v0.2.0" in refused.failed.stderr, refused.output()
     assert _index_files(servers, "acme-components") == ["acme_components-0.1.0-py3-none-any.whl"]
     assert len(_gh_calls(origin)) == calls  # the gh step did not run

@@ -162,7 +162,7 @@ def apt_packages(script: str) -> list[str]:
 
 # Write access, job by job: only where a job writes, and only what it writes.
 WRITES = {
-    ("release.yml", "release"): {"contents": "write"},
+    ("release.yml", "finalize"): {"contents": "write"},
     ("os-lock.yml", "os-lock"): {"contents": "write", "pull-requests": "write"},
 }
 
@@ -274,25 +274,42 @@ def test_os_lock_steps_from_os_lock_yml() -> None:
         assert needle in script
 
 
-def test_release_steps_from_release_yml() -> None:
-    steps = run_steps(WORKFLOWS / "release.yml", "release")
-    scripts = [script for _, script in steps]
-    assert scripts[0] == "python -m pip install -e ."
-    (env, script), *_ = [s for s in steps if s[1].startswith("kiln release --tag ")]
-    assert script == (
-        'kiln release --tag "$GITHUB_REF_NAME" --index "$KILN_INDEX_URL" '
-        '--registry "$KILN_REGISTRY"'
-    )
-    assert env == {
-        "KILN_INDEX_URL": "${{ vars.KILN_INDEX_URL }}",
-        "KILN_REGISTRY": "${{ vars.KILN_REGISTRY }}",
-        "KILN_INDEX_USERNAME": "${{ secrets.KILN_INDEX_USERNAME }}",
-        "KILN_INDEX_PASSWORD": "${{ secrets.KILN_INDEX_PASSWORD }}",
-        "KILN_REGISTRY_USERNAME": "${{ secrets.KILN_REGISTRY_USERNAME }}",
-        "KILN_REGISTRY_PASSWORD": "${{ secrets.KILN_REGISTRY_PASSWORD }}",
+KILN_ENV = {
+    "KILN_INDEX_URL": "${{ vars.KILN_INDEX_URL }}",
+    "KILN_REGISTRY": "${{ vars.KILN_REGISTRY }}",
+    "KILN_INDEX_USERNAME": "${{ secrets.KILN_INDEX_USERNAME }}",
+    "KILN_INDEX_PASSWORD": "${{ secrets.KILN_INDEX_PASSWORD }}",
+    "KILN_REGISTRY_USERNAME": "${{ secrets.KILN_REGISTRY_USERNAME }}",
+    "KILN_REGISTRY_PASSWORD": "${{ secrets.KILN_REGISTRY_PASSWORD }}",
+}
+TARGET = '--tag "$GITHUB_REF_NAME" --index "$KILN_INDEX_URL" --registry "$KILN_REGISTRY"'
+
+
+def test_release_is_plan_then_matrix_then_finalize() -> None:
+    jobs = load("release.yml")["jobs"]
+    assert list(jobs) == ["plan", "release", "finalize"]
+    assert jobs["release"]["needs"] == "plan"
+    assert jobs["finalize"]["needs"] == ["plan", "release"]
+    assert jobs["plan"]["outputs"] == {"jobs": "${{ steps.plan.outputs.jobs }}"}
+    strategy = jobs["release"]["strategy"]
+    assert strategy == {
+        "fail-fast": False,
+        "matrix": {"job": "${{ fromJSON(needs.plan.outputs.jobs) }}"},
     }
-    # The release record goes up after the release, with the job's token only.
-    upload_env, upload = steps[-1]
+    for name in jobs:
+        steps = run_steps(WORKFLOWS / "release.yml", name)
+        assert steps[0][1] == "python -m pip install -e .", name
+    (env, plan), *_ = run_steps(WORKFLOWS / "release.yml", "plan")[1:]
+    assert env == KILN_ENV
+    assert f'kiln plan {TARGET} \\\n  --jobs 3 --json >"$RUNNER_TEMP/plan/plan.json"' in plan
+    assert '>>"$GITHUB_OUTPUT"' in plan
+    (env, share), *_ = run_steps(WORKFLOWS / "release.yml", "release")[1:]
+    assert env == {"JOB": "${{ matrix.job }}", **KILN_ENV}
+    assert share == f'kiln release {TARGET} --job "$JOB" --plan "$RUNNER_TEMP/plan/plan.json"'
+    (env, final), (upload_env, upload) = run_steps(WORKFLOWS / "release.yml", "finalize")[1:]
+    assert env == KILN_ENV
+    assert final == f'kiln release {TARGET} --finalize --plan "$RUNNER_TEMP/plan/plan.json"'
+    # The release record goes up after the finalize step, with the job's token only.
     assert "gh release create" in upload
     assert upload_env == {"GH_TOKEN": "${{ github.token }}", "GH_REPO": "${{ github.repository }}"}
 
