@@ -23,7 +23,7 @@ from kiln._lock.format import Lock, read_lock
 from kiln._lock.inputs import check_fresh
 from kiln._locking.debian import fresh_os_lock
 from kiln._release.plan import Action, FileCandidate, plan_file, unrecorded_hint
-from kiln._servers.index import Index
+from kiln._servers.index import Index, files_of
 from kiln._servers.registry import Registry
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.model import Image, Workspace, helper_closure
@@ -77,10 +77,11 @@ def _helper_findings(
     recorded: Mapping[str, str],
 ) -> list[Finding]:
     found = []
+    pages = files_of(index, (w.distribution for w in wheels))
     for wheel in wheels:
         helper = workspace.helper(wheel.helper)
         path = str((helper.path / "pyproject.toml").relative_to(workspace.root))
-        published = index.files(wheel.distribution)
+        published = pages[wheel.distribution]
         # The release's own judgement of the file: publish, skip, or refuse (altered or not).
         step = plan_file(
             FileCandidate(

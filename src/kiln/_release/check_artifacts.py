@@ -22,7 +22,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from kiln._errors import KilnError
 from kiln._release.check import ALTERED, Finding
-from kiln._servers.index import Index
+from kiln._servers.index import Index, files_of
 from kiln._servers.registry import Registry
 from kiln._workspace.model import Workspace
 
@@ -140,16 +140,16 @@ def wheel_findings(
     """ALTERED findings for each wheel the last release recorded (but today's build,
     ``built``, which ``check`` compares) that the index serves with other bytes."""
     found = []
-    listed: dict[str, Mapping[str, str]] = {}
+    older: list[tuple[str, str, str]] = []  # (filename, sha256, project)
     for filename, sha256 in sorted(recorded.items()):
         if filename in built:
             continue
         try:
-            project = str(parse_wheel_filename(filename)[0])
+            older.append((filename, sha256, str(parse_wheel_filename(filename)[0])))
         except InvalidWheelFilename:
             continue
-        if project not in listed:
-            listed[project] = index.files(project)
+    listed = files_of(index, (project for _, _, project in older))
+    for filename, sha256, project in older:
         there = listed[project].get(filename)
         if there is not None and there != sha256:
             found.append(

@@ -38,6 +38,7 @@ from kiln._release.plan import Action, ReleasePlan, plan_text
 from kiln._release.prepare import Prepared, prepare
 from kiln._release.stages import check_refusals, execute, make_plan
 from kiln._release.train import released_versions
+from kiln._servers.index import files_of
 from kiln._util.files import replaced_folder
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.bump import apply_bump
@@ -227,8 +228,9 @@ def _staged(
     # Which helpers the index does not have as they are now: those get dev versions.
     wheels = prepare(ws, services, images=False, wheel_cache=wheel_cache).wheels
     changed, published = set(), {}
+    pages = files_of(services.index, (w.distribution for w in wheels))
     for w in wheels:
-        there = services.index.files(w.distribution)
+        there = pages[w.distribution]
         published[w.helper] = {str(parse_wheel_filename(f)[1]) for f in there if f.endswith(".whl")}
         if there.get(w.filename) != w.sha256:
             changed.add(w.helper)

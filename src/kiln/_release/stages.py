@@ -39,7 +39,7 @@ from kiln._release.plan import (
 )
 from kiln._release.prepare import Prepared, image_builder, kfp_version
 from kiln._report import Reporter
-from kiln._servers.index import Index
+from kiln._servers.index import Index, files_of
 from kiln._util.files import atomic_output, sha256_file, write_atomic
 from kiln._util.git import revision
 from kiln._wheels.build import BuiltWheel
@@ -71,12 +71,8 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
         )
         for w in prepared.wheels
     ] + list(prepared.mirror_candidates())
-    published: dict[str, dict[str, str]] = {}
-    files = []
-    for c in candidates:
-        if c.project not in published:
-            published[c.project] = dict(services.index.files(c.project))
-        files.append((c, published[c.project]))
+    published = files_of(services.index, (c.project for c in candidates))
+    files = [(c, dict(published[c.project])) for c in candidates]
     images = []
     for inputs in prepared.images:
         repo = inputs.path_in_registry

@@ -11,6 +11,10 @@ Transient faults are tried again, boundedly, and never a 4xx: reads by the sessi
 connection error or a 502/503/504 that outlasts that is tried ``UPLOAD_TRIES`` times in
 all, 1 s then 2 s apart, the later tries leaving out files the index lists by then). A
 server still failing is ``ServiceUnavailable`` naming the URL and its answer.
+
+``files_of`` asks for many projects' pages at once (a bounded pool of threads): a
+release or a check of N helpers reads N pages, and one at a time their round trips add
+up (200 pages: 2.6 s of a 6.3 s `kiln check`).
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ from __future__ import annotations
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -44,6 +49,9 @@ _TWINE_TRANSIENT = re.compile(
 )
 UPLOAD_TRIES = 3
 PAGE_TRIES = 3
+# Simple pages asked for at once by ``files_of``: below requests' pool of 10 connections
+# per host, so none is opened and dropped.
+PAGE_WORKERS = 8
 
 
 def _unreachable(exc: requests.RequestException) -> bool:
@@ -62,6 +70,19 @@ class Index(Protocol):
         ...
 
     def upload(self, paths: Sequence[Path]) -> None: ...
+
+
+def files_of(
+    index: Index, projects: Iterable[str], *, workers: int = PAGE_WORKERS
+) -> dict[str, Mapping[str, str]]:
+    """Project -> ``index.files(project)`` for each of ``projects`` (each asked once),
+    ``workers`` pages at a time. An error is the first failing project's, in the order
+    given, as asking one at a time would raise it."""
+    names = list(dict.fromkeys(projects))
+    if len(names) < 2 or workers < 2:
+        return {name: index.files(name) for name in names}
+    with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
+        return dict(zip(names, pool.map(index.files, names), strict=True))
 
 
 class IndexClient:
