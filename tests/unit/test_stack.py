@@ -246,7 +246,7 @@ def test_an_interrupted_save_keeps_the_old_state_whole(
 
 def test_the_index_command_serves_the_configured_port_and_data(tmp_path: Path) -> None:
     argv = LocalStack(PORTS_B, tmp_path)._index_command(tmp_path / "index")
-    assert argv[1:4] == ["-m", "pypiserver", "run"]
+    assert argv[1:4] == ["-m", "kiln._servers.pypi", "run"]  # pypiserver, its listing kept
     assert argv[argv.index("-p") + 1] == "18766"
     assert "--disable-fallback" in argv
     assert argv[-1] == str(tmp_path / "index")

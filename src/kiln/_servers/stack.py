@@ -1,7 +1,8 @@
 """The embedded default stack: a private index and a registry on 127.0.0.1.
 
 - index: pypiserver, with its fallback to public PyPI disabled (an unknown
-  project must be a 404, not a redirect to pypi.org);
+  project must be a 404, not a redirect to pypi.org), run by ``kiln._servers.pypi``
+  so that its folder is not parsed again on every request;
 - registry: CNCF distribution, the ``docker-registry``/``registry`` binary when
   present, otherwise the ``registry:2`` container on the host network.
 
@@ -139,7 +140,7 @@ class LocalStack:
 
     def _index_command(self, data: Path) -> list[str]:
         return [
-            sys.executable, "-m", "pypiserver", "run",
+            sys.executable, "-m", "kiln._servers.pypi", "run",
             "-i", self.config.host, "-p", str(self.config.index_port),
             "--disable-fallback", "-a", ".", "-P", ".", str(data),
         ]  # fmt: skip
