@@ -27,7 +27,13 @@ from kiln._components.generate import (
     pins_exactly,
     runs_only,
 )
-from kiln._components.packages import check_imports, closure, install_items, pip_options
+from kiln._components.packages import (
+    check_imports,
+    closure,
+    import_names,
+    install_items,
+    pip_options,
+)
 from kiln._components.validate import validate_components
 from kiln._report import Reporter
 from kiln._util.files import sha256_file
@@ -114,12 +120,15 @@ def generate(
             ),
         )  # fmt: skip
 
+    provided: dict[str, frozenset[str]] = {}  # image -> what its wheels install: once each
     for c in workspace.components:
         source = str(c.path.relative_to(workspace.root))
         if c.image is not None:
             house = houses[c.image]
-            wheels = [w.path for w in house.third_party] + [w.path for w in house.helpers]
-            check_imports(c, wheels, where=f"image {c.image}")
+            if c.image not in provided:
+                wheels = [w.path for w in house.third_party] + [w.path for w in house.helpers]
+                provided[c.image] = import_names(wheels)
+            check_imports(c, provided[c.image], where=f"image {c.image}")
             path = generated(c, image_refs[c.image], source)
             pins: tuple[str, ...] = (image_refs[c.image],)
             inside = tuple(f"{w.distribution}=={w.version}" for w in house.helpers)
@@ -132,7 +141,7 @@ def generate(
                 for machine, house in packages.by_machine(workspace.packages.platforms).items()
             }
             for installed in closures.values():
-                check_imports(c, [i.path for i in installed], where="its packages")
+                check_imports(c, import_names(i.path for i in installed), where="its packages")
             options = {
                 "packages_to_install": install_items(closures, index_url=index_url),
                 **pip_options(index_url),

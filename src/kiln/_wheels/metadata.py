@@ -31,7 +31,7 @@ def import_packages(wheel: Path) -> tuple[str, ...]:
     return wheel_metadata(wheel).packages
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=16384)  # every wheel of a 500-helper repo's images
 def _read_wheel(wheel: str, _size: int, _mtime_ns: int) -> WheelMetadata:
     found: set[str] = set()
     with zipfile.ZipFile(wheel) as zf:
