@@ -58,6 +58,12 @@ class Sample:
     seconds: float
     maxrss_mb: float  # peak RSS of the process tree it waited for
     stdout: str
+    load: float = -1.0  # the machine's 1-minute load average when it started (-1: unknown)
+
+
+def load_average() -> float:
+    """The 1-minute load average (the machine is shared: every sample records it)."""
+    return round(os.getloadavg()[0], 2)
 
 
 def run(
@@ -68,6 +74,7 @@ def run(
     check: bool = True,
 ) -> Sample:
     """Run ``argv``; time it and read its peak memory from ``wait4``."""
+    load = load_average()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(
@@ -82,7 +89,7 @@ def run(
     if check and proc.returncode != 0:
         tail = "\n".join(stderr.rstrip().splitlines()[-15:])
         raise BenchError(f"`{' '.join(argv)}` exited {proc.returncode}:\n{tail}")
-    return Sample(seconds, usage.ru_maxrss / 1024, stdout)
+    return Sample(seconds, usage.ru_maxrss / 1024, stdout, load)
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,7 @@ class Measurement:
     label: str
     seconds: tuple[float, ...]
     maxrss_mb: tuple[float, ...] = ()
+    loads: tuple[float, ...] = ()  # the 1-minute load average as each sample started
 
     @property
     def median(self) -> float:
@@ -108,12 +116,17 @@ class Measurement:
         }
         if self.maxrss_mb:
             row["peak_rss_mb"] = max(self.maxrss_mb)
+        if self.loads:
+            row["load_1min"] = list(self.loads)
         return row
 
 
 def measured(label: str, samples: Sequence[Sample]) -> Measurement:
     return Measurement(
-        label, tuple(s.seconds for s in samples), tuple(s.maxrss_mb for s in samples)
+        label,
+        tuple(s.seconds for s in samples),
+        tuple(s.maxrss_mb for s in samples),
+        tuple(s.load for s in samples if s.load >= 0),
     )
 
 
@@ -411,8 +424,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             + "Seconds: min / median / max."
         ),
         "",
-        "| # | scenario | case | seconds | peak RSS MB |",
-        "|---|---|---|---|---|",
+        "| # | scenario | case | seconds | peak RSS MB | load |",
+        "|---|---|---|---|---|---|",
     ]
     for s in result["scenarios"]:
         first = True
@@ -420,12 +433,14 @@ def markdown(result: Mapping[str, Any]) -> str:
             head = f"| {s['number']} | {s['title']} " if first else "| | "
             first = False
             if row is None:
-                lines.append(head + "| - | - | - |")
+                lines.append(head + "| - | - | - | - |")
                 continue
             times = " / ".join(_cell(row[k]) for k in ("min", "median", "max"))
             rss = f"{row['peak_rss_mb']:.0f}" if "peak_rss_mb" in row else "-"
             label = row["label"].replace("|", "\\|")
-            lines.append(head + f"| {label} | {times} | {rss} |")
+            loads = row.get("load_1min") or []
+            load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+            lines.append(head + f"| {label} | {times} | {rss} | {load} |")
     sized = [s for s in result["scenarios"] if s.get("sizes")]
     if sized:
         lines += ["", "| # | image | layer | compressed bytes | MB |", "|---|---|---|---|---|"]
