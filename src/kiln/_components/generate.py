@@ -266,6 +266,14 @@ def runs_only(images: Iterable[str]) -> Check:
     return check
 
 
+def _holds(path: Path, data: bytes) -> bool:
+    """Whether ``path`` is a file of exactly ``data``."""
+    try:
+        return path.stat().st_size == len(data) and path.read_bytes() == data
+    except OSError:
+        return False
+
+
 class YamlCache:
     """Generated files kept by the key of their inputs (``inputs_key``).
 
@@ -294,7 +302,8 @@ class YamlCache:
             except (ValueError, UnicodeDecodeError) as exc:
                 problem = str(exc)
             if problem is None:
-                write_atomic(target, data)
+                if not _holds(target, data):  # a no-op release rewrites nothing
+                    write_atomic(target, data)
                 return target
         if problem is not None:
             self._note(f"component cache entry {entry} did not match its key ({problem}); rebuilt")
