@@ -423,3 +423,15 @@ def test_an_upload_that_failed_with_nothing_published_is_the_error(
     with pytest.raises(CommandFailed, match="connection reset"):
         setup.release()
     assert setup.registry.tags == {}  # nothing pushed after a failed publish
+
+
+def test_prepare_takes_the_wheels_an_earlier_prepare_built(setup: Setup) -> None:
+    """kiln check prepared twice, building and hashing every wheel each time (N=500: 2.3 s
+    of its 21 s profiled run): the images' prepare now takes the first one's wheels."""
+    first = prepare(setup.ws, setup.services, images=False)
+    staged = {p.name: p.stat().st_mtime_ns for p in first.wheels[0].path.parent.iterdir()}
+    full = prepare(setup.ws, setup.services, wheels=first.wheels)
+    assert full.wheels is first.wheels
+    assert {p.name: p.stat().st_mtime_ns for p in first.wheels[0].path.parent.iterdir()} == staged
+    assert [h.helpers for h in full.wheelhouses.values()] == [first.wheels]
+    assert prepare(setup.ws, setup.services, images=False).wheels is not first.wheels

@@ -51,7 +51,9 @@ def check_release(ws: Workspace, ctx: Context, target: Target) -> Report:
     ]
     result = dataclasses.replace(result, findings=(*result.findings, *altered))
     if not any(f.kind == RELOCK for f in result.findings):  # YAMLs come from fresh locks
-        drifts = component_drift(ws, services, report, wheel_cache=wheel_cache)
+        drifts = component_drift(
+            ws, services, report, wheel_cache=wheel_cache, wheels=prepared.wheels
+        )
         fix = f"kiln components{' --local' if target.local else ''} and commit the result"
         found = component_findings(drifts, label=committed_label(ws), fix=fix)
         result = dataclasses.replace(result, findings=(*result.findings, *found))

@@ -18,6 +18,7 @@ from kiln._errors import ConfigError
 from kiln._images.oci.index import BuiltIndex
 from kiln._release.prepare import Prepared, prepare
 from kiln._report import Reporter
+from kiln._wheels.build import BuiltWheel
 from kiln._workspace.model import Workspace
 
 
@@ -43,11 +44,13 @@ def component_drift(
     *,
     wheel_cache: bool,
     prepared: Prepared | None = None,
+    wheels: tuple[BuiltWheel, ...] | None = None,
 ) -> list[Drift]:
     """The committed component YAMLs against what kiln generates now from ``prepared``
-    (prepared here when not given: images built locally, nothing pushed)."""
+    (prepared here when not given: images built locally, nothing pushed, from ``wheels``
+    when a ``prepare`` of this process built them already)."""
     if prepared is None:
-        prepared = prepare(ws, services, wheel_cache=wheel_cache, report=report)
+        prepared = prepare(ws, services, wheel_cache=wheel_cache, report=report, wheels=wheels)
     scratch = ws.state_dir / "check"
     shutil.rmtree(scratch, ignore_errors=True)
     generate(

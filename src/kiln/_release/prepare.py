@@ -86,11 +86,14 @@ def prepare(
     wheel_cache: bool = True,
     report: Reporter | None = None,
     select: Collection[str] | None = None,
+    wheels: tuple[BuiltWheel, ...] | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
     and nothing is written outside kiln's state folder. Without ``images``, only the
     wheels; with ``select``, only the images (and packages mode's pseudo-image) it names
-    are resolved and built (a job of a release matrix: its share)."""
+    are resolved and built (a job of a release matrix: its share); ``wheels``: the ones an
+    earlier ``prepare`` of this workspace built (and checked) in this process, not built
+    again."""
     report = report or Reporter.null()
     selected = list(workspace.locked) if images else []
     if select is not None:
@@ -103,19 +106,8 @@ def prepare(
         check_fresh(locks[image.name], workspace, image, kfp_version())
     # The committed OS lock, checked fresh, when a selected image is built on it.
     os_lock = fresh_os_lock(workspace) if any(i.base is None for i in selected) else None
-    report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
-    staging = staging_dir(workspace)
-    shutil.rmtree(staging, ignore_errors=True)
-    wheels = build_wheels(
-        workspace.helpers,
-        staging,
-        cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
-        note=report.step,
-    )
-    for w in wheels:
-        report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
-    # A wheel whose sources do not compile stops here: before the plan, before any upload.
-    check_compiles(wheels, workspace.helpers, workspace.root)
+    if wheels is None:
+        wheels = _build(workspace, wheel_cache, report)
     inputs: list[ImageInputs] = []
     packages: PackagesInputs | None = None
     pages = [
@@ -181,6 +173,23 @@ def prepare(
         found = dataclasses.replace(found, wheelhouses=tuple(houses.items()))
         inputs.append(_build_with_kiln(workspace, found, services, report))
     return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
+
+
+def _build(workspace: Workspace, wheel_cache: bool, report: Reporter) -> tuple[BuiltWheel, ...]:
+    report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
+    staging = staging_dir(workspace)
+    shutil.rmtree(staging, ignore_errors=True)
+    wheels = build_wheels(
+        workspace.helpers,
+        staging,
+        cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
+        note=report.step,
+    )
+    for w in wheels:
+        report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
+    # A wheel whose sources do not compile stops here: before the plan, before any upload.
+    check_compiles(wheels, workspace.helpers, workspace.root)
+    return wheels
 
 
 def _packages_base(
