@@ -20,7 +20,8 @@ from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict, writ
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.index import BuiltIndex
-from kiln._images.oci.sbom import image_sbom, sbom_path
+from kiln._images.oci.sbom import sbom_path
+from kiln._images.oci.sbom_cache import cached_sbom
 from kiln._release.manifest import (
     ImageRecord,
     Manifest,
@@ -194,7 +195,12 @@ def _write_sbom(
     ``dist/sbom/<image>[.<platform>].cdx.json``."""
     path = sbom_path(workspace.dist_dir, inputs.image.name, platform)
     with writing(path):  # a full or read-only dist: a disk fault naming it
-        write_atomic(path, image_sbom(inputs.of_platform(platform) if platform else inputs, digest))
+        made = cached_sbom(
+            inputs.of_platform(platform) if platform else inputs,
+            digest,
+            workspace.state_dir / "cache" / "sbom",
+        )
+        write_atomic(path, made)
     return SbomRecord(path=str(path.relative_to(workspace.root)), sha256=sha256_file(path))
 
 
