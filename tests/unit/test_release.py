@@ -435,3 +435,17 @@ def test_prepare_takes_the_wheels_an_earlier_prepare_built(setup: Setup) -> None
     assert {p.name: p.stat().st_mtime_ns for p in first.wheels[0].path.parent.iterdir()} == staged
     assert [h.helpers for h in full.wheelhouses.values()] == [first.wheels]
     assert prepare(setup.ws, setup.services, images=False).wheels is not first.wheels
+
+
+def test_a_wheel_already_in_dist_with_its_bytes_is_not_copied_again(setup: Setup) -> None:
+    """A no-op release copied every helper wheel into dist/wheels again (500 at N=500)."""
+    setup.release()
+    (wheel,) = (setup.ws.dist_dir / "wheels").glob("acme_imgproc-*.whl")
+    before = wheel.stat()
+    setup.release()
+    after = wheel.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    good = wheel.read_bytes()
+    wheel.write_bytes(b"not the wheel")  # damaged in dist: copied whole again
+    setup.release()
+    assert wheel.read_bytes() == good

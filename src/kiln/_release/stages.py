@@ -256,13 +256,17 @@ def check_refusals(plan: ReleasePlan) -> None:
 
 
 def install_wheels(wheels: tuple[BuiltWheel, ...], target: Path) -> None:
-    """Copy the accepted wheels from the staging folder to ``dist/wheels``."""
+    """Copy the accepted wheels from the staging folder to ``dist/wheels``; one already
+    there with the same sha256 is left as it is (a no-op release of 500 helpers copied
+    all 500)."""
     with writing(target):  # a full or read-only dist: a disk fault naming it
         target.mkdir(parents=True, exist_ok=True)
         for w in wheels:
-            if w.path.parent != target:
-                with w.path.open("rb") as src, atomic_output(target / w.filename) as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+            there = target / w.filename
+            if w.path.parent == target or (there.is_file() and sha256_file(there) == w.sha256):
+                continue
+            with w.path.open("rb") as src, atomic_output(there) as out:
+                shutil.copyfileobj(src, out, 1 << 20)
 
 
 def check_engine(plan: ReleasePlan, services: Services) -> None:
