@@ -20,9 +20,11 @@ from kiln._errors import (
 from kiln._images.inputs import OsBase
 from kiln._images.oci.builder import image_labels
 from kiln._images.oci.image import BuiltImage
+from kiln._release.components import component_drift
 from kiln._release.plan import Action
 from kiln._release.prepare import prepare
 from kiln._release.stages import make_plan
+from kiln._report import Reporter
 from kiln._util.files import sha256_file
 from kiln._workspace.discovery import discover
 from tests import factory
@@ -449,3 +451,32 @@ def test_a_wheel_already_in_dist_with_its_bytes_is_not_copied_again(setup: Setup
     wheel.write_bytes(b"not the wheel")  # damaged in dist: copied whole again
     setup.release()
     assert wheel.read_bytes() == good
+
+
+def test_the_drift_check_rewrites_only_what_changed_in_its_scratch_folder(
+    setup: Setup,
+) -> None:
+    """kiln check wrote every component YAML into an emptied scratch folder each time
+    (1004 at N=500); the folder is kept, and a component that is gone is still named."""
+    setup.release()
+    report = Reporter.null()
+    assert component_drift(setup.ws, setup.services, report, wheel_cache=True) == []
+    scratch = setup.ws.state_dir / "check" / "components"
+    stamps = {p.name: p.stat().st_mtime_ns for p in scratch.glob("*.yaml")}
+    assert stamps
+    assert component_drift(setup.ws, setup.services, report, wheel_cache=True) == []
+    assert {p.name: p.stat().st_mtime_ns for p in scratch.glob("*.yaml")} == stamps
+
+    added = factory.component(setup.ws.root, "more.py", image_name="base", func="triple")
+    setup.ws = discover(setup.ws.root)
+    drifts = component_drift(setup.ws, setup.services, report, wheel_cache=True)
+    assert sorted((d.name, d.state) for d in drifts) == [
+        ("README.md", "changed"),  # the catalog lists it
+        ("catalog.html", "changed"),
+        ("triple.yaml", "missing"),
+    ]
+    assert (scratch / "triple.yaml").is_file()
+    added.unlink()  # gone again: its YAML leaves the kept folder
+    setup.ws = discover(setup.ws.root)
+    assert component_drift(setup.ws, setup.services, report, wheel_cache=True) == []
+    assert not (scratch / "triple.yaml").exists()

@@ -7,7 +7,6 @@ It sits in ``_release`` rather than ``_components`` because it prepares a releas
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -51,8 +50,9 @@ def component_drift(
     when a ``prepare`` of this process built them already)."""
     if prepared is None:
         prepared = prepare(ws, services, wheel_cache=wheel_cache, report=report, wheels=wheels)
+    # Kept from the last check: generate rewrites only the YAMLs whose bytes differ and
+    # removes those of components that are gone (1004 YAMLs written again at N=500).
     scratch = ws.state_dir / "check"
-    shutil.rmtree(scratch, ignore_errors=True)
     generate(
         ws, prepared.wheelhouses, prepared.image_refs, packages=prepared.packages,
         index_url=services.index.url, report=report, out=scratch / "components",
