@@ -6,6 +6,7 @@ helpers spent 6 s on its 500 pages."""
 from __future__ import annotations
 
 import hashlib
+import sys
 import warnings
 from pathlib import Path
 
@@ -16,6 +17,12 @@ with warnings.catch_warnings():
     from pypiserver.config import Config
 
     from kiln._servers.pypi import ListedBackend
+
+# Importing it put bottle's `bottle.ext` import hook (an old-style finder, without
+# find_spec) on sys.meta_path: every later import in this process that reaches it warns
+# (pandas' of pyarrow, in the tests of the helpers that share this worker), which this
+# suite makes an error. The listing needs no bottle extension: the hook goes.
+sys.meta_path[:] = [f for f in sys.meta_path if hasattr(f, "find_spec")]
 
 
 def _backend(folder: Path) -> ListedBackend:
