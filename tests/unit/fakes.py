@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-from kiln._context import Services
+from kiln._context import LOCAL, Context, Services
 from kiln._debian.layer import WRITER
 from kiln._debian.lock import OS_LOCK, DebPin, LayerPin, OsLock, PackageSet
 from kiln._debian.lock import render as render_os
@@ -25,8 +26,11 @@ from kiln._images.oci.index import BuiltIndex
 from kiln._lock.format import BasePin, Built, Pin, lock_path, render
 from kiln._lock.inputs import OS_BASE, inputs_hash, no_deps_extra
 from kiln._locking.debian import os_inputs
+from kiln._options import Options
+from kiln._release.components import components
 from kiln._release.prepare import prepare
 from kiln._release.stages import Outcome, execute, make_plan
+from kiln._report import Reporter
 from kiln._util.files import sha256_file
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Image, Workspace
@@ -329,3 +333,26 @@ def release_setup(tmp_path: Path) -> Setup:
         FakePip(),
         fake_upstream(("numpy", "1.0"), ("kfp", "2.17.3"), ("pip", "25.0")),
     )
+
+
+GIT = ["git", "-c", "user.name=k", "-c", "user.email=k@example.invalid"]
+
+
+def git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def tagged_release_setup(tmp_path: Path) -> Setup:
+    """``release_setup``'s sample, its YAMLs generated, committed and tagged v0.1.0 (what
+    a tag release, its matrix jobs and its finalize job start from)."""
+    setup = release_setup(tmp_path)
+    components(setup.ws, Context(Options(), Reporter.null(), services=setup.services), LOCAL)
+    root = setup.ws.root
+    (root / ".gitignore").write_text(".kiln/\ndist/\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample")
+    git(root, "tag", "v0.1.0")
+    return setup

@@ -3,29 +3,22 @@ determinism, more jobs than work; the flow over fake servers and the command lin
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from kiln._cli import release as release_cli
-from kiln._cli.context import context as command_context
 from kiln._context import LOCAL, Context
 from kiln._errors import PublishedConflict
 from kiln._options import Options
-from kiln._release.components import components
 from kiln._release.jobs import PLATFORM_COST, SKIP_COST, ImageWork, WheelWork, split
 from kiln._release.matrix import plan_jobs
 from kiln._release.plan import Action
 from kiln._report import Reporter
 from kiln._workspace.discovery import discover
-from tests.unit.cli import run
-from tests.unit.fakes import release_setup
-
-GIT = ["git", "-c", "user.name=k", "-c", "user.email=k@example.invalid"]
+from tests.unit.cli import release_commands_over, run
+from tests.unit.fakes import git, release_setup, tagged_release_setup
 
 
 def wheel(filename: str, action: Action = Action.PUBLISH) -> WheelWork:
@@ -155,12 +148,6 @@ def test_the_json_lists_each_image_s_digests_and_each_wheel_s_owner() -> None:
     }
 
 
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
-
-
 def test_plan_jobs_over_fake_servers_plans_publishes_nothing_and_costs_the_build(
     tmp_path: Path,
 ) -> None:
@@ -206,19 +193,10 @@ def test_a_plan_that_refuses_is_not_split(tmp_path: Path) -> None:
 def test_the_plan_command_tag_and_dev(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    setup = release_setup(tmp_path)
-    components(setup.ws, Context(Options(), Reporter.null(), services=setup.services), LOCAL)
+    setup = tagged_release_setup(tmp_path)
     root = setup.ws.root
-    (root / ".gitignore").write_text(".kiln/\ndist/\n")
-    git(root.parent, "init", "-q", str(root))
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "sample")
-    git(root, "tag", "v0.1.0")
 
-    def over_fakes(args: argparse.Namespace) -> Context:
-        return dataclasses.replace(command_context(args), services=setup.services)
-
-    monkeypatch.setattr(release_cli, "context", over_fakes)
+    release_commands_over(monkeypatch, lambda: setup.services)
     repo = ("--repo", str(root))
 
     code, out, err = run(capsys, "plan", "--tag", "v0.1.0", "--jobs", "3", "--json", *repo)

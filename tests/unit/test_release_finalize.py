@@ -4,7 +4,6 @@ release writes, with the same bytes; over fake servers, and on the command line.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import re
@@ -13,12 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln._cli import release as release_cli
-from kiln._cli.context import context as command_context
 from kiln._context import LOCAL, Context, Services
 from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
 from kiln._options import Options
-from kiln._release.components import components
 from kiln._release.finalize import check_published, finalize
 from kiln._release.job import PlannedJob, release_job
 from kiln._release.jobs import ImageWork
@@ -26,9 +22,16 @@ from kiln._release.matrix import plan_jobs
 from kiln._release.plan import Action
 from kiln._release.stages import Outcome
 from kiln._report import Reporter
-from tests.unit.cli import run
-from tests.unit.fakes import FakeIndex, FakeOci, FakePip, FakeRegistry, Setup, release_setup
-from tests.unit.test_jobs import git
+from tests.unit.cli import release_commands_over, run
+from tests.unit.fakes import (
+    FakeIndex,
+    FakeOci,
+    FakePip,
+    FakeRegistry,
+    Setup,
+    release_setup,
+    tagged_release_setup,
+)
 from tests.unit.test_release_job import write_plan
 
 WHEELS = (
@@ -36,19 +39,6 @@ WHEELS = (
     "kfp-2.17.3-py3-none-any.whl",
     "numpy-1.0-py3-none-any.whl",
 )
-
-
-def tagged(tmp_path: Path) -> Setup:
-    """The sample, its YAMLs generated, committed and tagged v0.1.0."""
-    setup = release_setup(tmp_path)
-    components(setup.ws, Context(Options(), Reporter.null(), services=setup.services), LOCAL)
-    root = setup.ws.root
-    (root / ".gitignore").write_text(".kiln/\ndist/\n")
-    git(root.parent, "init", "-q", str(root))
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "sample")
-    git(root, "tag", "v0.1.0")
-    return setup
 
 
 def fresh_servers(setup: Setup) -> Setup:
@@ -68,14 +58,11 @@ def outputs(root: Path) -> dict[str, bytes]:
 def test_finalize_names_what_is_missing_then_writes_what_one_machine_writes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    setup = tagged(tmp_path)
+    setup = tagged_release_setup(tmp_path)
     root = setup.ws.root
     servers = {"now": setup}
 
-    def over_fakes(args: argparse.Namespace) -> Context:
-        return dataclasses.replace(command_context(args), services=servers["now"].services)
-
-    monkeypatch.setattr(release_cli, "context", over_fakes)
+    release_commands_over(monkeypatch, lambda: servers["now"].services)
     repo = ("--repo", str(root))
     # One machine, on servers of its own: what the matrix must write, byte for byte.
     servers["now"] = fresh_servers(setup)

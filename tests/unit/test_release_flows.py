@@ -4,16 +4,12 @@ in dist/, and plan what the release then does."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from kiln._cli import release as release_cli
-from kiln._cli.context import context as command_context
 from kiln._context import LOCAL, Context
 from kiln._errors import PublishedConflict
 from kiln._options import Options
@@ -24,7 +20,7 @@ from kiln._release.plan import Action, ReleasePlan
 from kiln._release.tag import plan_tag, release_tag
 from kiln._report import Reporter
 from kiln._workspace.discovery import discover
-from tests.unit.cli import run
+from tests.unit.cli import release_commands_over, run
 from tests.unit.fakes import Setup, release_setup
 
 GIT = ["git", "-c", "user.name=k", "-c", "user.email=k@example.invalid"]
@@ -206,10 +202,7 @@ def test_the_cli_dry_runs_of_the_tag_and_dev_releases_publish_nothing(
     git(root, "tag", "v0.1.0")
     dist = tree(root / "dist")
 
-    def over_fakes(args: argparse.Namespace) -> Context:
-        return dataclasses.replace(command_context(args), services=setup.services)
-
-    monkeypatch.setattr(release_cli, "context", over_fakes)
+    release_commands_over(monkeypatch, lambda: setup.services)
     repo = ("--repo", str(root))
 
     code, out, err = run(capsys, "release", "--tag", "v0.1.0", "--dry-run", "--json", *repo)

@@ -3,15 +3,11 @@ else, checked against the plan first; over fake servers, and on the command line
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
-from kiln._cli import release as release_cli
-from kiln._cli.context import context as command_context
 from kiln._context import LOCAL, Context
 from kiln._errors import ConfigError, PlanMismatch
 from kiln._options import Options
@@ -21,9 +17,8 @@ from kiln._release.matrix import MatrixPlan, plan_jobs
 from kiln._report import Reporter
 from kiln._workspace.discovery import discover
 from tests import factory
-from tests.unit.cli import run
-from tests.unit.fakes import release_setup, write_fake_lock
-from tests.unit.test_jobs import git
+from tests.unit.cli import release_commands_over, run
+from tests.unit.fakes import git, release_setup, tagged_release_setup, write_fake_lock
 from tests.unit.test_packages_mode import LIGHT
 
 
@@ -122,19 +117,10 @@ def test_a_job_refuses_a_plan_of_another_release_commit_or_size(tmp_path: Path) 
 def test_a_tag_job_over_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    setup = release_setup(tmp_path)
-    components(setup.ws, Context(Options(), Reporter.null(), services=setup.services), LOCAL)
+    setup = tagged_release_setup(tmp_path)
     root = setup.ws.root
-    (root / ".gitignore").write_text(".kiln/\ndist/\n")
-    git(root.parent, "init", "-q", str(root))
-    git(root, "add", "-A")
-    git(root, "commit", "-qm", "sample")
-    git(root, "tag", "v0.1.0")
 
-    def over_fakes(args: argparse.Namespace) -> Context:
-        return dataclasses.replace(command_context(args), services=setup.services)
-
-    monkeypatch.setattr(release_cli, "context", over_fakes)
+    release_commands_over(monkeypatch, lambda: setup.services)
     repo = ("--repo", str(root))
     code, out, err = run(capsys, "plan", "--tag", "v0.1.0", "--jobs", "2", "--json", *repo)
     assert code == 0, err
