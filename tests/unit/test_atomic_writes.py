@@ -64,6 +64,13 @@ ALLOWED: dict[str, str] = {
     "_debian/archive.py:verify_release": f"gpgv's input, {_TEMP}",
     "_images/os_tree.py:extract": f"a copy of the OS tree to run its python3, {_TEMP}",
     "_images/oci/install.py:compile_bytecode": f"a .pyc compiled before, staged: {_TEMP}",
+    "_images/oci/install.py:compile_files": f"sources for the compiler to read, {_TEMP}",
+    "_images/oci/layer_files.py:LayerFiles.add": (
+        "a layer's file past the memory budget, in its private folder, removed on close"
+    ),
+    "_images/oci/layer_files.py:LayerFiles.write_out": (
+        "the files written out into a folder its caller gives (tests compare trees)"
+    ),
     "_images/oci/rootfs.py:_write": f"an unpacked root file system, {_TEMP} (unpack_from)",
 }
 

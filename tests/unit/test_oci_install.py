@@ -10,6 +10,7 @@ import sys
 import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from packaging.tags import Tag
@@ -18,6 +19,7 @@ from kiln._errors import ConfigError
 from kiln._images.oci import install
 from kiln._images.oci.install import InstallScheme, install_wheels
 from kiln._images.oci.interpreter import HostPython
+from kiln._images.oci.layer_files import LayerFiles
 
 HOST_PYTHON = HostPython()  # unit tests compile with kiln's own interpreter (no base)
 
@@ -36,6 +38,16 @@ SCHEME = InstallScheme(
     data="/usr/local",
     include="/usr/include/python3.11",
 )
+
+
+def install_into(wheels: list[Path], root: Path, **options: Any) -> dict[str, str]:
+    """``install_wheels`` (into memory), its files then written out under ``root``."""
+    options.setdefault("what", "image t")
+    options.setdefault("compiler", HOST_PYTHON)
+    with LayerFiles() as files:
+        owners = install_wheels(wheels, SCHEME, files, **options)
+        files.write_out(root)
+    return owners
 
 
 def _record_hash(data: bytes) -> str:
@@ -96,9 +108,7 @@ def tool_wheel(folder: Path, version: str = "1.0") -> Path:
 
 def test_a_wheel_installs_like_pip_with_dist_info_record_and_bytecode(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    owners = install_wheels(
-        [tool_wheel(tmp_path / "w")], SCHEME, root, what="image t", compiler=HOST_PYTHON
-    )
+    owners = install_into([tool_wheel(tmp_path / "w")], root, what="image t", compiler=HOST_PYTHON)
 
     site = root / SITE.lstrip("/")
     info = site / "tool-1.0.dist-info"
@@ -140,7 +150,7 @@ def test_a_wheel_installs_like_pip_with_dist_info_record_and_bytecode(tmp_path: 
 
 def test_bytecode_is_checked_hash_and_names_the_path_in_the_image(tmp_path: Path) -> None:
     root = tmp_path / "root"
-    install_wheels([tool_wheel(tmp_path / "w")], SCHEME, root, what="image t", compiler=HOST_PYTHON)
+    install_into([tool_wheel(tmp_path / "w")], root, what="image t", compiler=HOST_PYTHON)
     pyc = (root / SITE.lstrip("/") / "tool" / "__pycache__" / f"cli.{TAG}.pyc").read_bytes()
     flags = int.from_bytes(pyc[4:8], "little")
     assert flags == 0b11  # hash-based, checked: no mtime in it, valid in a read-only image
@@ -152,9 +162,7 @@ def test_two_wheels_writing_one_file_is_an_error_naming_both(tmp_path: Path) -> 
     first = make_wheel(tmp_path, "alpha", "1.0", {"shared/util.py": b"A = 1\n"})
     second = make_wheel(tmp_path, "beta", "2.0", {"shared/util.py": b"B = 2\n"})
     with pytest.raises(ConfigError) as err:
-        install_wheels(
-            [second, first], SCHEME, tmp_path / "root", what="image acme/x", compiler=HOST_PYTHON
-        )
+        install_into([second, first], tmp_path / "root", what="image acme/x", compiler=HOST_PYTHON)
     assert str(err.value).startswith(
         f"image acme/x: alpha-1.0-py3-none-any.whl and beta-2.0-py3-none-any.whl both install "
         f"{SITE}/shared/util.py; a file must belong to one distribution"
@@ -166,7 +174,7 @@ def test_namespace_package_folders_are_shared(tmp_path: Path) -> None:
         make_wheel(tmp_path, "google-a", "1.0", {"google/a/__init__.py": b""}),
         make_wheel(tmp_path, "google-b", "1.0", {"google/b/__init__.py": b""}),
     ]
-    owners = install_wheels(wheels, SCHEME, tmp_path / "root", what="image t", compiler=HOST_PYTHON)
+    owners = install_into(wheels, tmp_path / "root", what="image t", compiler=HOST_PYTHON)
     assert owners[f"{SITE}/google/a/__init__.py"] == "google_a-1.0-py3-none-any.whl"
     assert owners[f"{SITE}/google/b/__init__.py"] == "google_b-1.0-py3-none-any.whl"
 
@@ -175,16 +183,14 @@ def test_a_wheel_for_another_platform_is_refused(tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "native", "1.0", {"native.py": b""}, tag="cp312-cp312-win_amd64")
     tags = frozenset({Tag("cp311", "cp311", "manylinux_2_28_x86_64"), Tag("py3", "none", "any")})
     with pytest.raises(ConfigError, match=r"native-1\.0-cp312-cp312-win_amd64\.whl does not fit"):
-        install_wheels(
-            [wheel], SCHEME, tmp_path / "root", what="image t", compiler=HOST_PYTHON, tags=tags
-        )
+        install_into([wheel], tmp_path / "root", what="image t", compiler=HOST_PYTHON, tags=tags)
 
 
 def test_a_damaged_wheel_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad-1.0-py3-none-any.whl"
     bad.write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match=r"bad-1\.0-py3-none-any\.whl is not a valid wheel"):
-        install_wheels([bad], SCHEME, tmp_path / "root", what="image t", compiler=HOST_PYTHON)
+        install_into([bad], tmp_path / "root", what="image t", compiler=HOST_PYTHON)
 
 
 def test_many_sources_are_compiled_by_workers_to_the_bytes_of_one_run(
@@ -196,7 +202,7 @@ def test_many_sources_are_compiled_by_workers_to_the_bytes_of_one_run(
 
     def installed(workers: int, root: Path) -> dict[str, bytes]:
         monkeypatch.setattr(install, "COMPILE_WORKERS", workers)
-        install_wheels([wheel], SCHEME, root, what="image t", compiler=HOST_PYTHON, memo=None)
+        install_into([wheel], root, what="image t", compiler=HOST_PYTHON, memo=None)
         return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
     two, one = installed(2, tmp_path / "two"), installed(1, tmp_path / "one")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,10 +30,9 @@ from kiln._images.oci.image import (
 )
 from kiln._images.oci.install import INSTALLER, InstallScheme, collision, install_wheels
 from kiln._images.oci.interpreter import Interpreter
-from kiln._images.oci.layers import write_layer
+from kiln._images.oci.layer_files import LayerFiles
 from kiln._util.epoch import MTIME
 from kiln._util.files import sha256_file
-from kiln._util.scratch import scratch_folder
 
 # What today's images/*/Dockerfile sets. kfp is installed without its client
 # dependencies (as KFP's own runtime installs it): _KFP_RUNTIME=true, which KFP's
@@ -71,9 +69,6 @@ def _key(
     )
 
 
-_STAGING = "kiln-layer-"  # a layer's wheels installed, before they are a tar
-
-
 def python_layer(
     name: str,
     wheels: Sequence[Path],
@@ -94,18 +89,15 @@ def python_layer(
     hit = cache.lookup(key)
     if hit is not None:
         return PythonLayer(name, hit, files, cached=True)
-    # Installed files (and their bytecode) take about 4x the wheels: in memory when there
-    # is room for them (``scratch_folder``), else in the layer cache's tmp.
-    staging = scratch_folder(4 * sum(w.stat().st_size for w in wheels), _STAGING)
-    if staging is None:
-        staging = cache.root / "tmp"
-        staging.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=_STAGING, dir=staging) as tmp:
-        root = Path(tmp)
+    # Installed files and their bytecode are held in memory (``layer_files``), not
+    # written to a folder; a layer past its budget spills to the cache's tmp.
+    spill = cache.root / "tmp"
+    spill.mkdir(parents=True, exist_ok=True)
+    with LayerFiles(spill=spill) as installed:
         owners = install_wheels(
-            wheels, scheme, root, what=f"{what}, {name} layer", compiler=compiler, tags=tags
+            wheels, scheme, installed, what=f"{what}, {name} layer", compiler=compiler, tags=tags
         )
-        blob = cache.store(lambda out: write_layer(root, out, compression), compression, owners)
+        blob = cache.store(lambda out: installed.write_layer(out, compression), compression, owners)
     cache.record(key, blob)
     return PythonLayer(name, blob, files, cached=False)
 

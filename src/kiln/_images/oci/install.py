@@ -20,6 +20,9 @@ releases of one Python, so no other interpreter would do.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import os
 import posixpath
@@ -29,12 +32,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from installer import install
 from installer.destinations import SchemeDictionaryDestination
 from installer.exceptions import InstallerError
-from installer.records import RecordEntry
+from installer.records import Hash, RecordEntry
+from installer.scripts import Script
 from installer.sources import WheelFile
 from installer.utils import Scheme
 from packaging.tags import Tag
@@ -42,7 +46,9 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from kiln._errors import ConfigError
 from kiln._images.oci.interpreter import Interpreter
+from kiln._images.oci.layer_files import LayerFiles
 from kiln._images.oci.pyc_memo import PYCS, PycKey, PycMemo, pyc_key
+from kiln._util.scratch import scratch_folder
 
 INSTALLER = b"kiln\n"
 
@@ -81,9 +87,11 @@ def collision(what: str, path: str, first: str, second: str) -> ConfigError:
 
 @dataclass
 class _Destination(SchemeDictionaryDestination):
-    """installer's filesystem destination that refuses a file another wheel wrote and
-    leaves RECORD to ``write_record`` (after bytecode is compiled)."""
+    """installer's destination, writing into ``files`` (no folder: ``layer_files``), that
+    refuses a file another wheel wrote and leaves RECORD to ``write_record`` (after
+    bytecode is compiled)."""
 
+    files: LayerFiles = field(default_factory=LayerFiles)
     wheel: str = ""
     what: str = ""
     owners: dict[str, str] = field(default_factory=dict)
@@ -98,10 +106,28 @@ class _Destination(SchemeDictionaryDestination):
         self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool
     ) -> RecordEntry:
         target = self.image_path(scheme, path)
+        folder = posixpath.normpath(self.scheme_dict[scheme])
+        if not target.startswith(folder.rstrip("/") + "/"):  # installer's own check
+            raise ValueError(f"Attempting to write {path} outside of the target directory")
         if target in self.owners:
             raise collision(self.what, target, self.owners[target], self.wheel)
         self.owners[target] = self.wheel
-        return super().write_to_fs(scheme, path, stream, is_executable)
+        data = stream.read()
+        self.files.add(target, data, executable=is_executable)
+        digest = hashlib.new(self.hash_algorithm, data).digest()
+        value = base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        return RecordEntry(path, Hash(self.hash_algorithm, value), len(data))
+
+    def write_script(
+        self, name: str, module: str, attr: str, section: Literal["console", "gui"]
+    ) -> RecordEntry:
+        """installer's, without its chmod of the written file (``files`` has no folder:
+        the script is written executable)."""
+        script_name, data = Script(name, module, attr, section).generate(
+            self.interpreter, self.script_kind
+        )
+        with io.BytesIO(data) as stream:
+            return self.write_to_fs(Scheme("scripts"), script_name, stream, is_executable=True)
 
     def finalize_installation(
         self,
@@ -182,7 +208,7 @@ def compile_bytecode(
     marshalled in iteration order, repeatable), so one this process compiled before is
     taken from ``memo``, and the other sorted sources are shared among
     ``COMPILE_WORKERS`` runs of it at once."""
-    jobs: list[tuple[str, str, str]] = []  # (source, .pyc) under root, path in the image
+    jobs: list[str] = []
     done: set[str] = set()
     keys: dict[str, PycKey] = {}
     for p in sorted(image_paths):
@@ -195,9 +221,66 @@ def compile_bytecode(
                 pyc_path.write_bytes(pyc)
                 done.add(p)
                 continue
-        jobs.append((str(path), str(pyc_path), p))
-    if not jobs:
+        jobs.append(p)
+    compiled = _compile_folder(root, jobs, cache_tag, compiler)
+    if memo is not None:
+        for p in compiled:
+            memo.put(keys[p], (root / _pyc_path(p, cache_tag).lstrip("/")).read_bytes())
+    return done | compiled
+
+
+def compile_files(
+    files: LayerFiles,
+    image_paths: Sequence[str],
+    cache_tag: str,
+    compiler: Interpreter,
+    memo: PycMemo | None,
+) -> set[str]:
+    """``compile_bytecode`` for sources in ``files``: each ``.pyc`` is added to ``files``.
+    Those ``memo`` lacks are written to a private folder for ``compiler`` to read."""
+    misses: list[tuple[str, bytes]] = []
+    done: set[str] = set()
+    keys: dict[str, PycKey] = {}
+    for p in sorted(image_paths):
+        source = files.read(p)
+        if memo is not None:
+            keys[p] = key = pyc_key(compiler.identity, cache_tag, p, source)
+            pyc = memo.get(key)
+            if pyc is not None:
+                files.add(_pyc_path(p, cache_tag), pyc)
+                done.add(p)
+                continue
+        misses.append((p, source))
+    if not misses:
         return done
+    need = 2 * sum(len(source) for _, source in misses)
+    with tempfile.TemporaryDirectory(
+        prefix="kiln-pyc-", dir=scratch_folder(need, "kiln-pyc-")
+    ) as tmp:
+        root = Path(tmp)
+        for p, source in misses:
+            (root / p[1:]).parent.mkdir(parents=True, exist_ok=True)
+            (root / p[1:]).write_bytes(source)
+        compiled = _compile_folder(root, [p for p, _ in misses], cache_tag, compiler)
+        for p in sorted(compiled):
+            pyc = (root / _pyc_path(p, cache_tag)[1:]).read_bytes()
+            files.add(_pyc_path(p, cache_tag), pyc)
+            if memo is not None:
+                memo.put(keys[p], pyc)
+    return done | compiled
+
+
+def _compile_folder(
+    root: Path, image_paths: Sequence[str], cache_tag: str, compiler: Interpreter
+) -> set[str]:
+    """Compile the sources at ``image_paths`` under ``root``, each ``.pyc`` beside it,
+    shared among ``COMPILE_WORKERS`` runs of ``compiler``; those that compiled."""
+    jobs = [
+        (str(root / p.lstrip("/")), str(root / _pyc_path(p, cache_tag).lstrip("/")), p)
+        for p in sorted(image_paths)
+    ]  # (source, .pyc) under root, path in the image
+    if not jobs:
+        return set()
     workers = max(1, min(COMPILE_WORKERS, len(jobs) // 50))  # a few sources: one run
     with tempfile.TemporaryDirectory(prefix="kiln-pyc-") as tmp:
         failed_files = [Path(tmp) / f"failed-{i}.json" for i in range(workers)]
@@ -216,26 +299,34 @@ def compile_bytecode(
             for path in failed_files
             for source in json.loads(path.read_text(encoding="utf-8"))
         }
-    for source, cfile, dfile in jobs:
-        if source in failed:
-            continue
-        done.add(dfile)
-        if memo is not None:
-            memo.put(keys[dfile], Path(cfile).read_bytes())
-    return done
+    return {dfile for source, _cfile, dfile in jobs if source not in failed}
+
+
+def _check_folders(owners: Mapping[str, str], what: str) -> None:
+    """No installed file is also a folder of another (a folder install would fail there)."""
+    for path, wheel in owners.items():
+        parent = posixpath.dirname(path)
+        while parent not in ("/", ""):
+            if parent in owners:
+                raise ConfigError(
+                    f"{what}: {owners[parent]} installs the file {parent}, and {wheel} "
+                    f"installs {path} as if it were a folder; a path must be one or the "
+                    "other: drop one of them from the image (its lock or its helpers)"
+                )
+            parent = posixpath.dirname(parent)
 
 
 def install_wheels(
     wheels: Sequence[Path],
     scheme: InstallScheme,
-    root: Path,
+    files: LayerFiles,
     *,
     what: str,
     compiler: Interpreter,
     tags: frozenset[Tag] | None = None,
     memo: PycMemo | None = PYCS,
 ) -> dict[str, str]:
-    """Install ``wheels`` under ``root`` as ``scheme`` lays them out in the image; return
+    """Install ``wheels`` into ``files`` as ``scheme`` lays them out in the image; return
     each file's image path -> the wheel that installed it. ``what`` names the image and
     layer in errors; ``compiler`` is the image's Python (it writes the bytecode, or
     ``memo`` has it); ``tags``, when given, are the ones the image supports."""
@@ -248,7 +339,7 @@ def install_wheels(
             scheme_dict=scheme.dict_for(distribution),
             interpreter=scheme.executable,
             script_kind="posix",
-            destdir=str(root),
+            files=files,
             wheel=wheel.name,
             what=what,
             owners=owners,
@@ -262,12 +353,13 @@ def install_wheels(
                 "fetch it again (clear kiln's wheelhouse cache) or rebuild the helper"
             ) from None
         destinations.append(destination)
+    _check_folders(owners, what)
     sources = {
         destination.image_path(s, r.path): (i, s, r.path)
         for i, destination in enumerate(destinations)
         for s, r in destination.sources()
     }
-    compiled = compile_bytecode(root, list(sources), scheme.cache_tag, compiler, memo)
+    compiled = compile_files(files, list(sources), scheme.cache_tag, compiler, memo)
     pyc: list[dict[tuple[Scheme, str], str]] = [{} for _ in destinations]
     for image_path in compiled:
         i, s, path = sources[image_path]

@@ -31,25 +31,37 @@ def _walk(root: Path) -> Iterator[tuple[tuple[str, ...], Path]]:
             yield (*rel, name), here / name
 
 
-def _info(parts: tuple[str, ...], path: Path) -> tarfile.TarInfo:
-    info = tarfile.TarInfo("/".join(parts))
+def tar_info(name: str, kind: bytes, *, size: int = 0, executable: bool = False) -> tarfile.TarInfo:
+    """The entry ``name`` of ``kind`` (a file, folder or symlink type) with the rules above."""
+    info = tarfile.TarInfo(name)
+    info.type = kind
     info.mtime = MTIME
     info.uid = info.gid = 0
     info.uname = info.gname = ""
+    if kind == tarfile.SYMTYPE:
+        info.mode = 0o777
+    elif kind == tarfile.DIRTYPE:
+        info.mode = 0o755
+    else:
+        info.size = size
+        info.mode = 0o755 if executable else 0o644
+    return info
+
+
+def _info(parts: tuple[str, ...], path: Path) -> tarfile.TarInfo:
+    name = "/".join(parts)
     mode = path.lstat().st_mode
     if stat.S_ISLNK(mode):
-        info.type = tarfile.SYMTYPE
+        info = tar_info(name, tarfile.SYMTYPE)
         info.linkname = str(path.readlink())
-        info.mode = 0o777
-    elif stat.S_ISDIR(mode):
-        info.type = tarfile.DIRTYPE
-        info.mode = 0o755
-    elif stat.S_ISREG(mode):
-        info.size = path.stat().st_size
-        info.mode = 0o755 if mode & 0o111 else 0o644
-    else:
-        raise ValueError(f"{path}: only folders, files and symlinks go into a layer")
-    return info
+        return info
+    if stat.S_ISDIR(mode):
+        return tar_info(name, tarfile.DIRTYPE)
+    if stat.S_ISREG(mode):
+        return tar_info(
+            name, tarfile.REGTYPE, size=path.stat().st_size, executable=bool(mode & 0o111)
+        )
+    raise ValueError(f"{path}: only folders, files and symlinks go into a layer")
 
 
 def write_tar(root: Path, out: BinaryIO) -> None:
