@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from packaging.utils import parse_wheel_filename
 
 from kiln._errors import (
     ArtifactAltered,
@@ -413,6 +414,50 @@ def test_an_upload_raced_by_another_run_of_the_same_release_still_succeeds(
     assert calls[1] == calls[0][1:]  # only what was still missing, once more
     assert sorted(outcome.uploaded) == sorted(calls[0])
     assert sorted(setup.index.uploads) == sorted(calls[0])  # each file once
+
+
+def test_an_upload_raced_again_on_every_retry_still_publishes_each_file_once(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two runs of one job at once, the other one always a file ahead: each upload is
+    refused (409) for the file it published meanwhile. Each round uploads fewer files,
+    and the release succeeds with each file uploaded once (by the other run)."""
+    real_upload = setup.index.upload
+    calls: list[list[str]] = []
+
+    def raced(paths: Sequence[Path]) -> None:
+        calls.append([p.name for p in paths])
+        real_upload(paths[:1])  # the other run got there first, every time
+        raise CommandFailed("twine upload: 409 Conflict")
+
+    monkeypatch.setattr(setup.index, "upload", raced)
+    outcome = setup.release()
+    assert len(calls[0]) >= 2
+    assert calls == [calls[0][n:] for n in range(len(calls[0]))]
+    assert sorted(outcome.uploaded) == sorted(calls[0])
+    assert sorted(setup.index.uploads) == sorted(calls[0])  # each file once
+
+
+def test_an_upload_raced_by_other_bytes_names_the_file(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another release published other bytes under a file's name meanwhile: the error
+    names it and both sha256s, and nothing is pushed."""
+    taken: list[str] = []
+
+    def raced(paths: Sequence[Path]) -> None:
+        name = paths[0].name
+        project = str(parse_wheel_filename(name)[0])
+        setup.index.published.setdefault(project, {})[name] = "f" * 64
+        taken.append(name)
+        raise CommandFailed("twine upload: 409 Conflict")
+
+    monkeypatch.setattr(setup.index, "upload", raced)
+    with pytest.raises(CommandFailed, match=r"lists \S+ with sha256 f{64}, expected") as err:
+        setup.release()
+    assert taken[0] in str(err.value)
+    assert "bump the version" in str(err.value)
+    assert setup.registry.tags == {}
 
 
 def test_an_upload_that_failed_with_nothing_published_is_the_error(

@@ -117,28 +117,56 @@ def upload_checked(
     that sha256 (the upload's exit code alone is not trusted). A failed upload whose
     files then turn out to be there with those bytes was raced by another run of the
     same release, which published them: that is success; what is still missing is
-    uploaded once more."""
+    uploaded once more, as often as the other run keeps winning (each round, fewer
+    files). A file listed with other bytes is the error, named."""
+    todo = list(files)
+    while todo:
+        try:
+            index.upload([path for _, path, _ in todo])
+        except CommandFailed:
+            listed = _listed(index, todo)
+            raced = [f for f in todo if listed[f[1].name] == f[2]]
+            if not raced:
+                _check_listed(todo, listed, missing_too=False)
+                raise
+            (report or Reporter.null()).detail(
+                f"    {len(raced)} file(s) were uploaded meanwhile, with the same bytes "
+                "(another run of this release)"
+            )
+            todo = [f for f in todo if f not in raced]
+        else:
+            break
+    _check_listed(files, _listed(index, files))
 
-    def listed(project: str, path: Path) -> str | None:
-        return index.files(project).get(path.name)
 
-    try:
-        index.upload([path for _, path, _ in files])
-    except CommandFailed:
-        missing = [(p, path, sha) for p, path, sha in files if listed(p, path) != sha]
-        if len(missing) == len(files):
-            raise
-        (report or Reporter.null()).detail(
-            f"    {len(files) - len(missing)} file(s) were uploaded meanwhile, with the same "
-            "bytes (another run of this release)"
-        )
-        if missing:
-            index.upload([path for _, path, _ in missing])
-    for project, path, sha in files:
-        there = listed(project, path)
-        if there != sha:
+def _listed(index: Index, files: Sequence[tuple[str, Path, str]]) -> dict[str, str | None]:
+    """Filename -> the sha256 the index lists it with (None: not listed), every project's
+    page asked for at once (``files_of``)."""
+    pages = files_of(index, (project for project, _, _ in files))
+    return {path.name: pages[project].get(path.name) for project, path, _ in files}
+
+
+def _check_listed(
+    files: Sequence[tuple[str, Path, str]],
+    listed: dict[str, str | None],
+    *,
+    missing_too: bool = True,
+) -> None:
+    """A ``CommandFailed`` for a file of ``files`` the index lists with other bytes, or
+    (``missing_too``) does not list."""
+    for _, path, sha in files:
+        there = listed[path.name]
+        if there is not None and there != sha:
             raise CommandFailed(
-                f"after upload, the index lists {path.name} with sha256 {there}, expected {sha}"
+                f"after upload, the index lists {path.name} with sha256 {there}, expected "
+                f"{sha}: another release published other bytes under this version; bump "
+                "the version and release again"
+            )
+    for _, path, sha in files if missing_too else ():
+        if listed[path.name] is None:
+            raise CommandFailed(
+                f"after upload, the index does not list {path.name} (sha256 {sha}): the "
+                "upload reported success but stored nothing; check the index and re-run"
             )
 
 
