@@ -1,9 +1,11 @@
 """A small threaded HTTP proxy put before a server (the index, the registry) that injects
 faults: for the N-th request matching a method and a path (regular expressions), it
-drops the connection, resets it, delays it, answers a 5xx itself, or passes the answer
-on with its body cut short. Test code: it may open sockets (tests/unit/test_one_way.py
-scans only src/). The Host header goes through as the client sent it, so a registry's
-Location headers point back at the proxy."""
+drops the connection, resets it, delays it, answers a 5xx itself, passes the answer on
+with its body cut short, or holds the request until the test lets it go (then drops or
+forwards it). It records each upload it forwarded to an index (file name, answer).
+Test code: it may open sockets (tests/unit/test_one_way.py scans only src/). The Host
+header goes through as the client sent it, so a registry's Location headers point back
+at the proxy."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
 _HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "proxy-connection", "te"})
-KINDS = ("drop", "reset", "delay", "status", "truncate")
+KINDS = ("drop", "reset", "delay", "status", "truncate", "hold")
+# The file of an upload to an index (twine's multipart form: its "content" part).
+_UPLOADED = re.compile(rb'name="content"; filename="([^"]+)"')
 # What a proxy may answer itself, from a request's method, path and headers: (status,
 # JSON body), or None to pass the request on.
 Answer = Callable[[str, str, Message], "tuple[int, bytes] | None"]
@@ -31,7 +35,9 @@ Answer = Callable[[str, str, Message], "tuple[int, bytes] | None"]
 class Fault:
     """``kind`` (one of ``KINDS``) for the ``nth`` request (1-based) matching ``method``
     and ``path`` (regexes, searched), and the ``times - 1`` matching requests after it;
-    ``agent``: only requests whose User-Agent it matches (kiln's own, not the engine's)."""
+    ``agent``: only requests whose User-Agent it matches (kiln's own, not the engine's).
+    A "hold" keeps the request until ``FaultProxy.let_go`` (at most ``seconds``), then
+    does ``then``: "drop" it (it never reaches the server) or "forward" it."""
 
     kind: str
     method: str
@@ -41,11 +47,13 @@ class Fault:
     status: int = 503
     seconds: float = 1.5
     agent: str = ""
+    then: str = "drop"
     seen: int = 0
     fired: list[str] = field(default_factory=list)  # "METHOD path" of each request hit
 
     def __post_init__(self) -> None:
         assert self.kind in KINDS, self.kind
+        assert self.then in ("drop", "forward"), self.then
 
     def hits(self, method: str, path: str, agent: str) -> bool:
         if not re.search(self.method, method) or not re.search(self.path, path):
@@ -70,6 +78,8 @@ class FaultProxy:
         self.answer = answer  # a refusal of the proxy's own (a registry without a feature)
         self.faults: list[Fault] = []
         self.requests: list[str] = []
+        self.uploads: list[tuple[str, int]] = []  # (file name, the index's status)
+        self.held = threading.Event()
         self.lock = threading.Lock()
         handler = type("Handler", (_Handler,), {"proxy": self})
         self.server = _Server(("127.0.0.1", 0), handler)
@@ -84,12 +94,17 @@ class FaultProxy:
     def inject(self, *faults: Fault) -> None:
         with self.lock:
             self.faults = list(faults)
+            self.held.clear()
 
     def clear(self) -> list[Fault]:
         """Stop injecting; the faults that were set, with what they hit."""
         with self.lock:
             done, self.faults = self.faults, []
         return done
+
+    def let_go(self) -> None:
+        """End every hold, now and after (``inject`` arms the next ones)."""
+        self.held.set()
 
     def pick(self, method: str, path: str, agent: str) -> Fault | None:
         with self.lock:
@@ -171,17 +186,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(own[1])
             return
         fault = self.proxy.pick(self.command, self.path, self.headers.get("User-Agent", ""))
-        if fault is not None and fault.kind in ("drop", "reset"):
-            self._hang_up(reset=fault.kind == "reset")
+        if fault is not None and self._answered_by(fault):
             return
-        if fault is not None and fault.kind == "status":
-            self.send_response_only(fault.status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
         status, reason, headers, data = self._forward(body)
+        upload = _UPLOADED.search(body) if self.command == "POST" else None
+        if upload is not None:
+            with self.proxy.lock:
+                self.proxy.uploads.append((upload.group(1).decode(), status))
         self.send_response_only(status, reason)
         for name, value in headers:
             if name.lower() not in _HOP and name.lower() != "content-length":
@@ -199,6 +210,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._hang_up(reset=False)
             return
         self.wfile.write(data)
+
+    def _answered_by(self, fault: Fault) -> bool:
+        """Whether ``fault`` answered the request itself (nothing is forwarded); a delay
+        or a hold let go to forward it first waits."""
+        if fault.kind in ("drop", "reset"):
+            self._hang_up(reset=fault.kind == "reset")
+            return True
+        if fault.kind == "status":
+            self.send_response_only(fault.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return True
+        if fault.kind == "delay":
+            time.sleep(fault.seconds)
+        if fault.kind == "hold":
+            self.proxy.held.wait(fault.seconds)
+            if fault.then == "drop":
+                self._hang_up(reset=False)
+                return True
+        return False
 
     # http.server's names for the method handlers
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _proxy  # noqa: N815
