@@ -6,7 +6,9 @@ import hashlib
 import io
 import json
 import subprocess
+import threading
 import zipfile
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,43 @@ class FakeIndex:
                 name = parse_sdist_filename(path.name)[0]
             self.published.setdefault(str(name), {})[path.name] = sha256_file(path)
             self.uploads.append(path.name)
+
+
+class PagesAtOnce:
+    """``index`` that records how its pages are asked for: each project's count
+    (``asked``) and the projects in flight together (``together``). A page answers once
+    another is in flight, or after ``wait`` seconds: asked at once, none waits; one at a
+    time, each waits (and ``together`` holds only single projects). Only the pages of
+    ``watched`` projects wait (None: every page's)."""
+
+    def __init__(
+        self, index: FakeIndex, watched: set[str] | None = None, wait: float = 2.0
+    ) -> None:
+        self.index = index
+        self.url = index.url
+        self.asked: Counter[str] = Counter()
+        self.together: list[frozenset[str]] = []
+        self._flying: list[str] = []
+        self._wait = wait
+        self._watched = watched
+        self._cond = threading.Condition()
+
+    def files(self, project: str) -> Mapping[str, str]:
+        with self._cond:
+            self.asked[project] += 1
+            self._flying.append(project)
+            self.together.append(frozenset(self._flying))
+            self._cond.notify_all()
+            if self._watched is None or project in self._watched:
+                self._cond.wait_for(lambda: len(self._flying) >= 2, timeout=self._wait)
+        try:
+            return self.index.files(project)
+        finally:
+            with self._cond:
+                self._flying.remove(project)
+
+    def upload(self, paths: Sequence[Path]) -> None:
+        self.index.upload(paths)
 
 
 @dataclass

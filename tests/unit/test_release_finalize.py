@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from kiln._context import LOCAL, Context, Services
 from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
 from kiln._options import Options
 from kiln._release.finalize import check_published, finalize
-from kiln._release.job import PlannedJob, release_job
+from kiln._release.job import PlannedJob, read_jobs, release_job
 from kiln._release.jobs import ImageWork
 from kiln._release.matrix import plan_jobs
 from kiln._release.plan import Action
@@ -28,6 +29,7 @@ from tests.unit.fakes import (
     FakeOci,
     FakePip,
     FakeRegistry,
+    PagesAtOnce,
     Setup,
     release_setup,
     tagged_release_setup,
@@ -229,3 +231,18 @@ class _Listing:
 
     def blob_exists(self, repository: str, digest: str) -> bool:
         return True
+
+
+def test_finalize_reads_each_index_page_once_and_all_at_once(tmp_path: Path) -> None:
+    """check_published read one page per wheel, one after the other (hundreds of
+    wheels: hundreds of round trips in a row)."""
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    for job in (0, 1):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=job)
+    pages = PagesAtOnce(setup.index)
+    check_published(read_jobs(plan), dataclasses.replace(setup.services, index=pages))
+    projects = {"acme-imgproc", "kfp", "numpy"}
+    assert pages.asked == Counter(projects)  # each once
+    assert any(len(flying) >= 2 for flying in pages.together), pages.together

@@ -3,6 +3,7 @@ else, checked against the plan first; over fake servers, and on the command line
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from kiln._report import Reporter
 from kiln._workspace.discovery import discover
 from tests import factory
 from tests.unit.cli import release_commands_over, run
-from tests.unit.fakes import git, release_setup, tagged_release_setup, write_fake_lock
+from tests.unit.fakes import (
+    PagesAtOnce,
+    git,
+    release_setup,
+    tagged_release_setup,
+    write_fake_lock,
+)
 from tests.unit.test_packages_mode import LIGHT
 
 
@@ -232,3 +239,21 @@ def test_a_job_of_a_release_with_nothing_new_builds_nothing(tmp_path: Path) -> N
     setup.index.published["numpy"][numpy] = "f" * 64
     with pytest.raises(PlanMismatch, match=f"{numpy}: the plan found it on the index with"):
         release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+
+
+def test_a_job_reads_the_pages_of_the_wheels_it_did_not_make_at_once(tmp_path: Path) -> None:
+    """The wheels a job owns but did not make are checked on the index: their pages
+    were read one after the other, one per wheel."""
+    setup = release_setup(tmp_path)
+    setup.release()
+    pages = PagesAtOnce(setup.index, watched={"kfp", "numpy"})
+    services = dataclasses.replace(setup.services, index=pages)
+    ctx = Context(Options(), Reporter.null(), services=services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=1))
+    pages.asked.clear()
+    pages.together.clear()
+
+    release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+
+    assert pages.asked["kfp"] == pages.asked["numpy"] == 1  # the mirrored wheels: not made
+    assert any({"kfp", "numpy"} <= flying for flying in pages.together), pages.together

@@ -25,12 +25,20 @@ from pathlib import Path
 
 from kiln._context import Context, Services, Target, connect
 from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
-from kiln._release.job import PlannedJob, check_release, image_problems, read_jobs, wheel_problems
+from kiln._release.job import (
+    PlannedJob,
+    check_release,
+    image_problems,
+    read_jobs,
+    unmade_pages,
+    wheel_problems,
+)
 from kiln._release.jobs import ImageWork
 from kiln._release.plan import ReleasePlan
 from kiln._release.prepare import prepare
 from kiln._release.stages import Outcome, make_plan, record
 from kiln._release.tag import TagRelease, check_tag, finish_tag
+from kiln._servers.index import files_of
 from kiln._workspace.model import Workspace
 
 
@@ -80,9 +88,12 @@ def check_published(jobs: Sequence[PlannedJob], services: Services) -> None:
     each one there with other bytes."""
     missing: list[tuple[str, int]] = []
     wrong: list[str] = []
+    # every project's page at once, each once (hundreds of wheels: not one at a time)
+    projects = sorted({w.project for job in jobs for w in job.publishes.values()})
+    pages = files_of(services.index, projects)
     for job in jobs:
         for wheel in job.publishes.values():
-            there = services.index.files(wheel.project).get(wheel.filename)
+            there = pages[wheel.project].get(wheel.filename)
             if there is None:
                 missing.append((f"{wheel.filename} is not on {services.index.url}", job.number))
             elif there != wheel.sha256:
@@ -152,8 +163,9 @@ def _as_planned(plan: ReleasePlan, jobs: Sequence[PlannedJob], services: Service
     images = {i.name: i for j in jobs for i in j.images}
     steps = {s.name: s for s in plan.images}
     files = {s.filename: s for s in plan.files}
+    pages = unmade_pages(wheels.values(), files, services)
     problems = [
-        p for f, w in sorted(wheels.items()) for p in wheel_problems(w, files.get(f), services)
+        p for f, w in sorted(wheels.items()) for p in wheel_problems(w, files.get(f), pages)
     ]
     problems += [p for i in images.values() for p in image_problems(i, steps.get(i.name), services)]
     unplanned = sorted({*files}.difference(wheels)) + sorted({*steps}.difference(images))

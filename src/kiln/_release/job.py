@@ -22,7 +22,7 @@ with the same bytes, as a release does.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from kiln._release.prepare import prepare
 from kiln._release.stages import bake, check_engine, check_refusals, make_plan, publish
 from kiln._release.train import check_tree
 from kiln._report import Reporter
+from kiln._servers.index import files_of
 from kiln._util.git import revision
 from kiln._workspace.model import Workspace
 
@@ -224,8 +225,9 @@ def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> Releas
     against the plan file (a PlanMismatch names every difference; nothing published)."""
     problems: list[str] = []
     files = {s.filename: s for s in plan.files}
+    pages = unmade_pages(planned.publishes.values(), files, services)
     for filename, wheel in sorted(planned.publishes.items()):
-        problems += wheel_problems(wheel, files.get(filename), services)
+        problems += wheel_problems(wheel, files.get(filename), pages)
     steps = {s.name: s for s in plan.images}
     for image in planned.images:
         problems += image_problems(image, steps.get(image.name), services)
@@ -245,10 +247,25 @@ def _share(plan: ReleasePlan, planned: PlannedJob, services: Services) -> Releas
     )
 
 
-def wheel_problems(wheel: WheelWork, step: FileStep | None, services: Services) -> list[str]:
+def unmade_pages(
+    wheels: Iterable[WheelWork], made: Mapping[str, FileStep], services: Services
+) -> dict[str, Mapping[str, str]]:
+    """The index's pages (project -> filename -> sha256) of the planned ``wheels`` this
+    run did not make (not in ``made``) and the plan found on the index: those
+    ``wheel_problems`` reads, each asked for once, all at once (``files_of``: hundreds
+    of wheels are not hundreds of round trips one after the other)."""
+    unmade = {
+        w.project for w in wheels if w.filename not in made and w.action is not Action.PUBLISH
+    }
+    return files_of(services.index, sorted(unmade))
+
+
+def wheel_problems(
+    wheel: WheelWork, step: FileStep | None, pages: Mapping[str, Mapping[str, str]]
+) -> list[str]:
     """How a wheel the job owns differs from the plan's: what it made (``step``), or,
     not made (the plan found it on the index: only a skipped image needs it), the
-    index's file."""
+    index's file (its project's page in ``pages``, from ``unmade_pages``)."""
     name, sha256 = wheel.filename, wheel.sha256
     if step is not None:
         if step.sha256 != sha256:
@@ -256,7 +273,7 @@ def wheel_problems(wheel: WheelWork, step: FileStep | None, services: Services) 
         return []
     if wheel.action is Action.PUBLISH:
         return [f"{name}: the plan says this job publishes it, but it made no such file"]
-    there = services.index.files(wheel.project).get(name)
+    there = pages[wheel.project].get(name)
     if there != sha256:
         return [f"{name}: the plan found it on the index with sha256 {sha256}, it has {there}"]
     return []
