@@ -26,7 +26,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -384,6 +384,8 @@ class Servers:
     index_url: str
     registry: str
     storage: Path  # the index's packages/ and the registry's registry/ are in it
+    # the processes serving them, to serve other storage at the same addresses (``fresh``)
+    control: ServerProcesses | None = field(default=None, compare=False, repr=False)
 
     def env(self, **extra: str) -> dict[str, str]:
         """Credentials the way a CI job passes them, plus ``extra``."""
@@ -394,6 +396,19 @@ class Servers:
             "KILN_REGISTRY_PASSWORD": PASSWORD,
             **extra,
         }
+
+    @contextlib.contextmanager
+    def fresh(self, storage: Path) -> Iterator[Servers]:
+        """The same index and registry (addresses, credentials) serving empty storage in
+        ``storage`` (a folder of its own), then this storage again: what a release
+        publishes to them is published to nothing else, and names the same URLs."""
+        assert self.control is not None, "servers started by the ``servers`` fixture"
+        self.control.stop()
+        try:
+            yield self.control.start(storage)
+        finally:
+            self.control.stop()
+            self.control.start(self.storage)
 
 
 def _wait_for_401(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -406,6 +421,62 @@ def _wait_for_401(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
                 return
         time.sleep(0.2)
     pytest.fail(f"{url} did not ask for credentials within 30 s:\n{log.read_text()}")
+
+
+@dataclass
+class ServerProcesses:
+    """pypiserver and a registry on two loopback ports, both asking for ``htpasswd``'s
+    user; started on a storage folder (its packages/ and registry/), stopped, started
+    again on the same ports."""
+
+    registry_binary: str
+    htpasswd: Path
+    index_port: int = field(default_factory=free_port)
+    registry_port: int = field(default_factory=free_port)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, root: Path) -> Servers:
+        (root / "packages").mkdir(parents=True, exist_ok=True)
+        (root / "registry").mkdir(exist_ok=True)
+        config = root / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log:\n  level: warn\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'registry'}\n"
+            f"http:\n  addr: 127.0.0.1:{self.registry_port}\n"
+            f"auth:\n  htpasswd:\n    realm: kiln-e2e\n    path: {self.htpasswd}\n"
+        )
+        commands = {
+            "index": [
+                sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1",
+                "-p", str(self.index_port), "--disable-fallback", "-P", str(self.htpasswd),
+                "-a", "update,download,list", str(root / "packages"),
+            ],
+            "registry": [self.registry_binary, "serve", str(config)],
+        }  # fmt: skip
+        for name, argv in commands.items():
+            with (root / f"{name}.log").open("ab") as log:
+                self.procs.append(
+                    subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+                )
+        servers = Servers(
+            f"http://127.0.0.1:{self.index_port}", f"127.0.0.1:{self.registry_port}",
+            storage=root, control=self,
+        )  # fmt: skip
+        _wait_for_401(f"{servers.index_url}/simple/", self.procs[0], root / "index.log")
+        _wait_for_401(f"http://{servers.registry}/v2/", self.procs[1], root / "registry.log")
+        return servers
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs.clear()
 
 
 @pytest.fixture(scope="module")
@@ -421,42 +492,8 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     htpasswd = root / "htpasswd"
     htpasswd.write_text(f"{USER}:{hashed}\n")
-    index_port, registry_port = free_port(), free_port()
-    (root / "packages").mkdir()
-    (root / "registry").mkdir()
-    config = root / "registry.yml"
-    config.write_text(
-        "version: 0.1\n"
-        "log:\n  level: warn\n"
-        f"storage:\n  filesystem:\n    rootdirectory: {root / 'registry'}\n"
-        f"http:\n  addr: 127.0.0.1:{registry_port}\n"
-        f"auth:\n  htpasswd:\n    realm: kiln-e2e\n    path: {htpasswd}\n"
-    )
-    commands = {
-        "index": [
-            sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(index_port),
-            "--disable-fallback", "-P", str(htpasswd), "-a", "update,download,list",
-            str(root / "packages"),
-        ],
-        "registry": [registry_binary, "serve", str(config)],
-    }  # fmt: skip
-    procs: list[subprocess.Popen[bytes]] = []
+    processes = ServerProcesses(registry_binary, htpasswd)
     try:
-        for name, argv in commands.items():
-            with (root / f"{name}.log").open("wb") as log:
-                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root))
-        servers = Servers(
-            f"http://127.0.0.1:{index_port}", f"127.0.0.1:{registry_port}", storage=root
-        )
-        _wait_for_401(f"{servers.index_url}/simple/", procs[0], root / "index.log")
-        _wait_for_401(f"http://{servers.registry}/v2/", procs[1], root / "registry.log")
-        yield servers
+        yield processes.start(root)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        processes.stop()

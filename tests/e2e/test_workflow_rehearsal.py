@@ -53,7 +53,6 @@ so nothing but loopback answers kiln, pip, twine or uv.
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import json
 import os
 import re
@@ -73,6 +72,7 @@ from kiln._servers.credentials import Credentials
 from kiln._servers.registry import RegistryClient
 from tests import workflow_steps
 from tests.e2e.conftest import HELPERS, IMAGES, PASSWORD, PROJECT, USER, KilnCache, OsPins, Servers
+from tests.e2e.one_machine import assert_same_record, held, record, release_tag, sha256
 from tests.e2e.tools import free_port
 from tests.workflow_steps import (
     GIT,
@@ -483,27 +483,18 @@ def _assert_no_password(run: WorkflowRun) -> None:
 
 def _one_machine(origin: Origin, servers: Servers, folder: Path) -> Path:
     """`kiln release --tag v0.1.0` of the same commit on one machine (a fresh checkout
-    with the history, the run's warm cache), against the same servers: its checkout."""
+    with the history, the run's warm cache), to the rehearsal's addresses served from
+    empty storage: it publishes everything, as the matrix did. Its checkout; what the
+    servers held after it is in ``folder / "held.json"``."""
     workspace = folder / "work"
     values = {**_expressions(servers), "runner.temp": str(folder)}
     checkout(origin, workspace, read_job(WORKFLOW, "finalize", values), TAG, warm=True)
-    target = ("--index", servers.index_url, "--registry", servers.registry)
-    proc = subprocess.run(
-        [str(origin.tools / "kiln"), "release", "--tag", TAG, *target, "--repo", str(workspace)],
-        env={**os.environ, **servers.env()}, capture_output=True, text=True, check=False,
-        timeout=900,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "release 0.1.0 is already published: nothing uploaded, nothing pushed" in proc.stdout
+    with servers.fresh(folder / "servers") as fresh:
+        proc = release_tag(origin.tools / "kiln", workspace, fresh, TAG, {**os.environ})
+        assert proc.returncode == 0, proc.stderr
+        assert PASSWORD not in proc.stdout + proc.stderr
+        (folder / "held.json").write_text(json.dumps(held(fresh)))
     return workspace
-
-
-def _as_found(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a release that published ``manifest``'s artifacts, as a release run
-    after it records them: found there ("unchanged"), pushed by no revision of its own."""
-    wheels = [{**w, "status": "unchanged"} for w in manifest["wheels"]]
-    images = [{**i, "status": "unchanged", "revision": None} for i in manifest["images"]]
-    return {**manifest, "wheels": wheels, "images": images}
 
 
 def _index_files(servers: Servers, project: str) -> list[str]:
@@ -517,16 +508,6 @@ def _gh_calls(origin: Origin) -> list[dict[str, Any]]:
     if not log.is_file():
         return []
     return [json.loads(line) for line in log.read_text().splitlines()]
-
-
-def _record(workspace: Path) -> list[str]:
-    """dist/release's files, as the gh step's `find dist/release -type f | sort` lists them."""
-    found = [p.relative_to(workspace).as_posix() for p in (workspace / "dist/release").rglob("*")]
-    return sorted(f for f in found if (workspace / f).is_file())
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # ------------------------------------------------------------------ the tests
@@ -555,25 +536,19 @@ def _assert_shares(run: WorkflowRun) -> None:
 
 
 def _assert_as_one_machine(origin: Origin, servers: Servers, folder: Path, work: Path) -> None:
-    # One machine's `kiln release --tag` of the same commit writes the same record: the
-    # bundle, notes, catalog and every SBOM byte for byte, and the same manifest (each
-    # digest, sha256 and YAML), but for what each run did: the matrix published it all,
-    # one machine after it finds it all there.
+    # One machine's `kiln release --tag` of the same commit, publishing to servers of its
+    # own at the same addresses, writes the same record byte for byte (the manifest, the
+    # bundle, notes, catalog, SBOMs) and publishes the same bytes: each file's sha256,
+    # each tag's digest.
     alone = _one_machine(origin, servers, folder)
-    record = _record(work)
+    assert_same_record(alone, work)
     manifest = json.loads((work / "dist/release/manifest.json").read_text())
-    assert _record(alone) == record
-    for path in record:
-        if path != "dist/release/manifest.json":
-            assert (alone / path).read_bytes() == (work / path).read_bytes(), path
-    one = json.loads((alone / "dist/release/manifest.json").read_text())
-    assert one == _as_found(manifest)
     assert {w["status"] for w in manifest["wheels"]} == {"published"}
     assert {i["status"] for i in manifest["images"]} == {"pushed"}
-    assert (alone / "dist/manifest.json").read_text() == (
-        json.dumps(_as_found(json.loads((work / "dist/manifest.json").read_text())), indent=2)
-        + "\n"
-    )  # the manifest's bytes: only the status fields differ
+    files, tags = held(servers)  # the matrix's: the same files and digests
+    assert json.loads((folder / "held.json").read_text()) == [files, tags]
+    assert "acme_components-0.1.0-py3-none-any.whl" in files
+    assert len(tags) == len(manifest["images"])
 
 
 def test_rehearsal_releases_the_tag_then_is_a_no_op(
@@ -614,22 +589,22 @@ def test_rehearsal_releases_the_tag_then_is_a_no_op(
     assert "(the first release)" in notes
 
     # gh got the record: `view` found no release, `create` made it with every file.
-    record = _record(work)
-    assert {"dist/release/manifest.json", "dist/release/RELEASE_NOTES.md"} <= set(record)
-    assert "dist/release/acme_components-0.1.0-py3-none-any.whl" in record
+    files = record(work)
+    assert {"dist/release/manifest.json", "dist/release/RELEASE_NOTES.md"} <= set(files)
+    assert "dist/release/acme_components-0.1.0-py3-none-any.whl" in files
     sboms = [p["sbom"]["path"] for i in images.values() for p in i["platforms"]]
     assert len(sboms) == 2 * len(images)  # each platform's SBOM, on the GitHub Release
-    assert {f"dist/release/{path.removeprefix('dist/')}" for path in sboms} <= set(record)
+    assert {f"dist/release/{path.removeprefix('dist/')}" for path in sboms} <= set(files)
     view, create = _gh_calls(origin)
     assert view["args"] == ["release", "view", TAG]
     assert create["args"] == [
         "release", "create", TAG, "--verify-tag", "--title", TAG,
-        "--notes-file", "dist/release/RELEASE_NOTES.md", *record,
+        "--notes-file", "dist/release/RELEASE_NOTES.md", *files,
     ]  # fmt: skip
     assert create["cwd"] == str(work)
     assert create["repo"] == GITHUB_REPOSITORY
     published = {p: _index_files(servers, p) for p in ("acme-imgproc", "acme-components")}
-    bundle = _sha256(work / "dist/release/acme_components-0.1.0-py3-none-any.whl")
+    bundle = sha256(work / "dist/release/acme_components-0.1.0-py3-none-any.whl")
 
     _assert_as_one_machine(origin, servers, tmp_path / "one-machine", work)
 
@@ -645,12 +620,12 @@ def test_rehearsal_releases_the_tag_then_is_a_no_op(
     for share in second.job("release"):  # each job found its share published
         assert " uploaded 0 file(s), pushed 0 image(s)" in share.rehearsal.runs[1].stdout
     assert {p: _index_files(servers, p) for p in published} == published
-    assert _sha256(second.workspace / "dist/release/acme_components-0.1.0-py3-none-any.whl") == (
+    assert sha256(second.workspace / "dist/release/acme_components-0.1.0-py3-none-any.whl") == (
         bundle
     )
     view, upload = _gh_calls(origin)[2:]
     assert view["args"] == ["release", "view", TAG]
-    assert upload["args"] == ["release", "upload", TAG, "--clobber", *_record(second.workspace)]
+    assert upload["args"] == ["release", "upload", TAG, "--clobber", *record(second.workspace)]
 
 
 def _broken(tmp_path: Path, old: str, new: str) -> Path:
