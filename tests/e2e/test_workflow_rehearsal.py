@@ -1,16 +1,16 @@
 """A rehearsal of `.github/workflows/release.yml`: the `run:` steps of its jobs, plan ->
-release (a matrix of the plan's 3 jobs) -> finalize, run as GitHub runs them for a pushed
-tag v0.1.0, each job in a fresh checkout of a git copy of this repository, against an
-index and a registry that require credentials (conftest's ``servers``). The plan job
-plans and cuts the release; the 3 matrix jobs run at once, separate processes, each in
-its own checkout with an empty kiln build cache, and each publishes its share; finalize
-publishes `acme-components==0.1.0`, writes `dist/release/` (what one machine's `kiln
-release --tag` of the same commit writes: the bundle, notes, SBOMs byte for byte, the
-manifest's every digest), hands it to `gh`, and the password is written nowhere; the
-same tag again publishes nothing; a workflow broken in a way that matters fails the
-rehearsal; and a v0.2.0 tagged after it gets notes that compare it with v0.1.0, which
-needs the checkout's `fetch-depth: 0` (the last test: it adds a commit and a tag to the
-origin).
+release (a matrix of the plan's 3 jobs) -> finalize, run as GitHub runs them for a
+pushed tag v0.1.0, each job in a fresh checkout of a git copy of this repository,
+against an index and a registry that require credentials (conftest's ``servers``). The
+plan job plans and cuts the release; the 3 matrix jobs run at once, separate processes,
+each in its own checkout with an empty kiln build cache, and each publishes its share;
+finalize publishes `acme-components==0.1.0`, writes `dist/release/` (byte for byte what
+one machine's `kiln release --tag` of the same commit writes and publishes, to servers
+of its own at the same addresses: ``tests.e2e.one_machine``), hands it to `gh`, and the
+password is written nowhere; the same tag again publishes nothing; a workflow broken in
+a way that matters fails the rehearsal; and a v0.2.0 tagged after it gets notes that
+compare it with v0.1.0, which needs the checkout's `fetch-depth: 0` (the last test: it
+adds a commit and a tag to the origin).
 
 What runs as-is, what is emulated or stubbed, and why:
 
