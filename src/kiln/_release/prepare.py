@@ -178,13 +178,22 @@ def prepare(
 def _build(workspace: Workspace, wheel_cache: bool, report: Reporter) -> tuple[BuiltWheel, ...]:
     report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
     staging = staging_dir(workspace)
-    shutil.rmtree(staging, ignore_errors=True)
+    # Kept from the last run: a wheel there with its cache entry's sha256 is not copied
+    # again (500 wheels removed and copied back at N=500); anything else is removed.
     wheels = build_wheels(
         workspace.helpers,
         staging,
         cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
         note=report.step,
     )
+    built = {w.path.name for w in wheels}
+    for stale in staging.iterdir() if staging.is_dir() else ():
+        if stale.name in built:
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale)
+        else:
+            stale.unlink()
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
     # A wheel whose sources do not compile stops here: before the plan, before any upload.

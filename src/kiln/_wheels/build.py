@@ -218,6 +218,14 @@ def _copy_hashing(src: Path, dst: Path) -> str:
     return digest.hexdigest()
 
 
+def _holds_sha256(path: Path, sha256: str) -> bool:
+    """Whether ``path`` is a file whose bytes have ``sha256``."""
+    try:
+        return sha256_file(path) == sha256
+    except OSError:
+        return False
+
+
 def _from_cache(helper: Helper, entry: Path, outdir: Path) -> tuple[BuiltWheel | None, str]:
     """The wheel kept in ``entry``, copied into ``outdir``; None when there is none, or
     it does not check out (then the caller rebuilds it), and why ("" when there is none)."""
@@ -234,8 +242,9 @@ def _from_cache(helper: Helper, entry: Path, outdir: Path) -> tuple[BuiltWheel |
     ):
         return None, f"it holds {filename!r}, no wheel of {helper.distribution}"
     target = outdir / filename
-    try:
-        sha256 = _copy_hashing(entry / filename, target)
+    try:  # a copy left by the last run (a no-op release's staging) is not copied again
+        held = _holds_sha256(target, recorded)
+        sha256 = recorded if held else _copy_hashing(entry / filename, target)
     except OSError as exc:
         return None, f"{filename} cannot be read ({exc.strerror})"
     if sha256 != recorded:
