@@ -12,7 +12,9 @@ Given a ``cache_dir``, builds are kept by a key over everything that decides a
 wheel's bytes: the helper folder's files (path, content, executable bit; not
 bytecode, tool caches or build outputs), the VCS ignore file hatchling reads
 from above the folder, the ``[build-system]`` requires, ``SOURCE_DATE_EPOCH``
-and the cache format. A hit is copied out without running the backend; an
+and the cache format; for a helper whose folder git vouches for (``git_tree``: nothing
+in it differs from HEAD), its git tree id stands for its files. A hit is copied out
+without running the backend (or left in place when the copy there has its bytes); an
 entry is stored by renaming a finished temporary folder, and one that does not
 check out (missing, altered, another helper's wheel) is rebuilt.
 """
@@ -38,6 +40,7 @@ from kiln._util.cmd import CalledProcessError, hook_runner
 from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
 from kiln._util.toml import load_toml
+from kiln._wheels.git_tree import clean_trees
 from kiln._workspace.model import Helper
 from kiln._workspace.tree import SKIP_DIRS, SKIP_SUFFIXES, SKIP_TOP_DIRS, check_helper_tree
 
@@ -182,8 +185,10 @@ def _outer_ignore_files(root: Path) -> Iterator[tuple[str, Path]]:
                 break
 
 
-def cache_key(helper: Helper) -> str:
-    """sha256 over everything that decides ``helper``'s wheel bytes (no build is run)."""
+def cache_key(helper: Helper, tree: str | None = None) -> str:
+    """sha256 over everything that decides ``helper``'s wheel bytes (no build is run);
+    ``tree``: the git tree of the helper's folder when git vouches for its files
+    (``clean_trees``), named instead of hashing each file."""
     digest = hashlib.sha256()
 
     def add(*fields: str) -> None:  # one JSON line per record: unambiguous framing
@@ -194,6 +199,9 @@ def cache_key(helper: Helper) -> str:
     add("build-system requires", *sorted(str(r) for r in requires.get("requires", [])))
     for name, path in _outer_ignore_files(helper.path):
         add("ignore file", name, sha256_file(path))
+    if tree is not None:
+        add("git tree", tree)
+        return digest.hexdigest()
     for rel, path in _source_files(helper.path):
         try:
             executable = path.stat().st_mode & 0o111 != 0
@@ -261,9 +269,9 @@ def _unwritable(cache_dir: Path, exc: OSError) -> CommandFailed:
 
 
 def _build_cached(
-    helper: Helper, outdir: Path, cache_dir: Path, note: Callable[[str], None]
+    helper: Helper, outdir: Path, cache_dir: Path, note: Callable[[str], None], tree: str | None
 ) -> BuiltWheel:
-    entry = cache_dir / cache_key(helper)
+    entry = cache_dir / cache_key(helper, tree)
     hit, problem = _from_cache(helper, entry, outdir)
     if hit is not None:
         return hit
@@ -301,15 +309,18 @@ def build_wheel(
     *,
     cache_dir: Path | None = None,
     note: Callable[[str], None] = lambda _line: None,
+    trees: Mapping[Path, str] | None = None,
 ) -> BuiltWheel:
     """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it); with
     ``cache_dir``, reuse the wheel built from the same inputs (an entry that does not
-    check out is rebuilt, with one line to ``note``). A link or a special file in the
-    helper (one added since the repository was read) is refused first."""
+    check out is rebuilt, with one line to ``note``; ``trees``: ``clean_trees`` of the
+    helpers, asked here when not given). A link or a special file in the helper (one
+    added since the repository was read) is refused first."""
     check_helper_tree(helper.path)
     outdir.mkdir(parents=True, exist_ok=True)
     if cache_dir is not None:
-        return _build_cached(helper, outdir, cache_dir, note)
+        tree = (clean_trees([helper.path]) if trees is None else trees).get(helper.path)
+        return _build_cached(helper, outdir, cache_dir, note, tree)
     with tempfile.TemporaryDirectory(prefix="kiln-wheel-") as tmp:
         built = _build_checked(helper, Path(tmp))
         target = outdir / built.name
@@ -324,4 +335,8 @@ def build_wheels(
     cache_dir: Path | None = None,
     note: Callable[[str], None] = lambda _line: None,
 ) -> tuple[BuiltWheel, ...]:
-    return tuple(build_wheel(h, outdir, cache_dir=cache_dir, note=note) for h in helpers)
+    # git vouches for the clean helpers' files in one pass: their keys hash no file.
+    trees = clean_trees([h.path for h in helpers]) if cache_dir is not None else {}
+    return tuple(
+        build_wheel(h, outdir, cache_dir=cache_dir, note=note, trees=trees) for h in helpers
+    )

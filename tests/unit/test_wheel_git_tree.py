@@ -1,0 +1,149 @@
+"""The wheel cache keyed by a clean helper's git tree: no file of it is read to make the
+key, and any change git might not see (or that a build would read) keeps the file walk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import build
+import pytest
+
+import kiln._wheels.build
+from kiln._wheels.build import build_wheel, build_wheels, cache_key
+from kiln._wheels.git_tree import clean_trees
+from kiln._workspace.discovery import discover
+from kiln._workspace.model import Helper
+from tests import factory
+from tests.unit.fakes import git
+
+
+def _committed(tmp_path: Path) -> Helper:
+    root = factory.sample(tmp_path / "repo")
+    factory.helper(root, "tabular")
+    (root / ".gitignore").write_text(".kiln/\ndist/\n*.dat\n")
+    git(root.parent, "init", "-q", str(root))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "sample")
+    return next(h for h in discover(root).helpers if h.name == "imgproc")
+
+
+def _no_walk(_root: Path) -> None:
+    raise AssertionError("a clean helper's files were walked and hashed")
+
+
+def test_a_clean_helper_is_keyed_by_its_tree_and_no_file_is_hashed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    helper = _committed(tmp_path)
+    helpers = discover(helper.path.parent.parent).helpers
+    tree = git(helper.path, "rev-parse", "HEAD:helpers/imgproc")
+    trees = clean_trees([h.path for h in helpers])
+    assert trees == {h.path: git(h.path, "rev-parse", f"HEAD:helpers/{h.name}") for h in helpers}
+    monkeypatch.setattr(kiln._wheels.build, "_source_files", _no_walk)
+    cache = tmp_path / "cache"
+    first = build_wheels(helpers, tmp_path / "a", cache_dir=cache)
+    assert cache_key(helper, tree) in {p.name for p in cache.iterdir()}
+    monkeypatch.setattr(build, "ProjectBuilder", _no_backend)
+    assert build_wheels(helpers, tmp_path / "b", cache_dir=cache)[0].sha256 == first[0].sha256
+
+
+def _no_backend(*_args: object, **_kwargs: object) -> None:
+    raise AssertionError("the build backend ran on a cache hit")
+
+
+def _init(helper: Path) -> Path:
+    return helper / "src" / "imgproc" / "__init__.py"
+
+
+def _edit(helper: Path) -> None:
+    _init(helper).write_text("X = 2\n")
+
+
+def _staged(helper: Path) -> None:
+    _edit(helper)
+    git(helper, "add", "-A")
+
+
+def _untracked(helper: Path) -> None:
+    (helper / "src" / "imgproc" / "extra.py").write_text("X = 1\n")
+
+
+def _ignored(helper: Path) -> None:  # hatchling may still ship it: the walk hashes it
+    (helper / "src" / "imgproc" / "model.dat").write_bytes(b"weights")
+
+
+def _deleted(helper: Path) -> None:
+    _init(helper).unlink()
+
+
+def _chmod_x(helper: Path) -> None:
+    _init(helper).chmod(0o755)
+
+
+def _skip_worktree(helper: Path) -> None:
+    git(helper, "update-index", "--skip-worktree", "src/imgproc/__init__.py")
+    _edit(helper)
+
+
+def _assume_unchanged(helper: Path) -> None:
+    git(helper, "update-index", "--assume-unchanged", "src/imgproc/__init__.py")
+    _edit(helper)
+
+
+def _text_attribute(helper: Path) -> None:
+    (helper / ".gitattributes").write_text("*.py text eol=crlf\n")
+    git(helper, "add", "-A")
+    git(helper, "commit", "-qm", "attributes")
+
+
+def _autocrlf(helper: Path) -> None:
+    git(helper, "config", "core.autocrlf", "input")
+
+
+def _file_mode_off(helper: Path) -> None:
+    git(helper, "config", "core.fileMode", "false")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        _edit, _staged, _untracked, _ignored, _deleted, _chmod_x, _skip_worktree,
+        _assume_unchanged, _text_attribute, _autocrlf, _file_mode_off,
+    ],
+)  # fmt: skip
+def test_a_helper_git_cannot_vouch_for_is_hashed_file_by_file(
+    tmp_path: Path, change: Callable[[Path], None]
+) -> None:
+    helper = _committed(tmp_path)
+    tabular = helper.path.parent / "tabular"
+    change(helper.path)
+    trees = clean_trees([helper.path, tabular])
+    assert helper.path not in trees
+    if change not in (_autocrlf, _file_mode_off):  # these doubt the whole repository
+        assert list(trees) == [tabular]  # the other helper is still clean
+    # ... and its wheel is what a cold build of the folder makes.
+    cache = tmp_path / "cache"
+    build_wheels([helper], tmp_path / "before", cache_dir=cache)
+    if change in (_edit, _staged, _skip_worktree, _assume_unchanged):
+        _init(helper.path).write_text("X = 3\n")  # a second edit git may not see
+    built = build_wheel(helper, tmp_path / "cached", cache_dir=cache)
+    cold = build_wheel(helper, tmp_path / "cold")
+    assert built.path.read_bytes() == cold.path.read_bytes()
+
+
+def test_tool_caches_and_bytecode_keep_a_helper_clean(tmp_path: Path) -> None:
+    helper = _committed(tmp_path)
+    for rel in (
+        "src/imgproc/__pycache__/__init__.cpython-311.pyc",
+        ".pytest_cache/v/cache/lastfailed",
+        "build/lib/imgproc/__init__.py",
+        "src/acme_imgproc.egg-info/PKG-INFO",
+    ):
+        factory.write(helper.path / rel, "noise\n")
+    assert helper.path in clean_trees([helper.path])
+
+
+def test_outside_a_git_repository_every_helper_is_walked(tmp_path: Path) -> None:
+    helper = discover(factory.sample(tmp_path / "repo")).helpers[0]
+    assert clean_trees([helper.path]) == {}
