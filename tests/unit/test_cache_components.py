@@ -4,6 +4,7 @@ with one line saying so. A cache that cannot be written is not fatal."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from kiln._components.generate import (
     pinned_images,
     pins_exactly,
 )
+from kiln._components.parsed import ParsedYamls
 from kiln._workspace.model import Component
 from tests.damage import replace_file
 
@@ -219,3 +221,44 @@ def test_the_cache_key_reads_kfp_s_version_once(monkeypatch: pytest.MonkeyPatch)
     generate_module._kfp_version.cache_clear()  # the real version for the tests after
     assert len(keys) == 3
     assert asked == ["kfp"]
+
+
+def test_a_yaml_parsed_on_one_run_is_read_from_json_on_the_next(
+    tmp_path: Path, component: Component
+) -> None:
+    """A no-op release at N=500 parsed 1004 YAMLs that the last run had parsed (1-3 s):
+    their documents are kept as JSON by the bytes' sha256, equal and in the same order."""
+    gen = Generation(tmp_path, component, tmp_path / "cache")
+    data = gen.run()
+    target = gen.out / "enhance.yaml"
+    check = pins_exactly(IMAGE, starts=header(component, "src/vision.py"))
+    first = ParsedYamls(tmp_path / "parsed")
+    assert check(data) is None  # the default parser
+    assert pins_exactly(IMAGE, starts=header(component, "src/vision.py"), parse=first)(data) is None
+    row = read_yaml(target, first)
+    assert first.parsed == 1  # once for the check and the row
+    again = ParsedYamls(tmp_path / "parsed")  # the next run
+    assert pinned_images(data, again) == {IMAGE}
+    assert read_yaml(target, again) == row == read_yaml(target)
+    assert again.parsed == 0
+    assert json.dumps(again(data)) == json.dumps(yaml_documents(data))  # order kept
+    evil = data.replace(IMAGE.encode(), EVIL.encode())  # other bytes: parsed, refused
+    assert check(evil) is not None
+    assert pins_exactly(IMAGE, starts=header(component, "src/vision.py"), parse=again)(evil)
+    assert again.parsed == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "edited"])
+def test_a_damaged_parsed_yaml_is_parsed_again(
+    tmp_path: Path, component: Component, damage: str
+) -> None:
+    data = Generation(tmp_path, component, tmp_path / "cache").run()
+    ParsedYamls(tmp_path / "parsed")(data)
+    (kept,) = (tmp_path / "parsed").glob("*/*.json")
+    raw = kept.read_bytes()
+    replace_file(
+        kept, raw[:-10] if damage == "truncated" else raw.replace(IMAGE.encode(), EVIL.encode())
+    )
+    again = ParsedYamls(tmp_path / "parsed")
+    assert pinned_images(data, again) == {IMAGE}
+    assert again.parsed == 1

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,11 @@ def _definitions(root: Mapping[str, object], key: str, path: Path) -> Pairs:
     return tuple(pairs)
 
 
-def read_yaml(path: Path) -> tuple[str, Pairs, Pairs]:
-    """(description, inputs, outputs) of a component YAML kiln generated.
+def read_yaml(
+    path: Path, parse: Callable[[bytes], tuple[Any, ...]] = yaml_documents
+) -> tuple[str, Pairs, Pairs]:
+    """(description, inputs, outputs) of a component YAML kiln generated (its documents
+    read by ``parse``).
 
     Inputs and outputs are (name, type) in the YAML's order; an artifact's type is
     its schema title (``system.Dataset``); a function's return value is ``Output``.
@@ -145,7 +148,7 @@ def read_yaml(path: Path) -> tuple[str, Pairs, Pairs]:
             "with `kiln components --local` first"
         ) from exc
     try:
-        document = next(iter(yaml_documents(text.encode("utf-8"))), None)
+        document = next(iter(parse(text.encode("utf-8"))), None)
     except yaml.YAMLError as exc:
         raise _fail(path, f"not valid YAML ({exc})") from exc
     spec = _mapping(document, path, "the document")

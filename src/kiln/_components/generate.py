@@ -34,6 +34,8 @@ from kiln._errors import ConfigError, KilnError, writing
 from kiln._util.files import write_atomic, write_text_atomic
 from kiln._workspace.model import Component, Pipeline
 
+Parse = Callable[[bytes], tuple[Any, ...]]  # a YAML's documents (``yaml_documents``)
+
 
 def _load_module(path: Path, prefix: str) -> ModuleType:
     name = f"_kiln_{prefix}_{path.stem}"
@@ -208,11 +210,11 @@ ENTRY_MAGIC = b"kiln component cache sha256:"
 Check = Callable[[bytes], "str | None"]  # what is wrong with a cached file's bytes, or None
 
 
-def _executors(data: bytes) -> list[dict[str, Any]]:
+def _executors(data: bytes, parse: Parse = yaml_documents) -> list[dict[str, Any]]:
     """The containers of a generated YAML's executors (an importer runs none); a
     ValueError when the bytes are no pipeline spec."""
     try:
-        docs = [d for d in yaml_documents(data) if d is not None]
+        docs = [d for d in parse(data) if d is not None]
         executors = docs[0]["deploymentSpec"]["executors"].values()
         containers = [e["container"] for e in executors if "container" in e]
     except (yaml.YAMLError, IndexError, KeyError, TypeError, AttributeError) as exc:
@@ -222,9 +224,9 @@ def _executors(data: bytes) -> list[dict[str, Any]]:
     return containers
 
 
-def pinned_images(data: bytes) -> set[str]:
+def pinned_images(data: bytes, parse: Parse = yaml_documents) -> set[str]:
     """Every executor image of a generated YAML (a component or a compiled pipeline)."""
-    return _images(_executors(data))
+    return _images(_executors(data, parse))
 
 
 def _images(containers: list[dict[str, Any]]) -> set[str]:
@@ -243,16 +245,18 @@ def _installed(containers: list[dict[str, Any]]) -> set[str]:
     return found
 
 
-def pins_exactly(image: str, *, starts: str, installs: Iterable[str] = ()) -> Check:
+def pins_exactly(
+    image: str, *, starts: str, installs: Iterable[str] = (), parse: Parse = yaml_documents
+) -> Check:
     """A ``Check`` for a component's YAML: it starts with ``starts`` (its header), runs on
     ``image`` alone and has its pod install exactly ``installs`` (packages mode's
-    hash-pinned files and pip flags)."""
+    hash-pinned files and pip flags); ``parse`` reads its documents."""
     wanted = set(installs)
 
     def check(data: bytes) -> str | None:
         if not data.startswith(starts.encode()):
             return "another header"
-        containers = _executors(data)
+        containers = _executors(data, parse)
         images = _images(containers)
         if images != {image}:
             return f"it runs {', '.join(sorted(images)) or 'no image'}, not {image}"
@@ -262,12 +266,12 @@ def pins_exactly(image: str, *, starts: str, installs: Iterable[str] = ()) -> Ch
     return check
 
 
-def runs_only(images: Iterable[str]) -> Check:
+def runs_only(images: Iterable[str], parse: Parse = yaml_documents) -> Check:
     """A ``Check`` for a compiled pipeline: every step runs one of ``images``."""
     allowed = set(images)
 
     def check(data: bytes) -> str | None:
-        extra = pinned_images(data) - allowed
+        extra = pinned_images(data, parse) - allowed
         return f"it runs {', '.join(sorted(extra))}, no component's image" if extra else None
 
     return check

@@ -34,6 +34,7 @@ from kiln._components.packages import (
     install_items,
     pip_options,
 )
+from kiln._components.parsed import ParsedYamls
 from kiln._components.validate import validate_components
 from kiln._report import Reporter
 from kiln._util.files import sha256_file
@@ -103,6 +104,9 @@ def generate(
     cache = YamlCache(
         workspace.state_dir / "cache" / "components", note=(report or Reporter.null()).step
     )
+    # Each YAML is read back twice (its cache check, its catalog row): parsed on its
+    # first run only, then its documents are read from JSON kept by its sha256.
+    parse = ParsedYamls(workspace.state_dir / "cache" / "components" / "parsed")
     # Every component module's bytes: one may import another (a generated YAML holds its
     # function's source, read by KFP from the loaded module).
     sources = files_digest((workspace.root / "pipelines" / "components").glob("*.py"))
@@ -116,7 +120,8 @@ def generate(
             key, out / f"{c.name}.yaml",
             lambda: generate_component(c, image, out, packages=options or None, source=source),
             pins_exactly(
-                image, starts=header(c, source), installs=options.get("packages_to_install", ())
+                image, starts=header(c, source), installs=options.get("packages_to_install", ()),
+                parse=parse,
             ),
         )  # fmt: skip
 
@@ -153,7 +158,7 @@ def generate(
             helper_dists = {str(canonicalize_name(h.distribution)) for h in workspace.helpers}
             inside = tuple(f"{n}=={versions[n]}" for n in sorted(versions) if n in helper_dists)
         records.append(file_record(c.name, path, workspace.root, image=c.image))
-        entries.append(_catalog_entry(workspace, c, path, pins, inside))
+        entries.append(_catalog_entry(workspace, c, path, pins, inside, parse=parse))
     written = {Path(r.path).name for r in records}
     for stale in out.glob("*.yaml"):
         if stale.name not in written:
@@ -171,7 +176,7 @@ def generate(
         return cache.get(
             key, pipelines_out / f"{p.name}.yaml",
             lambda: compile_pipeline(p, out, pipelines_out),
-            runs_only(images),
+            runs_only(images, parse),
         )  # fmt: skip
 
     pipelines = tuple(file_record(p.name, compiled(p), workspace.root) for p in workspace.pipelines)
@@ -184,9 +189,11 @@ def _catalog_entry(
     path: Path,
     pins: tuple[str, ...],
     helpers: tuple[str, ...],
+    *,
+    parse: ParsedYamls,
 ) -> Entry:
     """The catalog's row of ``component``: its interface read back from its YAML."""
-    description, inputs, outputs = read_yaml(path)
+    description, inputs, outputs = read_yaml(path, parse)
     # Where it is committed (also when ``path`` is a scratch copy for --check).
     rel = (workspace.component_dir / path.name).relative_to(workspace.root).as_posix()
     where, how = f'"{rel}"', "load_component_from_file"  # in a clone of this repository
