@@ -3,12 +3,14 @@ naming the helper's own file and line (the wheel's are written here: no backend 
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from kiln._errors import ConfigError
+from kiln._wheels import verify
 from kiln._wheels.build import BuiltWheel
 from kiln._wheels.verify import check_compiles
 from kiln._workspace.model import Helper
@@ -88,3 +90,32 @@ def test_a_release_with_a_helper_that_does_not_compile_uploads_and_pushes_nothin
     with pytest.raises(ConfigError, match=r"src/imgproc/__init__\.py, line 3: SyntaxError"):
         setup.release()
     assert (setup.index.uploads, setup.registry.tags) == ([], {})
+
+
+def test_a_wheel_that_compiled_is_not_compiled_again_and_one_that_did_not_always_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A no-op release at N=500 compiled the 4500 sources of 500 unchanged wheels."""
+    compiled: list[str] = []
+    real = verify._problem
+
+    def counting(data: bytes, member: str) -> tuple[int | None, str] | None:
+        compiled.append(member)
+        return real(data, member)
+
+    monkeypatch.setattr(verify, "_problem", counting)
+    memo = tmp_path / "memo"
+    for folder in ("good", "bad"):
+        (tmp_path / folder).mkdir()
+    helper, wheel = a_helper(tmp_path / "good", {"imgproc/__init__.py": GOOD})
+    check_compiles([wheel], [helper], tmp_path, memo=memo)
+    check_compiles([wheel], [helper], tmp_path, memo=memo)
+    assert compiled == ["imgproc/__init__.py"]  # remembered by the wheel's sha256
+    helper, bad = a_helper(tmp_path / "bad", {"imgproc/__init__.py": NOT_UTF8})
+    bad = dataclasses.replace(bad, sha256="1" * 64)
+    for _ in range(2):
+        with pytest.raises(ConfigError):
+            check_compiles([bad], [helper], tmp_path, memo=memo)
+    assert len(compiled) == 3
+    check_compiles([wheel], [helper], tmp_path)  # without a memo: compiled
+    assert len(compiled) == 4

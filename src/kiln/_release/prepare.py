@@ -178,12 +178,13 @@ def prepare(
 def _build(workspace: Workspace, wheel_cache: bool, report: Reporter) -> tuple[BuiltWheel, ...]:
     report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
     staging = staging_dir(workspace)
+    cache = wheel_cache_dir(workspace.state_dir, enabled=wheel_cache)
     # Kept from the last run: a wheel there with its cache entry's sha256 is not copied
     # again (500 wheels removed and copied back at N=500); anything else is removed.
     wheels = build_wheels(
         workspace.helpers,
         staging,
-        cache_dir=wheel_cache_dir(workspace.state_dir, enabled=wheel_cache),
+        cache_dir=cache,
         note=report.step,
     )
     built = {w.path.name for w in wheels}
@@ -197,7 +198,9 @@ def _build(workspace: Workspace, wheel_cache: bool, report: Reporter) -> tuple[B
     for w in wheels:
         report.detail(f"    {w.filename}  sha256:{w.sha256[:12]}")
     # A wheel whose sources do not compile stops here: before the plan, before any upload.
-    check_compiles(wheels, workspace.helpers, workspace.root)
+    # ... compiled once per wheel (by its sha256) while the cache is on.
+    memo = None if cache is None else cache.parent / "compiled"
+    check_compiles(wheels, workspace.helpers, workspace.root, memo=memo)
     return wheels
 
 

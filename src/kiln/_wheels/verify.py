@@ -4,11 +4,15 @@ published to the index for good, and every image baking it would fail its smoke 
 
 The sources are compiled by the interpreter running kiln, in memory (nothing is
 written); a failure names the helper's own file (``helpers/<name>/src/...``, not the
-path inside the wheel), the line, and the fix.
+path inside the wheel), the line, and the fix. Given a ``memo`` folder, a wheel whose
+sources compiled is remembered by its sha256 (hashed by this run) and this Python's
+version, and not compiled again: a no-op release at N=500 compiled 4500 sources of 500
+unchanged wheels (1 s under cProfile).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 import zipfile
@@ -63,17 +67,36 @@ def wheel_problems(wheel: BuiltWheel, helper: Helper, root: Path) -> list[str]:
     return found
 
 
-def check_compiles(wheels: Sequence[BuiltWheel], helpers: Sequence[Helper], root: Path) -> None:
+def _compiled_marker(memo: Path, wheel: BuiltWheel) -> Path:
+    python = "cp{}{}".format(*sys.version_info[:2])
+    return memo / python / wheel.sha256
+
+
+def check_compiles(
+    wheels: Sequence[BuiltWheel],
+    helpers: Sequence[Helper],
+    root: Path,
+    *,
+    memo: Path | None = None,
+) -> None:
     """Raise ConfigError, naming each file and line, unless every Python source in
-    ``wheels`` compiles; ``helpers``: the workspace's, ``root``: the repository."""
+    ``wheels`` compiles; ``helpers``: the workspace's, ``root``: the repository;
+    ``memo``: where the wheels that compiled are remembered (see the module)."""
     by_name = {h.name: h for h in helpers}
     problems: list[str] = []
     names: list[str] = []
     for wheel in wheels:
+        if memo is not None and _compiled_marker(memo, wheel).is_file():
+            continue
         found = wheel_problems(wheel, by_name[wheel.helper], root)
         if found:
             problems += found
             names.append(wheel.helper)
+        elif memo is not None:
+            marker = _compiled_marker(memo, wheel)
+            with contextlib.suppress(OSError):  # not kept: compiled again next time
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
     if not problems:
         return
     python = "{}.{}".format(*sys.version_info[:2])
