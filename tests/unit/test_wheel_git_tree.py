@@ -147,3 +147,18 @@ def test_tool_caches_and_bytecode_keep_a_helper_clean(tmp_path: Path) -> None:
 def test_outside_a_git_repository_every_helper_is_walked(tmp_path: Path) -> None:
     helper = discover(factory.sample(tmp_path / "repo")).helpers[0]
     assert clean_trees([helper.path]) == {}
+
+
+def test_a_folder_named_like_a_pattern_is_a_path(tmp_path: Path) -> None:
+    # A kiln repository inside a git repository, under a folder whose name is a glob.
+    top = tmp_path / "top"
+    root = factory.sample(top / "ml[1]")
+    git(tmp_path, "init", "-q", str(top))
+    git(top, "add", "-A")
+    git(top, "commit", "-qm", "sample")
+    helper = discover(root).helpers[0]
+    assert clean_trees([helper.path]) == {
+        helper.path: git(top, "rev-parse", "HEAD:ml[1]/helpers/imgproc")
+    }
+    _edit(helper.path)
+    assert clean_trees([helper.path]) == {}

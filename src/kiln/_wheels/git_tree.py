@@ -83,12 +83,13 @@ def clean_trees(folders: Sequence[Path]) -> Mapping[Path, str]:
                 return
 
     specs = ("--", *rels)
+    # Paths, not patterns: a folder above the helpers may be named "[x]" or "*".
     status = git_output(
-        top, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--no-renames",
-        "--untracked-files=all", "--ignored=traditional", *specs,
+        top, "--literal-pathspecs", "--no-optional-locks", "status", "--porcelain=v1", "-z",
+        "--no-renames", "--untracked-files=all", "--ignored=traditional", *specs,
     )  # fmt: skip
-    listed = git_output(top, "ls-files", "-s", "-v", "-z", *specs)
-    trees = git_output(top, "ls-tree", "-z", "HEAD", *specs)
+    listed = git_output(top, "--literal-pathspecs", "ls-files", "-s", "-v", "-z", *specs)
+    trees = git_output(top, "--literal-pathspecs", "ls-tree", "-z", "HEAD", *specs)
     if status is None or listed is None or trees is None:
         return {}
     for entry in _fields(status):  # "XY path"
