@@ -107,7 +107,15 @@ class FakeRegistry:
     lost: set[str] = field(default_factory=set)  # blobs the registry's storage lost
 
     def labels(self, repository: str, tag: str) -> dict[str, str]:
-        return dict(self.tags[(repository, tag)][1])
+        """The labels of ``repository:tag``, or of the image a tag of it names by digest."""
+        if (repository, tag) in self.tags:
+            return dict(self.tags[(repository, tag)][1])
+        found = [
+            labels for (r, _t), (d, labels) in self.tags.items() if (r, d) == (repository, tag)
+        ]
+        if not found:
+            raise ConfigError(f"registry {self.host} has no {repository}:{tag}")
+        return dict(found[0])
 
     def manifest(self, repository: str, reference: str, *, lists: bool = False) -> bytes:
         """A manifest naming a config and a layer derived from its digest (the fake

@@ -156,6 +156,46 @@ def test_a_plain_finalize_records_the_plans_actions(tmp_path: Path) -> None:
     assert not (setup.ws.root / "dist").exists()
 
 
+def test_finalize_takes_the_images_from_the_registry_and_checks_their_labels(
+    tmp_path: Path,
+) -> None:
+    """Finalize builds no image (a cold one is most of a release): it records each at the
+    plan's digest, which the registry holds, once its labels are those of this commit's
+    inputs; the same record as one machine's."""
+    setup = release_setup(tmp_path)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    expected = fresh_servers(setup).release().manifest.to_json()
+    shutil.rmtree(setup.ws.root / "dist")
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    for job in (0, 1):
+        release_job(setup.ws, ctx, LOCAL, plan=plan, job=job)
+    built = list(setup.oci.builds)
+
+    done = finalize(setup.ws, ctx, LOCAL, plan=plan)
+
+    assert isinstance(done, Outcome)
+    assert setup.oci.builds == built  # nothing built
+    assert done.manifest.to_json() == expected
+    # The registry's image at the plan's digest, labelled as built from other inputs.
+    shutil.rmtree(setup.ws.root / "dist")
+    digest, labels = setup.registry.tags[("acme/base", "0.1.0")]
+    assert labels["org.kiln.helpers"] == "acme-imgproc==0.1.0"
+    labels = {**labels, "org.kiln.helpers": "acme-imgproc==0.0.9"}
+    setup.registry.tags[("acme/base", "0.1.0")] = (digest, labels)
+    with pytest.raises(PlanMismatch) as refused:
+        finalize(setup.ws, ctx, LOCAL, plan=plan)
+    assert (
+        f"registry.invalid:5000/acme/base@{digest} (base) was not built from this commit's "
+        "inputs" in str(refused.value)
+    )
+    assert (
+        "org.kiln.helpers: the registry's image has 'acme-imgproc==0.0.9', this commit's "
+        "inputs give 'acme-imgproc==0.1.0'" in str(refused.value)
+    )
+    assert setup.oci.builds == built
+    assert not (setup.ws.root / "dist").exists()
+
+
 def test_finalize_refuses_a_plan_of_another_release_and_dev(tmp_path: Path) -> None:
     setup = release_setup(tmp_path)
     ctx = Context(Options(), Reporter.null(), services=setup.services)

@@ -9,11 +9,17 @@ is on the index with the plan's sha256 and every image in the registry at the pl
 digest, each platform's image of an index too. A missing one stops here
 (``ReleaseIncomplete``, naming it and the job that publishes it: re-run that job); one
 there with other bytes is a ``PlanMismatch``. Nothing is written before. Then the
-release is prepared as one machine prepares it (the wheels, each image built from the
-same locked inputs: its SBOM and YAMLs come from them), every build checked against the
-plan, and recorded with what the plan said each job would do: a wheel the plan
-publishes is "published", an image it builds "pushed". So the outputs are, byte for
-byte, those of a one-machine release of the same commit started from the plan's state.
+release is prepared as one machine prepares it, but for the images: the wheels are
+built and each checked against the plan's sha256, each image's wheelhouse resolved
+from its committed lock, and each image taken from the registry at the plan's digest
+instead of built again (its SBOM and YAMLs need its inputs and digest alone; a job
+built it and checked it against the plan before pushing it). Its config's labels,
+read from the registry, must be those kiln gives an image built from this commit's
+inputs (its helpers' and third-party wheels' versions, its base, its name and
+version), else a ``PlanMismatch``. Everything is recorded with what the plan said each
+job would do: a wheel the plan publishes is "published", an image it builds "pushed".
+So the outputs are, byte for byte, those of a one-machine release of the same commit
+started from the plan's state.
 """
 
 from __future__ import annotations
@@ -25,6 +31,14 @@ from pathlib import Path
 
 from kiln._context import Context, Services, Target, connect
 from kiln._errors import ConfigError, PlanMismatch, ReleaseIncomplete
+from kiln._images.inputs import ImageInputs
+from kiln._images.oci.builder import image_labels
+from kiln._images.oci.published import (
+    PublishedImage,
+    PublishedIndex,
+    published_image,
+    published_index,
+)
 from kiln._release.job import (
     PlannedJob,
     check_release,
@@ -35,11 +49,12 @@ from kiln._release.job import (
 )
 from kiln._release.jobs import ImageWork
 from kiln._release.plan import ReleasePlan
-from kiln._release.prepare import prepare
+from kiln._release.prepare import ImageSource, prepare
 from kiln._release.stages import Outcome, make_plan, record
 from kiln._release.tag import TagRelease, check_tag, finish_tag
 from kiln._servers.index import files_of
 from kiln._workspace.model import Workspace
+from kiln._workspace.platforms import PLATFORMS
 
 
 def finalize(
@@ -66,15 +81,18 @@ def finalize(
     services = connect(ws, ctx, target)
     check_published(jobs, services)
     ctx.report.stage("finalize", f"finalize: every artifact of {plan} is published")
+    published = registry_images(jobs, services)
     if tag is not None:
-        checked = check_tag(ws, ctx, target, tag, services)
+        checked = check_tag(ws, ctx, target, tag, services, published=published)
         full = _as_planned(checked.planned.plan, jobs, services)
         outcome = record(
             ws, checked.prepared, full, services, digests=_digests(full),
             release_version=checked.planned.release, report=ctx.report,
         )  # fmt: skip
         return finish_tag(ws, checked, outcome, ctx.report)
-    prepared = prepare(ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report)
+    prepared = prepare(
+        ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report, published=published
+    )
     full = _as_planned(make_plan(ws, prepared, services), jobs, services)
     return record(
         ws, prepared, full, services, digests=_digests(full), release_version=None,
@@ -120,6 +138,72 @@ def check_published(jobs: Sequence[PlannedJob], services: Services) -> None:
             f"{source}: the servers hold other bytes than the plan says, so nothing was "
             "written:\n" + "\n".join(f"  - {w}" for w in wrong) + "\n"
             "something else published under these versions since the plan was made: make "
+            "the plan again from this commit and re-run every job"
+        )
+
+
+def registry_images(jobs: Sequence[PlannedJob], services: Services) -> ImageSource:
+    """Each image of this commit, read from the registry at the plan's digest (every
+    platform's image of an index too) instead of built: ``check_published`` found each
+    there. Its config's labels must be what kiln labels an image built from the inputs
+    it is given (see the module); an image the plan lacks, or other labels, is a
+    ``PlanMismatch``."""
+    planned = {i.name: i for j in jobs for i in j.images}
+
+    def read(inputs: ImageInputs, source: str | None) -> PublishedImage | PublishedIndex:
+        name = inputs.image.name
+        work = planned.get(name)
+        if work is None:
+            raise PlanMismatch(
+                f"{jobs[0].source}: what this commit builds is not the plan's, so nothing "
+                f"was written:\n  - {name}: this commit releases it, the plan does not\n"
+                "make the plan again from this commit and re-run every job"
+            )
+        if not inputs.wheelhouses:
+            _check_labels(
+                work, work.digest, inputs, source=source, architecture=None, services=services
+            )
+            return published_image(work.digest)
+        houses = dict(inputs.wheelhouses)
+        platforms = inputs.image.platforms
+        if tuple(p for p, _ in work.platforms) != tuple(platforms):
+            raise PlanMismatch(
+                f"{jobs[0].source}: {name} is made for {', '.join(platforms)}, the plan's "
+                f"index for {', '.join(p for p, _ in work.platforms) or 'one platform'}: make "
+                "the plan again from this commit and re-run every job"
+            )
+        for number, (platform, digest) in enumerate(work.platforms):
+            arch = None if number == 0 else PLATFORMS[platform][0]
+            of = dataclasses.replace(inputs, wheelhouse=houses[platform])
+            _check_labels(work, digest, of, source=source, architecture=arch, services=services)
+        return published_index(work.digest, work.platforms)
+
+    return read
+
+
+def _check_labels(
+    work: ImageWork,
+    digest: str,
+    inputs: ImageInputs,
+    *,
+    source: str | None,
+    architecture: str | None,
+    services: Services,
+) -> None:
+    """The registry's image ``digest`` of ``work``'s repository carries every label kiln
+    gives the image it builds from ``inputs`` (for ``architecture``), with the same value."""
+    there = services.registry.labels(work.repository.partition("/")[2], digest)
+    expected = image_labels(inputs, source=source, architecture=architecture)
+    differ = [
+        f"{key}: the registry's image has {there.get(key)!r}, this commit's inputs give {value!r}"
+        for key, value in sorted(expected.items())
+        if there.get(key) != value
+    ]
+    if differ:
+        raise PlanMismatch(
+            f"{work.repository}@{digest} ({work.name}) was not built from this commit's "
+            "inputs, so nothing was written:\n" + "\n".join(f"  - {d}" for d in differ) + "\n"
+            "the plan and its jobs ran on other inputs (another commit, lock or kiln): make "
             "the plan again from this commit and re-run every job"
         )
 

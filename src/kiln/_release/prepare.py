@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -37,6 +37,12 @@ PACKAGES_ENV: tuple[tuple[str, str], ...] = (
     ("PIP_BREAK_SYSTEM_PACKAGES", "1"),
     ("PIP_ROOT_USER_ACTION", "ignore"),
 )
+
+
+# Where a prepare takes an image's bytes from instead of building it (given the inputs and
+# the workspace's source): the matrix's finalize step reads each image the jobs pushed
+# from the registry, at the plan's digest (``kiln._release.finalize``).
+ImageSource = Callable[[ImageInputs, str | None], BuiltImage | BuiltIndex]
 
 
 @dataclass(frozen=True)
@@ -87,13 +93,15 @@ def prepare(
     report: Reporter | None = None,
     select: Collection[str] | None = None,
     wheels: tuple[BuiltWheel, ...] | None = None,
+    published: ImageSource | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
     and nothing is written outside kiln's state folder. Without ``images``, only the
     wheels; with ``select``, only the images (and packages mode's pseudo-image) it names
     are resolved and built (a job of a release matrix: its share); ``wheels``: the ones an
     earlier ``prepare`` of this workspace built (and checked) in this process, not built
-    again."""
+    again; ``published``: where each image's bytes come from instead of kiln's builder
+    (the images are resolved, not built)."""
     report = report or Reporter.null()
     selected = list(workspace.locked) if images else []
     if select is not None:
@@ -156,7 +164,7 @@ def prepare(
                 continue
             built = _packages_base(
                 workspace, image, base, wheelhouse, tuple(houses), services=services,
-                report=report,
+                report=report, published=published,
             )  # fmt: skip
             inputs.append(built)
             ref = f"{built.repository}@{built.digest}"
@@ -171,7 +179,7 @@ def prepare(
             wheelhouse=wheelhouse,
         )
         found = dataclasses.replace(found, wheelhouses=tuple(houses.items()))
-        inputs.append(_build_with_kiln(workspace, found, services, report))
+        inputs.append(_build_with_kiln(workspace, found, services, report, published))
     return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
 
 
@@ -213,6 +221,7 @@ def _packages_base(
     *,
     services: Services,
     report: Reporter,
+    published: ImageSource | None = None,
 ) -> ImageInputs:
     """Packages mode's base, built by kiln: the OS layer and the locked pip, tagged by
     its own digest (its YAMLs pin the digest; the tag only names it in the registry).
@@ -235,7 +244,7 @@ def _packages_base(
         env=PACKAGES_ENV,
         wheelhouses=tuple((p, house) for p in platforms),
     )
-    built = _build_with_kiln(workspace, inputs, services, report)
+    built = _build_with_kiln(workspace, inputs, services, report, published)
     return dataclasses.replace(built, tag=f"py{image.python}-{built.digest[7:19]}")
 
 
@@ -250,10 +259,19 @@ def image_builder(services: Services, image: str) -> OciBuilder:
 
 
 def _build_with_kiln(
-    workspace: Workspace, inputs: ImageInputs, services: Services, report: Reporter
+    workspace: Workspace,
+    inputs: ImageInputs,
+    services: Services,
+    report: Reporter,
+    published: ImageSource | None = None,
 ) -> ImageInputs:
-    """``inputs`` with the image kiln builds from them: its digest is known from here on."""
+    """``inputs`` with the image kiln builds from them (or, ``published``, the one it
+    reads): its digest is known from here on."""
     what = inputs.image.name if inputs.tag == "unbuilt" else inputs.ref
+    if published is not None:
+        read = published(inputs, workspace.source)
+        report.stage("image", f"image {what}: published as {read.digest} (not built)")
+        return dataclasses.replace(inputs, built=read)
     report.stage("image", f"image {what}: building with kiln on {inputs.base_name}")
     # Only committed values go into the image: the git remote differs from clone to clone.
     oci = image_builder(services, inputs.image.name)

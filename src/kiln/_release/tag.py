@@ -32,7 +32,7 @@ from kiln._release.bundle import (
 )
 from kiln._release.components import committed_label, component_drift
 from kiln._release.plan import Action, ReleasePlan, plan_text
-from kiln._release.prepare import Prepared, kfp_version, prepare
+from kiln._release.prepare import ImageSource, Prepared, kfp_version, prepare
 from kiln._release.stages import Outcome, check_refusals, execute, make_plan
 from kiln._release.train import (
     Snapshot,
@@ -190,10 +190,17 @@ def finish_tag(
 
 
 def check_tag(
-    ws: Workspace, ctx: Context, target: Target, tag: str, services: Services | None = None
+    ws: Workspace,
+    ctx: Context,
+    target: Target,
+    tag: str,
+    services: Services | None = None,
+    *,
+    published: ImageSource | None = None,
 ) -> CheckedTag:
-    """Every check of `kiln release --tag` (see the module), on ``services`` if given."""
-    return _check(ws, ctx, target, tag, read_only=False, services=services)
+    """Every check of `kiln release --tag` (see the module), on ``services`` if given;
+    ``published``: where the images come from instead of kiln's builder (``prepare``)."""
+    return _check(ws, ctx, target, tag, read_only=False, services=services, published=published)
 
 
 def _check(
@@ -204,6 +211,7 @@ def _check(
     *,
     read_only: bool,
     services: Services | None = None,
+    published: ImageSource | None = None,
 ) -> CheckedTag:
     """Every check that can refuse, before anything is published (see the module)."""
     report = ctx.report
@@ -216,7 +224,9 @@ def _check(
     previous = previous_tag(ws.root, version)
     check_history(version, released, previous)
     report.stage("train", f"release {version} ({tag} at {head[:12]})")
-    prepared = prepare(ws, services, wheel_cache=ctx.options.wheel_cache, report=report)
+    prepared = prepare(
+        ws, services, wheel_cache=ctx.options.wheel_cache, report=report, published=published
+    )
     plan = make_plan(ws, prepared, services)
     label = committed_label(ws)
     drifts = component_drift(
