@@ -15,6 +15,7 @@ from kiln._options import Options
 from kiln._release.components import components
 from kiln._release.job import release_job
 from kiln._release.matrix import MatrixPlan, plan_jobs
+from kiln._release.prepare import staging_dir
 from kiln._report import Reporter
 from kiln._workspace.discovery import discover
 from tests import factory
@@ -218,6 +219,32 @@ def test_two_images_in_two_jobs_each_builds_only_its_own(tmp_path: Path) -> None
     assert (after.uploaded, after.pushed) == ([], [])
     digests = {i.name: i.digest for i in after.manifest.images}
     assert digests == {i["name"]: i["digest"] for job in data["jobs"] for i in job["images"]}
+
+
+def test_a_job_builds_only_the_wheels_its_images_hold_and_it_publishes(tmp_path: Path) -> None:
+    """A helper in no image: its wheel goes to the job with the least work, which builds
+    it alone; the image's job builds its image's helpers' wheels, not that one (at N=200
+    each of 4 jobs built all 200 wheels cold)."""
+    setup = release_setup(tmp_path)
+    factory.helper(setup.ws.root, "extra", deps=())
+    setup.ws = discover(setup.ws.root)
+    ctx = Context(Options(), Reporter.null(), services=setup.services)
+    plan = write_plan(tmp_path, plan_jobs(setup.ws, ctx, LOCAL, jobs=2))
+    data = json.loads(plan.read_text())
+    assert [len(job["images"]) for job in data["jobs"]] == [1, 0]
+    assert "acme_extra-0.1.0-py3-none-any.whl" in data["jobs"][1]["publishes"]
+
+    def staged() -> list[str]:
+        return sorted(p.name for p in staging_dir(setup.ws).glob("*.whl"))
+
+    first = release_job(setup.ws, ctx, LOCAL, plan=plan, job=0)
+    assert staged() == ["acme_imgproc-0.1.0-py3-none-any.whl"]
+    second = release_job(setup.ws, ctx, LOCAL, plan=plan, job=1)
+    assert staged() == ["acme_extra-0.1.0-py3-none-any.whl"]
+    assert second.uploaded == ("acme_extra-0.1.0-py3-none-any.whl",)
+    assert sorted(first.uploaded + second.uploaded) == sorted(w["filename"] for w in data["wheels"])
+    after = setup.release()  # one machine, after the matrix: all there, the same bytes
+    assert (after.uploaded, after.pushed) == ([], [])
 
 
 def test_a_job_of_a_release_with_nothing_new_builds_nothing(tmp_path: Path) -> None:

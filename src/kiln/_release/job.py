@@ -3,17 +3,18 @@ K` cut into jobs (``kiln._release.jobs``), and nothing else.
 
 The job reads the plan the plan job wrote (it does not plan again: planning computes
 every image's digest, so every job would build every image) and needs only the
-repository, the index and the registry. It builds every helper wheel from the
-repository (wheels are reproducible; it uploads only those it owns) and only the images
-of its share that the plan builds (an image already pushed too when it uploads one of
-its wheels: it needs that file), fetching their locked wheels as any release does,
-from the index or upstream. Before anything is published, it checks what it made
-against the plan: each image's digest (an index's and each platform's), each wheel it
-owns by sha256 (one it did not make: the index's), the commit, the registry. A
-difference stops the job (``PlanMismatch``, exit 11) with nothing of it published.
-Then its wheels go first, then its images (pushed by digest, smoke-checked, tagged). An
-image the plan found pushed, the job only asks the registry about. No manifest, bundle,
-notes or component YAML is written: that is the finalize step's.
+repository, the index and the registry. It builds only the images of its share that
+the plan builds (an image already pushed too when it uploads one of its wheels: it
+needs that file), fetching their locked wheels as any release does, from the index or
+upstream, and the wheels of the helpers those images hold and of the helpers whose
+wheels it owns (wheels are reproducible; it uploads only those it owns). Before
+anything is published, it checks what it made against the plan: each image's digest
+(an index's and each platform's), each wheel it owns by sha256 (one it did not make:
+the index's), the commit, the registry. A difference stops the job (``PlanMismatch``,
+exit 11) with nothing of it published. Then its wheels go first, then its images
+(pushed by digest, smoke-checked, tagged). An image the plan found pushed, the job only
+asks the registry about. No manifest, bundle, notes or component YAML is written:
+that is the finalize step's.
 
 A job run again (failed, killed, or twice at once) skips what is already published
 with the same bytes, as a release does.
@@ -22,7 +23,7 @@ with the same bytes, as a release does.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from kiln._release.train import check_tree
 from kiln._report import Reporter
 from kiln._servers.index import files_of
 from kiln._util.git import revision
-from kiln._workspace.model import Workspace
+from kiln._workspace.model import Workspace, helper_closure
 
 
 @dataclass(frozen=True)
@@ -177,9 +178,20 @@ def release_job(
             return _run(dev_ws, planned, full, services, ctx.report)
     services = connect(ws, ctx, target)
     prepared = prepare(
-        ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report, select=names
-    )
+        ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report, select=names,
+        helpers=_helpers(ws, planned, names),
+    )  # fmt: skip
     return _run(ws, planned, make_plan(ws, prepared, services), services, ctx.report)
+
+
+def _helpers(ws: Workspace, planned: PlannedJob, images: Collection[str]) -> set[str]:
+    """The helpers whose wheels the job builds: those its ``images`` hold (each one's
+    helpers and every helper they pin) and those whose wheels it publishes. A cold build
+    of every helper's wheel was most of a job's work at N=200, for wheels it neither
+    uploads nor puts in an image."""
+    names = set(helper_closure(ws, [h for i in ws.locked if i.name in images for h in i.helpers]))
+    owned = {w.project for w in planned.publishes.values() if w.kind == "helper"}
+    return names | {h.name for h in ws.helpers if h.distribution in owned}
 
 
 def _run(

@@ -94,6 +94,7 @@ def prepare(
     select: Collection[str] | None = None,
     wheels: tuple[BuiltWheel, ...] | None = None,
     published: ImageSource | None = None,
+    helpers: Collection[str] | None = None,
 ) -> Prepared:
     """Build wheels (into the staging folder) and resolve wheelhouses: nothing is published,
     and nothing is written outside kiln's state folder. Without ``images``, only the
@@ -101,7 +102,8 @@ def prepare(
     are resolved and built (a job of a release matrix: its share); ``wheels``: the ones an
     earlier ``prepare`` of this workspace built (and checked) in this process, not built
     again; ``published``: where each image's bytes come from instead of kiln's builder
-    (the images are resolved, not built)."""
+    (the images are resolved, not built); ``helpers``: only these helpers' wheels are
+    built (a matrix job's: what its images hold and the wheels it publishes)."""
     report = report or Reporter.null()
     selected = list(workspace.locked) if images else []
     if select is not None:
@@ -115,7 +117,7 @@ def prepare(
     # The committed OS lock, checked fresh, when a selected image is built on it.
     os_lock = fresh_os_lock(workspace) if any(i.base is None for i in selected) else None
     if wheels is None:
-        wheels = _build(workspace, wheel_cache, report)
+        wheels = _build(workspace, wheel_cache, report, helpers)
     inputs: list[ImageInputs] = []
     packages: PackagesInputs | None = None
     pages = [
@@ -183,14 +185,20 @@ def prepare(
     return Prepared(wheels=wheels, images=tuple(inputs), packages=packages)
 
 
-def _build(workspace: Workspace, wheel_cache: bool, report: Reporter) -> tuple[BuiltWheel, ...]:
-    report.stage("wheels", f"wheels: building {len(workspace.helpers)} helper(s)")
+def _build(
+    workspace: Workspace,
+    wheel_cache: bool,
+    report: Reporter,
+    names: Collection[str] | None = None,
+) -> tuple[BuiltWheel, ...]:
+    helpers = [h for h in workspace.helpers if names is None or h.name in names]
+    report.stage("wheels", f"wheels: building {len(helpers)} helper(s)")
     staging = staging_dir(workspace)
     cache = wheel_cache_dir(workspace.state_dir, enabled=wheel_cache)
     # Kept from the last run: a wheel there with its cache entry's sha256 is not copied
     # again (500 wheels removed and copied back at N=500); anything else is removed.
     wheels = build_wheels(
-        workspace.helpers,
+        helpers,
         staging,
         cache_dir=cache,
         note=report.step,
