@@ -49,6 +49,7 @@ class Shape:
 
 # n10 / n200 / n500 are the scale curve's other points (images capped at 10, K = 2N).
 PRESETS = {
+    "tiny": Shape(2, 1, 2),  # scenario 10's harness test (`--matrix 2`)
     "small": Shape(5, 2, 10),
     "n10": Shape(10, 2, 20),
     "scale": Shape(50, 10, 100),

@@ -59,6 +59,7 @@ class Sample:
     maxrss_mb: float  # peak RSS of the process tree it waited for
     stdout: str
     load: float = -1.0  # the machine's 1-minute load average when it started (-1: unknown)
+    cpu_seconds: float = -1.0  # user + sys of the process tree it waited for (-1: unknown)
 
 
 def load_average() -> float:
@@ -89,7 +90,8 @@ def run(
     if check and proc.returncode != 0:
         tail = "\n".join(stderr.rstrip().splitlines()[-15:])
         raise BenchError(f"`{' '.join(argv)}` exited {proc.returncode}:\n{tail}")
-    return Sample(seconds, usage.ru_maxrss / 1024, stdout, load)
+    cpu = usage.ru_utime + usage.ru_stime
+    return Sample(seconds, usage.ru_maxrss / 1024, stdout, load, cpu)
 
 
 @dataclass(frozen=True)
@@ -246,8 +248,11 @@ class Bench:
         repeat: int,
         curve: Sequence[str] = ("n10", "scale"),
         os_cache: Path | None = None,
+        *,
+        matrix: str = "n200",
     ) -> None:
         self.workdir = workdir
+        self.matrix = matrix  # scenario 10's preset
         # A kiln cache (``.kiln/cache``) holding this repository's OS .debs and layer:
         # each repo's cache starts with them (a harness check, not a measurement).
         self.os_cache = os_cache
@@ -368,9 +373,11 @@ def bench(
     repeat: int,
     curve: Sequence[str] = ("n10", "scale"),
     os_cache: Path | None = None,
+    *,
+    matrix: str = "n200",
 ) -> Iterator[Bench]:
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as tmp:
-        b = Bench(workdir or Path(tmp), preset, repeat, curve, os_cache)
+        b = Bench(workdir or Path(tmp), preset, repeat, curve, os_cache, matrix=matrix)
         try:
             yield b
         finally:

@@ -26,6 +26,7 @@ from bench.generate import PRESETS
 from bench.harness import ROOT, Bench, BenchError, Outcome, bench, write_results
 
 CURVE_PRESETS = {10: "n10", 50: "scale", 200: "n200", 500: "n500"}
+MATRIX_PRESETS = {2: "tiny", 5: "small", **CURVE_PRESETS}
 
 
 def _run_one(b: Bench, number: int) -> Outcome:
@@ -55,7 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=sorted(scenarios.ALL),
         default=list(scenarios.SCENARIOS),
         metavar="S",
-        help="scenario numbers, run in the order given (default: 1 3 2 6 4 5 7 8; 9 on request)",
+        help="scenario numbers, run in the order given (default: 1 3 2 6 4 5 7 8; 9 and 10 "
+        "on request)",
     )
     parser.add_argument(
         "--curve",
@@ -65,6 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[10, 50],
         metavar="N",
         help="scenario 6's repo sizes (default: 10 50; 200 and 500 on request)",
+    )
+    parser.add_argument(
+        "--matrix",
+        type=int,
+        choices=sorted(MATRIX_PRESETS),
+        default=200,
+        metavar="N",
+        help="scenario 10's repo size (default: 200, issue 20's; 2: the harness's test)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--workdir", type=Path, help="keep the generated repos here")
@@ -80,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     curve = [CURVE_PRESETS[n] for n in sorted(args.curve)]
-    with bench(args.workdir, args.preset, args.repeat, curve, args.os_cache) as b:
+    matrix = MATRIX_PRESETS[args.matrix]
+    with bench(args.workdir, args.preset, args.repeat, curve, args.os_cache, matrix=matrix) as b:
         outcomes = [_run_one(b, n) for n in args.scenarios]
         setup = b.setup()
     json_path, md_path = write_results(

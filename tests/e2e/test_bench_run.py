@@ -81,3 +81,44 @@ def test_the_harness_writes_results_on_the_small_preset(tmp_path: Path, os_pins:
     assert f"| 3 | {wheels['target']} | **{wheels['status']}** |" in markdown
     assert f"| 7 | {dev['target']} | **{dev['status']}** |" in markdown
     assert proc.stdout == markdown + "\n"
+
+
+def test_the_matrix_scenario_runs_at_a_tiny_n(tmp_path: Path, os_pins: OsPins) -> None:
+    """Scenario 10 on the `tiny` preset (2 helpers, 1 image), one repetition: one cold
+    release against plan + 4 jobs at once + finalize, each in a fresh clone on a fresh
+    stack; the rows, the ratio and the verdict it follows, the CPU count."""
+    argv = [sys.executable, "-m", "bench.run", "--preset", "tiny", "--repeat", "1"]
+    argv += ["--scenarios", "10", "--matrix", "2", "--out", str(tmp_path / "results")]
+    argv += ["--workdir", str(tmp_path / "work"), "--date", "2000-01-03"]
+    if os_pins.fetchable:
+        argv += ["--os-cache", str(os_pins.cache)]
+    proc = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    result = json.loads((tmp_path / "results" / "2000-01-03.json").read_text())
+    assert result["shape"] == "N=2, M=1, K=2"
+    (matrix,) = result["scenarios"]
+    assert matrix["number"] == 10
+    assert matrix["status"] in ("met", "not met"), matrix  # it ran: a failure is "failed"
+    rows = {r["label"]: r for r in matrix["rows"]}
+    assert list(rows) == [
+        "N=2: (a) one process: kiln release, cold",
+        "N=2: (b) kiln plan --jobs 4",
+        "N=2: (b) 4 x kiln release --job J at once (the slowest)",
+        *(f"N=2: (b)   job {j}" for j in range(4)),
+        "N=2: (b) kiln release --finalize",
+        "N=2: (b) plan + jobs + finalize",
+    ]
+    assert all(len(r["seconds"]) == 1 and r["median"] > 0 for r in rows.values())
+    jobs = rows["N=2: (b) 4 x kiln release --job J at once (the slowest)"]["median"]
+    assert jobs >= max(rows[f"N=2: (b)   job {j}"]["median"] for j in range(4))  # all at once
+    parts = ("kiln plan --jobs 4", "4 x kiln release --job J at once (the slowest)")
+    total = sum(rows[f"N=2: (b) {p}"]["median"] for p in (*parts, "kiln release --finalize"))
+    assert rows["N=2: (b) plan + jobs + finalize"]["median"] == pytest.approx(total)
+    one = rows["N=2: (a) one process: kiln release, cold"]["median"]
+    figures = matrix["figures"]
+    assert figures["(b) / (a)"] == round(total / one, 2)
+    assert matrix["status"] == ("met" if total / one <= 0.4 else "not met")
+    assert figures["cpu_count"] == result["machine"]["cores"]
+    assert (figures["images"], figures["jobs with images"]) == (1, 1)
+    assert not (tmp_path / "work" / "tiny-matrix").exists()  # every clone removed
