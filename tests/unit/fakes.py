@@ -33,7 +33,9 @@ from kiln._release.components import components
 from kiln._release.prepare import prepare
 from kiln._release.stages import Outcome, execute, make_plan
 from kiln._report import Reporter
+from kiln._util.cmd import Runner
 from kiln._util.files import sha256_file
+from kiln._wheels.wheelhouse import PipDownload
 from kiln._workspace.discovery import discover
 from kiln._workspace.model import Image, Workspace
 from tests import factory
@@ -44,6 +46,7 @@ class FakeIndex:
     url: str = "http://index.invalid"
     published: dict[str, dict[str, str]] = field(default_factory=dict)
     uploads: list[str] = field(default_factory=list)
+    contents: dict[str, bytes] = field(default_factory=dict)  # each uploaded file's bytes
 
     def files(self, project: str) -> Mapping[str, str]:
         return dict(self.published.get(str(canonicalize_name(project)), {}))
@@ -56,6 +59,28 @@ class FakeIndex:
                 name = parse_sdist_filename(path.name)[0]
             self.published.setdefault(str(name), {})[path.name] = sha256_file(path)
             self.uploads.append(path.name)
+            self.contents[path.name] = path.read_bytes()
+
+
+class IndexFiles(PipDownload):
+    """kiln's PipDownload whose plain downloads from ``index`` (``fetch_file``) are served
+    by the fake index's uploaded bytes; anything else as PipDownload does."""
+
+    def __init__(self, index: FakeIndex, runner: Runner) -> None:
+        super().__init__(runner)
+        self.index = index
+
+    def fetch_file(
+        self, project: str, filename: str, sha256: str, *, index_url: str, dest: Path
+    ) -> Path:
+        if index_url != f"{self.index.url}/simple/" or filename not in self.index.contents:
+            return super().fetch_file(project, filename, sha256, index_url=index_url, dest=dest)
+        dest.mkdir(parents=True, exist_ok=True)
+        target = dest / filename
+        target.write_bytes(self.index.contents[filename])
+        if sha256_file(target) != sha256:
+            raise ConfigError(f"{index_url}: {filename} does not have sha256 {sha256}")
+        return target
 
 
 class PagesAtOnce:
@@ -359,6 +384,7 @@ class Setup:
             self.oci,
             self.pip,
             upstream_pages=lambda _url: self.upstream,
+            sources=IndexFiles(self.index, self.pip),
         )
 
     def release(self) -> Outcome:

@@ -157,12 +157,14 @@ def test_a_plain_finalize_records_the_plans_actions(tmp_path: Path) -> None:
 
 
 def test_finalize_takes_the_images_from_the_registry_and_checks_their_labels(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Finalize builds no image (a cold one is most of a release): it records each at the
-    plan's digest, which the registry holds, once its labels are those of this commit's
-    inputs; the same record as one machine's."""
-    setup = release_setup(tmp_path)
+    """Finalize builds no image and no wheel (cold, they are most of a release): it
+    records each image at the plan's digest, which the registry holds, once its labels
+    are those of this commit's inputs, and each helper wheel downloaded from the index at
+    the plan's sha256 (its helper folders are as the plan's commit has them); the same
+    record as one machine's."""
+    setup = tagged_release_setup(tmp_path)  # a plain release of a commit
     ctx = Context(Options(), Reporter.null(), services=setup.services)
     expected = fresh_servers(setup).release().manifest.to_json()
     shutil.rmtree(setup.ws.root / "dist")
@@ -171,6 +173,10 @@ def test_finalize_takes_the_images_from_the_registry_and_checks_their_labels(
         release_job(setup.ws, ctx, LOCAL, plan=plan, job=job)
     built = list(setup.oci.builds)
 
+    def no_wheel_build(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("finalize built a wheel")
+
+    monkeypatch.setattr("kiln._release.prepare.build_wheels", no_wheel_build)
     done = finalize(setup.ws, ctx, LOCAL, plan=plan)
 
     assert isinstance(done, Outcome)
@@ -179,9 +185,11 @@ def test_finalize_takes_the_images_from_the_registry_and_checks_their_labels(
     # The registry's image at the plan's digest, labelled as built from other inputs.
     shutil.rmtree(setup.ws.root / "dist")
     digest, labels = setup.registry.tags[("acme/base", "0.1.0")]
-    assert labels["org.kiln.helpers"] == "acme-imgproc==0.1.0"
-    labels = {**labels, "org.kiln.helpers": "acme-imgproc==0.0.9"}
-    setup.registry.tags[("acme/base", "0.1.0")] = (digest, labels)
+    helpers = {"org.kiln.helpers": labels["org.kiln.helpers"]}
+    assert helpers == {"org.kiln.helpers": "acme-imgproc==0.1.0"}
+    setup.registry.tags[("acme/base", "0.1.0")] = (
+        digest, {**labels, "org.kiln.helpers": "acme-imgproc==0.0.9"}
+    )  # fmt: skip
     with pytest.raises(PlanMismatch) as refused:
         finalize(setup.ws, ctx, LOCAL, plan=plan)
     assert (
@@ -193,6 +201,14 @@ def test_finalize_takes_the_images_from_the_registry_and_checks_their_labels(
         "inputs give 'acme-imgproc==0.1.0'" in str(refused.value)
     )
     assert setup.oci.builds == built
+    assert not (setup.ws.root / "dist").exists()
+    # A helper edited since the commit: its wheel is built again, and refused.
+    setup.registry.tags[("acme/base", "0.1.0")] = (digest, {**labels, **helpers})
+    monkeypatch.undo()
+    source = setup.ws.root / "helpers" / "imgproc" / "src" / "imgproc" / "__init__.py"
+    source.write_text(source.read_text() + "\nCHANGED = True\n")
+    with pytest.raises(PlanMismatch, match=r"acme_imgproc-0\.1\.0-py3-none-any\.whl: built with"):
+        finalize(setup.ws, ctx, LOCAL, plan=plan)
     assert not (setup.ws.root / "dist").exists()
 
 

@@ -9,11 +9,13 @@ is on the index with the plan's sha256 and every image in the registry at the pl
 digest, each platform's image of an index too. A missing one stops here
 (``ReleaseIncomplete``, naming it and the job that publishes it: re-run that job); one
 there with other bytes is a ``PlanMismatch``. Nothing is written before. Then the
-release is prepared as one machine prepares it, but for the images: the wheels are
-built and each checked against the plan's sha256, each image's wheelhouse resolved
-from its committed lock, and each image taken from the registry at the plan's digest
-instead of built again (its SBOM and YAMLs need its inputs and digest alone; a job
-built it and checked it against the plan before pushing it). Its config's labels,
+release is prepared as one machine prepares it, but nothing is built that the plan and
+its jobs built from the same sources: each helper's wheel is downloaded from the index
+at the plan's sha256 when every helper folder is as the plan's commit has it (else the
+wheels are built, each checked against the plan's sha256), each image's wheelhouse is
+resolved from its committed lock, and each image is taken from the registry at the
+plan's digest (its SBOM and YAMLs need its inputs and digest alone; a job built it and
+checked it against the plan before pushing it). Its config's labels,
 read from the registry, must be those kiln gives an image built from this commit's
 inputs (its helpers' and third-party wheels' versions, its base, its name and
 version), else a ``PlanMismatch``. Everything is recorded with what the plan said each
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,10 +52,13 @@ from kiln._release.job import (
 )
 from kiln._release.jobs import ImageWork
 from kiln._release.plan import ReleasePlan
-from kiln._release.prepare import ImageSource, prepare
+from kiln._release.prepare import ImageSource, prepare, staging_dir
 from kiln._release.stages import Outcome, make_plan, record
 from kiln._release.tag import TagRelease, check_tag, finish_tag
 from kiln._servers.index import files_of
+from kiln._util.git import git_output
+from kiln._wheels.build import BuiltWheel
+from kiln._wheels.wheelhouse import PipDownload
 from kiln._workspace.model import Workspace
 from kiln._workspace.platforms import PLATFORMS
 
@@ -82,8 +88,9 @@ def finalize(
     check_published(jobs, services)
     ctx.report.stage("finalize", f"finalize: every artifact of {plan} is published")
     published = registry_images(jobs, services)
+    wheels = index_wheels(ws, jobs, services) if _helpers_committed(ws, jobs) else None
     if tag is not None:
-        checked = check_tag(ws, ctx, target, tag, services, published=published)
+        checked = check_tag(ws, ctx, target, tag, services, published=published, wheels=wheels)
         full = _as_planned(checked.planned.plan, jobs, services)
         outcome = record(
             ws, checked.prepared, full, services, digests=_digests(full),
@@ -91,8 +98,9 @@ def finalize(
         )  # fmt: skip
         return finish_tag(ws, checked, outcome, ctx.report)
     prepared = prepare(
-        ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report, published=published
-    )
+        ws, services, wheel_cache=ctx.options.wheel_cache, report=ctx.report, published=published,
+        wheels=wheels,
+    )  # fmt: skip
     full = _as_planned(make_plan(ws, prepared, services), jobs, services)
     return record(
         ws, prepared, full, services, digests=_digests(full), release_version=None,
@@ -140,6 +148,59 @@ def check_published(jobs: Sequence[PlannedJob], services: Services) -> None:
             "something else published under these versions since the plan was made: make "
             "the plan again from this commit and re-run every job"
         )
+
+
+def _helpers_committed(ws: Workspace, jobs: Sequence[PlannedJob]) -> bool:
+    """Whether every helper folder is as the plan's commit has it: the plan names a
+    commit (``check_release`` found it is HEAD) and git lists no change in any helper
+    folder, tracked or untracked. Then the plan's wheels were built from these very
+    sources; else (no commit, an edit) finalize builds the wheels and checks each."""
+    if jobs[0].revision is None:
+        return False
+    folders = [str(h.path.relative_to(ws.root)) for h in ws.helpers]
+    changed = git_output(ws.root, "status", "--porcelain", "--untracked-files=all", "--", *folders)
+    return changed == ""
+
+
+def index_wheels(
+    ws: Workspace, jobs: Sequence[PlannedJob], services: Services
+) -> tuple[BuiltWheel, ...]:
+    """Each helper's wheel, downloaded from the index at the plan's sha256 into the
+    staging folder instead of built (``check_published`` found each there; the plan
+    built it from these committed sources, ``_helpers_committed``, and the job that
+    uploaded it built it again and checked it against the plan first): a cold build of
+    200 helpers' wheels was most of a finalize job's work. A helper of this commit whose
+    wheel the plan lacks is a ``PlanMismatch``."""
+    # By name-version, as a wheel's filename starts (a helper's ``wheel_stem``).
+    planned = {
+        "-".join(w.filename.split("-", 2)[:2]): w
+        for j in jobs
+        for w in j.publishes.values()
+        if w.kind == "helper"
+    }
+    fetch = services.sources or PipDownload(services.runner)
+    staging = staging_dir(ws)
+    shutil.rmtree(staging, ignore_errors=True)
+    missing = [h for h in ws.helpers if h.wheel_stem not in planned]
+    if missing:
+        raise PlanMismatch(
+            f"{jobs[0].source}: what this commit builds is not the plan's, so nothing was "
+            "written:\n"
+            + "\n".join(f"  - {h.wheel_stem}: this commit releases it, the plan does not"
+                        for h in missing)
+            + "\nmake the plan again from this commit and re-run every job"
+        )  # fmt: skip
+    wheels = []
+    for helper in ws.helpers:
+        wheel = planned[helper.wheel_stem]
+        path = fetch.fetch_file(
+            wheel.project, wheel.filename, wheel.sha256, index_url=f"{services.index.url}/simple/",
+            dest=staging,
+        )  # fmt: skip
+        wheels.append(
+            BuiltWheel(helper.name, helper.distribution, helper.version, path, wheel.sha256)
+        )
+    return tuple(wheels)
 
 
 def registry_images(jobs: Sequence[PlannedJob], services: Services) -> ImageSource:

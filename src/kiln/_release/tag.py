@@ -197,10 +197,15 @@ def check_tag(
     services: Services | None = None,
     *,
     published: ImageSource | None = None,
+    wheels: tuple[BuiltWheel, ...] | None = None,
 ) -> CheckedTag:
     """Every check of `kiln release --tag` (see the module), on ``services`` if given;
-    ``published``: where the images come from instead of kiln's builder (``prepare``)."""
-    return _check(ws, ctx, target, tag, read_only=False, services=services, published=published)
+    ``published`` and ``wheels``: where the images and the helper wheels come from
+    instead of kiln's builders (``prepare``)."""
+    return _check(
+        ws, ctx, target, tag, read_only=False, services=services, published=published,
+        wheels=wheels,
+    )  # fmt: skip
 
 
 def _check(
@@ -212,6 +217,7 @@ def _check(
     read_only: bool,
     services: Services | None = None,
     published: ImageSource | None = None,
+    wheels: tuple[BuiltWheel, ...] | None = None,
 ) -> CheckedTag:
     """Every check that can refuse, before anything is published (see the module)."""
     report = ctx.report
@@ -225,8 +231,9 @@ def _check(
     check_history(version, released, previous)
     report.stage("train", f"release {version} ({tag} at {head[:12]})")
     prepared = prepare(
-        ws, services, wheel_cache=ctx.options.wheel_cache, report=report, published=published
-    )
+        ws, services, wheel_cache=ctx.options.wheel_cache, report=report, published=published,
+        wheels=wheels,
+    )  # fmt: skip
     plan = make_plan(ws, prepared, services)
     label = committed_label(ws)
     drifts = component_drift(
