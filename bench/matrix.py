@@ -19,8 +19,9 @@ Every kiln process runs in a checkout of its own (``git clone`` of the repo, mad
 the clock starts: CI's checkout) with an empty kiln build cache (no wheel, layer, SBOM
 or component cache). Only the download caches are shared, as the rehearsal e2e shares
 them: ``.kiln/cache/debian`` (the OS lock's .debs) and ``.kiln/wheelhouse`` (the locked
-third-party wheels), filled by one untimed plan first (with ``--os-cache``, the harness's
-own test, each checkout also gets that cache's OS layer, as each repo does). Each
+third-party wheels), filled untimed first (each image's lock fetched as a release does;
+with ``--os-cache``, the harness's own test, each checkout also gets that cache's OS
+layer, as each repo does). Each
 process's wall seconds, its CPU seconds (user + sys of it and its children, from
 ``wait4``) and the 1-minute load average as it started are recorded; the verdict is the
 ratio of medians (b)/(a).
@@ -52,8 +53,12 @@ from bench.harness import (
     free_port,
     run,
 )
+from kiln._lock.format import read_lock
 from kiln._servers.stack import LocalStack
+from kiln._wheels.wheelhouse import PipDownload, SimplePages, fetch_locked
+from kiln._workspace.discovery import discover
 from kiln._workspace.model import StackConfig
+from kiln._workspace.platforms import python_platform
 
 JOBS = 4
 TARGET = 0.4  # issue 20: (b) over (a), at most
@@ -188,6 +193,19 @@ def _matrix(checkouts: _Checkouts, b: Bench, side: _Side, r: int) -> tuple[int, 
     return images, sum(1 for job in json.loads(plan.read_text())["jobs"] if job["images"])
 
 
+def _fill_wheelhouse(repo: Repo, cache: Path) -> None:
+    """Every image's locked third-party wheels, fetched as a release fetches them into
+    ``.kiln/wheelhouse`` (keyed by the lock's bytes) from the repo's upstream index."""
+    ws = discover(repo.root)
+    pages = [(ws.upstream_index, SimplePages(ws.upstream_index))]
+    for image in ws.locked:
+        lock = read_lock(image)
+        others = image.platforms[1:]  # as prepare resolves each: the first as None
+        for platform in (None, *(python_platform(image.platform, p) for p in others)):
+            fetch_locked(lock, pages=pages, cache_dir=cache, download=PipDownload(),
+                         platform=platform)  # fmt: skip
+
+
 def matrix(b: Bench) -> Outcome:
     o = Outcome(
         10,
@@ -199,10 +217,7 @@ def matrix(b: Bench) -> Outcome:
     n = repo.shape.helpers
     checkouts = _Checkouts(repo, b.workdir / f"{b.matrix}-matrix", b.os_cache)
     # Untimed: fill the shared download caches (.debs are seeded; the locked wheels).
-    warm = checkouts.new("warm-up")
-    with _Servers(checkouts.work / "stack-warm-up") as target:
-        _kiln(warm, b.env, "plan", *target, "--jobs", str(JOBS), "--json")
-    checkouts.remove(warm)
+    _fill_wheelhouse(repo, checkouts.shared / "wheelhouse")
     one, mat = _Side(), _Side()
     images = busy = 0
     for r in range(b.repeat):
@@ -250,7 +265,7 @@ def matrix(b: Bench) -> Outcome:
     o.note = (
         f"Each repetition runs both sides, alternating which goes first, each on a fresh "
         f"stack; every kiln process in its own fresh clone with an empty build cache, only "
-        f"the .debs and the locked wheels shared (filled by an untimed plan). The {JOBS} "
+        f"the .debs and the locked wheels shared (fetched untimed first). The {JOBS} "
         f"jobs share the machine's {cores} cores: their phase cannot take less than their "
         "CPU seconds over the cores. 'load' is the 1-minute load average as the one-process "
         "release and the plan started."
