@@ -205,6 +205,9 @@ def test_two_images_in_two_jobs_each_builds_only_its_own(tmp_path: Path) -> None
     setup.oci.builds.clear()
 
     second = release_job(setup.ws, ctx, LOCAL, plan=plan, job=1)
+    # The packages base holds pip alone: no helper wheel built for it (at N=200 its job
+    # built all 200, every packages-mode component's helpers).
+    assert list(staging_dir(setup.ws).glob("*.whl")) == []
     assert {ref.rsplit(":", 1)[0] for ref in setup.oci.builds} == {
         f"{setup.registry.host}/acme/packages"
     }

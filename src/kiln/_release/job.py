@@ -189,7 +189,9 @@ def _helpers(ws: Workspace, planned: PlannedJob, images: Collection[str]) -> set
     helpers and every helper they pin) and those whose wheels it publishes. A cold build
     of every helper's wheel was most of a job's work at N=200, for wheels it neither
     uploads nor puts in an image."""
-    names = set(helper_closure(ws, [h for i in ws.locked if i.name in images for h in i.helpers]))
+    # Packages mode's base holds pip alone: its pods install their helpers from the index.
+    held = [h for i in ws.locked if i.name in images and i is not ws.packages for h in i.helpers]
+    names = set(helper_closure(ws, held))
     owned = {w.project for w in planned.publishes.values() if w.kind == "helper"}
     return names | {h.name for h in ws.helpers if h.distribution in owned}
 
