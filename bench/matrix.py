@@ -130,13 +130,17 @@ class _Side:
     def __init__(self) -> None:
         self.wall: dict[str, list[float]] = {}
         self.cpu: dict[str, list[float]] = {}
-        self.loads: list[float] = []
+        self.load: dict[str, list[float]] = {}
+
+    @property
+    def loads(self) -> list[float]:
+        return [x for values in self.load.values() for x in values]
 
     def add(self, label: str, seconds: float, cpu: float, load: float = -1.0) -> None:
         self.wall.setdefault(label, []).append(seconds)
         self.cpu.setdefault(label, []).append(cpu)
         if load >= 0:
-            self.loads.append(load)
+            self.load.setdefault(label, []).append(load)
 
     def median(self, label: str) -> float:
         return statistics.median(self.wall[label])
@@ -230,8 +234,7 @@ def matrix(b: Bench) -> Outcome:
     shutil.rmtree(checkouts.work, ignore_errors=True)
 
     def row(label: str, side: _Side, key: str) -> Measurement:
-        loads = tuple(side.loads) if key in ("one", "plan") else ()
-        return Measurement(label, tuple(side.wall[key]), loads=loads)
+        return Measurement(label, tuple(side.wall[key]), loads=tuple(side.load.get(key, ())))
 
     o.rows = [
         row(f"N={n}: (a) one process: kiln release, cold", one, "one"),
@@ -267,7 +270,7 @@ def matrix(b: Bench) -> Outcome:
         f"stack; every kiln process in its own fresh clone with an empty build cache, only "
         f"the .debs and the locked wheels shared (fetched untimed first). The {JOBS} "
         f"jobs share the machine's {cores} cores: their phase cannot take less than their "
-        "CPU seconds over the cores. 'load' is the 1-minute load average as the one-process "
-        "release and the plan started."
+        "CPU seconds over the cores. 'load' is the 1-minute load average as each phase "
+        "started."
     )
     return o.judge(ratio <= TARGET)

@@ -110,6 +110,8 @@ def test_the_matrix_scenario_runs_at_a_tiny_n(tmp_path: Path, os_pins: OsPins) -
         "N=2: (b) plan + jobs + finalize",
     ]
     assert all(len(r["seconds"]) == 1 and r["median"] > 0 for r in rows.values())
+    for phase in ("(a) one process: kiln release, cold", "(b) kiln plan --jobs 4"):
+        assert len(rows[f"N=2: {phase}"]["load_1min"]) == 1  # each phase's own load
     jobs = rows["N=2: (b) 4 x kiln release --job J at once (the slowest)"]["median"]
     assert jobs >= max(rows[f"N=2: (b)   job {j}"]["median"] for j in range(4))  # all at once
     parts = ("kiln plan --jobs 4", "4 x kiln release --job J at once (the slowest)")
