@@ -32,8 +32,8 @@ import pytest
 
 from kiln._servers.credentials import Credentials
 from kiln._servers.registry import RegistryClient
-from tests.e2e.conftest import PASSWORD, USER, KilnCache, OsPins, Servers, copy_project
-from tests.e2e.faults.conftest import clean
+from tests.e2e.conftest import PASSWORD, USER, KilnCache, OsPins, Servers
+from tests.e2e.faults.conftest import canary_files, clean, isolated_checkout
 from tests.e2e.faults.proxy import Fault, FaultProxy
 from tests.e2e.runwide import untag
 from tests.e2e.tools import kiln_here
@@ -120,16 +120,9 @@ class Matrix:
     def leaks(self) -> list[str]:
         """Files holding the canary: the copies (their .kiln, not the run's cache they
         link to), kiln's temporary folder, the servers' storage."""
-        canary = PASSWORD.encode()
-        found = []
-        for top in (self.folder, self.servers.storage / "packages",
-                    self.servers.storage / "registry"):  # fmt: skip
-            for folder, _, names in os.walk(top):
-                for name in names:
-                    path = Path(folder) / name
-                    if path.is_file() and not path.is_symlink() and canary in path.read_bytes():
-                        found.append(str(path))
-        return found
+        return canary_files(
+            self.folder, self.servers.storage / "packages", self.servers.storage / "registry"
+        )
 
 
 def _wait_for(fault: Fault, proc: subprocess.Popen[str], what: str) -> None:
@@ -264,18 +257,7 @@ def matrix(
     module's authenticated servers; kiln's HOME and TMPDIR its own."""
     folder = tmp_path_factory.mktemp("matrix-faults")
     source = folder / "monorepo"
-    copy_project(source, os_pins, kiln_cache)
-    subprocess.run(["git", "init", "-q", str(source)], check=True)
-    home, tmp = folder / "home", folder / "tmp"
-    home.mkdir()
-    tmp.mkdir()
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KILN_INDEX_", "KILN_REGISTRY_"))
-    }
-    env = inherited | servers.env(
-        HOME=str(home), NETRC=str(home / "no-netrc"), DOCKER_CONFIG=str(home / "no-docker"),
-        TMPDIR=str(tmp),
-    )  # fmt: skip
+    env = isolated_checkout(source, folder, servers, os_pins, kiln_cache)
     index = FaultProxy(servers.index_url.removeprefix("http://"))
     registry = FaultProxy(servers.registry)
     try:

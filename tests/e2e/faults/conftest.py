@@ -17,20 +17,16 @@ from pathlib import Path
 
 import docker
 import pytest
-import requests
 
 from kiln._errors import EXIT_CODES
-from tests.e2e.conftest import PASSWORD, USER, KilnCache, OsPins, Servers, copy_project
+from tests.e2e.conftest import PASSWORD, KilnCache, OsPins, Servers, copy_project
 from tests.e2e.faults.proxy import Fault, FaultProxy
+from tests.e2e.one_machine import held
 from tests.e2e.runwide import untag
 from tests.e2e.tools import kiln_here
 
 _LABELS = "|".join(re.escape(label) for label in EXIT_CODES)
 CLEAN_FAILURE = re.compile(rf"^kiln: ({_LABELS}): \S", re.MULTILINE)
-_MANIFESTS = (
-    "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, "
-    "application/vnd.docker.distribution.manifest.v2+json"
-)
 
 
 @dataclass
@@ -100,40 +96,31 @@ class Faulty:
     def published(self) -> tuple[dict[str, str], dict[str, str]]:
         """What the servers hold, asked directly: index filename -> sha256 (a file listed
         twice fails), and registry repository:tag -> manifest digest."""
-        ask = requests.Session()
-        ask.auth = (USER, PASSWORD)
-        base = self.servers.index_url
-        projects = re.findall(r'href="([^"/]+)/?"', ask.get(f"{base}/simple/", timeout=30).text)
-        files: dict[str, str] = {}
-        for project in projects:
-            page = ask.get(f"{base}/simple/{project}/", timeout=30).text
-            for name, sha in re.findall(r'href="[^"#]*/([^"/#]+)#sha256=([0-9a-f]+)"', page):
-                assert name not in files, f"{name} listed twice"
-                files[name] = sha
-        reg = f"http://{self.servers.registry}/v2"
-        tags: dict[str, str] = {}
-        for repo in ask.get(f"{reg}/_catalog", timeout=30).json()["repositories"] or []:
-            for tag in ask.get(f"{reg}/{repo}/tags/list", timeout=30).json()["tags"] or []:
-                head = ask.head(
-                    f"{reg}/{repo}/manifests/{tag}", headers={"Accept": _MANIFESTS}, timeout=30
-                )
-                tags[f"{repo}:{tag}"] = head.headers["Docker-Content-Digest"]
-        return files, tags
+        return held(self.servers)
 
     def leaks(self) -> list[str]:
         """Files holding the canary password: the checkout (its .kiln too, not the run's
         shared cache it links to), the temporary folder kiln ran with, the servers'
         storage (wheels, blobs)."""
-        canary = PASSWORD.encode()
-        found = []
-        for top in (self.root, self.tmp, self.servers.storage / "packages",
-                    self.servers.storage / "registry"):  # fmt: skip
-            for folder, _, names in os.walk(top):
-                for name in names:
-                    path = Path(folder) / name
-                    if path.is_file() and not path.is_symlink() and canary in path.read_bytes():
-                        found.append(str(path))
-        return found
+        return canary_files(
+            self.root,
+            self.tmp,
+            self.servers.storage / "packages",
+            self.servers.storage / "registry",
+        )
+
+
+def canary_files(*tops: Path) -> list[str]:
+    """The files under ``tops`` holding the canary password (links not followed)."""
+    canary = PASSWORD.encode()
+    found = []
+    for top in tops:
+        for folder, _, names in os.walk(top):
+            for name in names:
+                path = Path(folder) / name
+                if path.is_file() and not path.is_symlink() and canary in path.read_bytes():
+                    found.append(str(path))
+    return found
 
 
 def _side(fault: Fault) -> str:
@@ -161,6 +148,26 @@ def clean(proc: subprocess.CompletedProcess[str]) -> None:
         assert CLEAN_FAILURE.search(proc.stderr), proc.stderr
 
 
+def isolated_checkout(
+    root: Path, folder: Path, servers: Servers, os_pins: OsPins, kiln_cache: KilnCache
+) -> dict[str, str]:
+    """This monorepo copied to ``root`` (a git repository of no commit), and the
+    environment kiln runs in over it: its HOME and TMPDIR under ``folder``, no netrc or
+    docker config, the servers' credentials and none inherited."""
+    copy_project(root, os_pins, kiln_cache)
+    subprocess.run(["git", "init", "-q", str(root)], check=True)
+    home, tmp = folder / "home", folder / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    inherited = {
+        k: v for k, v in os.environ.items() if not k.startswith(("KILN_INDEX_", "KILN_REGISTRY_"))
+    }
+    return inherited | servers.env(
+        HOME=str(home), NETRC=str(home / "no-netrc"), DOCKER_CONFIG=str(home / "no-docker"),
+        TMPDIR=str(tmp),
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def faulty(
     servers: Servers,
@@ -172,18 +179,8 @@ def faulty(
     """A copy of this monorepo released once, cleanly, through the proxies."""
     folder = tmp_path_factory.mktemp("faults")
     root = folder / "monorepo"
-    copy_project(root, os_pins, kiln_cache)
-    subprocess.run(["git", "init", "-q", str(root)], check=True)
-    home, tmp = folder / "home", folder / "tmp"
-    home.mkdir()
-    tmp.mkdir()
-    inherited = {
-        k: v for k, v in os.environ.items() if not k.startswith(("KILN_INDEX_", "KILN_REGISTRY_"))
-    }
-    env = inherited | servers.env(
-        HOME=str(home), NETRC=str(home / "no-netrc"), DOCKER_CONFIG=str(home / "no-docker"),
-        TMPDIR=str(tmp),
-    )  # fmt: skip
+    env = isolated_checkout(root, folder, servers, os_pins, kiln_cache)
+    tmp = Path(env["TMPDIR"])
     index = FaultProxy(servers.index_url.removeprefix("http://"))
     registry = FaultProxy(servers.registry)
     made = Faulty(root, env, index, registry, servers, tmp)
