@@ -5,7 +5,6 @@ in dist/, and plan what the release then does."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,15 +20,7 @@ from kiln._release.tag import plan_tag, release_tag
 from kiln._report import Reporter
 from kiln._workspace.discovery import discover
 from tests.unit.cli import release_commands_over, run
-from tests.unit.fakes import Setup, release_setup
-
-GIT = ["git", "-c", "user.name=k", "-c", "user.email=k@example.invalid"]
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        [*GIT, "-C", str(root), *args], check=True, capture_output=True, text=True
-    ).stdout.strip()
+from tests.unit.fakes import Setup, git, release_setup
 
 
 def test_a_tag_release_over_fake_servers(tmp_path: Path) -> None:

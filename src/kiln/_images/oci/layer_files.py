@@ -64,12 +64,6 @@ class LayerFiles:
     def __contains__(self, path: str) -> bool:
         return path in self._files
 
-    def __len__(self) -> int:
-        return len(self._files)
-
-    def paths(self) -> list[str]:
-        return list(self._files)
-
     def add(self, path: str, data: bytes, *, executable: bool = False) -> None:
         """The file ``path`` (absolute, normalised) holds ``data``; replaces what it held."""
         if not path.startswith("/") or path.endswith("/") or path == "/":
@@ -95,9 +89,6 @@ class LayerFiles:
             return file.data
         assert file.path is not None  # noqa: S101 - spilled: _File's invariant
         return file.path.read_bytes()
-
-    def is_executable(self, path: str) -> bool:
-        return self._files[path].executable
 
     def _entries(self) -> list[tuple[tuple[str, ...], _File | None]]:
         """Every file and every parent folder (None), sorted by path."""
