@@ -275,13 +275,15 @@ def scale_curve(b: Bench) -> Outcome:
         if preset == points[-1]:
             o.figures[f"N={n}: peak RSS MB (check, no-op, change)"] = round(peak, 1)
     first, last = medians[points[0]], medians[points[-1]]
-    size = last[0] / first[0]
-    o.figures |= {
-        "size ratio": round(size, 1),
-        "check time ratio": _ratio(last[1], first[1]),
-        "no-op time ratio": _ratio(last[2], first[2]),
-        "no-op ms per helper (slope)": round(1000 * (last[2] - first[2]) / (last[0] - first[0]), 1),
-    }
+    if last[0] > first[0]:  # a curve of one point (`--curve 500`) has no slope
+        o.figures |= {
+            "size ratio": round(last[0] / first[0], 1),
+            "check time ratio": _ratio(last[1], first[1]),
+            "no-op time ratio": _ratio(last[2], first[2]),
+            "no-op ms per helper (slope)": round(
+                1000 * (last[2] - first[2]) / (last[0] - first[0]), 1
+            ),
+        }
     o.note = (
         "No-op cost per helper from the slope between the smallest and largest N; the "
         "'load' column is the machine's 1-minute load average as each sample started (the "
