@@ -88,3 +88,8 @@ def test_a_tag_release_is_a_function_with_a_typed_result(
         assert wheels[0] in index.files("acme-textstats")
         assert dev.components == root / "dist" / "dev" / "components"
         assert (dev.components / "README.md").is_file()
+        # pypiserver's one-page listing (``files_of`` reads it for hundreds of helpers)
+        # holds what the simple pages hold, with the same digests.
+        pages = {**index.files("acme-textstats"), **index.files(bundle_name("acme"))}
+        assert len(pages) == 4
+        assert index.listing() == pages

@@ -77,7 +77,11 @@ def _helper_findings(
     recorded: Mapping[str, str],
 ) -> list[Finding]:
     found = []
-    pages = files_of(index, (w.distribution for w in wheels))
+    pages = files_of(
+        index,
+        (w.distribution for w in wheels),
+        wanted=((w.distribution, w.filename) for w in wheels),
+    )
     for wheel in wheels:
         helper = workspace.helper(wheel.helper)
         path = str((helper.path / "pyproject.toml").relative_to(workspace.root))

@@ -148,7 +148,11 @@ def wheel_findings(
             older.append((filename, sha256, str(parse_wheel_filename(filename)[0])))
         except InvalidWheelFilename:
             continue
-    listed = files_of(index, (project for _, _, project in older))
+    listed = files_of(
+        index,
+        (project for _, _, project in older),
+        wanted=((project, filename) for filename, _, project in older),
+    )
     for filename, sha256, project in older:
         there = listed[project].get(filename)
         if there is not None and there != sha256:

@@ -116,7 +116,11 @@ def check_published(jobs: Sequence[PlannedJob], services: Services) -> None:
     wrong: list[str] = []
     # every project's page at once, each once (hundreds of wheels: not one at a time)
     projects = sorted({w.project for job in jobs for w in job.publishes.values()})
-    pages = files_of(services.index, projects)
+    pages = files_of(
+        services.index,
+        projects,
+        wanted=((w.project, w.filename) for job in jobs for w in job.publishes.values()),
+    )
     for job in jobs:
         for wheel in job.publishes.values():
             there = pages[wheel.project].get(wheel.filename)

@@ -269,9 +269,11 @@ def unmade_pages(
     ``wheel_problems`` reads, each asked for once, all at once (``files_of``: hundreds
     of wheels are not hundreds of round trips one after the other)."""
     unmade = {
-        w.project for w in wheels if w.filename not in made and w.action is not Action.PUBLISH
+        (w.project, w.filename)
+        for w in wheels
+        if w.filename not in made and w.action is not Action.PUBLISH
     }
-    return files_of(services.index, sorted(unmade))
+    return files_of(services.index, sorted({p for p, _ in unmade}), wanted=unmade)
 
 
 def wheel_problems(

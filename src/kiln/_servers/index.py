@@ -14,7 +14,12 @@ server still failing is ``ServiceUnavailable`` naming the URL and its answer.
 
 ``files_of`` asks for many projects' pages at once (a bounded pool of threads): a
 release or a check of N helpers reads N pages, and one at a time their round trips add
-up (200 pages: 2.6 s of a 6.3 s `kiln check`).
+up (200 pages: 2.6 s of a 6.3 s `kiln check`). When the caller names the files it will
+look up and the index lists all its files on one page (pypiserver's ``/packages/``, which
+carries the same ``#sha256=`` as its simple pages), that one page answers for every file
+it lists; a file it does not list is asked for on its project's simple page, so "not
+published" is always the simple API's answer (500 pages: 1.3-1.9 s; the listing: one
+request).
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Protocol
+from pathlib import Path, PurePosixPath
+from typing import Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import requests
@@ -52,6 +57,10 @@ PAGE_TRIES = 3
 # Simple pages asked for at once by ``files_of``: below requests' pool of 10 connections
 # per host, so none is opened and dropped.
 PAGE_WORKERS = 8
+# From this many projects on, ``files_of`` reads the index's one-page listing first (if it
+# has one): fewer, and the few pages cost less than a large index's listing.
+LISTING_MIN_PROJECTS = 32
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _unreachable(exc: requests.RequestException) -> bool:
@@ -72,17 +81,61 @@ class Index(Protocol):
     def upload(self, paths: Sequence[Path]) -> None: ...
 
 
+@runtime_checkable
+class Listing(Protocol):
+    """An index that may list every file it holds on one page."""
+
+    def listing(self) -> Mapping[str, str] | None:
+        """Filename -> sha256 of every file the index holds, or None (no such page)."""
+        ...
+
+
 def files_of(
-    index: Index, projects: Iterable[str], *, workers: int = PAGE_WORKERS
+    index: Index,
+    projects: Iterable[str],
+    *,
+    wanted: Iterable[tuple[str, str]] = (),
+    workers: int = PAGE_WORKERS,
 ) -> dict[str, Mapping[str, str]]:
     """Project -> ``index.files(project)`` for each of ``projects`` (each asked once),
     ``workers`` pages at a time. An error is the first failing project's, in the order
-    given, as asking one at a time would raise it."""
+    given, as asking one at a time would raise it.
+
+    ``wanted``: the (project, filename) pairs the caller will look up, and nothing else
+    of those projects' pages. From ``LISTING_MIN_PROJECTS`` such projects on, an index
+    with a one-page listing (``Listing``) is asked for that first: a project whose wanted
+    files it lists, every one, gets them from it (those files only) and no page read."""
     names = list(dict.fromkeys(projects))
-    if len(names) < 2 or workers < 2:
-        return {name: index.files(name) for name in names}
-    with ThreadPoolExecutor(max_workers=min(workers, len(names))) as pool:
-        return dict(zip(names, pool.map(index.files, names), strict=True))
+    found = _from_listing(index, names, wanted)
+    rest = [name for name in names if name not in found]
+    if len(rest) < 2 or workers < 2:
+        found |= {name: index.files(name) for name in rest}
+    else:
+        with ThreadPoolExecutor(max_workers=min(workers, len(rest))) as pool:
+            found |= dict(zip(rest, pool.map(index.files, rest), strict=True))
+    return {name: found[name] for name in names}
+
+
+def _from_listing(
+    index: Index, names: Sequence[str], wanted: Iterable[tuple[str, str]]
+) -> dict[str, Mapping[str, str]]:
+    """The projects of ``names`` whose wanted files the index's listing holds, each with
+    those files (filename -> sha256)."""
+    by_project: dict[str, set[str]] = {}
+    for project, filename in wanted:
+        by_project.setdefault(project, set()).add(filename)
+    asked = set(names)
+    by_project = {p: f for p, f in by_project.items() if p in asked}
+    if len(by_project) < LISTING_MIN_PROJECTS or not isinstance(index, Listing):
+        return {}
+    listed = index.listing()
+    if listed is None:
+        return {}
+    return {
+        project: {f: listed[f] for f in filenames}
+        for project, filenames in by_project.items()
+        if filenames <= listed.keys()
+    }
 
 
 class IndexClient:
@@ -124,6 +177,7 @@ class IndexClient:
         if credentials is not None:
             self._session.auth = credentials.basic
         self._client = PyPISimple(endpoint=self.simple_url, session=self._session)
+        self._has_listing = True  # until the index shows it has none
 
     def _refused(self, status: int | None) -> AuthenticationFailed:
         return refused(
@@ -191,6 +245,35 @@ class IndexClient:
                     raise self._unavailable(exc, url) from None
                 self._sleep(0.5 * 2.0**tried)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def listing(self) -> dict[str, str] | None:
+        """Filename -> sha256 of every file the index holds, from pypiserver's one-page
+        listing (``/packages/``), or None: no such page (asked for once per client), an
+        answer that is not such a listing, or a failure (the simple pages then answer,
+        and report it). A filename listed twice with different digests is left out."""
+        if not self._has_listing:
+            return None
+        url = self.url + "/packages/"
+        try:
+            resp = self._session.get(url, timeout=_TIMEOUT)
+        except requests.RequestException:
+            return None
+        if resp.status_code != 200 or "html" not in resp.headers.get("Content-Type", ""):
+            # none there (404, another kind of page); a refusal or a failure may pass
+            self._has_listing = resp.status_code in (401, 403, 429) or resp.status_code >= 500
+            return None
+        page = ProjectPage.from_html("", resp.content, base_url=url, from_encoding=resp.encoding)
+        found: dict[str, str] = {}
+        doubtful = set()
+        for package in page.packages:
+            sha = package.digests.get("sha256", "")
+            name = PurePosixPath(package.filename).name
+            if not _SHA256.fullmatch(sha):
+                self._has_listing = False  # links without digests: not a listing kiln can use
+                return None
+            if found.setdefault(name, sha) != sha:
+                doubtful.add(name)
+        return {name: sha for name, sha in found.items() if name not in doubtful}
 
     def files(self, project: str) -> dict[str, str]:
         page = self._page(project)
