@@ -14,8 +14,7 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import docker
+from typing import TYPE_CHECKING
 
 from kiln._debian.archive import Mirrors
 from kiln._errors import ConfigError
@@ -36,6 +35,9 @@ from kiln._util.docker import docker_client
 from kiln._wheels.sdist import SourceFetch
 from kiln._wheels.wheelhouse import Downloader, PipDownload, SimplePages
 from kiln._workspace.model import Workspace
+
+if TYPE_CHECKING:
+    import docker
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import docker.errors
-
 from kiln._errors import KilnError, ServiceUnavailable
 from kiln._images.registry_base import resolve_base
 from kiln._lock.format import BasePin
@@ -47,6 +45,8 @@ class BasePinner:
         return self.client(host).digest(repository, tag)
 
     def _local(self, ref: str) -> tuple[str, ...] | None:
+        import docker.errors  # noqa: PLC0415 - slow; only a base not in its registry needs it
+
         try:
             image = docker_client(self.docker_host).images.get(ref)
         except (KilnError, docker.errors.DockerException) as exc:

@@ -4,25 +4,32 @@ kiln builds every image itself, Docker none: the engine runs containers (`kiln r
 the smoke check of a pushed image, the local stack's registry:2 where no registry
 binary is installed). kiln reaches an engine only through ``docker_client``, at
 ``Options.docker_host``.
+
+``docker`` is imported by the functions that reach the engine, not by this module: it
+takes about 0.1 s, which a command that starts no container (a no-op release, a check)
+need not pay.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import docker
-import docker.constants
-import docker.errors
-import docker.utils
 import requests
 
 from kiln._errors import ServiceUnavailable
+
+if TYPE_CHECKING:
+    import docker
 
 
 def _client(where: str, version: str) -> docker.DockerClient:
     """A client for ``where``, with the TLS settings docker's environment gives (as
     ``docker.from_env`` reads them), but never another engine than ``where``."""
+    import docker  # noqa: PLC0415 - slow; only where the engine is reached
+    import docker.utils  # noqa: PLC0415 - (see above)
+
     kwargs = docker.utils.kwargs_from_env()
     kwargs["base_url"] = where
     return docker.DockerClient(version=version, **kwargs)
@@ -37,6 +44,9 @@ def docker_client(where: str) -> docker.DockerClient:
         raise ServiceUnavailable(
             f"Docker Engine is not reachable at {where} (no such socket); {fix}"
         )
+    import docker.constants  # noqa: PLC0415 - (see _client)
+    import docker.errors  # noqa: PLC0415 - (see _client)
+
     # Ping with a fixed API version first: docker-py's auto-negotiation runs in its
     # constructor, where a failure leaves no client to close.
     probe = _client(where, docker.constants.MINIMUM_DOCKER_API_VERSION)
@@ -62,6 +72,8 @@ def start_container(
     """Start ``image`` as ``name`` on the engine at ``where``, detached, on the host's
     network, ``volumes`` (host folder -> container folder) bound read-write; it removes
     itself when it stops. ``ServiceUnavailable`` says why the engine could not."""
+    import docker.errors  # noqa: PLC0415 - (see _client)
+
     client = docker_client(where)
     try:
         client.containers.run(
@@ -80,6 +92,8 @@ def start_container(
 def stop_container(where: str, name: str) -> bool:
     """Stop the container ``name`` on the engine at ``where``; False when it no longer
     exists. ``ServiceUnavailable`` when the engine cannot be reached or refuses."""
+    import docker.errors  # noqa: PLC0415 - (see _client)
+
     client = docker_client(where)
     try:
         client.containers.get(name).stop()

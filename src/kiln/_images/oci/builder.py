@@ -24,8 +24,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import docker
-
 from kiln._errors import ConfigError
 from kiln._images.inputs import OsBase, base_label
 from kiln._images.oci.assemble import KFP_ENV, PythonLayer, assemble, python_layer
@@ -59,6 +57,8 @@ from kiln._wheels.metadata import import_packages
 from kiln._workspace.platforms import PLATFORMS, python_platform
 
 if TYPE_CHECKING:
+    import docker
+
     from kiln._images.inputs import ImageInputs
 
 

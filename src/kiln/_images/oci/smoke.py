@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import docker
-import docker.errors
 import requests
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from kiln._errors import CommandFailed, ServiceUnavailable
 from kiln._servers.credentials import Credentials
+
+if TYPE_CHECKING:
+    import docker
 
 # Installed --no-deps: what these require may be missing.
 NO_DEPS = frozenset({"kfp", "pip"})
@@ -116,6 +117,8 @@ class DockerContainers:
         self._credentials = credentials
 
     def _pull(self, image: str) -> None:
+        import docker.errors  # noqa: PLC0415 - loaded with the client (kiln._util.docker)
+
         try:
             self._client.images.get(image)
         except docker.errors.ImageNotFound:
@@ -127,6 +130,8 @@ class DockerContainers:
             self._client.images.pull(repository, tag=digest or None, auth_config=auth)
 
     def __call__(self, image: str, command: Sequence[str]) -> Run:
+        import docker.errors  # noqa: PLC0415 - loaded with the client (kiln._util.docker)
+
         try:
             self._pull(image)
             container = self._client.containers.run(
