@@ -20,8 +20,7 @@ from kiln._errors import ArtifactAltered, CommandFailed, PublishedConflict, writ
 from kiln._images.inputs import ImageInputs
 from kiln._images.oci.image import BuiltImage
 from kiln._images.oci.index import BuiltIndex
-from kiln._images.oci.sbom import sbom_path
-from kiln._images.oci.sbom_cache import cached_sbom
+from kiln._images.oci.sbom_cache import cached_sbom, sbom_path
 from kiln._release.manifest import (
     ImageRecord,
     Manifest,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import datetime
 import json
 import uuid
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cyclonedx.model import HashAlgorithm, HashType, Property
@@ -39,13 +38,6 @@ if TYPE_CHECKING:
 # The namespace of the serial numbers: uuid5(this, image digest).
 _SERIALS = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/kiln/sbom")
 _PREFIX = "org.kiln"
-
-
-def sbom_path(dist_dir: Path, image: str, platform: str | None = None) -> Path:
-    """Where a release writes ``image``'s SBOM: ``dist/sbom/<image>.cdx.json``; one
-    platform's of an image made for several: ``<image>.linux-arm64.cdx.json``."""
-    suffix = f".{platform.replace('/', '-')}" if platform else ""
-    return dist_dir / "sbom" / f"{image}{suffix}.cdx.json"
 
 
 def _oci_purl(repository: str, digest: str, tag: str | None = None) -> PackageURL:

@@ -8,6 +8,9 @@ function of its inputs (see ``kiln._images.oci.sbom``), so the bytes are kept un
 library's version. Each entry starts with the sha256 of the bytes that follow and is
 used only when it has them; one that does not is made again. A cache that cannot be
 written costs time, not the release.
+
+``kiln._images.oci.sbom`` (and cyclonedx-python-lib, 0.06 s to import) is imported only
+to make an SBOM the cache does not hold: a no-op release makes none.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kiln._images.oci import sbom
 from kiln._util.epoch import MTIME
 from kiln._util.files import write_atomic
 
@@ -28,11 +30,21 @@ if TYPE_CHECKING:
 
 CACHE_FORMAT = "1"
 _MAGIC = b"kiln sbom cache sha256:"
+# The module that makes SBOMs, by its path: its code is in the key, and reading it does
+# not import it.
+_MAKER = Path(__file__).with_name("sbom.py")
+
+
+def sbom_path(dist_dir: Path, image: str, platform: str | None = None) -> Path:
+    """Where a release writes ``image``'s SBOM: ``dist/sbom/<image>.cdx.json``; one
+    platform's of an image made for several: ``<image>.linux-arm64.cdx.json``."""
+    suffix = f".{platform.replace('/', '-')}" if platform else ""
+    return dist_dir / "sbom" / f"{image}{suffix}.cdx.json"
 
 
 def _code() -> str:
     digest = hashlib.sha256()
-    for module in (sbom.__file__, __file__):
+    for module in (_MAKER, __file__):
         digest.update(Path(module).read_bytes())
     return digest.hexdigest()
 
@@ -70,7 +82,9 @@ def cached_sbom(inputs: ImageInputs, digest: str, folder: Path) -> bytes:
         first, _, content = entry.read_bytes().partition(b"\n")
         if first == _MAGIC + hashlib.sha256(content).hexdigest().encode():
             return content
-    made = sbom.image_sbom(inputs, digest)
+    from kiln._images.oci.sbom import image_sbom  # noqa: PLC0415 - cyclonedx, only on a miss
+
+    made = image_sbom(inputs, digest)
     with contextlib.suppress(OSError):  # a cache that cannot be written: made each time
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(entry, _MAGIC + hashlib.sha256(made).hexdigest().encode() + b"\n" + made)
