@@ -10,6 +10,7 @@ import pytest
 
 from kiln._cli import main
 from kiln._cli import release as release_cli
+from kiln._cli import release_modes as release_modes_cli
 from kiln._cli.context import context as command_context
 from kiln._context import Context, Services
 
@@ -33,3 +34,4 @@ def release_commands_over(
         return dataclasses.replace(command_context(args), services=services())
 
     monkeypatch.setattr(release_cli, "context", over_fakes)
+    monkeypatch.setattr(release_modes_cli, "context", over_fakes)

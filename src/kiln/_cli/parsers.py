@@ -1,9 +1,10 @@
 """The arguments of the release commands, the workspace ones and the local ones; their
 functions are imported only when one of them runs (``deferred``).
 
-The flows behind the commands import about 0.4 s of libraries (docker, pypi_simple and
-bs4, cyclonedx, the Debian and OCI code), which `kiln --help`, `kiln COMMAND --help` and
-a usage error need not pay: this is the one place the CLI imports late.
+The flows behind the commands import about 0.4 s of libraries (pypi_simple and bs4, the
+Debian and OCI code), which `kiln --help`, `kiln COMMAND --help` and a usage error need
+not pay: this is the one place the CLI imports late (``release.cmd_release`` hands its
+rarer modes to ``release_modes`` through it too).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def release_parsers(
     sub: Any, common_args: argparse.ArgumentParser, targets: argparse.ArgumentParser
 ) -> None:
     """build, publish, bake, components, release, plan, check: their functions in
-    _cli/release.py."""
+    _cli/release.py (plan, and release's other modes, in _cli/release_modes.py)."""
     p = sub.add_parser("build", parents=[common_args], help="build helper wheels into dist/wheels")
     p.set_defaults(func=deferred("release", "cmd_build"))
 
@@ -200,7 +201,7 @@ examples:
     which.add_argument(
         "--dev", action="store_true", help="plan the dev release (`kiln release --dev`)"
     )
-    p.set_defaults(func=deferred("release", "cmd_plan"))
+    p.set_defaults(func=deferred("release_modes", "cmd_plan"))
 
 
 def workspace_parsers(sub: Any, common_args: argparse.ArgumentParser) -> None:

@@ -1,5 +1,7 @@
-"""The release commands: build, publish, bake, components, release (and a matrix job's
-share of it), plan, check.
+"""The release commands: build, publish, bake, components, release, check (`kiln plan`
+and the other ways to release, --job, --finalize, --tag and --dev, are in
+``release_modes``, imported only when one of them runs: a plain release need not import
+their flows).
 
 Each parses its arguments, calls its flow (``kiln._release``) with the command's context
 and target, and renders the flow's typed result as text or --json.
@@ -8,20 +10,15 @@ and target, and renders the flow's typed result as text or --json.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from kiln._cli import common
 from kiln._cli.context import context, target
+from kiln._cli.parsers import deferred
 from kiln._errors import ConfigError
 from kiln._release.check_release import check_release
 from kiln._release.components import committed_label, components
-from kiln._release.dev_release import plan_dev, release_dev
-from kiln._release.finalize import finalize
 from kiln._release.flows import bake_images, publish_wheels, release
-from kiln._release.job import release_job
-from kiln._release.matrix import plan_jobs
 from kiln._release.plan import plan_text
-from kiln._release.tag import TagRelease, plan_tag, release_tag
 from kiln._wheels.build import build_wheels, wheel_cache_dir
 
 
@@ -75,14 +72,8 @@ def cmd_components(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     if args.tag and args.dev:
         raise ConfigError("--tag and --dev are two different releases: give one of them")
-    if args.finalize:
-        return _release_finalize(args)
-    if args.job is not None or args.plan is not None:
-        return _release_job(args)
-    if args.tag:
-        return _release_tag(args)
-    if args.dev:
-        return _release_dev(args)
+    if args.finalize or args.job is not None or args.plan is not None or args.tag or args.dev:
+        return deferred("release_modes", "cmd_release_mode")(args)
     ws = common.workspace(args, lock=True)
     result = release(ws, context(args), target(args), dry_run=args.dry_run, version=args.version)
     outcome = result.outcome
@@ -100,74 +91,6 @@ def cmd_release(args: argparse.Namespace) -> int:
         "manifest": outcome.manifest.to_json(),
     }
     common.emit(args, rows, f"{summary}\nmanifest: {outcome.manifest_path}")
-    return 0
-
-
-def _release_job(args: argparse.Namespace) -> int:
-    if args.job is None or args.plan is None:
-        args.usage_error("--job J and --plan FILE go together: a job of the plan in FILE")
-    if args.dry_run or args.version:
-        args.usage_error(
-            "--job publishes a share of a plan: `kiln plan` is its dry run, and the "
-            "finalize step stamps the manifest (no --dry-run, --version)"
-        )
-    ws = common.workspace(args, lock=True)
-    result = release_job(
-        ws, context(args), target(args), plan=Path(args.plan), job=args.job, tag=args.tag,
-        dev=args.dev,
-    )  # fmt: skip
-    common.emit(args, result.to_json(), result.summary)
-    return 0
-
-
-def _release_finalize(args: argparse.Namespace) -> int:
-    if args.plan is None or args.job is not None:
-        args.usage_error("--finalize takes --plan FILE (the plan every job ran), and no --job")
-    if args.dry_run or args.version:
-        args.usage_error(
-            "--finalize records the plan's release: `kiln plan` is its dry run (no --dry-run, "
-            "--version)"
-        )
-    ws = common.workspace(args, lock=True)
-    result = finalize(
-        ws, context(args), target(args), plan=Path(args.plan), tag=args.tag, dev=args.dev
-    )
-    if isinstance(result, TagRelease):
-        common.emit(args, result.to_json(), f"{result.summary}\nrecord: {result.record}")
-        return 0
-    rows = {"manifest_path": str(result.manifest_path), "manifest": result.manifest.to_json()}
-    common.emit(
-        args, rows, f"every artifact of the plan is published\nmanifest: {result.manifest_path}"
-    )
-    return 0
-
-
-def _release_tag(args: argparse.Namespace) -> int:
-    ws = common.workspace(args, lock=True)
-    if args.dry_run:
-        planned = plan_tag(ws, context(args), target(args), args.tag)
-        common.emit(args, planned.to_json(), planned.text)
-        return 0
-    result = release_tag(ws, context(args), target(args), args.tag)
-    common.emit(args, result.to_json(), f"{result.summary}\nrecord: {result.record}")
-    return 0
-
-
-def _release_dev(args: argparse.Namespace) -> int:
-    ws = common.workspace(args, lock=True)
-    if args.dry_run:
-        planned = plan_dev(ws, context(args), target(args))
-        common.emit(args, planned.to_json(), planned.text)
-        return 0
-    result = release_dev(ws, context(args), target(args))
-    common.emit(args, result.to_json(), result.summary)
-    return 0
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    ws = common.workspace(args, lock=True)  # it builds, in kiln's state folder
-    planned = plan_jobs(ws, context(args), target(args), jobs=args.jobs, tag=args.tag, dev=args.dev)
-    common.emit(args, planned.to_json(), planned.text)
     return 0
 
 
