@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
-from debian import deb822
 
 from kiln._debian.config import OsConfig
 from kiln._errors import (
@@ -36,6 +36,9 @@ from kiln._errors import (
 from kiln._util import http
 from kiln._util.cmd import Runner
 from kiln._util.files import write_atomic
+
+if TYPE_CHECKING:
+    from debian import deb822
 
 KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 _INSTALL = "sudo apt-get install gpgv debian-archive-keyring"
@@ -221,6 +224,8 @@ def _split(field: str) -> str:
 
 
 def _candidates(text: bytes, archive: str, suite: str) -> Iterator[Candidate]:
+    from debian import deb822  # noqa: PLC0415 - python-debian: only to read an index or a .deb
+
     for para in deb822.Packages.iter_paragraphs(
         io.BytesIO(text), use_apt_pkg=False, fields=list(_FIELDS)
     ):
@@ -264,6 +269,8 @@ class Indexes:
         self._now = now
 
     def _suite(self, archive: str, suite: str, now: float, arch: str) -> Suite:
+        from debian import deb822  # noqa: PLC0415 - (see _candidates)
+
         where = f"{archive} {suite} (dists/{suite}/InRelease)"
         inrelease = self._mirrors.get(archive, f"dists/{suite}/InRelease", what=where)
         text = verify_release(inrelease, self._runner, where=where, keyring=self._keyring)

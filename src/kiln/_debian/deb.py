@@ -17,8 +17,6 @@ import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from debian import arfile, debfile
-
 from kiln._debian.tree import DIR, FILE, SYMLINK, Entry, normalize, usr_merged
 from kiln._errors import ArtifactAltered
 
@@ -74,6 +72,8 @@ _WHOLE: dict[str, Callable[[bytes], bytes]] = {
 def _data_tar(data: bytes) -> tarfile.TarFile | None:
     """``data.tar`` of the .deb ``data``, decompressed whole in memory (None: another
     compression, which python-debian reads)."""
+    from debian import arfile  # noqa: PLC0415 - python-debian: only to read an index or a .deb
+
     ar = arfile.ArFile(fileobj=io.BytesIO(data))
     for member in ar.getmembers():
         name = member.name
@@ -89,6 +89,8 @@ def _data_tar(data: bytes) -> tarfile.TarFile | None:
 def read_deb(data: bytes, *, name: str, where: str) -> Deb:
     """The package ``name`` in ``data`` (a ``.deb``'s bytes, already checked against its
     sha256); ``where`` names it in errors."""
+    from debian import arfile, debfile  # noqa: PLC0415 - (see _data_tar)
+
     try:
         deb = debfile.DebFile(fileobj=io.BytesIO(data))
         control = deb.control.get_content("control") or b""
