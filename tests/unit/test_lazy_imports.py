@@ -25,8 +25,9 @@ SRC = Path(kiln.__file__).resolve().parents[1]
 
 _PROBE = """\
 import importlib, json, sys
-for name in sys.argv[1:]:
+for name in sys.argv[2:]:
     importlib.import_module(name)
+exec(sys.argv[1])
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -53,11 +54,12 @@ OTHER_MODES = (
 )
 
 
-def _loaded(*modules: str) -> set[str]:
-    """The modules a fresh interpreter holds after importing ``modules`` from this kiln."""
+def _loaded(*modules: str, then: str = "") -> set[str]:
+    """The modules a fresh interpreter holds after importing ``modules`` from this kiln
+    and running ``then``."""
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, *modules],
+        [sys.executable, "-c", _PROBE, then, *modules],
         env=env, capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     return set(json.loads(out.stdout))
@@ -80,6 +82,18 @@ def test_the_probe_sees_each_of_them_where_it_is_imported() -> None:
     loaded = _loaded("kiln._cli.release_modes", "kiln._images.oci.sbom", "docker", "debian.deb822")
     assert {"docker", "cyclonedx", "tomlkit", "debian"} <= _packages(loaded)
     assert set(OTHER_MODES) <= loaded
+
+
+def test_pypi_simple_is_imported_by_what_reads_simple_pages() -> None:
+    # A release or a check reads pages (``IndexClient``), so it imports pypi_simple (and
+    # pydantic and bs4 with it: 0.2 s) when it connects; `kiln build`, a usage error or a
+    # failure before connecting does not.
+    reads_none = _loaded(*RELEASE_PATH, "kiln._wheels.build", "kiln._wheels.wheelhouse")
+    assert _packages(reads_none) & {"pypi_simple", "pydantic", "bs4"} == set()
+    client = "from kiln._servers.index import IndexClient; IndexClient('http://127.0.0.1:9')"
+    assert "pypi_simple" in _packages(_loaded(then=client))
+    pages = "from kiln._wheels.wheelhouse import SimplePages; SimplePages('http://127.0.0.1:9')"
+    assert "pypi_simple" in _packages(_loaded(then=pages))
 
 
 def test_help_imports_only_the_cli() -> None:

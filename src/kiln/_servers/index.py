@@ -30,17 +30,19 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from urllib.parse import urlsplit
 
 import requests
-from pypi_simple import NoSuchProjectError, ProjectPage, PyPISimple
 
 from kiln._errors import AuthenticationFailed, CommandFailed, ConfigError, ServiceUnavailable
 from kiln._servers.credentials import Credentials, index_hint, refused
 from kiln._util import http
 from kiln._util.cmd import Runner, call
 from kiln._util.git import strip_credentials
+
+if TYPE_CHECKING:
+    from pypi_simple import ProjectPage
 
 _TIMEOUT = 30.0
 # twine needs some username; pypiserver without an htpasswd file accepts any.
@@ -176,6 +178,8 @@ class IndexClient:
         self._sleep = sleep
         if credentials is not None:
             self._session.auth = credentials.basic
+        from pypi_simple import PyPISimple  # noqa: PLC0415 - 0.2 s: see kiln._wheels.wheelhouse
+
         self._client = PyPISimple(endpoint=self.simple_url, session=self._session)
         self._has_listing = True  # until the index shows it has none
 
@@ -229,6 +233,8 @@ class IndexClient:
         """``project``'s simple page (None: no such project). A page cut short, or a
         connection lost after the request, is asked for again (``PAGE_TRIES`` in all):
         the session retries only what fails before an answer begins."""
+        from pypi_simple import NoSuchProjectError  # noqa: PLC0415 - (see __init__)
+
         url = f"{self.simple_url}{project}/"
         for tried in range(PAGE_TRIES):
             try:
@@ -251,6 +257,8 @@ class IndexClient:
         listing (``/packages/``), or None: no such page (asked for once per client), an
         answer that is not such a listing, or a failure (the simple pages then answer,
         and report it). A filename listed twice with different digests is left out."""
+        from pypi_simple import ProjectPage  # noqa: PLC0415 - (see __init__)
+
         if not self._has_listing:
             return None
         url = self.url + "/packages/"

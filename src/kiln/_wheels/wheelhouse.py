@@ -14,6 +14,10 @@ wheels are never given to pip: they come from kiln's own builds. Since pip only
 downloads here, kiln may run on any Python: the lock names the image's, except for a
 pin the lock builds from its sdist (``kiln._wheels.sdist``): that wheel is rebuilt, or
 taken from its cache, and its sdist and build backend are mirrored like the wheels.
+
+pypi_simple is imported where a simple page is read: it takes 0.2 s (its package imports
+pydantic for PEP 691 and bs4 for HTML whichever one a page needs), which a command that
+reads no page need not pay.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ from urllib.parse import urlsplit
 
 import requests
 from packaging.utils import parse_wheel_filename
-from pypi_simple import NoSuchProjectError, PyPISimple
 
 from kiln._errors import CommandFailed, ConfigError, ServiceUnavailable
 from kiln._lock.format import Lock, Pin, locked_name
@@ -92,10 +95,14 @@ class SimplePages:
 
     def __init__(self, endpoint: str, *, ca_bundle: Path | None = None) -> None:
         """``ca_bundle``: a TLS-inspecting proxy's CA, as pip gets it with --cert."""
+        from pypi_simple import PyPISimple  # noqa: PLC0415 - 0.2 s (pydantic, bs4): see the module
+
         self.endpoint = endpoint.rstrip("/") + "/"
         self._client = PyPISimple(endpoint=self.endpoint, session=http.session(ca_bundle))
 
     def files(self, project: str) -> dict[str, str]:
+        from pypi_simple import NoSuchProjectError  # noqa: PLC0415 - (see the module)
+
         try:
             page = self._client.get_project_page(project, timeout=60.0)
         except NoSuchProjectError:
@@ -173,6 +180,8 @@ class PipDownload:
         """``filename`` as ``index_url``'s page for ``project`` links it, into ``dest``;
         a ConfigError when its bytes do not have ``sha256``. (pip cannot fetch an sdist
         without building its metadata, so this is a plain HTTP download.)"""
+        from pypi_simple import NoSuchProjectError, PyPISimple  # noqa: PLC0415 - (see the module)
+
         session = http.session(self._ca_bundle, credentials=self._credentials.get(index_url))
         target = dest / Path(filename).name
         dest.mkdir(parents=True, exist_ok=True)
