@@ -254,10 +254,8 @@ def _summary(description: str) -> str:
     return description.strip().split("\n", 1)[0]
 
 
-def render_markdown(entries: Sequence[Entry], *, title: str, generated_by: str) -> str:
-    """The catalog as Markdown (``README.md`` of the components folder)."""
-    ordered = _sorted(entries)
-    lines = [
+def _markdown_head(*, title: str, generated_by: str) -> list[str]:
+    return [
         f"<!-- {_comment(generated_by)} -->",
         "",
         f"# {_md_text(title)}",
@@ -267,6 +265,12 @@ def render_markdown(entries: Sequence[Entry], *, title: str, generated_by: str) 
         "| component | pin mode | what it does |",
         "|---|---|---|",
     ]
+
+
+def render_markdown(entries: Sequence[Entry], *, title: str, generated_by: str) -> str:
+    """The catalog as Markdown (``README.md`` of the components folder)."""
+    ordered = _sorted(entries)
+    lines = _markdown_head(title=title, generated_by=generated_by)
     for entry in ordered:
         link = f"[{_md_code(entry.name, in_table=True)}](#component-{entry.name})"
         summary = _md_text(_summary(entry.description))
@@ -383,7 +387,15 @@ def render_html(entries: Sequence[Entry], *, title: str, generated_by: str) -> s
         f"<td>{_e(e.mode)}</td><td>{_e(_summary(e.description))}</td></tr>"
         for e in ordered
     ]
-    lines = [
+    lines = [*_html_head(title=title, generated_by=generated_by), *index, "</tbody>", "</table>"]
+    for entry in ordered:
+        lines.extend(_html_entry(entry))
+    lines += ["</main>", "</body>", "</html>"]
+    return "\n".join(lines) + "\n"
+
+
+def _html_head(*, title: str, generated_by: str) -> list[str]:
+    return [
         "<!DOCTYPE html>",
         f"<!-- {_comment(generated_by)} -->",
         '<html lang="en">',
@@ -402,14 +414,26 @@ def render_html(entries: Sequence[Entry], *, title: str, generated_by: str) -> s
         '<table class="index">',
         "<thead><tr><th>component</th><th>pin mode</th><th>what it does</th></tr></thead>",
         "<tbody>",
-        *index,
-        "</tbody>",
-        "</table>",
     ]
-    for entry in ordered:
-        lines.extend(_html_entry(entry))
-    lines += ["</main>", "</body>", "</html>"]
-    return "\n".join(lines) + "\n"
+
+
+# What kiln writes beside the YAMLs, and how each file is rendered.
+FILES: Mapping[str, Callable[..., str]] = {
+    "README.md": render_markdown,
+    "catalog.html": render_html,
+}
+
+
+def render_file(name: str, entries: Sequence[Entry], *, title: str, generated_by: str) -> bytes:
+    """The bytes of the catalog file ``name`` (one of ``FILES``): "\n" on every platform,
+    so the files never differ by OS."""
+    return FILES[name](entries, title=title, generated_by=generated_by).encode("utf-8")
+
+
+def catalog_head(name: str, *, title: str, generated_by: str) -> bytes:
+    """What the catalog file ``name`` starts with, whatever its entries."""
+    head = _markdown_head if name == "README.md" else _html_head
+    return "\n".join(head(title=title, generated_by=generated_by)).encode("utf-8") + b"\n"
 
 
 def write_catalog(
@@ -417,12 +441,8 @@ def write_catalog(
 ) -> tuple[Path, Path]:
     """Write ``directory/README.md`` and ``directory/catalog.html``; return both paths."""
     directory.mkdir(parents=True, exist_ok=True)
-    markdown = directory / "README.md"
-    page = directory / "catalog.html"
-    # Bytes, not text mode: "\n" on every platform, so the files never differ by OS.
+    markdown, page = (directory / name for name in FILES)
     # Each replaced whole: a reader (a concurrent `kiln check`) never sees half a page.
-    write_atomic(
-        markdown, render_markdown(entries, title=title, generated_by=generated_by).encode("utf-8")
-    )
-    write_atomic(page, render_html(entries, title=title, generated_by=generated_by).encode("utf-8"))
+    for path in (markdown, page):
+        write_atomic(path, render_file(path.name, entries, title=title, generated_by=generated_by))
     return markdown, page

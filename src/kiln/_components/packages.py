@@ -27,13 +27,15 @@ import sys
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from kiln._components.kept import Kept
 from kiln._errors import ConfigError
-from kiln._wheels.metadata import import_packages, wheel_metadata
+from kiln._wheels.metadata import WheelMetadata, import_packages, wheel_metadata
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Component, Workspace
 
@@ -65,6 +67,12 @@ def _requires(wheel: Path, python: str, machine: str) -> list[str]:
 def _requires_of(
     wheel: str, _size: int, _mtime_ns: int, python: str, machine: str
 ) -> tuple[str, ...]:
+    return _applying(wheel_metadata(Path(wheel)).requires, python, machine)
+
+
+def _applying(requires: Iterable[str], python: str, machine: str) -> tuple[str, ...]:
+    """The canonical names of ``requires`` (Requires-Dist lines) whose markers hold for a
+    CPython ``python`` pod on Linux whose ``platform_machine`` is ``machine``."""
     env = {
         "python_version": python,
         "python_full_version": f"{python}.0",
@@ -77,7 +85,7 @@ def _requires_of(
         "extra": "",
     }
     found = []
-    for raw in wheel_metadata(Path(wheel)).requires:
+    for raw in requires:
         try:
             req = Requirement(raw)
         except InvalidRequirement:
@@ -85,6 +93,68 @@ def _requires_of(
         if req.marker is None or req.marker.evaluate(env):
             found.append(str(canonicalize_name(req.name)))
     return tuple(found)
+
+
+class Hashed(Protocol):
+    """A wheel and the sha256 of its bytes (``WheelFile``, ``BuiltWheel``, ``Installed``)."""
+
+    @property
+    def path(self) -> Path: ...
+
+    @property
+    def sha256(self) -> str: ...
+
+
+WHEEL_FORMAT = b"kiln wheel metadata 1 sha256:"
+
+
+class WheelFacts:
+    """What each wheel says of itself (``wheel_metadata``: its import packages and its
+    Requires-Dist), by the sha256 of its bytes: read from its zip once, then kept under
+    ``folder`` (None: kept in this object only). A no-op release at N=500 opened 540
+    wheels (0.4 s) whose names and METADATA the last run had read; their sha256 is the
+    one this release pins (each wheel is hashed as it is built or fetched)."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self.kept = Kept(folder, WHEEL_FORMAT) if folder is not None else None
+        self.read = 0  # wheels whose zip this object opened (not kept, or kept damaged)
+        self._known: dict[str, WheelMetadata] = {}
+        self._requires: dict[tuple[str, str, str], tuple[str, ...]] = {}
+
+    def metadata(self, wheel: Hashed) -> WheelMetadata:
+        found = self._known.get(wheel.sha256)
+        if found is None:
+            found = self._from_kept(wheel.sha256)
+        if found is None:
+            self.read += 1
+            found = wheel_metadata(wheel.path)
+            if self.kept is not None:
+                kept = {"packages": list(found.packages), "requires": list(found.requires)}
+                self.kept.put(wheel.sha256, kept)
+        self._known[wheel.sha256] = found
+        return found
+
+    def _from_kept(self, sha256: str) -> WheelMetadata | None:
+        value = self.kept.get(sha256) if self.kept is not None else None
+        if not isinstance(value, dict) or value.keys() != {"packages", "requires"}:
+            return None
+        packages, requires = value["packages"], value["requires"]
+        for strings in (packages, requires):
+            if not isinstance(strings, list) or not all(isinstance(i, str) for i in strings):
+                return None
+        return WheelMetadata(tuple(packages), tuple(requires))
+
+    def import_names(self, wheels: Iterable[Hashed]) -> frozenset[str]:
+        """The top-level modules ``wheels`` install (``import_names``)."""
+        return frozenset(p for wheel in wheels for p in self.metadata(wheel).packages)
+
+    def requires(self, wheel: Hashed, python: str, machine: str) -> tuple[str, ...]:
+        """The canonical names ``wheel`` requires on a ``python`` pod of ``machine``."""
+        key = (wheel.sha256, python, machine)
+        found = self._requires.get(key)
+        if found is None:
+            found = self._requires[key] = _applying(self.metadata(wheel).requires, python, machine)
+        return found
 
 
 @dataclass(frozen=True)
@@ -101,7 +171,7 @@ class _Tables:
 _TABLES: dict[int, _Tables] = {}
 
 
-def _tables(wheelhouse: Wheelhouse) -> _Tables:
+def _tables(wheelhouse: Wheelhouse, facts: WheelFacts | None = None) -> _Tables:
     hit = _TABLES.get(id(wheelhouse))
     if hit is not None and hit.wheelhouse is wheelhouse:
         return hit
@@ -111,7 +181,10 @@ def _tables(wheelhouse: Wheelhouse) -> _Tables:
     for h in wheelhouse.helpers:
         name = str(canonicalize_name(h.distribution))
         by_name[name] = Installed(name, h.version, h.filename, h.sha256, h.path)
-    provides = tuple((w.name, frozenset(import_packages(w.path))) for w in wheelhouse.third_party)
+    provides = tuple(
+        (w.name, frozenset(facts.metadata(w).packages if facts else import_packages(w.path)))
+        for w in wheelhouse.third_party
+    )
     if len(_TABLES) >= 32:  # a process reads a few wheelhouses (one per platform)
         _TABLES.clear()
     made = _TABLES[id(wheelhouse)] = _Tables(wheelhouse, by_name, provides)
@@ -125,12 +198,14 @@ def closure(
     python: str,
     *,
     machine: str,
+    facts: WheelFacts | None = None,
 ) -> tuple[Installed, ...]:
     """Every distribution ``component``'s pod installs on a ``machine`` node ("x86_64"),
     sorted by name: its helpers and their siblings, the locked wheels (``wheelhouse``:
     that machine's) that provide its other imports, what all of those require from the
-    lock (transitively), and kfp."""
-    tables = _tables(wheelhouse)
+    lock (transitively), and kfp. ``facts``: where the wheels' metadata is read from
+    (else from each wheel's zip, once per process)."""
+    tables = _tables(wheelhouse, facts)
     by_name = tables.by_name
     todo = [str(canonicalize_name(workspace.helper(h).distribution)) for h in component.helpers]
     todo.append("kfp")  # installed --no-deps: its own requirements are not followed
@@ -152,7 +227,11 @@ def closure(
                 f"(pipelines/requirements.lock) does not hold: run `kiln lock packages`"
             )
         if name != "kfp":
-            todo.extend(_requires(by_name[name].path, python, machine))
+            wheel = by_name[name]
+            if facts is not None:
+                todo.extend(facts.requires(wheel, python, machine))
+            else:
+                todo.extend(_requires(wheel.path, python, machine))
     built = [w for w in wheelhouse.third_party if w.built and w.name in seen]
     if built:
         raise ConfigError(
