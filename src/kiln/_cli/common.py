@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kiln._components.validate import validate_components
+from kiln._components.validate import memo_folder, validate_components
 from kiln._options import Options
 from kiln._report import Reporter
 from kiln._util.lock import checkout_lock
@@ -51,7 +51,8 @@ def workspace(args: argparse.Namespace, *, lock: bool = False) -> Workspace:
     must not empty the log of the run it waits for)."""
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
     ws = discover(root)
-    validate_components(ws.components)  # before any command builds or publishes
+    # Before any command builds or publishes; a set that passed before is remembered.
+    validate_components(ws.components, memo=memo_folder(ws.state_dir))
     report = report_of(args)
     if lock:
         held = contextlib.ExitStack()

@@ -14,10 +14,15 @@ becomes YAML: a top-level key of the attacker's choosing, or a second document a
 from __future__ import annotations
 
 import ast
+import functools
+import hashlib
+import json
 import re
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from kiln._components.kept import Kept
 from kiln._errors import ConfigError
 from kiln._workspace.model import Component
 from kiln._workspace.sources import parse_module
@@ -109,9 +114,16 @@ def _shorter(name: str) -> str:
     return kept if kept and kept[0].isalpha() else f"step_{kept}".rstrip("_")
 
 
-def validate_components(components: Sequence[Component]) -> None:
+def validate_components(components: Sequence[Component], *, memo: Path | None = None) -> None:
     """Refuse any component KFP cannot compile or whose YAML would break, before any is
-    written: the error names file:line, the value and the fix."""
+    written: the error names file:line, the value and the fix. ``memo``: where the sets
+    of components that passed are remembered, by their functions' names and their
+    modules' bytes (a release validated its 1004 components twice, 0.15 s, each run)."""
+    key = _passed_key(components)
+    kept = Kept(memo, _FORMAT) if memo is not None else None
+    if key is not None and (key in _PASSED or (kept is not None and kept.get(key) is True)):
+        _PASSED.add(key)
+        return
     trees: dict[Path, ast.Module] = {}
     for component in components:
         if component.path not in trees:
@@ -119,3 +131,39 @@ def validate_components(components: Sequence[Component]) -> None:
         for node in trees[component.path].body:
             if isinstance(node, ast.FunctionDef) and node.name == component.name:
                 _check_function(component.path, node)
+    if key is not None:
+        _PASSED.add(key)
+        if kept is not None:
+            kept.put(key, True)
+
+
+def memo_folder(state_dir: Path) -> Path:
+    """Where a workspace's ``validate_components`` remembers what passed."""
+    return state_dir / "cache" / "components" / "valid"
+
+
+_FORMAT = b"kiln valid components 1 sha256:"
+_PASSED: set[str] = set()  # the keys of the component sets that passed in this process
+
+
+def _passed_key(components: Sequence[Component]) -> str | None:
+    """A sha256 over what decides whether ``components`` pass: each one's name and its
+    module's bytes, this module's code and the Python that parses them (None: a module
+    cannot be read, and is left to ``parse_module`` to name)."""
+    modules: dict[Path, str] = {}
+    try:
+        for component in components:
+            if component.path not in modules:
+                modules[component.path] = hashlib.sha256(component.path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+    parts = [
+        _validator_digest(), list(sys.version_info[:2]),
+        [(c.name, modules[c.path]) for c in components],
+    ]  # fmt: skip
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+@functools.cache
+def _validator_digest() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

@@ -39,7 +39,7 @@ from kiln._components.packages import (
     pip_options,
 )
 from kiln._components.parsed import ParsedYamls
-from kiln._components.validate import validate_components
+from kiln._components.validate import memo_folder, validate_components
 from kiln._report import Reporter
 from kiln._util.files import sha256_file, write_atomic
 from kiln._wheels.wheelhouse import Wheelhouse
@@ -94,7 +94,9 @@ def generate(
     pipelines (under dist/, or beside ``out``). ``houses``: each image's wheelhouse,
     ``image_refs`` its ``repository@digest``; ``packages``: packages mode's base and
     wheelhouse; ``index_url``: the private index packages-mode pods install from."""
-    validate_components(workspace.components)  # every one, before any YAML is written
+    # Every one, before any YAML is written (the CLI did when it read the workspace: then
+    # this one is remembered).
+    validate_components(workspace.components, memo=memo_folder(workspace.state_dir))
     pipelines_out = workspace.dist_dir / "pipelines" if out is None else out.parent / "pipelines"
     out = out or workspace.component_dir
     modes = [c.mode for c in workspace.components]
