@@ -6,6 +6,7 @@ now done when its inputs change, and the files are the same bytes as without the
 
 from __future__ import annotations
 
+import hashlib
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -13,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from kiln._components import drift, validate, yamls
 from kiln._components import packages as packages_module
-from kiln._components import validate, yamls
 from kiln._components.catalog import FILES
 from kiln._components.packages import WheelFacts
 from kiln._errors import ConfigError
@@ -264,3 +265,43 @@ def test_a_damaged_validation_memo_is_not_believed(
     parsed = counting(monkeypatch, validate, "parse_module")
     validate.validate_components(components, memo=memo)
     assert len(parsed) == 3
+
+
+def test_a_no_op_hashes_no_generated_file_a_second_time(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each FileRecord's sha256 is the one the generation cache checked or wrote, and the
+    pipelines' key is made of those: 1004 YAMLs were read and hashed twice more."""
+    generate(setup)
+    hashed = counting(monkeypatch, yamls, "sha256_file")
+    digests = counting(monkeypatch, yamls, "files_digest")
+    prepared = prepare(setup.ws, setup.services)
+    records, pipelines = yamls.generate(
+        setup.ws, prepared.wheelhouses, prepared.image_refs, packages=prepared.packages,
+        index_url=setup.index.url,
+    )  # fmt: skip
+    assert hashed == []
+    assert len(digests) == 1  # the component sources', not the YAMLs again
+    assert pipelines
+    for record in (*records, *pipelines):
+        data = (setup.ws.root / record.path).read_bytes()
+        assert record.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_drift_decodes_and_diffs_only_the_files_that_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kiln check`` compared its 1004 YAMLs line by line; equal bytes are enough."""
+    committed, generated = tmp_path / "committed", tmp_path / "generated"
+    for folder in (committed, generated):
+        folder.mkdir()
+        (folder / "same.yaml").write_bytes(b"a: 1\nb: 2\n")
+    (committed / "crlf.yaml").write_bytes(b"a: 1\r\nb: 2\r\n")  # a CRLF checkout: the same
+    (generated / "crlf.yaml").write_bytes(b"a: 1\nb: 2\n")
+    (committed / "changed.yaml").write_bytes(b"a: 1\n")
+    (generated / "changed.yaml").write_bytes(b"a: 2\n")
+    decoded = counting(monkeypatch, drift, "_text")
+    (found,) = drift.compare(committed, generated, label="c")
+    assert (found.name, found.state) == ("changed.yaml", "changed")
+    assert "-a: 1\n+a: 2\n" in found.diff
+    assert len(decoded) == 4  # changed.yaml and crlf.yaml, each side; never same.yaml

@@ -52,6 +52,12 @@ def _one_platform(text: str, platforms: Mapping[str, tuple[str, str]]) -> str:
     return ""
 
 
+def _text(data: bytes) -> str:
+    """``data`` as ``read_text`` gives it: UTF-8, each "\r\n" and "\r" read as "\n" (a
+    checkout with CRLF line ends holds the same YAML)."""
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def compare(
     committed: Path,
     generated: Path,
@@ -72,9 +78,12 @@ def compare(
         elif name not in new:
             found.append(Drift(name, "extra", ""))
         else:
-            text = old[name].read_text(encoding="utf-8")
+            held, made = old[name].read_bytes(), new[name].read_bytes()
+            if held == made:  # most of them: not decoded, split nor diffed
+                continue
+            text = _text(held)
             before = text.splitlines(keepends=True)
-            after = new[name].read_text(encoding="utf-8").splitlines(keepends=True)
+            after = _text(made).splitlines(keepends=True)
             if before != after:
                 diff = difflib.unified_diff(
                     before, after, f"{label}/{name} (committed)", f"{label}/{name} (generated)"

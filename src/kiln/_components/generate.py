@@ -299,6 +299,9 @@ class YamlCache:
         self.folder = folder
         self._note = note or (lambda _line: None)
         self._writable = True
+        # Each target ``get`` returned: the sha256 of the bytes it holds, as this cache
+        # checked or wrote them (what a FileRecord says: not hashed a second time).
+        self.sha256: dict[Path, str] = {}
 
     def get(self, key: str, target: Path, make: Callable[[], Path], check: Check) -> Path:
         """``target`` from the entry ``key`` when it checks out, else made by ``make()``
@@ -315,14 +318,17 @@ class YamlCache:
             if problem is None:
                 if not _holds(target, data):  # a no-op release rewrites nothing
                     write_atomic(target, data)
+                self.sha256[target] = hashlib.sha256(data).hexdigest()
                 return target
         if problem is not None:
             self._note(f"component cache entry {entry} did not match its key ({problem}); rebuilt")
             with contextlib.suppress(OSError):
                 entry.unlink()
         made = make()
+        content = made.read_bytes()
+        self.sha256[made] = hashlib.sha256(content).hexdigest()
         if self._writable:
-            self._store(entry, made.read_bytes())
+            self._store(entry, content)
         return made
 
     @staticmethod

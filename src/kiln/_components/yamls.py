@@ -166,7 +166,9 @@ def generate(
             versions = {i.name: i.version for found in closures.values() for i in found}
             pins = (f"base {packages.base}", *(f"{n}=={versions[n]}" for n in sorted(versions)))
             inside = tuple(f"{n}=={versions[n]}" for n in sorted(versions) if n in helper_dists)
-        record = file_record(c.name, path, workspace.root, image=c.image)
+        record = file_record(
+            c.name, path, workspace.root, image=c.image, sha256=cache.sha256.get(path)
+        )
         records.append(record)
         rows.append(_Row(c, path, record.sha256, pins, inside))
     written = {Path(r.path).name for r in records}
@@ -174,19 +176,41 @@ def generate(
         if stale.name not in written:
             stale.unlink()  # its component is gone
     _write_catalog(workspace, rows, out, cache, parse=parse)
-    yamls = files_digest(out.glob("*.yaml"))  # what a pipeline's load(name) reads
     images = {*image_refs.values(), *([packages.base] if packages is not None else [])}
+    pipelines = _compile_pipelines(
+        workspace, records, images=images, out=out, pipelines_out=pipelines_out, cache=cache,
+        parse=parse,
+    )  # fmt: skip
+    return tuple(records), pipelines
 
-    def compiled(p: Pipeline) -> Path:
+
+def _compile_pipelines(
+    workspace: Workspace,
+    records: list[FileRecord],
+    *,
+    images: set[str],
+    out: Path,
+    pipelines_out: Path,
+    cache: YamlCache,
+    parse: ParsedYamls,
+) -> tuple[FileRecord, ...]:
+    """Compile each pipeline on the YAMLs in ``out`` (``records``: every one, the others
+    were removed), from the generation cache when nothing it reads changed."""
+    # What a pipeline's load(name) reads, by each YAML's name and its bytes' sha256
+    # (hashed as it was written or checked: not read again).
+    read = sorted((Path(r.path).name, r.sha256) for r in records)
+    yamls = hashlib.sha256(json.dumps(read).encode()).hexdigest()
+
+    def compiled(p: Pipeline) -> FileRecord:
         key = inputs_key(kind="pipeline", source=p.path.read_bytes().hex(), yamls=yamls)
-        return cache.get(
+        path = cache.get(
             key, pipelines_out / f"{p.name}.yaml",
             lambda: compile_pipeline(p, out, pipelines_out),
             runs_only(images, parse),
         )  # fmt: skip
+        return file_record(p.name, path, workspace.root, sha256=cache.sha256.get(path))
 
-    pipelines = tuple(file_record(p.name, compiled(p), workspace.root) for p in workspace.pipelines)
-    return tuple(records), pipelines
+    return tuple(compiled(p) for p in workspace.pipelines)
 
 
 @dataclass(frozen=True)
@@ -283,6 +307,9 @@ def _catalog_entry(
     )
 
 
-def file_record(name: str, path: Path, root: Path, image: str | None = None) -> FileRecord:
+def file_record(
+    name: str, path: Path, root: Path, image: str | None = None, *, sha256: str | None = None
+) -> FileRecord:
+    """``path``'s record; ``sha256``: its bytes' when known (else they are hashed)."""
     rel = str(path.relative_to(root))
-    return FileRecord(name=name, path=rel, sha256=sha256_file(path), image=image)
+    return FileRecord(name=name, path=rel, sha256=sha256 or sha256_file(path), image=image)
