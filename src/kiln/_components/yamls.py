@@ -109,8 +109,8 @@ def generate(
     records = []
     note = (report or Reporter.null()).step
     cache = YamlCache(workspace.state_dir / "cache" / "components", note=note)
-    # Each YAML is read back twice (its cache check, its catalog row): parsed on its
-    # first run only, then its documents are read from JSON kept by its sha256.
+    # Each YAML is read back for its cache check (and its catalog row, when the catalog
+    # is made again): parsed on its first run only, then read from JSON kept by its sha256.
     parse = ParsedYamls(workspace.state_dir / "cache" / "components" / "parsed")
     # Every component module's bytes: one may import another (a generated YAML holds its
     # function's source, read by KFP from the loaded module).
