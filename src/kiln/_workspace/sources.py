@@ -96,24 +96,31 @@ def _packages_functions(tree: ast.Module, path: Path, funcs: Sequence[str]) -> s
     )
 
 
+class _Helpers:
+    """What every component of a run is checked against, worked out once per run (per
+    component, it was 1004 x 500 at N=500): the helper that ships each import package
+    and the helpers inside each image (its own and every sibling they pin)."""
+
+    def __init__(self, helpers: Sequence[Helper], images: Sequence[Image]) -> None:
+        self.provides = {package: h.name for h in helpers for package in h.packages}
+        self.images = images
+        self.inside = {i.name: frozenset(sibling_closure(helpers, i.helpers)) for i in images}
+
+
 def _component(
-    path: Path,
-    func: ast.FunctionDef,
-    image: Image | None,
-    helpers: Sequence[Helper],
-    images: Sequence[Image],
+    path: Path, func: ast.FunctionDef, image: Image | None, known: _Helpers
 ) -> Component:
     """The component ``func`` with the helpers its imports need; in image mode, an error
     naming a helper its image lacks and the images that have it."""
     imports = function_imports(func)
-    provides = {package: h.name for h in helpers for package in h.packages}
+    provides = known.provides
     needed = tuple(sorted({provides[i] for i in imports if i in provides}))
     if image is not None:
-        inside = sibling_closure(helpers, image.helpers)
+        inside = known.inside[image.name]
         for helper in needed:
             if helper in inside:
                 continue
-            having = [i.name for i in images if helper in sibling_closure(helpers, i.helpers)]
+            having = [i.name for i in known.images if helper in known.inside[i.name]]
             package = next(p for p, h in provides.items() if h == helper and p in imports)
             fix = (
                 f'set IMAGE = "{having[0]}"' if having else f'add "{helper}" to `helpers`'
@@ -137,6 +144,7 @@ def read_components(
 ) -> tuple[Component, ...]:
     components: list[Component] = []
     by_name = {i.name: i for i in images}
+    known = _Helpers(helpers, images)
     for path in sorted((root / "pipelines" / "components").glob("*.py")):
         if path.name.startswith("_"):
             continue
@@ -168,7 +176,7 @@ def read_components(
             )
         for func in funcs:
             chosen = None if func.name in in_packages else by_name[str(image)]
-            components.append(_component(path, func, chosen, helpers, images))
+            components.append(_component(path, func, chosen, known))
     seen: dict[str, Path] = {}
     for comp in components:
         if comp.name in seen:
