@@ -3,13 +3,17 @@ key, and any change git might not see (or that a build would read) keeps the fil
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import build
 import pytest
 
 import kiln._wheels.build
+from kiln._errors import ConfigError
+from kiln._util import files, toml
 from kiln._wheels.build import build_wheel, build_wheels, cache_key
 from kiln._wheels.git_tree import clean_trees
 from kiln._workspace.discovery import discover
@@ -162,3 +166,58 @@ def test_a_folder_named_like_a_pattern_is_a_path(tmp_path: Path) -> None:
     }
     _edit(helper.path)
     assert clean_trees([helper.path]) == {}
+
+
+def test_a_run_of_cache_hits_reads_each_helper_once_and_the_ignore_file_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # At N=500 a no-op release walked every helper folder again (discovery had), parsed
+    # every pyproject.toml again and looked up and hashed the .gitignore above them 500
+    # times: none of that decides anything on a hit keyed by the helper's git tree.
+    helper = _committed(tmp_path)
+    root = helper.path.parent.parent
+    for name in ("a1", "a2", "a3"):
+        factory.helper(root, name)
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "more")
+    helpers = discover(root).helpers
+    cache = tmp_path / "cache"
+    first = build_wheels(helpers, tmp_path / "a", cache_dir=cache)
+    keys = [cache_key(h, git(root, "rev-parse", f"HEAD:helpers/{h.name}")) for h in helpers]
+    assert sorted(keys) == sorted(p.name for p in cache.iterdir())  # the keys are as before
+
+    walked: list[Path] = []
+    hashed: list[Path] = []
+    parsed: list[Path] = []
+
+    def sha256_file(path: Path) -> str:
+        hashed.append(path)
+        return files.sha256_file(path)
+
+    def load_toml(path: Path, **kwargs: str) -> dict[str, Any]:
+        parsed.append(path)
+        return toml.load_toml(path, **kwargs)
+
+    monkeypatch.setattr(kiln._wheels.build, "check_helper_tree", walked.append)
+    monkeypatch.setattr(kiln._wheels.build, "sha256_file", sha256_file)
+    monkeypatch.setattr(kiln._wheels.build, "load_toml", load_toml)
+    monkeypatch.setattr(build, "ProjectBuilder", _no_backend)
+    again = build_wheels(helpers, tmp_path / "b", cache_dir=cache)
+    assert [w.path.read_bytes() for w in again] == [w.path.read_bytes() for w in first]
+    assert walked == []
+    assert parsed == []
+    # (each wheel is hashed too: whether the copy in the output folder has its bytes)
+    assert [p for p in hashed if p.suffix != ".whl"] == [root / ".gitignore"]
+
+
+def test_a_miss_on_a_clean_helper_still_refuses_a_special_file(tmp_path: Path) -> None:
+    # git does not list a FIFO: the build, which reads the folder, is preceded by the walk.
+    helper = _committed(tmp_path)
+    fifo = helper.path / "src" / "imgproc" / "pipe"
+    os.mkfifo(fifo)
+    assert clean_trees([helper.path]) == {
+        helper.path: git(helper.path, "rev-parse", "HEAD:helpers/imgproc")
+    }
+    with pytest.raises(ConfigError, match=r"pipe is a FIFO"):
+        build_wheel(helper, tmp_path / "out", cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()

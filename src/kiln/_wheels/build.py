@@ -41,6 +41,7 @@ from kiln._util.epoch import SOURCE_DATE_EPOCH
 from kiln._util.files import sha256_file
 from kiln._util.toml import load_toml
 from kiln._wheels.git_tree import clean_trees
+from kiln._workspace.hatch import build_requires
 from kiln._workspace.model import Helper
 from kiln._workspace.tree import SKIP_DIRS, SKIP_SUFFIXES, SKIP_TOP_DIRS, check_helper_tree
 
@@ -172,33 +173,59 @@ def _source_files(root: Path) -> Iterator[tuple[str, Path]]:
                 yield (here / name).relative_to(root).as_posix(), here / name
 
 
-def _outer_ignore_files(root: Path) -> Iterator[tuple[str, Path]]:
-    """The ignore files hatchling reads for ``root`` that live above it (inside it, they
-    are hashed as the helper's own files)."""
-    for name, boundary in _VCS_IGNORE_FILES:
-        for folder in (root, *root.parents):
-            if (folder / name).is_file():
-                if folder != root:
-                    yield name, folder / name
-                break
-            if (folder / boundary).exists():
-                break
+def _ignore_file_at_or_above(folder: Path, name: str, boundary: str) -> Iterator[tuple[str, Path]]:
+    """The nearest file ``name`` at or above ``folder``, up to the folder holding
+    ``boundary`` (the repository's root)."""
+    for here in (folder, *folder.parents):
+        if (here / name).is_file():
+            yield name, here / name
+            return
+        if (here / boundary).exists():
+            return
 
 
-def cache_key(helper: Helper, tree: str | None = None) -> str:
+class OuterIgnores:
+    """The ignore files above each helper, with their sha256, looked up once per folder
+    holding helpers and hashed once per file in a run of ``build_wheels`` (500 helpers
+    share one ``helpers/`` folder and one ``.gitignore`` above it)."""
+
+    def __init__(self) -> None:
+        self._above: dict[tuple[Path, str, str], tuple[tuple[str, Path], ...]] = {}
+        self._sha256: dict[Path, str] = {}
+
+    def __call__(self, root: Path) -> tuple[tuple[str, str], ...]:
+        """(name, sha256) of each ignore file hatchling reads for ``root`` above it."""
+        found = []
+        for name, boundary in _VCS_IGNORE_FILES:
+            if (root / name).is_file() or (root / boundary).exists():
+                continue
+            key = (root.parent, name, boundary)
+            if key not in self._above:
+                self._above[key] = tuple(_ignore_file_at_or_above(root.parent, name, boundary))
+            for _name, path in self._above[key]:
+                if path not in self._sha256:
+                    self._sha256[path] = sha256_file(path)
+                found.append((name, self._sha256[path]))
+        return tuple(found)
+
+
+def cache_key(helper: Helper, tree: str | None = None, ignores: OuterIgnores | None = None) -> str:
     """sha256 over everything that decides ``helper``'s wheel bytes (no build is run);
     ``tree``: the git tree of the helper's folder when git vouches for its files
-    (``clean_trees``), named instead of hashing each file."""
+    (``clean_trees``), named instead of hashing each file; ``ignores``: the ignore files
+    above helpers found so far in this run (a new lookup when not given)."""
     digest = hashlib.sha256()
 
     def add(*fields: str) -> None:  # one JSON line per record: unambiguous framing
         digest.update(json.dumps(fields).encode() + b"\n")
 
-    requires = load_toml(helper.path / "pyproject.toml", what="helper").get("build-system", {})
+    requires = helper.build_requires
+    if requires is None:  # a Helper discovery did not read
+        requires = build_requires(load_toml(helper.path / "pyproject.toml", what="helper"))
     add("kiln wheel cache", CACHE_FORMAT, f"SOURCE_DATE_EPOCH={SOURCE_DATE_EPOCH}")
-    add("build-system requires", *sorted(str(r) for r in requires.get("requires", [])))
-    for name, path in _outer_ignore_files(helper.path):
-        add("ignore file", name, sha256_file(path))
+    add("build-system requires", *requires)
+    for name, sha256 in (ignores or OuterIgnores())(helper.path):
+        add("ignore file", name, sha256)
     if tree is not None:
         add("git tree", tree)
         return digest.hexdigest()
@@ -269,14 +296,22 @@ def _unwritable(cache_dir: Path, exc: OSError) -> CommandFailed:
 
 
 def _build_cached(
-    helper: Helper, outdir: Path, cache_dir: Path, note: Callable[[str], None], tree: str | None
+    helper: Helper,
+    outdir: Path,
+    cache_dir: Path,
+    note: Callable[[str], None],
+    *,
+    tree: str | None,
+    ignores: OuterIgnores | None,
 ) -> BuiltWheel:
-    entry = cache_dir / cache_key(helper, tree)
+    entry = cache_dir / cache_key(helper, tree, ignores)
     hit, problem = _from_cache(helper, entry, outdir)
     if hit is not None:
         return hit
     if problem:
         note(f"wheel cache entry {entry} did not match its key ({problem}); rebuilt")
+    if tree is not None:  # the folder is read now: what git does not list is checked first
+        check_helper_tree(helper.path)
     # Built and recorded in a temporary folder of the cache, then renamed into place:
     # an interrupted build leaves no entry, only a ".tmp-*" folder.
     try:
@@ -310,17 +345,27 @@ def build_wheel(
     cache_dir: Path | None = None,
     note: Callable[[str], None] = lambda _line: None,
     trees: Mapping[Path, str] | None = None,
+    ignores: OuterIgnores | None = None,
 ) -> BuiltWheel:
     """Build ``helper``'s wheel into ``outdir`` (replacing an older build of it); with
     ``cache_dir``, reuse the wheel built from the same inputs (an entry that does not
     check out is rebuilt, with one line to ``note``; ``trees``: ``clean_trees`` of the
-    helpers, asked here when not given). A link or a special file in the helper (one
-    added since the repository was read) is refused first."""
-    check_helper_tree(helper.path)
-    outdir.mkdir(parents=True, exist_ok=True)
+    helpers, asked here when not given; ``ignores``: shared by the helpers of one run).
+
+    A link or a special file in the helper (one added since the repository was read) is
+    refused before anything reads the folder: before its files are hashed for the key,
+    before a build. A cache hit for a folder git vouches for (its tree names the entry)
+    reads nothing in it, so it skips that walk: git lists every link and every file that
+    is not HEAD's there (``clean_trees``), which makes the folder dirty; what git does
+    not list (a FIFO, a socket) is checked when a miss builds from the folder."""
+    tree = None
     if cache_dir is not None:
         tree = (clean_trees([helper.path]) if trees is None else trees).get(helper.path)
-        return _build_cached(helper, outdir, cache_dir, note, tree)
+    if tree is None:
+        check_helper_tree(helper.path)
+    outdir.mkdir(parents=True, exist_ok=True)
+    if cache_dir is not None:
+        return _build_cached(helper, outdir, cache_dir, note, tree=tree, ignores=ignores)
     with tempfile.TemporaryDirectory(prefix="kiln-wheel-") as tmp:
         built = _build_checked(helper, Path(tmp))
         target = outdir / built.name
@@ -337,6 +382,8 @@ def build_wheels(
 ) -> tuple[BuiltWheel, ...]:
     # git vouches for the clean helpers' files in one pass: their keys hash no file.
     trees = clean_trees([h.path for h in helpers]) if cache_dir is not None else {}
+    ignores = OuterIgnores()
     return tuple(
-        build_wheel(h, outdir, cache_dir=cache_dir, note=note, trees=trees) for h in helpers
+        build_wheel(h, outdir, cache_dir=cache_dir, note=note, trees=trees, ignores=ignores)
+        for h in helpers
     )

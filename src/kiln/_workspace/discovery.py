@@ -22,6 +22,7 @@ from kiln._util.git import strip_credentials
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.confusion import check_confusion
 from kiln._workspace.hatch import (
+    build_requires,
     check_build_system,
     check_file_paths,
     check_wheel_files,
@@ -151,6 +152,7 @@ def _read_helper(path: Path, org: str, limit: Limit) -> tuple[Helper, list[Requi
         siblings=(),
         packages=import_packages(doc, path, name),
         warnings=oversized(files, limit),
+        build_requires=build_requires(doc),
     )
     return helper, reqs
 

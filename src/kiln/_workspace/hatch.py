@@ -61,6 +61,13 @@ def check_build_system(table: Any, pyproject: Path) -> None:
         )
 
 
+def build_requires(doc: dict[str, Any]) -> tuple[str, ...]:
+    """``[build-system] requires`` of a helper's parsed pyproject.toml, sorted: part of its
+    wheel cache key (``kiln._wheels.build.cache_key``), read here with the rest of the file
+    so the cache does not parse it a second time."""
+    return tuple(sorted(str(r) for r in doc.get("build-system", {}).get("requires", [])))
+
+
 def import_packages(doc: dict[str, Any], path: Path, distribution: str) -> tuple[str, ...]:
     """The top-level import names a helper's wheel ships: its hatch ``packages`` (their
     last path part), else the package named like the distribution."""

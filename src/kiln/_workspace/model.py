@@ -23,6 +23,9 @@ class Helper:
     packages: tuple[str, ...] = ()  # the top-level import packages its wheel ships
     # what reading it found worth a word but not a refusal (a file above the size limit)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # [build-system] requires as discovery read them (``hatch.build_requires``); None: not
+    # read (a Helper made by hand), the wheel cache reads pyproject.toml itself
+    build_requires: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def wheel_stem(self) -> str:
