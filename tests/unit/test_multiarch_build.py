@@ -276,3 +276,21 @@ def test_a_platform_the_image_is_not_made_for_or_on_a_registry_base_is_refused(
         ConfigError, match=r"builds linux/arm64 on its OS base only, not yet on a registry base"
     ):
         builder.build(on_registry, source=None, platform="linux/arm64")
+
+
+def test_the_layer_keys_name_the_wheelhouse_s_hashes_without_reading_a_wheel_again(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The wheelhouse hashed each wheel when it was read (1085 wheels over 11 images at
+    # N=500, hashed a second time for the layer keys).
+    builder = setup.builder(tmp_path / "cache")[0]
+    first, _ = builder.build(setup.inputs(), source=None)
+
+    def no_hash(path: Path) -> str:
+        raise AssertionError(f"{path} was hashed again")
+
+    monkeypatch.setattr("kiln._images.oci.assemble.sha256_file", no_hash)
+    again, _ = builder.build(setup.inputs(), source=None)
+    assert (again.manifest, again.config) == (first.manifest, first.config)
+    fresh, _ = setup.builder(tmp_path / "fresh")[0].build(setup.inputs(), source=None)
+    assert fresh.manifest == first.manifest  # built afresh: the same bytes

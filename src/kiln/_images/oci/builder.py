@@ -115,12 +115,14 @@ def build_on(
     log: Callable[[str], None] = lambda _line: None,
     compiler: BaseImage | None = None,
     python_of: PythonOf = base_image_python,
+    sha256s: Mapping[Path, str] | None = None,
 ) -> tuple[BuiltImage, list[PythonLayer], InstallScheme]:
     """``base`` with one layer per (name, wheels) group that has wheels, each installed
     into the base's scheme and compiled by the base's own Python (or ``compiler``'s: a
     base of this machine's architecture with the same Python, for a foreign ``base``
     whose Python cannot run here); ``platform``: the wheels' (uv's). ``labels`` are also
-    the manifest's annotations. The image, its Python layers and the scheme."""
+    the manifest's annotations; ``sha256s``: the wheels' hashed already in this run
+    (``python_layer``). The image, its Python layers and the scheme."""
     check_pinned()
     python = python_of(compiler or base, cache)
     scheme = probe_scheme(compiler or base, cache, python)
@@ -130,7 +132,7 @@ def build_on(
         if wheels:
             layer = python_layer(
                 name, wheels, scheme=scheme, cache=cache, compression=GZIP,
-                what=what, compiler=python, tags=tags,
+                what=what, compiler=python, tags=tags, sha256s=sha256s,
             )  # fmt: skip
             log(
                 f"    {name} layer {layer.blob.digest[:19]} "
@@ -257,15 +259,20 @@ class KilnBuilder:
         else:
             base, compiler = self._foreign(inputs, platform)
             arch = PLATFORMS[platform][0]
+        house = inputs.wheelhouse
         groups = (
-            ("third-party", [w.path for w in inputs.wheelhouse.third_party]),
-            ("helpers", [w.path for w in inputs.wheelhouse.helpers]),
+            ("third-party", [w.path for w in house.third_party]),
+            ("helpers", [w.path for w in house.helpers]),
         )
         env = {**KFP_ENV, **dict(inputs.env), **dict(inputs.image.env)}
+        # Each hashed when the wheelhouse was read (third-party: checked against the lock)
+        # or the helper's wheel built: the layer keys do not read them again.
+        sha256s = {w.path: w.sha256 for w in house.third_party}
+        sha256s.update((w.path, w.sha256) for w in house.helpers)
         built, _layers, scheme = build_on(
             base, self._cache, groups, platform=python_platform(inputs.image.platform, platform),
             env=env, labels=image_labels(inputs, source=source, architecture=arch), what=what,
-            log=self._log, compiler=compiler, python_of=self._python_of,
+            log=self._log, compiler=compiler, python_of=self._python_of, sha256s=sha256s,
         )  # fmt: skip
         if scheme.python != inputs.image.python:
             raise ConfigError(
