@@ -12,7 +12,7 @@ import pytest
 from kiln._errors import ConfigError
 from kiln._workspace import sources
 from kiln._workspace.discovery import discover
-from kiln._workspace.model import sibling_closure
+from kiln._workspace.model import Helper, sibling_closure
 from tests import factory
 
 
@@ -96,3 +96,21 @@ def test_a_helper_missing_from_the_image_is_still_named(tmp_path: Path) -> None:
         'image small does not contain; images containing it: base; set IMAGE = "base" or '
         "add 'h2' to helpers in images/small/image.toml"
     )
+
+
+def test_a_helper_is_found_by_name_without_a_search(tmp_path: Path) -> None:
+    # kiln check looked helpers up by name ~6000 times at N=500, each a walk of 500.
+    ws = discover(_repo(tmp_path, helpers=5, components=1))
+    walks = []
+
+    class Counted(tuple[Helper, ...]):
+        def __iter__(self):  # type: ignore[no-untyped-def]
+            walks.append(1)
+            return super().__iter__()
+
+    counted = dataclasses.replace(ws, helpers=Counted(ws.helpers))
+    found = [counted.helper(f"h{i % 5}") for i in range(100)]
+    assert found == [ws.helpers[i % 5] for i in range(100)]
+    assert len(walks) == 1
+    with pytest.raises(KeyError):
+        ws.helper("nope")
