@@ -50,7 +50,7 @@ def workspace(args: argparse.Namespace, *, lock: bool = False) -> Workspace:
     (``kiln._util.lock``) until it ends, taken before its log is opened (a waiting run
     must not empty the log of the run it waits for)."""
     root = Path(args.repo).resolve() if args.repo else find_root(Path.cwd())
-    ws = discover(root)
+    ws = discover(root, keep=True)  # a module unchanged since the last run is not parsed
     # Before any command builds or publishes; a set that passed before is remembered.
     validate_components(ws.components, memo=memo_folder(ws.state_dir))
     report = report_of(args)

@@ -19,6 +19,7 @@ from packaging.version import InvalidVersion, Version
 from kiln._debian.config import OsConfig, read_os, read_os_packages
 from kiln._errors import ConfigError
 from kiln._util.git import strip_credentials
+from kiln._util.kept import KeptRecords
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.confusion import check_confusion
 from kiln._workspace.hatch import (
@@ -29,6 +30,7 @@ from kiln._workspace.hatch import (
     import_packages,
 )
 from kiln._workspace.model import (
+    STATE_DIR,
     Component,
     Helper,
     Image,
@@ -36,7 +38,7 @@ from kiln._workspace.model import (
     Workspace,
 )
 from kiln._workspace.platforms import DEFAULT_PLATFORMS, image_platforms, read_platforms
-from kiln._workspace.sources import read_components, read_pipelines
+from kiln._workspace.sources import FACTS_KIND, read_components, read_pipelines
 from kiln._workspace.tree import (
     DEFAULT_MAX_FILE_MIB,
     MAX_FILE_SETTING,
@@ -332,6 +334,11 @@ def _registry_base(table: dict[str, Any], config: Path, section: str) -> str | N
     return base
 
 
+def module_facts_file(root: Path) -> Path:
+    """Where ``discover(root, keep=True)`` keeps the component modules' facts."""
+    return root / STATE_DIR / "cache" / "discovery" / "modules.json"
+
+
 PACKAGES_IMAGE = "packages"  # the name of packages mode's pseudo-image (and its lock)
 
 
@@ -402,8 +409,10 @@ def _source(kiln: dict[str, Any], pyproject: Path) -> str | None:
     return url
 
 
-def discover(root: Path) -> Workspace:
-    """Read the monorepo at ``root``."""
+def discover(root: Path, *, keep: bool = False) -> Workspace:
+    """Read the monorepo at ``root``. ``keep``: keep what parsing each component module
+    found (``ModuleFacts``) under the repository's state folder, by the module's bytes,
+    and take it from there next time (a command's run); without it nothing is written."""
     pyproject = root / "pyproject.toml"
     doc = load_toml(pyproject, what="kiln workspace")
     kiln = doc.get("tool", {}).get("kiln")
@@ -431,7 +440,8 @@ def discover(root: Path) -> Workspace:
             f"{root / 'images' / PACKAGES_IMAGE}: the name {PACKAGES_IMAGE!r} is kiln's for "
             "packages mode's lock (pipelines/requirements.lock); rename the folder"
         )
-    components = read_components(root, images, helpers)
+    kept = KeptRecords(module_facts_file(root) if keep else None, FACTS_KIND)
+    components = read_components(root, images, helpers, kept)
     upstream = _upstream_index(kiln, pyproject)
     check_confusion(root, org, helpers, images, upstream)
     return Workspace(

@@ -10,6 +10,8 @@ from pathlib import Path
 from kiln._debian.config import OsConfig
 from kiln._workspace.platforms import DEFAULT_PLATFORM, DEFAULT_PLATFORMS, python_platform
 
+STATE_DIR = ".kiln"  # under the repository's root: git-ignored working state
+
 
 @dataclass(frozen=True)
 class Helper:
@@ -177,7 +179,7 @@ class Workspace:
     @property
     def state_dir(self) -> Path:
         """Git-ignored working state: stack data, caches, run outputs."""
-        return self.root / ".kiln"
+        return self.root / STATE_DIR
 
     @property
     def stack_dir(self) -> Path:

@@ -10,10 +10,14 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from kiln._errors import ConfigError
+from kiln._util.kept import KeptRecords
 from kiln._workspace.model import Component, Helper, Image, Pipeline, sibling_closure
 
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -35,8 +39,15 @@ def check_module_name(path: Path) -> None:
 
 def parse_module(path: Path) -> ast.Module:
     """A component or pipeline module's syntax tree, never importing it."""
+    return parse_source(path, path.read_bytes())
+
+
+def parse_source(path: Path, data: bytes) -> ast.Module:
+    """The syntax tree of ``data``, the bytes of the module ``path``: read as
+    ``path.read_text(encoding="utf-8")`` reads them (universal newlines)."""
     try:
-        return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        return ast.parse(text, filename=str(path))
     except SyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix it") from None
     except UnicodeDecodeError as exc:
@@ -73,29 +84,6 @@ _MISSING = object()
 _NOT_LITERAL = object()
 
 
-def _packages_functions(tree: ast.Module, path: Path, funcs: Sequence[str]) -> set[str]:
-    """The functions of a component module that run in packages mode: all of them with
-    ``PACKAGES = True``, those named with ``PACKAGES = ["name", ...]``, else none."""
-    value = _module_constant(tree, "PACKAGES")
-    if value is _MISSING or value is False:
-        return set()
-    if value is True:
-        return set(funcs)
-    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
-        unknown = sorted(set(value) - set(funcs))
-        if unknown:
-            raise ConfigError(
-                f"{path}: PACKAGES names {', '.join(unknown)}, which "
-                f"{'is' if len(unknown) == 1 else 'are'} not a public function here "
-                f"({', '.join(funcs)})"
-            )
-        return set(value)
-    raise ConfigError(
-        f"{path}: PACKAGES must be True (every function here in packages mode) or a list of "
-        'function names, e.g. PACKAGES = ["light_step"]'
-    )
-
-
 class _Helpers:
     """What every component of a run is checked against, worked out once per run (per
     component, it was 1004 x 500 at N=500): the helper that ships each import package
@@ -108,11 +96,11 @@ class _Helpers:
 
 
 def _component(
-    path: Path, func: ast.FunctionDef, image: Image | None, known: _Helpers
+    path: Path, func: str, imports: tuple[str, ...], image: Image | None, known: _Helpers
 ) -> Component:
-    """The component ``func`` with the helpers its imports need; in image mode, an error
-    naming a helper its image lacks and the images that have it."""
-    imports = function_imports(func)
+    """The component ``func`` (which imports ``imports``) with the helpers its imports
+    need; in image mode, an error naming a helper its image lacks and the images that
+    have it."""
     provides = known.provides
     needed = tuple(sorted({provides[i] for i in imports if i in provides}))
     if image is not None:
@@ -126,12 +114,12 @@ def _component(
                 f'set IMAGE = "{having[0]}"' if having else f'add "{helper}" to `helpers`'
             ) + f" or add {helper!r} to helpers in images/{image.name}/image.toml"
             raise ConfigError(
-                f"{path}: {func.name} imports {package} (helper {helper}), which image "
+                f"{path}: {func} imports {package} (helper {helper}), which image "
                 f"{image.name} does not contain; images containing it: "
                 f"{', '.join(having) or 'none'}; {fix}"
             )
     return Component(
-        name=func.name,
+        name=func,
         path=path,
         image=image.name if image is not None else None,
         imports=imports,
@@ -139,9 +127,141 @@ def _component(
     )
 
 
+@dataclass(frozen=True)
+class ModuleFacts:
+    """What discovery needs of a component module's syntax tree, and nothing else: a
+    function of its bytes (and of the Python that parsed them), so it is kept by their
+    sha256 (``KeptRecords``) and a module unchanged since the last run is not parsed again
+    (1004 parses at N=500)."""
+
+    future_annotations: bool  # `from __future__ import annotations` at module level
+    functions: tuple[tuple[str, tuple[str, ...]], ...]  # public functions, their imports
+    packages: str | tuple[str, ...]  # PACKAGES: "none", "all", "invalid" or names
+    image: str | None  # IMAGE when it is a string
+    image_repr: str  # how an error shows IMAGE: its repr, None's when missing or no literal
+
+    @classmethod
+    def of(cls, tree: ast.Module) -> ModuleFacts:
+        funcs = [
+            n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
+        ]
+        packages = _module_constant(tree, "PACKAGES")
+        image = _module_constant(tree, "IMAGE")
+        return cls(
+            future_annotations=any(
+                isinstance(n, ast.ImportFrom)
+                and n.module == "__future__"
+                and any(a.name == "annotations" for a in n.names)
+                for n in tree.body
+            ),
+            functions=tuple((f.name, function_imports(f)) for f in funcs),
+            packages=_packages_value(packages),
+            image=image if isinstance(image, str) else None,
+            image_repr=repr(None if image in (_MISSING, _NOT_LITERAL) else image),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "future_annotations": self.future_annotations,
+            "functions": [[name, list(imports)] for name, imports in self.functions],
+            "packages": self.packages if isinstance(self.packages, str) else list(self.packages),
+            "image": self.image,
+            "image_repr": self.image_repr,
+        }
+
+    @classmethod
+    def from_json(cls, doc: Any) -> ModuleFacts | None:
+        """The facts a kept record holds; None when it is not one (then parse again)."""
+        try:
+            packages = doc["packages"]
+            facts = cls(
+                future_annotations=doc["future_annotations"],
+                functions=tuple((name, tuple(imports)) for name, imports in doc["functions"]),
+                packages=packages if isinstance(packages, str) else tuple(packages),
+                image=doc["image"],
+                image_repr=doc["image_repr"],
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+        return facts if facts.to_json() == doc and facts._typed() else None
+
+    def _typed(self) -> bool:
+        names = [n for f in self.functions for n in (f[0], *f[1])]
+        if not isinstance(self.packages, str):
+            names.extend(self.packages)
+        return (
+            isinstance(self.future_annotations, bool)
+            and all(isinstance(n, str) for n in names)
+            and (self.packages in ("none", "all", "invalid") or not isinstance(self.packages, str))
+            and isinstance(self.image, str | None)
+            and isinstance(self.image_repr, str)
+        )
+
+
+def _packages_value(value: object) -> str | tuple[str, ...]:
+    """PACKAGES as ``ModuleFacts`` keeps it: "none" (missing or False), "all" (True), the
+    names listed, or "invalid" (anything else, a non-literal too)."""
+    if value is _MISSING or value is False:
+        return "none"
+    if value is True:
+        return "all"
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    return "invalid"
+
+
+# Bump when ModuleFacts changes. The Python decides what parses, and to what.
+FACTS_KIND = f"kiln component module facts 1; python {sys.version}"
+
+
+def module_facts(path: Path, kept: KeptRecords) -> ModuleFacts:
+    """The facts of the component module ``path``: kept ones when its bytes have some,
+    else parsed (a syntax error is a ConfigError naming the line) and kept."""
+    data = path.read_bytes()
+    doc = kept.get(data)
+    facts = ModuleFacts.from_json(doc) if doc is not None else None
+    if facts is None:
+        facts = _parsed_facts(path, data)
+        kept.put(data, facts.to_json())
+    return facts
+
+
+def _parsed_facts(path: Path, data: bytes) -> ModuleFacts:
+    return ModuleFacts.of(parse_source(path, data))
+
+
+def _packages_of(facts: ModuleFacts, path: Path) -> set[str]:
+    """The functions of a component module that run in packages mode: all of them with
+    ``PACKAGES = True``, those named with ``PACKAGES = ["name", ...]``, else none."""
+    funcs = [name for name, _imports in facts.functions]
+    if facts.packages == "none":
+        return set()
+    if facts.packages == "all":
+        return set(funcs)
+    if not isinstance(facts.packages, str):
+        unknown = sorted(set(facts.packages) - set(funcs))
+        if unknown:
+            raise ConfigError(
+                f"{path}: PACKAGES names {', '.join(unknown)}, which "
+                f"{'is' if len(unknown) == 1 else 'are'} not a public function here "
+                f"({', '.join(funcs)})"
+            )
+        return set(facts.packages)
+    raise ConfigError(
+        f"{path}: PACKAGES must be True (every function here in packages mode) or a list of "
+        'function names, e.g. PACKAGES = ["light_step"]'
+    )
+
+
 def read_components(
-    root: Path, images: Sequence[Image], helpers: Sequence[Helper]
+    root: Path,
+    images: Sequence[Image],
+    helpers: Sequence[Helper],
+    kept: KeptRecords | None = None,
 ) -> tuple[Component, ...]:
+    """The components of ``pipelines/components/*.py``; ``kept``: where each module's
+    facts are kept by its bytes (None: every module is parsed)."""
+    kept = kept or KeptRecords(None, FACTS_KIND)
     components: list[Component] = []
     by_name = {i.name: i for i in images}
     known = _Helpers(helpers, images)
@@ -149,34 +269,25 @@ def read_components(
         if path.name.startswith("_"):
             continue
         check_module_name(path)
-        tree = parse_module(path)
-        if any(
-            isinstance(n, ast.ImportFrom)
-            and n.module == "__future__"
-            and any(a.name == "annotations" for a in n.names)
-            for n in tree.body
-        ):
+        facts = module_facts(path, kept)
+        if facts.future_annotations:
             raise ConfigError(
                 f"{path}: `from __future__ import annotations` turns type hints into strings, "
                 "which KFP cannot read as component inputs/outputs; remove that import"
             )
-        funcs = [
-            n for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")
-        ]
-        if not funcs:
+        if not facts.functions:
             raise ConfigError(f"{path}: defines no public function to turn into a component")
-        in_packages = _packages_functions(tree, path, [f.name for f in funcs])
-        image = _module_constant(tree, "IMAGE")
-        if len(in_packages) < len(funcs) and (not isinstance(image, str) or image not in by_name):
-            shown = None if image in (_MISSING, _NOT_LITERAL) else image
+        in_packages = _packages_of(facts, path)
+        image = facts.image
+        if len(in_packages) < len(facts.functions) and (image is None or image not in by_name):
             raise ConfigError(
-                f"{path}: IMAGE = {shown!r} must name an image folder under images/ "
+                f"{path}: IMAGE = {facts.image_repr} must name an image folder under images/ "
                 f'({", ".join(sorted(by_name)) or "none"}); add e.g. IMAGE = "base", or '
                 "PACKAGES = True to install the helpers at pod start instead"
             )
-        for func in funcs:
-            chosen = None if func.name in in_packages else by_name[str(image)]
-            components.append(_component(path, func, chosen, known))
+        for name, imports in facts.functions:
+            chosen = None if name in in_packages else by_name[str(image)]
+            components.append(_component(path, name, imports, chosen, known))
     seen: dict[str, Path] = {}
     for comp in components:
         if comp.name in seen:
@@ -185,6 +296,7 @@ def read_components(
                 f"{comp.path}; rename one"
             )
         seen[comp.name] = comp.path
+    kept.save()
     return tuple(components)
 
 
