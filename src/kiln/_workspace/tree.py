@@ -53,19 +53,39 @@ class Limit:
 
 def entries(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
     """Every entry under ``root`` that can reach a wheel (links not followed), with its
-    ``lstat``, in a fixed order."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        skip_top = SKIP_TOP_DIRS if here == root else frozenset()
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if d not in SKIP_DIRS and d not in skip_top and not d.endswith(".egg-info")
-        )
-        names = sorted([*dirnames, *(f for f in filenames if not f.endswith(SKIP_SUFFIXES))])
-        for name in names:
-            path = here / name
-            yield path, path.lstat()
+    ``lstat``, in a fixed order: a folder's entries sorted by name, then each of its
+    subfolders in that order (as ``os.walk`` goes, an unreadable folder skipped)."""
+    for path, st in _walk(str(root), top=True):
+        yield Path(path), st
+
+
+def _walk(folder: str, *, top: bool) -> Iterator[tuple[str, os.stat_result]]:
+    """``entries`` on paths as strings, from one ``scandir`` per folder: its entries
+    carry their type, so no path object or second ``stat`` is made per file (9000 of
+    them over 500 helpers, walked by every discovery)."""
+    try:
+        with os.scandir(folder) as scan:
+            found = sorted(scan, key=lambda e: e.name)
+    except OSError:
+        return
+    skip_top = SKIP_TOP_DIRS if top else frozenset()
+    subfolders = []
+    for entry in found:
+        name = entry.name
+        try:
+            is_dir = entry.is_dir()  # through a link, as os.walk sorts names
+        except OSError:
+            is_dir = False
+        if is_dir:
+            if name in SKIP_DIRS or name in skip_top or name.endswith(".egg-info"):
+                continue
+            subfolders.append(entry)
+        elif name.endswith(SKIP_SUFFIXES):
+            continue
+        yield entry.path, entry.stat(follow_symlinks=False)
+    for entry in subfolders:
+        if not entry.is_symlink():  # a link is yielded above, never followed
+            yield from _walk(entry.path, top=False)
 
 
 def _q(path: Path) -> str:
