@@ -114,3 +114,10 @@ def test_a_helper_is_found_by_name_without_a_search(tmp_path: Path) -> None:
     assert len(walks) == 1
     with pytest.raises(KeyError):
         ws.helper("nope")
+
+
+def test_the_component_folder_is_worked_out_once(tmp_path: Path) -> None:
+    # A release asks for it once per component (1004 at N=500).
+    ws = discover(_repo(tmp_path, helpers=1, components=1))
+    assert ws.component_dir == tmp_path / "pipelines" / "components" / "generated"
+    assert ws.component_dir is ws.component_dir

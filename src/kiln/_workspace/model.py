@@ -190,9 +190,10 @@ class Workspace:
     def dist_dir(self) -> Path:
         return self.root / "dist"
 
-    @property
+    @functools.cached_property
     def component_dir(self) -> Path:
-        """The committed, generated component YAMLs (one per component) and the catalog."""
+        """The committed, generated component YAMLs (one per component) and the catalog
+        (worked out once: a release asks for it per component)."""
         return self.root / "pipelines" / "components" / "generated"
 
 
