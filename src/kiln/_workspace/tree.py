@@ -88,7 +88,7 @@ def _walk(folder: str, *, top: bool) -> Iterator[tuple[str, os.stat_result]]:
             yield from _walk(entry.path, top=False)
 
 
-def _q(path: Path) -> str:
+def _q(path: Path | str) -> str:
     return shlex.quote(str(path))
 
 
@@ -119,14 +119,16 @@ def _special(path: Path, mode: int) -> ConfigError:
     )
 
 
-def check_helper_tree(root: Path) -> tuple[tuple[Path, int], ...]:
+def check_helper_tree(root: Path) -> tuple[tuple[str, int], ...]:
     """Refuse every link and special file under the helper folder ``root`` (itself no
-    link); its files with their sizes."""
+    link); its files (paths as strings: 1500 at N=500, shown only when oversized) with
+    their sizes."""
     refuse_link(root)
     top = os.path.realpath(root)
     files = []
-    for path, st in entries(root):
+    for name, st in _walk(str(root), top=True):
         if stat.S_ISLNK(st.st_mode):
+            path = Path(name)
             written, why = _link_target(path, top)
             where = (
                 why
@@ -142,12 +144,12 @@ def check_helper_tree(root: Path) -> tuple[tuple[Path, int], ...]:
         if stat.S_ISDIR(st.st_mode):
             continue
         if not stat.S_ISREG(st.st_mode):
-            raise _special(path, st.st_mode)
-        files.append((path, st.st_size))
+            raise _special(Path(name), st.st_mode)
+        files.append((name, st.st_size))
     return tuple(files)
 
 
-def oversized(files: tuple[tuple[Path, int], ...], limit: Limit) -> tuple[str, ...]:
+def oversized(files: tuple[tuple[str, int], ...], limit: Limit) -> tuple[str, ...]:
     """A warning for each of a helper's ``files`` above ``limit``."""
     return tuple(
         f"{_q(path)} is {size / MIB:.1f} MiB, over the {limit.mib} MiB limit for a helper's "
@@ -175,8 +177,9 @@ def check_read_tree(root: Path) -> None:
     if not root.is_dir():
         return
     top = os.path.realpath(root)
-    for path, st in entries(root):
+    for name, st in _walk(str(root), top=True):
         if stat.S_ISLNK(st.st_mode):
+            path = Path(name)
             written, why = _link_target(path, top)
             if why is not None:
                 raise ConfigError(
@@ -185,4 +188,4 @@ def check_read_tree(root: Path) -> None:
                     f"{_q(path)}`) and commit the file itself in its place"
                 )
         elif not stat.S_ISDIR(st.st_mode) and not stat.S_ISREG(st.st_mode):
-            raise _special(path, st.st_mode)
+            raise _special(Path(name), st.st_mode)
