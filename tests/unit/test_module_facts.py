@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kiln._errors import ConfigError
+from kiln._util import toml
 from kiln._util.kept import KeptRecords
 from kiln._workspace import sources
 from kiln._workspace.discovery import discover
@@ -199,3 +201,32 @@ def test_a_command_keeps_the_facts_and_its_next_run_parses_nothing(
     parses.clear()
     assert run(capsys, *argv)[0] == 0
     assert parses == []
+
+
+def test_a_helper_s_pyproject_unchanged_since_the_last_run_is_not_parsed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _repo(tmp_path)
+    parsed: list[Path] = []
+    real = toml.parse_toml
+
+    def counting(path: Path, data: bytes) -> dict[str, Any]:
+        if path.parent.parent.name == "helpers":
+            parsed.append(path)
+        return real(path, data)
+
+    monkeypatch.setattr(toml, "parse_toml", counting)
+    first = discover(root, keep=True)
+    assert len(parsed) == 2
+    parsed.clear()
+    assert discover(root, keep=True) == first
+    assert parsed == []
+    pyproject = root / "helpers" / "tabular" / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('"0.1.0"', '"0.2.0"'))
+    assert discover(root, keep=True).helper("tabular").version == "0.2.0"
+    assert parsed == [pyproject]
+    kept = root / ".kiln/cache/discovery/helpers.json"
+    kept.write_bytes(kept.read_bytes().replace(b"0.2.0", b"0.3.0"))  # its sha256 line kept
+    parsed.clear()
+    assert discover(root, keep=True).helper("tabular").version == "0.2.0"
+    assert len(parsed) == 2

@@ -194,7 +194,7 @@ def test_a_run_of_cache_hits_reads_each_helper_once_and_the_ignore_file_once(
         hashed.append(path)
         return files.sha256_file(path)
 
-    def load_toml(path: Path, **kwargs: str) -> dict[str, Any]:
+    def load_toml(path: Path, **kwargs: Any) -> dict[str, Any]:
         parsed.append(path)
         return toml.load_toml(path, **kwargs)
 

@@ -70,7 +70,7 @@ class KeptRecords:
     def save(self) -> None:
         if self.path is None or self._used == self._read():
             return
-        body = json.dumps(self._used, sort_keys=True, separators=(",", ":")).encode()
+        body = json.dumps(self._used, separators=(",", ":")).encode()  # mappings in order
         with contextlib.suppress(OSError):  # a cache not writable keeps nothing
             write_atomic(
                 self.path, _HEAD + hashlib.sha256(body).hexdigest().encode() + b"\n" + body

@@ -12,14 +12,32 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from kiln._errors import ConfigError
+from kiln._util.kept import KeptRecords
 
 
-def load_toml(path: Path, *, what: str) -> dict[str, Any]:
-    """Parse ``path``; a missing or malformed file is a ``ConfigError``."""
+def load_toml(path: Path, *, what: str, kept: KeptRecords | None = None) -> dict[str, Any]:
+    """Parse ``path``; a missing or malformed file is a ``ConfigError``. ``kept``: where
+    documents are kept by the file's bytes (read, never changed: the document may be
+    shared with the next caller)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: missing; every {what} needs this file") from None
+    if kept is not None:
+        doc = kept.get(data)
+        if isinstance(doc, dict):
+            return doc
+    parsed = parse_toml(path, data)
+    if kept is not None:
+        kept.put(data, parsed)
+    return parsed
+
+
+def parse_toml(path: Path, data: bytes) -> dict[str, Any]:
+    """Parse ``data``, the bytes of ``path``, as ``path.read_text(encoding="utf-8")``
+    reads them (universal newlines); malformed, a ``ConfigError``."""
+    try:
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,13 @@ def _suggest(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "renamed"
 
 
-def _read_helper(path: Path, org: str, limit: Limit) -> tuple[Helper, list[Requirement]]:
+def _read_helper(
+    path: Path, org: str, limit: Limit, kept: KeptRecords
+) -> tuple[Helper, list[Requirement]]:
     _check_folder(path, _HELPER_FOLDER, "a distribution (letters, digits, '-', '_' and '.')")
     files = check_helper_tree(path)  # before reading any of them
     pyproject = path / "pyproject.toml"
-    doc = load_toml(pyproject, what="helper")
+    doc = load_toml(pyproject, what="helper", kept=kept)
     own = doc.get("tool", {}).get("kiln", {})
     if isinstance(own, dict) and MAX_FILE_SETTING in own:
         limit = _limit(own, pyproject)
@@ -171,10 +174,11 @@ def _limit(kiln: dict[str, Any], pyproject: Path) -> Limit:
     return Limit(mib, f"[tool.kiln] {MAX_FILE_SETTING} in {shlex.quote(str(pyproject))}")
 
 
-def _read_helpers(root: Path, org: str, limit: Limit) -> tuple[Helper, ...]:
+def _read_helpers(root: Path, org: str, limit: Limit, kept: KeptRecords) -> tuple[Helper, ...]:
     refuse_link(root / "helpers")
     folders = sorted(p for p in (root / "helpers").glob("*") if p.is_dir())
-    read = [_read_helper(p, org, limit) for p in folders if not p.name.startswith((".", "_"))]
+    read = [_read_helper(p, org, limit, kept) for p in folders if not p.name.startswith((".", "_"))]
+    kept.save()
     by_dist = {canonicalize_name(h.distribution): h for h, _ in read}
     helpers = []
     for helper, reqs in read:
@@ -334,10 +338,9 @@ def _registry_base(table: dict[str, Any], config: Path, section: str) -> str | N
     return base
 
 
-def module_facts_file(root: Path) -> Path:
-    """Where ``discover(root, keep=True)`` keeps the component modules' facts."""
-    return root / STATE_DIR / "cache" / "discovery" / "modules.json"
-
+# The helpers' pyproject.toml documents, kept by their bytes by ``discover(keep=True)``
+# (tomllib is the running Python's: another may read a file otherwise).
+TOML_KIND = f"kiln helper pyproject.toml 1; python {sys.version}"
 
 PACKAGES_IMAGE = "packages"  # the name of packages mode's pseudo-image (and its lock)
 
@@ -411,8 +414,9 @@ def _source(kiln: dict[str, Any], pyproject: Path) -> str | None:
 
 def discover(root: Path, *, keep: bool = False) -> Workspace:
     """Read the monorepo at ``root``. ``keep``: keep what parsing each component module
-    found (``ModuleFacts``) under the repository's state folder, by the module's bytes,
-    and take it from there next time (a command's run); without it nothing is written."""
+    found (``ModuleFacts``) and each helper's pyproject.toml under the repository's
+    state folder, by the file's bytes, and take them from there next time (a command's
+    run: 500 TOML and 1004 Python parses at N=500); without it nothing is written."""
     pyproject = root / "pyproject.toml"
     doc = load_toml(pyproject, what="kiln workspace")
     kiln = doc.get("tool", {}).get("kiln")
@@ -427,7 +431,13 @@ def discover(root: Path, *, keep: bool = False) -> Workspace:
         index_port=get_int(stack_table, "index-port", 8765, pyproject, section),
         registry_port=get_int(stack_table, "registry-port", 5765, pyproject, section),
     )
-    helpers = _read_helpers(root, org, _limit(kiln, pyproject))
+    state = root / STATE_DIR / "cache" / "discovery"
+    helpers = _read_helpers(
+        root,
+        org,
+        _limit(kiln, pyproject),
+        KeptRecords(state / "helpers.json" if keep else None, TOML_KIND),
+    )
     refuse_link(root / "images")
     image_dirs = sorted(p for p in (root / "images").glob("*") if p.is_dir())
     for folder in (*image_dirs, root / "pipelines"):
@@ -440,7 +450,7 @@ def discover(root: Path, *, keep: bool = False) -> Workspace:
             f"{root / 'images' / PACKAGES_IMAGE}: the name {PACKAGES_IMAGE!r} is kiln's for "
             "packages mode's lock (pipelines/requirements.lock); rename the folder"
         )
-    kept = KeptRecords(module_facts_file(root) if keep else None, FACTS_KIND)
+    kept = KeptRecords(state / "modules.json" if keep else None, FACTS_KIND)
     components = read_components(root, images, helpers, kept)
     upstream = _upstream_index(kiln, pyproject)
     check_confusion(root, org, helpers, images, upstream)
