@@ -12,8 +12,10 @@ import build
 import pytest
 
 import kiln._wheels.build
+import kiln._wheels.git_tree
 from kiln._errors import ConfigError
 from kiln._util import files, toml
+from kiln._util.git import git_output
 from kiln._wheels.build import build_wheel, build_wheels, cache_key
 from kiln._wheels.git_tree import clean_trees
 from kiln._workspace.discovery import discover
@@ -221,3 +223,30 @@ def test_a_miss_on_a_clean_helper_still_refuses_a_special_file(tmp_path: Path) -
     with pytest.raises(ConfigError, match=r"pipe is a FIFO"):
         build_wheel(helper, tmp_path / "out", cache_dir=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
+
+
+def test_git_status_is_asked_about_the_folder_holding_the_helpers_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # git status matches each path against each pathspec: 500 helper folders as 500
+    # pathspecs cost it 5x the CPU of their one parent folder at N=500.
+    helper = _committed(tmp_path)
+    helpers = discover(helper.path.parent.parent).helpers
+    calls: list[tuple[str, ...]] = []
+
+    def recording(top: Path, *args: str) -> str | None:
+        calls.append(args)
+        return git_output(top, *args)
+
+    monkeypatch.setattr(kiln._wheels.git_tree, "git_output", recording)
+    clean = {h.path: git(h.path, "rev-parse", f"HEAD:helpers/{h.name}") for h in helpers}
+    assert clean_trees([h.path for h in helpers]) == clean
+    status = next(c for c in calls if "status" in c)
+    assert status[status.index("--") + 1 :] == ("helpers",)
+    # What git says outside the helper folders leaves them clean; inside, dirty.
+    (helper.path.parent / "NOTES.md").write_text("notes\n")
+    (helper.path.parent / "_template").mkdir()
+    (helper.path.parent / "_template" / "x.py").write_text("X = 1\n")
+    assert clean_trees([h.path for h in helpers]) == clean
+    _untracked(helper.path)
+    assert helper.path not in clean_trees([h.path for h in helpers])

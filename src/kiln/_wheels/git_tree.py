@@ -83,10 +83,12 @@ def clean_trees(folders: Sequence[Path]) -> Mapping[Path, str]:
                 return
 
     specs = ("--", *rels)
-    # Paths, not patterns: a folder above the helpers may be named "[x]" or "*".
+    # Paths, not patterns: a folder above the helpers may be named "[x]" or "*". git
+    # status matches every path against every pathspec: it is asked about the folders
+    # holding the helpers (one, helpers/), and what it says outside them is left out.
     status = git_output(
         top, "--literal-pathspecs", "--no-optional-locks", "status", "--porcelain=v1", "-z",
-        "--no-renames", "--untracked-files=all", "--ignored=traditional", *specs,
+        "--no-renames", "--untracked-files=all", "--ignored=traditional", "--", *_holding(rels),
     )  # fmt: skip
     listed = git_output(top, "--literal-pathspecs", "ls-files", "-s", "-v", "-z", *specs)
     trees = git_output(top, "--literal-pathspecs", "ls-tree", "-z", "HEAD", *specs)
@@ -110,6 +112,12 @@ def clean_trees(folders: Sequence[Path]) -> Mapping[Path, str]:
         if kind == "tree" and path in rels and path not in dirty:
             found[rels[path]] = tree
     return found
+
+
+def _holding(rels: Iterable[str]) -> list[str]:
+    """The folders holding the helper folders ``rels`` (a helper at the repository's top
+    stands for itself: its parent would be the whole repository)."""
+    return sorted({rel.rpartition("/")[0] or rel for rel in rels})
 
 
 def _converted(top: Path, files: Iterable[str]) -> set[str]:
