@@ -33,8 +33,8 @@ from urllib.parse import urlsplit
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from kiln._components.kept import Kept
 from kiln._errors import ConfigError
+from kiln._util.kept import Kept
 from kiln._wheels.metadata import WheelMetadata, import_packages, wheel_metadata
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Component, Workspace

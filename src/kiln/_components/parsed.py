@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln._components.catalog import yaml_documents
-from kiln._components.kept import Kept
+from kiln._util.kept import Kept
 
 FORMAT = b"kiln parsed yaml 1 sha256:"
 

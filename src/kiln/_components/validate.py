@@ -22,8 +22,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kiln._components.kept import Kept
 from kiln._errors import ConfigError
+from kiln._util.kept import Kept
 from kiln._workspace.model import Component
 from kiln._workspace.sources import parse_module
 

@@ -8,6 +8,11 @@ file (1004 component modules at N=500: one read, not 1004 opens), which starts w
 sha256 of the JSON after it: a file that does not have it (truncated, edited) holds no
 record, and every record is worked out again. Only records JSON holds exactly are kept.
 The file is a cache: one that cannot be written is no error, it only keeps nothing.
+
+``Kept`` keeps one value per file instead, under a folder by a sha256 the caller gives
+(each generated YAML's parsed documents, each wheel's import packages and Requires-Dist,
+whether the component sources pass ``validate``): values read one by one, not together.
+Both seal what they write the same way (``seal`` / ``unseal``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,55 @@ from typing import Any
 from kiln._util.files import write_atomic
 
 _HEAD = b"sha256:"
+
+
+def seal(form: bytes, body: bytes) -> bytes:
+    """``body`` behind a first line of ``form`` and the sha256 of ``body``."""
+    return form + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+
+
+def unseal(form: bytes, data: bytes) -> bytes | None:
+    """The body ``seal(form, body)`` wrote, or None: another form, or damaged bytes."""
+    head, _, body = data.partition(b"\n")
+    return body if head == form + hashlib.sha256(body).hexdigest().encode() else None
+
+
+def _exact_json(value: Any) -> bytes | None:
+    """``value`` as JSON when JSON gives it back equal (mappings keep their order, a tuple
+    comes back a list), else None."""
+    try:
+        body = json.dumps(value, allow_nan=False, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        return None
+    return body if json.loads(body) == value else None
+
+
+class Kept:
+    """JSON values under ``folder`` by a sha256 (of the bytes they were computed from);
+    ``form``: the first line's prefix, which names what is kept and in which format."""
+
+    def __init__(self, folder: Path, form: bytes) -> None:
+        self.folder = folder
+        self.form = form
+
+    def _path(self, sha: str) -> Path:
+        return self.folder / f"{sha[:2]}/{sha}.json"
+
+    def get(self, sha: str) -> Any | None:
+        """The value kept for ``sha``; None when there is none or it is damaged."""
+        try:
+            body = unseal(self.form, self._path(sha).read_bytes())
+            return json.loads(body) if body is not None else None
+        except (OSError, ValueError):
+            return None
+
+    def put(self, sha: str, value: Any) -> None:
+        """Keep ``value`` for ``sha`` when JSON holds it exactly (compare with what ``get``
+        will give); a cache that cannot be written is not kept."""
+        body = _exact_json(value)
+        if body is not None:
+            with contextlib.suppress(OSError):  # a cache not writable keeps nothing
+                write_atomic(self._path(sha), seal(self.form, body))
 
 
 class KeptRecords:
@@ -42,10 +96,9 @@ class KeptRecords:
             self._held = {}
             if self.path is not None:
                 try:
-                    head, _, body = self.path.read_bytes().partition(b"\n")
-                    if head == _HEAD + hashlib.sha256(body).hexdigest().encode():
-                        held = json.loads(body)
-                        self._held = held if isinstance(held, dict) else {}
+                    body = unseal(_HEAD, self.path.read_bytes())
+                    held = json.loads(body) if body is not None else {}
+                    self._held = held if isinstance(held, dict) else {}
                 except (OSError, ValueError):
                     pass
         return self._held
@@ -60,11 +113,7 @@ class KeptRecords:
 
     def put(self, data: bytes, record: Any) -> None:
         """Keep ``record`` for ``data`` (written by ``save``) when JSON holds it exactly."""
-        try:
-            exact = json.loads(json.dumps(record, allow_nan=False)) == record
-        except (TypeError, ValueError):
-            exact = False
-        if exact:
+        if _exact_json(record) is not None:
             self._used[self._key(data)] = record
 
     def save(self) -> None:
@@ -72,7 +121,5 @@ class KeptRecords:
             return
         body = json.dumps(self._used, separators=(",", ":")).encode()  # mappings in order
         with contextlib.suppress(OSError):  # a cache not writable keeps nothing
-            write_atomic(
-                self.path, _HEAD + hashlib.sha256(body).hexdigest().encode() + b"\n" + body
-            )
+            write_atomic(self.path, seal(_HEAD, body))
         self._held = dict(self._used)
