@@ -34,7 +34,8 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 from kiln._errors import ConfigError
-from kiln._util.kept import Kept
+from kiln._util.kept import Kept, code_digest
+from kiln._wheels import metadata as _metadata
 from kiln._wheels.metadata import WheelMetadata, import_packages, wheel_metadata
 from kiln._wheels.wheelhouse import Wheelhouse
 from kiln._workspace.model import Component, Workspace
@@ -105,7 +106,8 @@ class Hashed(Protocol):
     def sha256(self) -> str: ...
 
 
-WHEEL_FORMAT = b"kiln wheel metadata 1 sha256:"
+# What a wheel says of itself is worked out by kiln._wheels.metadata: its code is named.
+WHEEL_FORMAT = f"kiln wheel metadata 1 code {code_digest(_metadata.__file__)} sha256:".encode()
 
 
 class WheelFacts:

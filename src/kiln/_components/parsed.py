@@ -15,10 +15,16 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from kiln._components.catalog import yaml_documents
-from kiln._util.kept import Kept
+import yaml
 
-FORMAT = b"kiln parsed yaml 1 sha256:"
+from kiln._components import catalog
+from kiln._components.catalog import yaml_documents
+from kiln._util.kept import Kept, code_digest
+
+# The documents are PyYAML's, read by catalog.yaml_documents: both are named.
+FORMAT = (
+    f"kiln parsed yaml 1 pyyaml {yaml.__version__} code {code_digest(catalog.__file__)} sha256:"
+).encode()
 
 
 class ParsedYamls:

@@ -12,12 +12,16 @@ The file is a cache: one that cannot be written is no error, it only keeps nothi
 ``Kept`` keeps one value per file instead, under a folder by a sha256 the caller gives
 (each generated YAML's parsed documents, each wheel's import packages and Requires-Dist,
 whether the component sources pass ``validate``): values read one by one, not together.
-Both seal what they write the same way (``seal`` / ``unseal``).
+Both seal what they write the same way (``seal`` / ``unseal``). What kiln's own code
+works out from the bytes names that code in its kind or form (``code_digest``): a kiln
+whose code changed without a new version (a checkout, an editable install) must not be
+handed what its previous code worked out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -26,6 +30,17 @@ from typing import Any
 from kiln._util.files import write_atomic
 
 _HEAD = b"sha256:"
+
+
+@functools.cache
+def code_digest(*modules: str) -> str:
+    """The sha256 over the bytes of the source files ``modules`` (a module's
+    ``__file__``): the code that works out a kept record, named in its kind or form."""
+    digest = hashlib.sha256()
+    for module in modules:
+        data = Path(module).read_bytes()
+        digest.update(f"{len(data)}\0".encode() + data)
+    return digest.hexdigest()
 
 
 def seal(form: bytes, body: bytes) -> bytes:

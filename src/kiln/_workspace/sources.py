@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln._errors import ConfigError
-from kiln._util.kept import KeptRecords
+from kiln._util.kept import KeptRecords, code_digest
 from kiln._workspace.model import Component, Helper, Image, Pipeline, sibling_closure
 
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -211,7 +211,7 @@ def _packages_value(value: object) -> str | tuple[str, ...]:
 
 
 # Bump when ModuleFacts changes. The Python decides what parses, and to what.
-FACTS_KIND = f"kiln component module facts 1; python {sys.version}"
+FACTS_KIND = f"kiln component module facts 1; python {sys.version}; code {code_digest(__file__)}"
 
 
 def module_facts(path: Path, kept: KeptRecords) -> ModuleFacts:
