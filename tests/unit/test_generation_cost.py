@@ -305,7 +305,7 @@ def test_drift_decodes_and_diffs_only_the_files_that_differ(
     (generated / "crlf.yaml").write_bytes(b"a: 1\nb: 2\n")
     (committed / "changed.yaml").write_bytes(b"a: 1\n")
     (generated / "changed.yaml").write_bytes(b"a: 2\n")
-    decoded = counting(monkeypatch, drift, "_text")
+    decoded = counting(monkeypatch, drift, "text_of")
     (found,) = drift.compare(committed, generated, label="c")
     assert (found.name, found.state) == ("changed.yaml", "changed")
     assert "-a: 1\n+a: 2\n" in found.diff

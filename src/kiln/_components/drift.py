@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln._util.files import text_of
+
 
 @dataclass(frozen=True)
 class Drift:
@@ -52,12 +54,6 @@ def _one_platform(text: str, platforms: Mapping[str, tuple[str, str]]) -> str:
     return ""
 
 
-def _text(data: bytes) -> str:
-    """``data`` as ``read_text`` gives it: UTF-8, each "\r\n" and "\r" read as "\n" (a
-    checkout with CRLF line ends holds the same YAML)."""
-    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-
-
 def compare(
     committed: Path,
     generated: Path,
@@ -81,9 +77,9 @@ def compare(
             held, made = old[name].read_bytes(), new[name].read_bytes()
             if held == made:  # most of them: not decoded, split nor diffed
                 continue
-            text = _text(held)
+            text = text_of(held)  # a CRLF checkout holds the same YAML
             before = text.splitlines(keepends=True)
-            after = _text(made).splitlines(keepends=True)
+            after = text_of(made).splitlines(keepends=True)
             if before != after:
                 diff = difflib.unified_diff(
                     before, after, f"{label}/{name} (committed)", f"{label}/{name} (generated)"

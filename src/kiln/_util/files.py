@@ -16,6 +16,13 @@ from typing import BinaryIO
 _CHUNK = 1 << 20
 
 
+def text_of(data: bytes) -> str:
+    """``data`` as ``Path.read_text(encoding="utf-8")`` gives a file of those bytes: UTF-8
+    (else ``UnicodeDecodeError``), each "\r\n" and "\r" read as "\n" (universal newlines,
+    so a checkout with CRLF line ends reads the same)."""
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -12,6 +12,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 from kiln._errors import ConfigError
+from kiln._util.files import text_of
 from kiln._util.kept import KeptRecords
 
 
@@ -37,7 +38,7 @@ def parse_toml(path: Path, data: bytes) -> dict[str, Any]:
     """Parse ``data``, the bytes of ``path``, as ``path.read_text(encoding="utf-8")``
     reads them (universal newlines); malformed, a ``ConfigError``."""
     try:
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+        text = text_of(data)
     except UnicodeDecodeError as exc:
         raise ConfigError(
             f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln._errors import ConfigError
+from kiln._util.files import text_of
 from kiln._util.kept import KeptRecords, code_digest
 from kiln._workspace.model import Component, Helper, Image, Pipeline, sibling_closure
 
@@ -46,8 +47,7 @@ def parse_source(path: Path, data: bytes) -> ast.Module:
     """The syntax tree of ``data``, the bytes of the module ``path``: read as
     ``path.read_text(encoding="utf-8")`` reads them (universal newlines)."""
     try:
-        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
-        return ast.parse(text, filename=str(path))
+        return ast.parse(text_of(data), filename=str(path))
     except SyntaxError as exc:
         raise ConfigError(f"{path}:{exc.lineno}: syntax error: {exc.msg}; fix it") from None
     except UnicodeDecodeError as exc:
