@@ -10,10 +10,11 @@ import yaml
 
 from kiln._components import catalog, parsed
 from kiln._components.packages import WHEEL_FORMAT
+from kiln._util import toml
 from kiln._util.kept import KeptRecords, code_digest
 from kiln._wheels import metadata
 from kiln._workspace import sources
-from kiln._workspace.discovery import discover
+from kiln._workspace.discovery import TOML_KIND, discover
 from kiln._workspace.sources import FACTS_KIND, read_components
 from tests import factory
 
@@ -30,6 +31,7 @@ def test_the_code_digest_is_the_files_bytes(tmp_path: Path) -> None:
 
 def test_each_kind_names_the_code_that_works_its_records_out() -> None:
     assert code_digest(sources.__file__) in FACTS_KIND
+    assert code_digest(toml.__file__) in TOML_KIND
     assert code_digest(metadata.__file__).encode() in WHEEL_FORMAT
     assert code_digest(catalog.__file__).encode() in parsed.FORMAT
     assert f"pyyaml {yaml.__version__}".encode() in parsed.FORMAT

@@ -32,6 +32,7 @@ from kiln import __version__
 from kiln._components.catalog import yaml_documents
 from kiln._errors import ConfigError, KilnError, writing
 from kiln._util.files import write_atomic, write_text_atomic
+from kiln._util.kept import seal
 from kiln._workspace.model import Component, Pipeline
 
 Parse = Callable[[bytes], tuple[Any, ...]]  # a YAML's documents (``yaml_documents``)
@@ -346,9 +347,8 @@ class YamlCache:
         return content, None
 
     def _store(self, entry: Path, content: bytes) -> None:
-        head = ENTRY_MAGIC + hashlib.sha256(content).hexdigest().encode() + b"\n"
         try:
-            write_atomic(entry, head + content)
+            write_atomic(entry, seal(ENTRY_MAGIC, content))
         except OSError as exc:
             self._writable = False
             self._note(

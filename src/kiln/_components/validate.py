@@ -14,7 +14,6 @@ becomes YAML: a top-level key of the attacker's choosing, or a second document a
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import json
 import re
@@ -23,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kiln._errors import ConfigError
-from kiln._util.kept import Kept
+from kiln._util.kept import Kept, code_digest
 from kiln._workspace.model import Component
 from kiln._workspace.sources import parse_module
 
@@ -158,12 +157,7 @@ def _passed_key(components: Sequence[Component]) -> str | None:
     except OSError:
         return None
     parts = [
-        _validator_digest(), list(sys.version_info[:2]),
+        code_digest(__file__), list(sys.version_info[:2]),
         [(c.name, modules[c.path]) for c in components],
     ]  # fmt: skip
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-
-@functools.cache
-def _validator_digest() -> str:
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()

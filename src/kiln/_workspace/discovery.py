@@ -19,8 +19,9 @@ from packaging.version import InvalidVersion, Version
 
 from kiln._debian.config import OsConfig, read_os, read_os_packages
 from kiln._errors import ConfigError
+from kiln._util import toml
 from kiln._util.git import strip_credentials
-from kiln._util.kept import KeptRecords
+from kiln._util.kept import KeptRecords, code_digest
 from kiln._util.toml import get_int, get_str, get_str_list, load_toml
 from kiln._workspace.confusion import check_confusion
 from kiln._workspace.hatch import (
@@ -339,8 +340,9 @@ def _registry_base(table: dict[str, Any], config: Path, section: str) -> str | N
 
 
 # The helpers' pyproject.toml documents, kept by their bytes by ``discover(keep=True)``
-# (tomllib is the running Python's: another may read a file otherwise).
-TOML_KIND = f"kiln helper pyproject.toml 1; python {sys.version}"
+# (tomllib is the running Python's: another may read a file otherwise), as
+# kiln._util.toml.parse_toml reads them.
+TOML_KIND = f"kiln helper pyproject.toml 1; python {sys.version}; code {code_digest(toml.__file__)}"
 
 PACKAGES_IMAGE = "packages"  # the name of packages mode's pseudo-image (and its lock)
 

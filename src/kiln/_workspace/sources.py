@@ -210,7 +210,8 @@ def _packages_value(value: object) -> str | tuple[str, ...]:
     return "invalid"
 
 
-# Bump when ModuleFacts changes. The Python decides what parses, and to what.
+# The Python decides what parses, and to what; this module's code (ModuleFacts among it)
+# what is kept of it.
 FACTS_KIND = f"kiln component module facts 1; python {sys.version}; code {code_digest(__file__)}"
 
 

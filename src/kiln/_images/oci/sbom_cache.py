@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from kiln._util.epoch import MTIME
 from kiln._util.files import write_atomic
+from kiln._util.kept import code_digest, seal, unseal
 
 if TYPE_CHECKING:
     from kiln._images.inputs import ImageInputs
@@ -42,13 +43,6 @@ def sbom_path(dist_dir: Path, image: str, platform: str | None = None) -> Path:
     return dist_dir / "sbom" / f"{image}{suffix}.cdx.json"
 
 
-def _code() -> str:
-    digest = hashlib.sha256()
-    for module in (_MAKER, __file__):
-        digest.update(Path(module).read_bytes())
-    return digest.hexdigest()
-
-
 def sbom_key(inputs: ImageInputs, digest: str) -> str:
     """sha256 over everything ``image_sbom(inputs, digest)`` reads, and its code."""
     base = inputs.base
@@ -63,7 +57,7 @@ def sbom_key(inputs: ImageInputs, digest: str) -> str:
     wh = inputs.wheelhouse
     doc = {
         "format": CACHE_FORMAT,
-        "code": _code(),
+        "code": code_digest(str(_MAKER), __file__),
         "cyclonedx": version("cyclonedx-python-lib"),
         "epoch": MTIME,
         "digest": digest,
@@ -79,13 +73,13 @@ def cached_sbom(inputs: ImageInputs, digest: str, folder: Path) -> bytes:
     """``image_sbom(inputs, digest)``, from ``folder`` when it holds it whole."""
     entry = folder / f"{sbom_key(inputs, digest)}.cdx.json"
     with contextlib.suppress(OSError):
-        first, _, content = entry.read_bytes().partition(b"\n")
-        if first == _MAGIC + hashlib.sha256(content).hexdigest().encode():
+        content = unseal(_MAGIC, entry.read_bytes())
+        if content is not None:
             return content
     from kiln._images.oci.sbom import image_sbom  # noqa: PLC0415 - cyclonedx, only on a miss
 
     made = image_sbom(inputs, digest)
     with contextlib.suppress(OSError):  # a cache that cannot be written: made each time
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(entry, _MAGIC + hashlib.sha256(made).hexdigest().encode() + b"\n" + made)
+        write_atomic(entry, seal(_MAGIC, made))
     return made
