@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import requests
 
-from kiln._servers.index import LISTING_MIN_PROJECTS, IndexClient, files_of
+from kiln._servers.index import LISTING_MIN_PROJECTS, IndexClient, files_for, files_of
 from tests.unit.fakes import FakeIndex
 from tests.unit.test_credentials import FakeTransport, session_with
 
@@ -159,3 +159,14 @@ def test_no_listing_is_asked_for_again_and_a_page_without_digests_is_none() -> N
     assert client.listing() is None
     assert client.listing() is None
     assert len(transport.seen) > 1
+
+
+def test_files_for_asks_for_the_projects_of_its_pairs_in_their_order() -> None:
+    index = ListingIndex(published=_published(N))
+    pairs = _wanted(sorted(index.published, reverse=True))
+
+    got = files_for(index, iter(pairs))  # read once: a generator is enough
+
+    assert list(got) == [project for project, _ in pairs]
+    assert got == index.published
+    assert (index.listings, index.pages) == (1, [])

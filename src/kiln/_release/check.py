@@ -23,7 +23,7 @@ from kiln._lock.format import Lock, read_lock
 from kiln._lock.inputs import check_fresh
 from kiln._locking.debian import fresh_os_lock
 from kiln._release.plan import Action, FileCandidate, plan_file, unrecorded_hint
-from kiln._servers.index import Index, files_of
+from kiln._servers.index import Index, files_for
 from kiln._servers.registry import Registry
 from kiln._wheels.build import BuiltWheel
 from kiln._workspace.model import Image, Workspace, helper_closure
@@ -77,11 +77,7 @@ def _helper_findings(
     recorded: Mapping[str, str],
 ) -> list[Finding]:
     found = []
-    pages = files_of(
-        index,
-        (w.distribution for w in wheels),
-        wanted=((w.distribution, w.filename) for w in wheels),
-    )
+    pages = files_for(index, ((w.distribution, w.filename) for w in wheels))
     for wheel in wheels:
         helper = workspace.helper(wheel.helper)
         path = str((helper.path / "pyproject.toml").relative_to(workspace.root))

@@ -22,7 +22,7 @@ from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
 from kiln._errors import KilnError
 from kiln._release.check import ALTERED, Finding
-from kiln._servers.index import Index, files_of
+from kiln._servers.index import Index, files_for
 from kiln._servers.registry import Registry
 from kiln._workspace.model import Workspace
 
@@ -148,11 +148,7 @@ def wheel_findings(
             older.append((filename, sha256, str(parse_wheel_filename(filename)[0])))
         except InvalidWheelFilename:
             continue
-    listed = files_of(
-        index,
-        (project for _, _, project in older),
-        wanted=((project, filename) for filename, _, project in older),
-    )
+    listed = files_for(index, ((project, filename) for filename, _, project in older))
     for filename, sha256, project in older:
         there = listed[project].get(filename)
         if there is not None and there != sha256:

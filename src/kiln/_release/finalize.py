@@ -55,7 +55,7 @@ from kiln._release.plan import ReleasePlan
 from kiln._release.prepare import ImageSource, prepare, staging_dir
 from kiln._release.stages import Outcome, make_plan, record
 from kiln._release.tag import TagRelease, check_tag, finish_tag
-from kiln._servers.index import files_of
+from kiln._servers.index import files_for
 from kiln._util.git import git_output
 from kiln._wheels.build import BuiltWheel
 from kiln._wheels.wheelhouse import PipDownload
@@ -115,12 +115,8 @@ def check_published(jobs: Sequence[PlannedJob], services: Services) -> None:
     missing: list[tuple[str, int]] = []
     wrong: list[str] = []
     # every project's page at once, each once (hundreds of wheels: not one at a time)
-    projects = sorted({w.project for job in jobs for w in job.publishes.values()})
-    pages = files_of(
-        services.index,
-        projects,
-        wanted=((w.project, w.filename) for job in jobs for w in job.publishes.values()),
-    )
+    wanted = {(w.project, w.filename) for job in jobs for w in job.publishes.values()}
+    pages = files_for(services.index, sorted(wanted))
     for job in jobs:
         for wheel in job.publishes.values():
             there = pages[wheel.project].get(wheel.filename)

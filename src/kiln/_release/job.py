@@ -37,7 +37,7 @@ from kiln._release.prepare import prepare
 from kiln._release.stages import bake, check_engine, check_refusals, make_plan, publish
 from kiln._release.train import check_tree
 from kiln._report import Reporter
-from kiln._servers.index import files_of
+from kiln._servers.index import files_for
 from kiln._util.git import revision
 from kiln._workspace.model import Workspace, helper_closure
 
@@ -273,7 +273,7 @@ def unmade_pages(
         for w in wheels
         if w.filename not in made and w.action is not Action.PUBLISH
     }
-    return files_of(services.index, sorted({p for p, _ in unmade}), wanted=unmade)
+    return files_for(services.index, sorted(unmade))
 
 
 def wheel_problems(

@@ -39,7 +39,7 @@ from kiln._release.plan import (
 )
 from kiln._release.prepare import Prepared, image_builder, kfp_version
 from kiln._report import Reporter
-from kiln._servers.index import Index, files_of
+from kiln._servers.index import Index, files_for
 from kiln._util.files import atomic_output, sha256_file, write_atomic
 from kiln._util.git import revision
 from kiln._wheels.build import BuiltWheel
@@ -71,11 +71,7 @@ def make_plan(workspace: Workspace, prepared: Prepared, services: Services) -> R
         )
         for w in prepared.wheels
     ] + list(prepared.mirror_candidates())
-    published = files_of(
-        services.index,
-        (c.project for c in candidates),
-        wanted=((c.project, c.path.name) for c in candidates),
-    )
+    published = files_for(services.index, ((c.project, c.path.name) for c in candidates))
     files = [(c, dict(published[c.project])) for c in candidates]
     images = []
     for inputs in prepared.images:
@@ -145,11 +141,7 @@ def upload_checked(
 def _listed(index: Index, files: Sequence[tuple[str, Path, str]]) -> dict[str, str | None]:
     """Filename -> the sha256 the index lists it with (None: not listed), every project's
     page asked for at once (``files_of``)."""
-    pages = files_of(
-        index,
-        (project for project, _, _ in files),
-        wanted=((project, path.name) for project, path, _ in files),
-    )
+    pages = files_for(index, ((project, path.name) for project, path, _ in files))
     return {path.name: pages[project].get(path.name) for project, path, _ in files}
 
 

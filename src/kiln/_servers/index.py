@@ -118,6 +118,13 @@ def files_of(
     return {name: found[name] for name in names}
 
 
+def files_for(index: Index, files: Iterable[tuple[str, str]]) -> dict[str, Mapping[str, str]]:
+    """``files_of`` for the (project, filename) pairs ``files``, when the caller looks up
+    those files alone: their projects in the order given, each a wanted file of its own."""
+    pairs = list(files)
+    return files_of(index, (project for project, _ in pairs), wanted=pairs)
+
+
 def _from_listing(
     index: Index, names: Sequence[str], wanted: Iterable[tuple[str, str]]
 ) -> dict[str, Mapping[str, str]]:
