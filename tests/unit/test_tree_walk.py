@@ -59,7 +59,7 @@ def test_the_walk_gives_what_os_walk_gave_in_its_order(
         return real_stat(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "stat", counting)
-    got = [(p, (st.st_mode, st.st_size, st.st_ino)) for p, st in entries(root)]
+    got = [(Path(p), (st.st_mode, st.st_size, st.st_ino)) for p, st in entries(root)]
     assert got == expected
     assert len(got) == 18
     assert stats == []  # each entry's lstat comes with its directory entry

@@ -51,12 +51,12 @@ class Limit:
     setting: str  # e.g. "[tool.kiln] max-file-size-mib in pyproject.toml"
 
 
-def entries(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    """Every entry under ``root`` that can reach a wheel (links not followed), with its
-    ``lstat``, in a fixed order: a folder's entries sorted by name, then each of its
-    subfolders in that order (as ``os.walk`` goes, an unreadable folder skipped)."""
-    for path, st in _walk(str(root), top=True):
-        yield Path(path), st
+def entries(root: Path) -> Iterator[tuple[str, os.stat_result]]:
+    """Every entry under ``root`` that can reach a wheel (links not followed), its path
+    as a string, with its ``lstat``, in a fixed order: a folder's entries sorted by name,
+    then each of its subfolders in that order (as ``os.walk`` goes, an unreadable folder
+    skipped)."""
+    return _walk(str(root), top=True)
 
 
 def _walk(folder: str, *, top: bool) -> Iterator[tuple[str, os.stat_result]]:
@@ -126,7 +126,7 @@ def check_helper_tree(root: Path) -> tuple[tuple[str, int], ...]:
     refuse_link(root)
     top = os.path.realpath(root)
     files = []
-    for name, st in _walk(str(root), top=True):
+    for name, st in entries(root):
         if stat.S_ISLNK(st.st_mode):
             path = Path(name)
             written, why = _link_target(path, top)
@@ -177,7 +177,7 @@ def check_read_tree(root: Path) -> None:
     if not root.is_dir():
         return
     top = os.path.realpath(root)
-    for name, st in _walk(str(root), top=True):
+    for name, st in entries(root):
         if stat.S_ISLNK(st.st_mode):
             path = Path(name)
             written, why = _link_target(path, top)
